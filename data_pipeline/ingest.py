@@ -1,0 +1,145 @@
+"""The per-shard text stages: read -> normalise -> filter -> decontaminate -> dedup signatures.
+
+One ingest shard is ``docs_per_shard`` consecutive raw records of one input file. For each shard
+this writes (under ``work/ingest``) the kept documents as jsonl ``{uid, id, text}``, a small
+``.ids.jsonl`` ``[uid, id, words]`` used by the dedup step to name duplicates, the dedup
+signature files, ``dropped/<shard>.jsonl``, and last the ``.done`` marker with the stage counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.decontaminate import Decontaminator
+from data_pipeline.dedup.buckets import write_signatures
+from data_pipeline.dedup.exact import content_hash, id_rank
+from data_pipeline.dedup.minhash import MinHasher
+from data_pipeline.filters import apply_filters
+from data_pipeline.normalize import normalize_text
+from data_pipeline.readers import ReadStats, read_documents
+from data_pipeline.report import StageStats, progress
+from data_pipeline.shards import AtomicJsonl, is_done, mark_done, my_units, shard_name, write_json_atomic
+
+UID_FILE_SHIFT = 40  # uid = file index << 40 | record position: 2**40 records per file
+
+
+def make_uid(file_index: int, position: int) -> int:
+    return (file_index << UID_FILE_SHIFT) | position
+
+
+def shard_of_uid(uid: int, docs_per_shard: int) -> str:
+    return shard_name(uid >> UID_FILE_SHIFT, (uid & ((1 << UID_FILE_SHIFT) - 1)) // docs_per_shard)
+
+
+class ShardWriter:
+    """Collects one shard's kept documents, drops and signatures, and commits them atomically."""
+
+    def __init__(self, cfg, layout, name: str, minhasher: MinHasher | None):
+        self.cfg, self.layout, self.name, self.minhasher = cfg, layout, name, minhasher
+        self.kept = AtomicJsonl(layout.ingest / f"{name}.jsonl")
+        self.ids = AtomicJsonl(layout.ingest / f"{name}.ids.jsonl")
+        self.dropped = AtomicJsonl(layout.dropped / f"{name}.jsonl")
+        self.stats = {s: StageStats() for s in ("read", "normalize", "filter", "decontaminate")}
+        self.exact, self.bands, self.ranks, self.uids = [], [], [], []
+
+    def drop(self, doc_id: str, reason: str, **extra) -> None:
+        self.dropped.write({"id": doc_id, "reason": reason, **extra})
+
+    def keep(self, uid: int, doc_id: str, text: str, words: int) -> None:
+        self.kept.write({"uid": uid, "id": doc_id, "text": text})
+        self.ids.write([uid, doc_id, words])
+        self.uids.append(uid)
+        self.ranks.append(id_rank(doc_id))
+        if self.cfg.dedup.exact.enabled:
+            self.exact.append(content_hash(text))
+        if self.minhasher is not None:
+            self.bands.append(self.minhasher.band_hashes(self.minhasher.signature(text)))
+
+    def commit(self, file_index: int, chunk: int) -> None:
+        uids, ranks = np.asarray(self.uids, np.uint64), np.asarray(self.ranks, np.uint64)
+        if self.cfg.dedup.exact.enabled:
+            write_signatures(self.layout.sigs / "exact", self.name, np.asarray(self.exact, np.uint64)[:, None],
+                             ranks, uids, self.cfg.dedup.exact.num_buckets)
+        if self.minhasher is not None:
+            mh = self.cfg.dedup.minhash
+            bands = np.asarray(self.bands, np.uint64).reshape(len(self.uids), mh.bands)
+            write_signatures(self.layout.sigs / "minhash", self.name, bands, ranks, uids, mh.num_buckets)
+        for f in (self.kept, self.ids, self.dropped):
+            f.close()
+        mark_done(self.layout.ingest / f"{self.name}.done",
+                  {"file": file_index, "chunk": chunk, "stages": {k: v.to_dict() for k, v in self.stats.items()}})
+
+
+def _process(w: ShardWriter, doc, uid: int, filters, decon: Decontaminator | None) -> None:
+    cfg = w.cfg
+    words_raw = len(doc.text.split())
+    w.stats["read"].record(words_raw, words_raw, None)
+    text = normalize_text(doc.text, cfg.normalize)
+    words = len(text.split())
+    if not text:
+        w.stats["normalize"].record(words_raw, 0, "normalize.empty")
+        w.drop(doc.id, "normalize.empty")
+        return
+    w.stats["normalize"].record(words_raw, words, None)
+    text, reason = apply_filters(text, filters)
+    w.stats["filter"].record(words, len(text.split()), reason)
+    if reason is not None:
+        w.drop(doc.id, reason)
+        return
+    words = len(text.split())
+    hit = decon.match(text) if decon else None
+    if decon:
+        w.stats["decontaminate"].record(words, words, "decontaminate.eval_overlap" if hit else None)
+    if hit is not None:
+        w.drop(doc.id, "decontaminate.eval_overlap", eval_id=hit)
+        return
+    w.keep(uid, doc.id, text, words)
+
+
+def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhasher, show: bool) -> list[str]:
+    """Process every not-yet-done shard of one input file; returns the file's shard names."""
+    size = cfg.shards.docs_per_shard
+    rstats = ReadStats()
+    docs = read_documents(path, cfg.reader.format, cfg.reader.text_field, cfg.reader.id_field,
+                          cfg.reader.on_error, rstats)
+    names, writer, chunk, bar = [], None, -1, progress(f"ingest {Path(path).name}", None, show)
+
+    def finish() -> None:
+        nonlocal writer
+        if writer is not None:
+            for msg in rstats.errors:  # malformed records skipped inside this chunk
+                writer.stats["read"].docs_in += 1
+                writer.stats["read"].dropped["read.malformed"] += 1
+                writer.drop(msg.split(": ", 1)[0], "read.malformed", error=msg)
+            rstats.errors.clear()
+            writer.commit(file_index, chunk)
+            writer = None
+
+    for doc in docs:
+        c = doc.index // size
+        if c != chunk:
+            finish()
+            chunk, name = c, shard_name(file_index, c)
+            names.append(name)
+            rstats.errors.clear()
+            if not is_done(layout.ingest / f"{name}.done"):
+                writer = ShardWriter(cfg, layout, name, minhasher)
+        if writer is not None:
+            _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
+        bar.update()
+    finish()
+    bar.close()
+    write_json_atomic(layout.ingest / f"file_{file_index:05d}.done", {"path": path, "shards": names})
+    return names
+
+
+def run_ingest(cfg, layout, task: tuple[int, int]) -> None:
+    """This task's share of the input files (round-robin by file)."""
+    filters = cfg.filters.active()
+    decon = Decontaminator(cfg.decontaminate) if cfg.decontaminate.eval_paths else None
+    minhasher = MinHasher(cfg.dedup.minhash) if cfg.dedup.minhash.enabled else None
+    for file_index, path in my_units(list(enumerate(cfg.inputs)), *task):
+        if not is_done(layout.ingest / f"file_{file_index:05d}.done"):
+            ingest_file(cfg, layout, file_index, path, filters, decon, minhasher, cfg.progress)

@@ -1,0 +1,224 @@
+"""Stage orchestration: ingest -> dedup edges -> cluster (+ substring, tokenizer) -> tokenize -> merge.
+
+Layout of the output folder ``DIR``::
+
+    DIR/tokenizer.model            trained on a sample of kept documents unless one was given
+    DIR/data.bin, DIR/data.idx     the merged Megatron dataset (pretraining: data.paths=[DIR/data])
+    DIR/tokens/shard_*.bin/.idx    per-shard token files (the unit of parallel tokenization)
+    DIR/report.json                docs/words in and out per stage, drops per reason, tokens
+    DIR/dropped/*.jsonl            one record per dropped document: id, reason (+ duplicate_of)
+    DIR/work/                      intermediate shards, signatures, edges, markers (resumable)
+
+Every stage unit is resumable (see ``shards.py``). With several tasks (SLURM array / ranks),
+each runs the same command; the single-process steps (cluster, merge) run on task 0 while the
+others wait for their markers, and the per-unit stages are split round-robin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_pipeline.config import DataConfig, to_dict
+from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, edge_units, _edge_path
+from data_pipeline.dedup.substring import remove_repeats
+from data_pipeline.indexed import IndexedDataset, IndexedDatasetBuilder, dtype_for_vocab
+from data_pipeline.ingest import run_ingest, shard_of_uid
+from data_pipeline.report import STAGES, StageStats, merge_stage_dicts, ordered, progress, summary
+from data_pipeline.shards import (AtomicJsonl, is_done, iter_jsonl, mark_done, my_units, read_done,
+                                  task_from_env, write_json_atomic)
+from data_pipeline.tokenize import TokenizerPool, train_from_texts
+from data_pipeline.tokenizer import Tokenizer
+
+PIPELINE_STAGES = ("ingest", "dedup", "cluster", "tokenize", "merge")
+
+
+@dataclass
+class Layout:
+    root: Path
+
+    @property
+    def work(self) -> Path: return self.root / "work"
+    @property
+    def ingest(self) -> Path: return self.work / "ingest"
+    @property
+    def sigs(self) -> Path: return self.work / "sigs"
+    @property
+    def dropped(self) -> Path: return self.root / "dropped"
+    @property
+    def tokens(self) -> Path: return self.root / "tokens"
+
+
+def _check_manifest(cfg: DataConfig, layout: Layout) -> None:
+    """Refuse to resume into a folder prepared with different settings (shards would not match)."""
+    body = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "shards")}
+    body["docs_per_shard"] = cfg.shards.docs_per_shard
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    path = layout.work / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())["config_sha256"]
+        if old != digest:
+            raise RuntimeError(f"{layout.root} was prepared with a different config ({old} != {digest}); "
+                               "use a new --output folder or delete it")
+    else:
+        write_json_atomic(path, {"config_sha256": digest, "config": body})
+
+
+def _wait(paths: list[Path], what: str, timeout_s: float, poll_s: float = 2.0) -> None:
+    """Filesystem barrier between tasks: block until every marker in ``paths`` exists."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = [p for p in paths if not p.exists()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f}s for {what}; still missing {missing[0]}")
+        time.sleep(poll_s)
+
+
+def _all_shards(cfg: DataConfig, layout: Layout) -> list[str]:
+    names = []
+    for i in range(len(cfg.inputs)):
+        names += read_done(layout.ingest / f"file_{i:05d}.done")["shards"]
+    return names
+
+
+def final_texts(cfg: DataConfig, layout: Layout, shard: str, removals: dict, edits: dict):
+    """The kept documents of one shard after dedup and substring edits, in order."""
+    for rec in iter_jsonl(layout.ingest / f"{shard}.jsonl"):
+        uid = rec["uid"]
+        if uid in removals:
+            continue
+        text = edits.get(str(uid), rec["text"]) if edits else rec["text"]
+        if text is not None:
+            yield text
+
+
+def _edits(layout: Layout) -> dict:
+    path = layout.work / "substring" / "edits.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _run_substring(cfg: DataConfig, layout: Layout, shards: list[str], removals: dict) -> dict:
+    """Exact-substring removal over the whole kept corpus (in memory; see dedup/substring.py)."""
+    uids, ids, texts = [], [], []
+    for shard in shards:
+        for rec in iter_jsonl(layout.ingest / f"{shard}.jsonl"):
+            if rec["uid"] not in removals:
+                uids.append(rec["uid"]), ids.append(rec["id"]), texts.append(rec["text"])
+    new = remove_repeats(texts, cfg.dedup.substring)
+    s, edits = StageStats(), {}
+    out = AtomicJsonl(layout.dropped / "substring.jsonl")
+    for uid, doc_id, old, text in zip(uids, ids, texts, new):
+        reason = None if text is not None else "substring_dedup.emptied"
+        s.record(len(old.split()), len(text.split()) if text else 0, reason)
+        if text is not old:
+            edits[str(uid)] = text
+        if reason:
+            out.write({"id": doc_id, "reason": reason})
+    out.close()
+    write_json_atomic(layout.work / "substring" / "edits.json", edits)
+    return s.to_dict()
+
+
+def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
+    """Task 0 only: dedup clustering, substring removal, tokenizer (trained or copied)."""
+    marker = layout.work / "cluster.done"
+    if is_done(marker):
+        return
+    ingest = merge_stage_dicts([read_done(layout.ingest / f"{s}.done")["stages"] for s in shards])
+    last = ingest["decontaminate"] if ingest["decontaminate"].docs_in else ingest["filter"]
+    stats = run_cluster(cfg, layout, lambda u: shard_of_uid(u, cfg.shards.docs_per_shard),
+                        (last.docs_out, last.words_out))
+    removals = load_removals(layout)
+    if cfg.dedup.substring.enabled:
+        stats["substring_dedup"] = _run_substring(cfg, layout, shards, removals)
+    model = layout.root / "tokenizer.model"
+    if cfg.tokenize.tokenizer:
+        shutil.copyfile(cfg.tokenize.tokenizer, model)
+    else:
+        edits = _edits(layout)
+        texts = (t for s in shards for t in final_texts(cfg, layout, s, removals, edits))
+        train_from_texts(texts, layout.root, cfg.tokenize)
+    mark_done(marker, {"stages": stats})
+
+
+def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> None:
+    removals, edits = load_removals(layout), _edits(layout)
+    todo = [s for s in my_units(shards, *task) if not is_done(layout.tokens / f"{s}.done")]
+    if not todo:
+        return
+    bar = progress("tokenize", None, cfg.progress)
+    with TokenizerPool(layout.root / "tokenizer.model", cfg.tokenize) as pool:
+        for shard in todo:
+            docs, tokens = pool.write_shard(final_texts(cfg, layout, shard, removals, edits),
+                                            layout.tokens / shard, bar.update)
+            mark_done(layout.tokens / f"{shard}.done", {"docs": docs, "tokens": tokens})
+    bar.close()
+
+
+def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
+    """Concatenate token shards into DIR/data.bin/.idx (in shard order) and write report.json."""
+    tok = Tokenizer(layout.root / "tokenizer.model")
+    prefix = layout.root / "data"
+    docs = tokens = 0
+    with IndexedDatasetBuilder(prefix, dtype_for_vocab(tok.vocab_size)) as builder:
+        for shard in shards:
+            ds = IndexedDataset(layout.tokens / shard)
+            for i in range(len(ds)):
+                builder.add_document(ds[i])
+            docs += len(ds)
+            tokens += ds.num_tokens()
+    stages = merge_stage_dicts([read_done(layout.ingest / f"{s}.done")["stages"] for s in shards])
+    stages = {k: v for k, v in stages.items() if v.docs_in or k == "read"}
+    stages.update({k: StageStats.from_dict(v) for k, v in read_done(layout.work / "cluster.done")["stages"].items()})
+    last = stages[[s for s in STAGES if s in stages][-1]]
+    stages["tokenize"] = StageStats(docs_in=last.docs_out, docs_out=docs, words_in=last.words_out,
+                                    words_out=last.words_out, tokens_out=tokens)
+    report = {"inputs": list(cfg.inputs), "stages": ordered(stages), "documents": docs, "tokens": tokens,
+              "tokenizer": {"vocab_size": tok.vocab_size, "eod_id": tok.eos_id, "sha256": tok.fingerprint()},
+              "shards": len(shards), "output_prefix": "data"}
+    write_json_atomic(layout.root / "report.json", report)
+    return report
+
+
+def run(cfg: DataConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 3600.0) -> dict | None:
+    """Run ``stage`` (or all stages) as this task; returns the report on the task that merges."""
+    if stage not in ("all",) + PIPELINE_STAGES:
+        raise ValueError(f"stage must be 'all' or one of {PIPELINE_STAGES}, got {stage!r}")
+    layout = Layout(Path(cfg.output))
+    layout.work.mkdir(parents=True, exist_ok=True)
+    task = task_from_env(cfg.shards)
+    _check_manifest(cfg, layout)
+    wanted = PIPELINE_STAGES if stage == "all" else (stage,)
+    file_markers = [layout.ingest / f"file_{i:05d}.done" for i in range(len(cfg.inputs))]
+    if "ingest" in wanted:
+        run_ingest(cfg, layout, task)
+    if wanted[-1] == "ingest":
+        return None
+    _wait(file_markers, "every task's ingest stage", wait_timeout_s)
+    shards = _all_shards(cfg, layout)
+    if "dedup" in wanted:
+        run_edges(cfg, layout, task, shards)
+    if wanted[-1] == "dedup":
+        return None
+    edge_markers = [_edge_path(layout, *u).with_suffix(".done") for u in edge_units(cfg)]
+    _wait(edge_markers, "every task's dedup stage", wait_timeout_s)
+    if "cluster" in wanted and task[0] == 0:
+        stage_cluster(cfg, layout, shards)
+    if wanted[-1] == "cluster":
+        return None
+    _wait([layout.work / "cluster.done"], "the cluster step on task 0", wait_timeout_s)
+    if "tokenize" in wanted:
+        stage_tokenize(cfg, layout, shards, task)
+    if "merge" not in wanted or task[0] != 0:
+        return None
+    _wait([layout.tokens / f"{s}.done" for s in shards], "every task's tokenize stage", wait_timeout_s)
+    return stage_merge(cfg, layout, shards)
+
+
+__all__ = ["run", "summary", "Layout", "PIPELINE_STAGES"]

@@ -1,0 +1,125 @@
+"""Sharding, resumability and multi-node splitting.
+
+A *unit* is one piece of work of a stage (an ingest shard, a (band, bucket) of dedup, a token
+shard). Every unit writes its outputs under temporary names, renames them into place, and last
+writes a ``.done`` marker holding its stats (JSON). A re-run skips units whose marker exists, so
+a job killed at any point resumes where it stopped; because every unit is deterministic and the
+merge orders units by name, the resumed output is byte-identical to an uninterrupted run.
+
+Multi-node: the units of a stage are split round-robin over tasks. The task is taken from, in
+order, the config (``shards.task_index/task_count``), ``SLURM_ARRAY_TASK_ID`` with
+``SLURM_ARRAY_TASK_COUNT`` (SLURM job arrays), or ``RANK`` with ``WORLD_SIZE`` (torchrun-style
+launchers). Stages that need all units (clustering, tokenizer training, merge) run on task 0
+after every task finished the previous stage (``launch/prepare_data.py --stage``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
+
+# Test hook: crash (as a kill would) after this many units have completed in this process.
+CRASH_ENV = "DATA_PIPELINE_CRASH_AFTER_UNITS"
+
+
+@dataclass
+class ShardConfig:
+    """How work is cut and spread."""
+
+    docs_per_shard: int = 10_000
+    """Raw documents per ingest shard (the unit of resumption and of parallel work)."""
+    task_index: int | None = None
+    """This task's index; None reads SLURM_ARRAY_TASK_ID or RANK (default 0)."""
+    task_count: int | None = None
+    """Number of tasks; None reads SLURM_ARRAY_TASK_COUNT or WORLD_SIZE (default 1)."""
+
+
+def task_from_env(cfg: ShardConfig, env: dict | None = None) -> tuple[int, int]:
+    """(index, count) of this task; raises ValueError when the index is outside [0, count)."""
+    env = os.environ if env is None else env
+    if cfg.task_index is not None or cfg.task_count is not None:
+        index, count = cfg.task_index or 0, cfg.task_count or 1
+    elif "SLURM_ARRAY_TASK_ID" in env:
+        # SLURM arrays may start at an offset (--array=1-8); SLURM_ARRAY_TASK_MIN makes it 0-based.
+        index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        count = int(env.get("SLURM_ARRAY_TASK_COUNT", 1))
+    elif "RANK" in env:
+        index, count = int(env["RANK"]), int(env.get("WORLD_SIZE", 1))
+    else:
+        index, count = 0, 1
+    if not 0 <= index < count:
+        raise ValueError(f"task index {index} is outside [0, {count}) (check SLURM_ARRAY_* / RANK / WORLD_SIZE)")
+    return index, count
+
+
+def my_units(units: Iterable[T], index: int, count: int) -> list[T]:
+    """Round-robin share of ``units`` for task ``index`` of ``count``."""
+    return [u for k, u in enumerate(units) if k % count == index]
+
+
+def shard_name(file_index: int, chunk: int) -> str:
+    """Ingest shard names sort in input order: file first, then chunk within the file."""
+    return f"shard_{file_index:05d}_{chunk:05d}"
+
+
+def is_done(marker: Path) -> bool:
+    return marker.exists()
+
+
+def read_done(marker: Path) -> dict:
+    return json.loads(marker.read_text())
+
+
+def mark_done(marker: Path, stats: dict) -> None:
+    """Write the unit's stats as its completion marker (atomically), then honour the crash hook."""
+    write_json_atomic(marker, stats)
+    _crash_hook()
+
+
+_completed = 0
+
+
+def _crash_hook() -> None:
+    global _completed
+    _completed += 1
+    limit = os.environ.get(CRASH_ENV)
+    if limit is not None and _completed >= int(limit):
+        # os._exit, not an exception: no cleanup runs, like SIGKILL or a node failure.
+        os._exit(137)
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class AtomicJsonl:
+    """A jsonl file written to ``path.tmp`` and renamed on :meth:`close`; ``abort`` discards."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self.f = open(self.tmp, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, obj: dict) -> None:
+        self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+
+def iter_jsonl(path: Path) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)

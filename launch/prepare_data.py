@@ -1,0 +1,92 @@
+"""Prepare a training-ready dataset: raw documents -> filtered, deduplicated, tokenized .bin/.idx.
+
+    python launch/prepare_data.py --input a.jsonl [b.jsonl ...] --output DIR
+    python launch/prepare_data.py --config configs/data/default.yaml --output DIR \\
+        --input data/raw/python_docs.jsonl filters.c4.enabled=true dedup.minhash.bands=20
+
+Without --config, configs/data/default.yaml is used. Trailing ``key.sub=value`` arguments
+override any config field. Pretraining then reads ``data.paths: [DIR/data]``.
+
+Multi-node: run the same command in every SLURM array task (or rank); the task index and count
+come from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or RANK/WORLD_SIZE (or shards.task_index/
+shards.task_count). Tasks split the shards and wait for each other on marker files; task 0
+clusters duplicates, trains the tokenizer and merges. ``--stage`` runs a single stage.
+
+Blend several prepared datasets (report only, the mixing happens at training time):
+    python launch/prepare_data.py blend --paths DIR1/data DIR2/data --weights 0.7 0.3 --seq-len 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_pipeline.config import DataConfigError, load_data_config  # noqa: E402  (path set above)
+from data_pipeline.pipeline import PIPELINE_STAGES, run, summary  # noqa: E402
+
+DEFAULT_CONFIG = ROOT / "configs" / "data" / "default.yaml"
+
+
+def _prepare(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", nargs="+", default=None, help="input files or folders (jsonl[.gz|.zst], parquet, "
+                    "folder of .txt, datasets save_to_disk folder)")
+    ap.add_argument("--output", default=None, help="output folder DIR")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="data config YAML (default: %(default)s)")
+    ap.add_argument("--tokenizer", default=None, help="existing sentencepiece .model (default: train one)")
+    ap.add_argument("--stage", default="all", choices=("all",) + PIPELINE_STAGES)
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
+    args = ap.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.input:
+        overrides.append("inputs=" + json.dumps(args.input))
+    if args.output:
+        overrides.append("output=" + json.dumps(args.output))
+    if args.tokenizer:
+        overrides.append("tokenize.tokenizer=" + json.dumps(args.tokenizer))
+    if args.no_progress:
+        overrides.append("progress=false")
+    try:
+        cfg = load_data_config(args.config, overrides)
+    except DataConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = run(cfg, args.stage)
+    if report is not None:
+        print(summary(report))
+    return 0
+
+
+def _blend(argv: list[str]) -> int:
+    from data_pipeline.blend import blend_report
+
+    ap = argparse.ArgumentParser(prog="prepare_data.py blend", description="report a weighted blend")
+    ap.add_argument("--paths", nargs="+", required=True, help="dataset prefixes (DIR/data)")
+    ap.add_argument("--weights", nargs="+", type=float, required=True)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=None, help="blended samples (default: sum of sources)")
+    ap.add_argument("--output", default=None, help="write the report here as JSON")
+    args = ap.parse_args(argv)
+    report = blend_report(args.paths, args.weights, args.seq_len, args.samples)
+    text = json.dumps(report, indent=1)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "blend":
+        return _blend(argv[1:])
+    return _prepare(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

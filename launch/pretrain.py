@@ -1,0 +1,62 @@
+"""Pretrain a model from a YAML config.
+
+    python launch/pretrain.py --config configs/debug.yaml [key.sub=value ...]        # single-process debug mode
+    deepspeed --num_gpus N launch/pretrain.py --config configs/X.yaml [key=value ...] # DeepSpeed, any TP×PP×DP
+    srun launch/pretrain.py --config ...                                               # one task per GPU under SLURM
+
+How it was started is detected from the environment (see parallel/launch_env.py). A config mistake prints
+one line and exits 2; a diverged run exits 3; a preempted run saves a checkpoint and exits 0, and the same
+command resumes it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="YAML run config")
+    ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=20 precision=bf16")
+    ap.add_argument("--detect-anomaly", action="store_true", help="torch.autograd anomaly detection (slow)")
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from llm.train.loop import TrainingDiverged
+    from parallel.launch_env import detect_launch
+    try:
+        cfg = load_config(args.config, args.overrides)
+        launch = detect_launch()
+        if args.detect_anomaly:
+            import torch
+            torch.autograd.set_detect_anomaly(True)
+        if launch.mode == "python":
+            from llm.train.debug import run_debug
+            outcome = run_debug(cfg)
+        else:
+            from parallel.engine import run_distributed
+            outcome = run_distributed(cfg, launch)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"training diverged: {e}", file=sys.stderr)
+        return 3
+    if outcome.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
+        fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731 (None when resumed at the last step)
+        print(f"done: {outcome.step} steps, last loss {fmt(outcome.last_loss)}, eval loss {fmt(outcome.eval_loss)}, "
+              f"checkpoint {outcome.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

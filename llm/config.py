@@ -1,0 +1,398 @@
+"""Typed run configuration: one dataclass per concern, YAML as serialisation.
+
+No torch here (the spec layer and the launchers import it cheaply). `load_config` turns a YAML file plus
+dotted command-line overrides into a validated `RunConfig`; every error is a `ConfigError` whose message
+names the file, the key and the rule, so entry points can print it without a stack trace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message is meant to be printed as is."""
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return ((x + multiple - 1) // multiple) * multiple
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention)."""
+
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; defaults to n_heads (plain multi-head attention)."""
+    head_dim: int | None = None
+    """Defaults to d_model // n_heads."""
+    d_ff: int | None = None
+    """SwiGLU hidden size; defaults to 8/3·d_model rounded up to a multiple of 64 (Llama's rule keeps
+    the SwiGLU MLP at the parameter count of a 4·d_model GELU MLP)."""
+    vocab_size: int = 4096
+    seq_len: int = 256
+    tie_embeddings: bool = False
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    """Std of the normal init; output projections are further scaled by 1/sqrt(2·n_layers) (GPT-2)."""
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None and self.n_heads > 0:
+            self.head_dim = self.d_model // self.n_heads
+        if self.d_ff is None:
+            self.d_ff = _round_up(int(8 * self.d_model / 3), 64)
+
+    def validate(self, where: str = "model") -> None:
+        for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size", "seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be positive")
+        if self.head_dim * self.n_heads != self.d_model and self.d_model % self.n_heads != 0:
+            raise ConfigError(
+                f"{where}.n_heads={self.n_heads} does not divide {where}.d_model={self.d_model} "
+                f"(set {where}.head_dim explicitly to decouple them)")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ConfigError(f"{where}.n_kv_heads={self.n_kv_heads} must divide {where}.n_heads={self.n_heads} "
+                              "(each key/value head serves a whole group of query heads)")
+        if self.head_dim % 2 != 0:
+            raise ConfigError(f"{where}.head_dim={self.head_dim} must be even for rotary embeddings")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{where}.dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)
+    """Prefixes of Megatron .bin/.idx datasets (without the extension)."""
+    weights: list[float] | None = None
+    """Blend weights, one per path; defaults to proportional to nothing: equal weights."""
+    tokenizer: str | None = None
+    """sentencepiece .model; its vocab must fit model.vocab_size."""
+    valid_fraction: float = 0.05
+    """Tail fraction of each dataset's token stream held out for evaluation."""
+
+    def validate(self, where: str = "data") -> None:
+        if not self.paths:
+            raise ConfigError(f"{where}.paths is empty: name at least one prepared dataset prefix "
+                              "(the output of launch/prepare_data.py, e.g. runs/data/python_docs/data)")
+        if self.weights is not None and len(self.weights) != len(self.paths):
+            raise ConfigError(f"{where}.weights has {len(self.weights)} entries but {where}.paths has {len(self.paths)}")
+        if self.weights is not None and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+            raise ConfigError(f"{where}.weights must be non-negative with a positive sum")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"{where}.valid_fraction={self.valid_fraction} must be in (0, 1)")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to min_lr_ratio·lr (Chinchilla decays to 10%)."""
+
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+
+    def validate(self, where: str = "optim") -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr={self.lr} must be positive")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{where}.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ConfigError(f"{where}.warmup_steps, grad_clip and weight_decay must be non-negative")
+        for b in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, b) < 1.0:
+                raise ConfigError(f"{where}.{b}={getattr(self, b)} must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = None
+    """Optimizer steps; give this or `tokens` (steps = ceil(tokens / (global_batch_size·seq_len)))."""
+    tokens: int | None = None
+    global_batch_size: int = 8
+    """Sequences per optimizer step, summed over data-parallel ranks and accumulation micro-steps."""
+    micro_batch_size: int = 2
+    """Sequences per forward pass on one rank."""
+    seed: int = 0
+    eval_every: int = 50
+    """Steps between evaluations on the held-out split; 0 evaluates only at the end."""
+    eval_batches: int = 4
+    log_every: int = 1
+
+    def validate(self, where: str = "train") -> None:
+        if (self.max_steps is None) == (self.tokens is None):
+            raise ConfigError(f"set exactly one of {where}.max_steps and {where}.tokens")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"{where}.max_steps={self.max_steps} must be positive")
+        if self.tokens is not None and self.tokens <= 0:
+            raise ConfigError(f"{where}.tokens={self.tokens} must be positive")
+        if self.micro_batch_size <= 0 or self.global_batch_size <= 0:
+            raise ConfigError(f"{where}.micro_batch_size and {where}.global_batch_size must be positive")
+        if self.global_batch_size % self.micro_batch_size != 0:
+            raise ConfigError(f"{where}.micro_batch_size={self.micro_batch_size} does not divide "
+                              f"{where}.global_batch_size={self.global_batch_size}")
+        if self.eval_every < 0 or self.eval_batches <= 0 or self.log_every <= 0:
+            raise ConfigError(f"{where}.eval_every must be >= 0, eval_batches and log_every positive")
+
+
+@dataclass
+class ParallelConfig:
+    """Layout on the world: tensor × pipeline × data (the data degree is what is left of the world)."""
+
+    tensor: int = 1
+    pipeline: int = 1
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    """ZeRO-Offload of optimizer states to CPU memory (ZeRO stage >= 1)."""
+    offload_params: bool = False
+    """Parameter offload to CPU (ZeRO stage 3 only)."""
+    sequence_parallel: bool = False
+    activation_checkpointing: str = "none"
+    """'none', 'full' (every layer) or 'every_k' (every checkpoint_every_k-th layer)."""
+    checkpoint_every_k: int = 1
+    pipeline_partition: str = "parameters"
+    """DeepSpeed PipelineModule partition method: 'parameters', 'uniform' or 'type:...'."""
+    pipeline_micro_batches: int | None = None
+    """Defaults to the gradient-accumulation steps (global / (micro × dp))."""
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+    """Extra DeepSpeed config keys merged last into the generated JSON (for the rare knob we do not model)."""
+
+    def validate(self, where: str = "parallel") -> None:
+        if self.tensor < 1 or self.pipeline < 1:
+            raise ConfigError(f"{where}.tensor and {where}.pipeline must be >= 1")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"{where}.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
+        if self.zero_stage >= 2 and self.pipeline > 1:
+            raise ConfigError(f"{where}.zero_stage={self.zero_stage} cannot be combined with {where}.pipeline="
+                              f"{self.pipeline}: DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; "
+                              "use zero_stage=1 with pipeline parallelism, or pipeline=1 with ZeRO-2/3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ConfigError(f"{where}.offload_params needs {where}.zero_stage=3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ConfigError(f"{where}.offload_optimizer needs {where}.zero_stage >= 1")
+        if self.activation_checkpointing not in ("none", "full", "every_k"):
+            raise ConfigError(f"{where}.activation_checkpointing={self.activation_checkpointing!r} must be "
+                              "'none', 'full' or 'every_k'")
+        if self.checkpoint_every_k < 1:
+            raise ConfigError(f"{where}.checkpoint_every_k must be >= 1")
+
+
+@dataclass
+class PrecisionConfig:
+    """Numeric format of the forward/backward pass; `precision: bf16` is shorthand for {dtype: bf16}."""
+
+    dtype: str = "fp32"
+    initial_loss_scale: float = 2.0 ** 16
+    """fp16 only: dynamic loss scaling starts here, halves on overflow (the step is skipped)..."""
+    loss_scale_window: int = 1000
+    """...and doubles after this many overflow-free steps (Micikevicius et al. 2018)."""
+    min_loss_scale: float = 1.0
+
+    def validate(self, where: str = "precision") -> None:
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"{where}.dtype={self.dtype!r} must be 'fp32', 'bf16' or 'fp16'")
+        if self.initial_loss_scale <= 0 or self.loss_scale_window < 1 or self.min_loss_scale <= 0:
+            raise ConfigError(f"{where}: loss-scale settings must be positive")
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str | None = None
+    """Defaults to <out_dir>/checkpoints. Re-running a command resumes from the latest complete one here."""
+    every: int = 0
+    """Steps between checkpoints; 0 saves only at the end of training."""
+    keep: int = 2
+    """Most recent checkpoints kept; older ones are deleted."""
+    resume: bool = True
+    """Resume from the latest complete checkpoint in `dir` if there is one."""
+
+    def validate(self, where: str = "checkpoint") -> None:
+        if self.every < 0 or self.keep < 1:
+            raise ConfigError(f"{where}.every must be >= 0 and {where}.keep >= 1")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    out_dir: str = "runs/debug"
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "validate"):
+                value.validate(f.name)
+        if self.checkpoint.dir is None:
+            self.checkpoint.dir = str(Path(self.out_dir) / "checkpoints")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train.global_batch_size * self.model.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        if self.train.max_steps is not None:
+            return self.train.max_steps
+        return -(-self.train.tokens // self.tokens_per_step)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dict → dataclass, with errors that name the file and key
+
+
+def _is_optional(tp) -> bool:
+    return isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    if value is None:
+        if tp is Any or _is_optional(tp):
+            return None
+        raise ConfigError(f"{source}: {key} may not be null")
+    if _is_optional(tp):
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if tp is PrecisionConfig and isinstance(value, str):
+            value = {"dtype": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single path/weight is a one-element list
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML 1.1 reads 1e9 as a string
+            except ValueError:
+                raise ConfigError(f"{source}: {key} must be an integer, got {value!r}") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{source}: {key} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, raw: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else \
+                f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
+        kwargs[k] = _coerce(v, hints[k], key, source)
+    return cls(**kwargs)
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        if p == "precision" and isinstance(node.get(p), str):
+            node[p] = {"dtype": node[p]}
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"command line: cannot set '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` strings (values parsed as YAML, so `x=[a,b]`, `x=true`, `x=1e-3` work)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"command line: override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text != "" else None
+        _set_dotted(raw, key.strip(), value)
+    return raw
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
+    cfg = _build(RunConfig, raw or {}, "", source)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML run config, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if overrides:
+        source += " (with command-line overrides)"
+    return config_from_dict(apply_overrides(raw, list(overrides)), source)

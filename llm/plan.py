@@ -1,0 +1,189 @@
+"""Budget → compute-optimal spec → table, JSON, or a pretraining config.
+
+`plan(flops)` picks N and D from a scaling law (llm.scaling), turns N into a concrete shape (llm.shape),
+re-derives D = C / 6N from the exact N of that shape so the budget holds, and attaches the batch size and
+learning rate of a stated rule. `config_dict(spec)` writes that as a run config in llm.config's schema.
+
+Training-hyperparameter rules (each cited; they are starting points, not tuned optima):
+  * batch size and peak LR: DeepSeek LLM (DeepSeek-AI 2024, arXiv:2401.02954, §3.1, fitted on 1e17-3e20
+    FLOPs): B_opt = 0.2920 · C^0.3271 tokens, η_opt = 0.3118 · C^-0.1250 (AdamW, β = (0.9, 0.95), wd 0.1).
+    The batch is rounded to a power of two in sequences. DeepSeek's C counts non-embedding FLOPs incl.
+    attention; we plug in the 6ND budget, a few percent apart at these shapes.
+  * schedule: linear warmup over 1% of the steps (Pythia, Biderman et al. 2023, arXiv:2304.01373), then
+    cosine decay over exactly the D tokens to 10% of the peak LR: Hoffmann et al. 2022 (arXiv:2203.15556)
+    §3.1 and App. B found a cosine cycle longer than training by more than ~25% hurts, and decay by 10×.
+No torch here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from llm.config import ModelConfig, config_from_dict
+from llm.flops import flops_per_token, peak_flops
+from llm.scaling import BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_optimal, get_law
+from llm.shape import count_params, count_params_non_embedding, design_shape
+
+# DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
+DEEPSEEK_2024_BATCH = (0.2920, 0.3271)
+DEEPSEEK_2024_LR = (0.3118, -0.1250)
+WARMUP_FRACTION = 0.01
+MIN_LR_RATIO = 0.1
+DEFAULT_DATA_PATH = "runs/data/python_docs/data"
+SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size", "seq_len",
+                "tie_embeddings")
+
+
+@dataclass
+class Spec:
+    """A compute-optimal training spec. N counts all parameters (Chinchilla), D = C / 6N."""
+
+    flops: float
+    approach: str
+    law: str
+    n_params_target: float
+    """N_opt(C) straight from the law, before rounding to a shape."""
+    model: ModelConfig
+    n_params: int
+    """Exact total parameters of `model`, embeddings included (= sum(p.numel()))."""
+    n_params_non_embedding: int
+    n_tokens: int
+    tokens_per_param: float
+    predicted_loss: float
+    """Nats/token on Chinchilla's data (MassiveText); the level does not transfer to other data."""
+    loss_law: str
+    flops_per_token_6n: float
+    flops_per_token_palm: float
+    flops_palm: float
+    """Training FLOPs with PaLM App. B's count (attention included) for these n_tokens."""
+    global_batch_size: int
+    micro_batch_size: int
+    lr: float
+    total_steps: int
+    warmup_steps: int
+    accelerator: str | None = None
+    mfu: float | None = None
+    accelerator_hours: float | None = None
+    """Chip-hours to spend `flops` at `mfu` of the dense bf16 peak."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model"] = {k: getattr(self.model, k) for k in SHAPE_FIELDS}
+        return out
+
+
+def _batch_and_lr(flops: float, seq_len: int) -> tuple[int, float]:
+    k_b, e_b = DEEPSEEK_2024_BATCH
+    k_lr, e_lr = DEEPSEEK_2024_LR
+    sequences = max(1.0, k_b * flops ** e_b / seq_len)
+    return 2 ** round(math.log2(sequences)), k_lr * flops ** e_lr
+
+
+def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000, seq_len: int = 2048,
+         tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
+         accelerator: str | None = None, mfu: float | None = None) -> Spec:
+    """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input."""
+    law = get_law(approach)
+    n_target, _ = compute_optimal(flops, law)
+    cfg = design_shape(n_target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=tp_degrees,
+                       tie_embeddings=tie_embeddings)
+    n = count_params(cfg)
+    d = int(flops // (6 * n))
+    if d < seq_len:
+        raise ValueError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
+                         f"sequence of {seq_len}; raise the budget")
+    loss_law = law if isinstance(law, ParametricLaw) else BESIROGLU_2024
+    gbs, lr = _batch_and_lr(flops, seq_len)
+    gbs = min(gbs, max(1, 2 ** int(math.log2(d // seq_len))))  # at least one step
+    steps = -(-d // (gbs * seq_len))
+    hours = None
+    if accelerator is not None:
+        if mfu is None or not 0 < mfu <= 1:
+            raise ValueError(f"mfu={mfu} must be in (0, 1]")
+        hours = flops / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
+    return Spec(
+        flops=float(flops), approach=str(approach), law=law.name, n_params_target=float(n_target), model=cfg,
+        n_params=n, n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
+        tokens_per_param=d / n, predicted_loss=loss_law.loss(n, d), loss_law=loss_law.name,
+        flops_per_token_6n=flops_per_token(cfg, "6N"), flops_per_token_palm=flops_per_token(cfg, "palm"),
+        flops_palm=flops_per_token(cfg, "palm") * d, global_batch_size=gbs, micro_batch_size=min(gbs, 4),
+        lr=lr, total_steps=steps, warmup_steps=max(1, round(WARMUP_FRACTION * steps)),
+        accelerator=accelerator, mfu=mfu, accelerator_hours=hours)
+
+
+def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "bf16") -> float:
+    """Budget C = chip-hours · 3600 · dense peak · MFU. Raises ValueError on unknown chips or bad numbers."""
+    if not hours > 0:
+        raise ValueError(f"gpu-hours={hours} must be positive")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu={mfu} must be in (0, 1]")
+    return hours * 3600.0 * peak_flops(accelerator, dtype) * mfu
+
+
+def _human(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def format_table(spec: Spec) -> str:
+    m = spec.model
+    rows = [
+        ("budget C (6ND)", f"{spec.flops:.3e} FLOPs"),
+        ("law", f"{spec.law} (approach {spec.approach})"),
+        ("N_opt from the law", _human(spec.n_params_target)),
+        ("shape", f"n_layers={m.n_layers} d_model={m.d_model} n_heads={m.n_heads} n_kv_heads={m.n_kv_heads} "
+                  f"head_dim={m.head_dim} d_ff={m.d_ff} vocab_size={m.vocab_size} seq_len={m.seq_len}"
+                  + (" tied" if m.tie_embeddings else "")),
+        ("N of the shape", f"{spec.n_params:,} total, {spec.n_params_non_embedding:,} non-embedding"),
+        ("D = C / 6N", f"{spec.n_tokens:,} tokens ({_human(spec.n_tokens)})"),
+        ("tokens per parameter", f"{spec.tokens_per_param:.1f}"),
+        ("predicted loss", f"{spec.predicted_loss:.3f} nats/token ({spec.loss_law}, Chinchilla's data)"),
+        ("FLOPs/token", f"6N {spec.flops_per_token_6n:.3e}; PaLM App. B {spec.flops_per_token_palm:.3e}"),
+        ("C with attention", f"{spec.flops_palm:.3e} FLOPs"),
+        ("batch", f"{spec.global_batch_size} x {m.seq_len} tokens (DeepSeek 2024 rule), micro {spec.micro_batch_size}"),
+        ("peak LR", f"{spec.lr:.3g} (DeepSeek 2024 rule), cosine to {MIN_LR_RATIO:g}x"),
+        ("steps", f"{spec.total_steps:,} ({spec.warmup_steps:,} warmup)"),
+    ]
+    if spec.accelerator_hours is not None:
+        rows.append(("time", f"{spec.accelerator_hours:,.1f} {spec.accelerator}-hours at {spec.mfu:.0%} MFU"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
+    """A run config (llm.config schema) for `spec`, validated with config_from_dict. Raises ConfigError."""
+    raw = {
+        "model": {k: getattr(spec.model, k) for k in SHAPE_FIELDS},
+        "data": {"paths": list(data_paths or [DEFAULT_DATA_PATH])},
+        "optim": {"lr": float(f"{spec.lr:.4g}"), "min_lr_ratio": MIN_LR_RATIO, "warmup_steps": spec.warmup_steps,
+                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
+        "train": {"tokens": spec.n_tokens, "global_batch_size": spec.global_batch_size,
+                  "micro_batch_size": spec.micro_batch_size, "eval_every": max(1, spec.total_steps // 20),
+                  "log_every": max(1, min(10, spec.total_steps // 100))},
+        "parallel": {"tensor": 1, "pipeline": 1, "zero_stage": 0},
+        "precision": "bf16",
+        "checkpoint": {"every": max(1, spec.total_steps // 10), "keep": 2},
+        "out_dir": out_dir or f"runs/pretrain_{_human(spec.n_params)}",
+    }
+    config_from_dict(raw, source="plan")
+    return raw
+
+
+def config_header(spec: Spec) -> str:
+    lines = [
+        f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
+        f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
+        f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
+        "Shape: d_model/n_layers in [64, 128], head_dim 64 (<2048) or 128, sizes divisible by TP 1/2/4/8,",
+        "  d_ff = 8/3 d_model rounded up to 256, vocab padded to a multiple of 64*lcm(TP) (llm/shape.py).",
+        "Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) B = 0.2920 C^0.3271 tokens (power of two",
+        "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",
+        "Schedule: warmup 1% of steps (Pythia), cosine over exactly train.tokens down to 10% of the peak",
+        "  (Chinchilla 2022: a cycle longer than training hurts; decay by 10x).",
+        "parallel.* is left at one device: choose the layout for your cluster.",
+    ]
+    return "".join(f"# {line}\n" for line in lines)

@@ -1,0 +1,171 @@
+"""Exact parameter counts of our decoder, and a concrete hardware-friendly shape for a target N.
+
+The model counted is `llm.model.Transformer` (Llama-style, no biases anywhere):
+  token embedding                    vocab_size · d_model
+  per layer  attention RMSNorm       d_model
+             wq                      d_model · n_heads·head_dim
+             wk, wv                  d_model · n_kv_heads·head_dim  (each)
+             wo                      n_heads·head_dim · d_model
+             MLP RMSNorm             d_model
+             SwiGLU w_gate, w_up     d_model · d_ff  (each)
+             w_down                  d_ff · d_model
+  final RMSNorm                      d_model
+  lm_head                            vocab_size · d_model  (absent when tie_embeddings)
+
+Counting conventions: Chinchilla's N (used by llm.scaling) is the *total*, embeddings included; Kaplan et al.
+2020's N is the *non-embedding* count (everything but the token embedding and an untied lm_head).
+No torch here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llm.config import ModelConfig
+
+
+def _round_up(x: float, multiple: int) -> int:
+    return int(math.ceil(x / multiple)) * multiple
+
+
+def layer_params(cfg: ModelConfig) -> int:
+    """Parameters of one transformer block (two RMSNorms, attention, SwiGLU MLP)."""
+    d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    attention = d * q + 2 * d * kv + q * d
+    mlp = 3 * d * cfg.d_ff
+    return 2 * d + attention + mlp
+
+
+def embedding_params(cfg: ModelConfig) -> int:
+    """Token embedding plus the lm_head when it is a separate matrix."""
+    return cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+
+
+def count_params(cfg: ModelConfig, include_embeddings: bool = True) -> int:
+    """Exact parameter count of `llm.model.Transformer(cfg)`.
+
+    include_embeddings=True gives the total (Chinchilla's convention, equal to sum(p.numel())); False gives
+    the non-embedding count (Kaplan's convention): layers and the final norm only.
+    """
+    non_embedding = cfg.n_layers * layer_params(cfg) + cfg.d_model
+    return non_embedding + (embedding_params(cfg) if include_embeddings else 0)
+
+
+def count_params_non_embedding(cfg: ModelConfig) -> int:
+    return count_params(cfg, include_embeddings=False)
+
+
+def count_matmul_params(cfg: ModelConfig) -> int:
+    """Weights that take part in a matrix multiply per token: every linear in the blocks plus the output
+    projection (tied or not). The input embedding is a lookup and the norms are elementwise, so neither
+    costs matmul FLOPs; this is the N of PaLM App. B's 6N (see llm.flops)."""
+    d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    per_layer = d * q + 2 * d * kv + q * d + 3 * d * cfg.d_ff
+    return cfg.n_layers * per_layer + cfg.vocab_size * d
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shape design.
+#
+# Rules (each a convention of published model families, not an optimum we measured):
+#   * aspect ratio d_model / n_layers in [64, 128]. Kaplan et al. 2020 (arXiv:2001.08361, §3.1, Fig. 5) find
+#     loss within a few percent over aspect ratios 20-200 at fixed N; Chinchilla's Table A9 and Llama 1-3 sit
+#     at 64-128 (Chinchilla 70B: 8192/80; Llama 2 7B: 4096/32). Widened to [32, 256] only if no shape in the
+#     band lands within 10% of the target.
+#   * head_dim 64 below d_model 2048 (GPT-3, Chinchilla's small models), 128 from 2048 up (Llama).
+#   * n_heads divisible by every tensor-parallel degree we may use, so d_model is a multiple of
+#     head_dim · lcm(tp_degrees); all sizes are then multiples of 64. With tp_degrees=(1, 2, 4, 8) widths step
+#     by 512 below 2048, so a small target can land ~12% from the nearest shape; pass tp_degrees=(1, 2, 4)
+#     for finer widths. Callers get the exact N of the shape chosen and should recompute D = C / 6N.
+#   * grouped-query attention with 8 key/value heads (or the largest divisor of n_heads below that which
+#     every TP degree divides) from 3B parameters up (Llama 2 70B, Llama 3), full
+#     multi-head attention below, where the KV cache is small anyway.
+#   * d_ff = 8/3 · d_model rounded up to a multiple of 256 (Shazeer 2020 / Llama: a SwiGLU MLP with the
+#     parameters of a 4·d_model GELU MLP; 256 keeps each TP shard a multiple of 32).
+#   * vocab_size padded up to a multiple of 64 · lcm(tp_degrees) (Megatron's make-vocab-size-divisible-by:
+#     each TP shard of the embedding and lm_head is a multiple of 64 rows). Padding rows are never predicted.
+
+ASPECT_RATIO_BAND = (64, 128)
+ASPECT_RATIO_FALLBACK_BAND = (32, 256)
+GQA_FROM_N_PARAMS = 3e9
+GQA_KV_HEADS = 8
+
+
+def _lcm(values) -> int:
+    out = 1
+    for v in values:
+        out = out * v // math.gcd(out, v)
+    return out
+
+
+def _head_dim_for(d_model: int) -> int:
+    return 64 if d_model < 2048 else 128
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    err: float
+    ratio_err: float
+    cfg: ModelConfig
+
+
+def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int = 2048,
+                 tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False) -> ModelConfig:
+    """A decoder shape whose exact total parameter count is as close as the rules above allow to the target.
+
+    n_params_target counts all parameters (embeddings included, Chinchilla's convention). Raises ValueError
+    when the target is below the smallest shape the rules allow (the embedding alone can exceed a tiny
+    target: lower vocab_size) or an argument is not positive.
+    """
+    if not n_params_target > 0:
+        raise ValueError(f"n_params_target={n_params_target} must be positive")
+    if vocab_size <= 0 or seq_len <= 0:
+        raise ValueError(f"vocab_size={vocab_size} and seq_len={seq_len} must be positive")
+    if not tp_degrees or any(int(t) != t or t < 1 for t in tp_degrees):
+        raise ValueError(f"tp_degrees={tp_degrees} must be positive integers")
+    m = _lcm(int(t) for t in tp_degrees)
+    vocab = _round_up(vocab_size, 64 * m)
+    n_kv_fixed = max(GQA_KV_HEADS, m) if n_params_target >= GQA_FROM_N_PARAMS else None
+
+    def build(d_model: int, n_layers: int) -> ModelConfig:
+        head_dim = _head_dim_for(d_model)
+        n_heads = d_model // head_dim
+        n_kv = n_heads
+        if n_kv_fixed is not None:  # the largest divisor of n_heads up to n_kv_fixed that TP can still split
+            n_kv = max(k for k in range(m, n_heads + 1, m) if n_heads % k == 0 and k <= n_kv_fixed)
+        return ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv,
+                           head_dim=head_dim, d_ff=_round_up(8 * d_model / 3, 256), vocab_size=vocab,
+                           seq_len=seq_len, tie_embeddings=tie_embeddings)
+
+    widths = [d for d in range(128, 32768 + 1, 128) if d % (_head_dim_for(d) * m) == 0]
+    smallest = count_params(build(widths[0], 1))
+    if n_params_target < smallest:
+        raise ValueError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
+                         f"({smallest:,} parameters with vocab_size={vocab}); lower the vocabulary or raise "
+                         "the budget")
+
+    def search(lo: int, hi: int) -> _Candidate | None:
+        best = None
+        for d in widths:
+            probe = build(d, 1)
+            per_layer, fixed = layer_params(probe), count_params(probe) - layer_params(probe)
+            l_min, l_max = max(1, math.ceil(d / hi)), d // lo
+            if l_min > l_max or fixed + l_max * per_layer < n_params_target / 2 \
+                    or fixed + l_min * per_layer > n_params_target * 2:
+                continue
+            for n_layers in range(l_min, l_max + 1):
+                err = abs(math.log((fixed + n_layers * per_layer) / n_params_target))
+                ratio_err = abs(math.log(d / n_layers / math.sqrt(lo * hi)))
+                if best is None or (err, ratio_err) < (best.err, best.ratio_err):
+                    best = _Candidate(err, ratio_err, build(d, n_layers))
+        return best
+
+    best = search(*ASPECT_RATIO_BAND)
+    if best is None or best.err > math.log(1.10):
+        wide = search(*ASPECT_RATIO_FALLBACK_BAND)
+        if wide is not None and (best is None or wide.err < best.err):
+            best = wide
+    if best is None:  # only when even one layer of the narrowest width is out of every band
+        best = _Candidate(0.0, 0.0, build(widths[0], 1))
+    best.cfg.validate()
+    return best.cfg

@@ -1,0 +1,83 @@
+"""Checkpoint directories: naming, atomic publication, discovery of the latest complete one, retention.
+
+A checkpoint is a directory `step_XXXXXXXX/` under `checkpoint.dir`. It is written under a temporary name
+and renamed into place only when every file is on disk, so a run killed mid-save never leaves a directory
+that looks complete; `trainer_state.json` is also the last file written, and discovery requires it.
+What goes inside (model/optimizer files) is the backend's business (local torch.save or DeepSpeed's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+STATE_FILE = "trainer_state.json"
+
+
+def step_dir(root: str | Path, step: int) -> Path:
+    return Path(root) / f"step_{step:08d}"
+
+
+def temp_dir_for(final: Path) -> Path:
+    """Same name on every rank, so all ranks of a parallel job write their shards into one place."""
+    return final.parent / f".tmp-{final.name}"
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary checkpoint directory visible under its final name."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The highest-step complete checkpoint under root, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    best = None
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and (p / STATE_FILE).is_file() and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return None if best is None else best[1]
+
+
+def prune(root: str | Path, keep: int) -> None:
+    """Delete all but the `keep` most recent complete checkpoints, and stale temporary directories."""
+    root = Path(root)
+    done = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file())
+    for p in done[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def write_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def read_state(ckpt: Path) -> dict:
+    return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,31 @@
+"""Single-process debug mode: the whole run on one device (CPU or one GPU), no launcher, no DeepSpeed."""
+from __future__ import annotations
+
+import torch
+
+from llm.config import ConfigError, RunConfig
+from llm.train.hardware import default_device, peak_flops
+from llm.train.local import LocalBackend
+from llm.train.loop import TrainOutcome, train
+from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
+
+
+def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print) -> TrainOutcome:
+    p = cfg.parallel
+    if p.tensor > 1 or p.pipeline > 1:
+        raise ConfigError(f"parallel.tensor={p.tensor} × parallel.pipeline={p.pipeline} needs "
+                          f"{p.tensor * p.pipeline} ranks, but this is single-process debug mode: launch with "
+                          f"`deepspeed --num_gpus {p.tensor * p.pipeline} launch/pretrain.py ...`")
+    device = device or default_device()
+    if cfg.precision.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision=bf16 but this GPU has no bf16 support; use precision=fp16")
+    check_tokenizer(cfg)
+    train_set, valid_set = build_datasets(cfg)
+    prepare_out_dir(cfg, is_main=True)
+    torch.manual_seed(cfg.train.seed)
+    backend = LocalBackend(cfg, device)
+    peak, source = peak_flops(device, cfg.precision.dtype)
+    n_params = sum(p.numel() for p in backend.model.parameters())
+    log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
+        f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s ({source})")
+    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, log=log)

@@ -1,0 +1,127 @@
+"""Single-process backend (debug mode): plain PyTorch AdamW, accumulation, clipping, autocast, fp16 scaling.
+
+The training loop (llm/train/loop.py) drives any backend with the same four calls; parallel/engine.py
+provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/` can hold it against a
+hand-written PyTorch loop and the parallel engine can be checked against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm.config import RunConfig
+from llm.model import Transformer
+from llm.train import precision as prec
+
+
+@dataclass
+class StepResult:
+    loss: float
+    """Mean training loss over the global batch (before loss scaling)."""
+    grad_norm: float
+    skipped: bool = False
+    """True when fp16 overflow made the optimizer skip this step."""
+    loss_scale: float | None = None
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: norms' gains and (tied) embeddings' duplicates excluded, as GPT-2/Llama recipes."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
+    o = cfg.optim
+    # foreach=False keeps the update order identical to DeepSpeed's torch AdamW path on CPU; fused is CUDA-only.
+    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+
+
+def first_nonfinite(model: torch.nn.Module) -> str | None:
+    """Name of the first parameter or gradient holding NaN/inf, for a divergence error message."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            return f"parameter {name}"
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return f"gradient of {name}"
+    return None
+
+
+class LocalBackend:
+    is_main = True
+    dp_rank, dp_size = 0, 1
+
+    def __init__(self, cfg: RunConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.model = Transformer(cfg.model, seed=cfg.train.seed).to(device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scaler = prec.make_scaler(cfg.precision, device)
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        total = 0.0
+        n = len(micro_batches)
+        for batch in micro_batches:
+            batch = batch.to(self.device, non_blocking=True)
+            with prec.autocast(self.cfg.precision, self.device):
+                loss = self.model.compute_loss(batch[:, :-1], batch[:, 1:])
+            scaled = loss / n
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total += loss.item()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        skipped, scale = False, None
+        if self.scaler:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skips the step if unscale_ found inf/NaN
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(total / n, float(grad_norm), skipped, scale)
+
+    @torch.no_grad()
+    def eval_loss(self, micro_batches: list[torch.Tensor]) -> float:
+        self.model.eval()
+        losses = []
+        for batch in micro_batches:
+            batch = batch.to(self.device)
+            with prec.autocast(self.cfg.precision, self.device):
+                losses.append(self.model.compute_loss(batch[:, :-1], batch[:, 1:]).item())
+        return sum(losses) / len(losses)
+
+    def diagnose_nonfinite(self) -> str | None:
+        return first_nonfinite(self.model)
+
+    def save(self, path: Path) -> None:
+        torch.save(self.model.state_dict(), path / "model.pt")
+        torch.save({"optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler else None}, path / "optimizer.pt")
+
+    def load(self, path: Path, weights_only: bool = False) -> None:
+        self.model.load_state_dict(torch.load(path / "model.pt", map_location=self.device))
+        if weights_only:
+            return
+        state = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,153 @@
+"""The pretraining loop, shared by the single-process and DeepSpeed backends.
+
+A backend owns the model and optimizer and exposes `train_step`, `eval_loss`, `save`, `load` (see
+llm/train/local.py). The loop owns everything that must be identical across layouts: which samples make
+up each step (so any layout sees the same global batch), the LR schedule, evaluation, metrics, checkpoint
+cadence, resume, preemption and divergence checks.
+
+Data position is the step number: step s consumes samples [s·G, (s+1)·G) of the shuffled training set
+(G = global batch), data-parallel rank r takes its contiguous share of those. So a checkpoint needs no
+iterator state, and resume is exact.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm.config import RunConfig
+from llm.train import checkpoint as ckpt
+from llm.train.metrics import MetricsLogger
+from llm.train.schedule import lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf outside an fp16 overflow-skipped step."""
+
+
+@dataclass
+class TrainOutcome:
+    step: int
+    """Steps completed."""
+    status: str
+    """'finished' or 'preempted' (a checkpoint was saved; re-running the command resumes)."""
+    last_loss: float | None
+    eval_loss: float | None
+    checkpoint: Path | None
+
+
+class PreemptionFlag:
+    """Set by SIGTERM/SIGUSR1 (what SLURM sends before a time limit or preemption); checked between steps."""
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
+        self.raised = None
+        for s in signals:
+            try:
+                signal.signal(s, self._handler)
+            except ValueError:  # not the main thread (e.g. inside a test harness): no handler, no flag
+                pass
+
+    def _handler(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+
+def micro_batches(dataset, step: int, cfg: RunConfig, dp_rank: int, dp_size: int, offset: int = 0) -> list[torch.Tensor]:
+    """This rank's micro-batches of global step `step`: a contiguous share of the step's G samples."""
+    g, m = cfg.train.global_batch_size, cfg.train.micro_batch_size
+    per_rank = g // dp_size
+    start = offset + step * g + dp_rank * per_rank
+    n = len(dataset)
+    samples = [dataset[(start + i) % n] for i in range(per_rank)]
+    return [torch.stack(samples[i:i + m]) for i in range(0, per_rank, m)]
+
+
+def evaluate(backend, valid, cfg: RunConfig) -> float:
+    # eval_batches counts global batches, so the evaluated samples do not depend on the layout.
+    batches = []
+    for b in range(cfg.train.eval_batches):
+        batches += micro_batches(valid, b, cfg, backend.dp_rank, backend.dp_size)
+    return backend.eval_loss(batches)
+
+
+def save_checkpoint(backend, cfg: RunConfig, step: int, tokens: int, barrier=lambda: None) -> Path:
+    final = ckpt.step_dir(cfg.checkpoint.dir, step)
+    tmp = ckpt.temp_dir_for(final)
+    if backend.is_main:
+        tmp.mkdir(parents=True, exist_ok=True)
+    barrier()
+    backend.save(tmp)
+    torch.save(ckpt.rng_state(), tmp / f"rng_rank{getattr(backend, 'rank', 0)}.pt")
+    barrier()
+    if backend.is_main:
+        (tmp / "config.yaml").write_text(cfg.to_yaml())
+        ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
+                                                 "consumed_samples": step * cfg.train.global_batch_size,
+                                                 "layout": getattr(backend, "layout", {"tp": 1, "pp": 1, "dp": 1})})
+        ckpt.publish(tmp, final)
+        ckpt.prune(cfg.checkpoint.dir, cfg.checkpoint.keep)
+    barrier()
+    return final
+
+
+def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float, peak_flops: float,
+          n_devices: int = 1, barrier=lambda: None, log=print) -> TrainOutcome:
+    """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted."""
+    total = cfg.total_steps
+    step, tokens = 0, 0
+    latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
+    if latest is not None:
+        state = ckpt.read_state(latest)
+        backend.load(latest)
+        rng_file = latest / f"rng_rank{getattr(backend, 'rank', 0)}.pt"
+        if rng_file.exists():
+            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
+        step, tokens = state["step"], state["tokens"]
+        if backend.is_main:
+            log(f"resumed from {latest} at step {step}")
+    metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step)
+    preempt = PreemptionFlag()
+    tokens_per_step = cfg.tokens_per_step
+    last_loss = eval_loss = None
+    saved = latest
+    try:
+        while step < total:
+            lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)
+            batches = micro_batches(train_set, step, cfg, backend.dp_rank, backend.dp_size)
+            t0 = time.perf_counter()
+            result = backend.train_step(batches, lr)
+            dt = time.perf_counter() - t0
+            if not (result.skipped or torch.isfinite(torch.tensor(result.loss))):
+                where = backend.diagnose_nonfinite() or "no parameter or gradient (only the loss)"
+                raise TrainingDiverged(f"loss became {result.loss} at step {step + 1}; first non-finite: {where}")
+            step += 1
+            tokens += tokens_per_step
+            last_loss = result.loss
+            tps = tokens_per_step / dt
+            row = {"step": step, "loss": result.loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
+                   "mfu": flops_per_token * tps / (peak_flops * n_devices), "grad_norm": result.grad_norm,
+                   "step_time_s": dt}
+            if result.loss_scale is not None:
+                row.update(loss_scale=result.loss_scale, skipped=result.skipped)
+            if step % cfg.train.log_every == 0 or step == total:
+                metrics.log(row, console=f"step {step}/{total}")
+            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:
+                eval_loss = evaluate(backend, valid_set, cfg)
+                metrics.log({"step": step, "eval_loss": eval_loss, "tokens": tokens}, console=f"eval {step}/{total}")
+            if step == total or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                saved = save_checkpoint(backend, cfg, step, tokens, barrier)
+            stop = bool(preempt.raised) and step < total
+            # Every rank must agree before the collective save, whichever rank caught the signal.
+            if getattr(backend, "any_rank", None):
+                stop = backend.any_rank(stop)
+            if stop:
+                saved = save_checkpoint(backend, cfg, step, tokens, barrier)
+                if backend.is_main:
+                    log(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; re-run to resume")
+                return TrainOutcome(step, "preempted", last_loss, eval_loss, saved)
+    finally:
+        metrics.close()
+    return TrainOutcome(step, "finished", last_loss, eval_loss, saved)

@@ -1,0 +1,51 @@
+"""What every pretraining run builds before its first step, whatever the backend: output directory with the
+resolved config, the train/valid datasets, and the FLOP accounting used for MFU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from llm.config import ConfigError, RunConfig
+from llm.flops import flops_per_token
+
+
+def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:
+    out = Path(cfg.out_dir)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        # The resolved config (defaults filled, overrides applied) is what reproduces the run.
+        (out / "config.yaml").write_text(cfg.to_yaml())
+    return out
+
+
+def check_tokenizer(cfg: RunConfig) -> None:
+    """Refuse a tokenizer whose ids do not fit the embedding table, before any step runs."""
+    if cfg.data.tokenizer is None:
+        return
+    from data_pipeline.tokenizer import Tokenizer
+    path = Path(cfg.data.tokenizer)
+    if not path.is_file():
+        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer} does not exist")
+    vocab = Tokenizer(path).vocab_size
+    if vocab > cfg.model.vocab_size:
+        raise ConfigError(f"data.tokenizer has {vocab} tokens but model.vocab_size={cfg.model.vocab_size}: "
+                          f"set model.vocab_size >= {vocab}")
+
+
+def build_datasets(cfg: RunConfig):
+    """(train, valid) datasets of seq_len+1-token samples; ConfigError when a path is missing or too small."""
+    from data_pipeline.gpt_dataset import build_dataset
+    for p in cfg.data.paths:
+        if not (Path(p + ".bin").is_file() and Path(p + ".idx").is_file()):
+            raise ConfigError(f"data.paths: {p}.bin/.idx not found; prepare it with "
+                              f"`python launch/prepare_data.py --input RAW.jsonl --output DIR` and use DIR/data")
+    try:
+        common = dict(paths=cfg.data.paths, weights=cfg.data.weights, seq_len=cfg.model.seq_len,
+                      valid_fraction=cfg.data.valid_fraction, seed=cfg.train.seed)
+        return build_dataset(split="train", **common), build_dataset(split="valid", **common)
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from None
+
+
+def model_flops_per_token(cfg: RunConfig) -> float:
+    """Model FLOPs per trained token (PaLM App. B: 6N + 12·L·H·Q·T; no recomputation, so this is MFU's)."""
+    return flops_per_token(cfg.model, method="palm")

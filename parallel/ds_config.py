@@ -1,0 +1,60 @@
+"""The DeepSpeed JSON, generated from our typed config (never hand-written), and saved in the run directory."""
+from __future__ import annotations
+
+import copy
+import math
+
+from llm.config import ConfigError, RunConfig
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def gradient_accumulation_steps(cfg: RunConfig, dp: int) -> int:
+    t = cfg.train
+    per_pass = t.micro_batch_size * dp
+    if t.global_batch_size % per_pass != 0:
+        raise ConfigError(f"train.global_batch_size={t.global_batch_size} is not a multiple of "
+                          f"train.micro_batch_size={t.micro_batch_size} × data-parallel degree {dp}")
+    return t.global_batch_size // per_pass
+
+
+def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
+    """DeepSpeed config for a layout whose data-parallel degree is `dp`.
+
+    The optimizer is DeepSpeed's `AdamW` built from optim.*; with `torch_adam` it is torch's own AdamW, the
+    same update as debug mode, so the layouts can be compared with debug mode step for step. The LR is set
+    by our loop before each step (no DeepSpeed scheduler), so resume and every layout share one schedule.
+    """
+    p, o, prec = cfg.parallel, cfg.optim, cfg.precision
+    ds: dict = {
+        "train_batch_size": cfg.train.global_batch_size,
+        "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps(cfg, dp),
+        "gradient_clipping": o.grad_clip,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": o.lr, "betas": [o.beta1, o.beta2], "eps": o.eps, "weight_decay": o.weight_decay,
+            # DeepSpeed's CPU Adam (a JIT-built C++ op) is required for optimizer offload; otherwise torch's AdamW.
+            "torch_adam": not p.offload_optimizer}},
+        "zero_optimization": {"stage": p.zero_stage},
+        "bf16": {"enabled": prec.dtype == "bf16"},
+        "fp16": {"enabled": prec.dtype == "fp16", "loss_scale": 0,
+                 "initial_scale_power": int(math.log2(prec.initial_loss_scale)),
+                 "loss_scale_window": prec.loss_scale_window, "hysteresis": 2,
+                 "min_loss_scale": prec.min_loss_scale},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+    z = ds["zero_optimization"]
+    if p.offload_optimizer:
+        z["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if p.offload_params:
+        z["offload_param"] = {"device": "cpu", "pin_memory": False}
+    if p.zero_stage == 3:
+        # Gather parameters eagerly for small models; these only change memory/speed trade-offs, not results.
+        z.update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=5e7)
+    return _merge(ds, p.deepspeed)

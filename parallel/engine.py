@@ -1,0 +1,191 @@
+"""Turn a model and a layout into a DeepSpeed engine, and drive it through the shared training loop.
+
+The one place that calls `deepspeed.initialize`. Order of wrapping (torchtitan's documented order):
+tensor parallelism (swap layers, slice weights) → activation checkpointing → pipeline stages →
+DeepSpeed (ZeRO sharding, mixed precision, gradient accumulation over the data-parallel group).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from llm.config import RunConfig
+from llm.train.local import StepResult, first_nonfinite, param_groups
+from llm.train.loop import TrainOutcome, train
+from parallel.launch_env import LaunchEnv
+
+
+def init_distributed(launch: LaunchEnv) -> torch.device:
+    """NCCL on CUDA, gloo with DeepSpeed's CPU accelerator otherwise (chosen before deepspeed is imported)."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        device, backend = torch.device("cpu"), "gloo"
+    import deepspeed
+    deepspeed.init_distributed(dist_backend=backend)
+    if launch.rank == 0:
+        print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
+              + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""), flush=True)
+    return device
+
+
+def apply_activation_checkpointing(model: torch.nn.Module, every_k: int) -> None:
+    """Recompute every k-th block in the backward pass (non-reentrant torch.utils.checkpoint).
+
+    The forward is overridden on the instance rather than wrapped in a new module, so parameter names
+    and state dicts stay those of llm/model.py.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for i, block in enumerate(model.layers):
+        if i % every_k:
+            continue
+        plain = block.forward
+
+        def forward(x, cache=None, start_pos=0, _plain=plain):
+            if cache is None and torch.is_grad_enabled():
+                return checkpoint(_plain, x, use_reentrant=False)
+            return _plain(x, cache, start_pos)
+
+        block.forward = forward
+
+
+class DeepSpeedBackend:
+    """Backend of llm/train/loop.py over a DeepSpeed engine (plain or pipeline)."""
+
+    def __init__(self, cfg: RunConfig, topo, device: torch.device):
+        import deepspeed
+        import torch.distributed as dist
+        from parallel.ds_config import deepspeed_config
+
+        self.cfg, self.topo, self.device, self.dist = cfg, topo, device, dist
+        self.rank = dist.get_rank()
+        self.dp_rank, self.dp_size = topo.dp_rank, topo.dp
+        self.pipelined = topo.pp > 1
+        self.layout = {"tp": topo.tp, "pp": topo.pp, "dp": topo.dp, "zero_stage": cfg.parallel.zero_stage}
+        self.ds_config = deepspeed_config(cfg, topo.dp)
+        if self.pipelined:
+            from parallel.pipeline import build_pipeline_module
+            model = build_pipeline_module(cfg, topo)
+            mpu = None  # the pipeline engine builds its grid from the module's topology
+        else:
+            from llm.model import Transformer
+            model = Transformer(cfg.model, seed=cfg.train.seed)
+            if topo.tp > 1:
+                from parallel.tensor import apply_tensor_parallel
+                apply_tensor_parallel(model, topo, sequence_parallel=cfg.parallel.sequence_parallel)
+            ac = cfg.parallel.activation_checkpointing
+            if ac != "none":
+                apply_activation_checkpointing(model, 1 if ac == "full" else cfg.parallel.checkpoint_every_k)
+            mpu = topo
+        self.model = model
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
+            config=self.ds_config, mpu=mpu)
+        self.is_main = self.rank == 0
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.engine.module]
+
+    def _dp_mean(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(t, group=self.topo.dp_group)
+        return float(t.item()) / self.dp_size
+
+    def any_rank(self, flag: bool) -> bool:
+        t = torch.tensor([int(flag)], device=self.device)
+        self.dist.all_reduce(t)
+        return bool(t.item())
+
+    def _set_lr(self, lr: float) -> None:
+        for g in self.engine.optimizer.param_groups:
+            g["lr"] = lr
+
+    def _loss_scale(self) -> float | None:
+        if self.cfg.precision.dtype != "fp16":
+            return None
+        opt = self.engine.optimizer
+        return float(getattr(opt, "cur_scale", getattr(opt, "loss_scale", 0.0)))
+
+    def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
+        self._set_lr(lr)
+        skipped_before = self.engine.skipped_steps
+        scale = self._loss_scale()
+        self.engine.train()
+        if self.pipelined:
+            it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in micro_batches])
+            loss = float(self.engine.train_batch(data_iter=it))  # already averaged over micro-batches and DP
+        else:
+            total = 0.0
+            for b in micro_batches:
+                b = b.to(self.device)
+                loss_t = self.engine.module.loss_fn(self.engine(b[:, :-1]), b[:, 1:])
+                self.engine.backward(loss_t)
+                self.engine.step()  # DeepSpeed steps only at the accumulation boundary
+                total += loss_t.item()
+            loss = self._dp_mean(total / len(micro_batches))
+        norm = self.engine.get_global_grad_norm()
+        return StepResult(loss, float(norm) if norm is not None else float("nan"),
+                          self.engine.skipped_steps > skipped_before, scale)
+
+    @torch.no_grad()
+    def eval_loss(self, micro_batches: list[torch.Tensor]) -> float:
+        self.engine.eval()
+        if self.pipelined:
+            losses = []
+            for b in micro_batches:
+                it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device))])
+                losses.append(float(self.engine.eval_batch(data_iter=it, num_micro_batches=1)))
+            return sum(losses) / len(losses)  # eval_batch already averages over DP
+        losses = [self.engine.module.loss_fn(self.engine(b[:, :-1].to(self.device)), b[:, 1:].to(self.device)).item()
+                  for b in micro_batches]
+        return self._dp_mean(sum(losses) / len(losses))
+
+    def diagnose_nonfinite(self) -> str | None:
+        return first_nonfinite(self.engine.module)
+
+    def save(self, path: Path) -> None:
+        self.engine.save_checkpoint(str(path), tag="deepspeed", client_state={"layout": self.layout})
+
+    def load(self, path: Path) -> None:
+        load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
+
+
+def run_distributed(cfg: RunConfig, launch: LaunchEnv) -> TrainOutcome:
+    import torch.distributed as dist
+    from llm.train.hardware import peak_flops
+    from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
+    from parallel.topology import Topology, check_layout
+
+    tp, pp, dp = check_layout(cfg, launch.world_size)  # before init, so a layout error costs no rendezvous
+    device = init_distributed(launch)
+    topo = Topology(tp, pp, dp)
+    print(f"rank {launch.rank} on {socket.gethostname()}: local rank {launch.local_rank}, device {device}, "
+          f"{topo.coords()}", flush=True)
+    check_tokenizer(cfg)
+    train_set, valid_set = build_datasets(cfg)
+    prepare_out_dir(cfg, is_main=launch.rank == 0)
+    torch.manual_seed(cfg.train.seed)
+    backend = DeepSpeedBackend(cfg, topo, device)
+    peak, source = peak_flops(device, cfg.precision.dtype)
+    if launch.rank == 0:
+        import json
+        (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
+        print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
+              f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
+    # On CPU all ranks share one machine's cores, so MFU is against one measured peak, not world_size of them.
+    n_devices = launch.world_size if device.type == "cuda" else 1
+    outcome = train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, n_devices,
+                    barrier=dist.barrier, log=print)
+    dist.barrier()
+    dist.destroy_process_group()
+    return outcome

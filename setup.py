@@ -1,0 +1,26 @@
+"""Install with `pip install -e .` (add `[test]` for the test suite).
+
+torch is left unpinned above a floor so that the CUDA build a user already has is kept; on a CPU-only
+machine install the CPU wheel first (`pip install torch==2.13.0`), or pip will fetch a multi-GB CUDA build.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="llm-forge",
+    version="0.1.0",
+    description="Compute-optimal LLM pretraining, 3D parallelism on DeepSpeed, data pipeline and alignment",
+    python_requires=">=3.10",
+    packages=find_packages(include=["llm*", "parallel*", "data_pipeline*", "launch*"]),
+    install_requires=[
+        "torch>=2.4",
+        "deepspeed>=0.15",
+        "accelerate>=0.30",
+        "sentencepiece>=0.2",
+        "datasets>=2.19",
+        "pyyaml>=6.0",
+        "numpy>=1.24",
+        "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/fit.py)
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7.4"]},
+)
