@@ -182,7 +182,7 @@ def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
     report = {"inputs": list(cfg.inputs), "stages": ordered(stages), "documents": docs, "tokens": tokens,
               "tokenizer": {"vocab_size": tok.vocab_size, "eod_id": tok.eos_id, "sha256": tok.fingerprint()},
               "shards": len(shards), "output_prefix": "data"}
-    write_json_atomic(layout.root / "report.json", report)
+    write_json_atomic(layout.root / "report.json", report, sort_keys=False)  # keep stage order
     return report
 
 

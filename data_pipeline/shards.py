@@ -93,10 +93,10 @@ def _crash_hook() -> None:
         os._exit(137)
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
+def write_json_atomic(path: Path, obj: object, sort_keys: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")
     os.replace(tmp, path)
 
 

@@ -104,6 +104,21 @@ class DeepSpeedBackend:
         self.dist.all_reduce(t)
         return bool(t.item())
 
+    @property
+    def _engine_keeps_no_norm(self) -> bool:
+        # DeepSpeed records the global norm in its ZeRO and mixed-precision optimizers, not for plain fp32 ZeRO-0.
+        return self.cfg.parallel.zero_stage == 0 and self.cfg.precision.dtype == "fp32"
+
+    def _grad_norm(self) -> float:
+        """Global L2 norm of the (TP-sharded) gradients: replicated tensors counted once, shards summed over TP."""
+        sq = torch.zeros(1, dtype=torch.float64, device=self.device)
+        for p in self.engine.module.parameters():
+            if p.grad is not None and (self.topo.tp_rank == 0 or getattr(p, "tensor_model_parallel", False)):
+                sq += p.grad.detach().double().pow(2).sum()
+        if self.topo.tp > 1:
+            self.dist.all_reduce(sq, group=self.topo.tp_group)
+        return float(sq.sqrt().item())
+
     def _set_lr(self, lr: float) -> None:
         for g in self.engine.optimizer.param_groups:
             g["lr"] = lr
@@ -123,15 +138,19 @@ class DeepSpeedBackend:
             it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in micro_batches])
             loss = float(self.engine.train_batch(data_iter=it))  # already averaged over micro-batches and DP
         else:
-            total = 0.0
-            for b in micro_batches:
+            total, own_norm = 0.0, None
+            for i, b in enumerate(micro_batches):
                 b = b.to(self.device)
                 loss_t = self.engine.module.loss_fn(self.engine(b[:, :-1]), b[:, 1:])
                 self.engine.backward(loss_t)
+                if i == len(micro_batches) - 1 and self._engine_keeps_no_norm:
+                    own_norm = self._grad_norm()  # gradients are DP-averaged by now, not yet clipped
                 self.engine.step()  # DeepSpeed steps only at the accumulation boundary
                 total += loss_t.item()
             loss = self._dp_mean(total / len(micro_batches))
         norm = self.engine.get_global_grad_norm()
+        if norm is None and not self.pipelined:
+            norm = own_norm
         return StepResult(loss, float(norm) if norm is not None else float("nan"),
                           self.engine.skipped_steps > skipped_before, scale)
 

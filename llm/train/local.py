@@ -6,6 +6,7 @@ hand-written PyTorch loop and the parallel engine can be checked against it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class StepResult:
     skipped: bool = False
     """True when fp16 overflow made the optimizer skip this step."""
     loss_scale: float | None = None
+    nonfinite: str | None = None
+    """For a NaN/inf loss: the first non-finite parameter or gradient, found before the optimizer step."""
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -80,6 +83,11 @@ class LocalBackend:
             scaled = loss / n
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
+        if not self.scaler and not math.isfinite(total):
+            # Diagnose before stepping: afterwards every parameter would be NaN and the culprit lost.
+            where = first_nonfinite(self.model)
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(total / n, float("nan"), nonfinite=where)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip

@@ -121,7 +121,7 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
             result = backend.train_step(batches, lr)
             dt = time.perf_counter() - t0
             if not (result.skipped or torch.isfinite(torch.tensor(result.loss))):
-                where = backend.diagnose_nonfinite() or "no parameter or gradient (only the loss)"
+                where = result.nonfinite or backend.diagnose_nonfinite() or "none (only the loss is)"
                 raise TrainingDiverged(f"loss became {result.loss} at step {step + 1}; first non-finite: {where}")
             step += 1
             tokens += tokens_per_step

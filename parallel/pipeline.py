@@ -1,0 +1,349 @@
+"""llm/model.py's Transformer as a DeepSpeed `PipelineModule`, and the way back from its checkpoints.
+
+The model becomes a flat list of layer specs, one nn.Module each, that DeepSpeed partitions over the
+pipeline stages and drives with its 1F1B schedule (`engine.train_batch`); we write no pipeline engine:
+
+    spec index   module          state-dict keys          full-model names (llm/model.py)
+    0            EmbeddingPipe   tok_embeddings.weight    tok_embeddings.weight
+    1 + i        BlockPipe(i)    attn_norm.weight, ...    layers.{i}.attn_norm.weight, ...
+    L + 1        FinalNormPipe   norm.weight              norm.weight
+    L + 2        LMHeadPipe      lm_head.weight           lm_head.weight
+                 (tied: the stage-0 EmbeddingPipe again, through `TiedLayerSpec`; its weight is saved once,
+                 in layer 0's file, and is lm_head.weight as well)
+
+Each stage module's keys are its full-model names minus a prefix (`layer_prefix`), so
+`init_parameters(module, cfg, seed, prefix)` gives every weight the value the single-process model gives it,
+whichever stage builds it. DeepSpeed saves spec i of tensor-parallel rank r as
+`layer_{i:02d}-model_{r:02d}-model_states.pt`; `load_pipeline_checkpoint` maps those files back to one
+llm/model.py state dict (merging tensor-parallel shards). These indices and names are a checkpoint format:
+keep them stable.
+
+Activations cross stages as one (batch, seq, d_model) tensor; with sequence parallelism it is this
+tensor-parallel rank's slice of the sequence.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llm.config import ModelConfig, RunConfig
+from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
+
+LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
+TIED_KEY = "embeddings"
+"""TiedLayerSpec key of the embedding table shared by the first and last stage (model.tie_embeddings)."""
+
+
+class TensorParallelPlan:
+    """What a stage module needs to make itself tensor-parallel: the Topology and sequence parallelism."""
+
+    def __init__(self, topo, sequence_parallel: bool = False):
+        self.topo, self.sequence_parallel = topo, sequence_parallel
+
+    @property
+    def group(self):
+        return self.topo.tp_group
+
+    def __repr__(self) -> str:  # DeepSpeed prints the specs
+        return f"TensorParallelPlan(tp={self.topo.tp}, sequence_parallel={self.sequence_parallel})"
+
+
+def _setup(module: nn.Module, cfg: ModelConfig, seed: int, prefix: str, tp: TensorParallelPlan | None) -> None:
+    """Init as the single-process model would, then shard for tensor parallelism.
+
+    Skipped on the meta device, where DeepSpeed's 'parameters' partitioning only counts (see LlamaPipeline):
+    the counts are then the full model's whatever the TP degree, so the partition does not depend on it.
+    """
+    if any(p.is_meta for p in module.parameters()):
+        return
+    init_parameters(module, cfg, seed, prefix=prefix)
+    if tp is not None and tp.topo.tp > 1:
+        from parallel.tensor import parallelize_modules
+        parallelize_modules(module, tp.group, tp.sequence_parallel)
+
+
+class EmbeddingPipe(nn.Module):
+    """tokens (batch, seq) int64 → activations (batch, seq, d_model); sequence-split with sequence parallelism."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, tp: TensorParallelPlan | None = None):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tp = tp
+        _setup(self, cfg, seed, "", tp)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tok_embeddings(tokens)
+
+
+class BlockPipe(Block):
+    """llm/model.py's Block `index` (a subclass, so its state-dict keys are Block's) with the full model's init."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, index: int = 0, tp: TensorParallelPlan | None = None):
+        super().__init__(cfg)
+        self.index = index
+        _setup(self, cfg, seed, f"layers.{index}.", tp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+class FinalNormPipe(nn.Module):
+    def __init__(self, cfg: ModelConfig, seed: int = 0, tp: TensorParallelPlan | None = None):
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        _setup(self, cfg, seed, "", tp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class LMHeadPipe(nn.Module):
+    """activations → logits (batch, seq, vocab), or this rank's vocabulary slice of them under TP; untied only."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, tp: TensorParallelPlan | None = None):
+        super().__init__()
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        _setup(self, cfg, seed, "", tp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(x)
+
+
+def tied_head_forward(embedding: EmbeddingPipe, x: torch.Tensor) -> torch.Tensor:
+    """The LM head of tied embeddings: logits = x · Eᵀ with the last stage's copy of the embedding table.
+
+    Under TP the table is this rank's vocabulary slice, so these are its slice of the logits; the activation
+    first enters the TP region, as a ColumnParallelLinear lm_head's would (all-reduce of its gradient, or the
+    all-gather of the sequence with sequence parallelism).
+    """
+    tp = embedding.tp
+    if tp is not None and tp.topo.tp > 1:
+        from parallel.tp_mappings import enter_tensor_parallel_region
+        x = enter_tensor_parallel_region(x, tp.group, tp.sequence_parallel)
+    return torch.nn.functional.linear(x, embedding.tok_embeddings.weight)
+
+
+def _tp_style(name: str) -> str | None:
+    """parallel/tensor.py's TP_PLAN style of a parameter name (None: replicated); tensor.py's `_style`, public."""
+    from parallel.tensor import TP_PLAN
+    for suffix, style in TP_PLAN.items():
+        if re.search(rf"(^|\.){re.escape(suffix)}(\.(weight|bias))?$", name):
+            return style
+    return None
+
+
+def layer_prefix(index: int, n_layers: int) -> str:
+    """Prefix that turns spec `index`'s state-dict keys into llm/model.py names (see the module docstring)."""
+    if 1 <= index <= n_layers:
+        return f"layers.{index - 1}."
+    if 0 <= index <= n_layers + 2:
+        return ""
+    raise IndexError(f"spec index {index} out of range for {n_layers + 3} specs")
+
+
+def layer_specs(cfg: RunConfig, topo=None) -> list:
+    """The LayerSpecs of the model, in order (DeepSpeed builds each only on the stage that owns it).
+
+    topo: the Topology, needed only when topo.tp > 1 (the stage modules then shard themselves).
+    """
+    from deepspeed.pipe import LayerSpec, TiedLayerSpec
+
+    m, seed = cfg.model, cfg.train.seed
+    tp = TensorParallelPlan(topo, cfg.parallel.sequence_parallel) if topo is not None and topo.tp > 1 else None
+    if m.tie_embeddings:
+        tie = dict(tied_weight_attr=["tok_embeddings.weight"], tp=tp)
+        first = TiedLayerSpec(TIED_KEY, EmbeddingPipe, m, seed, **tie)
+        last = TiedLayerSpec(TIED_KEY, EmbeddingPipe, m, seed, forward_fn=tied_head_forward, **tie)
+    else:
+        first = LayerSpec(EmbeddingPipe, m, seed, tp=tp)
+        last = LayerSpec(LMHeadPipe, m, seed, tp=tp)
+    blocks = [LayerSpec(BlockPipe, m, seed, i, tp=tp) for i in range(m.n_layers)]
+    return [first, *blocks, LayerSpec(FinalNormPipe, m, seed, tp=tp), last]
+
+
+def pipeline_loss_fn(topo=None):
+    """loss_fn(logits, targets) of the last stage: the model's cross-entropy, vocab-parallel when tp > 1."""
+    if topo is None or topo.tp == 1:
+        return cross_entropy_loss
+    from parallel.tensor import vocab_parallel_cross_entropy
+    return partial(vocab_parallel_cross_entropy, group=topo.tp_group)
+
+
+def checkpoint_interval(cfg: RunConfig) -> int:
+    """DeepSpeed's activation_checkpoint_interval: 0 none, 1 every block ('full'), k for 'every_k'.
+
+    DeepSpeed's interval is the length of the checkpointed segments: with k every run of k consecutive
+    blocks keeps only its input and is recomputed in the backward pass (memory ~ n_layers/k boundary
+    activations), the pipeline analogue of checkpointing every k-th block.
+    """
+    ac = cfg.parallel.activation_checkpointing
+    return {"none": 0, "full": 1}.get(ac, cfg.parallel.checkpoint_every_k)
+
+
+def layer_param_counts(specs) -> list[int]:
+    """Trainable parameters of each spec, built on the meta device (no memory, no init; full-model counts)."""
+    counts = []
+    for spec in specs:
+        with torch.device("meta"):
+            module = spec.build()
+        counts.append(sum(p.numel() for p in module.parameters() if p.requires_grad))
+    return counts
+
+
+@functools.cache
+def _pipeline_module_class():
+    from deepspeed.pipe import PipelineModule
+
+    class LlamaPipeline(PipelineModule):
+        """DeepSpeed's PipelineModule with two repairs (deepspeed 0.19.8, runtime/pipe/module.py).
+
+        - 'parameters' partitioning builds every layer on every rank just to count its parameters
+          (`_count_layer_params`); counting on the meta device gives the same numbers at no cost.
+        - `_synchronize_tied_weights` broadcasts into the tied parameter with autograd recording, which torch
+          warns about at every backward ("c10d::broadcast_: an autograd kernel was not registered"); the copy
+          is not part of the model's function, so it runs under no_grad.
+        """
+
+        def _count_layer_params(self):
+            return layer_param_counts(self._layer_specs)
+
+        def _synchronize_tied_weights(self):
+            with torch.no_grad():
+                super()._synchronize_tied_weights()
+
+    return LlamaPipeline
+
+
+def build_pipeline_module(cfg: RunConfig, topo):
+    """The model as a `deepspeed.pipe.PipelineModule` over `topo.ds_topology` (pipe × data × model axes).
+
+    Partitioned by `cfg.parallel.pipeline_partition` ('parameters', 'uniform' or 'type:<regex>', e.g.
+    'type:BlockPipe' to balance blocks only), with `cfg.parallel.activation_checkpointing` as DeepSpeed's
+    checkpoint interval. Only runs made entirely of blocks are recomputed (torch's non-reentrant checkpoint),
+    as in single-process mode; a segment that also holds the embedding, norm or head runs plainly. With
+    `topo.tp > 1` every stage is tensor-parallel and the loss is the vocab-parallel cross-entropy. Weights
+    equal the single-process model's (per-name seeded init); tied embeddings are one `TiedLayerSpec` whose
+    gradients DeepSpeed all-reduces between the first and last stage.
+    """
+    cls = _pipeline_module_class()
+    # No seed_layers: init is seeded per parameter name already, and dropout draws from the torch RNG.
+    # (seed_layers=True without a seed_fn would hand numpy ints to random.seed, a TypeError on Python 3.11.)
+    module = cls(layers=layer_specs(cfg, topo), topology=topo.ds_topology, loss_fn=pipeline_loss_fn(topo),
+                 partition_method=cfg.parallel.pipeline_partition,
+                 activation_checkpoint_interval=checkpoint_interval(cfg),
+                 activation_checkpoint_func=partial(torch.utils.checkpoint.checkpoint, use_reentrant=False),
+                 checkpointable_layers=[BlockPipe.__name__])
+    mark_grad_norm_owners(module, topo)
+    return module
+
+
+def mark_grad_norm_owners(module, topo) -> None:
+    """Mark the parameters so that the global gradient norm (for clipping) counts each exactly once.
+
+    DeepSpeed 0.19.8's fp32 clipping (runtime/utils.py `clip_grad_norm_`, used without ZeRO) counts a gradient
+    when `mpu.get_model_parallel_rank() == 0` or the parameter is model-parallel (`model_parallel` or
+    `tensor_model_parallel` set). The pipeline grid's model-parallel group spans pipe × tensor, so only stage 0
+    would count its replicated parameters: every later stage's gradients would be left out of the norm. And it
+    ignores `ds_pipe_replicated`, so a TP-sharded tied embedding would be counted on both stages. Hence:
+    TP shards stay marked on every rank (tensor.py marks them), replicated parameters are marked
+    `model_parallel` on TP rank 0, and the non-owner copy of a tied weight (DeepSpeed marks it
+    `ds_pipe_replicated`) is unmarked. Every other reader of these marks (ZeRO's norm, the fp16/bf16
+    optimizers' norms) skips `ds_pipe_replicated` parameters first and reads the tensor rank, so it agrees.
+    """
+    tp_rank = topo.tp_rank if topo is not None else 0
+    for p in module.parameters():
+        if getattr(p, "ds_pipe_replicated", False):
+            p.tensor_model_parallel = False
+        elif not getattr(p, "tensor_model_parallel", False) and tp_rank == 0:
+            p.model_parallel = True
+
+
+def stage_param_names(module) -> dict[str, str]:
+    """{name in this stage's PipelineModule: llm/model.py name} for the stage's own parameters.
+
+    A PipelineModule names spec i's parameters '{i}.<key>' and the tied embedding
+    'tied_modules.embeddings.tok_embeddings.weight'.
+    """
+    n_layers = module._num_layers - 3
+    out = {}
+    for name, _ in module.named_parameters():
+        head, rest = name.split(".", 1)
+        if head == "tied_modules":
+            out[name] = rest.split(".", 1)[1]  # drop the tie key
+        else:
+            out[name] = layer_prefix(int(head), n_layers) + rest
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DeepSpeed pipeline checkpoints → llm/model.py state dict
+
+
+def tensor_parallel_split_dim(name: str) -> int | None:
+    """Dimension along which tensor parallelism shards the llm/model.py parameter `name` (None: replicated).
+
+    From parallel/tensor.py's TP_PLAN: vocab- and column-parallel weights on dim 0 (tok_embeddings, wq, wk, wv,
+    w_gate, w_up, lm_head), row-parallel on dim 1 (wo, w_down), norms whole.
+    """
+    from parallel.tensor import PARTITION_DIM
+    style = _tp_style(name)
+    return None if style is None else PARTITION_DIM[style]
+
+
+def pipeline_state_dict_to_full(layer_states: dict[int, list[dict]], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Merge per-layer pipeline states into one llm/model.py state dict.
+
+    layer_states: {spec index: [state dict of tensor-parallel rank 0, rank 1, ...]} as DeepSpeed saved them.
+    Raises KeyError naming a missing layer or parameter.
+    """
+    full: dict[str, torch.Tensor] = {}
+    for index, shards in sorted(layer_states.items()):
+        prefix = layer_prefix(index, cfg.n_layers)
+        for key in shards[0]:
+            name = prefix + key
+            dim = tensor_parallel_split_dim(name)
+            parts = [s[key] for s in shards]
+            full[name] = parts[0].clone() if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
+    if cfg.tie_embeddings and "tok_embeddings.weight" in full:
+        full["lm_head.weight"] = full["tok_embeddings.weight"]
+    names = full_param_names(cfg)
+    missing = [n for n in names if n not in full]
+    if missing:
+        raise KeyError(f"pipeline checkpoint lacks {', '.join(missing[:5])}"
+                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    return {n: full[n] for n in names}
+
+
+def full_param_names(cfg: ModelConfig) -> list[str]:
+    """llm/model.py parameter names in module order (lm_head.weight included when tied: the state dict has it)."""
+    with torch.device("meta"):
+        block = [k for k, _ in BlockPipe(cfg).named_parameters()]
+    return (["tok_embeddings.weight"] + [f"layers.{i}.{k}" for i in range(cfg.n_layers) for k in block]
+            + ["norm.weight", "lm_head.weight"])
+
+
+def load_pipeline_checkpoint(ckpt_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """llm/model.py state dict from DeepSpeed pipeline checkpoint files `layer_XX-model_YY-model_states.pt`.
+
+    ckpt_dir: the directory holding the layer files (DeepSpeed's `<save_dir>/<tag>`; our engine's tag is
+    'deepspeed'). Raises FileNotFoundError when it holds none.
+    """
+    files = sorted(glob.glob(os.path.join(ckpt_dir, "layer_*-model_states.pt")))
+    if not files:
+        raise FileNotFoundError(f"no layer_XX-model_YY-model_states.pt files in {ckpt_dir}")
+    layers: dict[int, dict[int, dict]] = {}
+    for f in files:
+        match = LAYER_FILE.search(Path(f).name)
+        if match is None:
+            continue
+        layer, tp_rank = int(match.group(1)), int(match.group(2))
+        layers.setdefault(layer, {})[tp_rank] = torch.load(f, map_location="cpu", weights_only=True)
+    return pipeline_state_dict_to_full({i: [by_rank[r] for r in sorted(by_rank)] for i, by_rank in layers.items()},
+                                       cfg)

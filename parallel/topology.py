@@ -1,0 +1,199 @@
+"""The tensor × pipeline × data layout of a run and its process groups.
+
+`check_layout` validates a layout against the world size and the model shape without touching any process
+group, so launchers can fail before spawning anything. `Topology` builds the groups once
+`torch.distributed` is initialised and is passed explicitly to whatever needs them (no module globals).
+
+Rank order is DeepSpeed's `PipeModelDataParallelTopology`: axes (pipe, data, model), row-major, so the
+tensor-parallel ranks of a group are adjacent global ranks (the same node, the fastest links: TP
+all-reduces twice per layer, forward and backward) and pipeline stages are the farthest apart (they only
+exchange activations point to point). This is also Megatron-LM's default order, TP fastest, then DP, then PP.
+
+The groups are those of DeepSpeed's `PipelineParallelGrid` over that topology: the tensor-parallel group IS
+the grid's slice group, so a `PipelineModule(topology=topo.ds_topology)` agrees rank for rank with the
+groups our tensor-parallel layers use. `Topology` also implements the "mpu" interface DeepSpeed queries
+(deepspeed 0.19.8: runtime/engine.py, runtime/zero/stage_1_and_2.py, runtime/utils.py, utils/groups.py,
+utils/bwc.py), so `deepspeed.initialize(mpu=topo)` makes ZeRO partition and reduce over the data-parallel
+group only.
+"""
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from llm.config import ConfigError, ModelConfig, ParallelConfig
+
+
+def _split_config(cfg) -> tuple[ModelConfig, ParallelConfig]:
+    if isinstance(cfg, tuple):
+        model, parallel = cfg
+        return model, parallel
+    return cfg.model, cfg.parallel
+
+
+def tensor_parallel_errors(model: ModelConfig, tp: int, sequence_parallel: bool = False) -> list[str]:
+    """Every way `model` cannot be split over `tp` tensor-parallel ranks (empty when it can)."""
+    errors = []
+    # Heads split whole (a head's dot product never crosses ranks); kv heads too, so every query head finds
+    # its GQA key/value head on its own rank. The vocab and d_ff split into equal contiguous slices.
+    for key in ("n_heads", "n_kv_heads", "vocab_size", "d_ff"):
+        value = getattr(model, key)
+        if value % tp != 0:
+            errors.append(f"parallel.tensor={tp} does not divide model.{key}={value}")
+    if sequence_parallel and tp > 1 and model.seq_len % tp != 0:
+        errors.append(f"parallel.tensor={tp} does not divide model.seq_len={model.seq_len} "
+                      "(parallel.sequence_parallel splits the sequence across the tensor-parallel ranks)")
+    return errors
+
+
+def check_tensor_parallel(model: ModelConfig, tp: int, sequence_parallel: bool = False) -> None:
+    """Raise ConfigError naming every key of `model` that `tp` does not divide."""
+    errors = tensor_parallel_errors(model, tp, sequence_parallel)
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
+    """Validate the parallel layout of a run and return its degrees (tp, pp, dp).
+
+    cfg: a RunConfig (anything with `.model` and `.parallel`) or a (ModelConfig, ParallelConfig) pair.
+    world_size: number of processes of the job.
+    Raises ConfigError listing every violated rule, each naming the keys and values, e.g.
+    "parallel.tensor=3 does not divide model.n_heads=8".
+    """
+    model, parallel = _split_config(cfg)
+    tp, pp = parallel.tensor, parallel.pipeline
+    errors = []
+    if tp < 1 or pp < 1:
+        errors.append(f"parallel.tensor={tp} and parallel.pipeline={pp} must be >= 1")
+    elif world_size % (tp * pp) != 0:
+        errors.append(f"world size {world_size} is not divisible by parallel.tensor={tp} × "
+                      f"parallel.pipeline={pp} = {tp * pp}")
+    if tp >= 1:
+        errors += tensor_parallel_errors(model, tp, parallel.sequence_parallel)
+    if model.n_layers < pp:
+        errors.append(f"model.n_layers={model.n_layers} is fewer than parallel.pipeline={pp} stages "
+                      "(every stage needs at least one layer)")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return tp, pp, world_size // (tp * pp)
+
+
+class Topology:
+    """Process groups of a tp × pp × dp layout, and DeepSpeed's `mpu` interface over them.
+
+    Construct on every rank, in the same order, after `torch.distributed.init_process_group` (creating
+    groups is collective). Attributes: `tp, pp, dp` (degrees), `tp_rank, pp_rank, dp_rank` (this rank's
+    coordinates), `tp_group, pp_group, dp_group`, `ds_topology` (PipeModelDataParallelTopology) and `grid`
+    (its PipelineParallelGrid).
+    """
+
+    def __init__(self, tp: int = 1, pp: int = 1, dp: int | None = None):
+        """tp, pp: tensor and pipeline degrees; dp (optional, checked) is what is left of the world."""
+        if not dist.is_initialized():
+            raise RuntimeError("Topology needs torch.distributed to be initialised first")
+        # Imported here so that check_layout stays cheap for launchers (importing deepspeed takes seconds).
+        import deepspeed.comm as ds_comm
+        from deepspeed.runtime.pipe.topology import PipelineParallelGrid, PipeModelDataParallelTopology
+
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if tp < 1 or pp < 1 or self.world_size % (tp * pp) != 0:
+            raise ConfigError(f"world size {self.world_size} is not divisible by parallel.tensor={tp} × "
+                              f"parallel.pipeline={pp} = {tp * pp}")
+        self.tp, self.pp, self.dp = tp, pp, self.world_size // (tp * pp)
+        if dp is not None and dp != self.dp:
+            raise ConfigError(f"data-parallel degree {dp} does not match world size {self.world_size} / "
+                              f"(parallel.tensor={tp} × parallel.pipeline={pp}) = {self.dp}")
+        if not ds_comm.is_initialized():
+            # DeepSpeed's communication layer wraps the process group torch already has; the grid needs it.
+            ds_comm.init_distributed(dist_backend=dist.get_backend(), verbose=False)
+        self.ds_topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=self.dp)
+        self.grid = PipelineParallelGrid(topology=self.ds_topology)
+        coord = self.ds_topology.get_coord(self.rank)
+        self.tp_rank, self.pp_rank, self.dp_rank = coord.model, coord.pipe, coord.data
+        self.tp_group = self.grid.get_slice_parallel_group()
+        self.pp_group = self.grid.get_pipe_parallel_group()
+        self.dp_group = self.grid.get_data_parallel_group()
+
+    @classmethod
+    def from_config(cls, cfg) -> "Topology":
+        """Validate `cfg` (see check_layout) against the initialised world, then build the groups."""
+        tp, pp, _ = check_layout(cfg, dist.get_world_size())
+        return cls(tp=tp, pp=pp)
+
+    def coords(self) -> str:
+        """This rank's place in the layout for log lines, e.g. 'tp=0/2 pp=1/2 dp=0/2'."""
+        return f"tp={self.tp_rank}/{self.tp} pp={self.pp_rank}/{self.pp} dp={self.dp_rank}/{self.dp}"
+
+    def __repr__(self) -> str:
+        return f"Topology(rank={self.rank}/{self.world_size} {self.coords()})"
+
+    @property
+    def is_first_stage(self) -> bool:
+        return self.pp_rank == 0
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.pp_rank == self.pp - 1
+
+    # --- DeepSpeed mpu interface ------------------------------------------------------------------------
+    # Deliberately absent: get_sequence_parallel_* and initialize_sequence_parallel. DeepSpeed reads those
+    # as Ulysses sequence parallelism (it divides the data-parallel world by them and, given the latter,
+    # ignores this mpu entirely); our sequence parallelism lives inside the tensor-parallel group.
+
+    def get_global_rank(self) -> int:
+        return self.rank
+
+    def get_data_parallel_rank(self) -> int:
+        return self.dp_rank
+
+    def get_data_parallel_world_size(self) -> int:
+        return self.dp
+
+    def get_data_parallel_group(self):
+        return self.dp_group
+
+    def get_data_parallel_group_ranks(self) -> list[int]:
+        return list(self.grid.get_data_parallel_group_ranks())
+
+    def get_tensor_model_parallel_rank(self) -> int:
+        return self.tp_rank
+
+    def get_tensor_model_parallel_world_size(self) -> int:
+        return self.tp
+
+    def get_tensor_model_parallel_group(self):
+        return self.tp_group
+
+    def get_tensor_model_parallel_src_rank(self) -> int:
+        """Global rank of tensor-parallel rank 0 of this rank's group."""
+        return self.ds_topology.get_rank(pipe=self.pp_rank, data=self.dp_rank, model=0)
+
+    # DeepSpeed's pipeline grid calls the tensor-parallel group the "slice" group.
+    get_slice_parallel_rank = get_tensor_model_parallel_rank
+    get_slice_parallel_world_size = get_tensor_model_parallel_world_size
+    get_slice_parallel_group = get_tensor_model_parallel_group
+
+    # "Model parallel" in DeepSpeed means every axis but data (pipe × tensor), as in PipelineParallelGrid: ZeRO
+    # and the gradient-norm code all-reduce overflow flags and partial norms over it, and count replicated
+    # parameters once per tensor-parallel group (via the tensor rank above). With pp == 1 it is the TP group.
+    def get_model_parallel_rank(self) -> int:
+        return self.grid.get_model_parallel_rank()
+
+    def get_model_parallel_world_size(self) -> int:
+        return self.grid.get_model_parallel_world_size()
+
+    def get_model_parallel_group(self):
+        return self.grid.get_model_parallel_group()
+
+    def get_pipe_parallel_rank(self) -> int:
+        return self.pp_rank
+
+    def get_pipe_parallel_world_size(self) -> int:
+        return self.pp
+
+    def get_pipe_parallel_group(self):
+        return self.pp_group
+
+    get_pipeline_model_parallel_rank = get_pipe_parallel_rank
+    get_pipeline_model_parallel_world_size = get_pipe_parallel_world_size
+    get_pipeline_model_parallel_group = get_pipe_parallel_group
