@@ -25,6 +25,8 @@ def parse_args(argv=None):
     ap.add_argument("--config", required=True, help="YAML run config")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=20 precision=bf16")
     ap.add_argument("--detect-anomaly", action="store_true", help="torch.autograd anomaly detection (slow)")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="load the latest checkpoint (or checkpoint.init_from), evaluate, write <out_dir>/eval.json")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -41,10 +43,10 @@ def main(argv=None) -> int:
             torch.autograd.set_detect_anomaly(True)
         if launch.mode == "python":
             from llm.train.debug import run_debug
-            outcome = run_debug(cfg)
+            outcome = run_debug(cfg, eval_only=args.eval_only)
         else:
             from parallel.engine import run_distributed
-            outcome = run_distributed(cfg, launch)
+            outcome = run_distributed(cfg, launch, eval_only=args.eval_only)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -222,7 +222,10 @@ class CheckpointConfig:
     keep: int = 2
     """Most recent checkpoints kept; older ones are deleted."""
     resume: bool = True
-    """Resume from the latest complete checkpoint in `dir` if there is one."""
+    """Resume from the latest complete checkpoint in `dir` if there is one (same layout only)."""
+    init_from: str | None = None
+    """Start a new run from the weights of a checkpoint directory (or model.pt) saved under ANY layout:
+    how a run is resharded. The optimizer starts fresh; ignored when `dir` already holds a checkpoint."""
 
     def validate(self, where: str = "checkpoint") -> None:
         if self.every < 0 or self.keep < 1:

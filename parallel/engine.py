@@ -68,7 +68,8 @@ class DeepSpeedBackend:
         self.rank = dist.get_rank()
         self.dp_rank, self.dp_size = topo.dp_rank, topo.dp
         self.pipelined = topo.pp > 1
-        self.layout = {"tp": topo.tp, "pp": topo.pp, "dp": topo.dp, "zero_stage": cfg.parallel.zero_stage}
+        self.layout = {"backend": "deepspeed", "tp": topo.tp, "pp": topo.pp, "dp": topo.dp,
+                       "zero_stage": cfg.parallel.zero_stage}
         self.ds_config = deepspeed_config(cfg, topo.dp)
         if self.pipelined:
             from parallel.pipeline import build_pipeline_module
@@ -84,6 +85,10 @@ class DeepSpeedBackend:
             if ac != "none":
                 apply_activation_checkpointing(model, 1 if ac == "full" else cfg.parallel.checkpoint_every_k)
             mpu = topo
+        if cfg.checkpoint.init_from:
+            from llm.train.checkpoint import read_model_weights
+            from parallel.consolidate import load_full_state_dict
+            load_full_state_dict(model, read_model_weights(cfg.checkpoint.init_from), topo, self.pipelined)
         self.model = model
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
@@ -171,7 +176,13 @@ class DeepSpeedBackend:
         return first_nonfinite(self.engine.module)
 
     def save(self, path: Path) -> None:
+        from parallel.consolidate import gather_full_state_dict
         self.engine.save_checkpoint(str(path), tag="deepspeed", client_state={"layout": self.layout})
+        # The consolidated single-process weights, so any layout (and debug mode, and generate()) can load them.
+        full = gather_full_state_dict(self.engine.module, self.cfg.model, self.topo, self.pipelined,
+                                      self.cfg.parallel.zero_stage)
+        if full is not None:
+            torch.save(full, path / "model.pt")
 
     def load(self, path: Path) -> None:
         load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
@@ -179,7 +190,7 @@ class DeepSpeedBackend:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
 
 
-def run_distributed(cfg: RunConfig, launch: LaunchEnv) -> TrainOutcome:
+def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:
     import torch.distributed as dist
     from llm.train.hardware import peak_flops
     from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
@@ -204,7 +215,7 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv) -> TrainOutcome:
     # On CPU all ranks share one machine's cores, so MFU is against one measured peak, not world_size of them.
     n_devices = launch.world_size if device.type == "cuda" else 1
     outcome = train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, n_devices,
-                    barrier=dist.barrier, log=print)
+                    barrier=dist.barrier, log=print, eval_only=eval_only)
     dist.barrier()
     dist.destroy_process_group()
     return outcome

@@ -18,8 +18,11 @@ whichever stage builds it. DeepSpeed saves spec i of tensor-parallel rank r as
 llm/model.py state dict (merging tensor-parallel shards). These indices and names are a checkpoint format:
 keep them stable.
 
-Activations cross stages as one (batch, seq, d_model) tensor; with sequence parallelism it is this
-tensor-parallel rank's slice of the sequence.
+Activations cross stages as one contiguous (batch, seq, d_model) tensor (gloo's send refuses strided
+ones; a sequence-parallel reduce-scatter leaves its output as a strided view), which is with sequence
+parallelism this tensor-parallel rank's slice of the sequence. DeepSpeed then must not "partition" it over
+the TP group (its pipe_partitioned/grad_partitioned assume every TP rank holds the same activation), which
+`build_pipeline_module` checks.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ class EmbeddingPipe(nn.Module):
         _setup(self, cfg, seed, "", tp)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tok_embeddings(tokens)
+        return self.tok_embeddings(tokens).contiguous()
 
 
 class BlockPipe(Block):
@@ -91,7 +94,7 @@ class BlockPipe(Block):
         _setup(self, cfg, seed, f"layers.{index}.", tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)
+        return super().forward(x).contiguous()
 
 
 class FinalNormPipe(nn.Module):
@@ -101,7 +104,7 @@ class FinalNormPipe(nn.Module):
         _setup(self, cfg, seed, "", tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)
+        return self.norm(x).contiguous()
 
 
 class LMHeadPipe(nn.Module):
@@ -232,6 +235,7 @@ def build_pipeline_module(cfg: RunConfig, topo):
     equal the single-process model's (per-name seeded init); tied embeddings are one `TiedLayerSpec` whose
     gradients DeepSpeed all-reduces between the first and last stage.
     """
+    check_pipeline_transfers(cfg, topo)
     cls = _pipeline_module_class()
     # No seed_layers: init is seeded per parameter name already, and dropout draws from the torch RNG.
     # (seed_layers=True without a seed_fn would hand numpy ints to random.seed, a TypeError on Python 3.11.)
@@ -242,6 +246,25 @@ def build_pipeline_module(cfg: RunConfig, topo):
                  checkpointable_layers=[BlockPipe.__name__])
     mark_grad_norm_owners(module, topo)
     return module
+
+
+def check_pipeline_transfers(cfg: RunConfig, topo) -> None:
+    """Refuse sequence parallelism under DeepSpeed's partitioned stage-to-stage transfers (silently wrong).
+
+    With tp > 1 DeepSpeed's pipeline engine by default sends each TP rank 1/tp of the activation and
+    all-gathers it over the TP group on arrival (config pipeline.pipe_partitioned / grad_partitioned), which
+    is only right when every TP rank holds the same activation; under sequence parallelism each holds a
+    different slice of the sequence (measured: losses off by ~1e-3 from the first step). Raises ConfigError.
+    """
+    if topo.tp == 1 or not cfg.parallel.sequence_parallel:
+        return
+    from llm.config import ConfigError
+    from parallel.ds_config import deepspeed_config
+    pipe = deepspeed_config(cfg, topo.dp).get("pipeline", {})
+    if pipe.get("pipe_partitioned", True) or pipe.get("grad_partitioned", True):
+        raise ConfigError("parallel.sequence_parallel=true with parallel.tensor > 1 and parallel.pipeline > 1 "
+                          "needs DeepSpeed's pipeline.pipe_partitioned and pipeline.grad_partitioned off: set "
+                          "parallel.deepspeed={pipeline: {pipe_partitioned: false, grad_partitioned: false}}")
 
 
 def mark_grad_norm_owners(module, topo) -> None:

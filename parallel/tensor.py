@@ -298,7 +298,8 @@ def parallelize_modules(module: nn.Module, group, sequence_parallel: bool = Fals
     """
     tp = group_size(group)
     for name, child in module.named_modules():
-        if isinstance(child, (Attention, SwiGLU)) and _style(f"{name}.{next(iter(child._modules))}") is None:
+        probe = "wq" if isinstance(child, Attention) else "w_gate" if isinstance(child, SwiGLU) else None
+        if probe and _style(f"{name}.{probe}") is None:
             raise ValueError(f"parallelize_modules: TP_PLAN names {type(child).__name__} layers by their place in a "
                              f"Block ('attn', 'mlp'), found one at {name!r}; pass the Block or the model")
         if isinstance(child, Attention) and (child.n_heads % tp or child.n_kv_heads % tp):

@@ -81,3 +81,23 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The consolidated single-process weights (`model.pt`, llm/model.py names) of a checkpoint directory saved
+    under any layout, or of a model.pt file itself. Raises ConfigError when there is none."""
+    from llm.config import ConfigError
+    p = Path(path)
+    f = p / "model.pt" if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(f"{path}: no model.pt (give a step_XXXXXXXX checkpoint directory or a model.pt file)")
+    return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load read_model_weights(path) into a single-process model; ConfigError if the shapes differ."""
+    from llm.config import ConfigError
+    try:
+        model.load_state_dict(read_model_weights(path))
+    except RuntimeError as e:
+        raise ConfigError(f"{path} does not fit this model (another shape?): {str(e).splitlines()[-1].strip()}") from None

@@ -10,7 +10,7 @@ from llm.train.loop import TrainOutcome, train
 from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
 
 
-def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print) -> TrainOutcome:
+def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eval_only: bool = False) -> TrainOutcome:
     p = cfg.parallel
     if p.tensor > 1 or p.pipeline > 1:
         raise ConfigError(f"parallel.tensor={p.tensor} × parallel.pipeline={p.pipeline} needs "
@@ -28,4 +28,4 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print) -> 
     n_params = sum(p.numel() for p in backend.model.parameters())
     log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
         f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s ({source})")
-    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, log=log)
+    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, log=log, eval_only=eval_only)

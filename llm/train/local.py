@@ -62,7 +62,11 @@ class LocalBackend:
 
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.model = Transformer(cfg.model, seed=cfg.train.seed).to(device)
+        self.model = Transformer(cfg.model, seed=cfg.train.seed)
+        if cfg.checkpoint.init_from:
+            from llm.train.checkpoint import load_model_weights
+            load_model_weights(self.model, cfg.checkpoint.init_from)
+        self.model.to(device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = prec.make_scaler(cfg.precision, device)
 

@@ -86,21 +86,37 @@ def save_checkpoint(backend, cfg: RunConfig, step: int, tokens: int, barrier=lam
         (tmp / "config.yaml").write_text(cfg.to_yaml())
         ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
                                                  "consumed_samples": step * cfg.train.global_batch_size,
-                                                 "layout": getattr(backend, "layout", {"tp": 1, "pp": 1, "dp": 1})})
+                                                 "layout": backend_layout(backend)})
         ckpt.publish(tmp, final)
         ckpt.prune(cfg.checkpoint.dir, cfg.checkpoint.keep)
     barrier()
     return final
 
 
+def backend_layout(backend) -> dict:
+    return getattr(backend, "layout", {"backend": "local"})
+
+
+def check_same_layout(path: Path, saved: dict, current: dict) -> None:
+    if saved != current:
+        from llm.config import ConfigError
+        raise ConfigError(f"checkpoint {path} was saved with layout {saved}, this run has {current}: resume with the "
+                          f"same layout, or start a run in the new layout from its weights with "
+                          f"checkpoint.init_from={path} (and a new checkpoint.dir)")
+
+
 def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float, peak_flops: float,
-          n_devices: int = 1, barrier=lambda: None, log=print) -> TrainOutcome:
-    """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted."""
+          n_devices: int = 1, barrier=lambda: None, log=print, eval_only: bool = False) -> TrainOutcome:
+    """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted.
+
+    eval_only: load the latest checkpoint (or checkpoint.init_from), evaluate once, write <out_dir>/eval.json.
+    """
     total = cfg.total_steps
     step, tokens = 0, 0
     latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
+        check_same_layout(latest, state.get("layout", {}), backend_layout(backend))
         backend.load(latest)
         rng_file = latest / f"rng_rank{getattr(backend, 'rank', 0)}.pt"
         if rng_file.exists():
@@ -108,6 +124,12 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
         step, tokens = state["step"], state["tokens"]
         if backend.is_main:
             log(f"resumed from {latest} at step {step}")
+    if eval_only:
+        eval_loss = evaluate(backend, valid_set, cfg)
+        if backend.is_main:
+            (Path(cfg.out_dir) / "eval.json").write_text(json.dumps({"step": step, "eval_loss": eval_loss}))
+            log(f"eval loss {eval_loss:.6f} at step {step}")
+        return TrainOutcome(step, "evaluated", None, eval_loss, latest)
     metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step)
     preempt = PreemptionFlag()
     tokens_per_step = cfg.tokens_per_step

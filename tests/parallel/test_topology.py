@@ -96,7 +96,8 @@ def check_topology(tp: int, pp: int) -> str:
     # The tensor-parallel group is the DeepSpeed grid's slice group (what PipelineModule uses).
     assert topo.tp_group is topo.grid.get_slice_parallel_group()
     # DeepSpeed's mpu view: tensor = slice group, "model" = every axis but data.
-    assert (bwc.bwc_tensor_model_parallel_rank(topo), bwc.bwc_tensor_model_parallel_world_size(topo)) == (topo.tp_rank, tp)
+    assert bwc.bwc_tensor_model_parallel_rank(topo) == topo.tp_rank
+    assert bwc.bwc_tensor_model_parallel_world_size(topo) == tp
     assert bwc.bwc_tensor_model_parallel_group(topo) is topo.tp_group
     assert bwc.bwc_pipeline_parallel_world_size(topo) == pp
     assert (topo.get_data_parallel_rank(), topo.get_data_parallel_world_size()) == (topo.dp_rank, dp)

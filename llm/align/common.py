@@ -1,0 +1,68 @@
+"""What every alignment stage shares: the sample order, the metrics log, the tokenizer of a checkpoint, and the
+held-out checker evaluation."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from data_pipeline.tokenizer import Tokenizer
+from llm.align.config import AlignConfig
+from llm.align.rollout import evaluate_checker
+from llm.align.task import read_jsonl
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
+    """Indices of the global batch of `step`: consecutive slices of seeded per-epoch permutations of range(n).
+    A pure function of its arguments, so every rank and every layout draws the same samples."""
+    out: list[int] = []
+    pos = step * batch
+    while len(out) < batch:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+        take = perm[offset:offset + batch - len(out)]
+        out += take
+        pos += len(take)
+    return out
+
+
+def checkpoint_tokenizer(path: str | Path) -> Tokenizer:
+    return Tokenizer(Path(path) / "tokenizer.model")
+
+
+class StageLog:
+    """<stage dir>.metrics.jsonl rows plus a console line every `every` steps (main rank only)."""
+
+    def __init__(self, path: Path, enabled: bool = True, log=print, every: int = 10):
+        self.enabled, self.log, self.every = enabled, log, every
+        self.t0 = time.perf_counter()
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = path.open("w")
+
+    def row(self, row: dict, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if force or row.get("step", 0) % self.every == 0:
+            cells = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            self.log(f"{cells} | {time.perf_counter() - self.t0:.0f}s")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+
+
+def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, reward_model=None, reward_stats=(0.0, 1.0)) -> dict:
+    """Checker accuracy (and RM gap) of `model` on the held-out prompts, as every stage reports it."""
+    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("prompts_eval"))]
+    return evaluate_checker(model, tok, cfg.task, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
+                            seed=cfg.seed + 12345, reward_model=reward_model, reward_stats=reward_stats)
+
+
+def stage_log_path(cfg: AlignConfig, stage: str) -> Path:
+    # Next to the stage directory, not inside it: the directory is replaced atomically when the stage ends.
+    return Path(cfg.out_dir) / "logs" / f"{stage}.metrics.jsonl"

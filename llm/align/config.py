@@ -1,0 +1,236 @@
+"""Typed config of the alignment chain (SFT → reward model → PPO or DPO), one dataclass per stage.
+
+No torch here. YAML is the serialisation; `load_align_config` applies dotted overrides and validates with
+the same habits as llm/config.py (unknown keys named with their closest match, errors as ConfigError naming
+the file and key). Paths left null are derived from `out_dir`: `<out_dir>/data/*.jsonl` for the task data
+and `<out_dir>/<stage>/` for each stage's checkpoint, so each stage finds the previous one by path.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm.config import ConfigError, ModelConfig, _build, apply_overrides
+
+STAGES = ("base", "sft", "rm", "ppo", "dpo")
+
+
+@dataclass
+class TaskConfig:
+    """The synthetic task with a checker (llm/align/task.py) and the chat template of every stage."""
+
+    name: str = "sort_digits"
+    min_len: int = 3
+    max_len: int = 5
+    demo_error_rate: float = 0.5
+    """Share of SFT demonstrations (and of each RM/DPO candidate) that are corrupted: the headroom."""
+    corruptions: list[str] = field(default_factory=lambda: ["swap", "drop"])
+    n_train: int = 3000
+    n_dev: int = 300
+    n_eval_prompts: int = 256
+    """Held-out prompts on which every stage's checker accuracy is measured."""
+    template_prompt: str = "sort {prompt}:"
+    template_response: str = "{response}"
+    """Chat template. Tokens are encode(prompt part) + encode(response part) + [EOS]; SentencePiece's dummy
+    prefix makes the response start with '▁', i.e. the pair tokenizes like the text 'prompt response'."""
+
+    def validate(self, where: str = "task") -> None:
+        if self.name != "sort_digits":
+            raise ConfigError(f"{where}.name={self.name!r}: only 'sort_digits' is bundled")
+        if not 2 <= self.min_len <= self.max_len <= 10:
+            raise ConfigError(f"{where}: need 2 <= min_len <= max_len <= 10 (distinct digits)")
+        if not 0.0 <= self.demo_error_rate <= 1.0:
+            raise ConfigError(f"{where}.demo_error_rate={self.demo_error_rate} must be in [0, 1]")
+        bad = [c for c in self.corruptions if c not in ("swap", "drop")]
+        if bad or not self.corruptions:
+            raise ConfigError(f"{where}.corruptions={self.corruptions} must be a non-empty subset of [swap, drop]")
+        if "{prompt}" not in self.template_prompt or "{response}" not in self.template_response:
+            raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    """Cosine decay to this fraction of lr after warmup (1.0: constant)."""
+    zero_stage: int = 0
+    """ZeRO stage of this model's DeepSpeed engine under the launcher (ignored in debug mode)."""
+
+
+@dataclass
+class BaseConfig:
+    """Pretrains the chain's tiny base model with llm/train (run_debug) on format-only task text."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=192,
+                                                                   vocab_size=320, seq_len=32))
+    steps: int = 150
+    lr: float = 3e-3
+    batch_size: int = 32
+    path: str | None = None
+    """An existing base checkpoint (written by llm/align/handoff.py) to start from instead of pretraining."""
+
+
+@dataclass
+class SFTConfig:
+    init: str | None = None
+    """Checkpoint to fine-tune; defaults to <out_dir>/base."""
+    steps: int = 300
+    batch_size: int = 32
+    packing: bool = False
+    """Pack several examples per row (prompts still masked; attention crosses example boundaries)."""
+    eval_every: int = 100
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=2e-3, warmup_steps=10))
+
+
+@dataclass
+class RMConfig:
+    init: str | None = None
+    """Defaults to <out_dir>/sft."""
+    steps: int = 300
+    batch_size: int = 32
+    margin: float = 0.0
+    shuffle_labels: bool = False
+    """Control experiment: swap chosen/rejected at random, so the RM learns nothing."""
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-3, warmup_steps=10))
+
+
+@dataclass
+class PPOConfig:
+    actor: str | None = None
+    """Actor and frozen reference; defaults to <out_dir>/sft."""
+    reward_model: str | None = None
+    """Frozen RM and the critic's initialisation; defaults to <out_dir>/rm."""
+    iterations: int = 40
+    rollout_batch: int = 64
+    ppo_epochs: int = 4
+    mini_batch: int = 32
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    beta: float = 0.05
+    """KL penalty coefficient (initial value when kl_target is set)."""
+    kl_target: float | None = None
+    """Adaptive controller target in nats per sequence (Ziegler et al. 2019); null keeps β fixed."""
+    kl_horizon: int = 10000
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_eps: float = 0.2
+    value_clip: float = 0.2
+    reward_clip: float = 5.0
+    """Clip the normalised RM score to ±this."""
+    whiten_advantages: bool = True
+    ema: float = 0.0
+    """EMA decay of an actor copy (e.g. 0.99); evaluated in place of the actor when > 0."""
+    actor_optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=5e-4, min_lr_ratio=1.0))
+    critic_optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-3, min_lr_ratio=1.0))
+
+
+@dataclass
+class DPOConfig:
+    init: str | None = None
+    """Policy and frozen reference; defaults to <out_dir>/sft."""
+    steps: int = 150
+    batch_size: int = 32
+    beta: float = 0.1
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=5e-4))
+
+
+@dataclass
+class EvalConfig:
+    temperature: float = 1.0
+    """Checker accuracy is measured on samples at this temperature: the policy PPO optimises (0 = greedy)."""
+    max_new_tokens: int = 8
+
+
+@dataclass
+class AlignConfig:
+    out_dir: str = "runs/align/default"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: ["base", "sft", "rm", "ppo"])
+    """Stages `launch/chain.py` runs, in this order; add 'dpo' for the alternative third stage."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        self.task.validate()
+        self.base.model.validate("base.model")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ConfigError(f"stages: unknown stage(s) {bad}; valid: {list(STAGES)}")
+        for name in ("sft", "rm", "dpo"):
+            s = getattr(self, name)
+            if s.steps <= 0 or s.batch_size <= 0:
+                raise ConfigError(f"{name}.steps and {name}.batch_size must be positive")
+        for where, o in (("sft.optim", self.sft.optim), ("rm.optim", self.rm.optim), ("dpo.optim", self.dpo.optim),
+                         ("ppo.actor_optim", self.ppo.actor_optim), ("ppo.critic_optim", self.ppo.critic_optim)):
+            # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
+            if o.lr <= 0 or o.zero_stage not in (0, 1, 2):
+                raise ConfigError(f"{where}: lr must be positive and zero_stage 0, 1 or 2 (ZeRO-3 is not supported "
+                                  "for the alignment stages)")
+        p = self.ppo
+        if p.rollout_batch % p.mini_batch != 0:
+            raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not divide ppo.rollout_batch={p.rollout_batch}")
+        if not (0 < p.clip_eps < 1 and 0 <= p.gamma <= 1 and 0 <= p.lam <= 1 and 0 <= p.ema < 1):
+            raise ConfigError("ppo: need 0 < clip_eps < 1, gamma and lam in [0, 1], ema in [0, 1)")
+        if p.beta < 0 or (p.kl_target is not None and p.kl_target <= 0):
+            raise ConfigError("ppo.beta must be >= 0 and ppo.kl_target positive (or null)")
+        if p.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
+        prompt_tokens = 1 + len(self.task.template_prompt) + self.task.max_len
+        if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
+            raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
+                              f"~{prompt_tokens} tokens plus max_new_tokens")
+
+    # Paths derived from out_dir: the hand-off between stages is by path.
+    def data_path(self, name: str) -> str:
+        return str(Path(self.out_dir) / "data" / f"{name}.jsonl")
+
+    def stage_dir(self, stage: str) -> str:
+        explicit = {"base": self.base.path}.get(stage)
+        return explicit or str(Path(self.out_dir) / stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
+    cfg = _build(AlignConfig, raw or {}, "", source)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load_align_config(path: str | Path | None, overrides: list[str] = ()) -> AlignConfig:
+    """Load an alignment recipe, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if overrides:
+        source += " (with command-line overrides)"
+    return align_config_from_dict(apply_overrides(raw, list(overrides)), source)

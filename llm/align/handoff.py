@@ -1,0 +1,138 @@
+"""The stage checkpoint: what one stage hands to the next, and the checks that refuse a mismatch.
+
+A stage directory holds
+- `model.pt`: the model's state dict (a Transformer for base/SFT/PPO/DPO, a RewardModel for the RM);
+- `tokenizer.model`: a copy of the tokenizer the model was trained with;
+- `stage.json`: {stage, kind ('lm' or 'reward'), model (ModelConfig as a dict), tokenizer_fingerprint,
+  vocab_size, metrics, extra (e.g. the RM's reward mean/std)} — written last, so its presence marks
+  the directory complete (the chain skips a stage whose stage.json exists);
+- `config.yaml`: the resolved alignment config that produced it.
+
+`load_stage` rebuilds the model from the recorded shape and raises HandoffError, naming both sides,
+when the tokenizer, vocabulary, kind or any tensor shape does not match what the caller expects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from llm.config import ModelConfig
+
+STAGE_FILE = "stage.json"
+
+
+class HandoffError(ValueError):
+    """A checkpoint cannot be used by the stage that asked for it; the message says why."""
+
+
+@dataclass
+class StageInfo:
+    stage: str
+    kind: str
+    model: dict
+    tokenizer_fingerprint: str
+    vocab_size: int
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.model)
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / STAGE_FILE).is_file()
+
+
+def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_path: str | Path,
+               config_yaml: str = "", metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a stage checkpoint into `path` (replacing any partial one), stage.json last."""
+    from data_pipeline.tokenizer import Tokenizer
+    from llm.align.reward_model import RewardModel
+
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    kind = "reward" if isinstance(model, RewardModel) else "lm"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+    if Path(tokenizer_path).resolve() != (tmp / "tokenizer.model").resolve():
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
+    tok = Tokenizer(tmp / "tokenizer.model")
+    (tmp / "config.yaml").write_text(config_yaml)
+    info = StageInfo(stage, kind, asdict(model.cfg), tok.fingerprint(), tok.vocab_size, metrics or {}, extra or {})
+    (tmp / STAGE_FILE).write_text(json.dumps(asdict(info), indent=1))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def read_info(path: str | Path) -> StageInfo:
+    path = Path(path)
+    if not is_complete(path):
+        raise HandoffError(f"{path} is not a complete stage checkpoint (no {STAGE_FILE}); run the stage that "
+                           "writes it first")
+    return StageInfo(**json.loads((path / STAGE_FILE).read_text()))
+
+
+def check_compatible(a: StageInfo, a_path, b: StageInfo, b_path) -> None:
+    """Refuse two checkpoints that must share tokenization (e.g. the PPO actor and the reward model)."""
+    if a.tokenizer_fingerprint != b.tokenizer_fingerprint:
+        raise HandoffError(f"tokenizer mismatch: {a_path} was trained with tokenizer {a.tokenizer_fingerprint[:12]}… "
+                           f"but {b_path} with {b.tokenizer_fingerprint[:12]}…; both stages must use one tokenizer")
+    if a.model["vocab_size"] != b.model["vocab_size"]:
+        raise HandoffError(f"vocab mismatch: {a_path} has model.vocab_size={a.model['vocab_size']} but {b_path} "
+                           f"has {b.model['vocab_size']}")
+
+
+def load_stage(path: str | Path, kind: str, tokenizer_fingerprint: str | None = None,
+               model_cfg: ModelConfig | None = None, map_location="cpu"):
+    """Load a stage checkpoint as `kind` ('lm' → Transformer, 'reward' → RewardModel).
+
+    An 'lm' checkpoint may be loaded as 'reward' (the RM starts from SFT: body loaded, fresh value head);
+    a 'reward' one may not be loaded as 'lm'. Raises HandoffError on a different tokenizer fingerprint,
+    a different model shape than `model_cfg`, or any missing/unexpected/mis-shaped tensor.
+    Returns (model, StageInfo).
+    """
+    from llm.align.reward_model import RewardModel
+    from llm.model import Transformer
+
+    path = Path(path)
+    info = read_info(path)
+    if tokenizer_fingerprint is not None and info.tokenizer_fingerprint != tokenizer_fingerprint:
+        raise HandoffError(f"tokenizer mismatch: {path} was trained with tokenizer {info.tokenizer_fingerprint[:12]}… "
+                           f"but this stage uses {tokenizer_fingerprint[:12]}…")
+    cfg = info.model_config
+    if model_cfg is not None and asdict(model_cfg) != info.model:
+        diff = {k: (v, info.model.get(k)) for k, v in asdict(model_cfg).items() if info.model.get(k) != v}
+        raise HandoffError(f"shape mismatch: {path} holds a model with {{key: (expected, found)}} = {diff}")
+    if kind == "lm" and info.kind == "reward":
+        raise HandoffError(f"{path} is a reward model ({info.stage}); this stage needs a language model")
+    state = torch.load(path / "model.pt", map_location=map_location, weights_only=True)
+    if kind == "reward":
+        model = RewardModel(cfg)
+        target = model if info.kind == "reward" else model.body
+    elif kind == "lm":
+        model = target = Transformer(cfg)
+    else:
+        raise ValueError(f"kind must be 'lm' or 'reward', got {kind!r}")
+    _load_checked(target, state, path)
+    return model, info
+
+
+def _load_checked(module: torch.nn.Module, state: dict, path: Path) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} in checkpoint vs {tuple(v.shape)} in model"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise HandoffError(f"{path}/model.pt does not fit the model: missing {missing[:5]}, unexpected "
+                           f"{unexpected[:5]}, shape mismatches {shapes[:5]}")
+    module.load_state_dict(state)

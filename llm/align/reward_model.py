@@ -1,0 +1,46 @@
+"""A scalar value head on the unchanged Transformer: the reward model, and the PPO critic initialised from it.
+
+`RewardModel.body` is an llm/model.py Transformer (its blocks reused as they are, so a language-model
+checkpoint loads into it by name); `v_head` maps the final-norm hidden state of each position to a scalar.
+The RM's reward for a sequence is the value at its last token (the EOS that closes the response), as in
+InstructGPT; the critic uses the values at every response position. The body's `lm_head` is kept (the
+state dict stays that of the LM) but frozen, since no loss reaches it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llm.config import ModelConfig
+from llm.model import Transformer
+
+
+def hidden_states(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) → (batch, seq, d_model): Transformer.forward without the LM head."""
+    x = model.tok_embeddings(tokens)
+    for layer in model.layers:
+        x = layer(x)
+    return model.norm(x)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.body = Transformer(cfg, seed=seed)
+        self.body.lm_head.weight.requires_grad_(False)
+        self.v_head = nn.Linear(cfg.d_model, 1, bias=True)
+        # A small init keeps the initial rewards near 0 (the RM starts from an indifferent scorer).
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+        with torch.no_grad():
+            self.v_head.weight.copy_(torch.randn(self.v_head.weight.shape, generator=gen) / (cfg.d_model + 1) ** 0.5)
+            self.v_head.bias.zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-position values (batch, seq) in fp32."""
+        return self.v_head(hidden_states(self.body, tokens)).squeeze(-1).float()
+
+    def score(self, tokens: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        """Reward of each right-padded sequence: the value at `last_index` (its EOS position), shape (batch,)."""
+        values = self(tokens)
+        return values.gather(1, last_index[:, None]).squeeze(1)

@@ -1,0 +1,91 @@
+"""Sampling responses with the model's KV-cached `generate()`, padding them into batches, and the checker
+evaluation every stage reports.
+
+A response is the generated tokens up to and including the first EOS (or all max_new_tokens if none came).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from data_pipeline.tokenizer import PAD_ID, Tokenizer
+from llm.align.config import TaskConfig
+from llm.align.data import decode_response, encode_prompt, group_by_length
+from llm.align.task import check
+from llm.model import Transformer
+
+
+@torch.no_grad()
+def sample(model: Transformer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float,
+           eos_id: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    """One response (token ids, EOS included when emitted) per prompt, in prompt order."""
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    device = next(model.parameters()).device
+    for length, idx in sorted(group_by_length(prompt_ids).items()):
+        prompts = torch.tensor([prompt_ids[i] for i in idx], device=device)
+        seqs = model.generate(prompts, max_new_tokens, temperature=temperature, eos_id=eos_id, generator=generator)
+        for row, i in zip(seqs[:, length:].tolist(), idx):
+            out[i] = row[:row.index(eos_id) + 1] if eos_id in row else row
+    return out
+
+
+@dataclass
+class RolloutBatch:
+    """Prompt + response rows, right-padded. Position p of `tokens` is predicted by logits at p − 1, so the
+    response token k of row i (k = 0..len−1) is tokens[i, P_i + k], scored by logits[i, P_i + k − 1]."""
+
+    tokens: torch.Tensor
+    """(batch, width) int64, PAD after each row's end."""
+    action_mask: torch.Tensor
+    """(batch, width − 1) float: 1 where logits[:, j] predict a response token (j = P_i − 1 … end − 2)."""
+    last_index: torch.Tensor
+    """(batch,) position of each row's last token (EOS when emitted), where the RM reads its score."""
+    ended: torch.Tensor
+    """(batch,) bool: the response closed with EOS."""
+
+
+def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: int) -> RolloutBatch:
+    width = max(len(p) + len(r) for p, r in zip(prompt_ids, responses))
+    n = len(prompt_ids)
+    tokens = torch.full((n, width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros(n, width - 1)
+    last = torch.empty(n, dtype=torch.long)
+    ended = torch.zeros(n, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompt_ids, responses)):
+        seq = p + r
+        tokens[i, :len(seq)] = torch.tensor(seq)
+        mask[i, len(p) - 1:len(seq) - 1] = 1.0
+        last[i] = len(seq) - 1
+        ended[i] = bool(r) and r[-1] == eos_id
+    return RolloutBatch(tokens, mask, last, ended)
+
+
+@torch.no_grad()
+def evaluate_checker(model: Transformer, tok: Tokenizer, task: TaskConfig, prompts: list[str],
+                     max_new_tokens: int, temperature: float, seed: int, reward_model=None,
+                     reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128) -> dict:
+    """Checker accuracy of `model` on held-out prompts (samples at `temperature`, a fixed seed), mean response
+    length, and with a reward model the normalised RM score overall, on checker-correct and on checker-wrong
+    answers, and the RM/checker agreement (RM score > 0 ⇔ correct): the RM-vs-checker gap that exposes
+    reward hacking."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    prompt_ids = [encode_prompt(tok, task, p) for p in prompts]
+    responses: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        responses += sample(model, prompt_ids[s:s + batch_size], max_new_tokens, temperature, tok.eos_id, gen)
+    correct = [check(p, decode_response(tok, r)) for p, r in zip(prompts, responses)]
+    out = {"checker_accuracy": sum(correct) / len(correct),
+           "response_length": sum(len(r) for r in responses) / len(responses)}
+    if reward_model is not None:
+        b = make_batch(prompt_ids, responses, tok.eos_id)
+        device = next(reward_model.parameters()).device
+        mean, std = reward_stats
+        scores = ((reward_model.score(b.tokens.to(device), b.last_index.to(device)).cpu() - mean) / std).tolist()
+        good = [s for s, c in zip(scores, correct) if c]
+        bad = [s for s, c in zip(scores, correct) if not c]
+        out.update(rm_reward=sum(scores) / len(scores),
+                   rm_reward_correct=sum(good) / len(good) if good else None,
+                   rm_reward_wrong=sum(bad) / len(bad) if bad else None,
+                   rm_checker_agreement=sum((s > 0) == c for s, c in zip(scores, correct)) / len(scores))
+    return out
