@@ -5,8 +5,8 @@
     srun launch/pretrain.py --config ...                                               # one task per GPU under SLURM
 
 How it was started is detected from the environment (see parallel/launch_env.py). A config mistake prints
-one line and exits 2; a diverged run exits 3; a preempted run saves a checkpoint and exits 0, and the same
-command resumes it.
+one line and exits 2; a diverged run exits 3; a preempted run (SIGTERM/SIGUSR1) saves a checkpoint and exits
+75 (EX_TEMPFAIL, sysexits.h: "try again"), and the same command resumes it (launch/slurm/ requeues on 75).
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm.config import ConfigError, load_config  # noqa: E402
+
+EXIT_PREEMPTED = 75
+"""Exit status of a preempted run: a checkpoint was saved and re-running the command resumes from it."""
 
 
 def parse_args(argv=None):
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"training diverged: {e}", file=sys.stderr)
         return 3
+    if outcome.status == "preempted":
+        return EXIT_PREEMPTED
     if outcome.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
         fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731 (None when resumed at the last step)
         print(f"done: {outcome.step} steps, last loss {fmt(outcome.last_loss)}, eval loss {fmt(outcome.eval_loss)}, "

@@ -193,7 +193,8 @@ class DeepSpeedBackend:
 def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:
     import torch.distributed as dist
     from llm.train.hardware import peak_flops
-    from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
+    from llm.train.setup import (build_datasets, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
+                                 prepare_out_dir)
     from parallel.topology import Topology, check_layout
 
     tp, pp, dp = check_layout(cfg, launch.world_size)  # before init, so a layout error costs no rendezvous
@@ -215,6 +216,7 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     # On CPU all ranks share one machine's cores, so MFU is against one measured peak, not world_size of them.
     n_devices = launch.world_size if device.type == "cuda" else 1
     outcome = train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, n_devices,
+                    hardware_flops_per_token=hardware_flops_per_token(cfg),
                     barrier=dist.barrier, log=print, eval_only=eval_only)
     dist.barrier()
     dist.destroy_process_group()

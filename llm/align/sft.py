@@ -56,7 +56,7 @@ def run_sft(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         trainer.train()
         loss_t = sft_loss(trainer(inputs.to(dist.device)), targets.to(dist.device), n_global / dist.world)
         grad_norm = trainer.step(loss_t)
-        loss = dist.sum(float(loss_t)) / dist.world
+        loss = dist.sum(float(loss_t.detach())) / dist.world
         row = {"step": step + 1, "loss": loss, "lr": trainer.current_lr(), "grad_norm": grad_norm}
         if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)

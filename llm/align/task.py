@@ -77,7 +77,8 @@ def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[
     for p in train + dev:
         perm = list(p)
         rng.shuffle(perm)
-        base_rows.append({"text": cfg.template_prompt.format(prompt=p) + cfg.template_response.format(
+        # "prompt response": the text that encode(prompt part) + encode(response part) tokenizes like.
+        base_rows.append({"text": cfg.template_prompt.format(prompt=p) + " " + cfg.template_response.format(
             response="".join(perm))})
     _write_jsonl(files["base"], base_rows)
     _write_jsonl(files["sft_train"], [{"prompt": p, "response": _demo(cfg, p, rng)} for p in train])

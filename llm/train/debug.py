@@ -7,7 +7,8 @@ from llm.config import ConfigError, RunConfig
 from llm.train.hardware import default_device, peak_flops
 from llm.train.local import LocalBackend
 from llm.train.loop import TrainOutcome, train
-from llm.train.setup import build_datasets, check_tokenizer, model_flops_per_token, prepare_out_dir
+from llm.train.setup import (build_datasets, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
+                             prepare_out_dir)
 
 
 def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eval_only: bool = False) -> TrainOutcome:
@@ -28,4 +29,5 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eva
     n_params = sum(p.numel() for p in backend.model.parameters())
     log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
         f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s ({source})")
-    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, log=log, eval_only=eval_only)
+    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak,
+                 hardware_flops_per_token=hardware_flops_per_token(cfg), log=log, eval_only=eval_only)

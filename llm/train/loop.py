@@ -106,7 +106,7 @@ def check_same_layout(path: Path, saved: dict, current: dict) -> None:
 
 
 def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float, peak_flops: float,
-          n_devices: int = 1, barrier=lambda: None, log=print, eval_only: bool = False) -> TrainOutcome:
+          n_devices: int = 1, hardware_flops_per_token: float | None = None, barrier=lambda: None, log=print, eval_only: bool = False) -> TrainOutcome:
     """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted.
 
     eval_only: load the latest checkpoint (or checkpoint.init_from), evaluate once, write <out_dir>/eval.json.
@@ -135,6 +135,7 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
     tokens_per_step = cfg.tokens_per_step
     last_loss = eval_loss = None
     saved = latest
+    skipped_steps = 0
     try:
         while step < total:
             lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)
@@ -152,8 +153,11 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
             row = {"step": step, "loss": result.loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
                    "mfu": flops_per_token * tps / (peak_flops * n_devices), "grad_norm": result.grad_norm,
                    "step_time_s": dt}
+            if hardware_flops_per_token and hardware_flops_per_token != flops_per_token:
+                row["hfu"] = hardware_flops_per_token * tps / (peak_flops * n_devices)
             if result.loss_scale is not None:
-                row.update(loss_scale=result.loss_scale, skipped=result.skipped)
+                skipped_steps += result.skipped
+                row.update(loss_scale=result.loss_scale, skipped=result.skipped, skipped_steps=skipped_steps)
             if step % cfg.train.log_every == 0 or step == total:
                 metrics.log(row, console=f"step {step}/{total}")
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
-from llm.flops import flops_per_token
+from llm.flops import flops_per_token, hfu
 
 
 def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:
@@ -49,3 +49,17 @@ def build_datasets(cfg: RunConfig):
 def model_flops_per_token(cfg: RunConfig) -> float:
     """Model FLOPs per trained token (PaLM App. B: 6N + 12·L·H·Q·T; no recomputation, so this is MFU's)."""
     return flops_per_token(cfg.model, method="palm")
+
+
+def recomputed_layers(cfg: RunConfig) -> int:
+    ac = cfg.parallel.activation_checkpointing
+    if ac == "none":
+        return 0
+    k = 1 if ac == "full" else cfg.parallel.checkpoint_every_k
+    return len(range(0, cfg.model.n_layers, k))
+
+
+def hardware_flops_per_token(cfg: RunConfig) -> float:
+    """FLOPs the hardware really executes per token: MFU's plus the forward passes activation checkpointing
+    recomputes (HFU, PaLM App. B). hfu() at 1 token/s against a peak of 1 FLOP/s is exactly that count."""
+    return hfu(1.0, cfg.model, 1.0, recomputed_layers=recomputed_layers(cfg))

@@ -117,7 +117,8 @@ def _run(cmd: list[str], out_dir: Path, env: dict | None, timeout: float) -> Lau
 def run_single(config: Path, out_dir: Path, overrides: list[str] = (), env: dict | None = None,
                timeout: float = 120) -> Launch:
     """`python launch/pretrain.py --config config out_dir=... *overrides` (debug mode, one process)."""
-    cmd = [sys.executable, str(PRETRAIN), "--config", str(Path(config).resolve()), f"out_dir={Path(out_dir).resolve()}", *overrides]
+    cmd = [sys.executable, str(PRETRAIN), "--config", str(Path(config).resolve()),
+           f"out_dir={Path(out_dir).resolve()}", *overrides]
     return _run(cmd, Path(out_dir), env, timeout)
 
 

@@ -1,0 +1,63 @@
+"""Stage 0 of the default chain: the task data, the tokenizer, and a tiny pretrained base model.
+
+The base is pretrained with the ordinary pretraining loop (llm/train/debug.py `run_debug`) on format-only
+text: each prompt followed by a random permutation of its digits. It learns the template and the
+alphabet, not the task (checker accuracy ≈ mean 1/len! ≈ 7%), so SFT has something to teach. A recipe
+that sets `base.path` starts from an existing base checkpoint instead.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from llm.align import handoff
+from llm.align.common import checker_eval
+from llm.align.config import AlignConfig
+from llm.align.task import generate_task_data, read_jsonl, train_task_tokenizer
+
+
+def prepare_data(cfg: AlignConfig) -> dict[str, str]:
+    """Write the task data under <out_dir>/data (once; kept when present so stages stay comparable)."""
+    if Path(cfg.data_path("prompts_eval")).is_file():
+        return {}
+    return generate_task_data(cfg.task, Path(cfg.out_dir) / "data", cfg.seed)
+
+
+def run_base(cfg: AlignConfig, log=print) -> dict:
+    """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics."""
+    from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
+    from data_pipeline.tokenizer import Tokenizer
+    from llm.config import RunConfig, DataConfig, OptimConfig, TrainConfig, CheckpointConfig
+    from llm.model import Transformer
+    from llm.train.debug import run_debug
+
+    t0 = time.perf_counter()
+    prepare_data(cfg)
+    work = Path(cfg.out_dir) / "base_pretrain"
+    tok_path = train_task_tokenizer(cfg.data_path("base"), work / "tokenizer", seed=cfg.seed)
+    tok = Tokenizer(tok_path)
+    if tok.vocab_size > cfg.base.model.vocab_size:
+        from llm.config import ConfigError
+        raise ConfigError(f"the task tokenizer has {tok.vocab_size} pieces but base.model.vocab_size="
+                          f"{cfg.base.model.vocab_size}")
+    prefix = work / "data"
+    with IndexedDatasetBuilder(prefix, dtype=dtype_for_vocab(tok.vocab_size)) as builder:
+        for row in read_jsonl(cfg.data_path("base")):
+            builder.add_document(tok.encode(row["text"]) + [tok.eos_id])
+    b = cfg.base
+    run = RunConfig(model=b.model, data=DataConfig(paths=[str(prefix)], tokenizer=str(tok_path), valid_fraction=0.05),
+                    optim=OptimConfig(lr=b.lr, warmup_steps=10, weight_decay=0.0),
+                    train=TrainConfig(max_steps=b.steps, global_batch_size=b.batch_size, micro_batch_size=b.batch_size,
+                                      seed=cfg.seed, eval_every=0, eval_batches=2, log_every=50),
+                    checkpoint=CheckpointConfig(every=0, keep=1, resume=False), out_dir=str(work))
+    run.validate()
+    outcome = run_debug(run, device=torch.device("cpu"), log=log)
+    model = Transformer(b.model)
+    model.load_state_dict(torch.load(outcome.checkpoint / "model.pt", map_location="cpu", weights_only=True))
+    metrics = {"pretrain_loss": outcome.last_loss, "pretrain_eval_loss": outcome.eval_loss}
+    metrics.update(checker_eval(cfg, model, tok))
+    metrics["wall_s"] = time.perf_counter() - t0
+    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics)
+    return metrics
