@@ -89,6 +89,10 @@ class DeepSpeedBackend:
             from llm.train.checkpoint import read_model_weights
             from parallel.consolidate import load_full_state_dict
             load_full_state_dict(model, read_model_weights(cfg.checkpoint.init_from), topo, self.pipelined)
+        # Partition patterns for DeepSpeed's universal checkpoint (ds_to_universal), saved with every checkpoint.
+        from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+        from parallel.tensor import universal_checkpoint_info
+        setattr(model, UNIVERSAL_CHECKPOINT_INFO, universal_checkpoint_info(cfg.model))
         self.model = model
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),

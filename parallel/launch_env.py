@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -31,6 +32,10 @@ def first_slurm_host(nodelist: str) -> str:
         raise ConfigError(f"cannot resolve the master host from SLURM_JOB_NODELIST={nodelist!r}: {e}") from None
     if not out:
         raise ConfigError(f"SLURM_JOB_NODELIST={nodelist!r} expands to no host")
+    try:
+        socket.getaddrinfo(out[0], None)
+    except OSError as e:
+        raise ConfigError(f"master host {out[0]!r} (first of SLURM_JOB_NODELIST={nodelist!r}) does not resolve: {e}") from None
     return out[0]
 
 

@@ -1,0 +1,174 @@
+"""Per-rank memory of model states under ZeRO: what a DeepSpeed engine holds, and what the ZeRO paper predicts.
+
+Rajbhandari et al. 2019, "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models"
+(arXiv:1910.02054), §3.1 and Figure 1: mixed-precision Adam keeps, per parameter, 2 bytes of fp16 weights,
+2 bytes of fp16 gradients and K = 12 bytes of optimizer state (fp32 master weights, momentum and variance,
+4 + 4 + 4). With Ψ parameters and data-parallel degree N_d, bytes per rank are
+
+    baseline (stage 0)   (2 + 2 + K)Ψ
+    stage 1 (P_os)       2Ψ + 2Ψ + KΨ/N_d
+    stage 2 (P_os+g)     2Ψ + (2 + K)Ψ/N_d
+    stage 3 (P_os+g+p)   (2 + 2 + K)Ψ/N_d
+
+`paper_zero_bytes` is that table. `deepspeed_zero_bytes` is the same table adjusted for what DeepSpeed
+0.19.8 actually keeps under our generated config (bf16 standing in for fp16: same 2 bytes), and
+`measure_zero_bytes` counts the bytes a live engine holds. Where the two DeepSpeed columns differ from
+the paper, and why:
+
+- ZeRO-1 at the accumulation boundary. Between the micro-batches of a step, ZeRO-1 accumulates full-size
+  gradients in `param.grad` (2Ψ, as the paper says). After the last micro-batch's backward, though,
+  `DeepSpeedZeroOptimizer` (stage_1_and_2.py, shared by stages 1 and 2) reduce-scatters them into this
+  rank's partition (`averaged_gradients`) and frees `param.grad`, exactly as stage 2 does, so at the moment
+  the optimizer steps ZeRO-1 holds 2Ψ/N_d of gradients. Stage 1 vs 2 differ only while accumulating.
+- Reduction buckets. Stages 1 and 2 allocate a contiguous bucket of `reduce_bucket_size` elements
+  (DeepSpeed's default 5e8: 1 GB in bf16) per backward pass (`setup_buckets`), whatever the model size;
+  ZeRO-1 keeps it between micro-batches. It is reported as `buffers`, outside the paper's model states. On
+  the CPU accelerator it is a lazily committed `torch.empty`: only the pages a bucket writes (≤ 2Ψ bytes)
+  become resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator would reserve it.
+- Padding. Flat buffers are padded so every rank's partition has the same length (stages 1–2: per
+  parameter group, to a multiple of N_d × 2 elements for 4-byte alignment; stage 3: per parameter, to a
+  multiple of N_d). Counted as held; at most a few elements per rank per group or parameter.
+- Adam step counters: torch's AdamW keeps `step` as a 4-byte tensor per parameter tensor it updates.
+- Stage 0 with bf16 is `FP16_UnfusedOptimizer`: per-parameter fp32 master copies (4Ψ) plus Adam moments
+  (8Ψ), bf16 weights and gradients in the module: the paper's 16Ψ. It makes fp32 copies of the gradients
+  (4Ψ) only inside `step()`, so they never show between steps. DeepSpeed's `BF16_Optimizer`, which keeps a
+  permanent fp32 gradient accumulation buffer (4Ψ instead of 2Ψ), is used only for ZeRO-1 with
+  `data_types.grad_accum_dtype: fp32`, which our generated config does not set.
+- The CPU accelerator's `memory_allocated()` reports host memory, not this process's tensors, so the
+  bytes are counted from the tensors the engine and optimizer reference, deduplicated by storage.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+ZERO_PAPER_K = 12
+"""Optimizer-state bytes per parameter of mixed-precision Adam (Rajbhandari et al. 2019, §3.1)."""
+
+# Attributes of DeepSpeed 0.19.8's optimizer wrappers that hold gradients (views are deduplicated by storage).
+# stage_1_and_2.DeepSpeedZeroOptimizer: partitioned (stage 2, and stage 1 after the boundary reduction).
+# stage3.DeepSpeedZeroOptimizer_Stage3: one flat buffer of this rank's gradient partitions.
+# bf16_optimizer.BF16_Optimizer: full-size fp32 accumulation buffers.
+_GRAD_ATTRS = ("averaged_gradients", "all_grad_tensors", "grads_in_partition", "grad_partitions_flat_buffer",
+               "fp32_groups_gradients_flat")
+
+
+@dataclass(frozen=True)
+class ZeroBytes:
+    """Bytes of model states on one rank."""
+
+    params: int
+    """Low-precision weights the module computes with (ZeRO-3: this rank's partition)."""
+    grads: int
+    """Gradients as held: full `.grad`, or partitioned gradient buffers."""
+    optimizer: int
+    """fp32 master weights the inner optimizer updates, and its state (Adam's two moments and step)."""
+    buffers: int = 0
+    """Communication buckets outside the paper's model states (not in `total`)."""
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def paper_zero_bytes(n_params: int, dp: int, zero_stage: int, k: int = ZERO_PAPER_K) -> ZeroBytes:
+    """The ZeRO paper's bytes per rank (§3.1, Figure 1) for Ψ = n_params parameters at N_d = dp.
+
+    Raises ValueError for a stage outside 0–3 or a non-positive degree.
+    """
+    if zero_stage not in (0, 1, 2, 3) or dp < 1 or n_params < 0:
+        raise ValueError(f"zero_stage={zero_stage} must be 0-3, dp={dp} >= 1, n_params={n_params} >= 0")
+    psi = n_params
+    return ZeroBytes(params=round(2 * psi / dp) if zero_stage >= 3 else 2 * psi,
+                     grads=round(2 * psi / dp) if zero_stage >= 2 else 2 * psi,
+                     optimizer=round(k * psi / dp) if zero_stage >= 1 else k * psi)
+
+
+def deepspeed_zero_bytes(n_params: int, dp: int, zero_stage: int, at_boundary: bool) -> ZeroBytes:
+    """The paper's table as DeepSpeed 0.19.8 keeps it with bf16 and torch AdamW (see the module docstring).
+
+    at_boundary: after the backward pass of a step's last micro-batch (gradients reduced, before the
+    optimizer step) rather than between micro-batches of an accumulation. The one difference is ZeRO-1's
+    gradients at the boundary, partitioned like ZeRO-2's. Padding, Adam's step counters and the reduction
+    buckets are left out: a measurement exceeds this by those few bytes (and reports buckets apart).
+    """
+    paper = paper_zero_bytes(n_params, dp, zero_stage)
+    if zero_stage == 1 and at_boundary:
+        return ZeroBytes(paper.params, round(2 * n_params / dp), paper.optimizer)
+    return paper
+
+
+def _storage_bytes(tensors, seen: set) -> int:
+    """Bytes of the distinct storages behind `tensors` not yet in `seen` (storage addresses, updated)."""
+    total = 0
+    for t in tensors:
+        if t is None or t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        if nbytes and ptr not in seen:
+            seen.add(ptr)
+            total += nbytes
+    return total
+
+
+def _tensors(obj, depth: int = 0):
+    """Tensors reachable from obj through lists, tuples and dict values."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif depth < 4 and isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors(item, depth + 1)
+    elif depth < 4 and isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item, depth + 1)
+
+
+def measure_zero_bytes(engine) -> ZeroBytes:
+    """Bytes of parameters, gradients and optimizer state this rank's DeepSpeed engine holds right now.
+
+    engine: a `deepspeed.DeepSpeedEngine` (not a pipeline engine) whose optimizer has stepped at least
+    once (torch creates Adam's moments lazily, in the first step). Gradients exist between a backward pass
+    and the optimizer step, so measure there; after `engine.step()` they are freed.
+    Counts each storage once, in the first category that reaches it (params, grads, optimizer, buffers),
+    and counts a whole storage when a tensor is a view into it (the padded flat buffers of ZeRO).
+    Reads the engine's objects only: no collectives, no side effects.
+    """
+    seen: set = set()
+    module_params = list(engine.module.parameters())
+    # ZeRO-3 replaces each parameter's data by an empty tensor and keeps this rank's slice in `ds_tensor`;
+    # a parameter still gathered (persistent, or mid-forward) also holds its full data.
+    params = _storage_bytes([getattr(p, "ds_tensor", None) for p in module_params] + [p.data for p in module_params],
+                            seen)
+
+    wrapper = engine.optimizer
+    inner = getattr(wrapper, "optimizer", wrapper)  # the torch optimizer the wrapper feeds fp32 partitions to
+    master = [p for group in inner.param_groups for p in group["params"]]
+    grad_tensors = [p.grad for p in module_params] + [p.grad for p in master]
+    for name in _GRAD_ATTRS:
+        grad_tensors += list(_tensors(getattr(wrapper, name, None)))
+    grads = _storage_bytes(grad_tensors, seen)
+
+    optimizer = _storage_bytes(master + list(_tensors(list(inner.state.values()))), seen)
+
+    buckets = [b.buffer for b in getattr(wrapper, "ipg_buckets", {}).values() if hasattr(b, "buffer")]
+    buffers = _storage_bytes(list(_tensors(buckets)), seen)
+    return ZeroBytes(params, grads, optimizer, buffers)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Measured vs paper, one line per (dp, stage, point): rows carry 'dp', 'zero_stage', 'point', 'n_params',
+    'measured' and 'paper' (ZeroBytes.as_dict() each). Bytes are shown as multiples of Ψ."""
+    head = (f"{'dp':>2} {'zero':>4} {'point':>10} | {'params':>13} {'grads':>13} {'optimizer':>13} "
+            f"{'total':>13} | {'buckets MB':>10}   (measured/paper, in units of Ψ bytes)")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        psi, m, p = r["n_params"], r["measured"], r["paper"]
+        cells = [f"{m[k] / psi:6.3f}/{p[k] / psi:6.3f}" for k in ("params", "grads", "optimizer", "total")]
+        lines.append(f"{r['dp']:>2} {r['zero_stage']:>4} {r['point']:>10} | " + " ".join(f"{c:>13}" for c in cells)
+                     + f" | {m['buffers'] / 1e6:10.1f}")
+    return "\n".join(lines)
