@@ -8,14 +8,11 @@ the filter classes' own dataclasses, so a threshold's default and its citation l
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from llm import typed_yaml
+from llm.typed_yaml import ConfigError
 from data_pipeline.decontaminate import DecontaminateConfig
 from data_pipeline.dedup.minhash import MinHashConfig
 from data_pipeline.dedup.substring import SubstringConfig
@@ -25,7 +22,7 @@ from data_pipeline.shards import ShardConfig
 from data_pipeline.tokenize import TokenizeConfig
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ConfigError):
     """A config problem; the message names the file and key."""
 
 
@@ -110,92 +107,20 @@ class DataConfig:
             raise DataConfigError(f"{where}: tokenize.tokenizer={self.tokenize.tokenizer} is not a file")
 
 
-def _check_type(value, tp, key: str, where: str):
-    """Coerce ``value`` to annotation ``tp`` or raise naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        return _check_type(value, next(a for a in args if a is not type(None)), key, where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise DataConfigError(f"{where}: {key} must be a mapping, got {value!r}")
-        return _from_dict(tp, value, key, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise DataConfigError(f"{where}: {key} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_check_type(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DataConfigError(f"{where}: {key} must be a mapping, got {value!r}")
-        kt, vt = typing.get_args(tp)
-        return {_check_type(k, kt, key, where): _check_type(v, vt, f"{key}.{k}", where) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise DataConfigError(f"{where}: {key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                return int(value)  # dict keys such as n-gram sizes arrive as strings from YAML
-            raise DataConfigError(f"{where}: {key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DataConfigError(f"{where}: {key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise DataConfigError(f"{where}: {key} must be a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _from_dict(cls, data: dict, prefix: str, where: str):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            close = difflib.get_close_matches(str(k), names, n=1)
-            hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
-            raise DataConfigError(f"{where}: unknown key {key!r}{hint} (valid: {', '.join(names)})")
-        kwargs[k] = _check_type(v, hints[k], key, where)
-    return cls(**kwargs)
-
-
-def apply_override(data: dict, override: str, where: str = "command line") -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to the nested dict ``data``."""
-    if "=" not in override:
-        raise DataConfigError(f"{where}: override {override!r} must look like key.sub=value")
-    key, raw = override.split("=", 1)
-    node = data
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise DataConfigError(f"{where}: {key} goes through a non-mapping value")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
 def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
                      validate: bool = True) -> DataConfig:
     """Read ``path`` (YAML; None = all defaults), apply dotted ``overrides``, validate."""
-    data: dict = {}
     where = str(path) if path else "defaults"
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DataConfigError(f"{path}: top level must be a mapping")
-        data = loaded or {}
-    for o in overrides:
-        apply_override(data, o)
-    if overrides:
-        where += " + overrides"
-    cfg = _from_dict(DataConfig, data, "", where)
+    try:
+        data = typed_yaml.read_yaml(path) if path else {}
+        typed_yaml.apply_overrides(data, overrides)
+        if overrides:
+            where += " + overrides"
+        cfg = typed_yaml.from_dict(DataConfig, data, "", where)
+    except DataConfigError:
+        raise
+    except ConfigError as e:
+        raise DataConfigError(str(e)) from None
     if validate:
         cfg.validate(where)
     return cfg

@@ -1,24 +1,21 @@
 """Typed run configuration: one dataclass per concern, YAML as serialisation.
 
 No torch here (the spec layer and the launchers import it cheaply). `load_config` turns a YAML file plus
-dotted command-line overrides into a validated `RunConfig`; every error is a `ConfigError` whose message
-names the file, the key and the rule, so entry points can print it without a stack trace.
+dotted command-line overrides into a validated `RunConfig` (through llm/typed_yaml.py); every error is a
+`ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
+stack trace.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or override; the message is meant to be printed as is."""
+from llm import typed_yaml
+from llm.typed_yaml import ConfigError  # noqa: F401  (re-exported: the error every entry point catches)
 
 
 def _round_up(x: int, multiple: int) -> int:
@@ -199,6 +196,7 @@ class ParallelConfig:
 class PrecisionConfig:
     """Numeric format of the forward/backward pass; `precision: bf16` is shorthand for {dtype: bf16}."""
 
+    SHORTHAND: ClassVar[str] = "dtype"
     dtype: str = "fp32"
     initial_loss_scale: float = 2.0 ** 16
     """fp16 only: dynamic loss scaling starts here, halves on overflow (the step is skipped)..."""
@@ -268,112 +266,13 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# dict → dataclass, with errors that name the file and key
-
-
-def _is_optional(tp) -> bool:
-    return isinstance(tp, types.UnionType) and type(None) in typing.get_args(tp)
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    if value is None:
-        if tp is Any or _is_optional(tp):
-            return None
-        raise ConfigError(f"{source}: {key} may not be null")
-    if _is_optional(tp):
-        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if tp is PrecisionConfig and isinstance(value, str):
-            value = {"dtype": value}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key, source)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            value = [value]  # a single path/weight is a one-element list
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__}")
-        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, str):
-            try:
-                value = float(value)  # YAML 1.1 reads 1e9 as a string
-            except ValueError:
-                raise ConfigError(f"{source}: {key} must be an integer, got {value!r}") from None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{source}: {key} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls, raw: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for k, v in raw.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            close = difflib.get_close_matches(str(k), names, n=1)
-            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else \
-                f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
-        kwargs[k] = _coerce(v, hints[k], key, source)
-    return cls(**kwargs)
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = raw
-    for p in parts[:-1]:
-        if p == "precision" and isinstance(node.get(p), str):
-            node[p] = {"dtype": node[p]}
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"command line: cannot set '{dotted}': '{p}' is not a section")
-    node[parts[-1]] = value
-
-
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `key.sub=value` strings (values parsed as YAML, so `x=[a,b]`, `x=true`, `x=1e-3` work)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"command line: override {item!r} must look like key.sub=value")
-        key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text != "" else None
-        _set_dotted(raw, key.strip(), value)
-    return raw
+    """Apply dotted `key.sub=value` overrides (values parsed as YAML) to a raw run-config dict."""
+    return typed_yaml.apply_overrides(raw, overrides, shorthands={"precision": PrecisionConfig.SHORTHAND})
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
-    cfg = _build(RunConfig, raw or {}, "", source)
+    cfg = typed_yaml.from_dict(RunConfig, raw or {}, "", source)
     try:
         cfg.validate()
     except ConfigError as e:
@@ -383,19 +282,8 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML run config, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
-    raw: dict = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = typed_yaml.read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
     if overrides:
         source += " (with command-line overrides)"
     return config_from_dict(apply_overrides(raw, list(overrides)), source)

@@ -21,10 +21,11 @@ the paper, and why:
   rank's partition (`averaged_gradients`) and frees `param.grad`, exactly as stage 2 does, so at the moment
   the optimizer steps ZeRO-1 holds 2Ψ/N_d of gradients. Stage 1 vs 2 differ only while accumulating.
 - Reduction buckets. Stages 1 and 2 allocate a contiguous bucket of `reduce_bucket_size` elements
-  (DeepSpeed's default 5e8: 1 GB in bf16) per backward pass (`setup_buckets`), whatever the model size;
-  ZeRO-1 keeps it between micro-batches. It is reported as `buffers`, outside the paper's model states. On
-  the CPU accelerator it is a lazily committed `torch.empty`: only the pages a bucket writes (≤ 2Ψ bytes)
-  become resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator would reserve it.
+  (DeepSpeed's default 5e8: 1 GB in bf16) for each backward pass (`setup_buckets`), whatever the model
+  size; ZeRO-2 frees it when the pass ends, ZeRO-1 keeps it until the boundary. ZeRO-3 allocates its bucket
+  once at start-up and keeps it. Reported as `buffers`, outside the paper's model states. On the CPU
+  accelerator it is a lazily committed `torch.empty`: only the pages a bucket writes (≤ 2Ψ bytes) become
+  resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator would reserve it all.
 - Padding. Flat buffers are padded so every rank's partition has the same length (stages 1–2: per
   parameter group, to a multiple of N_d × 2 elements for 4-byte alignment; stage 3: per parameter, to a
   multiple of N_d). Counted as held; at most a few elements per rank per group or parameter.
@@ -50,6 +51,11 @@ ZERO_PAPER_K = 12
 # bf16_optimizer.BF16_Optimizer: full-size fp32 accumulation buffers.
 _GRAD_ATTRS = ("averaged_gradients", "all_grad_tensors", "grads_in_partition", "grad_partitions_flat_buffer",
                "fp32_groups_gradients_flat")
+# ...and the fp32 master weights. Listed by name because ZeRO-3 hands the inner optimizer its partitions only
+# inside step() (stage3.py `_optimizer_step` empties `param_groups[i]['params']` again afterwards).
+# fp16.unfused_optimizer.FP16_UnfusedOptimizer (stage 0 in bf16), stage 1/2, stage 3, BF16_Optimizer:
+_MASTER_ATTRS = ("fp32_groups", "single_partition_of_fp32_groups", "fp32_partitioned_groups_flat",
+                 "fp32_groups_flat_partition")
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ def measure_zero_bytes(engine) -> ZeroBytes:
     wrapper = engine.optimizer
     inner = getattr(wrapper, "optimizer", wrapper)  # the torch optimizer the wrapper feeds fp32 partitions to
     master = [p for group in inner.param_groups for p in group["params"]]
+    for name in _MASTER_ATTRS:
+        master += list(_tensors(getattr(wrapper, name, None)))
     grad_tensors = [p.grad for p in module_params] + [p.grad for p in master]
     for name in _GRAD_ATTRS:
         grad_tensors += list(_tensors(getattr(wrapper, name, None)))

@@ -1,0 +1,139 @@
+"""YAML ↔ typed dataclasses, shared by every config of the project (run, data, alignment).
+
+Builds nested dataclasses from plain dicts by their type hints, coercing only what YAML gets wrong (1e9
+read as a string, integral floats for int fields, int dict keys read as strings) and raising `ConfigError`
+with the source, the dotted key and the rule for anything else; unknown keys name the closest valid one.
+No torch here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message is meant to be printed as is."""
+
+
+def _optional_inner(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return None
+
+
+def _number(value, kind, key, source):
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e9 (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"{source}: {key} must be {'an integer' if kind is int else 'a number'}, "
+                              f"got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{source}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """`value` as type `tp` (a dataclass, list[...], dict[...], optional, or scalar), or ConfigError naming `key`."""
+    inner = _optional_inner(tp)
+    if value is None:
+        if tp is Any or inner is not None:
+            return None
+        raise ConfigError(f"{source}: {key} may not be null")
+    if inner is not None:
+        tp = inner
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        shorthand = getattr(tp, "SHORTHAND", None)
+        if shorthand and not isinstance(value, dict):
+            value = {shorthand: value}  # e.g. `precision: bf16` for {dtype: bf16}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, key, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single path/weight is a one-element list
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__}")
+        return [coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {type(value).__name__}")
+        kt, vt = typing.get_args(tp)
+        return {coerce(k, kt, key, source): coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        return _number(value, tp, key, source)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls, raw: dict, prefix: str = "", source: str = "<dict>"):
+    """Build dataclass `cls` from `raw`; unknown keys raise ConfigError naming the closest valid key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else \
+                f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
+        kwargs[k] = coerce(v, hints[k], key, source)
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides, source: str = "command line", shorthands: dict[str, str] = {}) -> dict:
+    """Apply `key.sub=value` strings to the nested dict `raw` (values parsed as YAML: `x=[a,b]`, `x=true`).
+
+    shorthands: {section: field} for sections a YAML file may give as a scalar (`precision: bf16`), so that
+    `precision.initial_loss_scale=8` still applies on top of it.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} must look like key.sub=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            if p in shorthands and not isinstance(node.get(p, {}), dict):
+                node[p] = {shorthands[p]: node[p]}
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: cannot set '{dotted}': '{p}' is not a section")
+        node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; ConfigError if it is missing, malformed or not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw

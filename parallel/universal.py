@@ -1,0 +1,92 @@
+"""Resume a run in another layout with its optimizer state, through DeepSpeed's universal checkpoint.
+
+A DeepSpeed checkpoint stores each rank's flat ZeRO partition of the fp32 weights and Adam moments, so it
+loads only into the layout that wrote it. DeepSpeed's converter (deepspeed/checkpoint/ds_to_universal.py)
+cuts those partitions back into one full tensor per parameter and state (`zero/<name>/fp32.pt`,
+`exp_avg.pt`, `exp_avg_sq.pt`, `step.pt`), merging tensor-parallel shards along the dimension named by the
+partition patterns every checkpoint carries (parallel/tensor.py `universal_checkpoint_info`). An engine
+built with `"checkpoint": {"load_universal": true}` then takes its own slice of every tensor, whatever
+its TP degree and ZeRO partitioning (runtime/engine.py `load_checkpoint`, checkpoint/universal_checkpoint.py
+`load_hp_checkpoint_state`).
+
+    step_XXXXXXXX/deepspeed/             what the run saved (engine.save_checkpoint(..., tag="deepspeed"))
+    step_XXXXXXXX/deepspeed_universal/   convert_to_universal: load_checkpoint(step_dir, tag=UNIVERSAL_TAG)
+
+`can_reshard` holds what DeepSpeed 0.19.8 can load that way; `checkpoint.reshard` (llm/config.py) turns it on.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+SOURCE_TAG = "deepspeed"
+UNIVERSAL_TAG = "deepspeed_universal"
+
+
+def can_reshard(saved: dict, new: dict) -> tuple[bool, str]:
+    """Whether a checkpoint saved under layout `saved` can be resumed under `new` with its optimizer state.
+
+    Layouts are those of trainer_state.json: {"backend", "tp", "pp", "dp", "zero_stage"}. Returns (True, "")
+    or (False, a reason naming the setting to change). Based on DeepSpeed 0.19.8's converter and loaders.
+    """
+    for which, layout in (("the checkpoint", saved), ("this run", new)):
+        if layout.get("backend") != "deepspeed":
+            return False, (f"{which} is not under the DeepSpeed launcher (layout {layout}); only DeepSpeed "
+                           f"checkpoints convert to, and DeepSpeed engines load, the universal format")
+    if saved.get("zero_stage", 0) < 1:
+        # ZeRO-0 saves the optimizer as one torch state dict in mp_rank_*_model_states.pt; the converter
+        # reads per-parameter fp32 fragments from *_optim_states.pt, which only ZeRO (and BF16_Optimizer) write.
+        return False, ("the checkpoint was saved with parallel.zero_stage=0, which writes no per-parameter "
+                       "optimizer fragments for DeepSpeed's converter; save with parallel.zero_stage>=1 to reshard")
+    if new.get("zero_stage", 0) < 1:
+        # Universal loading restores weights and moments through the ZeRO/BF16 optimizers' hp-fragment
+        # mappings; the fp32/fp16/DDP-bf16 optimizers of ZeRO-0 have none.
+        return False, "DeepSpeed loads universal checkpoints only with ZeRO; set parallel.zero_stage>=1"
+    if (saved["zero_stage"] == 3) != (new["zero_stage"] == 3):
+        # ZeRO-3 names its model-state files zero_pp_rank_*_mp_rank_*_model_states.pt (ZeRO-1/2:
+        # mp_rank_*) and its loader reads the step from a global optimizer state that ZeRO-1/2's lacks.
+        return False, (f"DeepSpeed cannot load a ZeRO-{saved['zero_stage']} universal checkpoint into "
+                       f"ZeRO-{new['zero_stage']}: reshard between ZeRO-1/2 layouts, or between ZeRO-3 layouts")
+    if new["zero_stage"] == 3 and new.get("tp", 1) > 1:
+        # Stage 3 cuts the universal tensor into this rank's TP shard only for AutoTP-annotated parameters.
+        return False, "DeepSpeed's ZeRO-3 universal loader does not shard our tensor-parallel layers; use tp=1"
+    if saved.get("pp", 1) > 1 or new.get("pp", 1) > 1:
+        # A PipelineModule names parameters by layer index ("3.attn.wq.weight"), the plain model by module
+        # path ("layers.2.attn.wq.weight"), and the universal checkpoint keeps the saving run's names.
+        return False, ("resharding with optimizer state is not supported for pipeline layouts "
+                       "(parallel.pipeline>1): a pipeline's parameter names differ from the plain model's")
+    return True, ""
+
+
+def universal_dir(step_dir: str | Path) -> Path:
+    return Path(step_dir) / UNIVERSAL_TAG
+
+
+def convert_to_universal(step_dir: str | Path) -> Path:
+    """Convert step_dir/deepspeed into step_dir/deepspeed_universal (once: an existing one is kept).
+
+    Runs DeepSpeed's converter in this process with one worker (no process pool forked from a rank of a
+    distributed job). Call it on one rank only, between barriers. The result is written under a temporary
+    name and renamed when complete, so a crash never leaves a half-converted directory that looks done.
+    Raises FileNotFoundError if step_dir holds no DeepSpeed checkpoint.
+    """
+    from deepspeed.checkpoint import ds_to_universal
+
+    step_dir = Path(step_dir)
+    final = universal_dir(step_dir)
+    if final.is_dir():
+        return final
+    source = step_dir / SOURCE_TAG
+    if not source.is_dir():
+        raise FileNotFoundError(f"no DeepSpeed checkpoint {source} to convert")
+    # The converter also writes a `latest_universal` file next to its output folder: keep it inside tmp.
+    tmp = step_dir / f".tmp-{UNIVERSAL_TAG}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out = tmp / UNIVERSAL_TAG
+    ds_to_universal.main(argparse.Namespace(
+        input_folder=str(source), output_folder=str(out), num_extract_workers=1, num_merge_workers=1,
+        keep_temp_folder=False, strict=True, inject_missing_state=False))
+    out.rename(final)
+    shutil.rmtree(tmp)
+    return final
