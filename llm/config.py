@@ -224,6 +224,9 @@ class CheckpointConfig:
     init_from: str | None = None
     """Start a new run from the weights of a checkpoint directory (or model.pt) saved under ANY layout:
     how a run is resharded. The optimizer starts fresh; ignored when `dir` already holds a checkpoint."""
+    reshard: bool = False
+    """When the latest checkpoint's layout differs from this run's, convert it to DeepSpeed's universal format
+    and resume from it with its optimizer state (parallel/universal.py: ZeRO>=1 on both sides, no pipeline)."""
 
     def validate(self, where: str = "checkpoint") -> None:
         if self.every < 0 or self.keep < 1:

@@ -54,6 +54,10 @@ def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
         z["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
     if p.offload_params:
         z["offload_param"] = {"device": "cpu", "pin_memory": False}
+    if p.pipeline > 1 and p.tensor > 1 and p.sequence_parallel:
+        # DeepSpeed's pipeline splits the activations it sends over the TP group; under sequence parallelism
+        # they are already split by sequence, and partitioning them again gives wrong losses (~1e-3).
+        ds["pipeline"] = {"pipe_partitioned": False, "grad_partitioned": False}
     if p.zero_stage == 3:
         # Gather parameters eagerly for small models; these only change memory/speed trade-offs, not results.
         z.update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=5e7)

@@ -71,6 +71,12 @@ class DeepSpeedBackend:
         self.layout = {"backend": "deepspeed", "tp": topo.tp, "pp": topo.pp, "dp": topo.dp,
                        "zero_stage": cfg.parallel.zero_stage}
         self.ds_config = deepspeed_config(cfg, topo.dp)
+        # checkpoint.reshard: a checkpoint of another layout is resumed through DeepSpeed's universal format,
+        # which deepspeed.initialize must be told about (parallel/universal.py).
+        from parallel.universal import can_reshard, reshard_source
+        self.can_reshard, self.reshard_from = can_reshard, reshard_source(cfg, self.layout)
+        if self.reshard_from is not None:
+            self.ds_config.setdefault("checkpoint", {})["load_universal"] = True
         if self.pipelined:
             from parallel.pipeline import build_pipeline_module
             model = build_pipeline_module(cfg, topo)
@@ -160,24 +166,28 @@ class DeepSpeedBackend:
         norm = self.engine.get_global_grad_norm()
         if norm is None and not self.pipelined:
             norm = own_norm
-        return StepResult(loss, float(norm) if norm is not None else float("nan"),
-                          self.engine.skipped_steps > skipped_before, scale)
+        # None (not logged) for fp32 ZeRO-0 pipelines: DeepSpeed clips there inside train_batch and keeps no norm.
+        return StepResult(loss, None if norm is None else float(norm), self.engine.skipped_steps > skipped_before,
+                          scale)
 
     @torch.no_grad()
     def eval_loss(self, micro_batches: list[torch.Tensor]) -> float:
         self.engine.eval()
         if self.pipelined:
-            losses = []
-            for b in micro_batches:
-                it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device))])
-                losses.append(float(self.engine.eval_batch(data_iter=it, num_micro_batches=1)))
-            return sum(losses) / len(losses)  # eval_batch already averages over DP
+            it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in micro_batches])
+            # One schedule for all micro-batches (one fill and drain); the mean is already over DP.
+            return float(self.engine.eval_batch(data_iter=it, num_micro_batches=len(micro_batches)))
         losses = [self.engine.module.loss_fn(self.engine(b[:, :-1].to(self.device)), b[:, 1:].to(self.device)).item()
                   for b in micro_batches]
         return self._dp_mean(sum(losses) / len(losses))
 
     def diagnose_nonfinite(self) -> str | None:
-        return first_nonfinite(self.engine.module)
+        where = first_nonfinite(self.engine.module)
+        if where and self.pipelined:  # name it as llm/model.py does, not by pipeline layer index
+            from parallel.pipeline import stage_param_names
+            kind, _, name = where.rpartition(" ")
+            where = f"{kind} {stage_param_names(self.engine.module).get(name, name)}"
+        return where
 
     def save(self, path: Path) -> None:
         from parallel.consolidate import gather_full_state_dict
@@ -189,6 +199,9 @@ class DeepSpeedBackend:
             torch.save(full, path / "model.pt")
 
     def load(self, path: Path) -> None:
+        if self.reshard_from is not None:
+            from parallel.universal import load_resharded
+            return load_resharded(self.engine, path, self.is_main, self.any_rank)
         load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")

@@ -51,8 +51,9 @@ def _from_slurm(env) -> LaunchEnv:
     if per_node.isdigit() and gpus and gpus.isdigit() and int(gpus) > 0 and int(per_node) != int(gpus):
         raise ConfigError(f"SLURM_NTASKS_PER_NODE={per_node} but SLURM_GPUS_ON_NODE={gpus}: "
                           "start one task per GPU (sbatch --ntasks-per-node equal to --gpus-per-node)")
-    os.environ.setdefault("MASTER_ADDR", first_slurm_host(env["SLURM_JOB_NODELIST"]) if "SLURM_JOB_NODELIST" in env
-                          else "127.0.0.1")
+    if "MASTER_ADDR" not in os.environ:  # an explicit master is kept, and the node list not even looked up
+        os.environ["MASTER_ADDR"] = (first_slurm_host(env["SLURM_JOB_NODELIST"]) if "SLURM_JOB_NODELIST" in env
+                                     else "127.0.0.1")
     # A port derived from the job id lets two jobs share a node without colliding.
     os.environ.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))

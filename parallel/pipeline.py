@@ -38,6 +38,8 @@ from torch import nn
 
 from llm.config import ModelConfig, RunConfig
 from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
+from parallel.consolidate import model_param_names
+from parallel.tensor import partition_dim
 
 LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
 TIED_KEY = "embeddings"
@@ -131,15 +133,6 @@ def tied_head_forward(embedding: EmbeddingPipe, x: torch.Tensor) -> torch.Tensor
         from parallel.tp_mappings import enter_tensor_parallel_region
         x = enter_tensor_parallel_region(x, tp.group, tp.sequence_parallel)
     return torch.nn.functional.linear(x, embedding.tok_embeddings.weight)
-
-
-def _tp_style(name: str) -> str | None:
-    """parallel/tensor.py's TP_PLAN style of a parameter name (None: replicated); tensor.py's `_style`, public."""
-    from parallel.tensor import TP_PLAN
-    for suffix, style in TP_PLAN.items():
-        if re.search(rf"(^|\.){re.escape(suffix)}(\.(weight|bias))?$", name):
-            return style
-    return None
 
 
 def layer_prefix(index: int, n_layers: int) -> str:
@@ -309,17 +302,6 @@ def stage_param_names(module) -> dict[str, str]:
 # DeepSpeed pipeline checkpoints → llm/model.py state dict
 
 
-def tensor_parallel_split_dim(name: str) -> int | None:
-    """Dimension along which tensor parallelism shards the llm/model.py parameter `name` (None: replicated).
-
-    From parallel/tensor.py's TP_PLAN: vocab- and column-parallel weights on dim 0 (tok_embeddings, wq, wk, wv,
-    w_gate, w_up, lm_head), row-parallel on dim 1 (wo, w_down), norms whole.
-    """
-    from parallel.tensor import PARTITION_DIM
-    style = _tp_style(name)
-    return None if style is None else PARTITION_DIM[style]
-
-
 def pipeline_state_dict_to_full(layer_states: dict[int, list[dict]], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Merge per-layer pipeline states into one llm/model.py state dict.
 
@@ -331,25 +313,17 @@ def pipeline_state_dict_to_full(layer_states: dict[int, list[dict]], cfg: ModelC
         prefix = layer_prefix(index, cfg.n_layers)
         for key in shards[0]:
             name = prefix + key
-            dim = tensor_parallel_split_dim(name)
+            dim = partition_dim(name)
             parts = [s[key] for s in shards]
             full[name] = parts[0].clone() if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
     if cfg.tie_embeddings and "tok_embeddings.weight" in full:
         full["lm_head.weight"] = full["tok_embeddings.weight"]
-    names = full_param_names(cfg)
+    names = model_param_names(cfg)
     missing = [n for n in names if n not in full]
     if missing:
         raise KeyError(f"pipeline checkpoint lacks {', '.join(missing[:5])}"
                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     return {n: full[n] for n in names}
-
-
-def full_param_names(cfg: ModelConfig) -> list[str]:
-    """llm/model.py parameter names in module order (lm_head.weight included when tied: the state dict has it)."""
-    with torch.device("meta"):
-        block = [k for k, _ in BlockPipe(cfg).named_parameters()]
-    return (["tok_embeddings.weight"] + [f"layers.{i}.{k}" for i in range(cfg.n_layers) for k in block]
-            + ["norm.weight", "lm_head.weight"])
 
 
 def load_pipeline_checkpoint(ckpt_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, torch.Tensor]:

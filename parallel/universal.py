@@ -90,3 +90,54 @@ def convert_to_universal(step_dir: str | Path) -> Path:
     out.rename(final)
     shutil.rmtree(tmp)
     return final
+
+
+def reshard_source(cfg, layout: dict) -> Path | None:
+    """The checkpoint this run will resume through the universal format (checkpoint.reshard), or None.
+
+    That is the latest checkpoint in checkpoint.dir when resharding is on and its saved layout differs from
+    `layout` in a way `can_reshard` accepts. Decided before deepspeed.initialize, which must be told
+    to load universal checkpoints; the training loop refuses the other cases with the reason.
+    """
+    from llm.train import checkpoint as ckpt
+
+    c = cfg.checkpoint
+    latest = ckpt.latest_checkpoint(c.dir) if c.reshard and c.resume else None
+    if latest is None:
+        return None
+    saved = ckpt.read_state(latest).get("layout", {})
+    return latest if saved != layout and can_reshard(saved, layout)[0] else None
+
+
+def convert_on_main(step_dir: str | Path, is_main: bool, any_rank) -> Path:
+    """convert_to_universal on the main rank while the others wait; collective, call on every rank.
+
+    any_rank: bool -> bool, true on every rank if it is true on any (an all-reduce, so also the barrier).
+    A failed conversion raises on every rank instead of leaving the others waiting at a barrier.
+    """
+    error = None
+    if is_main:
+        try:
+            convert_to_universal(step_dir)
+        except Exception as e:  # re-raised below, after the other ranks have heard of it
+            error = e
+    if any_rank(error is not None):
+        raise RuntimeError(f"converting {step_dir} to DeepSpeed's universal checkpoint failed"
+                           + ("" if error is None else f": {error}")) from error
+    return universal_dir(step_dir)
+
+
+def load_resharded(engine, step_dir: str | Path, is_main: bool, any_rank) -> None:
+    """Convert step_dir (on the main rank) and load it into `engine`, built with load_universal; collective.
+
+    The run's own optimizer hyperparameters are kept: DeepSpeed 0.19.8's ZeRO-3 universal loader gives every
+    parameter group the first group's (stage3.py `_load_universal_checkpoint`), which would put weight decay
+    on the no-decay group (llm/train/local.py `param_groups`). The LR is set by the loop before every step.
+    """
+    convert_on_main(step_dir, is_main, any_rank)
+    own = [{k: v for k, v in g.items() if k != "params"} for g in engine.optimizer.param_groups]
+    load_path, _ = engine.load_checkpoint(str(step_dir), tag=UNIVERSAL_TAG)
+    if load_path is None:
+        raise FileNotFoundError(f"no universal checkpoint under {universal_dir(step_dir)}")
+    for group, settings in zip(engine.optimizer.param_groups, own):
+        group.update(settings)

@@ -18,7 +18,7 @@ EXIT_PREEMPTED=75
 
 llmf_die() { echo "error: $*" >&2; exit 2; }
 
-llmf_log() { echo "[$(date +%H:%M:%S) job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+[$SLURM_ARRAY_TASK_ID]}] $*"; }
+llmf_log() { echo "[$(date +%H:%M:%S) job ${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-?}}${SLURM_ARRAY_TASK_ID:+[$SLURM_ARRAY_TASK_ID]}] $*"; }
 
 # GPUs per node of this allocation: SLURM_GPUS_ON_NODE (set by slurmd) or --gpus-per-node ("h100:8" -> 8).
 llmf_gpus_per_node() {

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from llm.config import ConfigError, ModelConfig, _build, apply_overrides
+from llm import typed_yaml
+from llm.config import ConfigError, ModelConfig
 
 STAGES = ("base", "sft", "rm", "ppo", "dpo")
 
@@ -209,7 +210,7 @@ class AlignConfig:
 
 
 def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
-    cfg = _build(AlignConfig, raw or {}, "", source)
+    cfg = typed_yaml.from_dict(AlignConfig, raw or {}, "", source)
     try:
         cfg.validate()
     except ConfigError as e:
@@ -219,18 +220,8 @@ def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
 
 def load_align_config(path: str | Path | None, overrides: list[str] = ()) -> AlignConfig:
     """Load an alignment recipe, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
-    raw: dict = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        if not Path(path).is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = typed_yaml.read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
     if overrides:
         source += " (with command-line overrides)"
-    return align_config_from_dict(apply_overrides(raw, list(overrides)), source)
+    return align_config_from_dict(typed_yaml.apply_overrides(raw, list(overrides)), source)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data_pipeline.tokenizer import PAD_ID, Tokenizer
+from data_pipeline.tokenizer import PAD_ID, UNK_ID, Tokenizer
 from llm.align.config import TaskConfig
 from llm.align.losses import IGNORE_INDEX
 
@@ -25,11 +25,12 @@ def encode_response(tok: Tokenizer, task: TaskConfig, response: str) -> list[int
 
 
 def decode_response(tok: Tokenizer, ids: list[int]) -> str:
-    """Text of generated response ids, cut at the first EOS."""
+    """Text of generated response ids, cut at the first EOS. Ids past the tokenizer's vocabulary (the embedding
+    table is rounded up) decode as unknown, which the checker rejects."""
     ids = list(ids)
     if tok.eos_id in ids:
         ids = ids[:ids.index(tok.eos_id)]
-    return tok.decode(ids)
+    return tok.decode([i if i < tok.vocab_size else UNK_ID for i in ids])
 
 
 def sft_example(tok: Tokenizer, task: TaskConfig, prompt: str, response: str) -> tuple[list[int], list[int]]:

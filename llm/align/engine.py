@@ -56,6 +56,24 @@ class Dist:
             import torch.distributed as dist
             dist.barrier()
 
+    def close(self) -> None:
+        if self.deepspeed:
+            import torch.distributed as dist
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def setup_dist() -> Dist:
+    """Debug mode under plain `python`; under a launcher, the process group (gloo with DeepSpeed's CPU
+    accelerator when there is no CUDA) through parallel/engine.py's `init_distributed`."""
+    from parallel.launch_env import detect_launch
+    launch = detect_launch()
+    if launch.mode == "python":
+        return Dist()
+    from parallel.engine import init_distributed
+    device = init_distributed(launch)
+    return Dist(launch.rank, launch.world_size, device, deepspeed=True)
+
 
 class Trainer:
     """A model being trained. `module` is the plain nn.Module (for generate(), state dicts and evaluation)."""

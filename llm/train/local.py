@@ -21,7 +21,8 @@ from llm.train import precision as prec
 class StepResult:
     loss: float
     """Mean training loss over the global batch (before loss scaling)."""
-    grad_norm: float
+    grad_norm: float | None
+    """Global gradient norm before clipping; None where the backend cannot see it."""
     skipped: bool = False
     """True when fp16 overflow made the optimizer skip this step."""
     loss_scale: float | None = None

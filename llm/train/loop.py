@@ -12,6 +12,7 @@ iterator state, and resume is exact.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -97,12 +98,23 @@ def backend_layout(backend) -> dict:
     return getattr(backend, "layout", {"backend": "local"})
 
 
-def check_same_layout(path: Path, saved: dict, current: dict) -> None:
+def check_same_layout(path: Path, saved: dict, current: dict, can_reshard=None) -> None:
+    """Refuse a resume in another layout, unless `can_reshard(saved, current)` (checkpoint.reshard) says yes."""
     if saved != current:
         from llm.config import ConfigError
-        raise ConfigError(f"checkpoint {path} was saved with layout {saved}, this run has {current}: resume with the "
-                          f"same layout, or start a run in the new layout from its weights with "
+        reshard = ""
+        if can_reshard is not None:
+            ok, reason = can_reshard(saved, current)
+            if ok:
+                return
+            reshard = f" (checkpoint.reshard cannot carry the optimizer state over: {reason})"
+        raise ConfigError(f"checkpoint {path} was saved with layout {saved}, this run has {current}{reshard}: resume "
+                          f"with the same layout, or start a run in the new layout from its weights with "
                           f"checkpoint.init_from={path} (and a new checkpoint.dir)")
+
+
+def _no_reshard(saved: dict, current: dict) -> tuple[bool, str]:
+    return False, "only the DeepSpeed backend reshards optimizer state"
 
 
 def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float, peak_flops: float,
@@ -116,7 +128,8 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
     latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
-        check_same_layout(latest, state.get("layout", {}), backend_layout(backend))
+        reshard = getattr(backend, "can_reshard", _no_reshard) if cfg.checkpoint.reshard else None
+        check_same_layout(latest, state.get("layout", {}), backend_layout(backend), reshard)
         backend.load(latest)
         rng_file = latest / f"rng_rank{getattr(backend, 'rank', 0)}.pt"
         if rng_file.exists():
@@ -151,8 +164,9 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
             last_loss = result.loss
             tps = tokens_per_step / dt
             row = {"step": step, "loss": result.loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
-                   "mfu": flops_per_token * tps / (peak_flops * n_devices), "grad_norm": result.grad_norm,
-                   "step_time_s": dt}
+                   "mfu": flops_per_token * tps / (peak_flops * n_devices), "step_time_s": dt}
+            if result.grad_norm is not None and math.isfinite(result.grad_norm):
+                row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
             if hardware_flops_per_token and hardware_flops_per_token != flops_per_token:
                 row["hfu"] = hardware_flops_per_token * tps / (peak_flops * n_devices)
             if result.loss_scale is not None:

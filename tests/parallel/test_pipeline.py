@@ -94,10 +94,12 @@ def test_sequence_parallel_refuses_partitioned_transfers():
     from parallel.pipeline import check_pipeline_transfers
     topo = SimpleNamespace(tp=2, pp=2, dp=1)
     check_pipeline_transfers(_cfg(tensor=2, pipeline=2), topo)  # no SP: DeepSpeed's partitioning is fine
+    # With SP the generated DeepSpeed config turns the partitioned transfers off...
+    check_pipeline_transfers(_cfg(tensor=2, pipeline=2, sequence_parallel=True), topo)
+    # ...and a user's pass-through key that turns them back on is refused.
+    on = {"pipeline": {"pipe_partitioned": True}}
     with pytest.raises(ConfigError, match="pipe_partitioned"):
-        check_pipeline_transfers(_cfg(tensor=2, pipeline=2, sequence_parallel=True), topo)
-    off = {"pipeline": {"pipe_partitioned": False, "grad_partitioned": False}}
-    check_pipeline_transfers(_cfg(tensor=2, pipeline=2, sequence_parallel=True, deepspeed=off), topo)
+        check_pipeline_transfers(_cfg(tensor=2, pipeline=2, sequence_parallel=True, deepspeed=on), topo)
 
 
 def test_checkpoint_interval_follows_the_config():

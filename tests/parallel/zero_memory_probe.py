@@ -32,6 +32,13 @@ def probe_config(zero_stage: int, dp: int):
                      precision=PrecisionConfig(dtype="bf16"), out_dir="runs/zero_memory_probe")
 
 
+def group_numels(cfg) -> list[list[int]]:
+    """Parameter sizes of each optimizer group, as the engine receives them (parallel/engine.py)."""
+    from llm.model import Transformer
+    from llm.train.local import param_groups
+    return [[p.numel() for p in g["params"]] for g in param_groups(Transformer(cfg.model), cfg.optim.weight_decay)]
+
+
 def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     import torch
     from llm.shape import count_params
@@ -40,6 +47,7 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
 
     cfg = probe_config(zero_stage, topo.dp)
     psi = count_params(cfg.model)
+    groups = group_numels(cfg)
     backend = DeepSpeedBackend(cfg, topo, device)
     engine = backend.engine
     held = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
@@ -59,7 +67,8 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
                      "optimizer_class": type(engine.optimizer).__name__,
                      "measured": measure_zero_bytes(engine).as_dict(),
                      "paper": paper_zero_bytes(psi, topo.dp, zero_stage).as_dict(),
-                     "deepspeed": deepspeed_zero_bytes(psi, topo.dp, zero_stage, point == "boundary").as_dict(),
+                     "deepspeed": deepspeed_zero_bytes(groups, topo.dp, zero_stage, point == "boundary",
+                                                       topo.dp_rank).as_dict(),
                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
         engine.step()
     del backend, engine

@@ -1,0 +1,19 @@
+"""Run the alignment chain of a recipe: pretrained base → SFT → reward model → PPO (or DPO).
+
+    python launch/chain.py --config configs/align/default.yaml [key.sub=value ...]            # debug mode
+    deepspeed --num_gpus N launch/chain.py --config configs/align/default.yaml [...]         # data-parallel stages
+
+Stages whose checkpoint exists are skipped; <out_dir>/chain_report.json gets every stage's metrics.
+A config mistake prints one line and exits 2; a checkpoint mismatch between stages exits 4.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from launch.align_common import main_for  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_for("chain", __doc__))

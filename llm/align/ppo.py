@@ -1,0 +1,179 @@
+"""RLHF with PPO (InstructGPT §3.5; Ziegler et al. 2019; Schulman et al. 2017), four models:
+
+- actor: the SFT policy, trained; reference: a frozen copy of it (the KL anchor);
+- reward model: the RM, frozen; critic: initialised from the RM, value head included (OpenRLHF and TRL have
+  shipped re-initialised critic heads; `build_models` copies the RM's state dict whole and tests check it).
+
+One iteration: sample a rollout batch with the actor's KV-cached generate(), score it (old log-probs, reference
+log-probs, values, the RM score at the EOS normalised by the RM's saved mean/std and clipped), build per-token
+rewards r_t = −β·KL_t plus the score on the last token, GAE(γ, λ) advantages (whitened), then `ppo_epochs`
+passes of clipped policy and clipped value updates over mini-batches. β is fixed or adapted towards a KL
+target (Ziegler et al. 2019). The checkpoint is evaluated with the checker on held-out prompts, never the RM.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm.align import handoff
+from llm.align import losses as L
+from llm.align.common import StageLog, batch_indices, checker_eval, checkpoint_tokenizer, stage_log_path
+from llm.align.config import AlignConfig
+from llm.align.data import encode_prompt
+from llm.align.engine import Dist, Trainer, frozen
+from llm.align.reward_model import RewardModel
+from llm.align.rollout import RolloutBatch, make_batch, sample
+from llm.align.task import read_jsonl
+from llm.model import Transformer
+
+
+@dataclass
+class PPOModels:
+    actor: Transformer
+    reference: Transformer
+    critic: RewardModel
+    reward_model: RewardModel
+    reward_stats: tuple[float, float]
+    tokenizer_path: Path
+    actor_path: Path
+    reward_path: Path
+
+
+def build_models(cfg: AlignConfig) -> PPOModels:
+    """Load the four models by path, refusing an actor and RM that do not share a tokenizer and vocabulary."""
+    p = cfg.ppo
+    actor_path = Path(p.actor or cfg.stage_dir("sft"))
+    rm_path = Path(p.reward_model or cfg.stage_dir("rm"))
+    tok = checkpoint_tokenizer(actor_path)
+    a_info, r_info = handoff.read_info(actor_path), handoff.read_info(rm_path)
+    handoff.check_compatible(a_info, actor_path, r_info, rm_path)
+    if r_info.kind != "reward":
+        raise handoff.HandoffError(f"ppo.reward_model={rm_path} is a {r_info.kind} checkpoint ({r_info.stage}), "
+                                   "not a reward model")
+    actor, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
+    reference, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
+    reward_model, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
+    critic, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
+    stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
+    return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path / "tokenizer.model",
+                     actor_path, rm_path)
+
+
+def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(batch, width − 1) log-probs of tokens[:, 1:] under logits[:, :-1] (mask to the response afterwards)."""
+    return L.token_logprobs(logits[:, :-1], tokens[:, 1:])
+
+
+@torch.no_grad()
+def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig) -> dict:
+    """Old/reference log-probs, values, normalised clipped scores, per-token rewards, advantages, returns."""
+    p = cfg.ppo
+    mask = b.action_mask
+    m.actor.eval()
+    m.critic.eval()
+    old_logp = response_logprobs(m.actor(b.tokens), b.tokens) * mask
+    ref_logp = response_logprobs(m.reference(b.tokens), b.tokens) * mask
+    values = m.critic(b.tokens)[:, :-1] * mask
+    mean, std = m.reward_stats
+    raw = m.reward_model.score(b.tokens, b.last_index)
+    score = ((raw - mean) / std).clamp(-p.reward_clip, p.reward_clip)
+    kl = L.kl_penalty(old_logp, ref_logp, p.kl_estimator) * mask
+    rewards = -beta * kl
+    # The score is the reward of the last action: the token at last_index, predicted at position last_index − 1.
+    rewards[torch.arange(len(score)), b.last_index - 1] += score
+    adv, returns = L.gae(rewards, values, mask, p.gamma, p.lam)
+    if p.whiten_advantages:
+        adv = L.whiten(adv, mask)
+    return {"old_logp": old_logp, "ref_logp": ref_logp, "values": values, "score": score, "kl": kl,
+            "adv": adv, "returns": returns}
+
+
+@torch.no_grad()
+def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> float:
+    """Mean over sequences of Σ_t (log π − log π_ref) on responses sampled from π: KL(π ‖ π_ref) in nats."""
+    lp = response_logprobs(actor(b.tokens), b.tokens)
+    ref = response_logprobs(reference(b.tokens), b.tokens)
+    return float(((lp - ref) * b.action_mask).sum(1).mean())
+
+
+def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = "ppo") -> dict:
+    """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
+    <out_dir>/<stage>. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
+    dist = dist or Dist()
+    t0 = time.perf_counter()
+    p = cfg.ppo
+    m = build_models(cfg)
+    tok = checkpoint_tokenizer(m.actor_path)
+    eos = tok.eos_id
+    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("sft_train"))]
+    prompt_ids = [encode_prompt(tok, cfg.task, q) for q in prompts]
+    n_minibatches = p.rollout_batch // p.mini_batch
+    total_updates = p.iterations * p.ppo_epochs * n_minibatches
+    torch.manual_seed(cfg.seed)
+    actor_tr = Trainer(m.actor, p.actor_optim, total_updates, dist)
+    critic_tr = Trainer(m.critic, p.critic_optim, total_updates, dist)
+    m.actor, m.critic = actor_tr.module, critic_tr.module
+    ema = frozen(copy.deepcopy(m.actor)) if p.ema > 0 else None
+    kl_ctl = L.AdaptiveKLController(p.beta, p.kl_target, p.kl_horizon)
+    gen = torch.Generator().manual_seed(cfg.seed + 100 + dist.rank)
+    logger = StageLog(stage_log_path(cfg, stage), dist.is_main, log, every=5)
+    step0_diff = None
+    for it in range(p.iterations):
+        idx = batch_indices(len(prompts), it, p.rollout_batch, cfg.seed + 3)[dist.shard(p.rollout_batch)]
+        ids = [prompt_ids[i] for i in idx]
+        b = make_batch(ids, sample(m.actor, ids, p.max_new_tokens, p.temperature, eos, gen), eos)
+        r = score_rollout(m, b, kl_ctl.beta, cfg)
+        if it == 0:
+            step0_diff = float((r["old_logp"] - r["ref_logp"]).abs().max())
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "entropy": 0.0}
+        local = len(idx)
+        mb = p.mini_batch // dist.world
+        for epoch in range(p.ppo_epochs):
+            perm = torch.randperm(local, generator=gen)
+            for s in range(0, local, mb):
+                j = perm[s:s + mb]
+                tokens, mask = b.tokens[j], b.action_mask[j]
+                actor_tr.train()
+                logits = actor_tr(tokens)
+                logp = response_logprobs(logits, tokens)
+                pl, cf = L.ppo_policy_loss(logp, r["old_logp"][j], r["adv"][j], mask, p.clip_eps)
+                actor_tr.step(pl)
+                critic_tr.train()
+                v = critic_tr(tokens)[:, :-1]
+                vl = L.ppo_value_loss(v, r["values"][j], r["returns"][j], mask, p.value_clip)
+                critic_tr.step(vl)
+                n = p.ppo_epochs * (local // mb)
+                stats["policy_loss"] += float(pl.detach()) / n
+                stats["value_loss"] += float(vl.detach()) / n
+                stats["clip_frac"] += float(cf) / n
+                stats["entropy"] += float(L.entropy(logits[:, :-1].detach(), mask)) / n
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pa in zip(ema.parameters(), m.actor.parameters()):
+                    pe.lerp_(pa.detach(), 1.0 - p.ema)
+        kl_seq = dist.sum(float(r["kl"].sum(1).sum())) / p.rollout_batch
+        row = {"step": it + 1, "reward": dist.sum(float(r["score"].sum())) / p.rollout_batch, "kl": kl_seq,
+               "beta": kl_ctl.beta, "response_length": dist.sum(float(b.action_mask.sum())) / p.rollout_batch,
+               "eos_rate": dist.sum(float(b.ended.float().sum())) / p.rollout_batch}
+        row.update({k: dist.sum(v) / dist.world for k, v in stats.items()})
+        logger.row(row)
+        kl_ctl.update(kl_seq, p.rollout_batch)
+    logger.close()
+    policy = ema if ema is not None else m.actor
+    metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
+    if dist.is_main:
+        metrics.update(checker_eval(cfg, policy, tok, m.reward_model, m.reward_stats))
+        eval_prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
+        eg = torch.Generator().manual_seed(cfg.seed + 777)
+        eb = make_batch(eval_prompts, sample(policy, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
+                                             eos, eg), eos)
+        metrics["kl"] = sequence_kl(policy, m.reference, eb)
+        metrics["wall_s"] = time.perf_counter() - t0
+        handoff.save_stage(cfg.stage_dir(stage), stage, policy, m.tokenizer_path, cfg.to_yaml(), metrics,
+                           {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
+    dist.barrier()
+    return metrics
