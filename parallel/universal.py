@@ -20,6 +20,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+import torch
+
 SOURCE_TAG = "deepspeed"
 UNIVERSAL_TAG = "deepspeed_universal"
 
@@ -130,9 +132,12 @@ def convert_on_main(step_dir: str | Path, is_main: bool, any_rank) -> Path:
 def load_resharded(engine, step_dir: str | Path, is_main: bool, any_rank) -> None:
     """Convert step_dir (on the main rank) and load it into `engine`, built with load_universal; collective.
 
-    The run's own optimizer hyperparameters are kept: DeepSpeed 0.19.8's ZeRO-3 universal loader gives every
-    parameter group the first group's (stage3.py `_load_universal_checkpoint`), which would put weight decay
-    on the no-decay group (llm/train/local.py `param_groups`). The LR is set by the loop before every step.
+    Two repairs after DeepSpeed 0.19.8's ZeRO-3 universal loader (stage3.py
+    `load_hp_checkpoint_state_from_checkpoint_dir_stage3`), harmless under ZeRO-1/2:
+    - it gives every parameter group the first group's hyperparameters, which would put weight decay on the
+      no-decay group (llm/train/local.py `param_groups`): the run's own are put back (the loop sets the LR);
+    - it gives every group the same `step` tensor, which torch's Adam increments in place once per group,
+      so the bias correction runs ahead: each group gets its own copy.
     """
     convert_on_main(step_dir, is_main, any_rank)
     own = [{k: v for k, v in g.items() if k != "params"} for g in engine.optimizer.param_groups]
@@ -141,3 +146,6 @@ def load_resharded(engine, step_dir: str | Path, is_main: bool, any_rank) -> Non
         raise FileNotFoundError(f"no universal checkpoint under {universal_dir(step_dir)}")
     for group, settings in zip(engine.optimizer.param_groups, own):
         group.update(settings)
+    for state in engine.optimizer.optimizer.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()

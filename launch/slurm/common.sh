@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the sbatch scripts in this folder (sourced, not run). Starts ranks inside an allocation in one
 # of two ways, checks the allocation first, and requeues a preempted job.
 #

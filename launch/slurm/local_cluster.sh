@@ -27,9 +27,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 node_names() { local n=$1 i; for ((i = 1; i <= n; i++)); do printf '%s-n%d ' "$PREFIX" "$i"; done; }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... : poll every 0.5 s, bounded
-    local limit=$1 what=$2; shift 2
-    local deadline=$((SECONDS + limit))
+wait_for() {  # wait_for SECONDS COMMAND...: poll every 0.5 s until COMMAND succeeds; fails after SECONDS
+    local deadline=$((SECONDS + $1))
+    shift
     until "$@" >/dev/null 2>&1; do
         ((SECONDS < deadline)) || return 1
         sleep 0.5
@@ -107,8 +107,10 @@ nodes_idle() {  # every node reports idle (or mixed/allocated, i.e. up)
 
 start() {
     local dir=$1 nodes=${2:-2} cpus=${3:-2} name
-    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null ||
-        die "slurmctld, slurmd and munged are needed: apt-get install slurm-wlm munge"
+    local tool
+    for tool in slurmctld slurmd munged sinfo scontrol; do
+        command -v "$tool" >/dev/null || die "$tool not found: apt-get install slurm-wlm munge"
+    done
     [[ $(id -u) == 0 ]] || die "run as root (SlurmUser=root, and the node names go into /etc/hosts)"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
@@ -124,15 +126,15 @@ start() {
     chmod 400 "$dir/munge/munge.key"
     munged --force --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
         --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munged.seed"
-    wait_for 10 munged test -S "$dir/munge/munge.socket" || die "munged did not start; see $dir/log/munged.log"
+    wait_for 10 test -S "$dir/munge/munge.socket" || die "munged did not start; see $dir/log/munged.log"
 
     slurmctld -f "$SLURM_CONF" || die "slurmctld did not start; see $dir/log/slurmctld.log"
-    wait_for 20 slurmctld scontrol ping || die "slurmctld does not answer; see $dir/log/slurmctld.log"
+    wait_for 20 scontrol ping || die "slurmctld does not answer; see $dir/log/slurmctld.log"
     for name in $(node_names "$nodes"); do
         mkdir -p "$dir/spool/$name"
         slurmd -f "$SLURM_CONF" -N "$name" || die "slurmd -N $name did not start; see $dir/log/slurmd.$name.log"
     done
-    if ! wait_for 30 "nodes" nodes_idle "$dir"; then
+    if ! wait_for 30 nodes_idle "$dir"; then
         sinfo -N >&2 || true
         die "nodes did not come up idle within 30 s; logs under $dir/log"
     fi
@@ -140,22 +142,27 @@ start() {
 }
 
 stop() {
-    local dir=$1 f pid
+    local dir=$1 f pid alive
     [[ -d $dir ]] || return 0
     dir=$(cd "$dir" && pwd)
     export SLURM_CONF=$dir/slurm.conf
     if [[ -e $SLURM_CONF ]] && pid_alive "$dir/run/slurmctld.pid"; then
         # Cancel jobs first so that their slurmstepd and tasks end while the slurmds can still kill them.
         scancel --full --quiet --user=root 2>/dev/null || true
-        wait_for 30 "jobs to end" no_jobs_left || echo "local_cluster: jobs still running after 30 s" >&2
+        wait_for 30 no_jobs_left || echo "local_cluster: jobs still running after 30 s" >&2
     fi
+    # SIGTERM to every daemon at once (each takes a second or two to wind down), then SIGKILL what is left.
+    local pids=()
     for f in "$dir"/run/slurmd.*.pid "$dir/run/slurmctld.pid" "$dir/run/munged.pid"; do
-        [[ -s $f ]] || continue
-        pid=$(cat "$f")
-        kill "$pid" 2>/dev/null || continue
-        for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-        kill -9 "$pid" 2>/dev/null || true
+        [[ -s $f ]] && pid=$(cat "$f") && kill "$pid" 2>/dev/null && pids+=("$pid")
     done
+    for _ in $(seq 40); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.25
+    done
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     rm -f "$dir/slurm.conf"  # marks the directory as free for a new cluster
 }
 

@@ -29,7 +29,7 @@ class TaskConfig:
     max_len: int = 5
     demo_error_rate: float = 0.5
     """Share of SFT demonstrations (and of each RM/DPO candidate) that are corrupted: the headroom."""
-    corruptions: list[str] = field(default_factory=lambda: ["swap", "drop"])
+    corruptions: list[str] = field(default_factory=lambda: ["swap", "drop", "replace", "insert"])
     n_train: int = 3000
     n_dev: int = 300
     n_eval_prompts: int = 256
@@ -46,9 +46,10 @@ class TaskConfig:
             raise ConfigError(f"{where}: need 2 <= min_len <= max_len <= 10 (distinct digits)")
         if not 0.0 <= self.demo_error_rate <= 1.0:
             raise ConfigError(f"{where}.demo_error_rate={self.demo_error_rate} must be in [0, 1]")
-        bad = [c for c in self.corruptions if c not in ("swap", "drop")]
+        bad = [c for c in self.corruptions if c not in ("swap", "drop", "replace", "insert")]
         if bad or not self.corruptions:
-            raise ConfigError(f"{where}.corruptions={self.corruptions} must be a non-empty subset of [swap, drop]")
+            raise ConfigError(f"{where}.corruptions={self.corruptions} must be a non-empty subset of "
+                              "[swap, drop, replace, insert]")
         if "{prompt}" not in self.template_prompt or "{response}" not in self.template_response:
             raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
 
@@ -97,6 +98,10 @@ class RMConfig:
     steps: int = 300
     batch_size: int = 32
     margin: float = 0.0
+    policy_samples: int = 4
+    """Also sample this many answers per training prompt from the init (SFT) model and pair, by the checker,
+    a correct with a wrong one (InstructGPT's labellers ranked model samples); 0 uses the demo pairs only.
+    Without them the RM learns what the demo corruptions look like and PPO finds the errors it never saw."""
     shuffle_labels: bool = False
     """Control experiment: swap chosen/rejected at random, so the RM learns nothing."""
     optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-3, warmup_steps=10))

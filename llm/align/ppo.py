@@ -81,6 +81,9 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig) 
     mean, std = m.reward_stats
     raw = m.reward_model.score(b.tokens, b.last_index)
     score = ((raw - mean) / std).clamp(-p.reward_clip, p.reward_clip)
+    # The RM only ever scored EOS-terminated answers; an unfinished one gets the lowest score instead of the
+    # RM's extrapolation (which PPO otherwise learns to exploit; TRL's `missing_eos_penalty` does the same).
+    score = torch.where(b.ended, score, torch.full_like(score, -p.reward_clip))
     kl = L.kl_penalty(old_logp, ref_logp, p.kl_estimator) * mask
     rewards = -beta * kl
     # The score is the reward of the last action: the token at last_index, predicted at position last_index − 1.

@@ -41,6 +41,31 @@ def evaluate_pairs(rm: RewardModel, tok, task, rows: list[dict], batch_size: int
             "reward_mean": float(t.mean()), "reward_std": float(t.std().clamp(min=1e-6))}
 
 
+@torch.no_grad()
+def policy_pairs(model, tok, task, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int,
+                 batch_size: int = 256) -> list[dict]:
+    """Checker-labelled pairs of the model's own samples: for each prompt, `n_samples` answers at temperature 1;
+    the first correct one paired with the first wrong one (prompts with no such pair are dropped)."""
+    from llm.align.data import decode_response, encode_prompt
+    from llm.align.rollout import sample
+    from llm.align.task import check
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = [encode_prompt(tok, task, q) for q in prompts]
+    answers: list[list[str]] = [[] for _ in prompts]
+    for _ in range(n_samples):
+        for s in range(0, len(ids), batch_size):
+            for k, r in enumerate(sample(model, ids[s:s + batch_size], max_new_tokens, 1.0, tok.eos_id, gen)):
+                answers[s + k].append(decode_response(tok, r))
+    rows = []
+    for q, a in zip(prompts, answers):
+        good = [x for x in a if check(q, x)]
+        bad = [x for x in a if not check(q, x)]
+        if good and bad:
+            rows.append({"prompt": q, "chosen": good[0], "rejected": bad[0]})
+    return rows
+
+
 def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
     """Train the reward model from rm.init (default <out_dir>/sft); writes <out_dir>/rm. Returns metrics."""
     dist = dist or Dist()
@@ -51,6 +76,15 @@ def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
     rm, info = handoff.load_stage(init, "reward", tokenizer_fingerprint=tok.fingerprint())
     train = read_jsonl(cfg.data_path("pairs_train"))
     valid = read_jsonl(cfg.data_path("pairs_eval"))
+    valid_policy: list[dict] = []
+    if s.policy_samples:
+        # Sampled on every rank with the same seed, so every rank holds the same pairs.
+        policy, _ = handoff.load_stage(init, "lm", tokenizer_fingerprint=tok.fingerprint())
+        n = cfg.eval.max_new_tokens
+        train = train + policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
+                                     read_jsonl(cfg.data_path("sft_train"))}), s.policy_samples, n, cfg.seed + 5)
+        valid_policy = policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
+                                    read_jsonl(cfg.data_path("sft_eval"))}), s.policy_samples, n, cfg.seed + 6)
     if s.shuffle_labels:
         rng = random.Random(cfg.seed + 1)
         train = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if rng.random() < 0.5 else r for r in train]
@@ -70,7 +104,13 @@ def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         logger.row({"step": step + 1, "loss": dist.sum(float(loss.detach())) / dist.world, "train_accuracy": acc,
                     "lr": trainer.current_lr(), "grad_norm": grad_norm})
     logger.close()
-    metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid)
+    # Held-out accuracy over both kinds of pairs; each kind reported apart too.
+    metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)
+    metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task, valid)["pairwise_accuracy"]
+    if valid_policy:
+        metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task,
+                                                                   valid_policy)["pairwise_accuracy"]
+    metrics.update(n_train_pairs=len(train), n_eval_pairs=len(valid) + len(valid_policy))
     metrics["wall_s"] = time.perf_counter() - t0
     if dist.is_main:
         logger.log(f"rm: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f}")

@@ -81,7 +81,8 @@ def evaluate_checker(model: Transformer, tok: Tokenizer, task: TaskConfig, promp
         b = make_batch(prompt_ids, responses, tok.eos_id)
         device = next(reward_model.parameters()).device
         mean, std = reward_stats
-        scores = ((reward_model.score(b.tokens.to(device), b.last_index.to(device)).cpu() - mean) / std).tolist()
+        scores = ((reward_model.score(b.tokens.to(device), b.last_index.to(device)).cpu() - mean) / std)
+        scores = torch.where(b.ended, scores, torch.full_like(scores, float("-inf"))).clamp(min=-5.0).tolist()
         good = [s for s, c in zip(scores, correct) if c]
         bad = [s for s, c in zip(scores, correct) if not c]
         out.update(rm_reward=sum(scores) / len(scores),

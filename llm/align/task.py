@@ -3,7 +3,7 @@
 No human preference data can be downloaded here, so every alignment stage is measured against `check`:
 - base text: prompts followed by a random permutation of their digits (the format, not the task);
 - SFT demonstrations are imperfect: with probability `demo_error_rate` the answer is corrupted (two
-  adjacent digits swapped, or a digit dropped), so a model that imitates them has headroom;
+  adjacent digits swapped, a digit dropped, replaced or inserted), so a model that imitates them has headroom;
 - reward-model / DPO pairs: two candidate answers drawn like the demonstrations, labelled by the checker
   (pairs the checker cannot tell apart are dropped);
 - held-out evaluation prompts are disjoint from every training prompt.
@@ -28,9 +28,14 @@ def check(prompt: str, response: str) -> bool:
 
 
 def corrupt(answer: str, rng: random.Random, kinds: list[str]) -> str:
-    """A wrong answer near `answer`: 'swap' two adjacent digits or 'drop' one digit."""
+    """A wrong answer near `answer`: 'swap' two adjacent digits, 'drop' one, 'replace' one by a digit not in the
+    answer or 'insert' such a digit, the last two kept sorted (wrong content, right order: only a reader of the
+    prompt can tell; 'insert' shows the RM over-long answers, PPO's first exploit without it)."""
     kind = rng.choice(kinds)
     i = rng.randrange(len(answer) - 1)
+    if kind in ("replace", "insert"):
+        new = rng.choice([d for d in DIGITS if d not in answer])
+        return "".join(sorted(answer[:i] + new + answer[i + (kind == "replace"):]))
     if kind == "swap":
         return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2:]
     if kind == "drop":

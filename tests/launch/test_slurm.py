@@ -35,7 +35,8 @@ from pathlib import Path
 import pytest
 
 from launch.slurm import hostfile
-from tests.parallel.launcher_utils import CORPUS, ROOT, launch_env, launcher_config_dict, train_losses, write_config
+from tests.parallel.launcher_utils import (CORPUS, ROOT, free_port, launch_env, launcher_config_dict, train_losses,
+                                           write_config)
 
 SLURM = ROOT / "launch" / "slurm"
 NODES = ("llmf-n1", "llmf-n2")
@@ -73,9 +74,13 @@ class Cluster:
         assert proc.returncode == 0, f"{' '.join(args)}: {proc.stdout}{proc.stderr}"
         return proc.stdout
 
-    def submit(self, script: str, sbatch_options: list[str], script_args: list[str], log: Path) -> str:
-        out = self.cmd("sbatch", "--parsable", f"--output={log}", *sbatch_options, str(SLURM / script), *script_args)
-        return out.strip().split(";")[0]
+    def submit(self, script: str, sbatch_options: list[str], script_args: list[str], log: Path,
+               env: dict | None = None) -> str:
+        argv = ["sbatch", "--parsable", f"--output={log}", *sbatch_options, str(SLURM / script), *script_args]
+        proc = subprocess.run(argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=30,
+                              cwd=ROOT)
+        assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stdout}{proc.stderr}"
+        return proc.stdout.strip().split(";")[0]
 
     def queued(self, job_id: str) -> bool:
         return bool(self.cmd("squeue", "-h", "-j", job_id, "-o", "%T").strip())
@@ -146,8 +151,10 @@ def jobs(cluster, tiny_data, tmp_path_factory) -> dict[str, Job]:
 
     def pretrain(name, options, launcher="srun"):
         out_dir = base / name
+        # An explicit free port: the default (20000 + job id) would collide with a second cluster's job of the
+        # same id, e.g. another checkout's tests running on this machine at the same time.
         job_id = cluster.submit("pretrain.sbatch", options, ["--launcher", launcher, str(config), f"out_dir={out_dir}"],
-                                base / f"{name}.out")
+                                base / f"{name}.out", env={"MASTER_PORT": str(free_port())})
         return Job(job_id, out_dir, [base / f"{name}.out"])
 
     submitted = {
@@ -156,6 +163,11 @@ def jobs(cluster, tiny_data, tmp_path_factory) -> dict[str, Job]:
         "two_nodes": pretrain("two_nodes", ["-N", "2", "--ntasks-per-node", "1"]),
         "two_nodes_deepspeed": pretrain("two_nodes_deepspeed", ["-N", "2", "--ntasks-per-node", "1"], "deepspeed"),
     }
+    # As if the nodes had 4 GPUs each (the variable sbatch --gpus-per-node=4 sets) but 2 tasks per node.
+    submitted["gpu_mismatch"] = Job(cluster.submit("pretrain.sbatch", ["-N", "1", "--ntasks-per-node", "2"],
+                                                   [str(config)], base / "gpu_mismatch.out",
+                                                   env={"SLURM_GPUS_PER_NODE": "4"}),
+                                    base / "unused", [base / "gpu_mismatch.out"])
     data_out = base / "prepared"
     array_id = cluster.submit("prepare_data.sbatch", ["--array=0-1", "-c", "1"],
                               ["--input", str(CORPUS), "--output", str(data_out), "shards.docs_per_shard=100",
@@ -219,6 +231,15 @@ def test_preempted_job_requeues_and_resumes_with_the_same_losses(cluster, jobs):
     assert re.search(rf"resumed from \S+step_{step:08d} at step {step}", output), output[-6000:]
     finished(cluster, jobs["two_nodes"])
     assert train_losses(jobs["requeued"].out_dir) == train_losses(jobs["two_nodes"].out_dir)
+
+
+@needs_cluster
+def test_tasks_per_node_must_match_gpus(cluster, jobs):
+    (record,) = cluster.wait(jobs["gpu_mismatch"])
+    output = jobs["gpu_mismatch"].output()
+    assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0", f"{record}\n{output}"
+    assert "error: 2 tasks per node but 4 GPUs per node: submit with --ntasks-per-node equal to" in output, output
+    assert "slurm task" not in output  # refused before any rank started
 
 
 @needs_cluster
