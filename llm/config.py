@@ -167,8 +167,6 @@ class ParallelConfig:
     checkpoint_every_k: int = 1
     pipeline_partition: str = "parameters"
     """DeepSpeed PipelineModule partition method: 'parameters', 'uniform' or 'type:...'."""
-    pipeline_micro_batches: int | None = None
-    """Defaults to the gradient-accumulation steps (global / (micro × dp))."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """Extra DeepSpeed config keys merged last into the generated JSON (for the rare knob we do not model)."""
 

@@ -64,7 +64,8 @@ llmf_setup() {
     getent hosts "$LLMF_MASTER" >/dev/null ||
         llmf_die "master host $LLMF_MASTER (first of SLURM_JOB_NODELIST=$SLURM_JOB_NODELIST) does not resolve"
     # Same rule as parallel/launch_env.py, so both modes rendezvous on the same port for a given job.
-    LLMF_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+    export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+    LLMF_PORT=$MASTER_PORT
     llmf_log "$LLMF_NODES node(s) [$SLURM_JOB_NODELIST] x $LLMF_PER_NODE rank(s), $LLMF_DEVICE;" \
         "launcher $LLMF_LAUNCHER; master $LLMF_MASTER:$LLMF_PORT; restart ${SLURM_RESTART_COUNT:-0}"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real SLURM cluster on one machine, in a directory of its own: a private munged, one slurmctld and one
-# slurmd per "node" (slurmd -N n1, slurmd -N n2, ... on their own ports, spool dirs, pid and log files).
+# slurmd per "node" (slurmd -N llmf-n1, slurmd -N llmf-n2, ... on their own ports, spool dirs, pid and log files).
 # For testing the sbatch scripts end to end (tests/launch/test_slurm.py), and for trying them by hand.
 #
 #   launch/slurm/local_cluster.sh start DIR [NODES [CPUS_PER_NODE]]   # prints the line to eval
@@ -106,7 +106,7 @@ nodes_idle() {  # every node reports idle (or mixed/allocated, i.e. up)
 }
 
 start() {
-    local dir=$1 nodes=${2:-2} cpus=${3:-2} name
+    local dir=$1 nodes=${2:-2} cpus=${3:-2} name names
     local tool
     for tool in slurmctld slurmd munged sinfo scontrol; do
         command -v "$tool" >/dev/null || die "$tool not found: apt-get install slurm-wlm munge"
@@ -117,8 +117,8 @@ start() {
     [[ -e $dir/slurm.conf ]] && die "$dir already holds a cluster: stop it first"
     mkdir -p "$dir"/{munge,state,spool,run,log}
     chmod 700 "$dir/munge"
-    # shellcheck disable=SC2046
-    ensure_resolvable $(node_names "$nodes")
+    read -ra names <<<"$(node_names "$nodes")"
+    ensure_resolvable "${names[@]}"
     write_conf "$dir" "$nodes" "$cpus"
     export SLURM_CONF=$dir/slurm.conf
 
@@ -130,7 +130,7 @@ start() {
 
     slurmctld -f "$SLURM_CONF" || die "slurmctld did not start; see $dir/log/slurmctld.log"
     wait_for 20 scontrol ping || die "slurmctld does not answer; see $dir/log/slurmctld.log"
-    for name in $(node_names "$nodes"); do
+    for name in "${names[@]}"; do
         mkdir -p "$dir/spool/$name"
         slurmd -f "$SLURM_CONF" -N "$name" || die "slurmd -N $name did not start; see $dir/log/slurmd.$name.log"
     done

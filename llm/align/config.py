@@ -83,12 +83,12 @@ class BaseConfig:
 class SFTConfig:
     init: str | None = None
     """Checkpoint to fine-tune; defaults to <out_dir>/base."""
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32
     packing: bool = False
     """Pack several examples per row (prompts still masked; attention crosses example boundaries)."""
     eval_every: int = 100
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=2e-3, warmup_steps=10))
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=3e-3, warmup_steps=10))
 
 
 @dataclass
@@ -119,7 +119,7 @@ class PPOConfig:
     mini_batch: int = 32
     max_new_tokens: int = 8
     temperature: float = 1.0
-    beta: float = 0.05
+    beta: float = 0.1
     """KL penalty coefficient (initial value when kl_target is set)."""
     kl_target: float | None = None
     """Adaptive controller target in nats per sequence (Ziegler et al. 2019); null keeps β fixed."""
@@ -142,10 +142,10 @@ class PPOConfig:
 class DPOConfig:
     init: str | None = None
     """Policy and frozen reference; defaults to <out_dir>/sft."""
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 32
     beta: float = 0.1
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=5e-4))
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-4))
 
 
 @dataclass

@@ -18,7 +18,7 @@ everything fits) and each test waits for its own by polling squeue, with a bound
 
 CPU mode (no --gpus-per-node): DeepSpeed's CPU accelerator and gloo. Skipped, with the reason, without
 Debian's slurm-wlm and munge (.ci/run installs them) or without root (jobs run as root; the node names go
-into /etc/hosts). The cluster is stopped even when a test fails. About 1.5 minutes on 2 cores.
+into /etc/hosts). The cluster is stopped even when a test fails. About a minute on 2 cores.
 """
 from __future__ import annotations
 
