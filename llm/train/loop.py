@@ -42,7 +42,14 @@ class TrainOutcome:
 
 
 class PreemptionFlag:
-    """Set by SIGTERM/SIGUSR1 (what SLURM sends before a time limit or preemption); checked between steps."""
+    """Set by SIGTERM/SIGUSR1 (what SLURM sends before a time limit or preemption); checked between steps.
+
+    Signal handlers belong to the process, so there is one flag per process: `install()` returns it,
+    registering the handlers on first use. Entry points call it first thing, so that a signal arriving
+    during start-up (Python's default for SIGUSR1 is to die) is remembered rather than fatal.
+    """
+
+    _instance: "PreemptionFlag | None" = None
 
     def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
         self.raised = None
@@ -51,6 +58,12 @@ class PreemptionFlag:
                 signal.signal(s, self._handler)
             except ValueError:  # not the main thread (e.g. inside a test harness): no handler, no flag
                 pass
+
+    @classmethod
+    def install(cls) -> "PreemptionFlag":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
 
     def _handler(self, signum, frame):
         self.raised = signal.Signals(signum).name
@@ -144,7 +157,7 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
             log(f"eval loss {eval_loss:.6f} at step {step}")
         return TrainOutcome(step, "evaluated", None, eval_loss, latest)
     metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step)
-    preempt = PreemptionFlag()
+    preempt = PreemptionFlag.install()
     tokens_per_step = cfg.tokens_per_step
     last_loss = eval_loss = None
     saved = latest
