@@ -22,5 +22,10 @@ setup(
         "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/fit.py)
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7.4"]},
+    extras_require={"test": [
+        "pytest>=7.4",
+        # Megatron's own .bin/.idx reader and writer as the oracle of tests/data_pipeline/test_indexed.py
+        # (its base requirements are torch, numpy and packaging only).
+        "megatron-core==0.16.1",
+    ]},
 )

@@ -238,3 +238,14 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     dist.barrier()
     dist.destroy_process_group()
     return outcome
+
+
+def initialize_engine(model: torch.nn.Module, ds_config: dict, mpu=None):
+    """`deepspeed.initialize` for a plain model with our parameter groups (weight decay on matrices only, frozen
+    parameters left out); returns the engine. The alignment stages (llm/align/engine.py) wrap each trainable
+    model with it, so this module stays the one place that calls `deepspeed.initialize`."""
+    import deepspeed
+    wd = ds_config["optimizer"]["params"]["weight_decay"]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, wd), config=ds_config,
+                                           mpu=mpu)
+    return engine
