@@ -18,8 +18,25 @@ from llm.train.loop import TrainOutcome, train
 from parallel.launch_env import LaunchEnv
 
 
+def _cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_world_size(launch: LaunchEnv) -> int:
+    """Ranks on this node: DeepSpeed's launcher sets LOCAL_SIZE, torchrun LOCAL_WORLD_SIZE, srun a per-node count."""
+    for key in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
+    return int(per_node) if per_node.isdigit() else launch.world_size
+
+
 def init_distributed(launch: LaunchEnv) -> torch.device:
     """NCCL on CUDA, gloo with DeepSpeed's CPU accelerator otherwise (chosen before deepspeed is imported)."""
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # Ranks on one CPU node share its cores; torch's default of all cores per rank oversubscribes them
+        # (measured here: 2 ranks × 2 threads on 2 cores ran ~5× slower than 2 × 1).
+        torch.set_num_threads(max(1, _cpu_cores() // local_world_size(launch)))
     if torch.cuda.is_available():
         device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
@@ -60,7 +77,6 @@ class DeepSpeedBackend:
     """Backend of llm/train/loop.py over a DeepSpeed engine (plain or pipeline)."""
 
     def __init__(self, cfg: RunConfig, topo, device: torch.device):
-        import deepspeed
         import torch.distributed as dist
         from parallel.ds_config import deepspeed_config
 
@@ -100,9 +116,7 @@ class DeepSpeedBackend:
         from parallel.tensor import universal_checkpoint_info
         setattr(model, UNIVERSAL_CHECKPOINT_INFO, universal_checkpoint_info(cfg.model))
         self.model = model
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
-            config=self.ds_config, mpu=mpu)
+        self.engine = initialize_engine(model, self.ds_config, mpu)
         self.is_main = self.rank == 0
 
     @property
@@ -207,9 +221,29 @@ class DeepSpeedBackend:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
 
 
-def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:
+def device_peak_flops(device: torch.device, precision: str, launch: LaunchEnv) -> tuple[float, str]:
+    """Peak FLOP/s of one device for MFU. On CPU, each node's local rank 0 times matmuls on all the node's cores
+    while the other ranks wait (ranks measuring at once would each see a fraction), and all ranks take the result."""
     import torch.distributed as dist
     from llm.train.hardware import peak_flops
+    if device.type != "cpu":
+        return peak_flops(device, precision)
+    value = torch.zeros(1, dtype=torch.float64)
+    source = ""
+    dist.barrier()
+    if launch.local_rank == 0:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(_cpu_cores())
+        peak, source = peak_flops(device, precision)
+        torch.set_num_threads(threads)
+        value[0] = peak
+    dist.barrier()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item()), source or "measured on CPU by local rank 0"
+
+
+def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:
+    import torch.distributed as dist
     from llm.train.setup import (build_datasets, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
                                  prepare_out_dir)
     from parallel.topology import Topology, check_layout
@@ -224,14 +258,14 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     prepare_out_dir(cfg, is_main=launch.rank == 0)
     torch.manual_seed(cfg.train.seed)
     backend = DeepSpeedBackend(cfg, topo, device)
-    peak, source = peak_flops(device, cfg.precision.dtype)
+    peak, source = device_peak_flops(device, cfg.precision.dtype, launch)
     if launch.rank == 0:
         import json
         (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
         print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
               f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
-    # On CPU all ranks share one machine's cores, so MFU is against one measured peak, not world_size of them.
-    n_devices = launch.world_size if device.type == "cuda" else 1
+    # On CPU a node's ranks share its cores, so the peak is per node (measured with all its cores).
+    n_devices = launch.world_size if device.type == "cuda" else max(1, launch.world_size // local_world_size(launch))
     outcome = train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak, n_devices,
                     hardware_flops_per_token=hardware_flops_per_token(cfg),
                     barrier=dist.barrier, log=print, eval_only=eval_only)

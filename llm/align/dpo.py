@@ -52,11 +52,12 @@ def run_dpo(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
             ref = sequence_logprobs(reference(tokens), targets)
         n = b.n_pairs
         loss, margin = L.dpo_loss(lp[:n], lp[n:], ref[:n], ref[n:], s.beta)
+        lr = trainer.current_lr()
         grad_norm = trainer.step(loss)
         logger.row({"step": step + 1, "loss": dist.sum(float(loss.detach())) / dist.world,
                     "reward_margin": dist.sum(float(margin.mean())) / dist.world,
                     "reward_accuracy": dist.sum(float((margin > 0).float().sum())) / s.batch_size,
-                    "lr": trainer.current_lr(), "grad_norm": grad_norm})
+                    "lr": lr, "grad_norm": grad_norm})
     logger.close()
     metrics: dict = {}
     if dist.is_main:

@@ -99,10 +99,11 @@ def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         r = values.gather(1, b.last_index.to(dist.device)[:, None]).squeeze(1)
         rc, rr = r[:b.n_pairs], r[b.n_pairs:]
         loss = bradley_terry_loss(rc, rr, s.margin)
+        lr = trainer.current_lr()
         grad_norm = trainer.step(loss)
         acc = dist.sum(float((rc > rr).float().sum())) / s.batch_size
         logger.row({"step": step + 1, "loss": dist.sum(float(loss.detach())) / dist.world, "train_accuracy": acc,
-                    "lr": trainer.current_lr(), "grad_norm": grad_norm})
+                    "lr": lr, "grad_norm": grad_norm})
     logger.close()
     # Held-out accuracy over both kinds of pairs; each kind reported apart too.
     metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)

@@ -55,9 +55,10 @@ def run_sft(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         n_global = dist.sum(float((targets != IGNORE_INDEX).sum()))
         trainer.train()
         loss_t = sft_loss(trainer(inputs.to(dist.device)), targets.to(dist.device), n_global / dist.world)
+        lr = trainer.current_lr()
         grad_norm = trainer.step(loss_t)
         loss = dist.sum(float(loss_t.detach())) / dist.world
-        row = {"step": step + 1, "loss": loss, "lr": trainer.current_lr(), "grad_norm": grad_norm}
+        row = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)
         logger.row(row)
