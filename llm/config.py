@@ -267,24 +267,10 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply dotted `key.sub=value` overrides (values parsed as YAML) to a raw run-config dict."""
-    return typed_yaml.apply_overrides(raw, overrides, shorthands={"precision": PrecisionConfig.SHORTHAND})
-
-
 def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
-    cfg = typed_yaml.from_dict(RunConfig, raw or {}, "", source)
-    try:
-        cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return cfg
+    return typed_yaml.build_validated(RunConfig, raw, source)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML run config, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
-    raw = typed_yaml.read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
-    if overrides:
-        source += " (with command-line overrides)"
-    return config_from_dict(apply_overrides(raw, list(overrides)), source)
+    return typed_yaml.load(RunConfig, path, overrides, shorthands={"precision": PrecisionConfig.SHORTHAND})

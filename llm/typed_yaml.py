@@ -137,3 +137,23 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw
+
+
+def build_validated(cls, raw: dict, source: str = "<dict>"):
+    """from_dict, then the config's own `validate()`; every ConfigError names `source`."""
+    cfg = from_dict(cls, raw or {}, "", source)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load(cls, path: str | Path | None, overrides=(), shorthands: dict[str, str] = {}):
+    """A validated `cls` from a YAML file (None: all defaults) with dotted overrides applied.
+    Raises ConfigError, naming the file (and the command line when overrides are given), on any user mistake."""
+    raw = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if overrides:
+        source += " (with command-line overrides)"
+    return build_validated(cls, apply_overrides(raw, list(overrides), shorthands=shorthands), source)

@@ -215,18 +215,9 @@ class AlignConfig:
 
 
 def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
-    cfg = typed_yaml.from_dict(AlignConfig, raw or {}, "", source)
-    try:
-        cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return cfg
+    return typed_yaml.build_validated(AlignConfig, raw, source)
 
 
 def load_align_config(path: str | Path | None, overrides: list[str] = ()) -> AlignConfig:
     """Load an alignment recipe, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
-    raw = typed_yaml.read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
-    if overrides:
-        source += " (with command-line overrides)"
-    return align_config_from_dict(typed_yaml.apply_overrides(raw, list(overrides)), source)
+    return typed_yaml.load(AlignConfig, path, overrides)

@@ -60,3 +60,24 @@ def test_resume_in_another_layout_is_refused_with_the_way_out(zero3_run):
     with pytest.raises(LaunchError) as e:
         run_single(config, other, [f"checkpoint.dir={other / 'checkpoints'}", "train.max_steps=6"])
     assert "saved with layout" in str(e.value) and "checkpoint.init_from=" in str(e.value)
+
+
+def test_consolidate_command_writes_a_model_that_generates(zero3_run, tmp_path):
+    import subprocess
+    import sys
+    from llm.config import load_config
+    from llm.model import Transformer
+    from tests.parallel.launcher_utils import ROOT
+    root, _ = zero3_run
+    ckpt = root / "z3" / "checkpoints" / "step_00000005"
+    out = tmp_path / "model.pt"
+    r = subprocess.run([sys.executable, str(ROOT / "launch" / "consolidate.py"), str(ckpt), "--output", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    model = Transformer(load_config(ckpt / "config.yaml").model)
+    model.load_state_dict(torch.load(out, weights_only=True))
+    assert torch.equal(model.tok_embeddings.weight, torch.load(ckpt / "model.pt")["tok_embeddings.weight"])
+    assert model.generate(torch.zeros(1, 4, dtype=torch.long), 8, temperature=0).shape == (1, 12)
+    bad = subprocess.run([sys.executable, str(ROOT / "launch" / "consolidate.py"), str(tmp_path), "--output",
+                          str(out)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -1,0 +1,70 @@
+"""Consolidate a checkpoint of any layout into one single-process model file.
+
+    python launch/consolidate.py runs/X/checkpoints/step_00000100 --output model.pt [--dtype bf16]
+
+Every checkpoint written by launch/pretrain.py already holds the consolidated weights (`model.pt`, gathered
+at save time across tensor-parallel shards, pipeline stages and ZeRO-3 partitions). For a DeepSpeed
+pipeline checkpoint without one, the per-layer files are merged (parallel/pipeline.py). The result is
+checked by loading it into the model described by the checkpoint's `config.yaml`, so what this writes is what
+debug mode (`checkpoint.init_from=`) and `Transformer.generate()` load. Exit 2 on a user mistake.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm.config import ConfigError, load_config  # noqa: E402
+
+
+def consolidate(step_dir: Path) -> dict:
+    """The llm/model.py state dict of a checkpoint directory; ConfigError if it holds none we can read."""
+    import torch
+    from llm.model import Transformer
+
+    cfg_file = step_dir / "config.yaml"
+    if not cfg_file.is_file():
+        raise ConfigError(f"{step_dir} is not a checkpoint directory of launch/pretrain.py (no config.yaml)")
+    cfg = load_config(cfg_file)
+    if (step_dir / "model.pt").is_file():
+        state = torch.load(step_dir / "model.pt", map_location="cpu", weights_only=True)
+    elif (step_dir / "deepspeed").is_dir() and list((step_dir / "deepspeed").glob("layer_*-model_states.pt")):
+        from parallel.pipeline import load_pipeline_checkpoint
+        state = load_pipeline_checkpoint(step_dir / "deepspeed", cfg.model)
+    else:
+        raise ConfigError(f"{step_dir} holds neither model.pt nor DeepSpeed pipeline layer files")
+    model = Transformer(cfg.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"{step_dir}: weights do not fit its config.yaml: {str(e).splitlines()[-1]}") from None
+    return model.state_dict()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", type=Path, help="a step_XXXXXXXX directory")
+    ap.add_argument("--output", type=Path, required=True, help="where to write the single-process state dict")
+    ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        state = consolidate(args.checkpoint)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        state = {k: v.to(dtype) for k, v in state.items()}
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output.with_suffix(args.output.suffix + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, args.output)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {len(state)} tensors, {args.dtype}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
