@@ -51,6 +51,25 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item())
 
+    def gather(self, items: list) -> list:
+        """The concatenation over ranks, in rank order, of each rank's list of picklable items (the list itself
+        in debug mode): the global batch rebuilt from the ranks' contiguous shares."""
+        if self.world == 1:
+            return items
+        import torch.distributed as dist
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, items)
+        return [x for part in parts for x in part]
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """torch.cat over ranks, in rank order, of each rank's (rows, ...) tensor; every rank's shape is equal."""
+        if self.world == 1:
+            return t
+        import torch.distributed as dist
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist

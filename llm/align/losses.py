@@ -96,30 +96,31 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
 
 
 def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                    clip_eps: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+                    clip_eps: float = 0.2, n_tokens: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate (Schulman et al. 2017, eq. 7), negated for minimisation, token mean over the mask.
 
-    Returns (loss, clip fraction: share of tokens whose ratio left [1 − ε, 1 + ε]).
+    Returns (loss, clip fraction: share of tokens whose ratio left [1 − ε, 1 + ε]); n_tokens: the normaliser of
+    both, see `masked_mean`.
     """
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
-    loss = masked_mean(-torch.minimum(unclipped, clipped), mask)
-    clip_frac = masked_mean(((ratio - 1.0).abs() > clip_eps).float(), mask)
+    loss = masked_mean(-torch.minimum(unclipped, clipped), mask, n_tokens)
+    clip_frac = masked_mean(((ratio - 1.0).abs() > clip_eps).float(), mask, n_tokens)
     return loss, clip_frac.detach()
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                   clip: float = 0.2) -> torch.Tensor:
+                   clip: float = 0.2, n_tokens: float | None = None) -> torch.Tensor:
     """Clipped value loss ½·max((V − R)², (clip(V, V_old ± c) − R)²), token mean (as in OpenAI baselines' PPO2)."""
     v_clipped = old_values + (values - old_values).clamp(-clip, clip)
-    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask, n_tokens)
 
 
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def entropy(logits: torch.Tensor, mask: torch.Tensor, n_tokens: float | None = None) -> torch.Tensor:
     """Mean per-token entropy of the (batch, T, vocab) distributions over the mask."""
     logp = F.log_softmax(logits.float(), dim=-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask, n_tokens)
 
 
 class AdaptiveKLController:

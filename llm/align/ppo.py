@@ -4,11 +4,17 @@
 - reward model: the RM, frozen; critic: initialised from the RM, value head included (OpenRLHF and TRL have
   shipped re-initialised critic heads; `build_models` copies the RM's state dict whole and tests check it).
 
-One iteration: sample a rollout batch with the actor's KV-cached generate(), score it (old log-probs, reference
+One iteration: sample a rollout batch with the actor's KV cache (`sample_seeded`), score it (old log-probs, reference
 log-probs, values, the RM score at the EOS normalised by the RM's saved mean/std and clipped), build per-token
 rewards r_t = −β·KL_t plus the score on the last token, GAE(γ, λ) advantages (whitened), then `ppo_epochs`
 passes of clipped policy and clipped value updates over mini-batches. β is fixed or adapted towards a KL
 target (Ziegler et al. 2019). The checkpoint is evaluated with the checker on held-out prompts, never the RM.
+
+Data parallelism computes debug mode's iteration: each rank samples its contiguous share of the rollout batch
+with a noise seed per (iteration, prompt position) (`rollout_seed`), the shares are gathered, every statistic
+(GAE, whitening, rewards, KL for the controller) is taken over the whole batch, each global mini-batch is split
+over the ranks, and the losses are normalised by global token counts so the engine's gradient average is the
+global mean.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from llm.align.config import AlignConfig
 from llm.align.data import encode_prompt
 from llm.align.engine import Dist, Trainer, frozen
 from llm.align.reward_model import RewardModel
-from llm.align.rollout import RolloutBatch, make_batch, sample
+from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
 from llm.align.task import read_jsonl
 from llm.model import Transformer
 
@@ -68,18 +74,32 @@ def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
     return L.token_logprobs(logits[:, :-1], tokens[:, 1:])
 
 
+def rollout_seed(seed: int, iteration: int, j: int) -> int:
+    """Seed of the sampling noise of the j-th prompt of an iteration's rollout batch: a function of the global
+    position, not of the rank, so data-parallel rollouts are debug mode's rollouts split into shares."""
+    return ((seed * 1_000_003 + iteration) * 1_000_003 + j) % 2**63
+
+
 @torch.no_grad()
-def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig) -> dict:
-    """Old/reference log-probs, values, normalised clipped scores, per-token rewards, advantages, returns."""
+def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig, dist: Dist | None = None) -> dict:
+    """Old/reference log-probs, values, normalised clipped scores, per-token rewards, advantages, returns.
+
+    `b` is the global rollout batch. Each rank runs the four forwards on its contiguous share of the rows and
+    the results are gathered, so GAE and the whitening statistics are computed over the whole batch, the same
+    on every rank and as in debug mode.
+    """
+    dist = dist or Dist()
     p = cfg.ppo
     mask = b.action_mask
+    rows = dist.shard(len(b.tokens))
+    tokens = b.tokens[rows]
     m.actor.eval()
     m.critic.eval()
-    old_logp = response_logprobs(m.actor(b.tokens), b.tokens) * mask
-    ref_logp = response_logprobs(m.reference(b.tokens), b.tokens) * mask
-    values = m.critic(b.tokens)[:, :-1] * mask
+    old_logp = dist.gather_rows(response_logprobs(m.actor(tokens), tokens)) * mask
+    ref_logp = dist.gather_rows(response_logprobs(m.reference(tokens), tokens)) * mask
+    values = dist.gather_rows(m.critic(tokens)[:, :-1]) * mask
     mean, std = m.reward_stats
-    raw = m.reward_model.score(b.tokens, b.last_index)
+    raw = dist.gather_rows(m.reward_model.score(tokens, b.last_index[rows]))
     score = ((raw - mean) / std).clamp(-p.reward_clip, p.reward_clip)
     # The RM only ever scored EOS-terminated answers; an unfinished one gets the lowest score instead of the
     # RM's extrapolation (which PPO otherwise learns to exploit; TRL's `missing_eos_penalty` does the same).
@@ -122,47 +142,53 @@ def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = 
     m.actor, m.critic = actor_tr.module, critic_tr.module
     ema = frozen(copy.deepcopy(m.actor)) if p.ema > 0 else None
     kl_ctl = L.AdaptiveKLController(p.beta, p.kl_target, p.kl_horizon)
-    gen = torch.Generator().manual_seed(cfg.seed + 100 + dist.rank)
+    # Mini-batch order: one generator, the same on every rank, so a global mini-batch holds the same rows in
+    # every layout; each rank trains on its contiguous share of each.
+    shuffle = torch.Generator().manual_seed(cfg.seed + 100)
     logger = StageLog(stage_log_path(cfg, stage), dist.is_main, log, every=5)
     step0_diff = None
+    mine = dist.shard(p.rollout_batch)
     for it in range(p.iterations):
-        idx = batch_indices(len(prompts), it, p.rollout_batch, cfg.seed + 3)[dist.shard(p.rollout_batch)]
-        ids = [prompt_ids[i] for i in idx]
-        b = make_batch(ids, sample(m.actor, ids, p.max_new_tokens, p.temperature, eos, gen), eos)
-        r = score_rollout(m, b, kl_ctl.beta, cfg)
+        ids = [prompt_ids[i] for i in batch_indices(len(prompts), it, p.rollout_batch, cfg.seed + 3)]
+        seeds = [rollout_seed(cfg.seed + 100, it, j) for j in range(p.rollout_batch)]
+        responses = dist.gather(sample_seeded(m.actor, ids[mine], p.max_new_tokens, p.temperature, eos, seeds[mine]))
+        b = make_batch(ids, responses, eos)
+        r = score_rollout(m, b, kl_ctl.beta, cfg, dist)
         if it == 0:
             step0_diff = float((r["old_logp"] - r["ref_logp"]).abs().max())
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "entropy": 0.0}
-        local = len(idx)
-        mb = p.mini_batch // dist.world
         for epoch in range(p.ppo_epochs):
-            perm = torch.randperm(local, generator=gen)
-            for s in range(0, local, mb):
-                j = perm[s:s + mb]
+            perm = torch.randperm(p.rollout_batch, generator=shuffle)
+            for s in range(0, p.rollout_batch, p.mini_batch):
+                rows = perm[s:s + p.mini_batch]
+                # Each rank divides its token sum by the mini-batch's global token count / world; the engine's
+                # gradient average over ranks is then the global token mean, debug mode's gradient.
+                n_tokens = float(b.action_mask[rows].sum()) / dist.world
+                j = rows[dist.shard(p.mini_batch)]
                 tokens, mask = b.tokens[j], b.action_mask[j]
                 actor_tr.train()
                 logits = actor_tr(tokens)
                 logp = response_logprobs(logits, tokens)
-                pl, cf = L.ppo_policy_loss(logp, r["old_logp"][j], r["adv"][j], mask, p.clip_eps)
+                pl, cf = L.ppo_policy_loss(logp, r["old_logp"][j], r["adv"][j], mask, p.clip_eps, n_tokens)
                 actor_tr.step(pl)
                 critic_tr.train()
                 v = critic_tr(tokens)[:, :-1]
-                vl = L.ppo_value_loss(v, r["values"][j], r["returns"][j], mask, p.value_clip)
+                vl = L.ppo_value_loss(v, r["values"][j], r["returns"][j], mask, p.value_clip, n_tokens)
                 critic_tr.step(vl)
-                n = p.ppo_epochs * (local // mb)
-                stats["policy_loss"] += float(pl.detach()) / n
-                stats["value_loss"] += float(vl.detach()) / n
-                stats["clip_frac"] += float(cf) / n
-                stats["entropy"] += float(L.entropy(logits[:, :-1].detach(), mask)) / n
+                stats["policy_loss"] += float(pl.detach())
+                stats["value_loss"] += float(vl.detach())
+                stats["clip_frac"] += float(cf)
+                stats["entropy"] += float(L.entropy(logits[:, :-1].detach(), mask, n_tokens))
         if ema is not None:
             with torch.no_grad():
                 for pe, pa in zip(ema.parameters(), m.actor.parameters()):
                     pe.lerp_(pa.detach(), 1.0 - p.ema)
-        kl_seq = dist.sum(float(r["kl"].sum(1).sum())) / p.rollout_batch
-        row = {"step": it + 1, "reward": dist.sum(float(r["score"].sum())) / p.rollout_batch, "kl": kl_seq,
-               "beta": kl_ctl.beta, "response_length": dist.sum(float(b.action_mask.sum())) / p.rollout_batch,
-               "eos_rate": dist.sum(float(b.ended.float().sum())) / p.rollout_batch}
-        row.update({k: dist.sum(v) / dist.world for k, v in stats.items()})
+        kl_seq = float(r["kl"].sum(1).mean())
+        row = {"step": it + 1, "reward": float(r["score"].mean()), "kl": kl_seq, "beta": kl_ctl.beta,
+               "response_length": float(b.action_mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean())}
+        # Rank terms of a global token mean sum to world × that mean (see n_tokens); averaged over the updates.
+        n_updates = p.ppo_epochs * (p.rollout_batch // p.mini_batch)
+        row.update({k: dist.sum(v) / (dist.world * n_updates) for k, v in stats.items()})
         logger.row(row)
         kl_ctl.update(kl_seq, p.rollout_batch)
     logger.close()

@@ -30,6 +30,47 @@ def sample(model: Transformer, prompt_ids: list[list[int]], max_new_tokens: int,
     return out
 
 
+@torch.no_grad()
+def sample_seeded(model: Transformer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float,
+                  eos_id: int, seeds: list[int]) -> list[list[int]]:
+    """Like `sample`, but prompt i draws its noise from a generator seeded with seeds[i], so its response does
+    not depend on which other prompts share the batch: a data-parallel rank sampling its slice of a rollout
+    batch gets the same tokens as debug mode sampling the whole batch (up to fp32 rounding of the logits,
+    which moves a draw only if it lands within ~1e-7 of a category boundary).
+
+    Gumbel-max (argmax of logits/T + Gumbel noise) samples exactly softmax(logits/T) and takes its noise, one
+    (max_new_tokens, vocab) block per prompt, up front. temperature=0 is greedy. Rows that emitted EOS keep
+    emitting it, as in `Transformer.generate`.
+    """
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    device = next(model.parameters()).device
+    vocab = model.cfg.vocab_size
+    was_training = model.training
+    model.eval()
+    for t, idx in sorted(group_by_length(prompt_ids).items()):
+        steps = min(max_new_tokens, model.cfg.seq_len - t)
+        if steps <= 0:
+            continue
+        u = torch.stack([torch.rand(steps, vocab, generator=torch.Generator().manual_seed(seeds[i])) for i in idx])
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20))).to(device)
+        caches = model.new_caches(len(idx), t + steps)
+        logits = model(torch.tensor([prompt_ids[i] for i in idx], device=device), caches, 0)[:, -1].float()
+        done = torch.zeros(len(idx), dtype=torch.bool, device=device)
+        rows: list[torch.Tensor] = []
+        for k in range(steps):
+            nxt = logits.argmax(-1) if temperature == 0 else (logits / temperature + gumbel[:, k]).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+            done |= nxt == eos_id
+            rows.append(nxt)
+            if bool(done.all()) or k == steps - 1:
+                break
+            logits = model(nxt[:, None], caches, t + k)[:, -1].float()
+        for row, i in zip(torch.stack(rows, 1).tolist(), idx):
+            out[i] = row[:row.index(eos_id) + 1] if eos_id in row else row
+    model.train(was_training)
+    return out
+
+
 @dataclass
 class RolloutBatch:
     """Prompt + response rows, right-padded. Position p of `tokens` is predicted by logits at p − 1, so the
