@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 
 # Every test that starts DeepSpeed must get the CPU accelerator, also when run outside .ci/run.
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
