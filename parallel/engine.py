@@ -45,6 +45,9 @@ def init_distributed(launch: LaunchEnv) -> torch.device:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         device, backend = torch.device("cpu"), "gloo"
     import deepspeed
+    if backend == "gloo":
+        from parallel.ds_cpu import skip_shm_allreduce
+        skip_shm_allreduce()
     deepspeed.init_distributed(dist_backend=backend)
     if launch.rank == 0:
         print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"

@@ -104,6 +104,9 @@ class Topology:
             raise ConfigError(f"data-parallel degree {dp} does not match world size {self.world_size} / "
                               f"(parallel.tensor={tp} × parallel.pipeline={pp}) = {self.dp}")
         if not ds_comm.is_initialized():
+            if dist.get_backend() == "gloo":
+                from parallel.ds_cpu import skip_shm_allreduce
+                skip_shm_allreduce()
             # DeepSpeed's communication layer wraps the process group torch already has; the grid needs it.
             ds_comm.init_distributed(dist_backend=dist.get_backend(), verbose=False)
         self.ds_topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=self.dp)

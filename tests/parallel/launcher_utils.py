@@ -128,7 +128,15 @@ def run_deepspeed(config: Path, out_dir: Path, world_size: int, overrides: list[
     port = port or free_port()
     cmd = ["deepspeed", "--num_gpus", str(world_size), "--master_port", str(port), str(PRETRAIN),
            "--config", str(Path(config).resolve()), f"out_dir={Path(out_dir).resolve()}", *overrides]
-    return _run(cmd, Path(out_dir), env, timeout)
+    launch = _run(cmd, Path(out_dir), env, timeout)
+    assert_no_shm_leak(port)
+    return launch
+
+
+def assert_no_shm_leak(port: int) -> None:
+    """A launch must leave no DeepSpeed shared-memory buffers behind (parallel/ds_cpu.py: 69 MB per rank)."""
+    leaked = list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not leaked, f"DeepSpeed left {len(leaked)} shared-memory buffers: {leaked[:2]}"
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
