@@ -34,6 +34,7 @@ from llm.align.engine import Dist, Trainer, frozen
 from llm.align.reward_model import RewardModel
 from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
 from llm.align.task import read_jsonl
+from llm.config import ConfigError
 from llm.model import Transformer
 
 
@@ -129,6 +130,8 @@ def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = 
     dist = dist or Dist()
     t0 = time.perf_counter()
     p = cfg.ppo
+    if p.mini_batch % dist.world:
+        raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {dist.world} data-parallel ranks")
     m = build_models(cfg)
     tok = checkpoint_tokenizer(m.actor_path)
     eos = tok.eos_id
@@ -187,8 +190,7 @@ def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = 
         row = {"step": it + 1, "reward": float(r["score"].mean()), "kl": kl_seq, "beta": kl_ctl.beta,
                "response_length": float(b.action_mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean())}
         # Rank terms of a global token mean sum to world × that mean (see n_tokens); averaged over the updates.
-        n_updates = p.ppo_epochs * (p.rollout_batch // p.mini_batch)
-        row.update({k: dist.sum(v) / (dist.world * n_updates) for k, v in stats.items()})
+        row.update({k: dist.sum(v) / (dist.world * p.ppo_epochs * n_minibatches) for k, v in stats.items()})
         logger.row(row)
         kl_ctl.update(kl_seq, p.rollout_batch)
     logger.close()

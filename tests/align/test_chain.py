@@ -1,14 +1,14 @@
 """The bundled default chain (configs/align/default.yaml, seed 0) on CPU, its improvements, and the controls.
 
 Margins. Accuracies are measured on 256 held-out prompts, so one accuracy has a standard error of at most
-sqrt(0.25/256) ≈ 0.031 and a difference of two ≈ 0.044. Seeded runs gave base 0.00, SFT 0.47, PPO 0.80
-(KL 0.9 nats), RM held-out pairwise accuracy 0.97. The asserted margins sit well inside those (SFT − base ≥
-0.2, PPO − SFT ≥ 0.1, RM ≥ 0.8 against chance 0.5, KL ≤ 5 nats) and well outside noise (0.1 is over 2σ of
-a difference), so a broken stage fails and a different machine's float rounding does not. The controls
-assert the absence of a gain with the same 0.1: a shuffled-label RM (chance accuracy) and a β of 50.
+sqrt(0.25/256) ≈ 0.031 and a difference of two ≈ 0.044. Seeded runs gave base 0.00, SFT 0.47, PPO 0.71 (KL 1.0
+nats; PPO 0.71–0.81 over seeds 0–4), RM held-out pairwise accuracy 0.97. The asserted margins sit well inside
+those (SFT − base ≥ 0.2, PPO − SFT ≥ 0.1, RM ≥ 0.8 against chance 0.5, KL ≤ 5 nats) and well outside noise
+(0.1 is over 2σ of a difference), so a broken stage fails and a different machine's float rounding does not.
+The controls assert the absence of a gain with the same 0.1: a shuffled-label RM (chance accuracy) and a β of
+50.
 """
 import json
-import shutil
 
 import pytest
 import torch

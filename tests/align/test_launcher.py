@@ -94,7 +94,7 @@ def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
     single, ds = _single_and_ds("sft.py", "sft", base_dir, tmp_path, ("data", "base"),
                                 ["sft.steps=5", "sft.batch_size=8", "sft.eval_every=0", f"sft.optim.zero_stage={zero}"])
     assert len(single) == 5
-    _assert_close(single, ds, ["loss", "grad_norm"])
+    _assert_close(single, ds, ["loss"])
 
 
 @needs_launcher
@@ -114,4 +114,4 @@ def test_dpo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     single, ds = _single_and_ds("dpo.py", "dpo", rm_dir, tmp_path, ("data", "sft"),
                                 ["dpo.steps=4", "dpo.batch_size=8", "dpo.optim.lr=1e-3", "dpo.optim.zero_stage=2"])
     assert len(single) == 4
-    _assert_close(single, ds, ["loss", "reward_margin", "grad_norm"], exact=["reward_accuracy"])
+    _assert_close(single, ds, ["loss", "reward_margin"], exact=["reward_accuracy"])

@@ -14,7 +14,7 @@ def test_init_is_deterministic_per_seed_and_name():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.layers[0].attn.wq.weight, c.layers[0].attn.wq.weight)
     # Residual output projections are scaled by 1/sqrt(2·n_layers) (GPT-2).
-    ratio = float(a.layers[0].attn.wo.weight.std() / a.layers[0].attn.wq.weight.std())
+    ratio = float(a.layers[0].attn.wo.weight.detach().std() / a.layers[0].attn.wq.weight.detach().std())
     assert ratio == pytest.approx(1 / math.sqrt(4), rel=0.1)
 
 
