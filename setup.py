@@ -21,6 +21,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/fit.py)
         "tqdm>=4.60",
+        "zstandard>=0.22",  # .jsonl.zst inputs of the data pipeline (the usual compression of web-scale dumps)
     ],
     extras_require={"test": [
         "pytest>=7.4",

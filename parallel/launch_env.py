@@ -24,14 +24,24 @@ class LaunchEnv:
     local_rank: int = 0
 
 
-def first_slurm_host(nodelist: str) -> str:
+def slurm_hostnames(nodelist: str) -> list[str]:
+    """SLURM_JOB_NODELIST ('gpu[01-03],cpu7') expanded by `scontrol show hostnames`, in allocation order."""
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                              check=True, timeout=30).stdout.split()
     except (OSError, subprocess.SubprocessError) as e:
-        raise ConfigError(f"cannot resolve the master host from SLURM_JOB_NODELIST={nodelist!r}: {e}") from None
+        raise ConfigError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol: {e}") from None
     if not out:
         raise ConfigError(f"SLURM_JOB_NODELIST={nodelist!r} expands to no host")
+    return out
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The master: the allocation's first host, which must resolve."""
+    try:
+        out = slurm_hostnames(nodelist)
+    except ConfigError as e:
+        raise ConfigError(f"cannot resolve the master host: {e}") from None
     try:
         socket.getaddrinfo(out[0], None)
     except OSError as e:

@@ -14,8 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from llm.config import ConfigError  # noqa: E402
+from parallel.launch_env import slurm_hostnames  # noqa: E402
 
 
 class AllocationError(RuntimeError):
@@ -23,15 +28,11 @@ class AllocationError(RuntimeError):
 
 
 def hostnames(nodelist: str) -> list[str]:
-    """SLURM_JOB_NODELIST ('gpu[01-03],cpu7') expanded by `scontrol show hostnames`, in order."""
+    """SLURM_JOB_NODELIST expanded by `scontrol show hostnames` (parallel/launch_env.py), in order."""
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.split()
-    except (OSError, subprocess.SubprocessError) as e:
-        raise AllocationError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol: {e}") from None
-    if not out:
-        raise AllocationError(f"SLURM_JOB_NODELIST={nodelist!r} expands to no host")
-    return out
+        return slurm_hostnames(nodelist)
+    except ConfigError as e:
+        raise AllocationError(str(e)) from None
 
 
 def tasks_per_node(compressed: str) -> list[int]:

@@ -90,7 +90,7 @@ def test_empty_nodelist_has_no_master():
 
 def test_no_scontrol_is_a_clear_error(tmp_path):
     os.environ["PATH"] = str(tmp_path)  # no scontrol on it
-    with pytest.raises(ConfigError, match="cannot resolve the master host from SLURM_JOB_NODELIST"):
+    with pytest.raises(ConfigError, match="cannot resolve the master host: cannot expand SLURM_JOB_NODELIST"):
         detect_launch(srun_env())
 
 
