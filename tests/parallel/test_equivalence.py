@@ -24,6 +24,9 @@ LAYOUTS = {
     "dp2-zero1": (2, ["parallel.zero_stage=1"]),
     "dp2-zero2": (2, ["parallel.zero_stage=2"]),
     "dp2-zero3": (2, ["parallel.zero_stage=3"]),
+    # ZeRO-Offload: optimizer states (DeepSpeed's CPU Adam) and parameters in CPU memory.
+    "dp2-zero3-offload": (2, ["parallel.zero_stage=3", "parallel.offload_optimizer=true",
+                              "parallel.offload_params=true"]),
     "tp2": (2, ["parallel.tensor=2"]),
     "tp2-dp2-zero1": (4, ["parallel.tensor=2", "parallel.zero_stage=1"]),
 }
