@@ -22,12 +22,11 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.parallel.launcher_utils import deepspeed_available, free_port, launch_env
+from tests.parallel.launcher_utils import free_port, launch_env
 
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
 REL_TOL = 1e-4
 ABS_TOL = 1e-6
-needs_launcher = pytest.mark.skipif(not deepspeed_available(), reason="deepspeed launcher not installed")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,6 @@ def _assert_close(single: list[dict], ds: list[dict], keys, exact=()) -> None:
             assert math.isclose(a[k], b[k], rel_tol=REL_TOL, abs_tol=ABS_TOL), (k, a[k], b[k], single, ds)
 
 
-@needs_launcher
 @pytest.mark.parametrize("zero", [0, 2])
 def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
     single, ds = _single_and_ds("sft.py", "sft", base_dir, tmp_path, ("data", "base"),
@@ -97,7 +95,6 @@ def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
     _assert_close(single, ds, ["loss"])
 
 
-@needs_launcher
 def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     # The adaptive KL controller is on (kl_target) so β, fed the global KL, is compared too.
     single, ds = _single_and_ds("rlhf.py", "ppo", rm_dir, tmp_path, ("data", "sft", "rm"),
@@ -109,7 +106,6 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
                   exact=["response_length", "eos_rate"])
 
 
-@needs_launcher
 def test_dpo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     single, ds = _single_and_ds("dpo.py", "dpo", rm_dir, tmp_path, ("data", "sft"),
                                 ["dpo.steps=4", "dpo.batch_size=8", "dpo.optim.lr=1e-3", "dpo.optim.zero_stage=2"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,10 +28,6 @@ CORPUS = ROOT / "data" / "raw" / "python_docs.jsonl"
 
 class LaunchError(RuntimeError):
     """A launch exited non-zero or ran past its timeout."""
-
-
-def deepspeed_available() -> bool:
-    return shutil.which("deepspeed") is not None
 
 
 def prepare_tiny_data(out_dir: Path, vocab_size: int = 512) -> dict:

@@ -18,12 +18,11 @@ import torch
 
 from llm.config import ModelConfig, RunConfig, TrainConfig, ParallelConfig
 from llm.model import Transformer
-from tests.parallel.launcher_utils import (deepspeed_available, launcher_config_dict, loss_table, max_rel_diff,
+from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff,
                                            prepare_tiny_data, run_deepspeed, run_single, train_losses,
                                            write_config)
 
 FP32_TOL = 1e-5
-pytestmark = pytest.mark.skipif(not deepspeed_available(), reason="needs the deepspeed launcher")
 
 
 def _cfg(tied=False, n_layers=4, **parallel) -> RunConfig:

@@ -18,7 +18,7 @@ import pytest
 
 from parallel.memory import (ZeroBytes, deepspeed_zero_bytes, format_table, paper_zero_bytes,
                              zero12_partition_numels)
-from tests.parallel.launcher_utils import ROOT, deepspeed_available, free_port, launch_env
+from tests.parallel.launcher_utils import ROOT, free_port, launch_env
 
 PROBE = ROOT / "tests" / "parallel" / "zero_memory_probe.py"
 STATE_REL_TOL = 1e-3
@@ -68,8 +68,6 @@ def test_deepspeed_formula_is_the_paper_plus_bookkeeping():
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    if not deepspeed_available():
-        pytest.skip("the deepspeed launcher is not installed")
     root = tmp_path_factory.mktemp("zero_memory")
     rows = []
     for dp in (2, 4):
