@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Compute-optimal LLM pretraining, 3D parallelism on DeepSpeed, data pipeline and alignment",
     python_requires=">=3.10",
-    packages=find_packages(include=["llm*", "parallel*", "data_pipeline*", "launch*"]),
+    packages=find_packages(include=["typed_yaml*", "llm*", "parallel*", "data_pipeline*", "launch*"]),
     install_requires=[
         "torch>=2.4",
         "deepspeed>=0.15",
@@ -19,7 +19,7 @@ setup(
         "datasets>=2.19",
         "pyyaml>=6.0",
         "numpy>=1.24",
-        "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/fit.py)
+        "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/spec/fit.py)
         "tqdm>=4.60",
         "zstandard>=0.22",  # .jsonl.zst inputs of the data pipeline (the usual compression of web-scale dumps)
     ],

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from llm.flops import flops_per_token  # noqa: E402
+from llm.spec.flops import flops_per_token  # noqa: E402
 from llm.model import Transformer  # noqa: E402
 from llm.train.hardware import measure_matmul_flops  # noqa: E402
 from llm.train.local import LocalBackend  # noqa: E402

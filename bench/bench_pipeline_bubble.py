@@ -80,7 +80,8 @@ def _instrument(engine) -> dict:
 def worker(args) -> None:
     import torch
     import torch.distributed as dist
-    from parallel.engine import DeepSpeedBackend, init_distributed
+    from parallel.engine import DeepSpeedBackend
+    from parallel.process_group import init_distributed
     from parallel.launch_env import detect_launch
     from parallel.topology import Topology
 

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm import typed_yaml
-from llm.typed_yaml import ConfigError
+import typed_yaml
+from typed_yaml import ConfigError
 from data_pipeline.decontaminate import DecontaminateConfig
 from data_pipeline.dedup.minhash import MinHashConfig
 from data_pipeline.dedup.substring import SubstringConfig

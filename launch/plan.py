@@ -4,7 +4,7 @@
     python launch/plan.py --gpu-hours 1000 --gpu h100 --mfu 0.4 --json
     python launch/plan.py --flops 1e20 --approach 3 --write-config configs/pretrain/plan_1e20.yaml
 
-The logic lives in llm/plan.py; this file only parses arguments and prints. Any user error prints one line
+The logic lives in llm/spec/plan.py; this file only parses arguments and prints. Any user error prints one line
 and exits with status 2.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a script)
 
 from llm.config import ConfigError  # noqa: E402
-from llm.plan import DEFAULT_DATA_PATH, config_dict, config_header, flops_from_hours, format_table, plan  # noqa: E402
+from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, flops_from_hours, format_table, plan  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):

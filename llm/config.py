@@ -1,7 +1,7 @@
 """Typed run configuration: one dataclass per concern, YAML as serialisation.
 
 No torch here (the spec layer and the launchers import it cheaply). `load_config` turns a YAML file plus
-dotted command-line overrides into a validated `RunConfig` (through llm/typed_yaml.py); every error is a
+dotted command-line overrides into a validated `RunConfig` (through the `typed_yaml` package); every error is a
 `ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
 stack trace.
 """
@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from llm import typed_yaml
-from llm.typed_yaml import ConfigError  # noqa: F401  (re-exported: the error every entry point catches)
+import typed_yaml
+from typed_yaml import ConfigError  # noqa: F401  (re-exported: the error every entry point catches)
 
 
 def _round_up(x: int, multiple: int) -> int:

@@ -6,53 +6,18 @@ DeepSpeed (ZeRO sharding, mixed precision, gradient accumulation over the data-p
 """
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import torch
 
 from llm.config import RunConfig
-from llm.train.local import StepResult, first_nonfinite, param_groups
+from llm.train.backend import StepResult, first_nonfinite
+from llm.train.optim import param_groups
 from llm.train.loop import TrainOutcome, train
 from parallel.launch_env import LaunchEnv
-
-
-def _cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def local_world_size(launch: LaunchEnv) -> int:
-    """Ranks on this node: DeepSpeed's launcher sets LOCAL_SIZE, torchrun LOCAL_WORLD_SIZE, srun a per-node count."""
-    for key in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
-    return int(per_node) if per_node.isdigit() else launch.world_size
-
-
-def init_distributed(launch: LaunchEnv) -> torch.device:
-    """NCCL on CUDA, gloo with DeepSpeed's CPU accelerator otherwise (chosen before deepspeed is imported)."""
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # Ranks on one CPU node share its cores; torch's default of all cores per rank oversubscribes them
-        # (configs/debug.yaml, DP2 on 2 cores: 657 tokens/s with 2 threads per rank, 4,800 with 1).
-        torch.set_num_threads(max(1, _cpu_cores() // local_world_size(launch)))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        device, backend = torch.device("cpu"), "gloo"
-    import deepspeed
-    if backend == "gloo":
-        from parallel.ds_cpu import skip_shm_allreduce
-        skip_shm_allreduce()
-    deepspeed.init_distributed(dist_backend=backend)
-    if launch.rank == 0:
-        print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
-              + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""), flush=True)
-    return device
+from parallel.peak import device_peak_flops
+from parallel.process_group import init_distributed, local_world_size
 
 
 def apply_activation_checkpointing(model: torch.nn.Module, every_k: int) -> None:
@@ -222,27 +187,6 @@ class DeepSpeedBackend:
         load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
-
-
-def device_peak_flops(device: torch.device, precision: str, launch: LaunchEnv) -> tuple[float, str]:
-    """Peak FLOP/s of one device for MFU. On CPU, each node's local rank 0 times matmuls on all the node's cores
-    while the other ranks wait (ranks measuring at once would each see a fraction), and all ranks take the result."""
-    import torch.distributed as dist
-    from llm.train.hardware import peak_flops
-    if device.type != "cpu":
-        return peak_flops(device, precision)
-    value = torch.zeros(1, dtype=torch.float64)
-    source = ""
-    dist.barrier()
-    if launch.local_rank == 0:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(_cpu_cores())
-        peak, source = peak_flops(device, precision)
-        torch.set_num_threads(threads)
-        value[0] = peak
-    dist.barrier()
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return float(value.item()), source or "measured on CPU by local rank 0"
 
 
 def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = ["llm/scaling.py", "llm/fit.py", "llm/shape.py", "llm/flops.py", "llm/plan.py", "llm/config.py",
-        "llm/typed_yaml.py"]
+SPEC = ["llm/spec/scaling.py", "llm/spec/fit.py", "llm/spec/shape.py", "llm/spec/flops.py", "llm/spec/plan.py", "llm/config.py",
+        "typed_yaml/__init__.py"]
 # The alignment stages' DeepSpeed adapter is the one llm/ module that reaches into parallel/ (it wraps each
 # trainable model with parallel.engine.initialize_engine); everything else in llm/ stays launcher-agnostic.
 PARALLEL_ADAPTERS = {"llm/align/engine.py"}

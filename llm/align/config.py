@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from llm import typed_yaml
+import typed_yaml
 from llm.config import ConfigError, ModelConfig
 
 STAGES = ("base", "sft", "rm", "ppo", "dpo")

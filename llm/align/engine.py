@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from llm.align.config import OptimSettings
-from llm.train.local import param_groups
+from llm.train.optim import param_groups
 from llm.train.schedule import lr_at
 
 
@@ -89,7 +89,7 @@ def setup_dist() -> Dist:
     launch = detect_launch()
     if launch.mode == "python":
         return Dist()
-    from parallel.engine import init_distributed
+    from parallel.process_group import init_distributed
     device = init_distributed(launch)
     return Dist(launch.rank, launch.world_size, device, deepspeed=True)
 

@@ -7,7 +7,6 @@ hand-written PyTorch loop and the parallel engine can be checked against it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,46 +14,8 @@ import torch
 from llm.config import RunConfig
 from llm.model import Transformer
 from llm.train import precision as prec
-
-
-@dataclass
-class StepResult:
-    loss: float
-    """Mean training loss over the global batch (before loss scaling)."""
-    grad_norm: float | None
-    """Global gradient norm before clipping; None where the backend cannot see it."""
-    skipped: bool = False
-    """True when fp16 overflow made the optimizer skip this step."""
-    loss_scale: float | None = None
-    nonfinite: str | None = None
-    """For a NaN/inf loss: the first non-finite parameter or gradient, found before the optimizer step."""
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: norms' gains and (tied) embeddings' duplicates excluded, as GPT-2/Llama recipes."""
-    decay, no_decay, seen = [], [], set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
-    o = cfg.optim
-    # foreach=False keeps the update order identical to DeepSpeed's torch AdamW path on CPU; fused is CUDA-only.
-    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-
-
-def first_nonfinite(model: torch.nn.Module) -> str | None:
-    """Name of the first parameter or gradient holding NaN/inf, for a divergence error message."""
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            return f"parameter {name}"
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            return f"gradient of {name}"
-    return None
+from llm.train.backend import StepResult, first_nonfinite
+from llm.train.optim import make_optimizer
 
 
 class LocalBackend:
@@ -68,7 +29,7 @@ class LocalBackend:
             from llm.train.checkpoint import load_model_weights
             load_model_weights(self.model, cfg.checkpoint.init_from)
         self.model.to(device)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scaler = prec.make_scaler(cfg.precision, device)
 
     @property

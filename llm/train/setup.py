@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
-from llm.flops import flops_per_token, hfu
+from llm.spec.flops import flops_per_token, hfu
 
 
 def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:

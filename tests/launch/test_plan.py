@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from llm.config import load_config
-from llm.plan import config_dict, plan
-from llm.scaling import compute_optimal
-from llm.shape import count_params
+from llm.spec.plan import config_dict, plan
+from llm.spec.scaling import compute_optimal
+from llm.spec.shape import count_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from llm.fit import fit_isoflop, fit_parametric
-from llm.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH3
+from llm.spec.fit import fit_isoflop, fit_parametric
+from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH3
 
 BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20, 3e20, 1e21)  # Chinchilla's isoFLOP range, 6e18-3e21, roughly
 

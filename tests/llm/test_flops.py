@@ -2,9 +2,9 @@
 import pytest
 
 from llm.config import ModelConfig
-from llm.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, mfu, mfu_from_flops,
+from llm.spec.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, mfu, mfu_from_flops,
                        palm_flops_per_token, peak_flops)
-from llm.shape import count_matmul_params, count_params
+from llm.spec.shape import count_matmul_params, count_params
 
 
 def test_palm_540b_worked_example():

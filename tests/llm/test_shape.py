@@ -4,7 +4,7 @@ import math
 import pytest
 
 from llm.config import ModelConfig
-from llm.shape import (count_matmul_params, count_params, count_params_non_embedding, design_shape,
+from llm.spec.shape import (count_matmul_params, count_params, count_params_non_embedding, design_shape,
                        embedding_params)
 
 # Published exact counts (the Hugging Face checkpoints' sum of numel) of models with our architecture.

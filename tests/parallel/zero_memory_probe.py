@@ -2,7 +2,7 @@
 
     deepspeed --num_gpus N tests/parallel/zero_memory_probe.py OUT.json [--stages 0 1 2 3]
 
-On every rank, for each stage in turn: build llm/model.py's Transformer (Ψ from llm.shape.count_params) and
+On every rank, for each stage in turn: build llm/model.py's Transformer (Ψ from llm.spec.shape.count_params) and
 its engine through `DeepSpeedBackend` (so `parallel.ds_config.deepspeed_config` and `Topology` as mpu), in
 bf16, with two micro-batches per step. Take one full step (Adam's moments exist from then on), then run the
 next step's first micro-batch and measure ("accumulating"), its second and measure ("boundary": gradients
@@ -35,13 +35,13 @@ def probe_config(zero_stage: int, dp: int):
 def group_numels(cfg) -> list[list[int]]:
     """Parameter sizes of each optimizer group, as the engine receives them (parallel/engine.py)."""
     from llm.model import Transformer
-    from llm.train.local import param_groups
+    from llm.train.optim import param_groups
     return [[p.numel() for p in g["params"]] for g in param_groups(Transformer(cfg.model), cfg.optim.weight_decay)]
 
 
 def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     import torch
-    from llm.shape import count_params
+    from llm.spec.shape import count_params
     from parallel.engine import DeepSpeedBackend
     from parallel.memory import deepspeed_zero_bytes, measure_zero_bytes, paper_zero_bytes
 
@@ -51,7 +51,7 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     backend = DeepSpeedBackend(cfg, topo, device)
     engine = backend.engine
     held = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
-    assert held == psi, f"model has {held} parameters, llm.shape.count_params says {psi}"
+    assert held == psi, f"model has {held} parameters, llm.spec.shape.count_params says {psi}"
     gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
 
     def batch():
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch.distributed as dist
-    from parallel.engine import init_distributed
+    from parallel.process_group import init_distributed
     from parallel.launch_env import detect_launch
     from parallel.topology import Topology
 

@@ -1,6 +1,6 @@
 """Budget → compute-optimal spec → table, JSON, or a pretraining config.
 
-`plan(flops)` picks N and D from a scaling law (llm.scaling), turns N into a concrete shape (llm.shape),
+`plan(flops)` picks N and D from a scaling law (llm.spec.scaling), turns N into a concrete shape (llm.spec.shape),
 re-derives D = C / 6N from the exact N of that shape so the budget holds, and attaches the batch size and
 learning rate of a stated rule. `config_dict(spec)` writes that as a run config in llm.config's schema.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm.config import ModelConfig, config_from_dict
-from llm.flops import flops_per_token, peak_flops
-from llm.scaling import BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_optimal, get_law
-from llm.shape import count_params, count_params_non_embedding, design_shape
+from llm.spec.flops import flops_per_token, peak_flops
+from llm.spec.scaling import BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_optimal, get_law
+from llm.spec.shape import count_params, count_params_non_embedding, design_shape
 
 # DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
 DEEPSEEK_2024_BATCH = (0.2920, 0.3271)
@@ -179,7 +179,7 @@ def config_header(spec: Spec) -> str:
         f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
         f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
         "Shape: d_model/n_layers in [64, 128], head_dim 64 (<2048) or 128, sizes divisible by TP 1/2/4/8,",
-        "  d_ff = 8/3 d_model rounded up to 256, vocab padded to a multiple of 64*lcm(TP) (llm/shape.py).",
+        "  d_ff = 8/3 d_model rounded up to 256, vocab padded to a multiple of 64*lcm(TP) (llm/spec/shape.py).",
         "Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) B = 0.2920 C^0.3271 tokens (power of two",
         "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",
         "Schedule: warmup 1% of steps (Pythia), cosine over exactly train.tokens down to 10% of the peak",

@@ -7,7 +7,7 @@ Two estimators, as in Hoffmann et al. 2022 (arXiv:2203.15556):
   * `fit_parametric` (Approach 3, App. D.2): L(N, D) = E + A/N^α + B/D^β, fitted by minimising the Huber loss
     (δ = 1e-3) between log L̂ and log L with L-BFGS, started from the best points of Chinchilla's grid.
 
-N is whatever the caller counts (use total parameters to match llm.scaling's laws). Requires numpy and
+N is whatever the caller counts (use total parameters to match llm.spec.scaling's laws). Requires numpy and
 scipy (scipy.optimize L-BFGS-B); no torch.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from llm.scaling import ParametricLaw
+from llm.spec.scaling import ParametricLaw
 
 
 def _as_rows(rows) -> np.ndarray:
@@ -217,7 +217,7 @@ def fit_parametric(rows, delta: float = HUBER_DELTA, grid: dict[str, np.ndarray]
             best = res
     a, b, e, alpha, beta = best.x
     law = ParametricLaw(name, E=float(math.exp(e)), A=float(math.exp(a)), B=float(math.exp(b)),
-                        alpha=float(alpha), beta=float(beta), source="fitted with llm.fit.fit_parametric")
+                        alpha=float(alpha), beta=float(beta), source="fitted with llm.spec.fit.fit_parametric")
     resid = np.log(law.E + law.A / arr[:, 0] ** law.alpha + law.B / arr[:, 1] ** law.beta) - log_l
     grad_norm = float(np.linalg.norm(_objective(best.x, log_n, log_d, log_l, delta)[1]))
     return ParametricFit(law=law, objective=float(best.fun), rms_residual=float(np.sqrt(np.mean(resid ** 2))),

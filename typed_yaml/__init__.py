@@ -4,6 +4,10 @@ Builds nested dataclasses from plain dicts by their type hints, coercing only wh
 read as a string, integral floats for int fields, int dict keys read as strings) and raising `ConfigError`
 with the source, the dotted key and the rule for anything else; unknown keys name the closest valid one.
 No torch here.
+
+A package of its own, below both `llm/` and `data_pipeline/`: the data configs and the run configs share this
+one loader, and `llm/` reads prepared data through `data_pipeline/`, so a loader inside either would make the
+two import each other.
 """
 from __future__ import annotations
 

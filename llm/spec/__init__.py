@@ -1,0 +1,6 @@
+"""The spec layer: what to train, before any tensor exists (no torch).
+
+`scaling` (Chinchilla approaches 1–3, Besiroglu 2024), `fit` (fit a law to your own isoFLOP runs), `shape`
+(N → architecture with exact parameter counts), `flops` (6N and PaLM App. B FLOPs, MFU/HFU, accelerator
+peaks) and `plan` (a budget → N, D, shape, schedule).
+"""

@@ -1,0 +1,23 @@
+"""The optimizer every trainer builds: AdamW with weight decay on matrices only."""
+from __future__ import annotations
+
+import torch
+
+from llm.config import OptimConfig
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: norms' gains and (tied) embeddings' duplicates excluded, as GPT-2/Llama recipes."""
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.AdamW:
+    # torch's default implementation: on CPU tensors the per-parameter loop (foreach and fused are picked only
+    # for CUDA tensors), the same update order as DeepSpeed's torch AdamW, which the equivalence tests rely on.
+    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
