@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import math
 
-from llm.config import ConfigError, RunConfig
+from llm.config import ConfigError, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -24,17 +24,23 @@ def gradient_accumulation_steps(cfg: RunConfig, dp: int) -> int:
 
 
 def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
-    """DeepSpeed config for a layout whose data-parallel degree is `dp`.
+    """DeepSpeed config for a pretraining layout whose data-parallel degree is `dp`."""
+    return engine_config(cfg.optim, cfg.parallel, cfg.precision, cfg.train.global_batch_size,
+                         cfg.train.micro_batch_size, gradient_accumulation_steps(cfg, dp))
+
+
+def engine_config(o: OptimConfig, p: ParallelConfig, prec: PrecisionConfig, global_batch: int, micro_batch: int,
+                  accumulation: int) -> dict:
+    """DeepSpeed config of one trained model from its optimizer, layout and precision settings.
 
     The optimizer is DeepSpeed's `AdamW` built from optim.*; with `torch_adam` it is torch's own AdamW, the
     same update as debug mode, so the layouts can be compared with debug mode step for step. The LR is set
     by our loop before each step (no DeepSpeed scheduler), so resume and every layout share one schedule.
     """
-    p, o, prec = cfg.parallel, cfg.optim, cfg.precision
     ds: dict = {
-        "train_batch_size": cfg.train.global_batch_size,
-        "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps(cfg, dp),
+        "train_batch_size": global_batch,
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
         "gradient_clipping": o.grad_clip,
         "optimizer": {"type": "AdamW", "params": {
             "lr": o.lr, "betas": [o.beta1, o.beta2], "eps": o.eps, "weight_decay": o.weight_decay,
