@@ -32,7 +32,8 @@ class ModelConfig:
     n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; defaults to n_heads (plain multi-head attention)."""
     head_dim: int | None = None
-    """Defaults to d_model // n_heads."""
+    """Width of one attention head. Defaults to d_model / n_heads when n_heads divides d_model; set it to
+    decouple the two (q/k/v project d_model → n_heads·head_dim and o projects back, as in Llama)."""
     d_ff: int | None = None
     """SwiGLU hidden size; defaults to 8/3·d_model rounded up to a multiple of 64 (Llama's rule keeps
     the SwiGLU MLP at the parameter count of a 4·d_model GELU MLP)."""
@@ -48,19 +49,28 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        if self.head_dim is None and self.n_heads > 0:
+        # Left None when n_heads does not divide d_model: validate() then asks for an explicit head_dim
+        # rather than silently training heads of width d_model // n_heads.
+        if self.head_dim is None and self.n_heads > 0 and self.d_model % self.n_heads == 0:
             self.head_dim = self.d_model // self.n_heads
         if self.d_ff is None:
             self.d_ff = _round_up(int(8 * self.d_model / 3), 64)
 
     def validate(self, where: str = "model") -> None:
-        for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size", "seq_len"):
+        for name in ("n_layers", "d_model", "n_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}={getattr(self, name)} must be positive")
-        if self.head_dim * self.n_heads != self.d_model and self.d_model % self.n_heads != 0:
+        if self.head_dim is None:
             raise ConfigError(
-                f"{where}.n_heads={self.n_heads} does not divide {where}.d_model={self.d_model} "
-                f"(set {where}.head_dim explicitly to decouple them)")
+                f"{where}.n_heads={self.n_heads} does not divide {where}.d_model={self.d_model}: set "
+                f"{where}.head_dim (e.g. {where}.head_dim={_round_up(-(-self.d_model // self.n_heads), 2)}; "
+                f"attention projects d_model to n_heads·head_dim and back) or pick n_heads dividing d_model")
+        for name in ("n_kv_heads", "head_dim", "d_ff", "vocab_size", "seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be positive")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            if not getattr(self, name) > 0:  # `not >` also refuses nan
+                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be positive")
         if self.n_heads % self.n_kv_heads != 0:
             raise ConfigError(f"{where}.n_kv_heads={self.n_kv_heads} must divide {where}.n_heads={self.n_heads} "
                               "(each key/value head serves a whole group of query heads)")
@@ -107,9 +117,13 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
 
-    def validate(self, where: str = "optim") -> None:
+    def validate(self, where: str = "optim", total_steps: int | None = None) -> None:
+        """Raises ConfigError on an impossible setting; with `total_steps` (the optimizer steps of the run or
+        stage these settings drive) also when the warmup would not end within the run."""
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr={self.lr} must be positive")
+        if self.eps <= 0:
+            raise ConfigError(f"{where}.eps={self.eps} must be positive (it keeps Adam's update finite)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"{where}.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
@@ -117,6 +131,11 @@ class OptimConfig:
         for b in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, b) < 1.0:
                 raise ConfigError(f"{where}.{b}={getattr(self, b)} must be in [0, 1)")
+        # A warmup as long as the run is allowed (the LR reaches its peak on the last step); a longer one
+        # would silently never reach the configured lr nor run the cosine decay.
+        if total_steps is not None and self.warmup_steps > total_steps:
+            raise ConfigError(f"{where}.warmup_steps={self.warmup_steps} is longer than the run's {total_steps} "
+                              "optimizer steps: lower it or train longer")
 
 
 @dataclass
@@ -148,6 +167,8 @@ class TrainConfig:
                               f"{where}.global_batch_size={self.global_batch_size}")
         if self.eval_every < 0 or self.eval_batches <= 0 or self.log_every <= 0:
             raise ConfigError(f"{where}.eval_every must be >= 0, eval_batches and log_every positive")
+        if not 0 <= self.seed < 2 ** 32:  # the data order is drawn by numpy's RandomState, which takes no more
+            raise ConfigError(f"{where}.seed={self.seed} must be in [0, 2**32)")
 
 
 @dataclass
@@ -179,6 +200,9 @@ class ParallelConfig:
             raise ConfigError(f"{where}.zero_stage={self.zero_stage} cannot be combined with {where}.pipeline="
                               f"{self.pipeline}: DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; "
                               "use zero_stage=1 with pipeline parallelism, or pipeline=1 with ZeRO-2/3")
+        if self.pipeline_partition not in ("parameters", "uniform") and not self.pipeline_partition.startswith("type:"):
+            raise ConfigError(f"{where}.pipeline_partition={self.pipeline_partition!r} must be 'parameters', "
+                              "'uniform' or 'type:<regex>'")
         if self.offload_params and self.zero_stage != 3:
             raise ConfigError(f"{where}.offload_params needs {where}.zero_stage=3")
         if self.offload_optimizer and self.zero_stage == 0:
@@ -242,13 +266,19 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     out_dir: str = "runs/debug"
 
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if hasattr(value, "validate"):
-                value.validate(f.name)
+    def __post_init__(self) -> None:
+        # Derived at construction, not in validate(): validating must leave the config as it found it.
         if self.checkpoint.dir is None:
             self.checkpoint.dir = str(Path(self.out_dir) / "checkpoints")
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the section, key and rule; never changes the config."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "optim" and hasattr(value, "validate"):
+                value.validate(f.name)
+        # After train: the warmup is checked against the run's length, which train defines.
+        self.optim.validate("optim", total_steps=self.total_steps)
 
     @property
     def tokens_per_step(self) -> int:

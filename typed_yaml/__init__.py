@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,46 @@ import yaml
 
 class ConfigError(ValueError):
     """A user mistake in a config file or override; the message is meant to be printed as is."""
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping defines the same key twice; YAML loaders otherwise keep the last one without a word."""
+
+
+def _check_unique_keys(node: yaml.Node, prefix: str = "") -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, f"{prefix}[{i}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[object, int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` overriding is YAML's own semantics
+            continue
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+        line = key_node.start_mark.line + 1
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key in first_line:
+            raise DuplicateKeyError(f"key '{dotted}' is defined twice (lines {first_line[key]} and {line}); "
+                                    "keep one")
+        first_line[key] = line
+        _check_unique_keys(value_node, dotted)
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: where, what, and while doing what (PyYAML's own text spans lines)."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem is None:
+        return " ".join(str(e).split())
+    where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: " if e.problem_mark else ""
+    return where + e.problem + (f" ({e.context})" if e.context else "")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key, at any depth, naming it and both lines."""
+
+    def construct_document(self, node: yaml.Node):
+        _check_unique_keys(node)
+        return super().construct_document(node)
 
 
 def _optional_inner(tp):
@@ -40,6 +81,8 @@ def _number(value, kind, key, source):
                               f"got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{source}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):  # .inf/.nan parse as floats and would pass every range check silently
+        raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if kind is int:
         if isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
@@ -125,19 +168,29 @@ def apply_overrides(raw: dict, overrides, source: str = "command line", shorthan
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: cannot set '{dotted}': '{p}' is not a section")
-        node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+        try:
+            node[parts[-1]] = yaml.load(text, Loader=StrictLoader) if text != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: the value of '{dotted}' is not valid YAML: {_problem(e)}") from None
     return raw
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The top-level mapping of a YAML file; ConfigError if it is missing, malformed or not a mapping."""
+    """The top-level mapping of a YAML file; ConfigError if it is missing, unreadable, malformed, repeats a
+    key or is not a mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.load(p.read_text(), Loader=StrictLoader) or {}
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw

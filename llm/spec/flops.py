@@ -16,7 +16,7 @@ arXiv:2205.05198; PaLM App. B). No torch here.
 from __future__ import annotations
 
 from llm.config import ModelConfig
-from llm.spec.shape import count_matmul_params, count_params
+from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
 
 # Dense (no structured sparsity) peak FLOP/s per chip, by numeric format. Vendor datasheets quote the
 # tensor-core numbers "with sparsity"; those are halved here. fp32 is the non-tensor-core (CUDA core) rate.
@@ -66,6 +66,12 @@ def palm_flops_per_token(n_params: float, n_layers: int, n_heads: int, head_dim:
     return 6.0 * n_params + attention_flops_per_token(n_layers, n_heads, head_dim, seq_len)
 
 
+def layer_flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token of one transformer block: PaLM App. B's 6·N_layer + 12·H·Q·T, N_layer its
+    matmul weights. The model's PaLM count is n_layers of these plus 6× the output projection."""
+    return palm_flops_per_token(layer_matmul_params(cfg), 1, cfg.n_heads, cfg.head_dim, cfg.seq_len)
+
+
 def flops_per_token(cfg: ModelConfig, method: str = "palm") -> float:
     """Training FLOPs per token: '6N' (total parameters, Chinchilla) or 'palm' (PaLM App. B, see module doc)."""
     if method == "6N":
@@ -83,17 +89,20 @@ def mfu(tokens_per_s: float, cfg: ModelConfig, peak_flops: float, n_devices: int
     return tokens_per_s * flops_per_token(cfg, method) / (peak_flops * n_devices)
 
 
+def hfu_flops_per_token(cfg: ModelConfig, recomputed_layers: int = 0) -> float:
+    """FLOPs the hardware executes per trained token: the PaLM count plus one forward pass of each of the
+    `recomputed_layers` blocks activation checkpointing recomputes. Raises ValueError outside [0, n_layers]."""
+    if not 0 <= recomputed_layers <= cfg.n_layers:
+        raise ValueError(f"recomputed_layers={recomputed_layers} must be in [0, n_layers={cfg.n_layers}]")
+    # One forward of a block is a third of its training FLOPs (backward is twice the forward).
+    return flops_per_token(cfg, "palm") + recomputed_layers * layer_flops_per_token(cfg) / 3.0
+
+
 def hfu(tokens_per_s: float, cfg: ModelConfig, peak_flops: float, n_devices: int = 1,
         recomputed_layers: int = 0) -> float:
     """Hardware FLOPs utilisation: MFU's FLOPs plus one extra forward pass through each of the
     `recomputed_layers` blocks that activation checkpointing recomputes (PaLM formula, per layer)."""
-    if not 0 <= recomputed_layers <= cfg.n_layers:
-        raise ValueError(f"recomputed_layers={recomputed_layers} must be in [0, n_layers={cfg.n_layers}]")
-    d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    layer_matmul = d * q + 2 * d * kv + q * d + 3 * d * cfg.d_ff
-    # One forward of a block is a third of its training FLOPs: 2·N_layer + 4·H·Q·T per token.
-    extra = recomputed_layers * (2.0 * layer_matmul + 4.0 * cfg.n_heads * cfg.head_dim * cfg.seq_len)
-    return tokens_per_s * (flops_per_token(cfg, "palm") + extra) / (peak_flops * n_devices)
+    return tokens_per_s * hfu_flops_per_token(cfg, recomputed_layers) / (peak_flops * n_devices)
 
 
 def mfu_from_flops(tokens_per_s: float, model_flops_per_token: float, peak_flops: float,

@@ -23,8 +23,10 @@ from typing import Any
 
 from llm.config import ModelConfig, config_from_dict
 from llm.spec.flops import flops_per_token, peak_flops
-from llm.spec.scaling import BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_optimal, get_law
-from llm.spec.shape import count_params, count_params_non_embedding, design_shape
+from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_for_params, compute_optimal,
+                              get_law)
+from llm.spec.shape import (ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND, MAX_TARGET_OVERSHOOT, TargetTooLarge,
+                            count_params, count_params_non_embedding, design_shape)
 
 # DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
 DEEPSEEK_2024_BATCH = (0.2920, 0.3271)
@@ -46,6 +48,8 @@ class Spec:
     n_params_target: float
     """N_opt(C) straight from the law, before rounding to a shape."""
     model: ModelConfig
+    tp_degrees: tuple[int, ...]
+    """Tensor-parallel degrees the shape was designed to divide (heads, d_ff, padded vocabulary)."""
     n_params: int
     """Exact total parameters of `model`, embeddings included (= sum(p.numel()))."""
     n_params_non_embedding: int
@@ -87,8 +91,13 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
     """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input."""
     law = get_law(approach)
     n_target, _ = compute_optimal(flops, law)
-    cfg = design_shape(n_target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=tp_degrees,
-                       tie_embeddings=tie_embeddings)
+    try:
+        cfg = design_shape(n_target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=tp_degrees,
+                           tie_embeddings=tie_embeddings)
+    except TargetTooLarge as e:
+        c_max = compute_for_params(e.largest * MAX_TARGET_OVERSHOOT, law)
+        raise ValueError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
+                         f"budget supported under {law.name} is C={c_max:.3g} FLOPs") from None
     n = count_params(cfg)
     d = int(flops // (6 * n))
     if d < seq_len:
@@ -105,7 +114,7 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
         hours = flops / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
     return Spec(
         flops=float(flops), approach=str(approach), law=law.name, n_params_target=float(n_target), model=cfg,
-        n_params=n, n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
+        tp_degrees=tuple(int(t) for t in tp_degrees), n_params=n, n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
         tokens_per_param=d / n, predicted_loss=loss_law.loss(n, d), loss_law=loss_law.name,
         flops_per_token_6n=flops_per_token(cfg, "6N"), flops_per_token_palm=flops_per_token(cfg, "palm"),
         flops_palm=flops_per_token(cfg, "palm") * d, global_batch_size=gbs, micro_batch_size=min(gbs, 4),
@@ -174,12 +183,20 @@ def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | 
 
 
 def config_header(spec: Spec) -> str:
+    """The comment block `launch/plan.py --write-config` puts above the YAML: how every number was chosen,
+    with the TP degrees the shape and the vocabulary padding were actually computed for."""
+    m, (lo, hi), (flo, fhi) = spec.model, ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND
+    tp = ", ".join(str(t) for t in spec.tp_degrees)
+    pad = 64 * math.lcm(*spec.tp_degrees)
     lines = [
         f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
         f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
         f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
-        "Shape: d_model/n_layers in [64, 128], head_dim 64 (<2048) or 128, sizes divisible by TP 1/2/4/8,",
-        "  d_ff = 8/3 d_model rounded up to 256, vocab padded to a multiple of 64*lcm(TP) (llm/spec/shape.py).",
+        f"Shape (llm/spec/shape.py): d_model/n_layers = {m.d_model / m.n_layers:.0f} (rule: {lo} to {hi}, else {flo} to "
+        f"{fhi}), head_dim {m.head_dim} (64 below d_model 2048, else 128),",
+        f"  n_heads, n_kv_heads and d_ff divisible by each TP degree in ({tp}), d_ff = 8/3 d_model rounded up to "
+        f"{math.lcm(256, *spec.tp_degrees)},",
+        f"  vocab_size padded to {m.vocab_size}, a multiple of 64*lcm({tp}) = {pad}.",
         "Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) B = 0.2920 C^0.3271 tokens (power of two",
         "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",
         "Schedule: warmup 1% of steps (Pythia), cosine over exactly train.tokens down to 10% of the peak",

@@ -191,6 +191,17 @@ def compute_optimal(flops: float, approach: str | ParametricLaw | PowerLawFronti
     return get_law(approach).optimal(float(flops))
 
 
+def compute_for_params(n_params: float, approach: str | ParametricLaw | PowerLawFrontier = DEFAULT_APPROACH
+                       ) -> float:
+    """The budget C whose compute-optimal N is `n_params`: the inverse of compute_optimal's N. Every law here
+    has N_opt ∝ C^a, so N_opt(1)·C^a = n_params solves exactly. Raises ValueError for a non-positive N."""
+    if not n_params > 0 or not math.isfinite(n_params):
+        raise ValueError(f"n_params={n_params} must be a positive finite number")
+    law = get_law(approach)
+    n_at_one, _ = law.optimal(1.0)
+    return (n_params / n_at_one) ** (1.0 / law.a)
+
+
 def predicted_loss(n_params: float, n_tokens: float, law: ParametricLaw | str = DEFAULT_APPROACH) -> float:
     """L(N, D) in nats/token on Chinchilla's data under a parametric law (Approach 3 or Besiroglu)."""
     law = get_law(law)

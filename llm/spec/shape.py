@@ -28,12 +28,19 @@ def _round_up(x: float, multiple: int) -> int:
     return int(math.ceil(x / multiple)) * multiple
 
 
-def layer_params(cfg: ModelConfig) -> int:
-    """Parameters of one transformer block (two RMSNorms, attention, SwiGLU MLP)."""
+def layer_matmul_params(cfg: ModelConfig) -> int:
+    """Weights of one transformer block that take part in a matrix multiply: wq, wk, wv, wo and the three
+    SwiGLU matrices. The one count of a block's linears; params, matmul params and FLOPs all build on it.
+    Attention projects d_model → n_heads·head_dim and back, so head_dim need not be d_model / n_heads."""
     d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     attention = d * q + 2 * d * kv + q * d
     mlp = 3 * d * cfg.d_ff
-    return 2 * d + attention + mlp
+    return attention + mlp
+
+
+def layer_params(cfg: ModelConfig) -> int:
+    """Parameters of one transformer block: its matmul weights plus the two RMSNorm gains."""
+    return 2 * cfg.d_model + layer_matmul_params(cfg)
 
 
 def embedding_params(cfg: ModelConfig) -> int:
@@ -59,9 +66,7 @@ def count_matmul_params(cfg: ModelConfig) -> int:
     """Weights that take part in a matrix multiply per token: every linear in the blocks plus the output
     projection (tied or not). The input embedding is a lookup and the norms are elementwise, so neither
     costs matmul FLOPs; this is the N of PaLM App. B's 6N (see llm.spec.flops)."""
-    d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    per_layer = d * q + 2 * d * kv + q * d + 3 * d * cfg.d_ff
-    return cfg.n_layers * per_layer + cfg.vocab_size * d
+    return cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -81,7 +86,8 @@ def count_matmul_params(cfg: ModelConfig) -> int:
 #     every TP degree divides) from 3B parameters up (Llama 2 70B, Llama 3), full
 #     multi-head attention below, where the KV cache is small anyway.
 #   * d_ff = 8/3 · d_model rounded up to a multiple of 256 (Shazeer 2020 / Llama: a SwiGLU MLP with the
-#     parameters of a 4·d_model GELU MLP; 256 keeps each TP shard a multiple of 32).
+#     parameters of a 4·d_model GELU MLP; 256 keeps each TP shard a multiple of 32), or of lcm(256, tp_degrees)
+#     when a degree such as 3 does not divide 256, so that every TP degree splits the MLP.
 #   * vocab_size padded up to a multiple of 64 · lcm(tp_degrees) (Megatron's make-vocab-size-divisible-by:
 #     each TP shard of the embedding and lm_head is a multiple of 64 rows). Padding rows are never predicted.
 
@@ -89,6 +95,9 @@ ASPECT_RATIO_BAND = (64, 128)
 ASPECT_RATIO_FALLBACK_BAND = (32, 256)
 GQA_FROM_N_PARAMS = 3e9
 GQA_KV_HEADS = 8
+MAX_D_MODEL = 32768
+MAX_TARGET_OVERSHOOT = 1.10
+"""A target up to 10% above the largest shape gets that shape (the band rule's own tolerance); past it, an error."""
 
 
 def _lcm(values) -> int:
@@ -100,6 +109,14 @@ def _lcm(values) -> int:
 
 def _head_dim_for(d_model: int) -> int:
     return 64 if d_model < 2048 else 128
+
+
+class TargetTooLarge(ValueError):
+    """The target N is past the largest shape the rules build; `largest` is that shape's exact count."""
+
+    def __init__(self, message: str, largest: int):
+        super().__init__(message)
+        self.largest = largest
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,8 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
 
     n_params_target counts all parameters (embeddings included, Chinchilla's convention). Raises ValueError
     when the target is below the smallest shape the rules allow (the embedding alone can exceed a tiny
-    target: lower vocab_size) or an argument is not positive.
+    target: lower vocab_size) or an argument is not positive, and TargetTooLarge (a ValueError) when it is
+    more than MAX_TARGET_OVERSHOOT above the largest (the widest d_model at the deepest ratio allowed).
     """
     if not n_params_target > 0:
         raise ValueError(f"n_params_target={n_params_target} must be positive")
@@ -126,6 +144,7 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
     m = _lcm(int(t) for t in tp_degrees)
     vocab = _round_up(vocab_size, 64 * m)
     n_kv_fixed = max(GQA_KV_HEADS, m) if n_params_target >= GQA_FROM_N_PARAMS else None
+    d_ff_multiple = _lcm((256, m))  # 256 unless a TP degree does not divide it (e.g. 3)
 
     def build(d_model: int, n_layers: int) -> ModelConfig:
         head_dim = _head_dim_for(d_model)
@@ -134,15 +153,23 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
         if n_kv_fixed is not None:  # the largest divisor of n_heads up to n_kv_fixed that TP can still split
             n_kv = max(k for k in range(m, n_heads + 1, m) if n_heads % k == 0 and k <= n_kv_fixed)
         return ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv,
-                           head_dim=head_dim, d_ff=_round_up(8 * d_model / 3, 256), vocab_size=vocab,
+                           head_dim=head_dim, d_ff=_round_up(8 * d_model / 3, d_ff_multiple), vocab_size=vocab,
                            seq_len=seq_len, tie_embeddings=tie_embeddings)
 
-    widths = [d for d in range(128, 32768 + 1, 128) if d % (_head_dim_for(d) * m) == 0]
+    widths = [d for d in range(128, MAX_D_MODEL + 1, 128) if d % (_head_dim_for(d) * m) == 0]
+    if not widths:
+        raise ValueError(f"tp_degrees={tp_degrees}: no d_model up to {MAX_D_MODEL} splits into heads that "
+                         f"every degree divides (lcm {m}); use fewer or smaller degrees")
     smallest = count_params(build(widths[0], 1))
     if n_params_target < smallest:
         raise ValueError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
                          f"({smallest:,} parameters with vocab_size={vocab}); lower the vocabulary or raise "
                          "the budget")
+    largest = count_params(build(widths[-1], widths[-1] // ASPECT_RATIO_FALLBACK_BAND[0]))
+    if n_params_target > largest * MAX_TARGET_OVERSHOOT:
+        raise TargetTooLarge(f"target N={n_params_target:.3g} is above the largest shape these rules allow "
+                             f"({largest:,} parameters: d_model={widths[-1]}, "
+                             f"{widths[-1] // ASPECT_RATIO_FALLBACK_BAND[0]} layers)", largest)
 
     def search(lo: int, hi: int) -> _Candidate | None:
         best = None
@@ -165,7 +192,7 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
         wide = search(*ASPECT_RATIO_FALLBACK_BAND)
         if wide is not None and (best is None or wide.err < best.err):
             best = wide
-    if best is None:  # only when even one layer of the narrowest width is out of every band
+    if best is None:  # a target near the smallest shape when even one layer of the narrowest width is out of band
         best = _Candidate(0.0, 0.0, build(widths[0], 1))
     best.cfg.validate()
     return best.cfg
