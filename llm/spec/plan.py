@@ -114,7 +114,8 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
         hours = flops / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
     return Spec(
         flops=float(flops), approach=str(approach), law=law.name, n_params_target=float(n_target), model=cfg,
-        tp_degrees=tuple(int(t) for t in tp_degrees), n_params=n, n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
+        tp_degrees=tuple(int(t) for t in tp_degrees), n_params=n,
+        n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
         tokens_per_param=d / n, predicted_loss=loss_law.loss(n, d), loss_law=loss_law.name,
         flops_per_token_6n=flops_per_token(cfg, "6N"), flops_per_token_palm=flops_per_token(cfg, "palm"),
         flops_palm=flops_per_token(cfg, "palm") * d, global_batch_size=gbs, micro_batch_size=min(gbs, 4),
@@ -192,8 +193,8 @@ def config_header(spec: Spec) -> str:
         f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
         f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
         f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
-        f"Shape (llm/spec/shape.py): d_model/n_layers = {m.d_model / m.n_layers:.0f} (rule: {lo} to {hi}, else {flo} to "
-        f"{fhi}), head_dim {m.head_dim} (64 below d_model 2048, else 128),",
+        f"Shape (llm/spec/shape.py): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
+        f"(rule: {lo} to {hi}, else {flo} to {fhi}), head_dim {m.head_dim} (64 below d_model 2048, else 128),",
         f"  n_heads, n_kv_heads and d_ff divisible by each TP degree in ({tp}), d_ff = 8/3 d_model rounded up to "
         f"{math.lcm(256, *spec.tp_degrees)},",
         f"  vocab_size padded to {m.vocab_size}, a multiple of 64*lcm({tp}) = {pad}.",

@@ -90,3 +90,59 @@ def test_errors_are_one_line(args, message):
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr
+
+
+BAD_INPUTS = [
+    (("--flops", "-1e19"), "argument --flops: must be positive"),
+    (("--flops", "-inf"), "argument --flops: must be positive"),
+    (("--flops", "inf"), "argument --flops: must be positive and finite, got inf"),
+    (("--flops", "nan"), "argument --flops: must be positive and finite, got nan"),
+    (("--flops", "1e60"), "the largest budget supported under besiroglu2024 is C="),
+    (("--gpu-hours", "0"), "argument --gpu-hours: must be positive"),
+    (("--gpu-hours", "-5"), "argument --gpu-hours: must be positive"),
+    (("--flops", "1e19", "--mfu", "0"), "argument --mfu: must be in (0, 1], got 0"),
+    (("--flops", "1e19", "--mfu", "1.5"), "argument --mfu: must be in (0, 1], got 1.5"),
+    (("--flops", "1e19", "--gpu", "b9000"), "unknown accelerator 'b9000'"),
+    (("--flops", "1e19", "--approach", "7"), "argument --approach: invalid choice: '7'"),
+    (("--flops", "1e19", "--vocab-size", "0"), "argument --vocab-size: must be a positive integer"),
+    (("--flops", "1e19", "--seq-len", "-3"), "argument --seq-len: must be a positive integer"),
+    (("--flops", "1e19", "--tp-degrees", "7,11,13"), "no d_model up to 32768"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_inputs_get_one_line_and_exit_2(args, message):
+    out = run(*args)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("plan.py: error: ") and message in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_write_config_onto_a_directory_or_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for target, message in ((tmp_path, "is a directory"), (tmp_path / "afile" / "plan.yaml", "is a file")):
+        out = run("--flops", "1e19", "--write-config", str(target))
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr
+
+
+def test_largest_budget_named_is_one_that_plans():
+    import re
+    out = run("--flops", "1e60")
+    c_max = float(re.search(r"is C=(\S+) FLOPs", out.stderr).group(1))
+    assert plan(c_max * 0.99).n_params > 1e13
+    assert run("--flops", f"{c_max * 1.5:.3g}").returncode == 2
+
+
+def test_header_states_the_tp_degrees_used(tmp_path):
+    path = tmp_path / "plan.yaml"
+    out = run("--flops", "1e18", "--vocab-size", "4096", "--seq-len", "512", "--tp-degrees", "1,3",
+              "--write-config", str(path))
+    assert out.returncode == 0, out.stderr
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert "each TP degree in (1, 3)" in header and "64*lcm(1, 3) = 192" in header
+    assert "1/2/4/8" not in header
+    cfg = load_config(path)
+    assert cfg.model.vocab_size % 192 == 0 and f"vocab_size padded to {cfg.model.vocab_size}" in header
+    assert cfg.model.n_heads % 3 == 0 and cfg.model.d_ff % 3 == 0

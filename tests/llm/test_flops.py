@@ -2,9 +2,9 @@
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, mfu, mfu_from_flops,
-                       palm_flops_per_token, peak_flops)
-from llm.spec.shape import count_matmul_params, count_params
+from llm.spec.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, hfu_flops_per_token,
+                            layer_flops_per_token, mfu, mfu_from_flops, palm_flops_per_token, peak_flops)
+from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
 
 
 def test_palm_540b_worked_example():
@@ -71,3 +71,14 @@ def test_peak_table():
         peak_flops("b9000")
     with pytest.raises(ValueError, match="no bf16"):
         peak_flops("v100", "bf16")
+
+
+@pytest.mark.parametrize("cfg", [CFG, ModelConfig(n_layers=3, d_model=250, n_heads=4, head_dim=64, n_kv_heads=2,
+                                                  d_ff=512, vocab_size=77, seq_len=64)])
+def test_per_layer_flops_sum_to_the_model(cfg):
+    # PaLM App. B per block (6·N_layer + 12·H·Q·T), n_layers of them, plus 6× the output projection.
+    assert cfg.n_layers * layer_flops_per_token(cfg) + 6 * cfg.vocab_size * cfg.d_model == flops_per_token(cfg)
+    assert layer_flops_per_token(cfg) == 6 * layer_matmul_params(cfg) + attention_flops_per_token(
+        1, cfg.n_heads, cfg.head_dim, cfg.seq_len)
+    # HFU's recomputation is one forward (a third) of a block per recomputed layer.
+    assert hfu_flops_per_token(cfg, 2) - flops_per_token(cfg) == pytest.approx(2 * layer_flops_per_token(cfg) / 3)

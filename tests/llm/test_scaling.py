@@ -5,7 +5,8 @@ import pytest
 
 from llm.spec.scaling import (BESIROGLU_2024, HOFFMANN_2022_APPROACH1, HOFFMANN_2022_APPROACH2, HOFFMANN_2022_APPROACH3,
                          HOFFMANN_2022_APPROACH3_ROUNDED, HOFFMANN_2022_TABLE3, HOFFMANN_2022_TABLE_A3_APPROACH2,
-                         HOFFMANN_2022_TABLE_A3_APPROACH3, compute_optimal, get_law, predicted_loss)
+                         HOFFMANN_2022_TABLE_A3_APPROACH3, compute_for_params, compute_optimal, get_law,
+                         predicted_loss)
 
 
 def rel(x, y):
@@ -94,3 +95,12 @@ def test_errors():
     with pytest.raises(ValueError, match="frontier"):
         predicted_loss(1e9, 1e10, "1")
     assert math.isclose(compute_optimal(1e20, HOFFMANN_2022_APPROACH1)[0], compute_optimal(1e20, "1")[0])
+
+
+@pytest.mark.parametrize("approach", ["1", "2", "3", "3-rounded", "besiroglu"])
+def test_compute_for_params_inverts_compute_optimal(approach):
+    for flops in (1e18, 1e21, 1e25):
+        n, _ = compute_optimal(flops, approach)
+        assert compute_for_params(n, approach) == pytest.approx(flops, rel=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        compute_for_params(0, approach)

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.shape import (count_matmul_params, count_params, count_params_non_embedding, design_shape,
-                       embedding_params)
+from llm.spec.shape import (TargetTooLarge, count_matmul_params, count_params, count_params_non_embedding,
+                            design_shape, embedding_params, layer_matmul_params, layer_params)
 
 # Published exact counts (the Hugging Face checkpoints' sum of numel) of models with our architecture.
 LLAMA2_7B = ModelConfig(n_layers=32, d_model=4096, n_heads=32, d_ff=11008, vocab_size=32000, seq_len=4096)
@@ -84,3 +84,40 @@ def test_design_shape_errors():
         design_shape(-5)
     with pytest.raises(ValueError, match="tp_degrees"):
         design_shape(1e9, tp_degrees=(0,))
+
+
+def test_per_layer_params_sum_to_the_model():
+    for kwargs in GRID:
+        cfg = ModelConfig(seq_len=16, **kwargs)
+        assert layer_params(cfg) == layer_matmul_params(cfg) + 2 * cfg.d_model  # two RMSNorm gains
+        assert cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model == count_matmul_params(cfg)
+        assert cfg.n_layers * layer_params(cfg) + cfg.d_model + embedding_params(cfg) == count_params(cfg)
+
+
+def test_head_dim_decoupled_from_an_indivisible_d_model():
+    # Llama-style attention projects d_model → n_heads·head_dim and back, so 4 heads of 64 fit d_model=250.
+    torch = pytest.importorskip("torch")
+    from llm.model import Transformer
+
+    cfg = ModelConfig(n_layers=2, d_model=250, n_heads=4, head_dim=64, n_kv_heads=2, vocab_size=101, seq_len=16)
+    cfg.validate()
+    model = Transformer(cfg)
+    assert count_params(cfg) == sum(p.numel() for p in model.parameters())
+    assert model.layers[0].attn.wq.weight.shape == (4 * 64, 250) and model.layers[0].attn.wo.weight.shape == (250, 256)
+    assert model(torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))).shape == (2, cfg.seq_len, cfg.vocab_size)
+
+
+def test_design_shape_splits_for_every_tp_degree():
+    # 3 does not divide 256: d_ff is rounded to lcm(256, 3) so that TP=3 can still split the MLP.
+    for target in (5e7, 3e8, 1e9):
+        cfg = design_shape(target, vocab_size=4096, tp_degrees=(1, 3))
+        assert cfg.n_heads % 3 == 0 and cfg.n_kv_heads % 3 == 0 and cfg.d_ff % 3 == 0 and cfg.vocab_size % 192 == 0
+
+
+def test_design_shape_refuses_targets_past_the_largest_shape():
+    with pytest.raises(TargetTooLarge, match="above the largest shape") as e:
+        design_shape(1e15)
+    largest = e.value.largest
+    assert count_params(design_shape(largest * 1.05)) == largest  # within the 10% tolerance: that shape
+    with pytest.raises(ValueError, match="no d_model"):
+        design_shape(1e9, tp_degrees=(7, 11, 13))

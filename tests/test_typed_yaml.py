@@ -1,0 +1,46 @@
+"""typed_yaml, the one YAML loader of run, data and alignment configs: repeated keys are refused by each."""
+from pathlib import Path
+
+import pytest
+
+import typed_yaml
+from typed_yaml import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repeated_key_at_any_depth_names_it_and_both_lines(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("a:\n  b: [{c: 1}, {c: 2, d: 3, c: 4}]\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: key 'a.b\[1\].c' is defined twice \(lines 2 and 2\)"):
+        typed_yaml.read_yaml(p)
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    # `<<: *anchor` then the same key is YAML's own override, not a repetition.
+    p = tmp_path / "c.yaml"
+    p.write_text("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n")
+    assert typed_yaml.read_yaml(p) == {"base": {"x": 1, "y": 2}, "derived": {"x": 1, "y": 3}}
+
+
+def test_non_finite_numbers_are_refused():
+    from llm.config import OptimConfig
+    for text in (".nan", ".inf", "-.inf"):
+        with pytest.raises(ConfigError, match="optim.lr must be a finite number"):
+            typed_yaml.from_dict(OptimConfig, typed_yaml.apply_overrides({}, [f"lr={text}"]), "optim", "cli")
+
+
+def test_data_config_refuses_repeated_keys(tmp_path):
+    from data_pipeline.config import load_data_config
+    p = tmp_path / "data.yaml"
+    p.write_text((ROOT / "configs" / "data" / "default.yaml").read_text() + "\nreader:\n  format: jsonl\n")
+    with pytest.raises(ConfigError, match=r"key 'reader' is defined twice \(lines \d+ and \d+\)"):
+        load_data_config(p, validate=False)
+
+
+def test_align_config_refuses_repeated_keys(tmp_path):
+    from llm.align.config import load_align_config
+    p = tmp_path / "align.yaml"
+    p.write_text((ROOT / "configs" / "align" / "default.yaml").read_text() + "\nseed: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'seed' is defined twice \(lines 7 and \d+\)"):
+        load_align_config(p)
