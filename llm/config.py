@@ -167,7 +167,7 @@ class TrainConfig:
                               f"{where}.global_batch_size={self.global_batch_size}")
         if self.eval_every < 0 or self.eval_batches <= 0 or self.log_every <= 0:
             raise ConfigError(f"{where}.eval_every must be >= 0, eval_batches and log_every positive")
-        if not 0 <= self.seed < 2 ** 32:  # the data order is drawn by numpy's RandomState, which takes no more
+        if not 0 <= self.seed < 2 ** 32:  # the data order comes from numpy.random.RandomState(seed): its range
             raise ConfigError(f"{where}.seed={self.seed} must be in [0, 2**32)")
 
 
