@@ -121,19 +121,21 @@ def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhash
             writer = None
         rstats.errors.clear()
 
-    for doc in docs:
-        c = doc.index // size
-        if c != chunk:
-            if chunk >= 0:
-                finish()
-            chunk, name = c, shard_name(file_index, c)
-            names.append(name)
-            if not is_done(layout.ingest / f"{name}.done"):
-                writer = ShardWriter(cfg, layout, name, minhasher)
-        if writer is not None:
-            _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
-        bar.update()
-    bar.close()
+    try:
+        for doc in docs:
+            c = doc.index // size
+            if c != chunk:
+                if chunk >= 0:
+                    finish()
+                chunk, name = c, shard_name(file_index, c)
+                names.append(name)
+                if not is_done(layout.ingest / f"{name}.done"):
+                    writer = ShardWriter(cfg, layout, name, minhasher)
+            if writer is not None:
+                _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
+            bar.update()
+    finally:
+        bar.close()  # before an error is printed, so that it does not land on the bar's line
     if not names:
         _no_documents(path, rstats)
     finish()

@@ -81,6 +81,8 @@ def _blend(argv: list[str]) -> int:
     ap.add_argument("--samples", type=int, default=None, help="blended samples (default: sum of sources)")
     ap.add_argument("--output", default=None, help="write the report here as JSON")
     args = ap.parse_args(argv)
+    if len(args.weights) != len(args.paths):
+        return _fail(DataError(f"--weights has {len(args.weights)} values for {len(args.paths)} --paths"))
     if args.output and Path(args.output).is_dir():
         return _fail(DataError(f"--output {args.output} is a folder; pass the JSON file to write"))
     try:
