@@ -10,14 +10,13 @@ Nothing here downloads: Hugging Face inputs are local data files or a ``save_to_
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from data_pipeline.compressed import StreamError, byte_lines
 from data_pipeline.errors import DataError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -68,69 +67,6 @@ def detect_format(path: str | Path) -> str:
     raise ReaderError(f"{path}: cannot tell the format from the name; set reader.format")
 
 
-class _Unreadable(Exception):
-    """The byte stream under the lines failed (truncated or corrupt compression, I/O error)."""
-
-
-_READ_CHUNK = 1 << 20
-
-
-def _zstd_chunks(f) -> Iterator[bytes]:
-    """Decompressed chunks of every zstd frame in ``f``; a frame cut short raises EOFError
-    (``stream_reader`` would just stop, silently dropping the rest of the file)."""
-    import zstandard
-
-    dctx = zstandard.ZstdDecompressor()
-    dobj, in_frame = dctx.decompressobj(), False
-    while data := f.read(_READ_CHUNK):
-        while data:
-            try:
-                out = dobj.decompress(data)
-            except zstandard.ZstdError as exc:
-                raise _Unreadable(f"not valid zstd data ({exc})") from None
-            in_frame = True
-            if out:
-                yield out
-            data = b""
-            if dobj.eof:  # a file may hold several frames (pzstd, concatenated files)
-                data, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
-    if in_frame:
-        raise EOFError
-
-
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    buf = bytearray()
-    for chunk in chunks:
-        start, search = 0, len(buf)  # only the new bytes can hold a newline
-        buf += chunk
-        while (nl := buf.find(b"\n", search)) >= 0:
-            yield bytes(buf[start:nl + 1])
-            start = search = nl + 1
-        del buf[:start]
-    if buf:
-        yield bytes(buf)
-
-
-def _byte_lines(path: Path) -> Iterator[bytes]:
-    """The raw lines of a possibly compressed file, streaming. Bytes, not text, so that a line
-    that is not UTF-8 can be reported (or skipped) by its number instead of ending the file."""
-    name = path.name.lower()
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                yield from f
-        elif name.endswith(".zst"):
-            with open(path, "rb") as f:
-                yield from _split_lines(_zstd_chunks(f))
-        else:
-            with open(path, "rb") as f:
-                yield from f
-    except EOFError:
-        raise _Unreadable("compressed data ends early (truncated file?)") from None
-    except (OSError, zlib.error) as exc:
-        raise _Unreadable(str(exc)) from None
-
-
 def _check_unicode(value: str, what: str, where: str) -> None:
     # json.loads accepts "\ud800" escapes; such a string cannot be written back as UTF-8.
     bad = _SURROGATE.search(value)
@@ -165,11 +101,11 @@ def read_jsonl(path: str | Path, text_field: str = "text", id_field: str = "id",
     truncated or corrupt compressed file always raises, naming its last complete line."""
     p, stats = Path(path), stats if stats is not None else ReadStats()
     index = lineno = 0
-    lines = _byte_lines(p)
+    lines = byte_lines(p)
     while True:
         try:
             raw = next(lines, None)
-        except _Unreadable as exc:
+        except StreamError as exc:
             last = f"the last complete line is {lineno}" if lineno else "no complete line was read"
             raise ReaderError(f"{p}: {exc}; {last}") from None
         if raw is None:
