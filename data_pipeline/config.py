@@ -8,21 +8,27 @@ the filter classes' own dataclasses, so a threshold's default and its citation l
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typed_yaml
 from typed_yaml import ConfigError
 from data_pipeline.decontaminate import DecontaminateConfig
+from data_pipeline.errors import DataError
 from data_pipeline.dedup.minhash import MinHashConfig
 from data_pipeline.dedup.substring import SubstringConfig
 from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from data_pipeline.normalize import NormalizeConfig
+from data_pipeline.readers import ReaderError, detect_format
 from data_pipeline.shards import ShardConfig
 from data_pipeline.tokenize import TokenizeConfig
+from data_pipeline.tokenizer import MIN_VOCAB_SIZE, Tokenizer
+
+MODEL_TYPES = ("bpe", "unigram", "char", "word")  # SentencePiece's trainer_spec model types
 
 
-class DataConfigError(ConfigError):
+class DataConfigError(ConfigError, DataError):
     """A config problem; the message names the file and key."""
 
 
@@ -82,13 +88,12 @@ class DataConfig:
     """Show a progress bar per stage on stderr."""
 
     def validate(self, where: str = "config") -> None:
+        """Raise DataConfigError (naming ``where`` and the key) for any setting or path that
+        cannot work; only cheap checks (no input is read beyond its name, size and folder listing)."""
         if not self.inputs:
             raise DataConfigError(f"{where}: inputs is empty; pass --input FILE [FILE ...] or set inputs")
         if not self.output:
             raise DataConfigError(f"{where}: output is empty; pass --output DIR or set output")
-        for p in self.inputs:
-            if not Path(p).exists():
-                raise DataConfigError(f"{where}: input {p} does not exist")
         if self.reader.on_error not in ("raise", "skip"):
             raise DataConfigError(f"{where}: reader.on_error={self.reader.on_error!r} must be 'raise' or 'skip'")
         if self.reader.format not in ("auto", "jsonl", "text", "parquet", "hf"):
@@ -100,11 +105,123 @@ class DataConfig:
                            ("dedup.exact.num_buckets", self.dedup.exact.num_buckets),
                            ("shards.docs_per_shard", self.shards.docs_per_shard),
                            ("dedup.substring.min_words", self.dedup.substring.min_words),
-                           ("decontaminate.ngram", self.decontaminate.ngram)):
+                           ("decontaminate.ngram", self.decontaminate.ngram),
+                           ("tokenize.batch_docs", self.tokenize.batch_docs),
+                           ("tokenize.train_docs", self.tokenize.train_docs),
+                           ("tokenize.train_max_sentences", self.tokenize.train_max_sentences)):
             if value < 1:
                 raise DataConfigError(f"{where}: {key}={value} must be >= 1")
-        if self.tokenize.tokenizer is not None and not Path(self.tokenize.tokenizer).is_file():
-            raise DataConfigError(f"{where}: tokenize.tokenizer={self.tokenize.tokenizer} is not a file")
+        _check_tokenize(self.tokenize, where)
+        _check_shards(self.shards, where)
+        for name in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
+            _check_thresholds(getattr(self.filters, name), f"filters.{name}", where)
+        _check_paths(self, where)
+
+
+def _check_tokenize(tok: TokenizeConfig, where: str) -> None:
+    if tok.workers < 0:
+        raise DataConfigError(f"{where}: tokenize.workers={tok.workers} must be >= 0 (0 or 1: no worker processes)")
+    if tok.model_type not in MODEL_TYPES:
+        raise DataConfigError(f"{where}: tokenize.model_type={tok.model_type!r} must be one of {', '.join(MODEL_TYPES)}")
+    if tok.tokenizer is None:
+        if tok.vocab_size < MIN_VOCAB_SIZE:
+            raise DataConfigError(f"{where}: tokenize.vocab_size={tok.vocab_size} must be >= {MIN_VOCAB_SIZE} "
+                                  "(4 special pieces + 256 byte-fallback pieces + at least one character)")
+        return
+    if not Path(tok.tokenizer).is_file():
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a file")
+    try:
+        model = Tokenizer(tok.tokenizer)
+    except ValueError as exc:
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a SentencePiece model") from None
+    if model.eos_id < 0:
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} has no EOS piece, "
+                              "which ends every document in the .bin")
+
+
+def _check_shards(sh: ShardConfig, where: str) -> None:
+    if sh.task_count is not None and sh.task_count < 1:
+        raise DataConfigError(f"{where}: shards.task_count={sh.task_count} must be >= 1")
+    count = sh.task_count or 1
+    if sh.task_index is not None and not 0 <= sh.task_index < count:
+        raise DataConfigError(f"{where}: shards.task_index={sh.task_index} must be in [0, shards.task_count={count})")
+
+
+def _check_thresholds(flt, key: str, where: str) -> None:
+    """Every numeric threshold >= 0; a minimum fraction or ratio <= 1 (above it every document
+    would be dropped); a minimum no larger than its maximum."""
+    values = {}
+    for f in dataclasses.fields(flt):
+        value = getattr(flt, f.name)
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for n, v in items:
+            name = f"{key}.{f.name}" + (f".{n}" if n is not None else "")
+            if n is not None and int(n) < 1:
+                raise DataConfigError(f"{where}: {key}.{f.name} has n-gram size {n}; sizes must be >= 1")
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if v < 0:
+                raise DataConfigError(f"{where}: {name}={v} must be >= 0")
+            if f.name.startswith("min_") and ("ratio" in f.name or "frac" in f.name) and v > 1:
+                raise DataConfigError(f"{where}: {name}={v} is a fraction and must be <= 1")
+        values[f.name] = value
+    for low, high in (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length")):
+        if low in values and values[low] > values[high]:
+            raise DataConfigError(f"{where}: {key}.{low}={values[low]} is above {key}.{high}={values[high]}")
+
+
+def _check_paths(cfg: DataConfig, where: str) -> None:
+    """Inputs exist, are readable by a known reader, are not empty and are given once; the
+    output is a folder (or will be one) outside every input and holding no one else's files."""
+    out = Path(cfg.output).resolve()
+    if out.exists() and not out.is_dir():
+        raise DataConfigError(f"{where}: output {cfg.output} is a file; pass a folder (it is created if missing)")
+    parent = next(q for q in out.parents if q.exists())
+    if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
+        raise DataConfigError(f"{where}: output {cfg.output} cannot be created: {parent} is "
+                              f"{'not writable' if parent.is_dir() else 'a file'}")
+    # Every prepared folder has work/ (pipeline.Layout) from its first moment; a non-empty folder
+    # without one holds someone else's files, which a re-run would mix with ours.
+    if out.is_dir() and any(out.iterdir()) and not (out / "work").is_dir():
+        raise DataConfigError(f"{where}: output {cfg.output} is a non-empty folder that was not prepared "
+                              "by this pipeline; pass a new or empty folder")
+    seen: dict[Path, str] = {}
+    for p in cfg.inputs:
+        _check_input(p, cfg.reader.format, f"{where}: input", where)
+        real = Path(p).resolve()
+        if real in seen:
+            raise DataConfigError(f"{where}: input {p} is given twice (as {seen[real]} too); "
+                                  "its documents would all count as duplicates")
+        for other, name in seen.items():
+            if other in real.parents or real in other.parents:
+                inner, outer = (p, name) if other in real.parents else (name, p)
+                raise DataConfigError(f"{where}: input {inner} is inside input folder {outer}; "
+                                      "its documents would be read twice")
+        seen[real] = p
+        if real == out or real in out.parents:
+            raise DataConfigError(f"{where}: output {cfg.output} is inside input {p}; put it elsewhere "
+                                  "(the pipeline would read its own output on a re-run)")
+        if out in real.parents:
+            raise DataConfigError(f"{where}: input {p} is inside output {cfg.output}; put it elsewhere")
+    for p in cfg.decontaminate.eval_paths:
+        _check_input(p, "auto", f"{where}: decontaminate.eval_paths entry", where)
+
+
+def _check_input(p: str, fmt: str, what: str, where: str) -> None:
+    path = Path(p)
+    if not path.exists():
+        raise DataConfigError(f"{what} {p} does not exist")
+    try:
+        fmt = detect_format(path) if fmt == "auto" else fmt
+    except ReaderError as exc:
+        raise DataConfigError(f"{where}: {exc}") from None
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataConfigError(f"{what} {p} is an empty file")
+    if fmt == "text" and path.is_dir() and next((q for q in path.glob("**/*.txt") if q.is_file()), None) is None:
+        raise DataConfigError(f"{what} {p} is a folder with no .txt file (a folder input is read as one "
+                              "document per .txt file, recursively)")
+    if fmt != "text" and fmt != "hf" and path.is_dir():
+        raise DataConfigError(f"{what} {p} is a folder, but reader.format={fmt} reads a file")
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] = (),

@@ -16,6 +16,7 @@ from data_pipeline.decontaminate import Decontaminator
 from data_pipeline.dedup.buckets import write_signatures
 from data_pipeline.dedup.exact import content_hash, id_rank
 from data_pipeline.dedup.minhash import MinHasher
+from data_pipeline.errors import DataError
 from data_pipeline.filters import apply_filters
 from data_pipeline.normalize import normalize_text
 from data_pipeline.readers import ReadStats, read_documents
@@ -107,32 +108,46 @@ def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhash
     names, writer, chunk, bar = [], None, -1, progress(f"ingest {Path(path).name}", None, show)
 
     def finish() -> None:
+        # Malformed records skipped since the shard's previous document belong to this shard
+        # (those before a file's first document to its first shard). A shard done in an earlier
+        # run counted them already: they are dropped with the writer it does not have.
         nonlocal writer
         if writer is not None:
-            for msg in rstats.errors:  # malformed records skipped inside this chunk
+            for msg in rstats.errors:
                 writer.stats["read"].docs_in += 1
                 writer.stats["read"].dropped["read.malformed"] += 1
                 writer.drop(msg.split(": ", 1)[0], "read.malformed", error=msg)
-            rstats.errors.clear()
             writer.commit(file_index, chunk)
             writer = None
+        rstats.errors.clear()
 
-    for doc in docs:
-        c = doc.index // size
-        if c != chunk:
-            finish()
-            chunk, name = c, shard_name(file_index, c)
-            names.append(name)
-            rstats.errors.clear()
-            if not is_done(layout.ingest / f"{name}.done"):
-                writer = ShardWriter(cfg, layout, name, minhasher)
-        if writer is not None:
-            _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
-        bar.update()
+    try:
+        for doc in docs:
+            c = doc.index // size
+            if c != chunk:
+                if chunk >= 0:
+                    finish()
+                chunk, name = c, shard_name(file_index, c)
+                names.append(name)
+                if not is_done(layout.ingest / f"{name}.done"):
+                    writer = ShardWriter(cfg, layout, name, minhasher)
+            if writer is not None:
+                _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
+            bar.update()
+    finally:
+        bar.close()  # before an error is printed, so that it does not land on the bar's line
+    if not names:
+        _no_documents(path, rstats)
     finish()
-    bar.close()
     write_json_atomic(layout.ingest / f"file_{file_index:05d}.done", {"path": path, "shards": names})
     return names
+
+
+def _no_documents(path: str, rstats: ReadStats) -> None:
+    if rstats.skipped:
+        raise DataError(f"{path}: all {rstats.skipped} records are malformed and were skipped "
+                        f"(first: {rstats.errors[0]})")
+    raise DataError(f"{path} holds no document (no record, or only blank lines)")
 
 
 def run_ingest(cfg, layout, task: tuple[int, int]) -> None:

@@ -39,14 +39,18 @@ class NormalizeConfig:
 
 
 def fix_mojibake(text: str) -> str:
-    """ftfy's repair when available, else a narrow fallback that re-decodes text that round-trips
-    through cp1252 -> UTF-8 (the commonest mojibake) and leaves anything else alone."""
+    """ftfy's repair when available, else :func:`fix_cp1252_mojibake`."""
     try:
         import ftfy  # optional: better coverage (mixed encodings, HTML entities)
-
-        return ftfy.fix_text(text, normalization="NFC")
     except ImportError:
-        pass
+        return fix_cp1252_mojibake(text)
+    return ftfy.fix_text(text, normalization="NFC")
+
+
+def fix_cp1252_mojibake(text: str) -> str:
+    """The fallback without ftfy: re-decode text that round-trips through cp1252 -> UTF-8 (the
+    commonest mojibake, UTF-8 read as cp1252) and leave anything else alone. The round trip
+    needs every byte the misreading produced, e.g. the U+00A0 that "à" (C3 A0) becomes."""
     if not any(ch in text for ch in "ÃÂâ"):  # the lead bytes that mojibake of UTF-8 shows
         return text
     try:

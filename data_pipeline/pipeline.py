@@ -20,12 +20,14 @@ import hashlib
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipeline.config import DataConfig, to_dict
 from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, edge_units, _edge_path
 from data_pipeline.dedup.substring import remove_repeats
+from data_pipeline.errors import DataError
 from data_pipeline.indexed import IndexedDataset, IndexedDatasetBuilder, dtype_for_vocab
 from data_pipeline.ingest import run_ingest, shard_of_uid
 from data_pipeline.report import STAGES, StageStats, merge_stage_dicts, ordered, progress, summary
@@ -60,21 +62,35 @@ def _check_manifest(cfg: DataConfig, layout: Layout) -> None:
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     path = layout.work / "manifest.json"
     if path.exists():
-        old = json.loads(path.read_text())["config_sha256"]
-        if old != digest:
-            raise RuntimeError(f"{layout.root} was prepared with a different config ({old} != {digest}); "
-                               "use a new --output folder or delete it")
+        old = json.loads(path.read_text())
+        if old["config_sha256"] != digest:
+            key = _first_difference(old["config"], json.loads(json.dumps(body)))
+            raise DataError(f"{layout.root} was prepared with a different config ({key} differs); "
+                            "use a new --output folder, delete this one, or restore the setting")
     else:
         write_json_atomic(path, {"config_sha256": digest, "config": body})
 
 
-def _wait(paths: list[Path], what: str, timeout_s: float, poll_s: float = 2.0) -> None:
-    """Filesystem barrier between tasks: block until every marker in ``paths`` exists."""
+def _first_difference(old: object, new: object, key: str = "") -> str:
+    """The dotted key of the first setting that differs between two config dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+    return key or "the config"
+
+
+def _wait(paths: list[Path], what: str, timeout_s: float, task: tuple[int, int], poll_s: float = 2.0) -> None:
+    """Filesystem barrier between tasks: block until every marker in ``paths`` exists. A lone
+    task has no one to wait for: a missing marker means an earlier stage was never run."""
     deadline = time.monotonic() + timeout_s
     while True:
         missing = [p for p in paths if not p.exists()]
         if not missing:
             return
+        if task[1] == 1:
+            raise DataError(f"waiting for {what}, but this is the only task and {missing[0]} is missing; "
+                            "run the earlier --stage first, or --stage all")
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout_s:.0f}s for {what}; still missing {missing[0]}")
         time.sleep(poll_s)
@@ -125,6 +141,21 @@ def _run_substring(cfg: DataConfig, layout: Layout, shards: list[str], removals:
     return s.to_dict()
 
 
+def _check_kept(ingest: dict[str, StageStats], cluster: dict[str, dict]) -> None:
+    """An empty result is a setting to change, not a dataset to write: say what dropped it all."""
+    stages = {k: v for k, v in ingest.items() if v.docs_in}
+    stages.update({k: StageStats.from_dict(v) for k, v in cluster.items()})
+    last = [s for s in STAGES if s in stages][-1]
+    if stages[last].docs_out:
+        return
+    drops = Counter()
+    for s in stages.values():
+        drops.update(s.dropped)
+    top = ", ".join(f"{k}={v}" for k, v in drops.most_common(4))
+    raise DataError(f"no document survived: of {stages['read'].docs_in} read, dropped {top}; check "
+                    "reader.text_field and loosen the settings that dropped them (see configs/data/default.yaml)")
+
+
 def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
     """Task 0 only: dedup clustering, substring removal, tokenizer (trained or copied)."""
     marker = layout.work / "cluster.done"
@@ -137,6 +168,7 @@ def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
     removals = load_removals(layout)
     if cfg.dedup.substring.enabled:
         stats["substring_dedup"] = _run_substring(cfg, layout, shards, removals)
+    _check_kept(ingest, stats)
     model = layout.root / "tokenizer.model"
     if cfg.tokenize.tokenizer:
         shutil.copyfile(cfg.tokenize.tokenizer, model)
@@ -200,24 +232,24 @@ def run(cfg: DataConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 36
         run_ingest(cfg, layout, task)
     if wanted[-1] == "ingest":
         return None
-    _wait(file_markers, "every task's ingest stage", wait_timeout_s)
+    _wait(file_markers, "every task's ingest stage", wait_timeout_s, task)
     shards = _all_shards(cfg, layout)
     if "dedup" in wanted:
         run_edges(cfg, layout, task, shards)
     if wanted[-1] == "dedup":
         return None
     edge_markers = [_edge_path(layout, *u).with_suffix(".done") for u in edge_units(cfg)]
-    _wait(edge_markers, "every task's dedup stage", wait_timeout_s)
+    _wait(edge_markers, "every task's dedup stage", wait_timeout_s, task)
     if "cluster" in wanted and task[0] == 0:
         stage_cluster(cfg, layout, shards)
     if wanted[-1] == "cluster":
         return None
-    _wait([layout.work / "cluster.done"], "the cluster step on task 0", wait_timeout_s)
+    _wait([layout.work / "cluster.done"], "the cluster step on task 0", wait_timeout_s, task)
     if "tokenize" in wanted:
         stage_tokenize(cfg, layout, shards, task)
     if "merge" not in wanted or task[0] != 0:
         return None
-    _wait([layout.tokens / f"{s}.done" for s in shards], "every task's tokenize stage", wait_timeout_s)
+    _wait([layout.tokens / f"{s}.done" for s in shards], "every task's tokenize stage", wait_timeout_s, task)
     return stage_merge(cfg, layout, shards)
 
 

@@ -70,13 +70,14 @@ def ordered(stages: dict[str, StageStats]) -> dict[str, dict]:
 
 
 def progress(desc: str, total: int | None, enabled: bool, unit: str = "doc"):
-    """A tqdm bar on stderr for one stage; a no-op object when disabled or tqdm is missing."""
+    """A tqdm bar on stderr for one stage; a no-op object when disabled or tqdm is missing.
+    Off when stderr is not a terminal (disable=None): in a log file the bar is only noise."""
     if enabled:
         try:
             from tqdm import tqdm
 
             return tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, leave=False,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, disable=None)
         except ImportError:
             pass
     return _NoBar()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TypeVar
 
+from data_pipeline.errors import DataError
+
 T = TypeVar("T")
 
 # Test hook: crash (as a kill would) after this many units have completed in this process.
@@ -40,7 +42,7 @@ class ShardConfig:
 
 
 def task_from_env(cfg: ShardConfig, env: dict | None = None) -> tuple[int, int]:
-    """(index, count) of this task; raises ValueError when the index is outside [0, count)."""
+    """(index, count) of this task; raises DataError when the index is outside [0, count)."""
     env = os.environ if env is None else env
     if cfg.task_index is not None or cfg.task_count is not None:
         index, count = cfg.task_index or 0, cfg.task_count or 1
@@ -53,7 +55,7 @@ def task_from_env(cfg: ShardConfig, env: dict | None = None) -> tuple[int, int]:
     else:
         index, count = 0, 1
     if not 0 <= index < count:
-        raise ValueError(f"task index {index} is outside [0, {count}) (check SLURM_ARRAY_* / RANK / WORLD_SIZE)")
+        raise DataError(f"task index {index} is outside [0, {count}) (check SLURM_ARRAY_* / RANK / WORLD_SIZE)")
     return index, count
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from data_pipeline.errors import DataError
 from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
 from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 
@@ -38,8 +39,12 @@ class TokenizeConfig:
 def train_from_texts(texts: Iterable[str], out_dir: Path, cfg: TokenizeConfig) -> Path:
     """Train ``out_dir/tokenizer.model`` on the first ``cfg.train_docs`` of ``texts``."""
     sample = (t for k, t in zip(range(cfg.train_docs), texts))
-    return train_tokenizer(sample, out_dir / "tokenizer", cfg.vocab_size, model_type=cfg.model_type,
-                           max_sentences=cfg.train_max_sentences)
+    try:
+        return train_tokenizer(sample, out_dir / "tokenizer", cfg.vocab_size, model_type=cfg.model_type,
+                               max_sentences=cfg.train_max_sentences)
+    except ValueError as exc:
+        raise DataError(f"tokenize.vocab_size={cfg.vocab_size} does not fit the tokenizer's training text "
+                        f"(the first tokenize.train_docs={cfg.train_docs} kept documents): {exc}") from None
 
 
 _worker_tok: Tokenizer | None = None

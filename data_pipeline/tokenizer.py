@@ -20,6 +20,9 @@ from pathlib import Path
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# The smallest vocabulary train_tokenizer can build: the 4 specials, the 256 byte-fallback
+# pieces and one character; a real corpus needs one piece per distinct character on top.
+MIN_VOCAB_SIZE = 4 + 256 + 1
 # SentencePiece drops longer training lines (its default is 4192 bytes); said here so that the
 # line sampler below does not waste reservoir slots on lines the trainer would skip.
 MAX_SENTENCE_BYTES = 4192
@@ -108,8 +111,10 @@ def train_tokenizer(
             minloglevel=2,
         )
     except RuntimeError as e:
+        # SentencePiece prefixes its reason with the failed C++ check: keep only the reason.
+        reason = str(e).strip().splitlines()[-1].rsplit("] ", 1)[-1]
         raise ValueError(f"SentencePiece training for {model_path} failed "
-                         f"(vocab_size={vocab_size}, {len(lines)} lines): {e}") from e
+                         f"(vocab_size={vocab_size}, {len(lines)} lines): {reason}") from None
 
     tmp = model_path.with_name(model_path.name + ".tmp")
     with open(tmp, "wb") as f:

@@ -26,10 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_pipeline.config import DataConfigError, load_data_config  # noqa: E402  (path set above)
+from data_pipeline.config import load_data_config  # noqa: E402  (path set above)
+from data_pipeline.errors import DataError  # noqa: E402
 from data_pipeline.pipeline import PIPELINE_STAGES, run, summary  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "data" / "default.yaml"
+USER_ERROR = 2  # exit status of a user mistake (argparse's own, for bad arguments)
+
+
+def _fail(exc: Exception) -> int:
+    """Print a user mistake as one line (a YAML parser's message spans several) and return 2."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    print("error: " + " ".join(line for line in lines if line and line != "^"), file=sys.stderr)
+    return USER_ERROR
 
 
 def _prepare(argv: list[str]) -> int:
@@ -54,10 +63,9 @@ def _prepare(argv: list[str]) -> int:
         overrides.append("progress=false")
     try:
         cfg = load_data_config(args.config, overrides)
-    except DataConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    report = run(cfg, args.stage)
+        report = run(cfg, args.stage)
+    except DataError as exc:
+        return _fail(exc)
     if report is not None:
         print(summary(report))
     return 0
@@ -73,7 +81,14 @@ def _blend(argv: list[str]) -> int:
     ap.add_argument("--samples", type=int, default=None, help="blended samples (default: sum of sources)")
     ap.add_argument("--output", default=None, help="write the report here as JSON")
     args = ap.parse_args(argv)
-    report = blend_report(args.paths, args.weights, args.seq_len, args.samples)
+    if len(args.weights) != len(args.paths):
+        return _fail(DataError(f"--weights has {len(args.weights)} values for {len(args.paths)} --paths"))
+    if args.output and Path(args.output).is_dir():
+        return _fail(DataError(f"--output {args.output} is a folder; pass the JSON file to write"))
+    try:
+        report = blend_report(args.paths, args.weights, args.seq_len, args.samples)
+    except (ValueError, FileNotFoundError) as exc:  # blend_report's contract: bad weights, sizes or paths
+        return _fail(exc)
     text = json.dumps(report, indent=1)
     if args.output:
         Path(args.output).write_text(text + "\n")

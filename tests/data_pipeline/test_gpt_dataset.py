@@ -1,19 +1,13 @@
-"""Tests for data_pipeline.gpt_dataset (packing, splits, blending) and data_pipeline.minimal."""
+"""Tests for data_pipeline.gpt_dataset (packing, splits, blending)."""
 
-import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from data_pipeline.gpt_dataset import BlendedDataset, PackedDataset, build_dataset
-from data_pipeline.indexed import IndexedDataset, IndexedDatasetBuilder
-from data_pipeline.minimal import prepare_minimal
-from data_pipeline.tokenizer import Tokenizer
-
-CORPUS = Path(__file__).resolve().parents[2] / "data" / "raw" / "python_docs.jsonl"
+from data_pipeline.indexed import IndexedDatasetBuilder
 
 
 def _make_stream(prefix, n_tokens, seed=0):
@@ -156,28 +150,3 @@ def test_build_dataset_blends_prefixes(tmp_path):
     assert weighted[0].shape == (33,)
     with pytest.raises(ValueError, match="2 weights for 1"):
         build_dataset(paths[:1], [0.5, 0.5], 32, "train", 0.05, 0)
-
-
-def test_prepare_minimal_end_to_end(tmp_path):
-    jsonl = tmp_path / "docs.jsonl"
-    with open(CORPUS, encoding="utf-8") as src, open(jsonl, "w", encoding="utf-8") as dst:
-        for _, line in zip(range(30), src):
-            dst.write(line)
-        dst.write(json.dumps({"id": "blank", "text": "  "}) + "\n")
-    out = prepare_minimal([jsonl], tmp_path / "out", vocab_size=600)
-    assert out["tokenizer"] == str(tmp_path / "out" / "tokenizer.model")
-    assert out["prefix"] == str(tmp_path / "out" / "data")
-    assert out["documents"] == 30  # the blank record is skipped
-
-    tok = Tokenizer(out["tokenizer"])
-    ds = IndexedDataset(out["prefix"])
-    assert len(ds) == 30 and ds.num_tokens() == out["tokens"]
-    first = json.loads(CORPUS.open(encoding="utf-8").readline())["text"]
-    assert ds[0][-1] == tok.eos_id
-    assert tok.decode(ds[0][:-1].tolist()) == first
-
-    packed = PackedDataset(out["prefix"], seq_len=128)
-    assert len(packed) > 0 and int(packed[0].max()) < tok.vocab_size
-
-    with pytest.raises(ValueError, match="no string field 'body'"):
-        prepare_minimal([jsonl], tmp_path / "bad", vocab_size=600, text_field="body")

@@ -32,8 +32,8 @@ class LaunchError(RuntimeError):
 
 def prepare_tiny_data(out_dir: Path, vocab_size: int = 512) -> dict:
     """The bundled corpus tokenized into out_dir: {'tokenizer', 'prefix', 'documents', 'tokens'} (a few s)."""
-    from data_pipeline.minimal import prepare_minimal
-    return prepare_minimal([str(CORPUS)], out_dir, vocab_size=vocab_size)
+    from tests.data_pipeline.tiny_data import tokenize_jsonl
+    return tokenize_jsonl([CORPUS], out_dir, vocab_size=vocab_size)
 
 
 def launcher_config_dict(data: dict, out_dir: Path, **sections) -> dict:
