@@ -16,16 +16,20 @@ from parallel.launch_env import LaunchEnv
 from parallel.process_group import init_distributed
 
 
+def model_ds_config(optim: OptimConfig, zero_stage: int, world: int) -> dict:
+    """The DeepSpeed JSON of one trained model. Batch sizes are bookkeeping only: the stages call forward,
+    backward and step themselves, one micro-batch per rank per step, so global = world, micro = 1 and no
+    accumulation. fp32, as debug mode."""
+    return engine_config(optim, ParallelConfig(zero_stage=zero_stage), PrecisionConfig(), global_batch=world,
+                         micro_batch=1, accumulation=1)
+
+
 class DeepSpeedModel:
     """A trainable model in a DeepSpeed engine: gradients averaged over the ranks, optimizer states sharded by
     ZeRO stage; `module` is the engine's plain model."""
 
     def __init__(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, world: int):
-        # Batch sizes are bookkeeping only: the stages call forward/backward/step themselves, one micro-batch per
-        # rank per step, so global = world, micro = 1 and no accumulation. fp32, as debug mode.
-        ds = engine_config(optim, ParallelConfig(zero_stage=zero_stage), PrecisionConfig(), global_batch=world,
-                           micro_batch=1, accumulation=1)
-        self.engine = initialize_engine(module, ds)
+        self.engine = initialize_engine(module, model_ds_config(optim, zero_stage, world))
         self.module, self.optimizer = self.engine.module, self.engine.optimizer
 
     def __call__(self, *args, **kwargs):

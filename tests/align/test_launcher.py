@@ -10,7 +10,7 @@ differs (a few ulps per step, compounded over a handful of AdamW steps; the pret
 Tolerance 1e-4 relative on every logged loss and statistic. PPO's policy loss is a mean of O(1) terms
 (whitened advantages times ratios) that cancel to ~1e-2, so its rounding error is set by the terms, not the
 mean: it gets an absolute floor of 1e-6 (measured differences ≤ 2e-7). PPO's sampling must give identical
-tokens (each prompt has its own noise seed, llm/align/ppo.py `rollout_seed`): response length and EOS rate
+tokens (each prompt has its own noise seed, llm/align/seeds.py `Stream.PPO_ROLLOUT`): response length and EOS rate
 are compared exactly, and a single different token would move the reward by far more than the tolerance.
 """
 import json
