@@ -226,19 +226,20 @@ class AlignConfig:
 
 
 def _complete_optim_sections(raw: dict, source: str) -> dict:
-    """`raw` with each optimizer section a recipe gives completed from its stage's defaults (not OptimConfig's
-    pretraining ones: `dpo.optim: {lr: 1e-3}` keeps DPO's zero warmup); a ZeRO stage under an optimizer section
-    is refused with the key it moved to (ZeRO partitions the engine, it is not an optimizer setting)."""
-    defaults = AlignConfig()
-    for (section, key), zero_key in zip(OPTIM_SECTIONS, ZERO_STAGES):
-        given = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+    """A copy of `raw` with each optimizer section a recipe gives completed from its stage's defaults (not from
+    OptimConfig's pretraining ones: `dpo.optim: {lr: 1e-3}` keeps DPO's zero warmup). A ZeRO stage under an
+    optimizer section is refused with the key it moved to."""
+    out, defaults = dict(raw), AlignConfig()
+    for (section, key), (_, zero_key) in zip(OPTIM_SECTIONS, ZERO_STAGES):
+        node = out.get(section)
+        given = node.get(key) if isinstance(node, dict) else None
         if not isinstance(given, dict):
-            continue
+            continue  # absent: the stage's default_factory; not a mapping: from_dict names the key
         if "zero_stage" in given:
-            raise ConfigError(f"{source}: {section}.{key}.zero_stage moved to {section}.{zero_key[1]} (ZeRO partitions "
+            raise ConfigError(f"{source}: {section}.{key}.zero_stage moved to {section}.{zero_key} (ZeRO partitions "
                               "the engine; it is not an optimizer setting)")
-        raw[section][key] = {**dataclasses.asdict(getattr(getattr(defaults, section), key)), **given}
-    return raw
+        out[section] = {**node, key: {**dataclasses.asdict(getattr(getattr(defaults, section), key)), **given}}
+    return out
 
 
 def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:

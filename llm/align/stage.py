@@ -23,7 +23,7 @@ from llm.align.strategy import LocalStrategy, Strategy
 from llm.align.trainer import Trainer
 from llm.config import OptimConfig
 
-RunFn = Callable[[AlignConfig, "Strategy | None", Callable[[str], None]], dict]
+RunFn = Callable[[AlignConfig, Strategy | None, Callable[[str], None]], dict]
 
 
 @dataclass(frozen=True)
