@@ -1,7 +1,9 @@
 """Shared command line of the alignment entry points (launch/{sft,reward,rlhf,dpo,chain}.py).
 
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
-data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py).
+data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
+where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
+parallel/align_engine.py's DeepSpeed one).
 Exit codes: 0 done, 2 config error, 4 hand-off error (a checkpoint that does not fit the stage).
 """
 from __future__ import annotations
@@ -10,38 +12,35 @@ import argparse
 import sys
 
 
-def _stage_fn(name: str):
-    if name == "chain":
-        from llm.align.chain import run_chain
-        return run_chain
-    if name == "sft":
-        from llm.align.sft import run_sft
-        return run_sft
-    if name == "rm":
-        from llm.align.rm import run_rm
-        return run_rm
-    if name == "ppo":
-        from llm.align.ppo import run_ppo
-        return run_ppo
-    from llm.align.dpo import run_dpo
-    return run_dpo
+def make_strategy():
+    """Debug mode under plain `python`; under a launcher, a rank of the job's process group."""
+    from parallel.launch_env import detect_launch
+    launch = detect_launch()
+    if launch.mode == "python":
+        from llm.align.strategy import LocalStrategy
+        return LocalStrategy()
+    from parallel.align_engine import DeepSpeedStrategy
+    return DeepSpeedStrategy.from_launch(launch)
 
 
 def main_for(name: str, doc: str, argv=None) -> int:
+    """Run the chain (name 'chain') or one registered stage (llm/align/stages.py) from the command line."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="alignment recipe, e.g. configs/align/default.yaml")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.beta=0.1 sft.steps=100")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from llm.align.chain import run_chain
     from llm.align.config import load_align_config
     from llm.align.handoff import HandoffError
+    from llm.align.stages import REGISTRY
     from llm.config import ConfigError
+    run = run_chain if name == "chain" else REGISTRY[name].run
     try:
         cfg = load_align_config(args.config, args.overrides)
-        from llm.align.engine import setup_dist
-        dist = setup_dist()
-        _stage_fn(name)(cfg, dist, print)
-        dist.close()
+        strategy = make_strategy()
+        run(cfg, strategy, print)
+        strategy.close()
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -15,18 +15,24 @@ import torch
 from llm.align import handoff
 from llm.align.common import checker_eval
 from llm.align.config import AlignConfig
-from llm.align.task import generate_task_data, read_jsonl, train_task_tokenizer
+from llm.align.seeds import Stream, seed_for
+from llm.align.stage import Stage
+from llm.align.strategy import Strategy
+from llm.align.task import DATA_FILES, generate_task_data, read_jsonl, train_task_tokenizer
 
 
 def prepare_data(cfg: AlignConfig) -> dict[str, str]:
     """Write the task data under <out_dir>/data (once; kept when present so stages stay comparable)."""
     if Path(cfg.data_path("prompts_eval")).is_file():
         return {}
-    return generate_task_data(cfg.task, Path(cfg.out_dir) / "data", cfg.seed)
+    return generate_task_data(cfg.task, Path(cfg.out_dir) / "data", seed_for(cfg.seed, Stream.TASK_DATA))
 
 
-def run_base(cfg: AlignConfig, log=print) -> dict:
-    """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics."""
+def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+    """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics (on the main rank;
+    the others return {} at once: a few seconds of single-process pretraining, not worth a process group)."""
+    if strategy is not None and not strategy.is_main:
+        return {}
     from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
     from data_pipeline.tokenizer import Tokenizer
     from llm.config import RunConfig, DataConfig, OptimConfig, TrainConfig, CheckpointConfig
@@ -36,7 +42,8 @@ def run_base(cfg: AlignConfig, log=print) -> dict:
     t0 = time.perf_counter()
     prepare_data(cfg)
     work = Path(cfg.out_dir) / "base_pretrain"
-    tok_path = train_task_tokenizer(cfg.data_path("base"), work / "tokenizer", seed=cfg.seed)
+    tok_path = train_task_tokenizer(cfg.data_path("base"), work / "tokenizer",
+                                    seed=seed_for(cfg.seed, Stream.TOKENIZER))
     tok = Tokenizer(tok_path)
     if tok.vocab_size > cfg.base.model.vocab_size:
         from llm.config import ConfigError
@@ -50,7 +57,8 @@ def run_base(cfg: AlignConfig, log=print) -> dict:
     run = RunConfig(model=b.model, data=DataConfig(paths=[str(prefix)], tokenizer=str(tok_path), valid_fraction=0.05),
                     optim=OptimConfig(lr=b.lr, warmup_steps=10, weight_decay=0.0),
                     train=TrainConfig(max_steps=b.steps, global_batch_size=b.batch_size, micro_batch_size=b.batch_size,
-                                      seed=cfg.seed, eval_every=0, eval_batches=2, log_every=50),
+                                      seed=seed_for(cfg.seed, Stream.BASE_PRETRAIN), eval_every=0, eval_batches=2,
+                                      log_every=50),
                     checkpoint=CheckpointConfig(every=0, keep=1, resume=False), out_dir=str(work))
     run.validate()
     outcome = run_debug(run, device=torch.device("cpu"), log=log)
@@ -61,3 +69,6 @@ def run_base(cfg: AlignConfig, log=print) -> dict:
     metrics["wall_s"] = time.perf_counter() - t0
     handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics)
     return metrics
+
+
+STAGE = Stage("base", run_base, writes_data=DATA_FILES, summary_keys=("checker_accuracy",))

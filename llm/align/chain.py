@@ -1,10 +1,12 @@
 """The alignment chain: base → SFT → RM → PPO (or DPO), each stage handing its checkpoint to the next by path.
 
 A stage whose directory is complete (stage.json written last, llm/align/handoff.py) is skipped and its
-recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. The report,
-<out_dir>/chain_report.json, holds every stage's metrics and a summary: checker accuracy per stage on the
-same held-out prompts, the RM's held-out pairwise accuracy, the final KL to the reference, and the RM-vs-
-checker gap of the final policy (how much the RM rewards answers the checker rejects).
+recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. Before anything runs,
+every input a stage declares (llm/align/stage.py) must exist or be written by an earlier stage of the run, so a
+chain that cannot finish fails at once. The report, <out_dir>/chain_report.json, holds every stage's metrics and
+a summary: checker accuracy per stage on the same held-out prompts, the RM's held-out pairwise accuracy, the
+final KL to the reference, and the RM-vs-checker gap of the final policy (how much the RM rewards answers the
+checker rejects).
 """
 from __future__ import annotations
 
@@ -14,55 +16,47 @@ from pathlib import Path
 
 from llm.align import handoff
 from llm.align.config import AlignConfig
-from llm.align.engine import Dist
-
-SUMMARY_KEYS = {"base": ["checker_accuracy"], "sft": ["checker_accuracy", "eval_loss"],
-                "rm": ["pairwise_accuracy"],
-                "ppo": ["checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong",
-                        "rm_checker_agreement"],
-                "dpo": ["checker_accuracy", "kl"]}
+from llm.align.stage import Stage
+from llm.align.stages import REGISTRY
+from llm.align.strategy import LocalStrategy, Strategy
 
 
-def _runner(stage: str):
-    if stage == "base":
-        from llm.align.base import run_base
-        return lambda cfg, dist, log: run_base(cfg, log=log) if dist.is_main else {}
-    if stage == "sft":
-        from llm.align.sft import run_sft
-        return run_sft
-    if stage == "rm":
-        from llm.align.rm import run_rm
-        return run_rm
-    if stage == "ppo":
-        from llm.align.ppo import run_ppo
-        return run_ppo
-    from llm.align.dpo import run_dpo
-    return run_dpo
+def check_inputs(cfg: AlignConfig, to_run: list[Stage]) -> None:
+    """Raise HandoffError naming the first input of a stage in `to_run` (in order) that neither exists (a complete
+    stage directory, a data file) nor is written by an earlier stage of `to_run`."""
+    written: set[Path] = set()
+    for stage in to_run:
+        for path in stage.missing_inputs(cfg):
+            if path not in written:
+                raise handoff.HandoffError(f"stage {stage.name} reads {path}, which does not exist and no earlier "
+                                           f"stage of stages={cfg.stages} writes it")
+        written.update(stage.outputs(cfg))
 
 
-def run_chain(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
+def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """Run cfg.stages in order (skipping complete ones) and write chain_report.json; returns the report."""
-    dist = dist or Dist()
+    d = strategy or LocalStrategy()
     out = Path(cfg.out_dir)
+    stages = [REGISTRY[s] for s in cfg.stages]
+    check_inputs(cfg, [s for s in stages if not handoff.is_complete(cfg.stage_dir(s.name))])
     report: dict = {"stages": {}, "skipped": []}
-    for stage in cfg.stages:
-        path = cfg.stage_dir(stage)
+    for stage in stages:
+        path = cfg.stage_dir(stage.name)
         if handoff.is_complete(path):
-            report["skipped"].append(stage)
-            if dist.is_main:
-                log(f"== {stage}: {path} exists, skipped")
+            report["skipped"].append(stage.name)
+            if d.is_main:
+                log(f"== {stage.name}: {path} exists, skipped")
         else:
-            if dist.is_main:
-                log(f"== {stage} → {path}")
+            if d.is_main:
+                log(f"== {stage.name} → {path}")
             t0 = time.perf_counter()
-            _runner(stage)(cfg, dist, log)
-            dist.barrier()
-            if dist.is_main:
-                log(f"== {stage} done in {time.perf_counter() - t0:.1f} s")
-        dist.barrier()
-        report["stages"][stage] = handoff.read_info(path).metrics
-    summary = {f"{s}.{k}": report["stages"][s].get(k) for s in cfg.stages for k in SUMMARY_KEYS[s]
-               if s in report["stages"]}
+            stage.run(cfg, d, log)
+            d.barrier()
+            if d.is_main:
+                log(f"== {stage.name} done in {time.perf_counter() - t0:.1f} s")
+        d.barrier()
+        report["stages"][stage.name] = handoff.read_info(path).metrics
+    summary = {f"{s.name}.{k}": report["stages"][s.name].get(k) for s in stages for k in s.summary_keys}
     summary.update({f"{s}.wall_s": report["stages"][s].get("wall_s") for s in cfg.stages})
     acc = {s: report["stages"][s].get("checker_accuracy") for s in cfg.stages}
     if acc.get("base") is not None and acc.get("sft") is not None:
@@ -71,7 +65,7 @@ def run_chain(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         if acc.get(s) is not None and acc.get("sft") is not None:
             summary[f"{s}_gain_over_sft"] = acc[s] - acc["sft"]
     report["summary"] = summary
-    if dist.is_main:
+    if d.is_main:
         (out / "chain_report.json").write_text(json.dumps(report, indent=1))
         log(json.dumps(summary, indent=1))
     return report

@@ -11,17 +11,19 @@ import torch
 from data_pipeline.tokenizer import Tokenizer
 from llm.align.config import AlignConfig
 from llm.align.rollout import evaluate_checker
+from llm.align.seeds import Stream, seed_for
 from llm.align.task import read_jsonl
 
 
-def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
-    """Indices of the global batch of `step`: consecutive slices of seeded per-epoch permutations of range(n).
-    A pure function of its arguments, so every rank and every layout draws the same samples."""
+def batch_indices(n: int, step: int, batch: int, seed: int, stream: Stream) -> list[int]:
+    """Indices of the global batch of `step`: consecutive slices of per-epoch permutations of range(n), each seeded
+    by (seed, stream, epoch). A pure function of its arguments, so every rank and every layout draws the same
+    samples."""
     out: list[int] = []
     pos = step * batch
     while len(out) < batch:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, stream, epoch))).tolist()
         take = perm[offset:offset + batch - len(out)]
         out += take
         pos += len(take)
@@ -60,7 +62,8 @@ def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, reward_model=None, rew
     """Checker accuracy (and RM gap) of `model` on the held-out prompts, as every stage reports it."""
     prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("prompts_eval"))]
     return evaluate_checker(model, tok, cfg.task, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
-                            seed=cfg.seed + 12345, reward_model=reward_model, reward_stats=reward_stats)
+                            seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
+                            reward_stats=reward_stats)
 
 
 def stage_log_path(cfg: AlignConfig, stage: str) -> Path:

@@ -15,9 +15,14 @@ from typing import Any
 import yaml
 
 import typed_yaml
-from llm.config import ConfigError, ModelConfig
+from llm.config import ConfigError, ModelConfig, OptimConfig
 
 STAGES = ("base", "sft", "rm", "ppo", "dpo")
+"""The stages' names, sections and directories; llm/align/stages.py registers what each one does."""
+OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"))
+ZERO_STAGES = (("sft", "zero_stage"), ("rm", "zero_stage"), ("ppo", "actor_zero_stage"), ("ppo", "critic_zero_stage"),
+               ("dpo", "zero_stage"))
+"""Where each trained model's optimizer and ZeRO stage are set, in the same order."""
 
 
 @dataclass
@@ -54,16 +59,10 @@ class TaskConfig:
             raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
 
 
-@dataclass
-class OptimSettings:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    """Cosine decay to this fraction of lr after warmup (1.0: constant)."""
-    zero_stage: int = 0
-    """ZeRO stage of this model's DeepSpeed engine under the launcher (ignored in debug mode)."""
+def _optim(**stage_defaults) -> OptimConfig:
+    """An alignment stage's optimizer: no weight decay and no warmup unless the stage says otherwise (a small
+    model fine-tuned for a few hundred steps), AdamW betas and eps as in pretraining."""
+    return OptimConfig(**{"weight_decay": 0.0, "warmup_steps": 0, **stage_defaults})
 
 
 @dataclass
@@ -88,7 +87,9 @@ class SFTConfig:
     packing: bool = False
     """Pack several examples per row (prompts still masked; attention crosses example boundaries)."""
     eval_every: int = 100
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=3e-3, warmup_steps=10))
+    optim: OptimConfig = field(default_factory=lambda: _optim(lr=3e-3, warmup_steps=10))
+    zero_stage: int = 0
+    """ZeRO stage of the model's DeepSpeed engine under the launcher: 0, 1 or 2 (ignored in debug mode)."""
 
 
 @dataclass
@@ -104,7 +105,9 @@ class RMConfig:
     Without them the RM learns what the demo corruptions look like and PPO finds the errors it never saw."""
     shuffle_labels: bool = False
     """Control experiment: swap chosen/rejected at random, so the RM learns nothing."""
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-3, warmup_steps=10))
+    optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, warmup_steps=10))
+    zero_stage: int = 0
+    """As sft.zero_stage."""
 
 
 @dataclass
@@ -134,8 +137,12 @@ class PPOConfig:
     whiten_advantages: bool = True
     ema: float = 0.0
     """EMA decay of an actor copy (e.g. 0.99); evaluated in place of the actor when > 0."""
-    actor_optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=5e-4, min_lr_ratio=1.0))
-    critic_optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-3, min_lr_ratio=1.0))
+    actor_optim: OptimConfig = field(default_factory=lambda: _optim(lr=5e-4, min_lr_ratio=1.0))
+    critic_optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, min_lr_ratio=1.0))
+    actor_zero_stage: int = 0
+    """As sft.zero_stage, for the actor's engine..."""
+    critic_zero_stage: int = 0
+    """...and the critic's (the reference and the reward model are frozen: no engine)."""
 
 
 @dataclass
@@ -145,7 +152,9 @@ class DPOConfig:
     steps: int = 100
     batch_size: int = 32
     beta: float = 0.1
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-4))
+    optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-4))
+    zero_stage: int = 0
+    """As sft.zero_stage."""
 
 
 @dataclass
@@ -179,12 +188,14 @@ class AlignConfig:
             s = getattr(self, name)
             if s.steps <= 0 or s.batch_size <= 0:
                 raise ConfigError(f"{name}.steps and {name}.batch_size must be positive")
-        for where, o in (("sft.optim", self.sft.optim), ("rm.optim", self.rm.optim), ("dpo.optim", self.dpo.optim),
-                         ("ppo.actor_optim", self.ppo.actor_optim), ("ppo.critic_optim", self.ppo.critic_optim)):
+        for section, key in OPTIM_SECTIONS:
+            getattr(getattr(self, section), key).validate(f"{section}.{key}")
+        for section, key in ZERO_STAGES:
+            z = getattr(getattr(self, section), key)
             # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
-            if o.lr <= 0 or o.zero_stage not in (0, 1, 2):
-                raise ConfigError(f"{where}: lr must be positive and zero_stage 0, 1 or 2 (ZeRO-3 is not supported "
-                                  "for the alignment stages)")
+            if z not in (0, 1, 2):
+                raise ConfigError(f"{section}.{key}={z} must be 0, 1 or 2 (ZeRO-3 is not supported for the "
+                                  "alignment stages)")
         p = self.ppo
         if p.rollout_batch % p.mini_batch != 0:
             raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not divide ppo.rollout_batch={p.rollout_batch}")
@@ -214,10 +225,29 @@ class AlignConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _complete_optim_sections(raw: dict, source: str) -> dict:
+    """A copy of `raw` with each optimizer section a recipe gives completed from its stage's defaults (not from
+    OptimConfig's pretraining ones: `dpo.optim: {lr: 1e-3}` keeps DPO's zero warmup). A ZeRO stage under an
+    optimizer section is refused with the key it moved to."""
+    out, defaults = dict(raw), AlignConfig()
+    for (section, key), (_, zero_key) in zip(OPTIM_SECTIONS, ZERO_STAGES):
+        node = out.get(section)
+        given = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(given, dict):
+            continue  # absent: the stage's default_factory; not a mapping: from_dict names the key
+        if "zero_stage" in given:
+            raise ConfigError(f"{source}: {section}.{key}.zero_stage moved to {section}.{zero_key} (ZeRO partitions "
+                              "the engine; it is not an optimizer setting)")
+        out[section] = {**node, key: {**dataclasses.asdict(getattr(getattr(defaults, section), key)), **given}}
+    return out
+
+
 def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
-    return typed_yaml.build_validated(AlignConfig, raw, source)
+    return typed_yaml.build_validated(AlignConfig, _complete_optim_sections(raw, source), source)
 
 
 def load_align_config(path: str | Path | None, overrides: list[str] = ()) -> AlignConfig:
     """Load an alignment recipe, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
-    return typed_yaml.load(AlignConfig, path, overrides)
+    raw = typed_yaml.read_yaml(path) if path is not None else {}
+    source = (str(path) if path is not None else "<defaults>") + (" (with command-line overrides)" if overrides else "")
+    return align_config_from_dict(typed_yaml.apply_overrides(raw, list(overrides)), source)

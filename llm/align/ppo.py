@@ -11,15 +11,14 @@ passes of clipped policy and clipped value updates over mini-batches. β is fixe
 target (Ziegler et al. 2019). The checkpoint is evaluated with the checker on held-out prompts, never the RM.
 
 Data parallelism computes debug mode's iteration: each rank samples its contiguous share of the rollout batch
-with a noise seed per (iteration, prompt position) (`rollout_seed`), the shares are gathered, every statistic
-(GAE, whitening, rewards, KL for the controller) is taken over the whole batch, each global mini-batch is split
-over the ranks, and the losses are normalised by global token counts so the engine's gradient average is the
+with a noise seed per (iteration, prompt position) (llm/align/seeds.py `Stream.PPO_ROLLOUT`), the shares are
+gathered, every statistic (GAE, whitening, rewards, KL for the controller) is taken over the whole batch, each
+global mini-batch is split over the ranks, and the losses are normalised by global token counts so the engine's gradient average is the
 global mean.
 """
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,16 @@ import torch
 
 from llm.align import handoff
 from llm.align import losses as L
-from llm.align.common import StageLog, batch_indices, checker_eval, checkpoint_tokenizer, stage_log_path
+from llm.align.common import batch_indices, checker_eval, checkpoint_tokenizer
 from llm.align.config import AlignConfig
 from llm.align.data import encode_prompt
-from llm.align.engine import Dist, Trainer, frozen
 from llm.align.reward_model import RewardModel
 from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
+from llm.align.seeds import Stream, seed_for
+from llm.align.stage import Stage, StageContext
+from llm.align.strategy import LocalStrategy, Strategy
 from llm.align.task import read_jsonl
+from llm.align.trainer import frozen
 from llm.config import ConfigError
 from llm.model import Transformer
 
@@ -45,16 +47,13 @@ class PPOModels:
     critic: RewardModel
     reward_model: RewardModel
     reward_stats: tuple[float, float]
-    tokenizer_path: Path
     actor_path: Path
     reward_path: Path
 
 
 def build_models(cfg: AlignConfig) -> PPOModels:
     """Load the four models by path, refusing an actor and RM that do not share a tokenizer and vocabulary."""
-    p = cfg.ppo
-    actor_path = Path(p.actor or cfg.stage_dir("sft"))
-    rm_path = Path(p.reward_model or cfg.stage_dir("rm"))
+    actor_path, rm_path = STAGE.checkpoint_path(cfg, "actor"), STAGE.checkpoint_path(cfg, "reward_model")
     tok = checkpoint_tokenizer(actor_path)
     a_info, r_info = handoff.read_info(actor_path), handoff.read_info(rm_path)
     handoff.check_compatible(a_info, actor_path, r_info, rm_path)
@@ -66,8 +65,7 @@ def build_models(cfg: AlignConfig) -> PPOModels:
     reward_model, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
     critic, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
     stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
-    return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path / "tokenizer.model",
-                     actor_path, rm_path)
+    return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path, rm_path)
 
 
 def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -75,32 +73,27 @@ def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
     return L.token_logprobs(logits[:, :-1], tokens[:, 1:])
 
 
-def rollout_seed(seed: int, iteration: int, j: int) -> int:
-    """Seed of the sampling noise of the j-th prompt of an iteration's rollout batch: a function of the global
-    position, not of the rank, so data-parallel rollouts are debug mode's rollouts split into shares."""
-    return ((seed * 1_000_003 + iteration) * 1_000_003 + j) % 2**63
-
-
 @torch.no_grad()
-def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig, dist: Dist | None = None) -> dict:
+def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
+                  strategy: Strategy | None = None) -> dict:
     """Old/reference log-probs, values, normalised clipped scores, per-token rewards, advantages, returns.
 
     `b` is the global rollout batch. Each rank runs the four forwards on its contiguous share of the rows and
     the results are gathered, so GAE and the whitening statistics are computed over the whole batch, the same
     on every rank and as in debug mode.
     """
-    dist = dist or Dist()
+    d = strategy or LocalStrategy()
     p = cfg.ppo
     mask = b.action_mask
-    rows = dist.shard(len(b.tokens))
+    rows = d.shard(len(b.tokens))
     tokens = b.tokens[rows]
     m.actor.eval()
     m.critic.eval()
-    old_logp = dist.gather_rows(response_logprobs(m.actor(tokens), tokens)) * mask
-    ref_logp = dist.gather_rows(response_logprobs(m.reference(tokens), tokens)) * mask
-    values = dist.gather_rows(m.critic(tokens)[:, :-1]) * mask
+    old_logp = d.gather_rows(response_logprobs(m.actor(tokens), tokens)) * mask
+    ref_logp = d.gather_rows(response_logprobs(m.reference(tokens), tokens)) * mask
+    values = d.gather_rows(m.critic(tokens)[:, :-1]) * mask
     mean, std = m.reward_stats
-    raw = dist.gather_rows(m.reward_model.score(tokens, b.last_index[rows]))
+    raw = d.gather_rows(m.reward_model.score(tokens, b.last_index[rows]))
     score = ((raw - mean) / std).clamp(-p.reward_clip, p.reward_clip)
     # The RM only ever scored EOS-terminated answers; an unfinished one gets the lowest score instead of the
     # RM's extrapolation (which PPO otherwise learns to exploit; TRL's `missing_eos_penalty` does the same).
@@ -124,39 +117,38 @@ def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> 
     return float(((lp - ref) * b.action_mask).sum(1).mean())
 
 
-def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = "ppo") -> dict:
+def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
-    <out_dir>/<stage>. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
-    dist = dist or Dist()
-    t0 = time.perf_counter()
+    <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
     p = cfg.ppo
-    if p.mini_batch % dist.world:
-        raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {dist.world} data-parallel ranks")
+    ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
+    d, tok = ctx.strategy, ctx.tokenizer
+    if p.mini_batch % d.world:
+        raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {d.world} data-parallel ranks")
     m = build_models(cfg)
-    tok = checkpoint_tokenizer(m.actor_path)
     eos = tok.eos_id
     prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("sft_train"))]
     prompt_ids = [encode_prompt(tok, cfg.task, q) for q in prompts]
     n_minibatches = p.rollout_batch // p.mini_batch
     total_updates = p.iterations * p.ppo_epochs * n_minibatches
-    torch.manual_seed(cfg.seed)
-    actor_tr = Trainer(m.actor, p.actor_optim, total_updates, dist)
-    critic_tr = Trainer(m.critic, p.critic_optim, total_updates, dist)
+    actor_tr = ctx.trainer(m.actor, p.actor_optim, p.actor_zero_stage, total_updates)
+    critic_tr = ctx.trainer(m.critic, p.critic_optim, p.critic_zero_stage, total_updates)
     m.actor, m.critic = actor_tr.module, critic_tr.module
     ema = frozen(copy.deepcopy(m.actor)) if p.ema > 0 else None
     kl_ctl = L.AdaptiveKLController(p.beta, p.kl_target, p.kl_horizon)
     # Mini-batch order: one generator, the same on every rank, so a global mini-batch holds the same rows in
     # every layout; each rank trains on its contiguous share of each.
-    shuffle = torch.Generator().manual_seed(cfg.seed + 100)
-    logger = StageLog(stage_log_path(cfg, stage), dist.is_main, log, every=5)
+    shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.PPO_MINIBATCHES))
     step0_diff = None
-    mine = dist.shard(p.rollout_batch)
+    mine = d.shard(p.rollout_batch)
     for it in range(p.iterations):
-        ids = [prompt_ids[i] for i in batch_indices(len(prompts), it, p.rollout_batch, cfg.seed + 3)]
-        seeds = [rollout_seed(cfg.seed + 100, it, j) for j in range(p.rollout_batch)]
-        responses = dist.gather(sample_seeded(m.actor, ids[mine], p.max_new_tokens, p.temperature, eos, seeds[mine]))
+        ids = [prompt_ids[i] for i in batch_indices(len(prompts), it, p.rollout_batch, cfg.seed, Stream.PPO_PROMPTS)]
+        # Each prompt's noise is seeded by its global position, not by the rank, so data-parallel rollouts are
+        # debug mode's rollouts split into shares.
+        seeds = [seed_for(cfg.seed, Stream.PPO_ROLLOUT, it, j) for j in range(p.rollout_batch)]
+        responses = d.gather(sample_seeded(m.actor, ids[mine], p.max_new_tokens, p.temperature, eos, seeds[mine]))
         b = make_batch(ids, responses, eos)
-        r = score_rollout(m, b, kl_ctl.beta, cfg, dist)
+        r = score_rollout(m, b, kl_ctl.beta, cfg, d)
         if it == 0:
             step0_diff = float((r["old_logp"] - r["ref_logp"]).abs().max())
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "entropy": 0.0}
@@ -166,8 +158,8 @@ def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = 
                 rows = perm[s:s + p.mini_batch]
                 # Each rank divides its token sum by the mini-batch's global token count / world; the engine's
                 # gradient average over ranks is then the global token mean, debug mode's gradient.
-                n_tokens = float(b.action_mask[rows].sum()) / dist.world
-                j = rows[dist.shard(p.mini_batch)]
+                n_tokens = float(b.action_mask[rows].sum()) / d.world
+                j = rows[d.shard(p.mini_batch)]
                 tokens, mask = b.tokens[j], b.action_mask[j]
                 actor_tr.train()
                 logits = actor_tr(tokens)
@@ -190,21 +182,21 @@ def run_ppo(cfg: AlignConfig, dist: Dist | None = None, log=print, stage: str = 
         row = {"step": it + 1, "reward": float(r["score"].mean()), "kl": kl_seq, "beta": kl_ctl.beta,
                "response_length": float(b.action_mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean())}
         # Rank terms of a global token mean sum to world × that mean (see n_tokens); averaged over the updates.
-        row.update({k: dist.sum(v) / (dist.world * p.ppo_epochs * n_minibatches) for k, v in stats.items()})
-        logger.row(row)
+        row.update({k: d.sum(v) / (d.world * p.ppo_epochs * n_minibatches) for k, v in stats.items()})
+        ctx.log.row(row)
         kl_ctl.update(kl_seq, p.rollout_batch)
-    logger.close()
     policy = ema if ema is not None else m.actor
     metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
-    if dist.is_main:
+    if d.is_main:
         metrics.update(checker_eval(cfg, policy, tok, m.reward_model, m.reward_stats))
         eval_prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
-        eg = torch.Generator().manual_seed(cfg.seed + 777)
+        eg = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
         eb = make_batch(eval_prompts, sample(policy, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
                                              eos, eg), eos)
         metrics["kl"] = sequence_kl(policy, m.reference, eb)
-        metrics["wall_s"] = time.perf_counter() - t0
-        handoff.save_stage(cfg.stage_dir(stage), stage, policy, m.tokenizer_path, cfg.to_yaml(), metrics,
-                           {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
-    dist.barrier()
-    return metrics
+    return ctx.save(policy, metrics, {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
+
+
+STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("sft_train", "prompts_eval"),
+              summary_keys=("checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong",
+                            "rm_checker_agreement"))

@@ -9,18 +9,17 @@ can learn nothing, from which PPO must gain nothing.
 from __future__ import annotations
 
 import random
-import time
-from pathlib import Path
 
 import torch
 
-from llm.align import handoff
-from llm.align.common import StageLog, batch_indices, checkpoint_tokenizer, stage_log_path
+from llm.align.common import batch_indices
 from llm.align.config import AlignConfig
 from llm.align.data import pair_batch
-from llm.align.engine import Dist, Trainer
 from llm.align.losses import bradley_terry_loss
 from llm.align.reward_model import RewardModel
+from llm.align.seeds import Stream, seed_for
+from llm.align.stage import Stage, StageContext
+from llm.align.strategy import Strategy
 from llm.align.task import read_jsonl
 
 
@@ -66,45 +65,41 @@ def policy_pairs(model, tok, task, prompts: list[str], n_samples: int, max_new_t
     return rows
 
 
-def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
+def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """Train the reward model from rm.init (default <out_dir>/sft); writes <out_dir>/rm. Returns metrics."""
-    dist = dist or Dist()
-    t0 = time.perf_counter()
-    s = cfg.rm
-    init = s.init or cfg.stage_dir("sft")
-    tok = checkpoint_tokenizer(init)
-    rm, info = handoff.load_stage(init, "reward", tokenizer_fingerprint=tok.fingerprint())
+    ctx = StageContext(cfg, STAGE, strategy, log)
+    d, s, tok = ctx.strategy, cfg.rm, ctx.tokenizer
+    rm, _ = ctx.load("reward")
     train = read_jsonl(cfg.data_path("pairs_train"))
     valid = read_jsonl(cfg.data_path("pairs_eval"))
     valid_policy: list[dict] = []
     if s.policy_samples:
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
-        policy, _ = handoff.load_stage(init, "lm", tokenizer_fingerprint=tok.fingerprint())
+        policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
         train = train + policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                     read_jsonl(cfg.data_path("sft_train"))}), s.policy_samples, n, cfg.seed + 5)
+                                     read_jsonl(cfg.data_path("sft_train"))}), s.policy_samples, n,
+                                     seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
         valid_policy = policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                    read_jsonl(cfg.data_path("sft_eval"))}), s.policy_samples, n, cfg.seed + 6)
+                                    read_jsonl(cfg.data_path("sft_eval"))}), s.policy_samples, n,
+                                    seed_for(cfg.seed, Stream.RM_POLICY_EVAL))
     if s.shuffle_labels:
-        rng = random.Random(cfg.seed + 1)
+        rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))
         train = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if rng.random() < 0.5 else r for r in train]
-    torch.manual_seed(cfg.seed)
-    trainer = Trainer(rm, s.optim, s.steps, dist)
-    logger = StageLog(stage_log_path(cfg, "rm"), dist.is_main, log)
+    trainer = ctx.trainer(rm, s.optim, s.zero_stage, s.steps)
     for step in range(s.steps):
-        idx = batch_indices(len(train), step, s.batch_size, cfg.seed)[dist.shard(s.batch_size)]
+        idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.RM_ORDER)[d.shard(s.batch_size)]
         b = pair_batch(tok, cfg.task, [train[i] for i in idx])
         trainer.train()
-        values = trainer(b.tokens.to(dist.device))
-        r = values.gather(1, b.last_index.to(dist.device)[:, None]).squeeze(1)
+        values = trainer(b.tokens.to(d.device))
+        r = values.gather(1, b.last_index.to(d.device)[:, None]).squeeze(1)
         rc, rr = r[:b.n_pairs], r[b.n_pairs:]
         loss = bradley_terry_loss(rc, rr, s.margin)
         lr = trainer.current_lr()
         grad_norm = trainer.step(loss)
-        acc = dist.sum(float((rc > rr).float().sum())) / s.batch_size
-        logger.row({"step": step + 1, "loss": dist.sum(float(loss.detach())) / dist.world, "train_accuracy": acc,
-                    "lr": lr, "grad_norm": grad_norm})
-    logger.close()
+        acc = d.sum(float((rc > rr).float().sum())) / s.batch_size
+        ctx.log.row({"step": step + 1, "loss": d.sum(float(loss.detach())) / d.world, "train_accuracy": acc,
+                     "lr": lr, "grad_norm": grad_norm})
     # Held-out accuracy over both kinds of pairs; each kind reported apart too.
     metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)
     metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task, valid)["pairwise_accuracy"]
@@ -112,11 +107,11 @@ def run_rm(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
         metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task,
                                                                    valid_policy)["pairwise_accuracy"]
     metrics.update(n_train_pairs=len(train), n_eval_pairs=len(valid) + len(valid_policy))
-    metrics["wall_s"] = time.perf_counter() - t0
-    if dist.is_main:
-        logger.log(f"rm: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f}")
-        handoff.save_stage(cfg.stage_dir("rm"), "rm", trainer.module, Path(init) / "tokenizer.model", cfg.to_yaml(),
-                           metrics, {"init": str(init), "reward_mean": metrics["reward_mean"],
-                                     "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
-    dist.barrier()
-    return metrics
+    if d.is_main:
+        ctx.log.log(f"rm: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f}")
+    return ctx.save(trainer.module, metrics, {"init": str(ctx.init), "reward_mean": metrics["reward_mean"],
+                                              "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
+
+
+STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"}, data=("pairs_train", "pairs_eval", "sft_train", "sft_eval"),
+              summary_keys=("pairwise_accuracy",))

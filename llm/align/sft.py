@@ -7,17 +7,15 @@ world, so data-parallel training computes debug mode's update).
 """
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import torch
 
-from llm.align import handoff
-from llm.align.common import StageLog, batch_indices, checker_eval, checkpoint_tokenizer, stage_log_path
+from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
 from llm.align.data import sft_batch, sft_example
-from llm.align.engine import Dist, Trainer
 from llm.align.losses import IGNORE_INDEX, sft_loss
+from llm.align.seeds import Stream
+from llm.align.stage import Stage, StageContext
+from llm.align.strategy import Strategy
 from llm.align.task import read_jsonl
 
 
@@ -34,40 +32,34 @@ def eval_loss(model, examples, seq_len: int, batch_size: int = 64) -> float:
     return total / count
 
 
-def run_sft(cfg: AlignConfig, dist: Dist | None = None, log=print) -> dict:
+def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """Fine-tune the checkpoint at sft.init (default <out_dir>/base) and write <out_dir>/sft. Returns metrics."""
-    dist = dist or Dist()
-    t0 = time.perf_counter()
-    s = cfg.sft
-    init = s.init or cfg.stage_dir("base")
-    tok = checkpoint_tokenizer(init)
-    model, info = handoff.load_stage(init, "lm", tokenizer_fingerprint=tok.fingerprint())
+    ctx = StageContext(cfg, STAGE, strategy, log)
+    d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
+    model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len
     train = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_train"))]
     valid = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_eval"))]
-    torch.manual_seed(cfg.seed)
-    trainer = Trainer(model, s.optim, s.steps, dist)
-    logger = StageLog(stage_log_path(cfg, "sft"), dist.is_main, log)
+    trainer = ctx.trainer(model, s.optim, s.zero_stage, s.steps)
     loss = None
     for step in range(s.steps):
-        idx = batch_indices(len(train), step, s.batch_size, cfg.seed)[dist.shard(s.batch_size)]
+        idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.SFT_ORDER)[d.shard(s.batch_size)]
         inputs, targets = sft_batch([train[i] for i in idx], seq_len, s.packing)
-        n_global = dist.sum(float((targets != IGNORE_INDEX).sum()))
+        n_global = d.sum(float((targets != IGNORE_INDEX).sum()))
         trainer.train()
-        loss_t = sft_loss(trainer(inputs.to(dist.device)), targets.to(dist.device), n_global / dist.world)
+        loss_t = sft_loss(trainer(inputs.to(d.device)), targets.to(d.device), n_global / d.world)
         lr = trainer.current_lr()
         grad_norm = trainer.step(loss_t)
-        loss = dist.sum(float(loss_t.detach())) / dist.world
+        loss = d.sum(float(loss_t.detach())) / d.world
         row = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)
-        logger.row(row)
-    logger.close()
+        ctx.log.row(row)
     metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len)}
-    if dist.is_main:
+    if d.is_main:
         metrics.update(checker_eval(cfg, trainer.module, tok))
-        metrics["wall_s"] = time.perf_counter() - t0
-        handoff.save_stage(cfg.stage_dir("sft"), "sft", trainer.module, Path(init) / "tokenizer.model",
-                           cfg.to_yaml(), metrics, {"init": str(init)})
-    dist.barrier()
-    return metrics
+    return ctx.save(trainer.module, metrics, {"init": str(ctx.init)})
+
+
+STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft_train", "sft_eval", "prompts_eval"),
+              summary_keys=("checker_accuracy", "eval_loss"))

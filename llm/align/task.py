@@ -20,6 +20,8 @@ from pathlib import Path
 from llm.align.config import TaskConfig
 
 DIGITS = "0123456789"
+DATA_FILES = ("base", "sft_train", "sft_eval", "pairs_train", "pairs_eval", "prompts_eval")
+"""The jsonl files `generate_task_data` writes, by name (<out_dir>/data/<name>.jsonl)."""
 
 
 def check(prompt: str, response: str) -> bool:
@@ -76,8 +78,7 @@ def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[
     held = set(evals)
     train = _prompts(cfg, rng, cfg.n_train, held)
     dev = _prompts(cfg, rng, cfg.n_dev, held | set(train))
-    files = {name: out / f"{name}.jsonl" for name in
-             ("base", "sft_train", "sft_eval", "pairs_train", "pairs_eval", "prompts_eval")}
+    files = {name: out / f"{name}.jsonl" for name in DATA_FILES}
     base_rows = []
     for p in train + dev:
         perm = list(p)

@@ -10,7 +10,7 @@ differs (a few ulps per step, compounded over a handful of AdamW steps; the pret
 Tolerance 1e-4 relative on every logged loss and statistic. PPO's policy loss is a mean of O(1) terms
 (whitened advantages times ratios) that cancel to ~1e-2, so its rounding error is set by the terms, not the
 mean: it gets an absolute floor of 1e-6 (measured differences ≤ 2e-7). PPO's sampling must give identical
-tokens (each prompt has its own noise seed, llm/align/ppo.py `rollout_seed`): response length and EOS rate
+tokens (each prompt has its own noise seed, llm/align/seeds.py `Stream.PPO_ROLLOUT`): response length and EOS rate
 are compared exactly, and a single different token would move the reward by far more than the tolerance.
 """
 import json
@@ -90,7 +90,7 @@ def _assert_close(single: list[dict], ds: list[dict], keys, exact=()) -> None:
 @pytest.mark.parametrize("zero", [0, 2])
 def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
     single, ds = _single_and_ds("sft.py", "sft", base_dir, tmp_path, ("data", "base"),
-                                ["sft.steps=5", "sft.batch_size=8", "sft.eval_every=0", f"sft.optim.zero_stage={zero}"])
+                                ["sft.steps=5", "sft.batch_size=8", "sft.eval_every=0", f"sft.zero_stage={zero}"])
     assert len(single) == 5
     _assert_close(single, ds, ["loss"])
 
@@ -99,8 +99,8 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     # The adaptive KL controller is on (kl_target) so β, fed the global KL, is compared too.
     single, ds = _single_and_ds("rlhf.py", "ppo", rm_dir, tmp_path, ("data", "sft", "rm"),
                                 ["ppo.iterations=3", "ppo.rollout_batch=16", "ppo.mini_batch=8", "ppo.ppo_epochs=2",
-                                 "ppo.kl_target=0.5", "ppo.kl_horizon=100", "ppo.actor_optim.zero_stage=1",
-                                 "ppo.critic_optim.zero_stage=2"])
+                                 "ppo.kl_target=0.5", "ppo.kl_horizon=100", "ppo.actor_zero_stage=1",
+                                 "ppo.critic_zero_stage=2"])
     assert len(single) == 3
     _assert_close(single, ds, ["reward", "kl", "beta", "policy_loss", "value_loss", "clip_frac", "entropy"],
                   exact=["response_length", "eos_rate"])
@@ -108,6 +108,6 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
 
 def test_dpo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     single, ds = _single_and_ds("dpo.py", "dpo", rm_dir, tmp_path, ("data", "sft"),
-                                ["dpo.steps=4", "dpo.batch_size=8", "dpo.optim.lr=1e-3", "dpo.optim.zero_stage=2"])
+                                ["dpo.steps=4", "dpo.batch_size=8", "dpo.optim.lr=1e-3", "dpo.zero_stage=2"])
     assert len(single) == 4
     _assert_close(single, ds, ["loss", "reward_margin"], exact=["reward_accuracy"])

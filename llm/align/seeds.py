@@ -1,0 +1,68 @@
+"""Named seed streams: every random draw of the alignment chain takes its seed from the recipe's `seed`, the
+name of its stream and, for per-item draws, indices (an epoch, a PPO iteration and prompt position).
+
+A draw never picks a number of its own, so two draws cannot share a stream by accident, and a reader finds every
+source of randomness in `Stream`. The offsets and index multipliers in `_DERIVATION` are the numbers the stages
+used before the streams had names, kept so that runs reproduce bit for bit (the accuracy margins in
+tests/align/test_chain.py were measured with them).
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Stream(Enum):
+    TASK_DATA = "task_data"
+    """The task's prompts, demonstrations and pairs (llm/align/task.py `generate_task_data`)."""
+    TOKENIZER = "tokenizer"
+    BASE_PRETRAIN = "base_pretrain"
+    """The base model's init and data order (llm/train's `train.seed`)."""
+    TORCH = "torch"
+    """torch's global generator while a stage trains (dropout, when the model has any)."""
+    SFT_ORDER = "sft_order"
+    """Per-epoch sample permutations (index: the epoch), as the other *_ORDER streams."""
+    RM_ORDER = "rm_order"
+    RM_SHUFFLED_LABELS = "rm_shuffled_labels"
+    """Which pairs the `rm.shuffle_labels` control swaps."""
+    RM_POLICY_TRAIN = "rm_policy_train"
+    """The SFT model's samples paired for RM training (`rm.policy_samples`)..."""
+    RM_POLICY_EVAL = "rm_policy_eval"
+    """...and for the RM's held-out pairs."""
+    DPO_ORDER = "dpo_order"
+    PPO_PROMPTS = "ppo_prompts"
+    """The prompts of each rollout batch (index: the iteration, through `batch_indices`' epochs)."""
+    PPO_MINIBATCHES = "ppo_minibatches"
+    """The mini-batch permutations of every PPO epoch (one generator for the whole stage)."""
+    PPO_ROLLOUT = "ppo_rollout"
+    """Sampling noise of one rollout prompt (indices: iteration, position in the rollout batch)."""
+    EVAL_CHECKER = "eval_checker"
+    """Samples scored by the checker on the held-out prompts (every stage: the same answers for one model)."""
+    EVAL_KL = "eval_kl"
+    """Samples on which PPO's and DPO's final KL to the reference is measured."""
+
+
+_ORDER = 7919
+_ROLLOUT = 1_000_003
+# stream: (offset added to the recipe's seed, multiplier folding in each index); see the module docstring.
+_DERIVATION = {
+    Stream.TASK_DATA: (0, 0), Stream.TOKENIZER: (0, 0), Stream.BASE_PRETRAIN: (0, 0), Stream.TORCH: (0, 0),
+    Stream.SFT_ORDER: (0, _ORDER), Stream.RM_ORDER: (0, _ORDER), Stream.RM_SHUFFLED_LABELS: (1, 0),
+    Stream.RM_POLICY_TRAIN: (5, 0), Stream.RM_POLICY_EVAL: (6, 0), Stream.DPO_ORDER: (9, _ORDER),
+    Stream.PPO_PROMPTS: (3, _ORDER), Stream.PPO_MINIBATCHES: (100, 0), Stream.PPO_ROLLOUT: (100, _ROLLOUT),
+    Stream.EVAL_CHECKER: (12345, 0), Stream.EVAL_KL: (777, 0),
+}
+
+
+def seed_for(seed: int, stream: Stream, *index: int) -> int:
+    """The seed of `stream` under the recipe's `seed`, in [0, 2**63) (torch.Generator.manual_seed's range).
+
+    index: the position of one draw within the stream (e.g. the epoch of a sample order); only streams that
+    fold indices accept them. Raises ValueError otherwise.
+    """
+    offset, multiplier = _DERIVATION[stream]
+    if index and not multiplier:
+        raise ValueError(f"seed stream {stream.name} takes no index, got {index}")
+    s = seed + offset
+    for i in index:
+        s = s * multiplier + i
+    return s % 2**63

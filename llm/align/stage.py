@@ -1,0 +1,93 @@
+"""What a stage of the chain is, and what every stage does around its own loop (TRL's shared base trainer).
+
+A `Stage` declares its name (also its config section and its directory <out_dir>/<name>), the checkpoints and
+task data files it reads, the data it writes, the metrics the chain's summary quotes, and its run function;
+llm/align/stages.py registers them. A `StageContext` is opened by each run function: it finds the checkpoint the
+stage starts from, opens its tokenizer, loads models, builds trainers through the strategy, logs metrics rows,
+and saves the stage checkpoint at the end. What is left in sft.py, rm.py, ppo.py and dpo.py is the method.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from llm.align import handoff
+from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path
+from llm.align.config import AlignConfig
+from llm.align.seeds import Stream, seed_for
+from llm.align.strategy import LocalStrategy, Strategy
+from llm.align.trainer import Trainer
+from llm.config import OptimConfig
+
+RunFn = Callable[[AlignConfig, Strategy | None, Callable[[str], None]], dict]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: RunFn
+    """run(cfg, strategy, log) → the stage's metrics (also recorded in its stage.json)."""
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    """{field of the stage's config section: the stage whose directory it defaults to}; the first is the model
+    the stage starts from, whose tokenizer it keeps (e.g. sft: {"init": "base"})."""
+    data: tuple[str, ...] = ()
+    """Task data files it reads (<out_dir>/data/<name>.jsonl)."""
+    writes_data: tuple[str, ...] = ()
+    summary_keys: tuple[str, ...] = ()
+    """Metrics quoted as `<name>.<key>` in the chain report's summary."""
+
+    def checkpoint_path(self, cfg: AlignConfig, key: str) -> Path:
+        """The checkpoint the stage reads as `key`: <section>.<key> when set, else the default stage's directory."""
+        return Path(getattr(getattr(cfg, self.name), key) or cfg.stage_dir(self.checkpoints[key]))
+
+    def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
+        """The checkpoints (complete stage directories) and data files it reads that are not there now."""
+        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints]
+        data = [Path(cfg.data_path(d)) for d in self.data]
+        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.is_file()]
+
+    def outputs(self, cfg: AlignConfig) -> list[Path]:
+        return [Path(cfg.stage_dir(self.name))] + [Path(cfg.data_path(d)) for d in self.writes_data]
+
+
+class StageContext:
+    """One run of `stage`: opened before its loop, `save` at its end (every rank calls both).
+
+    Raises handoff.HandoffError when the checkpoint it starts from is not a complete stage directory.
+    """
+
+    def __init__(self, cfg: AlignConfig, stage: Stage, strategy: Strategy | None = None, log=print,
+                 log_every: int = 10):
+        self.cfg, self.stage = cfg, stage
+        self.strategy = strategy or LocalStrategy()
+        self.t0 = time.perf_counter()
+        self.init = stage.checkpoint_path(cfg, next(iter(stage.checkpoints)))
+        handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
+        self.tokenizer = checkpoint_tokenizer(self.init)
+        self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log, log_every)
+
+    def load(self, kind: str, key: str | None = None):
+        """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
+        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer."""
+        path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
+        return handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
+
+    def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
+        # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
+        torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
+        return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
+
+    def save(self, model: torch.nn.Module, metrics: dict, extra: dict | None = None) -> dict:
+        """Close the log; on the main rank add wall_s and write <out_dir>/<name> (the starting checkpoint's
+        tokenizer, the resolved config, `metrics`, `extra`); then wait for every rank. Returns metrics."""
+        self.log.close()
+        if self.strategy.is_main:
+            metrics["wall_s"] = time.perf_counter() - self.t0
+            handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
+                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra)
+        self.strategy.barrier()
+        return metrics

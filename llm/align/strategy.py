@@ -1,0 +1,127 @@
+"""The strategy every alignment stage trains through: its place in a data-parallel job, the collectives that
+rebuild global batches and statistics, and the preparation of each trainable model (OpenRLHF's strategy object).
+
+The stages are written once against `Strategy`; `LocalStrategy` is single-process debug mode (plain torch AdamW,
+identity collectives) and parallel/align_engine.py's `DeepSpeedStrategy` the launcher's (one DeepSpeed engine per
+trainable model, torch.distributed collectives). The entry point (launch/align_common.py) picks one and passes it
+in, so no module of llm/align depends on DeepSpeed or torch.distributed.
+
+Data parallelism is the stages' business: each rank takes its contiguous share of a global batch (`shard`) and
+normalises its loss by the global count / world size, so the engine's gradient average is the global mean and a
+layout computes debug mode's update.
+"""
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from llm.config import OptimConfig
+from llm.train.optim import make_optimizer
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous share of n items. Raises ValueError unless world divides n."""
+    if n % world:
+        raise ValueError(f"batch of {n} does not split over {world} data-parallel ranks")
+    per = n // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+class ModelEngine(Protocol):
+    """One trainable model as a strategy prepared it."""
+
+    module: torch.nn.Module
+    """The plain nn.Module: generate(), state dicts and evaluation read it."""
+    optimizer: torch.optim.Optimizer
+    """Its param_groups' "lr" is set by the caller before each step."""
+
+    def __call__(self, *args, **kwargs): ...
+
+    def train(self, mode: bool = True) -> None: ...
+
+    def backward_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip to optim.grad_clip, optimizer step, gradients cleared; returns the global gradient norm
+        before clipping (nan when the engine does not report it)."""
+
+
+class Strategy(Protocol):
+    rank: int
+    world: int
+    device: torch.device
+    """Where this rank's inputs go."""
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous share of n items (n divisible by world, checked)."""
+
+    def sum(self, value: float) -> float:
+        """Sum of a float over ranks."""
+
+    def gather(self, items: list) -> list:
+        """The concatenation over ranks, in rank order, of each rank's list of picklable items: the global batch
+        rebuilt from the ranks' contiguous shares."""
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """torch.cat over ranks, in rank order, of each rank's (rows, ...) tensor; every rank's shape is equal."""
+
+    def barrier(self) -> None: ...
+
+    def close(self) -> None:
+        """End the job's process group (after a barrier); nothing in debug mode."""
+
+    def prepare(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int) -> ModelEngine:
+        """`module` ready to train with AdamW from `optim`; zero_stage is ignored where there is no sharding."""
+
+
+class LocalEngine:
+    """Debug mode's model: plain torch AdamW (llm/train/optim.py), the textbook loop of llm/train/local.py."""
+
+    def __init__(self, module: torch.nn.Module, optim: OptimConfig):
+        self.module, self.grad_clip = module, optim.grad_clip
+        self.optimizer = make_optimizer(module, optim)
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+    def backward_step(self, loss: torch.Tensor) -> float:
+        loss.backward()
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+
+class LocalStrategy:
+    """Single-process debug mode: rank 0 of 1 on the CPU; every collective is the identity."""
+
+    rank, world, device = 0, 1, torch.device("cpu")
+    is_main = True
+
+    def shard(self, n: int) -> slice:
+        return shard(n, self.rank, self.world)
+
+    def sum(self, value: float) -> float:
+        return value
+
+    def gather(self, items: list) -> list:
+        return items
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def prepare(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int) -> LocalEngine:
+        return LocalEngine(module, optim)
