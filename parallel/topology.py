@@ -117,12 +117,6 @@ class Topology:
         self.pp_group = self.grid.get_pipe_parallel_group()
         self.dp_group = self.grid.get_data_parallel_group()
 
-    @classmethod
-    def from_config(cls, cfg) -> "Topology":
-        """Validate `cfg` (see check_layout) against the initialised world, then build the groups."""
-        tp, pp, _ = check_layout(cfg, dist.get_world_size())
-        return cls(tp=tp, pp=pp)
-
     def coords(self) -> str:
         """This rank's place in the layout for log lines, e.g. 'tp=0/2 pp=1/2 dp=0/2'."""
         return f"tp={self.tp_rank}/{self.tp} pp={self.pp_rank}/{self.pp} dp={self.dp_rank}/{self.dp}"
