@@ -1,8 +1,8 @@
 """Single-process backend (debug mode): plain PyTorch AdamW, accumulation, clipping, autocast, fp16 scaling.
 
 It implements the `Backend` contract of llm/train/backend.py that the training loop (llm/train/loop.py)
-drives; parallel/engine.py provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/` can hold it against a
-hand-written PyTorch loop and the parallel engine can be checked against it.
+drives; parallel/engine.py provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/`
+can hold it against a hand-written PyTorch loop and the parallel engine can be checked against it.
 """
 from __future__ import annotations
 
