@@ -49,7 +49,7 @@ def main(argv=None) -> int:
             from llm.train.debug import run_debug
             outcome = run_debug(cfg, eval_only=args.eval_only)
         else:
-            from parallel.engine import run_distributed
+            from parallel.start import run_distributed
             outcome = run_distributed(cfg, launch, eval_only=args.eval_only)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

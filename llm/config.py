@@ -213,6 +213,12 @@ class ParallelConfig:
         if self.checkpoint_every_k < 1:
             raise ConfigError(f"{where}.checkpoint_every_k must be >= 1")
 
+    @property
+    def checkpoint_interval(self) -> int:
+        """Activation checkpointing as one number: 0 none, 1 every block ('full'), k for 'every_k'. Blocks
+        0, k, 2k, ... are recomputed in the backward pass (DeepSpeed's pipeline: segments of k blocks)."""
+        return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.checkpoint_every_k)
+
 
 @dataclass
 class PrecisionConfig:

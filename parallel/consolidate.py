@@ -14,23 +14,9 @@ import torch.distributed as dist
 from torch import nn
 
 from llm.config import ConfigError, ModelConfig
+from parallel.names import local_full_names, model_param_names
 from parallel.tensor import partition_dim
 from parallel.tp_mappings import all_gather
-
-
-def model_param_names(cfg: ModelConfig) -> list[str]:
-    """State-dict keys of llm/model.py's Transformer, in its order (both names of a tied weight)."""
-    from llm.model import Transformer
-    with torch.device("meta"):
-        return list(Transformer(cfg).state_dict().keys())
-
-
-def local_full_names(module: nn.Module, pipelined: bool) -> dict[str, str]:
-    """{local parameter name: llm/model.py name}. Tensor parallelism keeps names; pipeline stages renumber."""
-    if pipelined:
-        from parallel.pipeline import stage_param_names
-        return stage_param_names(module)
-    return {name: name for name, _ in module.named_parameters()}
 
 
 def _zero3_gathered(module: nn.Module, zero_stage: int):

@@ -11,7 +11,7 @@ pipeline stages and drives with its 1F1B schedule (`engine.train_batch`); we wri
                  (tied: the stage-0 EmbeddingPipe again, through `TiedLayerSpec`; its weight is saved once,
                  in layer 0's file, and is lm_head.weight as well)
 
-Each stage module's keys are its full-model names minus a prefix (`layer_prefix`), so
+Each stage module's keys are its full-model names minus a prefix (`layer_prefix`, parallel/names.py), so
 `init_parameters(module, cfg, seed, prefix)` gives every weight the value the single-process model gives it,
 whichever stage builds it. DeepSpeed saves spec i of tensor-parallel rank r as
 `layer_{i:02d}-model_{r:02d}-model_states.pt`; `load_pipeline_checkpoint` maps those files back to one
@@ -38,7 +38,7 @@ from torch import nn
 
 from llm.config import ModelConfig, RunConfig
 from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
-from parallel.consolidate import model_param_names
+from parallel.names import layer_prefix, model_param_names
 from parallel.tensor import partition_dim
 
 LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
@@ -135,15 +135,6 @@ def tied_head_forward(embedding: EmbeddingPipe, x: torch.Tensor) -> torch.Tensor
     return torch.nn.functional.linear(x, embedding.tok_embeddings.weight)
 
 
-def layer_prefix(index: int, n_layers: int) -> str:
-    """Prefix that turns spec `index`'s state-dict keys into llm/model.py names (see the module docstring)."""
-    if 1 <= index <= n_layers:
-        return f"layers.{index - 1}."
-    if 0 <= index <= n_layers + 2:
-        return ""
-    raise IndexError(f"spec index {index} out of range for {n_layers + 3} specs")
-
-
 def layer_specs(cfg: RunConfig, topo=None) -> list:
     """The LayerSpecs of the model, in order (DeepSpeed builds each only on the stage that owns it).
 
@@ -170,17 +161,6 @@ def pipeline_loss_fn(topo=None):
         return cross_entropy_loss
     from parallel.tensor import vocab_parallel_cross_entropy
     return partial(vocab_parallel_cross_entropy, group=topo.tp_group)
-
-
-def checkpoint_interval(cfg: RunConfig) -> int:
-    """DeepSpeed's activation_checkpoint_interval: 0 none, 1 every block ('full'), k for 'every_k'.
-
-    DeepSpeed's interval is the length of the checkpointed segments: with k every run of k consecutive
-    blocks keeps only its input and is recomputed in the backward pass (memory ~ n_layers/k boundary
-    activations), the pipeline analogue of checkpointing every k-th block.
-    """
-    ac = cfg.parallel.activation_checkpointing
-    return {"none": 0, "full": 1}.get(ac, cfg.parallel.checkpoint_every_k)
 
 
 def layer_param_counts(specs) -> list[int]:
@@ -221,8 +201,10 @@ def build_pipeline_module(cfg: RunConfig, topo):
     """The model as a `deepspeed.pipe.PipelineModule` over `topo.ds_topology` (pipe × data × model axes).
 
     Partitioned by `cfg.parallel.pipeline_partition` ('parameters', 'uniform' or 'type:<regex>', e.g.
-    'type:BlockPipe' to balance blocks only), with `cfg.parallel.activation_checkpointing` as DeepSpeed's
-    checkpoint interval. Only runs made entirely of blocks are recomputed (torch's non-reentrant checkpoint),
+    'type:BlockPipe' to balance blocks only), with `cfg.parallel.checkpoint_interval` as DeepSpeed's
+    activation_checkpoint_interval: the length of the checkpointed segments, so with k every run of k
+    consecutive blocks keeps only its input and is recomputed in the backward pass (memory ~ n_layers/k
+    boundary activations), the pipeline analogue of checkpointing every k-th block. Only runs made entirely of blocks are recomputed (torch's non-reentrant checkpoint),
     as in single-process mode; a segment that also holds the embedding, norm or head runs plainly. With
     `topo.tp > 1` every stage is tensor-parallel and the loss is the vocab-parallel cross-entropy. Weights
     equal the single-process model's (per-name seeded init); tied embeddings are one `TiedLayerSpec` whose
@@ -234,7 +216,7 @@ def build_pipeline_module(cfg: RunConfig, topo):
     # (seed_layers=True without a seed_fn would hand numpy ints to random.seed, a TypeError on Python 3.11.)
     module = cls(layers=layer_specs(cfg, topo), topology=topo.ds_topology, loss_fn=pipeline_loss_fn(topo),
                  partition_method=cfg.parallel.pipeline_partition,
-                 activation_checkpoint_interval=checkpoint_interval(cfg),
+                 activation_checkpoint_interval=cfg.parallel.checkpoint_interval,
                  activation_checkpoint_func=partial(torch.utils.checkpoint.checkpoint, use_reentrant=False),
                  checkpointable_layers=[BlockPipe.__name__])
     mark_grad_norm_owners(module, topo)
@@ -279,23 +261,6 @@ def mark_grad_norm_owners(module, topo) -> None:
             p.tensor_model_parallel = False
         elif not getattr(p, "tensor_model_parallel", False) and tp_rank == 0:
             p.model_parallel = True
-
-
-def stage_param_names(module) -> dict[str, str]:
-    """{name in this stage's PipelineModule: llm/model.py name} for the stage's own parameters.
-
-    A PipelineModule names spec i's parameters '{i}.<key>' and the tied embedding
-    'tied_modules.embeddings.tok_embeddings.weight'.
-    """
-    n_layers = module._num_layers - 3
-    out = {}
-    for name, _ in module.named_parameters():
-        head, rest = name.split(".", 1)
-        if head == "tied_modules":
-            out[name] = rest.split(".", 1)[1]  # drop the tie key
-        else:
-            out[name] = layer_prefix(int(head), n_layers) + rest
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

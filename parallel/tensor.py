@@ -36,7 +36,7 @@ from torch import nn
 from llm.config import ModelConfig
 from llm.model import Attention, RMSNorm, SwiGLU, Transformer
 from parallel.topology import check_tensor_parallel
-from parallel.tp_mappings import (all_gather, all_reduce, enter_tensor_parallel_region,
+from parallel.tp_mappings import (all_reduce, enter_tensor_parallel_region,
                                   exit_tensor_parallel_region, gather_from_tensor_parallel_region, group_rank,
                                   group_size, scatter_to_tensor_parallel_region)
 
@@ -330,36 +330,6 @@ def parallelize_modules(module: nn.Module, group, sequence_parallel: bool = Fals
         elif isinstance(child, RMSNorm) and sequence_parallel and tp > 1:
             _sum_grad_over(child.weight, group)
     return module
-
-
-@torch.no_grad()
-def gather_tensor_parallel_state_dict(model: nn.Module, topo) -> dict[str, torch.Tensor]:
-    """The full single-process state dict (names as in llm/model.py) of a TP-sharded model, on CPU, on every
-    TP rank (collective over topo.tp_group: call it on all of them). Tied weights stay one tensor under both names.
-    """
-    out, seen = {}, {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) not in seen:
-            full = t.detach()
-            if getattr(t, "tensor_model_parallel", False):
-                full = all_gather(full, t.partition_dim, topo.tp_group)
-            seen[id(t)] = full.to("cpu", copy=True)
-        out[name] = seen[id(t)]
-    return out
-
-
-def shard_state_dict(full_sd: dict[str, torch.Tensor], cfg: ModelConfig, tp_rank: int,
-                     tp: int) -> dict[str, torch.Tensor]:
-    """Rank tp_rank's shard of a single-process state dict, as apply_tensor_parallel would hold it (the inverse of
-    gather_tensor_parallel_state_dict). Raises ConfigError if cfg does not split over tp."""
-    check_tensor_parallel(cfg, tp)
-    out, seen = {}, {}
-    for name, t in full_sd.items():
-        if id(t) not in seen:
-            dim = partition_dim(name)
-            seen[id(t)] = t.clone() if dim is None else t.chunk(tp, dim)[tp_rank].clone()
-        out[name] = seen[id(t)]
-    return out
 
 
 def universal_checkpoint_info(cfg: ModelConfig) -> dict:

@@ -1,7 +1,7 @@
 """The tensor × pipeline × data layout of a run and its process groups.
 
-`check_layout` validates a layout against the world size and the model shape without touching any process
-group, so launchers can fail before spawning anything. `Topology` builds the groups once
+`check_layout` validates a layout against the world size, the model shape, the batch sizes and the DeepSpeed
+pass-through keys without touching any process group, so launchers can fail before spawning anything. `Topology` builds the groups once
 `torch.distributed` is initialised and is passed explicitly to whatever needs them (no module globals).
 
 Rank order is DeepSpeed's `PipeModelDataParallelTopology`: axes (pipe, data, model), row-major, so the
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-from llm.config import ConfigError, ModelConfig, ParallelConfig
+from llm.config import ConfigError, ModelConfig, ParallelConfig, TrainConfig
+from parallel.ds_config import batch_error, override_errors
 
 
-def _split_config(cfg) -> tuple[ModelConfig, ParallelConfig]:
+def _split_config(cfg) -> tuple[ModelConfig, ParallelConfig, TrainConfig | None]:
     if isinstance(cfg, tuple):
         model, parallel = cfg
-        return model, parallel
-    return cfg.model, cfg.parallel
+        return model, parallel, None
+    return cfg.model, cfg.parallel, cfg.train
 
 
 def tensor_parallel_errors(model: ModelConfig, tp: int, sequence_parallel: bool = False) -> list[str]:
@@ -55,12 +56,14 @@ def check_tensor_parallel(model: ModelConfig, tp: int, sequence_parallel: bool =
 def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
     """Validate the parallel layout of a run and return its degrees (tp, pp, dp).
 
-    cfg: a RunConfig (anything with `.model` and `.parallel`) or a (ModelConfig, ParallelConfig) pair.
+    cfg: a RunConfig (anything with `.model`, `.parallel` and `.train`) or a (ModelConfig, ParallelConfig) pair,
+    whose batch sizes are then not checked.
     world_size: number of processes of the job.
     Raises ConfigError listing every violated rule, each naming the keys and values, e.g.
-    "parallel.tensor=3 does not divide model.n_heads=8".
+    "parallel.tensor=3 does not divide model.n_heads=8": the degrees, the model shape, the global batch against
+    micro-batch × data-parallel degree, and the parallel.deepspeed keys (parallel/ds_config.py).
     """
-    model, parallel = _split_config(cfg)
+    model, parallel, train = _split_config(cfg)
     tp, pp = parallel.tensor, parallel.pipeline
     errors = []
     if tp < 1 or pp < 1:
@@ -68,11 +71,14 @@ def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
     elif world_size % (tp * pp) != 0:
         errors.append(f"world size {world_size} is not divisible by parallel.tensor={tp} × "
                       f"parallel.pipeline={pp} = {tp * pp}")
+    elif train is not None and (batch := batch_error(train, world_size // (tp * pp))):
+        errors.append(batch)
     if tp >= 1:
         errors += tensor_parallel_errors(model, tp, parallel.sequence_parallel)
     if model.n_layers < pp:
         errors.append(f"model.n_layers={model.n_layers} is fewer than parallel.pipeline={pp} stages "
                       "(every stage needs at least one layer)")
+    errors += override_errors(parallel.deepspeed)
     if errors:
         raise ConfigError("; ".join(errors))
     return tp, pp, world_size // (tp * pp)
@@ -116,12 +122,6 @@ class Topology:
         self.tp_group = self.grid.get_slice_parallel_group()
         self.pp_group = self.grid.get_pipe_parallel_group()
         self.dp_group = self.grid.get_data_parallel_group()
-
-    @classmethod
-    def from_config(cls, cfg) -> "Topology":
-        """Validate `cfg` (see check_layout) against the initialised world, then build the groups."""
-        tp, pp, _ = check_layout(cfg, dist.get_world_size())
-        return cls(tp=tp, pp=pp)
 
     def coords(self) -> str:
         """This rank's place in the layout for log lines, e.g. 'tp=0/2 pp=1/2 dp=0/2'."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 import torch
 
 from llm.config import ConfigError, RunConfig
+from llm.train import start
 from llm.train.hardware import default_device, peak_flops
 from llm.train.local import LocalBackend
-from llm.train.loop import TrainOutcome, train
-from llm.train.setup import (build_datasets, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
-                             prepare_out_dir)
+from llm.train.loop import TrainOutcome
 
 
 def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eval_only: bool = False) -> TrainOutcome:
@@ -20,14 +19,12 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eva
     device = device or default_device()
     if cfg.precision.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("precision=bf16 but this GPU has no bf16 support; use precision=fp16")
-    check_tokenizer(cfg)
-    train_set, valid_set = build_datasets(cfg)
-    prepare_out_dir(cfg, is_main=True)
-    torch.manual_seed(cfg.train.seed)
-    backend = LocalBackend(cfg, device)
-    peak, source = peak_flops(device, cfg.precision.dtype)
-    n_params = sum(p.numel() for p in backend.model.parameters())
-    log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
-        f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s ({source})")
-    return train(cfg, backend, train_set, valid_set, model_flops_per_token(cfg), peak,
-                 hardware_flops_per_token=hardware_flops_per_token(cfg), log=log, eval_only=eval_only)
+
+    def announce(backend: LocalBackend, peak: float, source: str) -> None:
+        n_params = sum(p.numel() for p in backend.model.parameters())
+        log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
+            f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s "
+            f"({source})")
+
+    return start.run(cfg, lambda: LocalBackend(cfg, device), lambda: peak_flops(device, cfg.precision.dtype),
+                     announce, log=log, eval_only=eval_only)

@@ -1,8 +1,8 @@
 """Single-process backend (debug mode): plain PyTorch AdamW, accumulation, clipping, autocast, fp16 scaling.
 
-The training loop (llm/train/loop.py) drives any backend with the same four calls; parallel/engine.py
-provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/` can hold it against a
-hand-written PyTorch loop and the parallel engine can be checked against it.
+It implements the `Backend` contract of llm/train/backend.py that the training loop (llm/train/loop.py)
+drives; parallel/engine.py provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/`
+can hold it against a hand-written PyTorch loop and the parallel engine can be checked against it.
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from llm.train.optim import make_optimizer
 
 
 class LocalBackend:
+    """The whole model on one device: rank 0 of a world of one."""
+
+    rank, dp_rank, dp_size = 0, 0, 1
     is_main = True
-    dp_rank, dp_size = 0, 1
+    layout = {"backend": "local"}
 
     def __init__(self, cfg: RunConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -31,10 +34,6 @@ class LocalBackend:
         self.model.to(device)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scaler = prec.make_scaler(cfg.precision, device)
-
-    @property
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
 
     def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
         for g in self.optimizer.param_groups:
@@ -85,6 +84,15 @@ class LocalBackend:
 
     def diagnose_nonfinite(self) -> str | None:
         return first_nonfinite(self.model)
+
+    def barrier(self) -> None:
+        pass  # one process: nothing to wait for
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+    def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
+        return False, "only the DeepSpeed backend reshards optimizer state"
 
     def save(self, path: Path) -> None:
         torch.save(self.model.state_dict(), path / "model.pt")

@@ -1,9 +1,9 @@
 """The pretraining loop, shared by the single-process and DeepSpeed backends.
 
-A backend owns the model and optimizer and exposes `train_step`, `eval_loss`, `save`, `load` (see
-llm/train/local.py). The loop owns everything that must be identical across layouts: which samples make
-up each step (so any layout sees the same global batch), the LR schedule, evaluation, metrics, checkpoint
-cadence, resume, preemption and divergence checks.
+A backend (the `Backend` contract of llm/train/backend.py) owns the model and optimizer. The loop owns
+everything that must be identical across layouts: which samples make up each step (so any layout sees the
+same global batch), the LR schedule, evaluation, metrics, checkpoint cadence, resume, preemption and
+divergence checks.
 
 Data position is the step number: step s consumes samples [s·G, (s+1)·G) of the shuffled training set
 (G = global batch), data-parallel rank r takes its contiguous share of those. So a checkpoint needs no
@@ -22,6 +22,7 @@ import torch
 
 from llm.config import RunConfig
 from llm.train import checkpoint as ckpt
+from llm.train.backend import Backend, Throughput
 from llm.train.metrics import MetricsLogger
 from llm.train.schedule import lr_at
 
@@ -79,7 +80,7 @@ def micro_batches(dataset, step: int, cfg: RunConfig, dp_rank: int, dp_size: int
     return [torch.stack(samples[i:i + m]) for i in range(0, per_rank, m)]
 
 
-def evaluate(backend, valid, cfg: RunConfig) -> float:
+def evaluate(backend: Backend, valid, cfg: RunConfig) -> float:
     # eval_batches counts global batches, so the evaluated samples do not depend on the layout.
     batches = []
     for b in range(cfg.train.eval_batches):
@@ -87,28 +88,24 @@ def evaluate(backend, valid, cfg: RunConfig) -> float:
     return backend.eval_loss(batches)
 
 
-def save_checkpoint(backend, cfg: RunConfig, step: int, tokens: int, barrier=lambda: None) -> Path:
+def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) -> Path:
     final = ckpt.step_dir(cfg.checkpoint.dir, step)
     tmp = ckpt.temp_dir_for(final)
     if backend.is_main:
         tmp.mkdir(parents=True, exist_ok=True)
-    barrier()
+    backend.barrier()
     backend.save(tmp)
-    torch.save(ckpt.rng_state(), tmp / f"rng_rank{getattr(backend, 'rank', 0)}.pt")
-    barrier()
+    torch.save(ckpt.rng_state(), tmp / f"rng_rank{backend.rank}.pt")
+    backend.barrier()
     if backend.is_main:
         (tmp / "config.yaml").write_text(cfg.to_yaml())
         ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
                                                  "consumed_samples": step * cfg.train.global_batch_size,
-                                                 "layout": backend_layout(backend)})
+                                                 "layout": backend.layout})
         ckpt.publish(tmp, final)
         ckpt.prune(cfg.checkpoint.dir, cfg.checkpoint.keep)
-    barrier()
+    backend.barrier()
     return final
-
-
-def backend_layout(backend) -> dict:
-    return getattr(backend, "layout", {"backend": "local"})
 
 
 def check_same_layout(path: Path, saved: dict, current: dict, can_reshard=None) -> None:
@@ -126,14 +123,11 @@ def check_same_layout(path: Path, saved: dict, current: dict, can_reshard=None) 
                           f"checkpoint.init_from={path} (and a new checkpoint.dir)")
 
 
-def _no_reshard(saved: dict, current: dict) -> tuple[bool, str]:
-    return False, "only the DeepSpeed backend reshards optimizer state"
-
-
-def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float, peak_flops: float,
-          n_devices: int = 1, hardware_flops_per_token: float | None = None, barrier=lambda: None, log=print, eval_only: bool = False) -> TrainOutcome:
+def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Throughput, log=print,
+          eval_only: bool = False) -> TrainOutcome:
     """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted.
 
+    train_set, valid_set: datasets of (seq_len + 1)-token samples; throughput: what MFU/HFU are measured with.
     eval_only: load the latest checkpoint (or checkpoint.init_from), evaluate once, write <out_dir>/eval.json.
     """
     total = cfg.total_steps
@@ -141,10 +135,10 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
     latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
-        reshard = getattr(backend, "can_reshard", _no_reshard) if cfg.checkpoint.reshard else None
-        check_same_layout(latest, state.get("layout", {}), backend_layout(backend), reshard)
+        reshard = backend.can_reshard if cfg.checkpoint.reshard else None
+        check_same_layout(latest, state.get("layout", {}), backend.layout, reshard)
         backend.load(latest)
-        rng_file = latest / f"rng_rank{getattr(backend, 'rank', 0)}.pt"
+        rng_file = latest / f"rng_rank{backend.rank}.pt"
         if rng_file.exists():
             ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
         step, tokens = state["step"], state["tokens"]
@@ -177,11 +171,11 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
             last_loss = result.loss
             tps = tokens_per_step / dt
             row = {"step": step, "loss": result.loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
-                   "mfu": flops_per_token * tps / (peak_flops * n_devices), "step_time_s": dt}
+                   "mfu": throughput.mfu(tps), "step_time_s": dt}
             if result.grad_norm is not None and math.isfinite(result.grad_norm):
                 row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
-            if hardware_flops_per_token and hardware_flops_per_token != flops_per_token:
-                row["hfu"] = hardware_flops_per_token * tps / (peak_flops * n_devices)
+            if throughput.hardware_flops_per_token != throughput.flops_per_token:
+                row["hfu"] = throughput.hfu(tps)
             if result.loss_scale is not None:
                 skipped_steps += result.skipped
                 row.update(loss_scale=result.loss_scale, skipped=result.skipped, skipped_steps=skipped_steps)
@@ -191,13 +185,12 @@ def train(cfg: RunConfig, backend, train_set, valid_set, flops_per_token: float,
                 eval_loss = evaluate(backend, valid_set, cfg)
                 metrics.log({"step": step, "eval_loss": eval_loss, "tokens": tokens}, console=f"eval {step}/{total}")
             if step == total or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
-                saved = save_checkpoint(backend, cfg, step, tokens, barrier)
+                saved = save_checkpoint(backend, cfg, step, tokens)
             stop = bool(preempt.raised) and step < total
             # Every rank must agree before the collective save, whichever rank caught the signal.
-            if getattr(backend, "any_rank", None):
-                stop = backend.any_rank(stop)
+            stop = backend.any_rank(stop)
             if stop:
-                saved = save_checkpoint(backend, cfg, step, tokens, barrier)
+                saved = save_checkpoint(backend, cfg, step, tokens)
                 if backend.is_main:
                     log(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; re-run to resume")
                 return TrainOutcome(step, "preempted", last_loss, eval_loss, saved)

@@ -52,11 +52,9 @@ def model_flops_per_token(cfg: RunConfig) -> float:
 
 
 def recomputed_layers(cfg: RunConfig) -> int:
-    ac = cfg.parallel.activation_checkpointing
-    if ac == "none":
-        return 0
-    k = 1 if ac == "full" else cfg.parallel.checkpoint_every_k
-    return len(range(0, cfg.model.n_layers, k))
+    """Blocks whose forward activation checkpointing runs twice (blocks 0, k, 2k, ... of ParallelConfig)."""
+    k = cfg.parallel.checkpoint_interval
+    return len(range(0, cfg.model.n_layers, k)) if k else 0
 
 
 def hardware_flops_per_token(cfg: RunConfig) -> float:

@@ -37,7 +37,8 @@ def _cfg(tied=False, n_layers=4, **parallel) -> RunConfig:
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_stage_modules_rebuild_the_single_process_model_bit_for_bit(tied):
-    from parallel.pipeline import layer_prefix, layer_specs
+    from parallel.names import layer_prefix
+    from parallel.pipeline import layer_specs
     cfg = _cfg(tied)
     specs = layer_specs(cfg)
     assert len(specs) == cfg.model.n_layers + 3
@@ -101,17 +102,17 @@ def test_sequence_parallel_refuses_partitioned_transfers():
 
 
 def test_checkpoint_interval_follows_the_config():
-    from parallel.pipeline import checkpoint_interval
-    assert checkpoint_interval(_cfg(activation_checkpointing="none")) == 0
-    assert checkpoint_interval(_cfg(activation_checkpointing="full")) == 1
-    assert checkpoint_interval(_cfg(activation_checkpointing="every_k", checkpoint_every_k=3)) == 3
+    assert _cfg(activation_checkpointing="none").parallel.checkpoint_interval == 0
+    assert _cfg(activation_checkpointing="full").parallel.checkpoint_interval == 1
+    assert _cfg(activation_checkpointing="every_k", checkpoint_every_k=3).parallel.checkpoint_interval == 3
 
 
 @pytest.mark.parametrize("tied,tp", [(False, 1), (True, 1), (False, 2), (True, 2)])
 def test_consolidation_maps_layer_files_back_to_model_names(tmp_path, tied, tp):
     """Files laid out as DeepSpeed writes them (layer_XX-model_YY), TP-sharded as tensor.py shards."""
-    from parallel.pipeline import layer_prefix, load_pipeline_checkpoint
-    from parallel.tensor import shard_state_dict
+    from parallel.names import layer_prefix
+    from parallel.pipeline import load_pipeline_checkpoint
+    from tests.parallel.tp_state import shard_state_dict
     cfg = _cfg(tied)
     m = cfg.model
     full = Transformer(m, seed=cfg.train.seed).state_dict()
@@ -149,7 +150,8 @@ def _build_stage(tp, pp, tied):
     """On a DistWorkers rank: build the PipelineModule; return what the test checks (small tensors only)."""
     import torch.distributed as dist
     from deepspeed.runtime.utils import is_model_parallel_parameter
-    from parallel.pipeline import build_pipeline_module, stage_param_names
+    from parallel.names import stage_param_names
+    from parallel.pipeline import build_pipeline_module
     from parallel.topology import Topology
 
     topo = Topology(tp, pp)
@@ -175,7 +177,7 @@ def workers():
 
 @pytest.mark.parametrize("tp,pp,tied", [(1, 2, False), (1, 2, True), (2, 2, False), (2, 2, True)])
 def test_each_rank_holds_its_shard_of_the_single_process_weights(workers, tp, pp, tied):
-    from parallel.tensor import shard_state_dict
+    from tests.parallel.tp_state import shard_state_dict
     cfg = _cfg(tied)
     full = Transformer(cfg.model, seed=cfg.train.seed).state_dict()
     results = workers.run(_build_stage, tp, pp, tied)

@@ -23,10 +23,11 @@ from torch import nn
 from llm.config import ConfigError, ModelConfig
 from llm.model import Attention, Block, SwiGLU, Transformer
 from parallel.tensor import (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding, apply_tensor_parallel,
-                             gather_tensor_parallel_state_dict, parallelize_modules, partition_dim, shard_state_dict,
-                             universal_checkpoint_info, vocab_parallel_cross_entropy)
+                             parallelize_modules, partition_dim, universal_checkpoint_info,
+                             vocab_parallel_cross_entropy)
 from parallel.tp_mappings import split
 from tests.parallel.dist_utils import shared_workers
+from tests.parallel.tp_state import gather_tensor_parallel_state_dict, shard_state_dict
 
 ATOL, RTOL = 1e-6, 1e-5
 

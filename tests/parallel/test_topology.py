@@ -134,7 +134,8 @@ def check_zero_reduces_over_data_parallel_only(tp: int) -> float:
     global gradient norm for clipping summed over TP shards with replicated weights counted once."""
     import deepspeed
     from llm.model import Transformer
-    from parallel.tensor import apply_tensor_parallel, gather_tensor_parallel_state_dict
+    from parallel.tensor import apply_tensor_parallel
+    from tests.parallel.tp_state import gather_tensor_parallel_state_dict
     topo = Topology(tp)
     cfg, lr, clip = ModelConfig(**dict(MODEL, n_layers=2)), 0.5, 1.0
     gen = torch.Generator().manual_seed(3)

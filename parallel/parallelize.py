@@ -1,0 +1,71 @@
+"""Apply a run's layout to its model: one function, in one documented order, over an explicit Topology.
+
+torchtitan's `parallelize_llama` is the model: llm/model.py never knows it is parallel, and the backend
+(parallel/engine.py) never hides the order in its constructor. ZeRO sharding, mixed precision and gradient
+accumulation over the data-parallel group come after this, from DeepSpeed (`initialize_engine`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llm.config import RunConfig
+from llm.model import Transformer
+from parallel.consolidate import load_full_state_dict
+from parallel.pipeline import build_pipeline_module
+from parallel.tensor import apply_tensor_parallel, universal_checkpoint_info
+from parallel.topology import Topology
+
+
+def parallelize(cfg: RunConfig, topo: Topology) -> nn.Module:
+    """This rank's part of the model of `cfg` under `topo`, ready for `deepspeed.initialize`.
+
+    1. Tensor parallelism: the single-process Transformer, built identically on every rank, becomes this rank's
+       shard (its layers swapped for their parallel twins, slicing the full weights), so a TP run starts from
+       exactly the weights of TP=1.
+    2. Pipeline split: with topo.pp > 1 a DeepSpeed PipelineModule builds only this stage's layers instead, each
+       made tensor-parallel as it is built, with the checkpoint interval of step 3 (parallel/pipeline.py).
+    3. Activation checkpointing, after tensor parallelism so that the recomputed forward is the sharded one.
+    4. checkpoint.init_from: the consolidated weights of any layout copied into this rank's shards, by
+       llm/model.py names (parallel/consolidate.py).
+    5. The tensor-parallel partition patterns of DeepSpeed's universal checkpoint, saved with every checkpoint,
+       so that a later run can resume in another layout (parallel/universal.py).
+    Raises ConfigError when the model does not split over the layout or init_from does not fit it.
+    """
+    p = cfg.parallel
+    if topo.pp > 1:
+        model = build_pipeline_module(cfg, topo)
+    else:
+        model = Transformer(cfg.model, seed=cfg.train.seed)
+        apply_tensor_parallel(model, topo, sequence_parallel=p.sequence_parallel)
+        apply_activation_checkpointing(model, p.checkpoint_interval)
+    if cfg.checkpoint.init_from:
+        from llm.train.checkpoint import read_model_weights
+        load_full_state_dict(model, read_model_weights(cfg.checkpoint.init_from), topo, topo.pp > 1)
+    from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+    setattr(model, UNIVERSAL_CHECKPOINT_INFO, universal_checkpoint_info(cfg.model))
+    return model
+
+
+def apply_activation_checkpointing(model: Transformer, interval: int) -> None:
+    """Recompute blocks 0, k, 2k, ... (k = interval; 0: none) in the backward pass (non-reentrant
+    torch.utils.checkpoint).
+
+    The forward is overridden on the instance rather than wrapped in a new module, so parameter names
+    and state dicts stay those of llm/model.py.
+    """
+    if interval == 0:
+        return
+    from torch.utils.checkpoint import checkpoint
+
+    for i, block in enumerate(model.layers):
+        if i % interval:
+            continue
+        plain = block.forward
+
+        def forward(x, cache=None, start_pos=0, _plain=plain):
+            if cache is None and torch.is_grad_enabled():
+                return checkpoint(_plain, x, use_reentrant=False)
+            return _plain(x, cache, start_pos)
+
+        block.forward = forward

@@ -1,0 +1,107 @@
+"""The backend contract (llm/train/backend.py): the loop uses nothing but `Backend`'s members, both backends
+implement all of them, and MFU/HFU come from one formula (llm.spec.flops.mfu_from_flops)."""
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import torch
+
+from llm.config import ModelConfig, RunConfig, TrainConfig
+from llm.spec.flops import mfu_from_flops
+from llm.train.backend import Backend, StepResult, Throughput
+from llm.train.local import LocalBackend
+from llm.train.loop import train
+
+METHODS = sorted(n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_"))
+ATTRIBUTES = sorted(Backend.__annotations__)
+
+
+def test_the_contract_is_what_the_loop_needs():
+    assert METHODS == ["any_rank", "barrier", "can_reshard", "diagnose_nonfinite", "eval_loss", "load", "save",
+                       "train_step"]
+    assert ATTRIBUTES == ["dp_rank", "dp_size", "is_main", "layout", "rank"]
+
+
+def test_both_backends_implement_the_whole_contract():
+    from parallel.engine import DeepSpeedBackend
+    for cls in (LocalBackend, DeepSpeedBackend):
+        missing = [m for m in METHODS if not inspect.isfunction(getattr(cls, m, None))]
+        assert missing == [], cls
+    # DeepSpeedBackend sets its attributes in __init__ (a process group is needed); LocalBackend's are fixed.
+    source = inspect.getsource(DeepSpeedBackend.__init__)
+    assert all(f"self.{a}" in source for a in ATTRIBUTES)
+    local = LocalBackend(_cfg(), torch.device("cpu"))
+    assert (local.rank, local.dp_rank, local.dp_size, local.is_main, local.layout) == (0, 0, 1, True,
+                                                                                       {"backend": "local"})
+    assert local.any_rank(True) and not local.any_rank(False)
+    assert local.can_reshard({"backend": "local"}, {"backend": "deepspeed"})[0] is False
+
+
+class ContractOnly:
+    """A backend with exactly the contract's members: anything else the loop asked for would raise here
+    (AssertionError, which getattr(..., default) does not swallow)."""
+
+    rank, dp_rank, dp_size, is_main, layout = 0, 0, 1, True, {"backend": "contract"}
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the loop asked the backend for {name!r}, which is not in the Backend contract")
+
+    def train_step(self, micro_batches, lr):
+        self.calls.append("train_step")
+        return StepResult(loss=1.0, grad_norm=0.5)
+
+    def eval_loss(self, micro_batches):
+        self.calls.append("eval_loss")
+        return 2.0
+
+    def save(self, path):
+        self.calls.append("save")
+
+    def load(self, path):
+        self.calls.append("load")
+
+    def barrier(self):
+        self.calls.append("barrier")
+
+    def any_rank(self, flag):
+        return flag
+
+    def diagnose_nonfinite(self):
+        return None
+
+    def can_reshard(self, saved, current):
+        return False, "no"
+
+
+def _cfg(tmp_path=None) -> RunConfig:
+    cfg = RunConfig(model=ModelConfig(n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, d_ff=64, vocab_size=64,
+                                      seq_len=8),
+                    train=TrainConfig(max_steps=3, global_batch_size=4, micro_batch_size=2, eval_every=0,
+                                      eval_batches=1), out_dir=str(tmp_path or "unused"))
+    cfg.checkpoint.dir = f"{cfg.out_dir}/checkpoints"
+    return cfg
+
+
+@pytest.mark.parametrize("hw_factor", [1.0, 1.5])
+def test_the_loop_drives_any_object_with_the_contract(tmp_path, hw_factor):
+    cfg = _cfg(tmp_path)
+    samples = [torch.arange(9) % 64 for _ in range(16)]
+    backend = ContractOnly()
+    throughput = Throughput(flops_per_token=1e6, hardware_flops_per_token=hw_factor * 1e6, peak_flops=1e9,
+                            n_devices=2)
+    outcome = train(cfg, backend, samples, samples, throughput, log=lambda *_: None)
+    assert (outcome.status, outcome.step, outcome.eval_loss) == ("finished", 3, 2.0)
+    assert backend.calls.count("train_step") == 3 and "save" in backend.calls and "barrier" in backend.calls
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in rows if "loss" in r)
+    assert step["mfu"] == mfu_from_flops(step["tokens_per_s"], 1e6, 1e9, 2)
+    assert ("hfu" in step) == (hw_factor != 1.0)
+    if hw_factor != 1.0:
+        assert step["hfu"] == pytest.approx(hw_factor * step["mfu"])
+    state = json.loads((tmp_path / "checkpoints" / "step_00000003" / "trainer_state.json").read_text())
+    assert state["layout"] == {"backend": "contract"}
