@@ -19,6 +19,7 @@ from data_pipeline.dedup.substring import SubstringConfig
 from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from data_pipeline.normalize import NormalizeConfig
 from data_pipeline.shards import ShardConfig
+from data_pipeline.hf_tokenizer import is_hf_tokenizer
 from data_pipeline.tokenize import TokenizeConfig
 
 
@@ -103,8 +104,10 @@ class DataConfig:
                            ("decontaminate.ngram", self.decontaminate.ngram)):
             if value < 1:
                 raise DataConfigError(f"{where}: {key}={value} must be >= 1")
-        if self.tokenize.tokenizer is not None and not Path(self.tokenize.tokenizer).is_file():
-            raise DataConfigError(f"{where}: tokenize.tokenizer={self.tokenize.tokenizer} is not a file")
+        if self.tokenize.tokenizer is not None and not (Path(self.tokenize.tokenizer).is_file()
+                                                        or is_hf_tokenizer(self.tokenize.tokenizer)):
+            raise DataConfigError(f"{where}: tokenize.tokenizer={self.tokenize.tokenizer} is not a file nor a "
+                                  "directory with tokenizer.json")
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] = (),

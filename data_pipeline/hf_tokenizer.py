@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from data_pipeline.tokenizer import Tokenizer
@@ -161,3 +162,25 @@ def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
             raise FileNotFoundError(f"{p}: no {TOKENIZER_JSON} nor {SPM_FILE}")
         p = p / SPM_FILE
     return Tokenizer(p)
+
+
+def copy_tokenizer(src: str | Path, out_dir: str | Path) -> Path:
+    """Copy a tokenizer (a SentencePiece .model, a tokenizer.json or a directory holding one) into out_dir, as
+    out_dir/tokenizer.model or out_dir/tokenizer.json with its tokenizer_config.json; returns that file."""
+    src, out_dir = Path(src), Path(out_dir)
+    if not is_hf_tokenizer(src):
+        shutil.copyfile(src, out_dir / SPM_FILE)
+        return out_dir / SPM_FILE
+    folder = src if src.is_dir() else src.parent
+    shutil.copyfile(folder / TOKENIZER_JSON if src.is_dir() else src, out_dir / TOKENIZER_JSON)
+    # tokenizer_config.json names the special tokens (HFTokenizer's bos/eos/pad ids).
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out_dir / name)
+    return out_dir / TOKENIZER_JSON
+
+
+def tokenizer_file(folder: str | Path) -> Path:
+    """The tokenizer copy_tokenizer (or tokenizer training) left in folder: tokenizer.json if any, else tokenizer.model."""
+    folder = Path(folder)
+    return folder / TOKENIZER_JSON if (folder / TOKENIZER_JSON).is_file() else folder / SPM_FILE

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from data_pipeline.hf_tokenizer import load_tokenizer
 from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
-from data_pipeline.tokenizer import Tokenizer, train_tokenizer
+from data_pipeline.tokenizer import train_tokenizer
 
 
 @dataclass
@@ -22,7 +23,8 @@ class TokenizeConfig:
     """Tokenizer choice and parallelism."""
 
     tokenizer: str | None = None
-    """Path of a sentencepiece .model; None trains one on a sample of the kept documents."""
+    """A sentencepiece .model, or a tokenizer.json / Hugging Face directory holding one (data_pipeline/hf_tokenizer.py);
+    None trains one on a sample of the kept documents."""
     vocab_size: int = 4096
     """For a trained tokenizer; matches the model config's default vocab_size."""
     model_type: str = "bpe"
@@ -42,12 +44,12 @@ def train_from_texts(texts: Iterable[str], out_dir: Path, cfg: TokenizeConfig) -
                            max_sentences=cfg.train_max_sentences)
 
 
-_worker_tok: Tokenizer | None = None
+_worker_tok = None  # a Tokenizer or HFTokenizer (load_tokenizer)
 
 
 def _init_worker(model_path: str) -> None:
     global _worker_tok
-    _worker_tok = Tokenizer(model_path)
+    _worker_tok = load_tokenizer(model_path)
 
 
 def _encode(batch: list[str]) -> list[list[int]]:
@@ -73,7 +75,7 @@ class TokenizerPool:
 
     def __init__(self, model_path: Path, cfg: TokenizeConfig):
         self.model_path, self.cfg = str(model_path), cfg
-        self.vocab_size = Tokenizer(model_path).vocab_size
+        self.vocab_size = load_tokenizer(model_path).vocab_size
         self.pool = None
 
     def __enter__(self) -> "TokenizerPool":
