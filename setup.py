@@ -14,8 +14,14 @@ setup(
     install_requires=[
         "torch>=2.4",
         "deepspeed>=0.15",
-        "accelerate>=0.30",
+        "accelerate>=0.30",  # init_empty_weights: the HF model of an export is built on the meta device
         "sentencepiece>=0.2",
+        # Hugging Face export/import at run time (llm/hf/, data_pipeline/hf_tokenizer.py): LlamaConfig's
+        # rope_parameters and save_pretrained without safe_serialization are transformers 5; tokenizer.json is read
+        # and written with tokenizers, weights tensor by tensor with safetensors' safe_open.
+        "transformers>=5.0",
+        "tokenizers>=0.22",
+        "safetensors>=0.4",
         "datasets>=2.19",
         "pyyaml>=6.0",
         "numpy>=1.24",

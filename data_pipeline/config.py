@@ -22,8 +22,9 @@ from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, 
 from data_pipeline.normalize import NormalizeConfig
 from data_pipeline.readers import ReaderError, detect_format
 from data_pipeline.shards import ShardConfig
+from data_pipeline.hf_tokenizer import is_hf_tokenizer, load_tokenizer
 from data_pipeline.tokenize import TokenizeConfig
-from data_pipeline.tokenizer import MIN_VOCAB_SIZE, Tokenizer
+from data_pipeline.tokenizer import MIN_VOCAB_SIZE
 
 MODEL_TYPES = ("bpe", "unigram", "char", "word")  # SentencePiece's trainer_spec model types
 
@@ -128,12 +129,14 @@ def _check_tokenize(tok: TokenizeConfig, where: str) -> None:
             raise DataConfigError(f"{where}: tokenize.vocab_size={tok.vocab_size} must be >= {MIN_VOCAB_SIZE} "
                                   "(4 special pieces + 256 byte-fallback pieces + at least one character)")
         return
-    if not Path(tok.tokenizer).is_file():
-        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a file")
+    if not (Path(tok.tokenizer).is_file() or is_hf_tokenizer(tok.tokenizer)):
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a file nor a directory with "
+                              "tokenizer.json")
     try:
-        model = Tokenizer(tok.tokenizer)
-    except ValueError as exc:
-        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a SentencePiece model") from None
+        model = load_tokenizer(tok.tokenizer)
+    except ValueError:
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is neither a SentencePiece model nor "
+                              "a Hugging Face tokenizer") from None
     if model.eos_id < 0:
         raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} has no EOS piece, "
                               "which ends every document in the .bin")

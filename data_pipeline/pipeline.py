@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipeline.config import DataConfig, to_dict
+from data_pipeline.hf_tokenizer import copy_tokenizer, load_tokenizer, tokenizer_file
 from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, edge_units, _edge_path
 from data_pipeline.dedup.substring import remove_repeats
 from data_pipeline.errors import DataError
@@ -34,7 +34,6 @@ from data_pipeline.report import STAGES, StageStats, merge_stage_dicts, ordered,
 from data_pipeline.shards import (AtomicJsonl, is_done, iter_jsonl, mark_done, my_units, read_done,
                                   task_from_env, write_json_atomic)
 from data_pipeline.tokenize import TokenizerPool, train_from_texts
-from data_pipeline.tokenizer import Tokenizer
 
 PIPELINE_STAGES = ("ingest", "dedup", "cluster", "tokenize", "merge")
 
@@ -169,9 +168,8 @@ def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
     if cfg.dedup.substring.enabled:
         stats["substring_dedup"] = _run_substring(cfg, layout, shards, removals)
     _check_kept(ingest, stats)
-    model = layout.root / "tokenizer.model"
     if cfg.tokenize.tokenizer:
-        shutil.copyfile(cfg.tokenize.tokenizer, model)
+        copy_tokenizer(cfg.tokenize.tokenizer, layout.root)
     else:
         edits = _edits(layout)
         texts = (t for s in shards for t in final_texts(cfg, layout, s, removals, edits))
@@ -185,7 +183,7 @@ def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> 
     if not todo:
         return
     bar = progress("tokenize", None, cfg.progress)
-    with TokenizerPool(layout.root / "tokenizer.model", cfg.tokenize) as pool:
+    with TokenizerPool(tokenizer_file(layout.root), cfg.tokenize) as pool:
         for shard in todo:
             docs, tokens = pool.write_shard(final_texts(cfg, layout, shard, removals, edits),
                                             layout.tokens / shard, bar.update)
@@ -195,7 +193,7 @@ def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> 
 
 def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
     """Concatenate token shards into DIR/data.bin/.idx (in shard order) and write report.json."""
-    tok = Tokenizer(layout.root / "tokenizer.model")
+    tok = load_tokenizer(tokenizer_file(layout.root))
     prefix = layout.root / "data"
     docs = tokens = 0
     with IndexedDatasetBuilder(prefix, dtype_for_vocab(tok.vocab_size)) as builder:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from data_pipeline.errors import DataError
+from data_pipeline.hf_tokenizer import load_tokenizer
 from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
-from data_pipeline.tokenizer import Tokenizer, train_tokenizer
+from data_pipeline.tokenizer import train_tokenizer
 
 
 @dataclass
@@ -23,7 +24,8 @@ class TokenizeConfig:
     """Tokenizer choice and parallelism."""
 
     tokenizer: str | None = None
-    """Path of a sentencepiece .model; None trains one on a sample of the kept documents."""
+    """A sentencepiece .model, or a tokenizer.json / Hugging Face directory holding one (data_pipeline/hf_tokenizer.py);
+    None trains one on a sample of the kept documents."""
     vocab_size: int = 4096
     """For a trained tokenizer; matches the model config's default vocab_size."""
     model_type: str = "bpe"
@@ -47,12 +49,12 @@ def train_from_texts(texts: Iterable[str], out_dir: Path, cfg: TokenizeConfig) -
                         f"(the first tokenize.train_docs={cfg.train_docs} kept documents): {exc}") from None
 
 
-_worker_tok: Tokenizer | None = None
+_worker_tok = None  # a Tokenizer or HFTokenizer (load_tokenizer)
 
 
 def _init_worker(model_path: str) -> None:
     global _worker_tok
-    _worker_tok = Tokenizer(model_path)
+    _worker_tok = load_tokenizer(model_path)
 
 
 def _encode(batch: list[str]) -> list[list[int]]:
@@ -78,7 +80,7 @@ class TokenizerPool:
 
     def __init__(self, model_path: Path, cfg: TokenizeConfig):
         self.model_path, self.cfg = str(model_path), cfg
-        self.vocab_size = Tokenizer(model_path).vocab_size
+        self.vocab_size = load_tokenizer(model_path).vocab_size
         self.pool = None
 
     def __enter__(self) -> "TokenizerPool":

@@ -47,7 +47,8 @@ def _prepare(argv: list[str]) -> int:
                     "folder of .txt, datasets save_to_disk folder)")
     ap.add_argument("--output", default=None, help="output folder DIR")
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="data config YAML (default: %(default)s)")
-    ap.add_argument("--tokenizer", default=None, help="existing sentencepiece .model (default: train one)")
+    ap.add_argument("--tokenizer", default=None, help="existing tokenizer: a sentencepiece .model, a "
+                    "tokenizer.json or a Hugging Face model directory (default: train one)")
     ap.add_argument("--stage", default="all", choices=("all",) + PIPELINE_STAGES)
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")

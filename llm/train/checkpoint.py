@@ -85,9 +85,13 @@ def set_rng_state(state: dict) -> None:
 
 def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The consolidated single-process weights (`model.pt`, llm/model.py names) of a checkpoint directory saved
-    under any layout, or of a model.pt file itself. Raises ConfigError when there is none."""
+    under any layout, of a model.pt file itself, or of a Hugging Face model directory (config.json + safetensors,
+    llm/hf/load.py). Raises ConfigError when there is none."""
     from llm.config import ConfigError
     p = Path(path)
+    if (p / "config.json").is_file() and not (p / "model.pt").is_file():
+        from llm.hf.load import read_hf_weights
+        return read_hf_weights(p)
     f = p / "model.pt" if p.is_dir() else p
     if not f.is_file():
         raise ConfigError(f"{path}: no model.pt (give a step_XXXXXXXX checkpoint directory or a model.pt file)")

@@ -21,11 +21,11 @@ def check_tokenizer(cfg: RunConfig) -> None:
     """Refuse a tokenizer whose ids do not fit the embedding table, before any step runs."""
     if cfg.data.tokenizer is None:
         return
-    from data_pipeline.tokenizer import Tokenizer
+    from data_pipeline.hf_tokenizer import load_tokenizer
     path = Path(cfg.data.tokenizer)
     if not path.is_file():
         raise ConfigError(f"data.tokenizer={cfg.data.tokenizer} does not exist")
-    vocab = Tokenizer(path).vocab_size
+    vocab = load_tokenizer(path).vocab_size
     if vocab > cfg.model.vocab_size:
         raise ConfigError(f"data.tokenizer has {vocab} tokens but model.vocab_size={cfg.model.vocab_size}: "
                           f"set model.vocab_size >= {vocab}")

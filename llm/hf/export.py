@@ -1,0 +1,114 @@
+"""Export one of our checkpoints as a Hugging Face model directory that `from_pretrained` loads without custom code.
+
+Any layout's checkpoint directory works (debug, ZeRO-3, TP, PP): each holds the consolidated single-process
+weights as model.pt (llm/model.py names) and config.yaml (the resolved run config); so does an alignment stage
+directory (model.pt, tokenizer.model, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
+wrote (its tokenizer.json beside model.pt). What is written: config.json (LlamaConfig), safetensors weights
+(sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
+and the tokenizer files (data_pipeline/hf_tokenizer.py).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm.config import ConfigError, ModelConfig
+from llm.hf.convert import hf_config_dict, parameter_names, to_hf_name
+
+# Written by llm/align/handoff.py (not imported: llm/align sits above this layer).
+STAGE_FILE = "stage.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+@dataclass
+class CheckpointSource:
+    """What an export reads: the model file, its shape, and the tokenizer (a .model file or an HF directory)."""
+
+    weights: Path
+    model: ModelConfig
+    tokenizer: Path
+
+
+def read_checkpoint(path: str | Path) -> CheckpointSource:
+    """Locate the weights, model config and tokenizer of a checkpoint or stage directory; ConfigError otherwise."""
+    import typed_yaml
+
+    p = Path(path)
+    if not (p / "model.pt").is_file():
+        raise ConfigError(f"{path} is not a checkpoint directory (no model.pt)")
+    if (p / STAGE_FILE).is_file():
+        info = json.loads((p / STAGE_FILE).read_text())
+        if info.get("kind") != "lm":
+            raise ConfigError(f"{path} is a {info.get('kind')!r} stage ({info.get('stage')}), not a language model")
+        model = typed_yaml.build_validated(ModelConfig, info["model"], str(p / STAGE_FILE))
+        tokenizer = p / "tokenizer.model"
+    elif (p / "config.yaml").is_file():
+        # Only the model section and data.tokenizer are read: the run's dataset may be long gone, and an imported
+        # checkpoint has no dataset yet, so the whole run config (data.paths) need not validate.
+        raw = typed_yaml.read_yaml(p / "config.yaml")
+        model = typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(p / "config.yaml"))
+        own = p / "tokenizer.json"
+        tokenizer = p if own.is_file() else Path((raw.get("data") or {}).get("tokenizer") or "")
+    else:
+        raise ConfigError(f"{path} is not a checkpoint directory (model.pt without config.yaml or {STAGE_FILE})")
+    if tokenizer == Path("") or not tokenizer.exists():
+        raise ConfigError(f"{path}: its tokenizer {str(tokenizer) or '(data.tokenizer unset)'} does not exist")
+    return CheckpointSource(p / "model.pt", model, tokenizer)
+
+
+def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict under HF names; the tied lm_head is left out (HF ties it to the embedding itself)."""
+    expected = parameter_names(cfg)
+    if set(state) != expected:
+        odd = sorted(set(state) ^ expected)
+        raise ConfigError(f"model.pt does not match its config: {', '.join(odd[:3])} missing or unexpected")
+    return {to_hf_name(k): v for k, v in state.items() if not (cfg.tie_embeddings and k == "lm_head.weight")}
+
+
+def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False, max_shard_size: str = "5GB") -> Path:
+    """Write checkpoint as an HF model directory out_dir. Raises ConfigError on a bad source or a non-empty out_dir
+    (unless force, which replaces it).
+
+    The HF model is built on the meta device (accelerate's init_empty_weights) and its parameters are the
+    memory-mapped tensors of model.pt (load_state_dict(assign=True)): no second copy of the weights exists.
+    """
+    from accelerate import init_empty_weights
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from data_pipeline.hf_tokenizer import is_hf_tokenizer, load_tokenizer, save_hf_tokenizer
+
+    src = read_checkpoint(checkpoint)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ConfigError(f"{out_dir} exists and is not empty (pass --force to replace it)")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    tok = load_tokenizer(src.tokenizer)
+    if tok.vocab_size > src.model.vocab_size:
+        raise ConfigError(f"{src.tokenizer} has {tok.vocab_size} tokens but the model only {src.model.vocab_size}")
+    state = torch.load(src.weights, map_location="cpu", weights_only=True, mmap=True)
+    dtype = next(iter(state.values())).dtype
+    config = LlamaConfig(**hf_config_dict(src.model, tok.bos_id, tok.eos_id, tok.pad_id,
+                                          str(dtype).removeprefix("torch.")))
+    with init_empty_weights():
+        model = LlamaForCausalLM(config)
+    result = model.load_state_dict(hf_state_dict(state, src.model), strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not (src.model.tie_embeddings and k == "lm_head.weight")]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"{checkpoint}: LlamaForCausalLM wants {missing[:3]}, got extra {result.unexpected_keys[:3]}")
+    model.tie_weights()
+    model.generation_config = GenerationConfig(**{k: v for k, v in (("bos_token_id", tok.bos_id),
+                                                  ("eos_token_id", tok.eos_id), ("pad_token_id", tok.pad_id)) if v >= 0})
+    model.save_pretrained(str(out), max_shard_size=max_shard_size)
+    if is_hf_tokenizer(src.tokenizer):
+        folder = src.tokenizer if src.tokenizer.is_dir() else src.tokenizer.parent
+        for name in TOKENIZER_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, out / name)
+    else:
+        save_hf_tokenizer(src.tokenizer, out)
+    return out
