@@ -135,7 +135,7 @@ def _check_tokenize(tok: TokenizeConfig, where: str) -> None:
     try:
         model = load_tokenizer(tok.tokenizer)
     except ValueError:
-        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is neither a SentencePiece model nor "
+        raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} is not a SentencePiece model, nor "
                               "a Hugging Face tokenizer") from None
     if model.eos_id < 0:
         raise DataConfigError(f"{where}: tokenize.tokenizer={tok.tokenizer} has no EOS piece, "

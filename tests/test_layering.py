@@ -3,7 +3,8 @@
 Every module of our packages is read with `ast` (so a lazy import inside a function counts too) and placed in a
 layer; a module may import only from its own layer or lower ones:
 
-    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.train < llm.align < parallel < launch
+    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_ < llm.align
+        < parallel < launch
 
 data_pipeline imports nothing of ours but typed_yaml; the configs and the spec import no torch; below parallel/
 nothing touches torch.distributed or DeepSpeed.
@@ -21,7 +22,11 @@ LAYERS = {
     "llm.spec": 2,
     "llm.model": 3,
     "data_pipeline": 3,
+    # Hugging Face conversion reads our model's names and data_pipeline's tokenizers, and llm.train.checkpoint
+    # reads HF directories through it (checkpoint.init_from=HF_DIR); importing writes a training checkpoint.
+    "llm.hf": 3.5,
     "llm.train": 4,
+    "llm.hf.import_": 4.5,
     "llm.align": 5,
     "parallel": 6,
     "launch": 7,

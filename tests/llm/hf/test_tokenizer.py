@@ -7,14 +7,14 @@ import json
 import pytest
 
 from data_pipeline.hf_tokenizer import HFTokenizer, load_tokenizer, save_hf_tokenizer
-from data_pipeline.minimal import _read_texts
+from tests.data_pipeline.tiny_data import _texts
 from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from tests.parallel.launcher_utils import CORPUS
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    docs = list(_read_texts([CORPUS], "text"))
+    docs = list(_texts([CORPUS]))
     return docs, [line for d in docs for line in d.splitlines()]
 
 
