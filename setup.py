@@ -28,11 +28,20 @@ setup(
         "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/spec/fit.py)
         "tqdm>=4.60",
         "zstandard>=0.22",  # .jsonl.zst inputs of the data pipeline (the usual compression of web-scale dumps)
+        # torch.utils.tensorboard's SummaryWriter needs it (logging.tensorboard, llm/train/loggers.py); small
+        # next to torch, and TensorBoard is the one viewer that works on a cluster without an account.
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",  # launch/plot.py: loss/LR/throughput curves and the alignment chain report as PNGs
     ],
-    extras_require={"test": [
-        "pytest>=7.4",
-        # Megatron's own .bin/.idx reader and writer as the oracle of tests/data_pipeline/test_indexed.py
-        # (its base requirements are torch, numpy and packaging only).
-        "megatron-core==0.16.1",
-    ]},
+    extras_require={
+        # logging.wandb (llm/train/loggers.py); optional, as it pulls in a service binary and a web client.
+        "wandb": ["wandb>=0.17"],
+        "test": [
+            "pytest>=7.4",
+            # Megatron's own .bin/.idx reader and writer as the oracle of tests/data_pipeline/test_indexed.py
+            # (its base requirements are torch, numpy and packaging only).
+            "megatron-core==0.16.1",
+            "wandb>=0.17",  # the offline-mode test of tests/llm/train/test_loggers.py (no network needed)
+        ],
+    },
 )

@@ -8,7 +8,6 @@ signature files, ``dropped/<shard>.jsonl``, and last the ``.done`` marker with t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -99,13 +98,15 @@ def _process(w: ShardWriter, doc, uid: int, filters, decon: Decontaminator | Non
     w.keep(uid, doc.id, text, words)
 
 
-def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhasher, show: bool) -> list[str]:
-    """Process every not-yet-done shard of one input file; returns the file's shard names."""
+def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhasher,
+                on_doc=lambda: None) -> list[str]:
+    """Process every not-yet-done shard of one input file, calling ``on_doc()`` after each document read;
+    returns the file's shard names."""
     size = cfg.shards.docs_per_shard
     rstats = ReadStats()
     docs = read_documents(path, cfg.reader.format, cfg.reader.text_field, cfg.reader.id_field,
                           cfg.reader.on_error, rstats)
-    names, writer, chunk, bar = [], None, -1, progress(f"ingest {Path(path).name}", None, show)
+    names, writer, chunk = [], None, -1
 
     def finish() -> None:
         # Malformed records skipped since the shard's previous document belong to this shard
@@ -121,21 +122,18 @@ def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhash
             writer = None
         rstats.errors.clear()
 
-    try:
-        for doc in docs:
-            c = doc.index // size
-            if c != chunk:
-                if chunk >= 0:
-                    finish()
-                chunk, name = c, shard_name(file_index, c)
-                names.append(name)
-                if not is_done(layout.ingest / f"{name}.done"):
-                    writer = ShardWriter(cfg, layout, name, minhasher)
-            if writer is not None:
-                _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
-            bar.update()
-    finally:
-        bar.close()  # before an error is printed, so that it does not land on the bar's line
+    for doc in docs:
+        c = doc.index // size
+        if c != chunk:
+            if chunk >= 0:
+                finish()
+            chunk, name = c, shard_name(file_index, c)
+            names.append(name)
+            if not is_done(layout.ingest / f"{name}.done"):
+                writer = ShardWriter(cfg, layout, name, minhasher)
+        if writer is not None:
+            _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
+        on_doc()
     if not names:
         _no_documents(path, rstats)
     finish()
@@ -155,6 +153,19 @@ def run_ingest(cfg, layout, task: tuple[int, int]) -> None:
     filters = cfg.filters.active()
     decon = Decontaminator(cfg.decontaminate) if cfg.decontaminate.eval_paths else None
     minhasher = MinHasher(cfg.dedup.minhash) if cfg.dedup.minhash.enabled else None
-    for file_index, path in my_units(list(enumerate(cfg.inputs)), *task):
-        if not is_done(layout.ingest / f"file_{file_index:05d}.done"):
-            ingest_file(cfg, layout, file_index, path, filters, decon, minhasher, cfg.progress)
+    todo = [(i, path) for i, path in my_units(list(enumerate(cfg.inputs)), *task)
+            if not is_done(layout.ingest / f"file_{i:05d}.done")]
+    # The total is in files: a file's document count is unknown until it has been read through.
+    bar, docs = progress("ingest", len(todo), cfg.progress, unit="file"), 0
+
+    def on_doc() -> None:
+        nonlocal docs
+        docs += 1
+        bar.set_postfix_str(f"{docs} docs", refresh=False)  # shown at the bar's next redraw
+
+    try:
+        for file_index, path in todo:
+            ingest_file(cfg, layout, file_index, path, filters, decon, minhasher, on_doc)
+            bar.update()
+    finally:
+        bar.close()  # before an error is printed, so that it does not land on the bar's line

@@ -177,18 +177,31 @@ def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
     mark_done(marker, {"stages": stats})
 
 
+def kept_documents(cfg: DataConfig, layout: Layout, shards: list[str], removals: dict, edits: dict) -> int:
+    """How many documents of ``shards`` reach the tokenizer (what ``final_texts`` will yield), from the counts
+    already on disk: ingest's kept documents, less dedup removals and documents substring removal emptied."""
+    names, size, kept = set(shards), cfg.shards.docs_per_shard, 0
+    for shard in shards:
+        stages = read_done(layout.ingest / f"{shard}.done")["stages"]
+        kept += stages["decontaminate" if stages["decontaminate"]["docs_in"] else "filter"]["docs_out"]
+    kept -= sum(1 for uid in removals if shard_of_uid(uid, size) in names)
+    return kept - sum(1 for uid, text in edits.items() if text is None and shard_of_uid(int(uid), size) in names)
+
+
 def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> None:
     removals, edits = load_removals(layout), _edits(layout)
     todo = [s for s in my_units(shards, *task) if not is_done(layout.tokens / f"{s}.done")]
     if not todo:
         return
-    bar = progress("tokenize", None, cfg.progress)
-    with TokenizerPool(tokenizer_file(layout.root), cfg.tokenize) as pool:
-        for shard in todo:
-            docs, tokens = pool.write_shard(final_texts(cfg, layout, shard, removals, edits),
-                                            layout.tokens / shard, bar.update)
-            mark_done(layout.tokens / f"{shard}.done", {"docs": docs, "tokens": tokens})
-    bar.close()
+    bar = progress("tokenize", kept_documents(cfg, layout, todo, removals, edits), cfg.progress)
+    try:
+        with TokenizerPool(tokenizer_file(layout.root), cfg.tokenize) as pool:
+            for shard in todo:
+                docs, tokens = pool.write_shard(final_texts(cfg, layout, shard, removals, edits),
+                                                layout.tokens / shard, bar.update)
+                mark_done(layout.tokens / f"{shard}.done", {"docs": docs, "tokens": tokens})
+    finally:
+        bar.close()
 
 
 def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
@@ -196,6 +209,7 @@ def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
     tok = load_tokenizer(tokenizer_file(layout.root))
     prefix = layout.root / "data"
     docs = tokens = 0
+    bar = progress("merge", sum(read_done(layout.tokens / f"{s}.done")["docs"] for s in shards), cfg.progress)
     with IndexedDatasetBuilder(prefix, dtype_for_vocab(tok.vocab_size)) as builder:
         for shard in shards:
             ds = IndexedDataset(layout.tokens / shard)
@@ -203,6 +217,8 @@ def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
                 builder.add_document(ds[i])
             docs += len(ds)
             tokens += ds.num_tokens()
+            bar.update(len(ds))
+    bar.close()
     stages = merge_stage_dicts([read_done(layout.ingest / f"{s}.done")["stages"] for s in shards])
     stages = {k: v for k, v in stages.items() if v.docs_in or k == "read"}
     stages.update({k: StageStats.from_dict(v) for k, v in read_done(layout.work / "cluster.done")["stages"].items()})

@@ -8,6 +8,7 @@ stack trace.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -262,6 +263,38 @@ class CheckpointConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where the scalars of metrics.jsonl are also written (llm/train/loggers.py); the main rank writes them."""
+
+    tensorboard: bool = False
+    """Write TensorBoard event files to <out_dir>/tensorboard (watch with `tensorboard --logdir <out_dir>`)."""
+    wandb: str | None = None
+    """Weights & Biases: null (off), 'offline' (a local run under <out_dir>/wandb, no network; upload it later
+    with `wandb sync`) or 'online'. Needs the `wandb` extra (`pip install -e .[wandb]`)."""
+    wandb_project: str = "llm-forge"
+    """W&B project the run is filed under."""
+    wandb_name: str | None = None
+    """W&B run name; defaults to the name of out_dir. A resumed run logs a new W&B run of the same name."""
+
+    def validate(self, where: str = "logging") -> None:
+        if self.wandb not in (None, "offline", "online"):
+            raise ConfigError(f"{where}.wandb={self.wandb!r} must be null (off), 'offline' or 'online'")
+        if self.wandb is not None and not _installed("wandb"):
+            raise ConfigError(f"{where}.wandb={self.wandb!r} needs the wandb package: pip install -e .[wandb] "
+                              f"(or set {where}.wandb=null)")
+        if not self.wandb_project:
+            raise ConfigError(f"{where}.wandb_project must not be empty")
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` is importable, without importing it (wandb alone takes seconds to import)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: imports of it are blocked
+        return False
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -270,6 +303,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     out_dir: str = "runs/debug"
 
     def __post_init__(self) -> None:

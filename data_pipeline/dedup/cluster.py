@@ -16,7 +16,7 @@ import numpy as np
 
 from data_pipeline.dedup.buckets import EDGE_DTYPE, bucket_dir, find_edges, load_checked, save_atomic
 from data_pipeline.dedup.minhash import cluster_removals
-from data_pipeline.report import StageStats
+from data_pipeline.report import StageStats, progress
 from data_pipeline.shards import AtomicJsonl, is_done, iter_jsonl, mark_done, my_units
 
 REMOVAL_DTYPE = np.dtype([("uid", "<u8"), ("keep_uid", "<u8"), ("reason", "<u1")])
@@ -39,18 +39,22 @@ def _edge_path(layout, kind: str, band: int, bucket: int) -> Path:
 
 def run_edges(cfg, layout, task: tuple[int, int], shards: list[str]) -> None:
     """Find duplicate edges in this task's (kind, band, bucket) units."""
-    for kind, band, bucket in my_units(edge_units(cfg), *task):
-        out = _edge_path(layout, kind, band, bucket)
-        if is_done(out.with_suffix(".done")):
-            continue
-        folder = bucket_dir(layout.sigs / kind, band, bucket)
-        files = [folder / f"{s}.npy" for s in shards]
-        missing = [f for f in files if not f.exists()]
-        if missing:
-            raise FileNotFoundError(f"signature file {missing[0]} is missing: its ingest shard did not finish")
-        edges = find_edges(files)
-        save_atomic(out, edges)
-        mark_done(out.with_suffix(".done"), {"edges": int(edges.size)})
+    todo = [u for u in my_units(edge_units(cfg), *task) if not is_done(_edge_path(layout, *u).with_suffix(".done"))]
+    bar = progress("dedup", len(todo), cfg.progress, unit="bucket")
+    try:
+        for kind, band, bucket in todo:
+            out = _edge_path(layout, kind, band, bucket)
+            folder = bucket_dir(layout.sigs / kind, band, bucket)
+            files = [folder / f"{s}.npy" for s in shards]
+            missing = [f for f in files if not f.exists()]
+            if missing:
+                raise FileNotFoundError(f"signature file {missing[0]} is missing: its ingest shard did not finish")
+            edges = find_edges(files)
+            save_atomic(out, edges)
+            mark_done(out.with_suffix(".done"), {"edges": int(edges.size)})
+            bar.update()
+    finally:
+        bar.close()
 
 
 def _lookup(layout, shards_needed: dict[str, set[int]]) -> dict[int, tuple[str, int]]:

@@ -1,7 +1,8 @@
 """Metrics: one JSON object per line in <out_dir>/metrics.jsonl, and a readable console line.
 
 Only the main rank writes. On resume, rows past the resumed step are dropped first, so the file always
-describes one continuous run (a requeued job continues the curve instead of duplicating steps).
+describes one continuous run (a requeued job continues the curve instead of duplicating steps). Every row
+gets `time` (unix seconds) and goes, unchanged, to the TensorBoard / W&B sinks `logging` turns on (loggers.py).
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from llm.config import LoggingConfig
+from llm.train.loggers import open_sinks
 
 
 def _fmt(key: str, value) -> str:
@@ -23,13 +27,23 @@ def _fmt(key: str, value) -> str:
     return f"{key} {value}"
 
 
+def format_duration(seconds: float) -> str:
+    """h:mm:ss, hours unbounded (a 3-day run reads 72:00:00)."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 class MetricsLogger:
     CONSOLE_KEYS = ("loss", "eval_loss", "lr", "tokens_per_s", "mfu", "grad_norm", "loss_scale")
 
-    def __init__(self, path: Path, enabled: bool = True, resume_step: int = 0, stream=sys.stdout):
+    def __init__(self, path: Path, enabled: bool = True, resume_step: int = 0, stream=sys.stdout,
+                 logging: LoggingConfig | None = None, total_steps: int | None = None):
+        """resume_step: the step training restarts from (rows past it are dropped; the ETA counts from it).
+        total_steps: the run's last step, for the console ETA (none shown without it)."""
         self.enabled, self.stream = enabled, stream
+        self.resume_step, self.total_steps = resume_step, total_steps
         self.start = time.time()
-        self.file = None
+        self.file, self.sinks = None, []
         if not enabled:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,17 +52,36 @@ class MetricsLogger:
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             path.write_text("".join(line + "\n" for line in keep))
         self.file = path.open("a")
+        self.sinks = open_sinks(logging, path.parent, resume_step)
+
+    def eta_s(self, step: int, now: float) -> float | None:
+        """Seconds left: the mean wall time per step since start/resume (evaluations included) × steps left."""
+        done = step - self.resume_step
+        if self.total_steps is None or done <= 0:
+            return None
+        return (now - self.start) / done * (self.total_steps - step)
 
     def log(self, row: dict, console: str | None = None) -> None:
         if not self.enabled:
             return
+        now = time.time()
+        row = {**row, "time": now}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        for sink in self.sinks:
+            sink.write(row)
         if console:
             parts = [console] + [_fmt(k, row[k]) for k in self.CONSOLE_KEYS if k in row]
-            print(" | ".join(parts) + f" | {time.time() - self.start:.0f}s", file=self.stream, flush=True)
+            parts.append(f"{now - self.start:.0f}s")
+            eta = self.eta_s(row["step"], now) if "step" in row else None
+            if eta is not None:
+                parts.append(f"eta {format_duration(eta)}")
+            print(" | ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
             self.file = None
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []

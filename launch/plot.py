@@ -1,0 +1,191 @@
+"""Plot pretraining runs, or an alignment chain's report, as one PNG.
+
+    python launch/plot.py runs/debug runs/debug_bf16 --out curves.png    # runs overlaid, one legend entry each
+    python launch/plot.py --chain runs/align --out chain.png              # <out_dir>/chain_report.json
+
+Runs: loss and eval loss against tokens (log-log: the power law of the scaling papers is a straight line
+there), the learning rate, throughput and MFU against step, from each RUN_DIR/metrics.jsonl. Chain: every
+stage's scores from chain_report.json (written by llm/align/chain.py). Any user error prints one line and
+exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
+
+
+class UserError(Exception):
+    """A mistake in the arguments or the files they name; printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of RUN_DIR/metrics.jsonl; raises UserError if there are none or one is not JSON."""
+    path = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: is {run_dir} the out_dir of a run?")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+    if not any("step" in r for r in rows):
+        raise UserError(f"{path} has no metrics rows yet")
+    return rows
+
+
+def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
+    points = [(r[x], r[y]) for r in rows if x in r and isinstance(r.get(y), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, or its whole path where two runs share a name."""
+    names = [d.resolve().name for d in run_dirs]
+    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, run_dirs)]
+
+
+def plot_runs(run_dirs: list[Path]):
+    runs = [(label, read_metrics(d)) for label, d in zip(_labels(run_dirs), run_dirs)]
+    fig, axes = plt.subplots(2, 2, figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
+    (loss_ax, lr_ax), (tps_ax, mfu_ax) = axes
+    for i, (label, rows) in enumerate(runs):
+        color = f"C{i % 10}"
+        loss_ax.plot(*_series(rows, "tokens", "loss"), color=color, lw=1, alpha=0.7, label=f"{label} train")
+        loss_ax.plot(*_series(rows, "tokens", "eval_loss"), "o-", color=color, ms=4, label=f"{label} eval")
+        lr_ax.plot(*_series(rows, "step", "lr"), color=color, label=label)
+        tps_ax.plot(*_series(rows, "step", "tokens_per_s"), color=color, lw=1, label=label)
+        steps, mfu = _series(rows, "step", "mfu")
+        mfu_ax.plot(steps, [100 * m for m in mfu], color=color, lw=1, label=label)
+    loss_ax.set(title="Loss", xlabel="tokens seen", ylabel="cross-entropy (nats/token)", xscale="log",
+                yscale="log")
+    lr_ax.set(title="Learning rate", xlabel="optimizer step", ylabel="learning rate")
+    tps_ax.set(title="Throughput", xlabel="optimizer step", ylabel="tokens/s (all ranks)")
+    mfu_ax.set(title="Model FLOPs utilisation (PaLM App. B)", xlabel="optimizer step", ylabel="MFU (%)")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 5.5, not 5.5×10⁰: a loss axis spans less than a decade
+    loss_ax.yaxis.set_major_formatter(plain)
+    loss_ax.yaxis.set_minor_formatter(plain)
+    tps_ax.set_ylim(bottom=0)
+    mfu_ax.set_ylim(bottom=0)
+    for ax in axes.flat:
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+    fig.suptitle(", ".join(label for label, _ in runs))
+    return fig
+
+
+def read_chain(out_dir: Path) -> dict:
+    path = out_dir / "chain_report.json"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run launch/chain.py with out_dir={out_dir} first")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("stages"), dict) or not report["stages"]:
+        raise UserError(f"{path} has no stages")
+    return report
+
+
+# The chain figure's panels: title, y label, and per bar (stage, metric key, bar label). Keys are those the
+# stages record (llm/align/{base,sft,rm,ppo,dpo}.py); a bar whose stage or key is absent is left out.
+CHAIN_PANELS = [
+    ("Checker accuracy (held-out prompts)", "fraction correct",
+     [(s, "checker_accuracy", s) for s in ("base", "sft", "ppo", "dpo")]),
+    ("Reward model", "fraction",
+     [("rm", "pairwise_accuracy", "pairwise acc."), ("rm", "pairwise_accuracy_demo_pairs", "demo pairs"),
+      ("rm", "pairwise_accuracy_policy_pairs", "policy pairs"), ("ppo", "rm_checker_agreement", "RM=checker\n(PPO)")]),
+    ("KL to the reference", "KL (nats/sequence)", [(s, "kl", s) for s in ("ppo", "dpo")]),
+    ("RM score of the PPO policy's answers", "reward (RM units)",
+     [("ppo", "rm_reward_correct", "correct"), ("ppo", "rm_reward_wrong", "wrong"), ("ppo", "rm_reward", "all")]),
+    ("Losses", "cross-entropy (nats/token)",
+     [("base", "pretrain_eval_loss", "base eval"), ("sft", "train_loss", "sft train"), ("sft", "eval_loss", "sft eval")]),
+    ("Wall time", "seconds", [(s, "wall_s", s) for s in ("base", "sft", "rm", "ppo", "dpo")]),
+]
+UNIT_INTERVAL = {"Checker accuracy (held-out prompts)", "Reward model"}
+
+
+def plot_chain(out_dir: Path):
+    stages = read_chain(out_dir)["stages"]
+    fig, axes = plt.subplots(2, 3, figsize=CHAIN_FIGSIZE, dpi=DPI, layout="constrained")
+    for ax, (title, ylabel, bars) in zip(axes.flat, CHAIN_PANELS):
+        present = [(label, stages[s][k]) for s, k, label in bars
+                   if isinstance(stages.get(s, {}).get(k), (int, float))]
+        ax.set(title=title, ylabel=ylabel)
+        if not present:
+            ax.text(0.5, 0.5, "not in this report", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([]), ax.set_yticks([])
+            continue
+        labels, values = zip(*present)
+        bars_drawn = ax.bar(labels, values, color=[f"C{i}" for i in range(len(values))])
+        ax.bar_label(bars_drawn, fmt="%.3g", padding=2)
+        ax.axhline(0, color="black", lw=0.8)
+        if title in UNIT_INTERVAL:
+            ax.set_ylim(0, 1.1)
+        if title == "Reward model":
+            ax.axhline(0.5, color="gray", ls="--", lw=1, label="chance")
+            ax.legend(fontsize="small", loc="lower right")
+        ax.margins(y=0.15)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Alignment chain: {out_dir}")
+    return fig
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before any plotting work is done."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory")
+    if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+        raise UserError(f"--out {out}: unknown image type {out.suffix!r}; use .png (or .pdf, .svg)")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is not an existing folder")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"--out {out} is not writable")
+
+
+def main(argv=None) -> int:
+    ap = _Parser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="out_dir of a pretraining run")
+    ap.add_argument("--chain", type=Path, metavar="CHAIN_OUT_DIR", help="out_dir of launch/chain.py")
+    ap.add_argument("--out", type=Path, required=True, help="image to write, e.g. curves.png")
+    args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.chain):
+        ap.error("give one or more RUN_DIRs, or --chain CHAIN_OUT_DIR (not both)")
+    try:
+        _check_out(args.out)
+        fig = plot_chain(args.chain) if args.chain else plot_runs(args.runs)
+        try:
+            fig.savefig(args.out)
+        except OSError as e:
+            raise UserError(f"--out {args.out}: {e.strerror or e}") from None
+    except UserError as e:
+        print(f"plot.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
