@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["typed_yaml*", "llm*", "parallel*", "data_pipeline*", "launch*"]),
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",  # weights-only unpickling with allow-lists (torch.serialization.safe_globals), the checkpoint loads
         "deepspeed>=0.15",
         "accelerate>=0.30",  # init_empty_weights: the HF model of an export is built on the meta device
         "sentencepiece>=0.2",

@@ -22,15 +22,15 @@ from llm.config import ConfigError, load_config  # noqa: E402
 
 def consolidate(step_dir: Path) -> dict:
     """The llm/model.py state dict of a checkpoint directory; ConfigError if it holds none we can read."""
-    import torch
     from llm.model import Transformer
+    from llm.train import safe_load
 
     cfg_file = step_dir / "config.yaml"
     if not cfg_file.is_file():
         raise ConfigError(f"{step_dir} is not a checkpoint directory of launch/pretrain.py (no config.yaml)")
     cfg = load_config(cfg_file)
     if (step_dir / "model.pt").is_file():
-        state = torch.load(step_dir / "model.pt", map_location="cpu", weights_only=True)
+        state = safe_load.load(step_dir / "model.pt")
     elif (step_dir / "deepspeed").is_dir() and list((step_dir / "deepspeed").glob("layer_*-model_states.pt")):
         from parallel.pipeline import load_pipeline_checkpoint
         state = load_pipeline_checkpoint(step_dir / "deepspeed", cfg.model)

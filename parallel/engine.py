@@ -138,6 +138,8 @@ class DeepSpeedBackend:
             torch.save(full, path / "model.pt")
 
     def load(self, path: Path) -> None:
+        from parallel.safe_checkpoint import guard
+        guard(path)  # before DeepSpeed's engine or converter opens any of its files
         if self.reshard_from is not None:
             return universal.load_resharded(self.engine, path, self.is_main, self.any_rank)
         load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")

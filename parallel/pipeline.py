@@ -38,6 +38,7 @@ from torch import nn
 
 from llm.config import ModelConfig, RunConfig
 from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
+from llm.train import safe_load
 from parallel.names import layer_prefix, model_param_names
 from parallel.tensor import partition_dim
 
@@ -306,6 +307,6 @@ def load_pipeline_checkpoint(ckpt_dir: str | os.PathLike, cfg: ModelConfig) -> d
         if match is None:
             continue
         layer, tp_rank = int(match.group(1)), int(match.group(2))
-        layers.setdefault(layer, {})[tp_rank] = torch.load(f, map_location="cpu", weights_only=True)
+        layers.setdefault(layer, {})[tp_rank] = safe_load.load(f)
     return pipeline_state_dict_to_full({i: [by_rank[r] for r in sorted(by_rank)] for i, by_rank in layers.items()},
                                        cfg)

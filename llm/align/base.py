@@ -14,6 +14,7 @@ import torch
 
 from llm.align import handoff
 from llm.align.common import checker_eval
+from llm.train import safe_load
 from llm.align.config import AlignConfig
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage
@@ -63,7 +64,7 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
     run.validate()
     outcome = run_debug(run, device=torch.device("cpu"), log=log)
     model = Transformer(b.model)
-    model.load_state_dict(torch.load(outcome.checkpoint / "model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(safe_load.load(outcome.checkpoint / "model.pt"))
     metrics = {"pretrain_loss": outcome.last_loss, "pretrain_eval_loss": outcome.eval_loss}
     metrics.update(checker_eval(cfg, model, tok))
     metrics["wall_s"] = time.perf_counter() - t0

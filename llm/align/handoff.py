@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from llm.config import ModelConfig
+from llm.train import safe_load
 
 STAGE_FILE = "stage.json"
 
@@ -114,7 +115,7 @@ def load_stage(path: str | Path, kind: str, tokenizer_fingerprint: str | None = 
         raise HandoffError(f"shape mismatch: {path} holds a model with {{key: (expected, found)}} = {diff}")
     if kind == "lm" and info.kind == "reward":
         raise HandoffError(f"{path} is a reward model ({info.stage}); this stage needs a language model")
-    state = torch.load(path / "model.pt", map_location=map_location, weights_only=True)
+    state = safe_load.load(path / "model.pt", map_location=map_location)
     if kind == "reward":
         model = RewardModel(cfg)
         target = model if info.kind == "reward" else model.body

@@ -7,6 +7,7 @@ What goes inside (model/optimizer files) is the backend's business (local torch.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from llm.train import safe_load
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -68,19 +71,53 @@ def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / STATE_FILE).read_text())
 
 
+def _bytes(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
+
+
+def _tensor(b64: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(b64)), dtype=torch.uint8)
+
+
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG this process draws from, as JSON-serialisable values (a JSON file cannot carry code)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "torch": _bytes(torch.get_rng_state())}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [_bytes(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_tensor(state["torch"]) if isinstance(state["torch"], str) else state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_tensor(s) if isinstance(s, str) else s for s in state["cuda"]])
+
+
+def save_rng_state(ckpt: Path, rank: int) -> None:
+    (ckpt / f"rng_rank{rank}.json").write_text(json.dumps(rng_state()))
+
+
+def load_rng_state(ckpt: Path, rank: int) -> bool:
+    """Restore this rank's RNG state from a checkpoint; False when it holds none for this rank."""
+    f = ckpt / f"rng_rank{rank}.json"
+    if f.is_file():
+        set_rng_state(json.loads(f.read_text()))
+        return True
+    legacy = ckpt / f"rng_rank{rank}.pt"  # checkpoints written before the state moved to JSON
+    if legacy.is_file():
+        old = safe_load.load(legacy)
+        old["python"] = list(old["python"])
+        old["numpy"] = list(old["numpy"])
+        set_rng_state(old)
+        return True
+    return False
 
 
 def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -95,7 +132,7 @@ def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     f = p / "model.pt" if p.is_dir() else p
     if not f.is_file():
         raise ConfigError(f"{path}: no model.pt (give a step_XXXXXXXX checkpoint directory or a model.pt file)")
-    return torch.load(f, map_location="cpu", weights_only=True)
+    return safe_load.load(f)
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from llm.config import RunConfig
 from llm.model import Transformer
 from llm.train import precision as prec
+from llm.train import safe_load
 from llm.train.backend import StepResult, first_nonfinite
 from llm.train.optim import make_optimizer
 
@@ -100,10 +101,10 @@ class LocalBackend:
                     "scaler": self.scaler.state_dict() if self.scaler else None}, path / "optimizer.pt")
 
     def load(self, path: Path, weights_only: bool = False) -> None:
-        self.model.load_state_dict(torch.load(path / "model.pt", map_location=self.device))
+        self.model.load_state_dict(safe_load.load(path / "model.pt", map_location=self.device))
         if weights_only:
             return
-        state = torch.load(path / "optimizer.pt", map_location=self.device, weights_only=False)
+        state = safe_load.load(path / "optimizer.pt", map_location=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])

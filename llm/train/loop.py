@@ -95,7 +95,7 @@ def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) ->
         tmp.mkdir(parents=True, exist_ok=True)
     backend.barrier()
     backend.save(tmp)
-    torch.save(ckpt.rng_state(), tmp / f"rng_rank{backend.rank}.pt")
+    ckpt.save_rng_state(tmp, backend.rank)
     backend.barrier()
     if backend.is_main:
         (tmp / "config.yaml").write_text(cfg.to_yaml())
@@ -138,9 +138,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
         reshard = backend.can_reshard if cfg.checkpoint.reshard else None
         check_same_layout(latest, state.get("layout", {}), backend.layout, reshard)
         backend.load(latest)
-        rng_file = latest / f"rng_rank{backend.rank}.pt"
-        if rng_file.exists():
-            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
+        ckpt.load_rng_state(latest, backend.rank)
         step, tokens = state["step"], state["tokens"]
         if backend.is_main:
             log(f"resumed from {latest} at step {step}")
