@@ -52,7 +52,9 @@ def main(argv=None) -> int:
             from parallel.start import run_distributed
             outcome = run_distributed(cfg, launch, eval_only=args.eval_only)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        # Every rank reaches the same verdict from the same config and files: one line per node, not per rank.
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            print(f"config error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"training diverged: {e}", file=sys.stderr)

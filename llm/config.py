@@ -256,6 +256,9 @@ class CheckpointConfig:
     reshard: bool = False
     """When the latest checkpoint's layout differs from this run's, convert it to DeepSpeed's universal format
     and resume from it with its optimizer state (parallel/universal.py: ZeRO>=1 on both sides, no pipeline)."""
+    allow_changes: list[str] = field(default_factory=list)
+    """Dotted keys (e.g. train.global_batch_size) that may differ from the checkpoint's config on resume. The
+    keys that decide which samples each step reads are refused otherwise (llm/train/resume.py)."""
 
     def validate(self, where: str = "checkpoint") -> None:
         if self.every < 0 or self.keep < 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from llm.config import RunConfig
-from llm.train.backend import StepResult, first_nonfinite
+from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
 from llm.train.optim import param_groups
 from parallel import universal
 from parallel.consolidate import gather_full_state_dict
@@ -123,7 +123,9 @@ class DeepSpeedBackend:
         return self._dp_mean(sum(losses) / len(losses))
 
     def diagnose_nonfinite(self) -> str | None:
-        where = first_nonfinite(self.engine.module)
+        # Under ZeRO the fp32 masters and moments live in the wrapped torch optimizer, partitioned over the ranks.
+        inner = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        where = first_nonfinite(self.engine.module) or first_nonfinite_state(inner)
         if where and self.pipelined:  # name it as llm/model.py does, not by pipeline layer index
             kind, _, name = where.rpartition(" ")
             where = f"{kind} {stage_param_names(self.engine.module).get(name, name)}"

@@ -39,7 +39,16 @@ def init_distributed(launch: LaunchEnv) -> torch.device:
     if backend == "gloo":
         from parallel.ds_cpu import skip_shm_allreduce
         skip_shm_allreduce()
-    deepspeed.init_distributed(dist_backend=backend)
+    try:
+        deepspeed.init_distributed(dist_backend=backend)
+    except torch.distributed.DistNetworkError as e:
+        if "EADDRINUSE" not in str(e):
+            raise
+        from llm.config import ConfigError
+        port = os.environ.get("MASTER_PORT", "?")
+        raise ConfigError(f"the rendezvous port {port} on {os.environ.get('MASTER_ADDR', 'localhost')} is already in "
+                          f"use (another job?): pick a free one with `deepspeed --master_port PORT ...` (torchrun: "
+                          f"--master_port; srun: MASTER_PORT)") from None
     if launch.rank == 0:
         print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
               + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""), flush=True)

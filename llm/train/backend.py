@@ -63,7 +63,8 @@ class Backend(Protocol):
         """True on every rank when flag is true on at least one."""
 
     def diagnose_nonfinite(self) -> str | None:
-        """The first parameter or gradient holding NaN/inf (llm/model.py name), or None."""
+        """The first parameter, gradient or optimizer state holding NaN/inf (llm/model.py name), or None.
+        Collective on no backend: each rank looks at what it holds."""
 
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         """Whether a checkpoint of layout `saved` resumes with optimizer state in layout `current`, and why not."""
@@ -96,4 +97,18 @@ def first_nonfinite(model: torch.nn.Module) -> str | None:
             return f"parameter {name}"
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"gradient of {name}"
+    return None
+
+
+def first_nonfinite_state(optimizer: torch.optim.Optimizer) -> str | None:
+    """The first tensor of an optimizer holding NaN/inf, for refusing to save it: the parameters it updates (under
+    ZeRO the fp32 master partitions) and its state (Adam's moments)."""
+    for g, group in enumerate(optimizer.param_groups):
+        for p in group["params"]:
+            if not torch.isfinite(p).all():
+                return f"an optimizer parameter of group {g}"
+    for i, state in enumerate(optimizer.state.values()):
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                return f"optimizer state {key} of parameter #{i}"
     return None

@@ -59,6 +59,10 @@ def prune(root: str | Path, keep: int) -> None:
     done = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file())
     for p in done[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
+    # A save killed before publish() leaves its temporary directory; the step it was for is either published
+    # since (a later save of the same step) or lost, so nothing in it is ever read again.
+    for p in root.glob(".tmp-step_*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def write_state(path: Path, state: dict) -> None:

@@ -15,7 +15,7 @@ from llm.config import RunConfig
 from llm.model import Transformer
 from llm.train import precision as prec
 from llm.train import safe_load
-from llm.train.backend import StepResult, first_nonfinite
+from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
 from llm.train.optim import make_optimizer
 
 
@@ -59,9 +59,17 @@ class LocalBackend:
         clip = self.cfg.optim.grad_clip
         params = [p for p in self.model.parameters() if p.grad is not None]
         if clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if not self.scaler and not torch.isfinite(grad_norm):
+            # A finite loss with non-finite gradients: stepping would make every parameter NaN. Name the culprit
+            # now, while the gradients are still the ones backward produced, and leave the weights as they were.
+            where = first_nonfinite(self.model)
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(total / n, float(grad_norm), nonfinite=where)
+        if clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, clip, grad_norm)  # with the norm: clip_grad_norm_'s two halves
         skipped, scale = False, None
         if self.scaler:
             scale = self.scaler.get_scale()
@@ -84,7 +92,7 @@ class LocalBackend:
         return sum(losses) / len(losses)
 
     def diagnose_nonfinite(self) -> str | None:
-        return first_nonfinite(self.model)
+        return first_nonfinite(self.model) or first_nonfinite_state(self.optimizer)
 
     def barrier(self) -> None:
         pass  # one process: nothing to wait for

@@ -24,11 +24,47 @@ from llm.config import RunConfig
 from llm.train import checkpoint as ckpt
 from llm.train.backend import Backend, Throughput
 from llm.train.metrics import MetricsLogger
+from llm.train.resume import check_same_run
 from llm.train.schedule import lr_at
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf outside an fp16 overflow-skipped step."""
+    """The loss or the gradient norm became NaN/inf outside an fp16 overflow-skipped step, or the state about to be
+    saved holds NaN/inf. Nothing is saved for that step: the latest checkpoint is from before it."""
+
+
+class SpikeWatch:
+    """Warns when the loss jumps far above its recent level, or far above a uniform guess: a run whose LR is too
+    high climbs (8.4 → 95 at lr=1.0 on the debug config) without ever becoming NaN, and would otherwise finish
+    with exit 0 and no word."""
+
+    WINDOW, MIN_HISTORY, FACTOR = 20, 5, 2.0
+
+    def __init__(self, vocab_size: int):
+        # ln V is the loss of predicting every token uniformly; a model twice as wrong as that is broken.
+        self.uniform = math.log(vocab_size)
+        self.recent: list[float] = []
+        self.in_spike = False
+        self.spikes: list[int] = []
+
+    def check(self, step: int, loss: float) -> str | None:
+        """A warning line when `loss` is over FACTOR × the median of the last WINDOW losses, or over FACTOR × ln V
+        (once per spike: no new warning until the loss is back under both)."""
+        history = sorted(self.recent)
+        self.recent = (self.recent + [loss])[-self.WINDOW:]
+        median = history[len(history) // 2] if len(history) >= self.MIN_HISTORY else None
+        if median is not None and loss > self.FACTOR * median:
+            why = f"{loss / median:.1f}x the median of the previous {len(history)} steps ({median:.4g})"
+        elif loss > self.FACTOR * self.uniform:
+            why = f"{loss / self.uniform:.1f}x the loss of a uniform guess (ln V = {self.uniform:.4g})"
+        else:
+            self.in_spike = False
+            return None
+        warn, self.in_spike = not self.in_spike, True
+        if not warn:
+            return None
+        self.spikes.append(step)
+        return f"warning: loss spike at step {step}: {loss:.4g} is {why}; if it does not come back down, lower optim.lr"
 
 
 @dataclass
@@ -89,6 +125,12 @@ def evaluate(backend: Backend, valid, cfg: RunConfig) -> float:
 
 
 def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) -> Path:
+    """Write the checkpoint of `step` (collective); TrainingDiverged, with nothing written, if any rank holds a
+    non-finite weight or optimizer state (a resume would start from a broken model)."""
+    where = backend.diagnose_nonfinite()
+    if backend.any_rank(where is not None):
+        raise TrainingDiverged(f"the state at step {step} holds non-finite values ({where or 'on another rank'}); "
+                               "refusing to save it")
     final = ckpt.step_dir(cfg.checkpoint.dir, step)
     tmp = ckpt.temp_dir_for(final)
     if backend.is_main:
@@ -135,6 +177,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
+        check_same_run(latest, cfg)
         reshard = backend.can_reshard if cfg.checkpoint.reshard else None
         check_same_layout(latest, state.get("layout", {}), backend.layout, reshard)
         backend.load(latest)
@@ -142,6 +185,10 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
         step, tokens = state["step"], state["tokens"]
         if backend.is_main:
             log(f"resumed from {latest} at step {step}")
+    if eval_only and latest is None and not cfg.checkpoint.init_from:
+        from llm.config import ConfigError
+        raise ConfigError(f"--eval-only has no weights to evaluate: no checkpoint under checkpoint.dir="
+                          f"{cfg.checkpoint.dir} and no checkpoint.init_from (it would score a random init)")
     if eval_only:
         eval_loss = evaluate(backend, valid_set, cfg)
         if backend.is_main:
@@ -154,6 +201,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     last_loss = eval_loss = None
     saved = latest
     skipped_steps = 0
+    spikes = SpikeWatch(cfg.model.vocab_size)
     try:
         while step < total:
             lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)
@@ -161,9 +209,12 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             t0 = time.perf_counter()
             result = backend.train_step(batches, lr)
             dt = time.perf_counter() - t0
-            if not (result.skipped or torch.isfinite(torch.tensor(result.loss))):
+            norm_ok = result.grad_norm is None or math.isfinite(result.grad_norm)
+            if not result.skipped and not (math.isfinite(result.loss) and norm_ok):
                 where = result.nonfinite or backend.diagnose_nonfinite() or "none (only the loss is)"
-                raise TrainingDiverged(f"loss became {result.loss} at step {step + 1}; first non-finite: {where}")
+                what = f"loss became {result.loss}" if norm_ok else f"gradient norm became {result.grad_norm}"
+                raise TrainingDiverged(f"{what} at step {step + 1}; first non-finite: {where}; nothing was saved "
+                                       f"for this step (latest checkpoint: {saved or 'none'})")
             step += 1
             tokens += tokens_per_step
             last_loss = result.loss
@@ -174,6 +225,11 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
                 row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
             if throughput.hardware_flops_per_token != throughput.flops_per_token:
                 row["hfu"] = throughput.hfu(tps)
+            warning = spikes.check(step, result.loss)
+            if warning:
+                row["loss_spike"] = True
+                if backend.is_main:
+                    log(warning)
             if result.loss_scale is not None:
                 skipped_steps += result.skipped
                 row.update(loss_scale=result.loss_scale, skipped=result.skipped, skipped_steps=skipped_steps)
@@ -194,4 +250,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
                 return TrainOutcome(step, "preempted", last_loss, eval_loss, saved)
     finally:
         metrics.close()
+        if spikes.spikes and backend.is_main:
+            log(f"warning: {len(spikes.spikes)} loss spike(s) in this run, first at step {spikes.spikes[0]} "
+                "(rows with loss_spike in metrics.jsonl)")
     return TrainOutcome(step, "finished", last_loss, eval_loss, saved)

@@ -7,6 +7,7 @@ gets `time` (unix seconds) and goes, unchanged, to the TensorBoard / W&B sinks `
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,16 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _row_step(line: str) -> float:
+    """The step of a metrics row; infinity for a line that is not one (blank, or torn by a kill mid-write), so
+    that resuming drops it instead of failing on it."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return math.inf
+    return row.get("step", 0) if isinstance(row, dict) else math.inf
+
+
 class MetricsLogger:
     CONSOLE_KEYS = ("loss", "eval_loss", "lr", "tokens_per_s", "mfu", "grad_norm", "loss_scale")
 
@@ -48,8 +59,7 @@ class MetricsLogger:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            keep = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
             path.write_text("".join(line + "\n" for line in keep))
         self.file = path.open("a")
         self.sinks = open_sinks(logging, path.parent, resume_step)

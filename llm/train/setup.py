@@ -2,6 +2,7 @@
 resolved config, the train/valid datasets, and the FLOP accounting used for MFU."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
@@ -17,10 +18,41 @@ def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:
     return out
 
 
+def check_output_paths(cfg: RunConfig) -> None:
+    """Refuse an out_dir or checkpoint.dir that cannot be a directory, before any step (not at the first save)."""
+    for key, value in (("out_dir", cfg.out_dir), ("checkpoint.dir", cfg.checkpoint.dir)):
+        path = Path(value)
+        existing = next(q for q in (path, *path.parents) if q.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"{key}={value} cannot be a directory: {existing} is a file")
+        if not os.access(existing, os.W_OK):
+            raise ConfigError(f"{key}={value} cannot be written: {existing} is not writable")
+
+
+SCANNED_TOKENS = 1 << 24
+"""Tokens of each dataset read to check their ids against model.vocab_size when no tokenizer is named (the
+whole of a small dataset; a prefix of a large one, which costs well under a second)."""
+
+
+def check_token_ids(cfg: RunConfig) -> None:
+    """Without data.tokenizer, refuse data whose token ids do not fit model.vocab_size (an embedding lookup
+    would fail at some step, or on GPU read out of bounds)."""
+    from data_pipeline.indexed import IndexedDataset
+    for p in cfg.data.paths:
+        if not Path(p + ".bin").is_file():
+            continue  # build_datasets names the missing file
+        ds = IndexedDataset(p)
+        n = min(ds.num_tokens(), SCANNED_TOKENS)
+        top = int(ds.get_tokens(0, n).max()) if n else -1
+        if top >= cfg.model.vocab_size:
+            raise ConfigError(f"data.paths: {p} holds token id {top} but model.vocab_size={cfg.model.vocab_size}: "
+                              f"set model.vocab_size > {top}, or name the data's tokenizer in data.tokenizer")
+
+
 def check_tokenizer(cfg: RunConfig) -> None:
     """Refuse a tokenizer whose ids do not fit the embedding table, before any step runs."""
     if cfg.data.tokenizer is None:
-        return
+        return check_token_ids(cfg)
     from data_pipeline.hf_tokenizer import load_tokenizer
     path = Path(cfg.data.tokenizer)
     if not path.is_file():

@@ -15,7 +15,7 @@ import torch
 from llm.config import RunConfig
 from llm.train.backend import Backend, Throughput
 from llm.train.loop import TrainOutcome, train
-from llm.train.setup import (build_datasets, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
+from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
                              prepare_out_dir)
 
 
@@ -30,6 +30,7 @@ def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Calla
     n_devices: the count the peak is multiplied by for MFU. Raises ConfigError on a config or data mistake,
     before the backend is built.
     """
+    check_output_paths(cfg)
     check_tokenizer(cfg)
     train_set, valid_set = build_datasets(cfg)
     prepare_out_dir(cfg, is_main=is_main)
