@@ -189,8 +189,9 @@ class AlignConfig:
             if s.steps <= 0 or s.batch_size <= 0:
                 raise ConfigError(f"{name}.steps and {name}.batch_size must be positive")
         for section, key in OPTIM_SECTIONS:
-            stage = getattr(self, section)
-            getattr(stage, key).validate(f"{section}.{key}", total_steps=getattr(stage, "steps", None))
+            # No warmup-versus-steps rule here: a stage shortened for a quick run (sft.steps=5) keeps the
+            # recipe's warmup, and its schedule simply ends before the peak LR.
+            getattr(getattr(self, section), key).validate(f"{section}.{key}")
         for section, key in ZERO_STAGES:
             z = getattr(getattr(self, section), key)
             # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
