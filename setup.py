@@ -11,6 +11,8 @@ setup(
     description="Compute-optimal LLM pretraining, 3D parallelism on DeepSpeed, data pipeline and alignment",
     python_requires=">=3.10",
     packages=find_packages(include=["typed_yaml*", "llm*", "parallel*", "data_pipeline*", "launch*"]),
+    # The bundled evaluation tasks: lm_eval YAMLs and their held-out data (llm/eval/make_tasks.py rebuilds them).
+    package_data={"llm.eval": ["tasks/*.yaml", "tasks/*.jsonl"]},
     install_requires=[
         "torch>=2.6",  # weights-only unpickling with allow-lists (torch.serialization.safe_globals), the checkpoint loads
         "deepspeed>=0.15",
@@ -36,11 +38,14 @@ setup(
     extras_require={
         # logging.wandb (llm/train/loggers.py); optional, as it pulls in a service binary and a web client.
         "wandb": ["wandb>=0.17"],
+        # launch/evaluate.py (llm/eval/): lm-evaluation-harness; its TemplateLM and rolling windows are 0.4's API.
+        "eval": ["lm_eval>=0.4.5,<0.5"],
         "test": [
             "pytest>=7.4",
             # Megatron's own .bin/.idx reader and writer as the oracle of tests/data_pipeline/test_indexed.py
             # (its base requirements are torch, numpy and packaging only).
             "megatron-core==0.16.1",
+            "lm_eval>=0.4.5,<0.5",  # tests/llm/eval: the harness against our own log-likelihoods
             "wandb>=0.17",  # the offline-mode test of tests/llm/train/test_loggers.py (no network needed)
         ],
     },
