@@ -57,8 +57,8 @@ def audit_figure(results: dict, title: str):
     if baseline.get("documents"):
         mem_ax.axhline(100 * baseline["rate"], color="black", ls="--", lw=1,
                        label=f"held-out documents ({100 * baseline['rate']:.1f}%, n={baseline['documents']})")
-    mem_ax.set(title=f"Document memorization ({mem.get('k', '?')}-token prompt, next {mem.get('k', '?')} exact)",
-               xlabel="identical copies of the document in the corpus", ylabel="continuations reproduced exactly (%)")
+    mem_ax.set(title=f"Document memorization (k = {mem.get('k', '?')})",
+               xlabel="identical copies of the document in the corpus", ylabel="next k tokens after a k-token prompt exact (%)")
     mem_ax.set_ylim(0, max(10, max((100 * by[k]["rate"] for k in labels), default=0) * 1.3))
     for ax in (exp_ax, ext_ax, mem_ax):
         ax.grid(True, which="both", alpha=0.3)
