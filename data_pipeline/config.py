@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typed_yaml
 from typed_yaml import ConfigError
+from data_pipeline.canaries import CanaryConfig
 from data_pipeline.decontaminate import DecontaminateConfig
 from data_pipeline.errors import DataError
 from data_pipeline.dedup.minhash import MinHashConfig
@@ -85,6 +86,8 @@ class DataConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
+    canaries: CanaryConfig = field(default_factory=CanaryConfig)
+    """Planted canaries for the memorization audit (launch/audit.py); off by default."""
     progress: bool = True
     """Show a progress bar per stage on stderr."""
 
@@ -114,6 +117,7 @@ class DataConfig:
                 raise DataConfigError(f"{where}: {key}={value} must be >= 1")
         _check_tokenize(self.tokenize, where)
         _check_shards(self.shards, where)
+        _check_canaries(self.canaries, where)
         for name in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
             _check_thresholds(getattr(self.filters, name), f"filters.{name}", where)
         _check_paths(self, where)
@@ -148,6 +152,19 @@ def _check_shards(sh: ShardConfig, where: str) -> None:
     count = sh.task_count or 1
     if sh.task_index is not None and not 0 <= sh.task_index < count:
         raise DataConfigError(f"{where}: shards.task_index={sh.task_index} must be in [0, shards.task_count={count})")
+
+
+def _check_canaries(c: CanaryConfig, where: str) -> None:
+    if not c.enabled:
+        return
+    for key, value, low in (("per_bucket", c.per_bucket, 1), ("length", c.length, 2),
+                            ("secret_digits", c.secret_digits, 1)):
+        if value < low:
+            raise DataConfigError(f"{where}: canaries.{key}={value} must be >= {low}")
+    if not c.repeats or any(r < 1 for r in c.repeats) or len(set(c.repeats)) != len(c.repeats):
+        raise DataConfigError(f"{where}: canaries.repeats={c.repeats} must be distinct counts >= 1")
+    if not 0.0 < c.max_position <= 1.0:
+        raise DataConfigError(f"{where}: canaries.max_position={c.max_position} must be in (0, 1]")
 
 
 def _check_thresholds(flt, key: str, where: str) -> None:

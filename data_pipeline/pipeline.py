@@ -6,6 +6,7 @@ Layout of the output folder ``DIR``::
     DIR/data.bin, DIR/data.idx     the merged Megatron dataset (pretraining: data.paths=[DIR/data])
     DIR/tokens/shard_*.bin/.idx    per-shard token files (the unit of parallel tokenization)
     DIR/report.json                docs/words in and out per stage, drops per reason, tokens
+    DIR/canaries.json              planted canaries and their documents (canaries.enabled; canaries.py)
     DIR/dropped/*.jsonl            one record per dropped document: id, reason (+ duplicate_of)
     DIR/work/                      intermediate shards, signatures, edges, markers (resumable)
 
@@ -23,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_pipeline import canaries
 from data_pipeline.config import DataConfig, to_dict
 from data_pipeline.hf_tokenizer import copy_tokenizer, load_tokenizer, tokenizer_file
 from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, edge_units, _edge_path
@@ -57,6 +59,8 @@ class Layout:
 def _check_manifest(cfg: DataConfig, layout: Layout) -> None:
     """Refuse to resume into a folder prepared with different settings (shards would not match)."""
     body = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "shards")}
+    if not cfg.canaries.enabled:  # folders prepared before canaries existed keep their digest
+        del body["canaries"]
     body["docs_per_shard"] = cfg.shards.docs_per_shard
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     path = layout.work / "manifest.json"
@@ -205,29 +209,36 @@ def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> 
 
 
 def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
-    """Concatenate token shards into DIR/data.bin/.idx (in shard order) and write report.json."""
+    """Concatenate token shards into DIR/data.bin/.idx (in shard order), with the canaries' copies
+    among them when enabled (DIR/canaries.json lists them), and write report.json."""
     tok = load_tokenizer(tokenizer_file(layout.root))
     prefix = layout.root / "data"
+    corpus_docs = sum(read_done(layout.tokens / f"{s}.done")["docs"] for s in shards)
+    plan = canaries.build_plan(cfg.canaries, tok, corpus_docs) if cfg.canaries.enabled else None
+    bar = progress("merge", corpus_docs + (plan["inserted_documents"] if plan else 0), cfg.progress)
     docs = tokens = 0
-    bar = progress("merge", sum(read_done(layout.tokens / f"{s}.done")["docs"] for s in shards), cfg.progress)
+    corpus = (ds[i] for ds in (IndexedDataset(layout.tokens / s) for s in shards) for i in range(len(ds)))
     with IndexedDatasetBuilder(prefix, dtype_for_vocab(tok.vocab_size)) as builder:
-        for shard in shards:
-            ds = IndexedDataset(layout.tokens / shard)
-            for i in range(len(ds)):
-                builder.add_document(ds[i])
-            docs += len(ds)
-            tokens += ds.num_tokens()
-            bar.update(len(ds))
+        for ids in canaries.interleave(corpus, plan, tok.eos_id):
+            builder.add_document(ids)
+            docs += 1
+            tokens += len(ids)
+            bar.update()
     bar.close()
+    if plan is not None:
+        write_json_atomic(layout.root / canaries.SIDECAR, plan)
     stages = merge_stage_dicts([read_done(layout.ingest / f"{s}.done")["stages"] for s in shards])
     stages = {k: v for k, v in stages.items() if v.docs_in or k == "read"}
     stages.update({k: StageStats.from_dict(v) for k, v in read_done(layout.work / "cluster.done")["stages"].items()})
     last = stages[[s for s in STAGES if s in stages][-1]]
-    stages["tokenize"] = StageStats(docs_in=last.docs_out, docs_out=docs, words_in=last.words_out,
-                                    words_out=last.words_out, tokens_out=tokens)
+    planted = (plan["inserted_documents"], plan["inserted_tokens"]) if plan else (0, 0)
+    stages["tokenize"] = StageStats(docs_in=last.docs_out, docs_out=docs - planted[0], words_in=last.words_out,
+                                    words_out=last.words_out, tokens_out=tokens - planted[1])
     report = {"inputs": list(cfg.inputs), "stages": ordered(stages), "documents": docs, "tokens": tokens,
               "tokenizer": {"vocab_size": tok.vocab_size, "eod_id": tok.eos_id, "sha256": tok.fingerprint()},
               "shards": len(shards), "output_prefix": "data"}
+    if plan is not None:
+        report["canaries"] = canaries.summary(plan)
     write_json_atomic(layout.root / "report.json", report, sort_keys=False)  # keep stage order
     return report
 

@@ -3,8 +3,8 @@
 Every module of our packages is read with `ast` (so a lazy import inside a function counts too) and placed in a
 layer; a module may import only from its own layer or lower ones:
 
-    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_ < llm.align
-        < llm.eval < parallel < launch
+    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_
+        < {llm.align, llm.audit} < llm.eval < parallel < launch
 
 data_pipeline imports nothing of ours but typed_yaml; the configs and the spec import no torch; below parallel/
 nothing touches torch.distributed or DeepSpeed.
@@ -28,6 +28,8 @@ LAYERS = {
     "llm.train": 4,
     "llm.hf.import_": 4.5,
     "llm.align": 5,
+    # The memorization audit reads models (any checkpoint layout, through llm.train) and prepared data folders.
+    "llm.audit": 5,
     # Evaluation (lm-evaluation-harness) is an entry-point helper: it loads checkpoints of every kind (llm.train,
     # llm.hf, alignment stage directories) and is used only by launch/evaluate.py.
     "llm.eval": 5.5,
