@@ -1,0 +1,143 @@
+"""Predicted peak bytes per GPU of a layout, itemised: model states, buckets, activations, logits, allowance.
+
+The peak of a rank is taken at the end of the forward pass of the last micro-batch it holds in flight, during an
+accumulation (so the gradients of the earlier micro-batches are held):
+
+  * model states: the ZeRO paper's table (llm/spec/zero.py `paper_zero_bytes`, bf16 mixed precision, K = 12)
+    for the parameters of this rank: its pipeline stage (DeepSpeed's 'parameters' split, llm/spec/layout.py)
+    and its tensor-parallel shard (block matrices, embedding and lm_head split tp ways; norm gains replicated).
+    ZeRO-1 holds full gradients while accumulating (2Ψ), as the paper says. With optimizer offload the fp32
+    master weights and Adam's moments live in CPU memory (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840).
+  * buckets: DeepSpeed's reduction bucket of `reduce_bucket_size` elements (default 5e8; 2 bytes each), allocated
+    per backward pass at ZeRO 1-2 and once at ZeRO-3, whatever the model size (llm/spec/zero.py docstring).
+    ZeRO-3 also gathers full parameters layer by layer: one layer plus the prefetch bucket we configure
+    (parallel/ds_config.py: 5e7 elements), at most the whole stage.
+  * activations: llm/spec/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
+    batch; 1F1B (Narayanan et al. 2021, arXiv:2104.04473 §2.2) keeps min(pp − i, m) on stage i, so the first
+    stage holds up to pp. Each in-flight micro-batch also keeps the stage's received input and sent output
+    (DeepSpeed's pipe buffers). Checkpointed blocks keep their input only, and the backward pass recomputes
+    one checkpointed unit at a time (a block without a pipeline; a segment of k blocks in DeepSpeed's pipeline).
+  * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
+  * allowance: what the tensor count misses on a GPU: the CUDA context, NCCL's communicator buffers and
+    cuBLAS workspaces (FRAMEWORK_BYTES), and the caching allocator's fragmentation (FRAGMENTATION of the
+    tensors). Set both to 0 to compare with a tensor count (the CPU calibration does).
+No torch here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm.config import ModelConfig
+from llm.spec.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
+                                  head_bytes_per_token)
+from llm.spec.layout import Layout, pipeline_stages
+from llm.spec.shape import layer_matmul_params
+from llm.spec.zero import paper_zero_bytes
+
+DEFAULT_REDUCE_BUCKET_SIZE = 500_000_000
+"""DeepSpeed 0.19.8 zero_optimization.reduce_bucket_size default, in elements (runtime/zero/config.py)."""
+ZERO3_PREFETCH_BUCKET_SIZE = 50_000_000
+"""parallel/ds_config.py sets stage3_prefetch_bucket_size=5e7 elements."""
+FRAMEWORK_BYTES = 2 * 1024 ** 3
+"""CUDA context (~0.5 GB on H100 with torch 2.x), NCCL communicator buffers (4 MB per channel and peer by
+default, NCCL_BUFFSIZE) and cuBLAS workspaces, rounded up: a stated allowance, not a measurement."""
+FRAGMENTATION = 0.10
+"""PyTorch's caching allocator reserves more than it allocates; 10% of the tensors is the margin we leave."""
+PARAM_BYTES = 2  # bf16 weights, gradients and activations
+
+
+@dataclass(frozen=True)
+class MemoryPerGPU:
+    """Predicted peak bytes of the worst rank (the largest total over pipeline stages), by item."""
+
+    params: int
+    grads: int
+    optimizer: int
+    buckets: int
+    activations: int
+    """Blocks of all micro-batches in flight, pipe buffers and token ids; the recomputed unit's transient."""
+    logits_and_loss: int
+    allowance: int
+    stage: int = 0
+    """The pipeline stage this rank belongs to."""
+
+    @property
+    def tensors(self) -> int:
+        """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show."""
+        return self.params + self.grads + self.optimizer + self.buckets + self.activations + self.logits_and_loss
+
+    @property
+    def total(self) -> int:
+        return self.tensors + self.allowance
+
+    def as_dict(self) -> dict:
+        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
+                "activations": self.activations, "logits_and_loss": self.logits_and_loss,
+                "allowance": self.allowance, "tensors": self.tensors, "total": self.total, "stage": self.stage}
+
+
+def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
+    """Parameters one tensor-parallel rank of a stage made of `kinds` holds."""
+    per_kind = {"embedding": cfg.vocab_size * cfg.d_model // tp, "head": cfg.vocab_size * cfg.d_model // tp,
+                "block": layer_matmul_params(cfg) // tp + 2 * cfg.d_model, "norm": cfg.d_model}
+    if cfg.tie_embeddings and len(kinds) == cfg.n_layers + 3:  # one stage holds both ends: one tied matrix
+        return sum(per_kind[k] for k in kinds) - per_kind["head"]
+    return sum(per_kind[k] for k in kinds)
+
+
+def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], in_flight: int) -> float:
+    """Activation bytes of one stage at its peak (module docstring)."""
+    t, sp, e = layout.tp, layout.sequence_parallel, PARAM_BYTES
+    tokens = layout.micro_batch_size * cfg.seq_len
+    full = block_bytes_per_token(cfg, t, sp, e) * tokens
+    kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
+    k = layout.checkpoint_interval
+    n_blocks = kinds.count("block")
+    if k == 0:
+        per_mb, transient = n_blocks * full, 0.0
+    elif layout.pp == 1:  # parallel/parallelize.py recomputes blocks 0, k, 2k, ... one at a time
+        n_ck = -(-n_blocks // k)
+        per_mb, transient = n_ck * kept + (n_blocks - n_ck) * full, full
+    else:  # DeepSpeed's pipeline checkpoints runs of k layers made only of blocks, each keeping its input
+        per_mb, transient = 0.0, 0.0
+        for start in range(0, len(kinds), k):
+            segment = kinds[start:start + k]
+            if all(kind == "block" for kind in segment):
+                per_mb += kept
+                transient = max(transient, len(segment) * full)
+            else:
+                per_mb += segment.count("block") * full
+    if "embedding" in kinds:
+        per_mb += embedding_bytes_per_token() * tokens
+    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on, kept until backward
+        per_mb += 2 * e * cfg.d_model * tokens / (t if sp else 1)
+    return in_flight * per_mb + transient
+
+
+def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
+                   reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, framework_bytes: int = FRAMEWORK_BYTES,
+                   fragmentation: float = FRAGMENTATION) -> MemoryPerGPU:
+    """Predicted peak bytes per GPU of `cfg` trained in bf16 with AdamW under `layout` (module docstring): the
+    worst pipeline stage's. global_batch_size (sequences per step) sets the micro-batches per step m."""
+    m = max(1, global_batch_size // (layout.micro_batch_size * layout.dp))
+    stages = pipeline_stages(cfg, layout.pp)
+    worst = None
+    for i, kinds in enumerate(stages):
+        psi = stage_params(cfg, kinds, layout.tp)
+        states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
+        optimizer = 0 if layout.offload_optimizer else states.optimizer
+        buckets = PARAM_BYTES * reduce_bucket_size if layout.zero_stage >= 1 else 0
+        if layout.zero_stage == 3:
+            largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
+            buckets += PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
+        in_flight = min(layout.pp - i, m) if layout.pp > 1 else 1
+        activations = _stage_activations(cfg, layout, kinds, in_flight)
+        logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
+            if "head" in kinds else 0.0
+        tensors = states.params + states.grads + optimizer + buckets + activations + logits
+        mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
+                           activations=round(activations), logits_and_loss=round(logits),
+                           allowance=round(framework_bytes + fragmentation * tensors), stage=i)
+        if worst is None or mem.total > worst.total:
+            worst = mem
+    return worst

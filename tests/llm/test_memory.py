@@ -1,0 +1,73 @@
+"""Predicted per-GPU memory: each term against hand-computed values."""
+import pytest
+
+from llm.config import ModelConfig
+from llm.spec.activations import block_bytes_per_token, head_bytes_per_token
+from llm.spec.layout import Layout, partition_balanced, pipeline_stages
+from llm.spec.memory import memory_per_gpu, stage_params
+from llm.spec.shape import count_params, layer_matmul_params
+
+CFG = ModelConfig(n_layers=4, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=32)
+TOKENS = 2 * 32  # micro-batch 2
+
+
+def predict(layout, gbs=8, **kw):
+    return memory_per_gpu(CFG, layout, gbs, framework_bytes=0, fragmentation=0.0, **kw)
+
+
+def test_model_states_follow_the_zero_paper():
+    psi = count_params(CFG)
+    assert stage_params(CFG, pipeline_stages(CFG, 1)[0], 1) == psi
+    for stage, (p, g, o) in {0: (2, 2, 12), 1: (2, 2, 6), 2: (2, 1, 6), 3: (1, 1, 6)}.items():
+        m = predict(Layout(1, 1, 2, stage, 2))
+        assert (m.params, m.grads, m.optimizer) == (p * psi, g * psi, o * psi)
+
+
+def test_tensor_parallel_shards_matrices_not_norms():
+    per_rank = (2 * 1024 * 128 + 4 * layer_matmul_params(CFG)) // 2 + 4 * 2 * 128 + 128
+    assert stage_params(CFG, pipeline_stages(CFG, 1)[0], 2) == per_rank
+
+
+def test_buckets_and_zero3_gathers():
+    assert predict(Layout(1, 1, 2, 0, 2)).buckets == 0
+    assert predict(Layout(1, 1, 2, 2, 2), reduce_bucket_size=1000).buckets == 2000
+    # ZeRO-3 gathers at most the whole (small) model on top of its bucket.
+    assert predict(Layout(1, 1, 2, 3, 2), reduce_bucket_size=1000).buckets == 2000 + 2 * count_params(CFG)
+
+
+def test_activations_one_micro_batch_without_pipeline():
+    m = predict(Layout(1, 1, 2, 0, 2))
+    assert m.activations == round(4 * block_bytes_per_token(CFG) * TOKENS + 8 * TOKENS)  # + int64 token ids
+    assert m.logits_and_loss == head_bytes_per_token(CFG) * TOKENS
+
+
+def test_full_and_every_k_checkpointing():
+    full, kept = block_bytes_per_token(CFG) * TOKENS, 2 * 128 * TOKENS
+    ids = 8 * TOKENS
+    # Every block keeps its input; one block is recomputed at a time.
+    assert predict(Layout(1, 1, 2, 0, 2, 1)).activations == round(4 * kept + full + ids)
+    # Blocks 0 and 2 recomputed, 1 and 3 keep everything.
+    assert predict(Layout(1, 1, 2, 0, 2, 2)).activations == round(2 * kept + 2 * full + full + ids)
+
+
+def test_pipeline_first_stage_holds_pp_micro_batches():
+    cfg = ModelConfig(n_layers=8, d_model=128, n_heads=4, d_ff=384, vocab_size=128, seq_len=32)
+    stages = pipeline_stages(cfg, 2)
+    assert stages[0].count("block") == 4 and stages[0][0] == "embedding" and stages[1][-1] == "head"
+    m = memory_per_gpu(cfg, Layout(1, 2, 1, 0, 2), 8, framework_bytes=0, fragmentation=0.0)  # m = 4 micro-batches
+    per_mb = 4 * block_bytes_per_token(cfg) * TOKENS + 2 * 2 * 128 * TOKENS  # + the pipe buffers
+    stage0 = 2 * per_mb + 8 * 2 * TOKENS  # two in flight on the first of two stages, with their token ids
+    stage1 = per_mb + head_bytes_per_token(cfg) * TOKENS
+    assert m.activations + m.logits_and_loss == pytest.approx(max(stage0, stage1), abs=2)
+
+
+def test_allowance():
+    m = memory_per_gpu(CFG, Layout(1, 1, 2, 0, 2), 8, framework_bytes=1000, fragmentation=0.1)
+    assert m.allowance == round(1000 + 0.1 * m.tensors) and m.total == m.tensors + m.allowance
+
+
+def test_partition_balanced_is_deepspeeds():
+    from deepspeed.runtime.utils import partition_balanced as ds_partition
+    for weights, parts in (([5, 1, 1, 1, 1, 1, 1, 5], 2), ([100] + [30] * 8 + [1, 100], 4), ([3, 3], 4),
+                           ([7] * 9, 3)):
+        assert partition_balanced(weights, parts) == [int(x) for x in ds_partition(weights, parts)]
