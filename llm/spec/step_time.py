@@ -40,10 +40,9 @@ ACHIEVABLE_MFU = {
     "a100": 0.45,
     # PaLM (Chowdhery et al. 2022, arXiv:2204.02311) Table 3: 46.2% MFU on 6,144 TPU v4 chips.
     "tpu-v4": 0.46,
-    # Shoeybi et al. 2019 (Megatron-LM, arXiv:1909.08053) §5.1: 39 TFLOP/s of 125 on one V100, 30%.
-    "v100": 0.30,
 }
-"""End-to-end MFU of published large runs, by accelerator (llm.spec.flops.PEAK_FLOPS names)."""
+"""End-to-end MFU of published large runs, by accelerator (llm.spec.flops.PEAK_FLOPS names). The planner trains
+in bf16, so accelerators without it (V100) have no entry."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,6 @@ NETWORKS = {
     "h100-sxm": Network(360e9, 40e9), "h200": Network(360e9, 40e9),
     # NVLink 3 on HGX A100: 300 GB/s per direction, ~230 achievable; 8 × 200 Gb/s HDR: 25 GB/s per GPU, ~20.
     "a100": Network(230e9, 20e9),
-    # NVLink 2 on DGX-1/2 V100: ~130 GB/s achievable; 100 Gb/s EDR per GPU at best, ~10 GB/s.
-    "v100": Network(130e9, 10e9),
 }
 DEFAULT_NETWORK = Network(100e9, 10e9)
 """For accelerators without an entry: PCIe-class links within a node, 100 Gb/s Ethernet between nodes."""
