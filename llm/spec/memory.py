@@ -18,6 +18,16 @@ accumulation (so the gradients of the earlier micro-batches are held):
     (DeepSpeed's pipe buffers). Checkpointed blocks keep their input only, and the backward pass recomputes
     one checkpointed unit at a time (a block without a pipeline; a segment of k blocks in DeepSpeed's pipeline).
   * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
+  * the optimizer step: a second peak, once the activations are freed. Over the model states (with the
+    gradients as held at the boundary) it allocates, per element of the rank's fp32 partition p, OPTIMIZER_STEP_BYTES:
+    ZeRO 1-3 flatten the bf16 gradient partition (2 bytes) and convert it to fp32 (4); torch's foreach AdamW
+    allocates its sqrt(v) temporary (4); a further 2 bytes per element were measured on CPU
+    (tests/parallel/test_layout_memory.py) but not attributed to a line of DeepSpeed. ZeRO-0's
+    FP16_UnfusedOptimizer makes fp32 copies of all gradients (4) and AdamW its temporary (4). A pipeline
+    without ZeRO steps through BF16_Optimizer, measured at 15 bytes per element, of which its fp32 gradient
+    copy (4) and AdamW's temporary (4) are attributed. ZeRO-1 holds only its gradient partition by then. The
+    peak of the rank is the larger of the two; `MemoryPerGPU.optimizer_step` reports the second, over the
+    model states as listed.
   * allowance: what the tensor count misses on a GPU: the CUDA context, NCCL's communicator buffers and
     cuBLAS workspaces (FRAMEWORK_BYTES), and the caching allocator's fragmentation (FRAGMENTATION of the
     tensors). Set both to 0 to compare with a tensor count (the CPU calibration does).
@@ -44,6 +54,10 @@ default, NCCL_BUFFSIZE) and cuBLAS workspaces, rounded up: a stated allowance, n
 FRAGMENTATION = 0.10
 """PyTorch's caching allocator reserves more than it allocates; 10% of the tensors is the margin we leave."""
 PARAM_BYTES = 2  # bf16 weights, gradients and activations
+OPTIMIZER_STEP_BYTES = {0: 8, 1: 12, 2: 12, 3: 12}
+"""Bytes per fp32-partition element the optimizer step allocates beyond the model states (module docstring)."""
+BF16_OPTIMIZER_STEP_BYTES = 15
+"""The same for DeepSpeed's BF16_Optimizer (pipelines without ZeRO), measured."""
 
 
 @dataclass(frozen=True)
@@ -54,17 +68,23 @@ class MemoryPerGPU:
     grads: int
     optimizer: int
     buckets: int
+    gathered_params: int
+    """ZeRO-3: full parameters gathered during the forward and backward passes."""
     activations: int
     """Blocks of all micro-batches in flight, pipe buffers and token ids; the recomputed unit's transient."""
     logits_and_loss: int
     allowance: int
     stage: int = 0
     """The pipeline stage this rank belongs to."""
+    optimizer_step: int = 0
+    """Transient bytes of the optimizer step (the second peak, without activations)."""
 
     @property
     def tensors(self) -> int:
-        """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show."""
-        return self.params + self.grads + self.optimizer + self.buckets + self.activations + self.logits_and_loss
+        """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show: the
+        model states and buckets plus the larger of the forward-pass and the optimizer-step peaks."""
+        return self.params + self.grads + self.optimizer + self.buckets + max(
+            self.gathered_params + self.activations + self.logits_and_loss, self.optimizer_step)
 
     @property
     def total(self) -> int:
@@ -72,8 +92,9 @@ class MemoryPerGPU:
 
     def as_dict(self) -> dict:
         return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
-                "activations": self.activations, "logits_and_loss": self.logits_and_loss,
-                "allowance": self.allowance, "tensors": self.tensors, "total": self.total, "stage": self.stage}
+                "gathered_params": self.gathered_params, "activations": self.activations, "logits_and_loss": self.logits_and_loss,
+                "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
+                "total": self.total, "stage": self.stage}
 
 
 def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
@@ -127,17 +148,25 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
         optimizer = 0 if layout.offload_optimizer else states.optimizer
         buckets = PARAM_BYTES * reduce_bucket_size if layout.zero_stage >= 1 else 0
+        gathered = 0
         if layout.zero_stage == 3:
             largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
-            buckets += PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
+            gathered = PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
         in_flight = min(layout.pp - i, m) if layout.pp > 1 else 1
         activations = _stage_activations(cfg, layout, kinds, in_flight)
         logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
             if "head" in kinds else 0.0
-        tensors = states.params + states.grads + optimizer + buckets + activations + logits
+        partition = 0 if layout.offload_optimizer else (psi if layout.zero_stage == 0 else psi / layout.dp)
+        per_element = BF16_OPTIMIZER_STEP_BYTES if layout.zero_stage == 0 and layout.pp > 1 \
+            else OPTIMIZER_STEP_BYTES[layout.zero_stage]
+        step = per_element * partition
+        if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
+            step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
+        tensors = states.params + states.grads + optimizer + buckets + max(gathered + activations + logits, step)
         mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
-                           activations=round(activations), logits_and_loss=round(logits),
-                           allowance=round(framework_bytes + fragmentation * tensors), stage=i)
+                           gathered_params=gathered, activations=round(activations), logits_and_loss=round(logits),
+                           allowance=round(framework_bytes + fragmentation * tensors), stage=i,
+                           optimizer_step=round(step))
         if worst is None or mem.total > worst.total:
             worst = mem
     return worst
