@@ -4,7 +4,8 @@ our ZeRO model states vs DeepSpeed's own estimators.
     python bench/bench_layout_memory.py [--json bench/results_layout_memory.json]
 
 Grid: DP2 with ZeRO 0-3, TP2, PP2 (ZeRO 0 and 1) on 2 ranks and TP2×PP2 on 4, each without and with full
-activation checkpointing, for the two models of tests/parallel/layout_memory_probe.py (Ψ ≈ 0.69M and 3.4M).
+activation checkpointing, for the two models of tests/parallel/layout_memory_probe.py (Ψ ≈ 0.69M and 3.4M),
+and a few of them for the small one at 16× the sequence length ('long'), where activations and logits dominate.
 Measured: the probe's tensor accounting (model states the engine holds + the allocator's peak over a step); the
 worst rank's against the prediction of llm/spec/memory.py (framework allowance and fragmentation set to 0:
 they are not tensors). The DeepSpeed comparison needs no launch: `estimate_zero2_model_states_mem_needs` and
@@ -28,8 +29,10 @@ PROBE = ROOT / "tests" / "parallel" / "layout_memory_probe.py"
 GRID = {
     2: [f"{size}:1:1:{zero}:{k}" for size in ("small", "large") for zero in range(4) for k in (0, 1)]
     + [f"{size}:2:1:0:{k}" for size in ("small", "large") for k in (0, 1)]
-    + [f"{size}:1:2:{zero}:{k}" for size in ("small", "large") for zero in (0, 1) for k in (0, 1)],
-    4: [f"{size}:2:2:{zero}:{k}" for size in ("small", "large") for zero in (0, 1) for k in (0, 1)],
+    + [f"{size}:1:2:{zero}:{k}" for size in ("small", "large") for zero in (0, 1) for k in (0, 1)]
+    + [f"long:{tp}:{pp}:{zero}:{k}" for tp, pp, zero in ((1, 1, 0), (1, 1, 3), (2, 1, 0), (1, 2, 1)) for k in (0, 1)],
+    4: [f"{size}:2:2:{zero}:{k}" for size in ("small", "large") for zero in (0, 1) for k in (0, 1)]
+    + [f"long:2:2:1:{k}" for k in (0, 1)],
 }
 
 
@@ -50,14 +53,17 @@ def worst_ranks(rows: list[dict]) -> list[dict]:
             by_layout[r["layout"]] = r
     out = []
     for r in by_layout.values():
-        predicted = r["predicted"]["tensors"]
-        out.append({**r, "predicted_peak": predicted, "error": predicted / r["measured_peak"] - 1})
+        p = r["predicted"]
+        predicted = p["tensors"]
+        forward = p["gathered_params"] + p["activations"] + p["logits_and_loss"]
+        out.append({**r, "predicted_peak": predicted, "error": predicted / r["measured_peak"] - 1,
+                    "peak_at": "forward" if forward >= p["optimizer_step"] else "optimizer step"})
     return out
 
 
 def format_rows(rows: list[dict]) -> str:
     head = f"{'layout':<18} {'tp':>2} {'pp':>2} {'dp':>2} {'zero':>4} {'ckpt':>4} | {'measured MB':>11} " \
-           f"{'predicted MB':>12} {'error':>7} | predicted items (MB)"
+           f"{'predicted MB':>12} {'error':>7} {'peak at':>14} | predicted items (MB)"
     lines = [head, "-" * len(head)]
     for r in rows:
         p = r["predicted"]
@@ -66,7 +72,7 @@ def format_rows(rows: list[dict]) -> str:
                                                                "optimizer_step"))
         lines.append(f"{r['layout']:<18} {r['tp']:>2} {r['pp']:>2} {r['dp']:>2} {r['zero_stage']:>4} "
                      f"{r['checkpoint_interval']:>4} | {r['measured_peak'] / 1e6:11.2f} {r['predicted_peak'] / 1e6:12.2f}"
-                     f" {r['error']:+7.1%} | {items}")
+                     f" {r['error']:+7.1%} {r['peak_at']:>14} | {items}")
     return "\n".join(lines)
 
 

@@ -18,16 +18,16 @@ accumulation (so the gradients of the earlier micro-batches are held):
     (DeepSpeed's pipe buffers). Checkpointed blocks keep their input only, and the backward pass recomputes
     one checkpointed unit at a time (a block without a pipeline; a segment of k blocks in DeepSpeed's pipeline).
   * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
-  * the optimizer step: a second peak, once the activations are freed. Over the model states (with the
-    gradients as held at the boundary) it allocates, per element of the rank's fp32 partition p, OPTIMIZER_STEP_BYTES:
-    ZeRO 1-3 flatten the bf16 gradient partition (2 bytes) and convert it to fp32 (4); torch's foreach AdamW
-    allocates its sqrt(v) temporary (4); a further 2 bytes per element were measured on CPU
-    (tests/parallel/test_layout_memory.py) but not attributed to a line of DeepSpeed. ZeRO-0's
-    FP16_UnfusedOptimizer makes fp32 copies of all gradients (4) and AdamW its temporary (4). A pipeline
-    without ZeRO steps through BF16_Optimizer, measured at 15 bytes per element, of which its fp32 gradient
-    copy (4) and AdamW's temporary (4) are attributed. ZeRO-1 holds only its gradient partition by then. The
-    peak of the rank is the larger of the two; `MemoryPerGPU.optimizer_step` reports the second, over the
-    model states as listed.
+  * the optimizer step: a second peak, once the activations are freed, over the model states (with the
+    gradients as held at the boundary: ZeRO-1 holds only its partition by then). ZeRO 1-3 convert the
+    rank's gradient partition p to fp32 (4 bytes per element); torch's AdamW then allocates sqrt(v) for the
+    update: 4 bytes per element with its foreach kernels (torch's default on GPUs), 8 with the single-tensor
+    loop it uses on CPUs (sqrt(v) and its quotient by the bias correction, tensor by tensor). ZeRO-0 without a
+    pipeline (FP16_UnfusedOptimizer) makes fp32 copies of all gradients (4Ψ); AdamW's temporaries are 4Ψ with
+    foreach, else 12 bytes per element of the largest tensor (8 attributed as above, 4 measured on CPU and
+    not attributed). A pipeline without ZeRO (BF16_Optimizer) was measured at 7 bytes per element besides
+    AdamW's (its fp32 gradient copy, 4, attributed). The rank's peak is the larger of the two peaks;
+    `MemoryPerGPU.optimizer_step` reports the second, over the model states as listed.
   * allowance: what the tensor count misses on a GPU: the CUDA context, NCCL's communicator buffers and
     cuBLAS workspaces (FRAMEWORK_BYTES), and the caching allocator's fragmentation (FRAGMENTATION of the
     tensors). Set both to 0 to compare with a tensor count (the CPU calibration does).
@@ -54,10 +54,14 @@ default, NCCL_BUFFSIZE) and cuBLAS workspaces, rounded up: a stated allowance, n
 FRAGMENTATION = 0.10
 """PyTorch's caching allocator reserves more than it allocates; 10% of the tensors is the margin we leave."""
 PARAM_BYTES = 2  # bf16 weights, gradients and activations
-OPTIMIZER_STEP_BYTES = {0: 8, 1: 12, 2: 12, 3: 12}
-"""Bytes per fp32-partition element the optimizer step allocates beyond the model states (module docstring)."""
-BF16_OPTIMIZER_STEP_BYTES = 15
-"""The same for DeepSpeed's BF16_Optimizer (pipelines without ZeRO), measured."""
+FP32_GRAD_BYTES = 4
+"""The fp32 copy of the gradients (or of the rank's partition) the optimizer step makes (module docstring)."""
+BF16_OPTIMIZER_STEP_BYTES = 7
+"""Per element, besides AdamW's temporaries, for DeepSpeed's BF16_Optimizer (pipelines without ZeRO); measured."""
+ADAM_TEMP_BYTES = {True: 4, False: 8}
+"""AdamW's temporaries per element: foreach kernels (GPU default) vs the single-tensor loop (CPU)."""
+UNFUSED_LARGEST_TENSOR_BYTES = 12
+"""ZeRO-0 with the single-tensor loop: per element of the largest tensor (8 attributed, 4 measured)."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +139,29 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
     return in_flight * per_mb + transient
 
 
+def _step_bytes(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], psi: int, foreach_adam: bool) -> float:
+    """Bytes the optimizer step allocates beyond the model states (module docstring)."""
+    if layout.offload_optimizer:
+        return 0.0
+    adam = ADAM_TEMP_BYTES[foreach_adam]
+    if layout.zero_stage >= 1:
+        return (FP32_GRAD_BYTES + adam) * psi / layout.dp
+    if layout.pp > 1:
+        return (BF16_OPTIMIZER_STEP_BYTES + adam) * psi
+    if foreach_adam:
+        return (FP32_GRAD_BYTES + adam) * psi
+    matrices = [cfg.d_model * max(cfg.d_ff, cfg.n_heads * cfg.head_dim)]
+    if "embedding" in kinds or "head" in kinds:
+        matrices.append(cfg.vocab_size * cfg.d_model)
+    return FP32_GRAD_BYTES * psi + UNFUSED_LARGEST_TENSOR_BYTES * max(matrices) / layout.tp
+
+
 def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
                    reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, framework_bytes: int = FRAMEWORK_BYTES,
-                   fragmentation: float = FRAGMENTATION) -> MemoryPerGPU:
+                   fragmentation: float = FRAGMENTATION, foreach_adam: bool = True) -> MemoryPerGPU:
     """Predicted peak bytes per GPU of `cfg` trained in bf16 with AdamW under `layout` (module docstring): the
-    worst pipeline stage's. global_batch_size (sequences per step) sets the micro-batches per step m."""
+    worst pipeline stage's. global_batch_size (sequences per step) sets the micro-batches per step m.
+    foreach_adam: torch's AdamW runs its foreach kernels (its default on GPUs; False on CPUs)."""
     m = max(1, global_batch_size // (layout.micro_batch_size * layout.dp))
     stages = pipeline_stages(cfg, layout.pp)
     worst = None
@@ -156,10 +178,7 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         activations = _stage_activations(cfg, layout, kinds, in_flight)
         logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
             if "head" in kinds else 0.0
-        partition = 0 if layout.offload_optimizer else (psi if layout.zero_stage == 0 else psi / layout.dp)
-        per_element = BF16_OPTIMIZER_STEP_BYTES if layout.zero_stage == 0 and layout.pp > 1 \
-            else OPTIMIZER_STEP_BYTES[layout.zero_stage]
-        step = per_element * partition
+        step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
         if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
             step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
         tensors = states.params + states.grads + optimizer + buckets + max(gathered + activations + logits, step)

@@ -39,10 +39,13 @@ def test_buckets_and_zero3_gathers():
 def test_optimizer_step_peak():
     psi = count_params(CFG)
     z0 = predict(Layout(1, 1, 2, 0, 2))
-    assert z0.optimizer_step == 8 * psi  # fp32 gradient copies and AdamW's temporary
+    assert z0.optimizer_step == 8 * psi  # fp32 gradient copies and AdamW's foreach temporary
     assert z0.tensors == 16 * psi + max(z0.activations + z0.logits_and_loss, 8 * psi)
+    # CPU (single-tensor AdamW): 12 bytes per element of the largest tensor, the 1024 x 128 embedding.
+    assert predict(Layout(1, 1, 2, 0, 2), foreach_adam=False).optimizer_step == 4 * psi + 12 * 1024 * 128
     z1 = predict(Layout(1, 1, 2, 1, 2), reduce_bucket_size=0)
-    assert z1.optimizer_step == 12 * psi // 2 - (2 * psi - psi)  # at the step ZeRO-1 holds a gradient partition
+    assert z1.optimizer_step == 8 * psi // 2 - (2 * psi - psi)  # at the step ZeRO-1 holds a gradient partition
+    assert predict(Layout(1, 1, 2, 2, 2), foreach_adam=False).optimizer_step == 12 * psi // 2
 
 
 def test_activations_one_micro_batch_without_pipeline():

@@ -3,7 +3,7 @@ prediction (llm/spec/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
-LAYOUT is "size:tp:pp:zero:checkpoint_interval", size 'small' or 'large' (PROBE_MODELS). For each, on every
+LAYOUT is "size:tp:pp:zero:checkpoint_interval", size 'small', 'large' or 'long' (PROBE_MODELS). For each, on every
 rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
 BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
 then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
@@ -27,6 +27,8 @@ BUCKET = 100_000
 PROBE_MODELS = {
     "small": dict(n_layers=2, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=32),
     "large": dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=2048, seq_len=64),
+    # 'small' at 16× the sequence length: activations and logits outweigh the model states and the step.
+    "long": dict(n_layers=2, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=512),
 }
 
 
@@ -83,7 +85,7 @@ def measure(spec: str, launch, device) -> dict:
     peak = held + allocator_peak(lambda: backend.train_step(step_batches, lr=cfg.optim.lr))
     layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval)
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
-                               framework_bytes=0, fragmentation=0.0)
+                               framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
            "checkpoint_interval": interval, "rank": launch.rank, "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
