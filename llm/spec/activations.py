@@ -80,11 +80,12 @@ def checkpointed_block_bytes_per_token(cfg: ModelConfig, tp: int = 1, sequence_p
 
 def head_bytes_per_token(cfg: ModelConfig, tp: int = 1, element_bytes: int = 2) -> float:
     """Bytes per token of the last stage's peak around the loss: the final RMSNorm ((4 + e)·h), lm_head's input
-    (e·h), and the logits. The loss is taken in fp32 (llm/model.py `cross_entropy_loss`): at its peak the
-    e-byte logits, their fp32 copy and the fp32 log-softmax that cross-entropy keeps live together,
-    (e + 4 + 4)·V, split over tp by the vocab-parallel head."""
+    (e·h), and the logits. The loss is taken in fp32 (llm/model.py `cross_entropy_loss`). In the forward the
+    e-byte logits, their fp32 copy and the fp32 log-softmax cross-entropy keeps are live together, (e + 8)·V;
+    in the backward log-softmax's gradient holds its saved output, the incoming gradient and its result,
+    12·V: the larger is the peak, split over tp by the vocab-parallel head."""
     h, e = cfg.d_model, element_bytes
-    return (FP32_BYTES + e) * h + e * h + (e + 2 * FP32_BYTES) * cfg.vocab_size / tp
+    return (FP32_BYTES + e) * h + e * h + max(e + 2 * FP32_BYTES, 3 * FP32_BYTES) * cfg.vocab_size / tp
 
 
 def embedding_bytes_per_token() -> float:

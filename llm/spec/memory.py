@@ -15,8 +15,10 @@ accumulation (so the gradients of the earlier micro-batches are held):
   * activations: llm/spec/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
     batch; 1F1B (Narayanan et al. 2021, arXiv:2104.04473 §2.2) keeps min(pp − i, m) on stage i, so the first
     stage holds up to pp. Each in-flight micro-batch also keeps the stage's received input and sent output
-    (DeepSpeed's pipe buffers). Checkpointed blocks keep their input only, and the backward pass recomputes
-    one checkpointed unit at a time (a block without a pipeline; a segment of k blocks in DeepSpeed's pipeline).
+    (DeepSpeed's pipe buffers; on the last stage the output kept is the logits, e·V per token). Checkpointed
+    blocks keep their input only, and the backward pass recomputes one checkpointed unit at a time (a block
+    without a pipeline; a segment of k blocks in DeepSpeed's pipeline). That recomputation comes after the
+    loss's backward has freed the logits' buffers, so the larger of the two transients counts, not their sum.
   * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
   * the optimizer step: a second peak, once the activations are freed, over the model states (with the
     gradients as held at the boundary: ZeRO-1 holds only its partition by then). ZeRO 1-3 convert the
@@ -110,8 +112,10 @@ def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
     return sum(per_kind[k] for k in kinds)
 
 
-def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], in_flight: int) -> float:
-    """Activation bytes of one stage at its peak (module docstring)."""
+def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
+                       in_flight: int) -> tuple[float, float]:
+    """Activation bytes of one stage at its peak (module docstring): (held by the micro-batches in flight,
+    the recomputed unit's transient)."""
     t, sp, e = layout.tp, layout.sequence_parallel, PARAM_BYTES
     tokens = layout.micro_batch_size * cfg.seq_len
     full = block_bytes_per_token(cfg, t, sp, e) * tokens
@@ -134,9 +138,10 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
                 per_mb += segment.count("block") * full
     if "embedding" in kinds:
         per_mb += embedding_bytes_per_token() * tokens
-    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on, kept until backward
-        per_mb += 2 * e * cfg.d_model * tokens / (t if sp else 1)
-    return in_flight * per_mb + transient
+    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on (the last: logits)
+        per_mb += e * cfg.d_model * tokens / (t if sp else 1)
+        per_mb += e * tokens * (cfg.vocab_size / t if "head" in kinds else cfg.d_model / (t if sp else 1))
+    return in_flight * per_mb, transient
 
 
 def _step_bytes(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], psi: int, foreach_adam: bool) -> float:
@@ -175,9 +180,11 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
             largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
             gathered = PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
         in_flight = min(layout.pp - i, m) if layout.pp > 1 else 1
-        activations = _stage_activations(cfg, layout, kinds, in_flight)
+        held, transient = _stage_activations(cfg, layout, kinds, in_flight)
         logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
             if "head" in kinds else 0.0
+        transient = max(0.0, transient - logits)  # recomputation follows the loss's backward (module docstring)
+        activations = held + transient
         step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
         if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
             step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
