@@ -3,6 +3,12 @@
     python launch/plan.py --flops 1e19
     python launch/plan.py --gpu-hours 1000 --gpu h100 --mfu 0.4 --json
     python launch/plan.py --flops 1e20 --approach 3 --write-config configs/pretrain/plan_1e20.yaml
+    python launch/plan.py --gpu-hours 50000 --gpus 256 --gpu h100 --price-per-gpu-hour 2.5 --explain
+    python launch/plan.py --config configs/pretrain/plan_1e20.yaml --gpus 16 --gpu a100-40gb --json
+
+With --gpus the planner also chooses the parallel layout (llm/spec/layout_search.py) and predicts memory per
+GPU, step time, wall-clock time, GPU-hours and cost (llm/spec/cluster.py); --write-config then writes that
+layout with the predictions as comments.
 
 The logic lives in llm/spec/plan.py; this file only parses arguments and prints. Any user error prints one line
 and exits with status 2.
@@ -20,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a script)
 
-from llm.config import ConfigError  # noqa: E402
-from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, flops_from_hours, format_table, plan  # noqa: E402
+from llm.config import ConfigError, load_config  # noqa: E402
+from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
+from llm.spec.flops import peak_flops  # noqa: E402
+from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, format_table, plan, plan_for_hours  # noqa: E402
+from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,13 +100,34 @@ def _write(path: Path, text: str) -> None:
         raise ValueError(f"--write-config {path} cannot be written: {e.strerror or e}") from None
 
 
+def _prediction_lines(cluster) -> list[str]:
+    """The --write-config comment lines of a chosen layout: what was chosen, what it needs, how long it takes."""
+    c, m, t = cluster.chosen, cluster.chosen.memory, cluster.chosen.time
+    return [f"Layout chosen by launch/plan.py for {cluster.gpus} x {cluster.gpu} (llm/spec/layout_search.py): "
+            f"{c.layout.describe()}.",
+            f"  Predicted memory per GPU {m.total / 1e9:.1f} GB: params {m.params / 1e9:.1f}, grads {m.grads / 1e9:.1f}, "
+            f"optimizer {m.optimizer / 1e9:.1f}, buckets {m.buckets / 1e9:.1f},",
+            f"  activations {m.activations / 1e9:.1f}, logits {m.logits_and_loss / 1e9:.1f}, allowance "
+            f"{m.allowance / 1e9:.1f} (llm/spec/memory.py).",
+            f"  Predicted step {t.total_s:.3g} s, {cluster.tokens_per_s:,.0f} tokens/s, MFU {cluster.mfu:.1%}; "
+            f"{cluster.wall_clock_h:,.1f} h wall clock, {cluster.gpu_hours:,.0f} GPU-hours"
+            + ("" if cluster.cost is None else f", cost {cluster.cost:,.0f}") + "."]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="plan.py", description=__doc__.split("\n\n")[0])
-    budget = p.add_mutually_exclusive_group(required=True)
+    budget = p.add_mutually_exclusive_group()
     budget.add_argument("--flops", type=_positive, help="training budget C in FLOPs (C = 6ND)")
     budget.add_argument("--gpu-hours", type=_positive, help="budget in accelerator-hours (with --gpu and --mfu)")
+    p.add_argument("--config", type=Path, help="a fixed run config: choose only its layout (needs --gpus)")
     p.add_argument("--gpu", default="h100", help="accelerator for --gpu-hours and the time estimate (default h100)")
-    p.add_argument("--mfu", type=_fraction, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    p.add_argument("--mfu", type=_fraction,
+                   help="model FLOPs utilisation assumed (default: the GPU's achievable MFU, llm/spec/step_time.py)")
+    p.add_argument("--gpus", type=_positive_int, help="GPUs of the cluster: choose the layout and predict time")
+    p.add_argument("--gpus-per-node", type=_positive_int, default=8)
+    p.add_argument("--gpu-memory", type=_positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
+    p.add_argument("--price-per-gpu-hour", type=_positive, metavar="X", help="for the cost estimate")
+    p.add_argument("--explain", action="store_true", help="with --gpus: the ranked candidates and why rejected")
     p.add_argument("--approach", default="besiroglu", choices=["1", "2", "3", "3-rounded", "besiroglu"],
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")
     p.add_argument("--vocab-size", type=_positive_int, default=32000)
@@ -110,23 +140,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-path", action="append", help=f"dataset prefix (repeatable; default {DEFAULT_DATA_PATH})")
     p.add_argument("--out-dir", help="out_dir of the written config (default runs/pretrain_<N>)")
     args = p.parse_args(argv)
+    if (args.flops is None and args.gpu_hours is None) == (args.config is None):
+        p.error("one of the arguments --flops --gpu-hours is required (or --config with --gpus), and only one")
 
     try:
-        flops = args.flops if args.flops is not None else flops_from_hours(args.gpu_hours, args.gpu, args.mfu)
-        spec = plan(flops, approach=args.approach, vocab_size=args.vocab_size, seq_len=args.seq_len,
-                    tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings, accelerator=args.gpu,
-                    mfu=args.mfu)
+        peak_flops(args.gpu)  # an unknown accelerator is reported before anything else
+        mfu = args.mfu if args.mfu is not None else ACHIEVABLE_MFU.get(canonical_gpu(args.gpu))
+        if mfu is None:
+            raise ValueError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu")
+        if args.config is not None and args.gpus is None:
+            raise ValueError("--config plans only the layout of a fixed run: give --gpus N")
+        spec, cluster = None, None
+        if args.config is not None:
+            run_cfg = load_config(args.config)
+            model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
+                run_cfg.train.global_batch_size
+        else:
+            kwargs = dict(approach=args.approach, vocab_size=args.vocab_size, seq_len=args.seq_len,
+                          tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings)
+            spec = plan(args.flops, accelerator=args.gpu, mfu=mfu, **kwargs) if args.flops is not None \
+                else plan_for_hours(args.gpu_hours, args.gpu, mfu, **kwargs)
+            model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
+        if args.gpus is not None:
+            cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,
+                                   args.price_per_gpu_hour, args.mfu)
         if args.write_config:
-            raw = config_dict(spec, data_paths=args.data_path, out_dir=args.out_dir)
-            _write(Path(args.write_config), config_header(spec) + yaml.safe_dump(raw, sort_keys=False))
-    except (ValueError, ConfigError) as e:
+            if spec is None:
+                raise ValueError("--write-config writes a planned spec; it cannot be combined with --config")
+            raw = config_dict(spec, data_paths=args.data_path, out_dir=args.out_dir,
+                              layout=cluster.chosen.layout if cluster else None)
+            header = config_header(spec, _prediction_lines(cluster) if cluster else None)
+            _write(Path(args.write_config), header + yaml.safe_dump(raw, sort_keys=False))
+    except (ValueError, ConfigError, OSError) as e:
         print(f"plan.py: error: {e}", file=sys.stderr)
         return 2
 
     if args.json:
-        print(json.dumps(spec.to_json()))
+        out = spec.to_json() if spec else {}
+        if cluster:
+            out = {**out, "mfu_assumed": out.pop("mfu", mfu), **cluster.to_json()}
+        print(json.dumps(out))
     else:
-        print(format_table(spec))
+        print("\n\n".join(x for x in (spec and format_table(spec), cluster and format_cluster(cluster, args.explain))
+                          if x))
         if args.write_config:
             print(f"wrote {args.write_config}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from llm.config import RunConfig
 from llm.train import start
 from llm.train.loop import TrainOutcome
+from llm.train.memory_watch import MemoryWatch, predict_run_memory, run_layout
 from parallel.engine import DeepSpeedBackend
 from parallel.launch_env import LaunchEnv
 from parallel.peak import device_peak_flops
@@ -29,18 +30,60 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     print(f"rank {launch.rank} on {socket.gethostname()}: local rank {launch.local_rank}, device {device}, "
           f"{topo.coords()}", flush=True)
 
+    predicted = predict_run_memory(cfg, dp, device)
+    watch = MemoryWatch(predicted.tensors, device)
+
     def announce(backend: DeepSpeedBackend, peak: float, source: str) -> None:
         if launch.rank != 0:
             return
         (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
         print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
               f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
+        print(f"predicted peak memory per rank {predicted.tensors / 1e9:.3f} GB (llm/spec/memory.py: "
+              + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in predicted.as_dict().items()
+                          if k not in ("tensors", "total", "allowance", "stage") and v)
+              + f"); {_predicted_step(cfg, dp, device, launch)}", flush=True)
 
     # On CPU a node's ranks share its cores, so the peak is per node (measured with all its cores).
     n_devices = launch.world_size if device.type == "cuda" else max(1, launch.world_size // local_world_size(launch))
     outcome = start.run(cfg, lambda: DeepSpeedBackend(cfg, topo, device),
                         lambda: device_peak_flops(device, cfg.precision.dtype, launch), announce,
-                        is_main=launch.rank == 0, n_devices=n_devices, log=print, eval_only=eval_only)
+                        is_main=launch.rank == 0, n_devices=n_devices, log=print, eval_only=eval_only,
+                        memory=watch)
+    _report_worst_peak(cfg, watch, launch.rank)
     dist.barrier()
     dist.destroy_process_group()
     return outcome
+
+
+def _predicted_step(cfg: RunConfig, dp: int, device, launch: LaunchEnv) -> str:
+    """The start-up line's step-time part: llm/spec/step_time.py's prediction where the GPU is in its tables."""
+    import torch
+
+    from llm.spec.step_time import step_time
+    from llm.train.hardware import accelerator_key
+    key = accelerator_key(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if key is None:
+        return f"no step-time prediction for {device.type} (llm/spec/step_time.py lists GPUs only)"
+    try:
+        t = step_time(cfg.model, run_layout(cfg, dp), cfg.train.global_batch_size, key, local_world_size(launch))
+    except ValueError as e:
+        return f"no step-time prediction: {e}"
+    return f"predicted step time {t.total_s:.3g} s on {key} ({t.compute_s:.3g} s compute)"
+
+
+def _report_worst_peak(cfg: RunConfig, watch: MemoryWatch, rank: int) -> None:
+    """Every rank's measured peak (GPU only), the worst printed by rank 0 and written to <out_dir>/memory.json."""
+    import torch.distributed as dist
+
+    peaks = [None] * dist.get_world_size()
+    dist.all_gather_object(peaks, watch.peak_bytes())
+    if rank != 0:
+        return
+    known = [p for p in peaks if p is not None]
+    worst = max(known) if known else None
+    (Path(cfg.out_dir) / "memory.json").write_text(json.dumps(
+        {"memory_predicted_bytes": watch.predicted_bytes, "memory_peak_bytes_by_rank": peaks,
+         "memory_peak_bytes_worst_rank": worst}))
+    measured = "not measured on CPU" if worst is None else f"worst rank's peak {worst / 1e9:.3f} GB"
+    print(f"memory: predicted {watch.predicted_bytes / 1e9:.3f} GB per rank, {measured}", flush=True)

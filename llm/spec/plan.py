@@ -23,6 +23,7 @@ from typing import Any
 
 from llm.config import ModelConfig, config_from_dict
 from llm.spec.flops import flops_per_token, peak_flops
+from llm.spec.layout import Layout
 from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_for_params, compute_optimal,
                               get_law)
 from llm.spec.shape import (ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND, MAX_TARGET_OVERSHOOT, TargetTooLarge,
@@ -70,7 +71,8 @@ class Spec:
     accelerator: str | None = None
     mfu: float | None = None
     accelerator_hours: float | None = None
-    """Chip-hours to spend `flops` at `mfu` of the dense bf16 peak."""
+    """Chip-hours to run the PaLM-counted FLOPs (`flops_palm`, the count MFU is measured with) at `mfu` of the
+    dense bf16 peak."""
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -87,13 +89,14 @@ def _batch_and_lr(flops: float, seq_len: int) -> tuple[int, float]:
 
 def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000, seq_len: int = 2048,
          tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
-         accelerator: str | None = None, mfu: float | None = None) -> Spec:
-    """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input."""
+         accelerator: str | None = None, mfu: float | None = None, pp_degrees: tuple[int, ...] = (1, 2, 4, 8)) -> Spec:
+    """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input.
+    pp_degrees: pipeline degrees the layer count should split into (llm/spec/shape.py `design_shape`)."""
     law = get_law(approach)
     n_target, _ = compute_optimal(flops, law)
     try:
         cfg = design_shape(n_target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=tp_degrees,
-                           tie_embeddings=tie_embeddings)
+                           tie_embeddings=tie_embeddings, pp_degrees=pp_degrees)
     except TargetTooLarge as e:
         c_max = compute_for_params(e.largest * MAX_TARGET_OVERSHOOT, law)
         raise ValueError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
@@ -111,7 +114,9 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
     if accelerator is not None:
         if mfu is None or not 0 < mfu <= 1:
             raise ValueError(f"mfu={mfu} must be in (0, 1]")
-        hours = flops / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
+        # MFU is measured with PaLM's count (attention included), so the hours must come from it too: with 6N
+        # they come out 7-9% short at these shapes.
+        hours = flops_per_token(cfg, "palm") * d / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
     return Spec(
         flops=float(flops), approach=str(approach), law=law.name, n_params_target=float(n_target), model=cfg,
         tp_degrees=tuple(int(t) for t in tp_degrees), n_params=n,
@@ -124,12 +129,28 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
 
 
 def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "bf16") -> float:
-    """Budget C = chip-hours · 3600 · dense peak · MFU. Raises ValueError on unknown chips or bad numbers."""
+    """FLOPs that chip-hours buy: hours · 3600 · dense peak · MFU, counted as MFU is (PaLM App. B). Raises
+    ValueError on unknown chips or bad numbers."""
     if not hours > 0:
         raise ValueError(f"gpu-hours={hours} must be positive")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu={mfu} must be in (0, 1]")
     return hours * 3600.0 * peak_flops(accelerator, dtype) * mfu
+
+
+def plan_for_hours(hours: float, accelerator: str, mfu: float, **kwargs) -> Spec:
+    """The compute-optimal plan whose PaLM-counted FLOPs take `hours` chip-hours at `mfu`: the 6ND budget the
+    scaling law takes is those FLOPs × 6N / (6N + attention) of the shape it leads to, found by fixed-point
+    iteration (the shape changes in steps, so a few rounds settle it). kwargs go to `plan`."""
+    palm_budget = flops_from_hours(hours, accelerator, mfu)
+    budget = palm_budget
+    for _ in range(8):
+        spec = plan(budget, accelerator=accelerator, mfu=mfu, **kwargs)
+        nxt = palm_budget * spec.flops_per_token_6n / spec.flops_per_token_palm
+        if abs(nxt / budget - 1) < 1e-9:
+            break
+        budget = nxt
+    return spec
 
 
 def _human(x: float) -> str:
@@ -164,17 +185,20 @@ def format_table(spec: Spec) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
-    """A run config (llm.config schema) for `spec`, validated with config_from_dict. Raises ConfigError."""
+def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | None = None,
+                layout: Layout | None = None) -> dict[str, Any]:
+    """A run config (llm.config schema) for `spec`, validated with config_from_dict. Raises ConfigError.
+    layout: the parallel layout and micro-batch size to write (default: one device, micro-batch up to 4)."""
     raw = {
         "model": {k: getattr(spec.model, k) for k in SHAPE_FIELDS},
         "data": {"paths": list(data_paths or [DEFAULT_DATA_PATH])},
         "optim": {"lr": float(f"{spec.lr:.4g}"), "min_lr_ratio": MIN_LR_RATIO, "warmup_steps": spec.warmup_steps,
                   "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
         "train": {"tokens": spec.n_tokens, "global_batch_size": spec.global_batch_size,
-                  "micro_batch_size": spec.micro_batch_size, "eval_every": max(1, spec.total_steps // 20),
+                  "micro_batch_size": layout.micro_batch_size if layout else spec.micro_batch_size,
+                  "eval_every": max(1, spec.total_steps // 20),
                   "log_every": max(1, min(10, spec.total_steps // 100))},
-        "parallel": {"tensor": 1, "pipeline": 1, "zero_stage": 0},
+        "parallel": layout.parallel_dict() if layout else {"tensor": 1, "pipeline": 1, "zero_stage": 0},
         "precision": "bf16",
         "checkpoint": {"every": max(1, spec.total_steps // 10), "keep": 2},
         "out_dir": out_dir or f"runs/pretrain_{_human(spec.n_params)}",
@@ -183,9 +207,10 @@ def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | 
     return raw
 
 
-def config_header(spec: Spec) -> str:
+def config_header(spec: Spec, predictions: list[str] | None = None) -> str:
     """The comment block `launch/plan.py --write-config` puts above the YAML: how every number was chosen,
-    with the TP degrees the shape and the vocabulary padding were actually computed for."""
+    with the TP degrees the shape and the vocabulary padding were actually computed for. predictions: lines
+    describing the chosen layout and its predicted memory and time (llm/spec/cluster.py), if one was chosen."""
     m, (lo, hi), (flo, fhi) = spec.model, ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND
     tp = ", ".join(str(t) for t in spec.tp_degrees)
     pad = 64 * math.lcm(*spec.tp_degrees)
@@ -202,6 +227,6 @@ def config_header(spec: Spec) -> str:
         "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",
         "Schedule: warmup 1% of steps (Pythia), cosine over exactly train.tokens down to 10% of the peak",
         "  (Chinchilla 2022: a cycle longer than training hurts; decay by 10x).",
-        "parallel.* is left at one device: choose the layout for your cluster.",
     ]
+    lines += predictions or ["parallel.* is left at one device: choose the layout for your cluster (--gpus N)."]
     return "".join(f"# {line}\n" for line in lines)

@@ -166,10 +166,11 @@ def check_same_layout(path: Path, saved: dict, current: dict, can_reshard=None) 
 
 
 def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Throughput, log=print,
-          eval_only: bool = False) -> TrainOutcome:
+          eval_only: bool = False, memory=None) -> TrainOutcome:
     """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted.
 
     train_set, valid_set: datasets of (seq_len + 1)-token samples; throughput: what MFU/HFU are measured with.
+    memory: a llm.train.memory_watch.MemoryWatch whose predicted and peak bytes every metrics row carries.
     eval_only: load the latest checkpoint (or checkpoint.init_from), evaluate once, write <out_dir>/eval.json.
     """
     total = cfg.total_steps
@@ -220,7 +221,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             last_loss = result.loss
             tps = tokens_per_step / dt
             row = {"step": step, "loss": result.loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
-                   "mfu": throughput.mfu(tps), "step_time_s": dt}
+                   "mfu": throughput.mfu(tps), "step_time_s": dt, **(memory.row() if memory else {})}
             if result.grad_norm is not None and math.isfinite(result.grad_norm):
                 row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
             if throughput.hardware_flops_per_token != throughput.flops_per_token:

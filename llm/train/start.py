@@ -21,13 +21,14 @@ from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer
 
 def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Callable[[], tuple[float, str]],
         announce: Callable[[Backend, float, str], None], *, is_main: bool = True, n_devices: int = 1, log=print,
-        eval_only: bool = False) -> TrainOutcome:
+        eval_only: bool = False, memory=None) -> TrainOutcome:
     """Start a run and train (or evaluate) it to the end; see llm/train/loop.py `train`.
 
     make_backend(): builds the backend (called once, after seeding). measure_peak(): (peak FLOP/s of one
     device, where the number came from). announce(backend, peak, source): the run's start-up log line (and
     whatever else the main rank records). is_main: whether this process writes the output directory.
-    n_devices: the count the peak is multiplied by for MFU. Raises ConfigError on a config or data mistake,
+    n_devices: the count the peak is multiplied by for MFU. memory: the MemoryWatch metrics rows report (see
+    llm/train/loop.py `train`). Raises ConfigError on a config or data mistake,
     before the backend is built.
     """
     check_output_paths(cfg)
@@ -39,4 +40,4 @@ def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Calla
     peak, source = measure_peak()
     announce(backend, peak, source)
     throughput = Throughput(model_flops_per_token(cfg), hardware_flops_per_token(cfg), peak, n_devices)
-    return train(cfg, backend, train_set, valid_set, throughput, log=log, eval_only=eval_only)
+    return train(cfg, backend, train_set, valid_set, throughput, log=log, eval_only=eval_only, memory=memory)

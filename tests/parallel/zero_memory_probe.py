@@ -1,4 +1,4 @@
-"""Measure per-rank model-state bytes under ZeRO 0-3 in one launch (see parallel/memory.py).
+"""Measure per-rank model-state bytes under ZeRO 0-3 in one launch (see llm/spec/zero.py and parallel/memory.py).
 
     deepspeed --num_gpus N tests/parallel/zero_memory_probe.py OUT.json [--stages 0 1 2 3]
 
@@ -43,7 +43,8 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     import torch
     from llm.spec.shape import count_params
     from parallel.engine import DeepSpeedBackend
-    from parallel.memory import deepspeed_zero_bytes, measure_zero_bytes, paper_zero_bytes
+    from llm.spec.zero import deepspeed_zero_bytes, paper_zero_bytes
+    from parallel.memory import measure_zero_bytes
 
     cfg = probe_config(zero_stage, topo.dp)
     psi = count_params(cfg.model)

@@ -1,0 +1,124 @@
+"""A parallel layout of a run as plain numbers, the rules DeepSpeed and our layers impose on it, and how a
+pipeline splits the model into stages.
+
+The rules are those `parallel/topology.py` `check_layout` and `ParallelConfig.validate` enforce, restated here
+without torch so that the planner can enumerate layouts before anything is launched; tests/llm/test_layout.py
+checks every layout the planner emits against the real `check_layout` and `deepspeed_config`.
+No torch here.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+from llm.config import ModelConfig
+from llm.spec.shape import layer_params
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Degrees and memory-saving choices of one run (the planner's unit of choice)."""
+
+    tp: int
+    pp: int
+    dp: int
+    zero_stage: int
+    micro_batch_size: int
+    """Sequences per rank per forward pass (train.micro_batch_size)."""
+    checkpoint_interval: int = 0
+    """Activation checkpointing: 0 none, 1 every block ('full'), k ('every_k', as ParallelConfig)."""
+    sequence_parallel: bool = False
+    offload_optimizer: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def activation_checkpointing(self) -> str:
+        return {0: "none", 1: "full"}.get(self.checkpoint_interval, "every_k")
+
+    def describe(self) -> str:
+        ac = self.activation_checkpointing + (f"(k={self.checkpoint_interval})" if self.checkpoint_interval > 1 else "")
+        return (f"tp={self.tp} pp={self.pp} dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
+                f"ckpt={ac}" + (" sp" if self.sequence_parallel else "") + (" offload" if self.offload_optimizer else ""))
+
+    def parallel_dict(self) -> dict:
+        """The `parallel` section of a run config (llm.config.ParallelConfig) for this layout."""
+        out = {"tensor": self.tp, "pipeline": self.pp, "zero_stage": self.zero_stage,
+               "activation_checkpointing": self.activation_checkpointing}
+        if self.checkpoint_interval > 1:
+            out["checkpoint_every_k"] = self.checkpoint_interval
+        if self.sequence_parallel:
+            out["sequence_parallel"] = True
+        if self.offload_optimizer:
+            out["offload_optimizer"] = True
+        return out
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "activation_checkpointing": self.activation_checkpointing}
+
+
+def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> list[str]:
+    """Every rule `layout` breaks for a model `cfg` trained with `global_batch_size` sequences per step (empty
+    when it is one DeepSpeed and our layers accept), in check_layout's wording."""
+    t, p, errors = layout.tp, layout.pp, []
+    for key in ("n_heads", "n_kv_heads", "vocab_size", "d_ff"):  # heads split whole; vocab and d_ff evenly
+        if getattr(cfg, key) % t:
+            errors.append(f"parallel.tensor={t} does not divide model.{key}={getattr(cfg, key)}")
+    if layout.sequence_parallel and cfg.seq_len % t:
+        errors.append(f"parallel.tensor={t} does not divide model.seq_len={cfg.seq_len}")
+    if cfg.n_layers < p:
+        errors.append(f"model.n_layers={cfg.n_layers} is fewer than parallel.pipeline={p} stages")
+    if layout.zero_stage >= 2 and p > 1:
+        errors.append(f"zero_stage={layout.zero_stage} with pipeline={p}: DeepSpeed's pipeline engine supports "
+                      "ZeRO stage 0 or 1 only")
+    if layout.offload_optimizer and layout.zero_stage == 0:
+        errors.append("offload_optimizer needs zero_stage >= 1")
+    if global_batch_size % (layout.micro_batch_size * layout.dp):
+        errors.append(f"train.global_batch_size={global_batch_size} is not a multiple of "
+                      f"train.micro_batch_size={layout.micro_batch_size} × data-parallel degree {layout.dp}")
+    return errors
+
+
+def partition_balanced(weights: list[int], num_parts: int) -> list[int]:
+    """DeepSpeed 0.19.8's `runtime/utils.py partition_balanced`, ported: the boundaries (num_parts + 1 indices)
+    of the split of `weights` into contiguous parts that minimises the spread (max − min) of the part sums,
+    ties broken towards later cuts. PipelineModule's default 'parameters' method splits its layers with it."""
+    n, m = len(weights), num_parts
+    if n <= m:
+        return [min(i, n) for i in range(m + 1)]
+    inf = float("inf")
+    prefix = [0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    best_max = [[inf] * (m + 1) for _ in range(n + 1)]
+    best_min = [[inf] * (m + 1) for _ in range(n + 1)]
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]
+    position = [[0] * (m + 1) for _ in range(n + 1)]
+    best_max[0][0], cost[0][0] = 0, 0
+    for i in range(1, n + 1):
+        for j in range(1, min(i, m) + 1):
+            for k in range(i):
+                hi = max(best_max[k][j - 1], prefix[i] - prefix[k])
+                lo = min(best_min[k][j - 1], prefix[i] - prefix[k])
+                if cost[i][j] >= hi - lo:
+                    cost[i][j], best_max[i][j], best_min[i][j], position[i][j] = hi - lo, hi, lo, k
+    parts = [n]
+    for j in range(m, 0, -1):
+        parts.append(position[parts[-1]][j])
+    return parts[::-1]
+
+
+def pipeline_stages(cfg: ModelConfig, pp: int) -> tuple[tuple[str, ...], ...]:
+    """The layers of each pipeline stage, as kinds: 'embedding', 'block', 'norm', 'head' (parallel/pipeline.py
+    `layer_specs` order), split by full-model parameter counts as DeepSpeed's 'parameters' method does."""
+    return _stages(cfg.n_layers, cfg.vocab_size * cfg.d_model, layer_params(cfg), cfg.d_model, pp)
+
+
+@functools.lru_cache(maxsize=256)
+def _stages(n_layers: int, embedding: int, block: int, norm: int, pp: int) -> tuple[tuple[str, ...], ...]:
+    kinds = ["embedding"] + ["block"] * n_layers + ["norm", "head"]
+    bounds = partition_balanced([embedding] + [block] * n_layers + [norm, embedding], pp) if pp > 1 \
+        else [0, len(kinds)]
+    return tuple(tuple(kinds[bounds[i]:bounds[i + 1]]) for i in range(pp))

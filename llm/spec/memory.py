@@ -1,0 +1,198 @@
+"""Predicted peak bytes per GPU of a layout, itemised: model states, buckets, activations, logits, allowance.
+
+The peak of a rank is taken at the end of the forward pass of the last micro-batch it holds in flight, during an
+accumulation (so the gradients of the earlier micro-batches are held):
+
+  * model states: the ZeRO paper's table (llm/spec/zero.py `paper_zero_bytes`, bf16 mixed precision, K = 12)
+    for the parameters of this rank: its pipeline stage (DeepSpeed's 'parameters' split, llm/spec/layout.py)
+    and its tensor-parallel shard (block matrices, embedding and lm_head split tp ways; norm gains replicated).
+    ZeRO-1 holds full gradients while accumulating (2Ψ), as the paper says. With optimizer offload the fp32
+    master weights and Adam's moments live in CPU memory (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840).
+  * buckets: DeepSpeed's reduction bucket of `reduce_bucket_size` elements (default 5e8; 2 bytes each), allocated
+    per backward pass at ZeRO 1-2 and once at ZeRO-3, whatever the model size (llm/spec/zero.py docstring).
+    ZeRO-3 also gathers full parameters layer by layer: one layer plus the prefetch bucket we configure
+    (parallel/ds_config.py: 5e7 elements), at most the whole stage.
+  * activations: llm/spec/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
+    batch; 1F1B (Narayanan et al. 2021, arXiv:2104.04473 §2.2) keeps min(pp − i, m) on stage i, so the first
+    stage holds up to pp. Each in-flight micro-batch also keeps the stage's received input and sent output
+    (DeepSpeed's pipe buffers; on the last stage the output kept is the logits, e·V per token). Checkpointed
+    blocks keep their input only, and the backward pass recomputes one checkpointed unit at a time (a block
+    without a pipeline; a segment of k blocks in DeepSpeed's pipeline). That recomputation comes after the
+    loss's backward has freed the logits' buffers, so the larger of the two transients counts, not their sum.
+  * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
+  * the optimizer step: a second peak, once the activations are freed, over the model states (with the
+    gradients as held at the boundary: ZeRO-1 holds only its partition by then). ZeRO 1-3 convert the
+    rank's gradient partition p to fp32 (4 bytes per element); torch's AdamW then allocates sqrt(v) for the
+    update: 4 bytes per element with its foreach kernels (torch's default on GPUs), 8 with the single-tensor
+    loop it uses on CPUs (sqrt(v) and its quotient by the bias correction, tensor by tensor). ZeRO-0 without a
+    pipeline (FP16_UnfusedOptimizer) makes fp32 copies of all gradients (4Ψ); AdamW's temporaries are 4Ψ with
+    foreach, else 12 bytes per element of the largest tensor (8 attributed as above, 4 measured on CPU and
+    not attributed). A pipeline without ZeRO (BF16_Optimizer) was measured at 7 bytes per element besides
+    AdamW's (its fp32 gradient copy, 4, attributed). The rank's peak is the larger of the two peaks;
+    `MemoryPerGPU.optimizer_step` reports the second, over the model states as listed.
+  * allowance: what the tensor count misses on a GPU: the CUDA context, NCCL's communicator buffers and
+    cuBLAS workspaces (FRAMEWORK_BYTES), and the caching allocator's fragmentation (FRAGMENTATION of the
+    tensors). Set both to 0 to compare with a tensor count (the CPU calibration does).
+No torch here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm.config import ModelConfig
+from llm.spec.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
+                                  head_bytes_per_token)
+from llm.spec.layout import Layout, pipeline_stages
+from llm.spec.shape import layer_matmul_params
+from llm.spec.zero import paper_zero_bytes
+
+DEFAULT_REDUCE_BUCKET_SIZE = 500_000_000
+"""DeepSpeed 0.19.8 zero_optimization.reduce_bucket_size default, in elements (runtime/zero/config.py)."""
+ZERO3_PREFETCH_BUCKET_SIZE = 50_000_000
+"""parallel/ds_config.py sets stage3_prefetch_bucket_size=5e7 elements."""
+FRAMEWORK_BYTES = 2 * 1024 ** 3
+"""CUDA context (~0.5 GB on H100 with torch 2.x), NCCL communicator buffers (4 MB per channel and peer by
+default, NCCL_BUFFSIZE) and cuBLAS workspaces, rounded up: a stated allowance, not a measurement."""
+FRAGMENTATION = 0.10
+"""PyTorch's caching allocator reserves more than it allocates; 10% of the tensors is the margin we leave."""
+PARAM_BYTES = 2  # bf16 weights, gradients and activations
+FP32_GRAD_BYTES = 4
+"""The fp32 copy of the gradients (or of the rank's partition) the optimizer step makes (module docstring)."""
+BF16_OPTIMIZER_STEP_BYTES = 7
+"""Per element, besides AdamW's temporaries, for DeepSpeed's BF16_Optimizer (pipelines without ZeRO); measured."""
+ADAM_TEMP_BYTES = {True: 4, False: 8}
+"""AdamW's temporaries per element: foreach kernels (GPU default) vs the single-tensor loop (CPU)."""
+UNFUSED_LARGEST_TENSOR_BYTES = 12
+"""ZeRO-0 with the single-tensor loop: per element of the largest tensor (8 attributed, 4 measured)."""
+
+
+@dataclass(frozen=True)
+class MemoryPerGPU:
+    """Predicted peak bytes of the worst rank (the largest total over pipeline stages), by item."""
+
+    params: int
+    grads: int
+    optimizer: int
+    buckets: int
+    gathered_params: int
+    """ZeRO-3: full parameters gathered during the forward and backward passes."""
+    activations: int
+    """Blocks of all micro-batches in flight, pipe buffers and token ids; the recomputed unit's transient."""
+    logits_and_loss: int
+    allowance: int
+    stage: int = 0
+    """The pipeline stage this rank belongs to."""
+    optimizer_step: int = 0
+    """Transient bytes of the optimizer step (the second peak, without activations)."""
+
+    @property
+    def tensors(self) -> int:
+        """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show: the
+        model states and buckets plus the larger of the forward-pass and the optimizer-step peaks."""
+        return self.params + self.grads + self.optimizer + self.buckets + max(
+            self.gathered_params + self.activations + self.logits_and_loss, self.optimizer_step)
+
+    @property
+    def total(self) -> int:
+        return self.tensors + self.allowance
+
+    def as_dict(self) -> dict:
+        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
+                "gathered_params": self.gathered_params, "activations": self.activations, "logits_and_loss": self.logits_and_loss,
+                "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
+                "total": self.total, "stage": self.stage}
+
+
+def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
+    """Parameters one tensor-parallel rank of a stage made of `kinds` holds."""
+    per_kind = {"embedding": cfg.vocab_size * cfg.d_model // tp, "head": cfg.vocab_size * cfg.d_model // tp,
+                "block": layer_matmul_params(cfg) // tp + 2 * cfg.d_model, "norm": cfg.d_model}
+    if cfg.tie_embeddings and len(kinds) == cfg.n_layers + 3:  # one stage holds both ends: one tied matrix
+        return sum(per_kind[k] for k in kinds) - per_kind["head"]
+    return sum(per_kind[k] for k in kinds)
+
+
+def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
+                       in_flight: int) -> tuple[float, float]:
+    """Activation bytes of one stage at its peak (module docstring): (held by the micro-batches in flight,
+    the recomputed unit's transient)."""
+    t, sp, e = layout.tp, layout.sequence_parallel, PARAM_BYTES
+    tokens = layout.micro_batch_size * cfg.seq_len
+    full = block_bytes_per_token(cfg, t, sp, e) * tokens
+    kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
+    k = layout.checkpoint_interval
+    n_blocks = kinds.count("block")
+    if k == 0:
+        per_mb, transient = n_blocks * full, 0.0
+    elif layout.pp == 1:  # parallel/parallelize.py recomputes blocks 0, k, 2k, ... one at a time
+        n_ck = -(-n_blocks // k)
+        per_mb, transient = n_ck * kept + (n_blocks - n_ck) * full, full
+    else:  # DeepSpeed's pipeline checkpoints runs of k layers made only of blocks, each keeping its input
+        per_mb, transient = 0.0, 0.0
+        for start in range(0, len(kinds), k):
+            segment = kinds[start:start + k]
+            if all(kind == "block" for kind in segment):
+                per_mb += kept
+                transient = max(transient, len(segment) * full)
+            else:
+                per_mb += segment.count("block") * full
+    if "embedding" in kinds:
+        per_mb += embedding_bytes_per_token() * tokens
+    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on (the last: logits)
+        per_mb += e * cfg.d_model * tokens / (t if sp else 1)
+        per_mb += e * tokens * (cfg.vocab_size / t if "head" in kinds else cfg.d_model / (t if sp else 1))
+    return in_flight * per_mb, transient
+
+
+def _step_bytes(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], psi: int, foreach_adam: bool) -> float:
+    """Bytes the optimizer step allocates beyond the model states (module docstring)."""
+    if layout.offload_optimizer:
+        return 0.0
+    adam = ADAM_TEMP_BYTES[foreach_adam]
+    if layout.zero_stage >= 1:
+        return (FP32_GRAD_BYTES + adam) * psi / layout.dp
+    if layout.pp > 1:
+        return (BF16_OPTIMIZER_STEP_BYTES + adam) * psi
+    if foreach_adam:
+        return (FP32_GRAD_BYTES + adam) * psi
+    matrices = [cfg.d_model * max(cfg.d_ff, cfg.n_heads * cfg.head_dim)]
+    if "embedding" in kinds or "head" in kinds:
+        matrices.append(cfg.vocab_size * cfg.d_model)
+    return FP32_GRAD_BYTES * psi + UNFUSED_LARGEST_TENSOR_BYTES * max(matrices) / layout.tp
+
+
+def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
+                   reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, framework_bytes: int = FRAMEWORK_BYTES,
+                   fragmentation: float = FRAGMENTATION, foreach_adam: bool = True) -> MemoryPerGPU:
+    """Predicted peak bytes per GPU of `cfg` trained in bf16 with AdamW under `layout` (module docstring): the
+    worst pipeline stage's. global_batch_size (sequences per step) sets the micro-batches per step m.
+    foreach_adam: torch's AdamW runs its foreach kernels (its default on GPUs; False on CPUs)."""
+    m = max(1, global_batch_size // (layout.micro_batch_size * layout.dp))
+    stages = pipeline_stages(cfg, layout.pp)
+    worst = None
+    for i, kinds in enumerate(stages):
+        psi = stage_params(cfg, kinds, layout.tp)
+        states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
+        optimizer = 0 if layout.offload_optimizer else states.optimizer
+        buckets = PARAM_BYTES * reduce_bucket_size if layout.zero_stage >= 1 else 0
+        gathered = 0
+        if layout.zero_stage == 3:
+            largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
+            gathered = PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
+        in_flight = min(layout.pp - i, m) if layout.pp > 1 else 1
+        held, transient = _stage_activations(cfg, layout, kinds, in_flight)
+        logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
+            if "head" in kinds else 0.0
+        transient = max(0.0, transient - logits)  # recomputation follows the loss's backward (module docstring)
+        activations = held + transient
+        step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
+        if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
+            step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
+        tensors = states.params + states.grads + optimizer + buckets + max(gathered + activations + logits, step)
+        mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
+                           gathered_params=gathered, activations=round(activations), logits_and_loss=round(logits),
+                           allowance=round(framework_bytes + fragmentation * tensors), stage=i,
+                           optimizer_step=round(step))
+        if worst is None or mem.total > worst.total:
+            worst = mem
+    return worst

@@ -1,0 +1,122 @@
+"""Measure the peak per-rank memory of training steps under several layouts in one launch, beside the planner's
+prediction (llm/spec/memory.py).
+
+    deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
+
+LAYOUT is "size:tp:pp:zero:checkpoint_interval", size 'small', 'large' or 'long' (PROBE_MODELS). For each, on every
+rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
+BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
+then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
+`measure_zero_bytes`, the ZeRO probe's tensor accounting) plus the peak, over the step, of the bytes torch's CPU
+allocator hands out beyond that (torch.profiler memory events: every allocation and free, in order). That is
+what `torch.cuda.max_memory_allocated` reports on a GPU. Rank 0 writes every rank's rows to OUT.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+MICRO_BATCH = 2
+MICRO_STEPS = 2
+BUCKET = 100_000
+PROBE_MODELS = {
+    "small": dict(n_layers=2, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=32),
+    "large": dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=2048, seq_len=64),
+    # 'small' at 16× the sequence length: activations and logits outweigh the model states and the step.
+    "long": dict(n_layers=2, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=512),
+}
+
+
+def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
+    from llm.config import ModelConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
+    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero,
+                              activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
+                              checkpoint_every_k=max(1, interval),
+                              deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
+                                                               "allgather_bucket_size": BUCKET}})
+    train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
+    return RunConfig(model=ModelConfig(**PROBE_MODELS[size]), train=train, parallel=parallel,
+                     precision=PrecisionConfig(dtype="bf16"), out_dir="runs/layout_memory_probe")
+
+
+def allocator_peak(fn) -> int:
+    """Peak bytes torch's CPU allocator had handed out, beyond what it had before, while fn() ran."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type().name == "CPU")
+    live, peak = 0, 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def measure(spec: str, launch, device) -> dict:
+    import torch
+    from llm.spec.layout import Layout
+    from llm.spec.memory import memory_per_gpu
+    from parallel.engine import DeepSpeedBackend
+    from parallel.memory import measure_zero_bytes
+    from parallel.topology import Topology
+
+    size, tp, pp, zero, interval = spec.split(":")
+    tp, pp, zero, interval = int(tp), int(pp), int(zero), int(interval)
+    dp = launch.world_size // (tp * pp)
+    cfg = run_config(size, tp, pp, zero, interval, dp)
+    topo = Topology(tp, pp, dp)
+    backend = DeepSpeedBackend(cfg, topo, device)
+    gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
+
+    def batches():
+        return [torch.randint(0, cfg.model.vocab_size, (MICRO_BATCH, cfg.model.seq_len + 1), generator=gen)
+                for _ in range(MICRO_STEPS)]
+
+    backend.train_step(batches(), lr=cfg.optim.lr)
+    states = measure_zero_bytes(backend.engine)
+    held = states.total + states.buffers
+    step_batches = batches()
+    peak = held + allocator_peak(lambda: backend.train_step(step_batches, lr=cfg.optim.lr))
+    layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval)
+    predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
+                               framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
+    row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
+           "checkpoint_interval": interval, "rank": launch.rank, "stage": topo.pp_rank,
+           "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
+    del backend
+    gc.collect()
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("layouts", nargs="+")
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    import torch.distributed as dist
+    from parallel.launch_env import detect_launch
+    from parallel.process_group import init_distributed
+
+    launch = detect_launch()
+    device = init_distributed(launch)
+    rows = [measure(spec, launch, device) for spec in args.layouts]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rows)
+    if dist.get_rank() == 0:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps([r for rank_rows in gathered for r in rank_rows], indent=1))
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
