@@ -90,6 +90,8 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=lambda: _optim(lr=3e-3, warmup_steps=10))
     zero_stage: int = 0
     """ZeRO stage of the model's DeepSpeed engine under the launcher: 0, 1 or 2 (ignored in debug mode)."""
+    checkpoint_every: int = 50
+    """An in-stage checkpoint every this many steps (llm/align/resume.py): a killed stage resumes there; 0 = none."""
 
 
 @dataclass
@@ -108,6 +110,8 @@ class RMConfig:
     optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, warmup_steps=10))
     zero_stage: int = 0
     """As sft.zero_stage."""
+    checkpoint_every: int = 50
+    """As sft.checkpoint_every."""
 
 
 @dataclass
@@ -143,6 +147,8 @@ class PPOConfig:
     """As sft.zero_stage, for the actor's engine..."""
     critic_zero_stage: int = 0
     """...and the critic's (the reference and the reward model are frozen: no engine)."""
+    checkpoint_every: int = 10
+    """As sft.checkpoint_every, in iterations."""
 
 
 @dataclass
@@ -155,6 +161,8 @@ class DPOConfig:
     optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-4))
     zero_stage: int = 0
     """As sft.zero_stage."""
+    checkpoint_every: int = 50
+    """As sft.checkpoint_every."""
 
 
 @dataclass
@@ -191,6 +199,9 @@ class AlignConfig:
         for section, key in OPTIM_SECTIONS:
             stage = getattr(self, section)
             getattr(stage, key).validate(f"{section}.{key}", total_steps=getattr(stage, "steps", None))
+        for name in ("sft", "rm", "ppo", "dpo"):
+            if getattr(self, name).checkpoint_every < 0:
+                raise ConfigError(f"{name}.checkpoint_every must be >= 0 (0: no in-stage checkpoints)")
         for section, key in ZERO_STAGES:
             z = getattr(getattr(self, section), key)
             # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.

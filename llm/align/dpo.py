@@ -36,7 +36,8 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     reference = frozen(ctx.load("lm")[0])
     train = read_jsonl(cfg.data_path("pairs_train"))
     trainer = ctx.trainer(policy, s.optim, s.zero_stage, s.steps)
-    for step in range(s.steps):
+    start, _ = ctx.resume(s.steps, {"model": trainer})
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.DPO_ORDER)[d.shard(s.batch_size)]
         b = pair_batch(tok, cfg.task, [train[i] for i in idx])
         tokens, targets = b.tokens.to(d.device), b.targets.to(d.device)
@@ -52,6 +53,7 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
                      "reward_margin": d.sum(float(margin.mean())) / d.world,
                      "reward_accuracy": d.sum(float((margin > 0).float().sum())) / s.batch_size,
                      "lr": lr, "grad_norm": grad_norm})
+        ctx.checkpoint(step + 1)
     metrics: dict = {}
     model = trainer.module
     if d.is_main:

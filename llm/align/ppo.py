@@ -30,6 +30,7 @@ from llm.align.common import batch_indices, checker_eval, checkpoint_tokenizer
 from llm.align.config import AlignConfig
 from llm.align.data import encode_prompt
 from llm.align.reward_model import RewardModel
+from llm.align.resume import generator_state, set_generator_state
 from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
@@ -139,9 +140,14 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     # Mini-batch order: one generator, the same on every rank, so a global mini-batch holds the same rows in
     # every layout; each rank trains on its contiguous share of each.
     shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.PPO_MINIBATCHES))
-    step0_diff = None
+    start, loop = ctx.resume(p.iterations, {"actor": actor_tr, "critic": critic_tr},
+                             {"ema": ema} if ema is not None else {})
+    step0_diff = loop.get("step0_diff")
+    if start:
+        kl_ctl.beta = loop["beta"]
+        set_generator_state(loop["shuffle"], shuffle)
     mine = d.shard(p.rollout_batch)
-    for it in range(p.iterations):
+    for it in range(start, p.iterations):
         ids = [prompt_ids[i] for i in batch_indices(len(prompts), it, p.rollout_batch, cfg.seed, Stream.PPO_PROMPTS)]
         # Each prompt's noise is seeded by its global position, not by the rank, so data-parallel rollouts are
         # debug mode's rollouts split into shares.
@@ -185,6 +191,7 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         row.update({k: d.sum(v) / (d.world * p.ppo_epochs * n_minibatches) for k, v in stats.items()})
         ctx.log.row(row)
         kl_ctl.update(kl_seq, p.rollout_batch)
+        ctx.checkpoint(it + 1, {"beta": kl_ctl.beta, "shuffle": generator_state(shuffle), "step0_diff": step0_diff})
     policy = ema if ema is not None else m.actor
     metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
     if d.is_main:

@@ -87,7 +87,8 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))
         train = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if rng.random() < 0.5 else r for r in train]
     trainer = ctx.trainer(rm, s.optim, s.zero_stage, s.steps)
-    for step in range(s.steps):
+    start, _ = ctx.resume(s.steps, {"model": trainer})
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.RM_ORDER)[d.shard(s.batch_size)]
         b = pair_batch(tok, cfg.task, [train[i] for i in idx])
         trainer.train()
@@ -100,6 +101,7 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         acc = d.sum(float((rc > rr).float().sum())) / s.batch_size
         ctx.log.row({"step": step + 1, "loss": d.sum(float(loss.detach())) / d.world, "train_accuracy": acc,
                      "lr": lr, "grad_norm": grad_norm})
+        ctx.checkpoint(step + 1)
     # Held-out accuracy over both kinds of pairs; each kind reported apart too.
     metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)
     metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task, valid)["pairwise_accuracy"]

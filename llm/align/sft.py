@@ -41,8 +41,9 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     train = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_train"))]
     valid = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_eval"))]
     trainer = ctx.trainer(model, s.optim, s.zero_stage, s.steps)
-    loss = None
-    for step in range(s.steps):
+    start, loop = ctx.resume(s.steps, {"model": trainer})
+    loss = loop.get("loss")
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.SFT_ORDER)[d.shard(s.batch_size)]
         inputs, targets = sft_batch([train[i] for i in idx], seq_len, s.packing)
         n_global = d.sum(float((targets != IGNORE_INDEX).sum()))
@@ -55,6 +56,7 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)
         ctx.log.row(row)
+        ctx.checkpoint(step + 1, {"loss": loss})
     metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len)}
     if d.is_main:
         metrics.update(checker_eval(cfg, trainer.module, tok))

@@ -4,10 +4,12 @@ A `Stage` declares its name (also its config section and its directory <out_dir>
 task data files it reads, the data it writes, the metrics the chain's summary quotes, and its run function;
 llm/align/stages.py registers them. A `StageContext` is opened by each run function: it finds the checkpoint the
 stage starts from, opens its tokenizer, loads models, builds trainers through the strategy, logs metrics rows,
-and saves the stage checkpoint at the end. What is left in sft.py, rm.py, ppo.py and dpo.py is the method.
+resumes from and writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end.
+What is left in sft.py, rm.py, ppo.py and dpo.py is the method.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,9 @@ from typing import Callable
 import torch
 
 from llm.align import handoff
-from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path
+from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path, stage_resume_dir
 from llm.align.config import AlignConfig
+from llm.align.resume import StageResume
 from llm.align.seeds import Stream, seed_for
 from llm.align.strategy import LocalStrategy, Strategy
 from llm.align.trainer import Trainer
@@ -69,6 +72,9 @@ class StageContext:
         handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
         self.tokenizer = checkpoint_tokenizer(self.init)
         self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log, log_every)
+        self.resumer: StageResume | None = None
+        self.trainers: dict[str, Trainer] = {}
+        self.modules: dict[str, torch.nn.Module] = {}
 
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
@@ -81,6 +87,41 @@ class StageContext:
         torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
         return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
 
+    def resume(self, total_steps: int, trainers: dict[str, Trainer], modules: dict[str, torch.nn.Module] | None = None
+               ) -> tuple[int, dict]:
+        """Restore the stage's latest in-stage checkpoint, if any, into `trainers` (name → Trainer, all the stage
+        trains), `modules` (other state the loop carries) and the RNGs, and its rows into the log; later
+        `checkpoint` calls save the same objects. Returns (steps already done, the loop state it saved), (0, {})
+        when starting afresh. A checkpoint written under another config is discarded, with a line saying so."""
+        every = getattr(self.cfg, self.stage.name).checkpoint_every
+        self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.strategy,
+                                   self._config_sha())
+        self.trainers, self.modules = trainers, modules or {}
+        latest = self.resumer.latest()
+        if latest is None:
+            return 0, {}
+        from llm.train.checkpoint import read_state
+        if read_state(latest).get("config_sha") != self._config_sha():
+            if self.strategy.is_main:
+                self.log.log(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
+            self.strategy.barrier()
+            self.resumer.clear()
+            self.strategy.barrier()
+            return 0, {}
+        state = self.resumer.load(trainers, self.modules)
+        self.log.restore(state["rows"])
+        if self.strategy.is_main:
+            self.log.log(f"{self.stage.name}: resumed from {latest} (step {state['step']})")
+        return state["step"], state["loop"]
+
+    def checkpoint(self, step: int, loop: dict | None = None) -> None:
+        """After step `step` (1-based): an in-stage checkpoint when <stage>.checkpoint_every says so. `loop`: the
+        JSON state the loop carries past this step (returned by `resume`). Every rank calls it."""
+        self.resumer.maybe_save(step, self.trainers, self.modules, loop or {}, self.log.rows)
+
+    def _config_sha(self) -> str:
+        return hashlib.sha256(self.cfg.to_yaml().encode()).hexdigest()
+
     def save(self, model: torch.nn.Module, metrics: dict, extra: dict | None = None) -> dict:
         """Close the log; on the main rank add wall_s and write <out_dir>/<name> (the starting checkpoint's
         tokenizer, the resolved config, `metrics`, `extra`); then wait for every rank. Returns metrics."""
@@ -90,4 +131,6 @@ class StageContext:
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
                                self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra)
         self.strategy.barrier()
+        if self.resumer is not None:
+            self.resumer.clear()  # the stage directory is complete: a re-run skips the stage
         return metrics

@@ -13,6 +13,7 @@ layout computes debug mode's update.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -44,6 +45,13 @@ class ModelEngine(Protocol):
     def backward_step(self, loss: torch.Tensor) -> float:
         """Backward, clip to optim.grad_clip, optimizer step, gradients cleared; returns the global gradient norm
         before clipping (nan when the engine does not report it)."""
+
+    def save_state(self, directory: Path, name: str) -> None:
+        """Write the weights and optimizer state as files `<name>.*` under `directory` (an in-stage checkpoint,
+        llm/align/resume.py); every rank calls it and writes its share."""
+
+    def load_state(self, directory: Path, name: str) -> None:
+        """Restore what `save_state` wrote, exactly (every file read with weights_only=True)."""
 
 
 class Strategy(Protocol):
@@ -97,6 +105,15 @@ class LocalEngine:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
+
+    def save_state(self, directory: Path, name: str) -> None:
+        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
+                   directory / f"{name}.pt")
+
+    def load_state(self, directory: Path, name: str) -> None:
+        state = torch.load(directory / f"{name}.pt", map_location="cpu", weights_only=True)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class LocalStrategy:
