@@ -90,7 +90,8 @@ def _assert_close(single: list[dict], ds: list[dict], keys, exact=()) -> None:
 @pytest.mark.parametrize("zero", [0, 2])
 def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
     single, ds = _single_and_ds("sft.py", "sft", base_dir, tmp_path, ("data", "base"),
-                                ["sft.steps=5", "sft.batch_size=8", "sft.eval_every=0", f"sft.zero_stage={zero}"])
+                                ["sft.steps=5", "sft.batch_size=8", "sft.eval_every=0", "sft.optim.warmup_steps=2",
+                                 f"sft.zero_stage={zero}"])
     assert len(single) == 5
     _assert_close(single, ds, ["loss"])
 
