@@ -18,6 +18,7 @@ from llm.align.config import AlignConfig
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage
 from llm.align.strategy import Strategy
+from llm.align.template import ChatTemplate
 from llm.align.task import DATA_FILES, generate_task_data, read_jsonl, train_task_tokenizer
 
 
@@ -65,9 +66,11 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
     model = Transformer(b.model)
     model.load_state_dict(torch.load(outcome.checkpoint / "model.pt", map_location="cpu", weights_only=True))
     metrics = {"pretrain_loss": outcome.last_loss, "pretrain_eval_loss": outcome.eval_loss}
-    metrics.update(checker_eval(cfg, model, tok))
+    template = ChatTemplate.from_config(cfg)
+    metrics.update(checker_eval(cfg, model, tok, template))
     metrics["wall_s"] = time.perf_counter() - t0
-    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics)
+    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics,
+                       template=template.to_dict())
     return metrics
 
 

@@ -12,7 +12,6 @@ from data_pipeline.tokenizer import Tokenizer
 from llm.align.config import AlignConfig
 from llm.align.rollout import evaluate_checker
 from llm.align.seeds import Stream, seed_for
-from llm.align.task import read_jsonl
 
 
 def batch_indices(n: int, step: int, batch: int, seed: int, stream: Stream) -> list[int]:
@@ -70,12 +69,20 @@ class StageLog:
             self.file.close()
 
 
-def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, reward_model=None, reward_stats=(0.0, 1.0)) -> dict:
-    """Checker accuracy (and RM gap) of `model` on the held-out prompts, as every stage reports it."""
-    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("prompts_eval"))]
-    return evaluate_checker(model, tok, cfg.task, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
+def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model=None, reward_stats=(0.0, 1.0)
+                 ) -> dict:
+    """Checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts), as every stage reports it."""
+    from llm.align.formats import load
+    prompts = [prompt_text(r["prompt"]) for r in load(cfg.source("eval.prompts"), "prompt", template, tok,
+                                                       model.cfg.seq_len, cfg.bad_rows).rows]
+    return evaluate_checker(model, tok, template, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
                             seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
                             reward_stats=reward_stats)
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """The last user turn of a prompt: what the bundled task's checker reads."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
 def stage_log_path(cfg: AlignConfig, stage: str) -> Path:

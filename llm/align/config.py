@@ -59,6 +59,30 @@ class TaskConfig:
             raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
 
 
+@dataclass
+class TemplateConfig:
+    """The chat template of every stage and of evaluation (llm/align/template.py): per role, a format string
+    with one '{content}'. Recorded in each stage checkpoint; a stage refuses a checkpoint made with another."""
+
+    system: str = "{content}"
+    user: str | None = None
+    """null: task.template_prompt with its {prompt} as {content} (the bundled task's "sort {content}:")."""
+    assistant: str | None = None
+    """null: task.template_response with its {response} as {content}."""
+
+    def validate(self, where: str = "template") -> None:
+        for role in ("system", "user", "assistant"):
+            fmt = getattr(self, role)
+            if fmt is not None and fmt.count("{content}") != 1:
+                raise ConfigError(f"{where}.{role}={fmt!r} must hold '{{content}}' exactly once")
+
+
+DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data": "pairs_train",
+                "rm.eval_data": "pairs_eval", "dpo.data": "pairs_train", "ppo.prompts": "sft_train",
+                "eval.prompts": "prompts_eval"}
+"""Each data key of the config and the bundled task file (<out_dir>/data/<name>.jsonl) it reads when null."""
+
+
 def _optim(**stage_defaults) -> OptimConfig:
     """An alignment stage's optimizer: no weight decay and no warmup unless the stage says otherwise (a small
     model fine-tuned for a few hundred steps), AdamW betas and eps as in pretraining."""
@@ -82,6 +106,12 @@ class BaseConfig:
 class SFTConfig:
     init: str | None = None
     """Checkpoint to fine-tune; defaults to <out_dir>/base."""
+    data: str | None = None
+    """Training conversations, rows {"messages": [{"role", "content"}, ...]} (the loss on every assistant turn)
+    or {"prompt", "completion"}: a JSONL file, a `datasets.save_to_disk` directory or a parquet file
+    (llm/align/formats.py); null: the bundled task's <out_dir>/data/sft_train.jsonl."""
+    eval_data: str | None = None
+    """Held-out conversations for eval_loss, as `data`; null: the bundled sft_eval.jsonl."""
     steps: int = 600
     batch_size: int = 32
     packing: bool = False
@@ -98,6 +128,11 @@ class SFTConfig:
 class RMConfig:
     init: str | None = None
     """Defaults to <out_dir>/sft."""
+    data: str | None = None
+    """Preference pairs {"prompt", "chosen", "rejected"} (strings or message lists), as sft.data; null: the
+    bundled pairs_train.jsonl."""
+    eval_data: str | None = None
+    """Held-out pairs; null: the bundled pairs_eval.jsonl."""
     steps: int = 300
     batch_size: int = 32
     margin: float = 0.0
@@ -120,6 +155,9 @@ class PPOConfig:
     """Actor and frozen reference; defaults to <out_dir>/sft."""
     reward_model: str | None = None
     """Frozen RM and the critic's initialisation; defaults to <out_dir>/rm."""
+    prompts: str | None = None
+    """Rollout prompts {"prompt": ... or "messages": [...], other fields}, as sft.data; null: the bundled
+    sft_train.jsonl's prompts."""
     iterations: int = 40
     rollout_batch: int = 64
     ppo_epochs: int = 4
@@ -155,6 +193,8 @@ class PPOConfig:
 class DPOConfig:
     init: str | None = None
     """Policy and frozen reference; defaults to <out_dir>/sft."""
+    data: str | None = None
+    """Preference pairs, as rm.data; null: the bundled pairs_train.jsonl."""
     steps: int = 100
     batch_size: int = 32
     beta: float = 0.1
@@ -167,6 +207,8 @@ class DPOConfig:
 
 @dataclass
 class EvalConfig:
+    prompts: str | None = None
+    """Held-out prompts every stage is evaluated on, as ppo.prompts; null: the bundled prompts_eval.jsonl."""
     temperature: float = 1.0
     """Checker accuracy is measured on samples at this temperature: the policy PPO optimises (0 = greedy)."""
     max_new_tokens: int = 8
@@ -179,6 +221,10 @@ class AlignConfig:
     stages: list[str] = field(default_factory=lambda: ["base", "sft", "rm", "ppo"])
     """Stages `launch/chain.py` runs, in this order; add 'dpo' for the alternative third stage."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    bad_rows: str = "skip"
+    """A data row that cannot be used (a missing field, no assistant turn, longer than seq_len): 'skip' (named
+    by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
     base: BaseConfig = field(default_factory=BaseConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
@@ -188,6 +234,9 @@ class AlignConfig:
 
     def validate(self) -> None:
         self.task.validate()
+        self.template.validate()
+        if self.bad_rows not in ("skip", "refuse"):
+            raise ConfigError(f"bad_rows={self.bad_rows!r} must be 'skip' or 'refuse'")
         self.base.model.validate("base.model")
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
@@ -225,6 +274,11 @@ class AlignConfig:
     # Paths derived from out_dir: the hand-off between stages is by path.
     def data_path(self, name: str) -> str:
         return str(Path(self.out_dir) / "data" / f"{name}.jsonl")
+
+    def source(self, key: str) -> str:
+        """The data a key of DATA_SOURCES reads (e.g. 'sft.data'): the configured path, else the bundled file."""
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name) or self.data_path(DATA_SOURCES[key])
 
     def stage_dir(self, stage: str) -> str:
         explicit = {"base": self.base.path}.get(stage)

@@ -17,7 +17,6 @@ from llm.align.rollout import make_batch, sample
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 from llm.align.trainer import frozen
 
 
@@ -34,12 +33,12 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])
-    train = read_jsonl(cfg.data_path("pairs_train"))
+    train = ctx.data("dpo.data", "pair", policy.cfg.seq_len)
     trainer = ctx.trainer(policy, s.optim, s.zero_stage, s.steps)
     start, _ = ctx.resume(s.steps, {"model": trainer})
     for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.DPO_ORDER)[d.shard(s.batch_size)]
-        b = pair_batch(tok, cfg.task, [train[i] for i in idx])
+        b = pair_batch(tok, ctx.template, [train[i] for i in idx])
         tokens, targets = b.tokens.to(d.device), b.targets.to(d.device)
         trainer.train()
         lp = sequence_logprobs(trainer(tokens), targets)
@@ -57,8 +56,9 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     metrics: dict = {}
     model = trainer.module
     if d.is_main:
-        metrics.update(checker_eval(cfg, model, tok))
-        prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
+        metrics.update(checker_eval(cfg, model, tok, ctx.template))
+        prompts = [encode_prompt(tok, ctx.template, r["prompt"]) for r in ctx.data("eval.prompts", "prompt",
+                                                                                      model.cfg.seq_len)]
         gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
         eb = make_batch(prompts, sample(model, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id,
                                         gen), tok.eos_id)
@@ -66,5 +66,5 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     return ctx.save(model, metrics, {"init": str(ctx.init)})
 
 
-STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("pairs_train", "prompts_eval"),
+STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("dpo.data", "eval.prompts"),
               summary_keys=("checker_accuracy", "kl"))

@@ -35,7 +35,7 @@ from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import LocalStrategy, Strategy
-from llm.align.task import read_jsonl
+from llm.align.template import ChatTemplate
 from llm.align.trainer import frozen
 from llm.config import ConfigError
 from llm.model import Transformer
@@ -65,6 +65,9 @@ def build_models(cfg: AlignConfig) -> PPOModels:
     reference, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
     reward_model, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
     critic, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
+    template = ChatTemplate.from_config(cfg).to_dict()
+    handoff.check_template(a_info, actor_path, template)
+    handoff.check_template(r_info, rm_path, template)
     stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
     return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path, rm_path)
 
@@ -128,8 +131,8 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {d.world} data-parallel ranks")
     m = build_models(cfg)
     eos = tok.eos_id
-    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("sft_train"))]
-    prompt_ids = [encode_prompt(tok, cfg.task, q) for q in prompts]
+    prompts = ctx.data("ppo.prompts", "prompt", m.actor.cfg.seq_len)
+    prompt_ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in prompts]
     n_minibatches = p.rollout_batch // p.mini_batch
     total_updates = p.iterations * p.ppo_epochs * n_minibatches
     actor_tr = ctx.trainer(m.actor, p.actor_optim, p.actor_zero_stage, total_updates)
@@ -195,8 +198,9 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     policy = ema if ema is not None else m.actor
     metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
     if d.is_main:
-        metrics.update(checker_eval(cfg, policy, tok, m.reward_model, m.reward_stats))
-        eval_prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
+        metrics.update(checker_eval(cfg, policy, tok, ctx.template, m.reward_model, m.reward_stats))
+        eval_prompts = [encode_prompt(tok, ctx.template, r["prompt"]) for r in ctx.data("eval.prompts", "prompt",
+                                                                                          policy.cfg.seq_len)]
         eg = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
         eb = make_batch(eval_prompts, sample(policy, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
                                              eos, eg), eos)
@@ -204,6 +208,6 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     return ctx.save(policy, metrics, {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
 
 
-STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("sft_train", "prompts_eval"),
+STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("ppo.prompts", "eval.prompts"),
               summary_keys=("checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong",
                             "rm_checker_agreement"))

@@ -12,7 +12,7 @@ import random
 
 import torch
 
-from llm.align.common import batch_indices
+from llm.align.common import batch_indices, prompt_text
 from llm.align.config import AlignConfig
 from llm.align.data import pair_batch
 from llm.align.losses import bradley_terry_loss
@@ -20,16 +20,15 @@ from llm.align.reward_model import RewardModel
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 
 
 @torch.no_grad()
-def evaluate_pairs(rm: RewardModel, tok, task, rows: list[dict], batch_size: int = 128) -> dict:
+def evaluate_pairs(rm: RewardModel, tok, template, rows: list[dict], batch_size: int = 128) -> dict:
     """Held-out pairwise accuracy (ties count half), the mean margin, and the score mean/std over all responses."""
     rm.eval()
     correct, margins, scores = 0.0, [], []
     for s in range(0, len(rows), batch_size):
-        b = pair_batch(tok, task, rows[s:s + batch_size])
+        b = pair_batch(tok, template, rows[s:s + batch_size])
         r = rm.score(b.tokens, b.last_index)
         rc, rr = r[:b.n_pairs], r[b.n_pairs:]
         correct += float((rc > rr).sum() + 0.5 * (rc == rr).sum())
@@ -41,7 +40,7 @@ def evaluate_pairs(rm: RewardModel, tok, task, rows: list[dict], batch_size: int
 
 
 @torch.no_grad()
-def policy_pairs(model, tok, task, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int,
+def policy_pairs(model, tok, template, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int,
                  batch_size: int = 256) -> list[dict]:
     """Checker-labelled pairs of the model's own samples: for each prompt, `n_samples` answers at temperature 1;
     the first correct one paired with the first wrong one (prompts with no such pair are dropped)."""
@@ -50,12 +49,12 @@ def policy_pairs(model, tok, task, prompts: list[str], n_samples: int, max_new_t
     from llm.align.task import check
 
     gen = torch.Generator().manual_seed(seed)
-    ids = [encode_prompt(tok, task, q) for q in prompts]
+    ids = [encode_prompt(tok, template, q) for q in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     for _ in range(n_samples):
         for s in range(0, len(ids), batch_size):
             for k, r in enumerate(sample(model, ids[s:s + batch_size], max_new_tokens, 1.0, tok.eos_id, gen)):
-                answers[s + k].append(decode_response(tok, r))
+                answers[s + k].append(decode_response(tok, r, template))
     rows = []
     for q, a in zip(prompts, answers):
         good = [x for x in a if check(q, x)]
@@ -70,18 +69,19 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     ctx = StageContext(cfg, STAGE, strategy, log)
     d, s, tok = ctx.strategy, cfg.rm, ctx.tokenizer
     rm, _ = ctx.load("reward")
-    train = read_jsonl(cfg.data_path("pairs_train"))
-    valid = read_jsonl(cfg.data_path("pairs_eval"))
+    seq_len = rm.cfg.seq_len
+    train = ctx.data("rm.data", "pair", seq_len)
+    valid = ctx.data("rm.eval_data", "pair", seq_len)
     valid_policy: list[dict] = []
     if s.policy_samples:
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
-        train = train + policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                     read_jsonl(cfg.data_path("sft_train"))}), s.policy_samples, n,
+        prompts = {k: sorted({prompt_text(r["prompt"]) for r in ctx.data(k, "prompt", seq_len)})
+                   for k in ("ppo.prompts", "sft.eval_data")}
+        train = train + policy_pairs(policy, tok, ctx.template, prompts["ppo.prompts"], s.policy_samples, n,
                                      seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
-        valid_policy = policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                    read_jsonl(cfg.data_path("sft_eval"))}), s.policy_samples, n,
+        valid_policy = policy_pairs(policy, tok, ctx.template, prompts["sft.eval_data"], s.policy_samples, n,
                                     seed_for(cfg.seed, Stream.RM_POLICY_EVAL))
     if s.shuffle_labels:
         rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))
@@ -90,7 +90,7 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     start, _ = ctx.resume(s.steps, {"model": trainer})
     for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.RM_ORDER)[d.shard(s.batch_size)]
-        b = pair_batch(tok, cfg.task, [train[i] for i in idx])
+        b = pair_batch(tok, ctx.template, [train[i] for i in idx])
         trainer.train()
         values = trainer(b.tokens.to(d.device))
         r = values.gather(1, b.last_index.to(d.device)[:, None]).squeeze(1)
@@ -103,10 +103,11 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                      "lr": lr, "grad_norm": grad_norm})
         ctx.checkpoint(step + 1)
     # Held-out accuracy over both kinds of pairs; each kind reported apart too.
-    metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)
-    metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task, valid)["pairwise_accuracy"]
+    metrics = evaluate_pairs(trainer.module, tok, ctx.template, valid + valid_policy)
+    metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, ctx.template,
+                                                             valid)["pairwise_accuracy"]
     if valid_policy:
-        metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task,
+        metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, ctx.template,
                                                                    valid_policy)["pairwise_accuracy"]
     metrics.update(n_train_pairs=len(train), n_eval_pairs=len(valid) + len(valid_policy))
     if d.is_main:
@@ -115,5 +116,6 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                                               "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
 
 
-STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"}, data=("pairs_train", "pairs_eval", "sft_train", "sft_eval"),
+STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"},
+              data=("rm.data", "rm.eval_data", "ppo.prompts", "sft.eval_data"),
               summary_keys=("pairwise_accuracy",))

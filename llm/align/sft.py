@@ -11,12 +11,11 @@ import torch
 
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
-from llm.align.data import sft_batch, sft_example
+from llm.align.data import sft_batch
 from llm.align.losses import IGNORE_INDEX, sft_loss
 from llm.align.seeds import Stream
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 
 
 @torch.no_grad()
@@ -38,8 +37,8 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
     model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len
-    train = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_train"))]
-    valid = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_eval"))]
+    train = ctx.data("sft.data", "conversation", seq_len)
+    valid = ctx.data("sft.eval_data", "conversation", seq_len)
     trainer = ctx.trainer(model, s.optim, s.zero_stage, s.steps)
     start, loop = ctx.resume(s.steps, {"model": trainer})
     loss = loop.get("loss")
@@ -59,9 +58,9 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         ctx.checkpoint(step + 1, {"loss": loss})
     metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len)}
     if d.is_main:
-        metrics.update(checker_eval(cfg, trainer.module, tok))
+        metrics.update(checker_eval(cfg, trainer.module, tok, ctx.template))
     return ctx.save(trainer.module, metrics, {"init": str(ctx.init)})
 
 
-STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft_train", "sft_eval", "prompts_eval"),
+STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft.data", "sft.eval_data", "eval.prompts"),
               summary_keys=("checker_accuracy", "eval_loss"))

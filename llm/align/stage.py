@@ -23,6 +23,7 @@ from llm.align.config import AlignConfig
 from llm.align.resume import StageResume
 from llm.align.seeds import Stream, seed_for
 from llm.align.strategy import LocalStrategy, Strategy
+from llm.align.template import ChatTemplate
 from llm.align.trainer import Trainer
 from llm.config import OptimConfig
 
@@ -38,7 +39,7 @@ class Stage:
     """{field of the stage's config section: the stage whose directory it defaults to}; the first is the model
     the stage starts from, whose tokenizer it keeps (e.g. sft: {"init": "base"})."""
     data: tuple[str, ...] = ()
-    """Task data files it reads (<out_dir>/data/<name>.jsonl)."""
+    """Data sources it reads, as keys of llm/align/config.py DATA_SOURCES (e.g. 'sft.data')."""
     writes_data: tuple[str, ...] = ()
     summary_keys: tuple[str, ...] = ()
     """Metrics quoted as `<name>.<key>` in the chain report's summary."""
@@ -50,8 +51,8 @@ class Stage:
     def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
         checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints]
-        data = [Path(cfg.data_path(d)) for d in self.data]
-        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.is_file()]
+        data = [Path(cfg.source(d)) for d in self.data]
+        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
 
     def outputs(self, cfg: AlignConfig) -> list[Path]:
         return [Path(cfg.stage_dir(self.name))] + [Path(cfg.data_path(d)) for d in self.writes_data]
@@ -69,18 +70,34 @@ class StageContext:
         self.strategy = strategy or LocalStrategy()
         self.t0 = time.perf_counter()
         self.init = stage.checkpoint_path(cfg, next(iter(stage.checkpoints)))
-        handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
+        info = handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
+        self.template = ChatTemplate.from_config(cfg)
+        handoff.check_template(info, self.init, self.template.to_dict())
         self.tokenizer = checkpoint_tokenizer(self.init)
+        self.skipped_rows: dict[str, int] = {}
         self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log, log_every)
         self.resumer: StageResume | None = None
         self.trainers: dict[str, Trainer] = {}
         self.modules: dict[str, torch.nn.Module] = {}
 
+    def data(self, key: str, kind: str, seq_len: int) -> list:
+        """The rows of the data source `key` (e.g. 'sft.data', llm/align/config.py DATA_SOURCES) parsed as `kind`
+        by llm/align/formats.py under cfg.bad_rows; skipped rows are logged and counted in the metrics."""
+        from llm.align.formats import load
+        loaded = load(self.cfg.source(key), kind, self.template, self.tokenizer, seq_len, self.cfg.bad_rows)
+        if loaded.skipped:
+            self.skipped_rows[key] = len(loaded.skipped)
+            if self.strategy.is_main:
+                self.log.log(f"{self.stage.name}: {loaded.summary()}")
+        return loaded.rows
+
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
-        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer."""
+        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer and template."""
         path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
-        return handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
+        model, info = handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
+        handoff.check_template(info, path, self.template.to_dict())
+        return model, info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
@@ -126,10 +143,13 @@ class StageContext:
         """Close the log; on the main rank add wall_s and write <out_dir>/<name> (the starting checkpoint's
         tokenizer, the resolved config, `metrics`, `extra`); then wait for every rank. Returns metrics."""
         self.log.close()
+        if self.skipped_rows:
+            metrics["skipped_rows"] = dict(self.skipped_rows)
         if self.strategy.is_main:
             metrics["wall_s"] = time.perf_counter() - self.t0
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
-                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra)
+                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra,
+                               self.template.to_dict())
         self.strategy.barrier()
         if self.resumer is not None:
             self.resumer.clear()  # the stage directory is complete: a re-run skips the stage

@@ -69,7 +69,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[str, str]:
     """Write the task's jsonl files under out_dir; returns {name: path}.
 
-    Files: base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, response}; pairs_train/pairs_eval.jsonl
+    Files (llm/align/formats.py's formats): base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, completion}; pairs_train/pairs_eval.jsonl
     {prompt, chosen, rejected}; prompts_eval.jsonl {prompt} (held out from everything else).
     """
     out = Path(out_dir)
@@ -87,8 +87,8 @@ def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[
         base_rows.append({"text": cfg.template_prompt.format(prompt=p) + " " + cfg.template_response.format(
             response="".join(perm))})
     _write_jsonl(files["base"], base_rows)
-    _write_jsonl(files["sft_train"], [{"prompt": p, "response": _demo(cfg, p, rng)} for p in train])
-    _write_jsonl(files["sft_eval"], [{"prompt": p, "response": _demo(cfg, p, rng)} for p in dev])
+    _write_jsonl(files["sft_train"], [{"prompt": p, "completion": _demo(cfg, p, rng)} for p in train])
+    _write_jsonl(files["sft_eval"], [{"prompt": p, "completion": _demo(cfg, p, rng)} for p in dev])
 
     def pairs(prompts: list[str]) -> list[dict]:
         rows = []
