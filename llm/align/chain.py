@@ -1,4 +1,5 @@
-"""The alignment chain: base → SFT → RM → PPO (or DPO), each stage handing its checkpoint to the next by path.
+"""The alignment chain: base → SFT → RM → PPO (or DPO, or the critic-free RL stage), each stage handing its
+checkpoint to the next by path.
 
 A stage whose directory is complete (stage.json written last, llm/align/handoff.py) is skipped and its
 recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. Before anything runs,
@@ -58,10 +59,14 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
         report["stages"][stage.name] = handoff.read_info(path).metrics
     summary = {f"{s.name}.{k}": report["stages"][s.name].get(k) for s in stages for k in s.summary_keys}
     summary.update({f"{s}.wall_s": report["stages"][s].get("wall_s") for s in cfg.stages})
+    # Every stage that generates is scored by eval.reward; the RL stages also report how long their answers are.
+    summary.update({f"{s}.eval_reward": m["eval_reward"] for s, m in report["stages"].items() if "eval_reward" in m})
+    summary.update({f"{s}.response_length": report["stages"][s].get("response_length")
+                    for s in ("ppo", "rl") if s in report["stages"]})
     acc = {s: report["stages"][s].get("checker_accuracy") for s in cfg.stages}
     if acc.get("base") is not None and acc.get("sft") is not None:
         summary["sft_gain_over_base"] = acc["sft"] - acc["base"]
-    for s in ("ppo", "dpo"):
+    for s in ("ppo", "dpo", "rl"):
         if acc.get(s) is not None and acc.get("sft") is not None:
             summary[f"{s}_gain_over_sft"] = acc[s] - acc["sft"]
     report["summary"] = summary

@@ -71,18 +71,15 @@ class StageLog:
 
 def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model=None, reward_stats=(0.0, 1.0)
                  ) -> dict:
-    """Checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts), as every stage reports it."""
+    """Eval reward, checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts, scored by
+    eval.reward), as every stage reports it."""
     from llm.align.formats import load
-    prompts = [prompt_text(r["prompt"]) for r in load(cfg.source("eval.prompts"), "prompt", template, tok,
-                                                       model.cfg.seq_len, cfg.bad_rows).rows]
-    return evaluate_checker(model, tok, template, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
+    from llm.align.rewards import RewardFunctions
+    prompts = load(cfg.source("eval.prompts"), "prompt", template, tok, model.cfg.seq_len, cfg.bad_rows).rows
+    reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+    return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens, cfg.eval.temperature,
                             seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
                             reward_stats=reward_stats)
-
-
-def prompt_text(messages: list[dict]) -> str:
-    """The last user turn of a prompt: what the bundled task's checker reads."""
-    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
 def stage_log_path(cfg: AlignConfig, stage: str) -> Path:

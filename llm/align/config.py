@@ -17,11 +17,12 @@ import yaml
 import typed_yaml
 from llm.config import ConfigError, ModelConfig, OptimConfig
 
-STAGES = ("base", "sft", "rm", "ppo", "dpo")
+STAGES = ("base", "sft", "rm", "ppo", "dpo", "rl")
 """The stages' names, sections and directories; llm/align/stages.py registers what each one does."""
-OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"))
+OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"),
+                  ("rl", "optim"))
 ZERO_STAGES = (("sft", "zero_stage"), ("rm", "zero_stage"), ("ppo", "actor_zero_stage"), ("ppo", "critic_zero_stage"),
-               ("dpo", "zero_stage"))
+               ("dpo", "zero_stage"), ("rl", "zero_stage"))
 """Where each trained model's optimizer and ZeRO stage are set, in the same order."""
 
 
@@ -79,7 +80,7 @@ class TemplateConfig:
 
 DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data": "pairs_train",
                 "rm.eval_data": "pairs_eval", "dpo.data": "pairs_train", "ppo.prompts": "sft_train",
-                "eval.prompts": "prompts_eval"}
+                "rl.prompts": "sft_train", "eval.prompts": "prompts_eval"}
 """Each data key of the config and the bundled task file (<out_dir>/data/<name>.jsonl) it reads when null."""
 
 
@@ -206,9 +207,55 @@ class DPOConfig:
 
 
 @dataclass
+class RLConfig:
+    """The critic-free RL stage `rl` (llm/align/rl.py): GRPO or RLOO from the SFT policy, rewarded by functions
+    and/or the RM."""
+
+    algorithm: str = "grpo"
+    """'grpo' (Shao et al. 2024) or 'rloo' (Ahmadian et al. 2024). PPO (critic, GAE) is the `ppo` stage."""
+    actor: str | None = None
+    """Policy and frozen reference; defaults to <out_dir>/sft."""
+    reward_model: str | None = None
+    """The RM, read only when `reward` lists 'rm'; defaults to <out_dir>/rm."""
+    prompts: str | None = None
+    """Rollout prompts, as ppo.prompts (extra fields go to the reward functions); null: the bundled sft_train."""
+    reward: list[str] = field(default_factory=lambda: ["llm.align.task:sort_reward"])
+    """Reward functions `path/file.py:fn` or `package.module:fn` (llm/align/rewards.py) and/or 'rm' (the RM's
+    score normalised by its mean/std, an unfinished answer scored -ppo.reward_clip), summed with reward_weights."""
+    reward_weights: list[float] | None = None
+    """One weight per `reward` entry; null: all 1."""
+    loss_type: str = "grpo"
+    """GRPO's aggregation: 'grpo' (std-normalised advantages, per-sequence token mean) or 'dr_grpo' (Liu et al.
+    2025: neither normalisation, token sums over a constant)."""
+    iterations: int = 40
+    prompts_per_iteration: int = 16
+    group_size: int = 4
+    """Samples per prompt (GRPO's G, RLOO's k >= 2): a rollout is prompts_per_iteration × group_size sequences."""
+    epochs: int = 2
+    """Passes over each rollout."""
+    mini_batch: int = 32
+    """Sequences per update; divides the rollout."""
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    beta: float = 0.04
+    """KL coefficient: GRPO's loss term (DeepSeekMath §4.2 uses 0.04), RLOO's sequence-reward penalty."""
+    clip_eps: float = 0.2
+    optim: OptimConfig = field(default_factory=lambda: _optim(lr=5e-4, min_lr_ratio=1.0))
+    zero_stage: int = 0
+    """As sft.zero_stage."""
+    checkpoint_every: int = 10
+    """As sft.checkpoint_every, in iterations."""
+
+
+@dataclass
 class EvalConfig:
     prompts: str | None = None
     """Held-out prompts every stage is evaluated on, as ppo.prompts; null: the bundled prompts_eval.jsonl."""
+    reward: list[str] = field(default_factory=lambda: ["llm.align.task:sort_reward"])
+    """Reward functions scoring the held-out answers (eval_reward, their mean), as rl.reward without 'rm'."""
+    reward_weights: list[float] | None = None
+    correct_reward: float = 1.0
+    """An answer whose eval reward reaches this counts as correct (checker_accuracy, RM pairs, RM agreement)."""
     temperature: float = 1.0
     """Checker accuracy is measured on samples at this temperature: the policy PPO optimises (0 = greedy)."""
     max_new_tokens: int = 8
@@ -230,6 +277,7 @@ class AlignConfig:
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
@@ -248,7 +296,7 @@ class AlignConfig:
         for section, key in OPTIM_SECTIONS:
             stage = getattr(self, section)
             getattr(stage, key).validate(f"{section}.{key}", total_steps=getattr(stage, "steps", None))
-        for name in ("sft", "rm", "ppo", "dpo"):
+        for name in ("sft", "rm", "ppo", "dpo", "rl"):
             if getattr(self, name).checkpoint_every < 0:
                 raise ConfigError(f"{name}.checkpoint_every must be >= 0 (0: no in-stage checkpoints)")
         for section, key in ZERO_STAGES:
@@ -266,10 +314,32 @@ class AlignConfig:
             raise ConfigError("ppo.beta must be >= 0 and ppo.kl_target positive (or null)")
         if p.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
+        self._validate_rl()
         prompt_tokens = 1 + len(self.task.template_prompt) + self.task.max_len
         if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
             raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
                               f"~{prompt_tokens} tokens plus max_new_tokens")
+
+    def _validate_rl(self) -> None:
+        r = self.rl
+        if r.algorithm not in ("grpo", "rloo"):
+            hint = "; PPO is the `ppo` stage (stages: [..., ppo])" if r.algorithm == "ppo" else ""
+            raise ConfigError(f"rl.algorithm={r.algorithm!r} must be 'grpo' or 'rloo'{hint}")
+        if r.loss_type not in ("grpo", "dr_grpo"):
+            raise ConfigError(f"rl.loss_type={r.loss_type!r} must be 'grpo' or 'dr_grpo'")
+        if r.group_size < 2 or r.prompts_per_iteration < 1 or r.iterations < 1 or r.epochs < 1:
+            raise ConfigError("rl: need group_size >= 2 and positive prompts_per_iteration, iterations, epochs")
+        if (r.prompts_per_iteration * r.group_size) % r.mini_batch:
+            raise ConfigError(f"rl.mini_batch={r.mini_batch} does not divide the rollout of prompts_per_iteration × "
+                              f"group_size = {r.prompts_per_iteration * r.group_size} sequences")
+        if not r.reward:
+            raise ConfigError("rl.reward: give at least one reward ('rm' or a function)")
+        if "rm" in self.eval.reward:
+            raise ConfigError("eval.reward: 'rm' is not an evaluation reward (the RM is what RL optimises)")
+        for where, specs, weights in (("rl", r.reward, r.reward_weights),
+                                      ("eval", self.eval.reward, self.eval.reward_weights)):
+            if weights is not None and len(weights) != len(specs):
+                raise ConfigError(f"{where}.reward_weights has {len(weights)} entries for {len(specs)} rewards")
 
     # Paths derived from out_dir: the hand-off between stages is by path.
     def data_path(self, name: str) -> str:

@@ -122,12 +122,13 @@ def pair(row: dict) -> dict:
 
 
 def prompt(row: dict) -> dict:
-    """{"prompt": messages, "fields": the row's other fields} of a prompt row."""
+    """{"prompt": messages, "raw": the prompt as the row gives it (what reward functions see), "fields": the row's
+    other fields} of a prompt row."""
     key = "messages" if "messages" in row else "prompt"
     msgs = _messages(_field(row, key), "user", key)
     if msgs[-1]["role"] == "assistant":
         raise BadRow(f"'{key}' ends with an assistant turn; a prompt ends before the reply")
-    return {"prompt": msgs, "fields": {k: v for k, v in row.items() if k != key}}
+    return {"prompt": msgs, "raw": row[key], "fields": {k: v for k, v in row.items() if k != key}}
 
 
 def load(path: str | Path, kind: str, template: ChatTemplate, tok, seq_len: int, bad_rows: str = "skip") -> Loaded:

@@ -8,15 +8,17 @@ can learn nothing, from which PPO must gain nothing.
 """
 from __future__ import annotations
 
+import json
 import random
 
 import torch
 
-from llm.align.common import batch_indices, prompt_text
+from llm.align.common import batch_indices
 from llm.align.config import AlignConfig
 from llm.align.data import pair_batch
 from llm.align.losses import bradley_terry_loss
 from llm.align.reward_model import RewardModel
+from llm.align.rewards import RewardFunctions
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
@@ -40,16 +42,16 @@ def evaluate_pairs(rm: RewardModel, tok, template, rows: list[dict], batch_size:
 
 
 @torch.no_grad()
-def policy_pairs(model, tok, template, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int,
-                 batch_size: int = 256) -> list[dict]:
-    """Checker-labelled pairs of the model's own samples: for each prompt, `n_samples` answers at temperature 1;
-    the first correct one paired with the first wrong one (prompts with no such pair are dropped)."""
+def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_reward: float, n_samples: int,
+                 max_new_tokens: int, seed: int, batch_size: int = 256) -> list[dict]:
+    """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
+    `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
+    does not (prompts with no such pair are dropped)."""
     from llm.align.data import decode_response, encode_prompt
     from llm.align.rollout import sample
-    from llm.align.task import check
 
     gen = torch.Generator().manual_seed(seed)
-    ids = [encode_prompt(tok, template, q) for q in prompts]
+    ids = [encode_prompt(tok, template, q["prompt"]) for q in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     for _ in range(n_samples):
         for s in range(0, len(ids), batch_size):
@@ -57,10 +59,11 @@ def policy_pairs(model, tok, template, prompts: list[str], n_samples: int, max_n
                 answers[s + k].append(decode_response(tok, r, template))
     rows = []
     for q, a in zip(prompts, answers):
-        good = [x for x in a if check(q, x)]
-        bad = [x for x in a if not check(q, x)]
+        ok = [r >= correct_reward for r in reward([q["raw"]] * len(a), a, [q["fields"]] * len(a))]
+        good = [x for x, c in zip(a, ok) if c]
+        bad = [x for x, c in zip(a, ok) if not c]
         if good and bad:
-            rows.append({"prompt": q, "chosen": good[0], "rejected": bad[0]})
+            rows.append({"prompt": q["prompt"], "chosen": good[0], "rejected": bad[0]})
     return rows
 
 
@@ -77,11 +80,15 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
-        prompts = {k: sorted({prompt_text(r["prompt"]) for r in ctx.data(k, "prompt", seq_len)})
+        reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+        # Each distinct prompt once, in a fixed order (sorted by its JSON: for string prompts, by the text).
+        prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, "prompt", seq_len)}.items())
                    for k in ("ppo.prompts", "sft.eval_data")}
-        train = train + policy_pairs(policy, tok, ctx.template, prompts["ppo.prompts"], s.policy_samples, n,
+        train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
+                                     cfg.eval.correct_reward, s.policy_samples, n,
                                      seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
-        valid_policy = policy_pairs(policy, tok, ctx.template, prompts["sft.eval_data"], s.policy_samples, n,
+        valid_policy = policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["sft.eval_data"]], reward,
+                                    cfg.eval.correct_reward, s.policy_samples, n,
                                     seed_for(cfg.seed, Stream.RM_POLICY_EVAL))
     if s.shuffle_labels:
         rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))

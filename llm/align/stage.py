@@ -43,6 +43,9 @@ class Stage:
     writes_data: tuple[str, ...] = ()
     summary_keys: tuple[str, ...] = ()
     """Metrics quoted as `<name>.<key>` in the chain report's summary."""
+    reads: Callable[[AlignConfig, str], bool] | None = None
+    """Whether the stage reads checkpoint `key` under a config (e.g. rl reads the RM only when rl.reward lists
+    'rm'); None: all of `checkpoints`."""
 
     def checkpoint_path(self, cfg: AlignConfig, key: str) -> Path:
         """The checkpoint the stage reads as `key`: <section>.<key> when set, else the default stage's directory."""
@@ -50,7 +53,8 @@ class Stage:
 
     def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
-        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints]
+        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads is None or
+                       self.reads(cfg, k)]
         data = [Path(cfg.source(d)) for d in self.data]
         return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
 

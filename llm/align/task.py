@@ -29,6 +29,12 @@ def check(prompt: str, response: str) -> bool:
     return response.strip() == "".join(sorted(prompt.strip()))
 
 
+def sort_reward(prompts: list, completions: list[str], **fields) -> list[float]:
+    """The checker as a reward function (llm/align/rewards.py's convention): 1.0 for the prompt's digits in ascending
+    order, else 0.0. A prompt given as messages is read from its last turn."""
+    return [float(check(p if isinstance(p, str) else p[-1]["content"], c)) for p, c in zip(prompts, completions)]
+
+
 def corrupt(answer: str, rng: random.Random, kinds: list[str]) -> str:
     """A wrong answer near `answer`: 'swap' two adjacent digits, 'drop' one, 'replace' one by a digit not in the
     answer or 'insert' such a digit, the last two kept sorted (wrong content, right order: only a reader of the

@@ -80,7 +80,8 @@ def test_pairs_and_prompts(tok, tmp_path):
         {"answer": "12"},
     ])
     got = load(p, "prompt", SORT, tok, seq_len=32)
-    assert got.rows[0] == {"prompt": [{"role": "user", "content": "5183"}], "fields": {"answer": "1358", "level": 2}}
+    assert got.rows[0] == {"prompt": [{"role": "user", "content": "5183"}], "raw": "5183",
+                           "fields": {"answer": "1358", "level": 2}}
     assert got.rows[1]["fields"] == {"answer": "12"} and len(got.skipped) == 2
     assert "ends with an assistant turn" in got.skipped[0] and "missing 'prompt'" in got.skipped[1]
     with pytest.raises(DataError, match="no usable pair rows"):

@@ -107,6 +107,17 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
                   exact=["response_length", "eos_rate"])
 
 
+@pytest.mark.parametrize("algorithm,reward", [("grpo", "llm.align.task:sort_reward"),
+                                              ("rloo", "[rm,llm.align.task:sort_reward]")])
+def test_rl_data_parallel_matches_debug_mode(rm_dir, tmp_path, algorithm, reward):
+    # GRPO rewarded by the checker function; RLOO by the RM (sharded forwards) plus the checker.
+    single, ds = _single_and_ds("rl.py", "rl", rm_dir, tmp_path, ("data", "sft", "rm"),
+                                [f"rl.algorithm={algorithm}", f"rl.reward={reward}", "rl.iterations=3",
+                                 "rl.prompts_per_iteration=4", "rl.group_size=4", "rl.mini_batch=8", "rl.zero_stage=1"])
+    assert len(single) == 3
+    _assert_close(single, ds, ["reward", "kl", "loss", "clip_frac"], exact=["response_length", "eos_rate"])
+
+
 def test_dpo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     single, ds = _single_and_ds("dpo.py", "dpo", rm_dir, tmp_path, ("data", "sft"),
                                 ["dpo.steps=4", "dpo.batch_size=8", "dpo.optim.lr=1e-3", "dpo.zero_stage=2"])
