@@ -100,7 +100,9 @@ class BaseConfig:
     lr: float = 3e-3
     batch_size: int = 32
     path: str | None = None
-    """An existing base checkpoint (written by llm/align/handoff.py) to start from instead of pretraining."""
+    """Start from an existing model instead of pretraining one: a stage checkpoint (llm/align/handoff.py), used as
+    <out_dir>/base is, or a step directory written by launch/pretrain.py (model.pt, config.yaml and the tokenizer
+    its data.tokenizer names), which the base stage imports into <out_dir>/base (llm/align/pretrained.py)."""
 
 
 @dataclass
@@ -351,8 +353,11 @@ class AlignConfig:
         return getattr(getattr(self, section), name) or self.data_path(DATA_SOURCES[key])
 
     def stage_dir(self, stage: str) -> str:
-        explicit = {"base": self.base.path}.get(stage)
-        return explicit or str(Path(self.out_dir) / stage)
+        # base.path is the base stage's directory only when it is a stage checkpoint; a pretraining step
+        # directory is imported into <out_dir>/base.
+        if stage == "base" and self.base.path and (Path(self.base.path) / "stage.json").is_file():
+            return self.base.path
+        return str(Path(self.out_dir) / stage)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

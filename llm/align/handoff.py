@@ -135,11 +135,11 @@ def load_stage(path: str | Path, kind: str, tokenizer_fingerprint: str | None = 
         model = target = Transformer(cfg)
     else:
         raise ValueError(f"kind must be 'lm' or 'reward', got {kind!r}")
-    _load_checked(target, state, path)
+    load_checked(target, state, path)
     return model, info
 
 
-def _load_checked(module: torch.nn.Module, state: dict, path: Path) -> None:
+def load_checked(module: torch.nn.Module, state: dict, path: Path) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
