@@ -35,7 +35,7 @@ def prepare_data(cfg: AlignConfig) -> dict[str, str]:
 
 def needs_task_data(cfg: AlignConfig) -> bool:
     """Whether a data key of the config is left to the bundled task's files."""
-    return any(getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) is None for key in DATA_SOURCES)
+    return cfg.task.name != "none" and any(cfg.source(k) == cfg.data_path(DATA_SOURCES[k]) for k in DATA_SOURCES)
 
 
 def import_base(cfg: AlignConfig, log=print) -> dict:

@@ -72,12 +72,15 @@ class StageLog:
 def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model=None, reward_stats=(0.0, 1.0)
                  ) -> dict:
     """Eval reward, checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts, scored by
-    eval.reward), as every stage reports it."""
+    eval.reward), as every stage reports it; {} when there are none (task.name: none, eval.prompts null)."""
     from llm.align.formats import load
     from llm.align.rewards import RewardFunctions
+    if cfg.source("eval.prompts") is None:
+        return {}
     prompts = load(cfg.source("eval.prompts"), "prompt", template, tok, model.cfg.seq_len, cfg.bad_rows).rows
     reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
-    return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens, cfg.eval.temperature,
+    return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens,
+                            cfg.eval.temperature,
                             seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
                             reward_stats=reward_stats)
 

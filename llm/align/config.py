@@ -31,6 +31,8 @@ class TaskConfig:
     """The synthetic task with a checker (llm/align/task.py) and the chat template of every stage."""
 
     name: str = "sort_digits"
+    """'sort_digits': the bundled task writes the data every null data key reads; 'none': no bundled data, so a
+    stage whose data key is null is skipped (with a line saying so) and a null eval.prompts skips evaluation."""
     min_len: int = 3
     max_len: int = 5
     demo_error_rate: float = 0.5
@@ -46,8 +48,8 @@ class TaskConfig:
     prefix makes the response start with '▁', i.e. the pair tokenizes like the text 'prompt response'."""
 
     def validate(self, where: str = "task") -> None:
-        if self.name != "sort_digits":
-            raise ConfigError(f"{where}.name={self.name!r}: only 'sort_digits' is bundled")
+        if self.name not in ("sort_digits", "none"):
+            raise ConfigError(f"{where}.name={self.name!r}: 'sort_digits' (the bundled task) or 'none' (your data)")
         if not 2 <= self.min_len <= self.max_len <= 10:
             raise ConfigError(f"{where}: need 2 <= min_len <= max_len <= 10 (distinct digits)")
         if not 0.0 <= self.demo_error_rate <= 1.0:
@@ -317,6 +319,12 @@ class AlignConfig:
         if p.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
         self._validate_rl()
+        if self.task.name == "none":
+            if "base" in self.stages and self.base.path is None:
+                raise ConfigError("base: with task.name: none there is no text to pretrain a base on; set base.path")
+            if "rm" in self.stages and self.rm.data is not None and self.rm.eval_data is None:
+                raise ConfigError("rm.eval_data: the RM's held-out accuracy and its score mean/std (what PPO "
+                                  "normalises rewards by) need held-out pairs")
         prompt_tokens = 1 + len(self.task.template_prompt) + self.task.max_len
         if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
             raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
@@ -347,10 +355,14 @@ class AlignConfig:
     def data_path(self, name: str) -> str:
         return str(Path(self.out_dir) / "data" / f"{name}.jsonl")
 
-    def source(self, key: str) -> str:
-        """The data a key of DATA_SOURCES reads (e.g. 'sft.data'): the configured path, else the bundled file."""
+    def source(self, key: str) -> str | None:
+        """The data a key of DATA_SOURCES reads (e.g. 'sft.data'): the configured path, else the bundled task's file,
+        else (task.name: none) None."""
         section, name = key.split(".")
-        return getattr(getattr(self, section), name) or self.data_path(DATA_SOURCES[key])
+        given = getattr(getattr(self, section), name)
+        if given is not None or self.task.name == "none":
+            return given
+        return self.data_path(DATA_SOURCES[key])
 
     def stage_dir(self, stage: str) -> str:
         # base.path is the base stage's directory only when it is a stage checkpoint; a pretraining step

@@ -12,9 +12,8 @@ import torch
 from llm.align import losses as L
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
-from llm.align.data import encode_prompt, pair_batch
-from llm.align.rollout import make_batch, sample
-from llm.align.seeds import Stream, seed_for
+from llm.align.data import pair_batch
+from llm.align.seeds import Stream
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
 from llm.align.trainer import frozen
@@ -27,7 +26,7 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    from llm.align.ppo import sequence_kl
+    from llm.align.ppo import held_out_kl
 
     ctx = StageContext(cfg, STAGE, strategy, log)
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
@@ -57,14 +56,9 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     model = trainer.module
     if d.is_main:
         metrics.update(checker_eval(cfg, model, tok, ctx.template))
-        prompts = [encode_prompt(tok, ctx.template, r["prompt"]) for r in ctx.data("eval.prompts", "prompt",
-                                                                                      model.cfg.seq_len)]
-        gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-        eb = make_batch(prompts, sample(model, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id,
-                                        gen), tok.eos_id)
-        metrics["kl"] = sequence_kl(model, reference, eb)
+        metrics.update(held_out_kl(ctx, model, reference))
     return ctx.save(model, metrics, {"init": str(ctx.init)})
 
 
-STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("dpo.data", "eval.prompts"),
+STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("dpo.data", "eval.prompts"), requires="dpo.data",
               summary_keys=("checker_accuracy", "kl"))

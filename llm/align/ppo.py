@@ -121,6 +121,20 @@ def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> 
     return float(((lp - ref) * b.action_mask).sum(1).mean())
 
 
+def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) -> dict:
+    """{"kl": KL(π ‖ π_ref)} on samples of the held-out prompts (the same seed for every stage), or {} without
+    held-out prompts."""
+    cfg, tok = ctx.cfg, ctx.tokenizer
+    rows = ctx.data("eval.prompts", "prompt", policy.cfg.seq_len)
+    if rows is None:
+        return {}
+    ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in rows]
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
+    b = make_batch(ids, sample(policy, ids, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id, gen),
+                   tok.eos_id)
+    return {"kl": sequence_kl(policy, reference, b)}
+
+
 def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
     <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
@@ -199,15 +213,11 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
     if d.is_main:
         metrics.update(checker_eval(cfg, policy, tok, ctx.template, m.reward_model, m.reward_stats))
-        eval_prompts = [encode_prompt(tok, ctx.template, r["prompt"]) for r in ctx.data("eval.prompts", "prompt",
-                                                                                          policy.cfg.seq_len)]
-        eg = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-        eb = make_batch(eval_prompts, sample(policy, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
-                                             eos, eg), eos)
-        metrics["kl"] = sequence_kl(policy, m.reference, eb)
+        metrics.update(held_out_kl(ctx, policy, m.reference))
     return ctx.save(policy, metrics, {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
 
 
 STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("ppo.prompts", "eval.prompts"),
+              requires="ppo.prompts",
               summary_keys=("checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong",
                             "rm_checker_agreement"))

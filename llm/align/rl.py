@@ -21,10 +21,10 @@ from llm.align import rl_losses as RL
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
 from llm.align.data import decode_response, encode_prompt
-from llm.align.ppo import response_logprobs, sequence_kl
+from llm.align.ppo import held_out_kl, response_logprobs
 from llm.align.resume import generator_state, set_generator_state
 from llm.align.rewards import RM, RewardFunctions
-from llm.align.rollout import make_batch, sample, sample_seeded
+from llm.align.rollout import make_batch, sample_seeded
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
@@ -131,15 +131,11 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     metrics: dict = {"last_train_row": row}
     if d.is_main:
         metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))
-        eval_ids = [encode_prompt(tok, template, p["prompt"]) for p in ctx.data("eval.prompts", "prompt",
-                                                                                 actor.cfg.seq_len)]
-        gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-        eb = make_batch(eval_ids, sample(actor, eval_ids, cfg.eval.max_new_tokens, cfg.eval.temperature, eos, gen),
-                        eos)
-        metrics["kl"] = sequence_kl(actor, reference, eb)
+        metrics.update(held_out_kl(ctx, actor, reference))
     return ctx.save(actor, metrics, {"actor": str(ctx.init), "algorithm": r.algorithm})
 
 
 STAGE = Stage("rl", run_rl, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("rl.prompts", "eval.prompts"),
+              requires="rl.prompts",
               summary_keys=("checker_accuracy", "eval_reward", "kl", "response_length"),
               reads=lambda cfg, key: key != "reward_model" or RM in cfg.rl.reward)

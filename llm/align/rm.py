@@ -76,14 +76,19 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     train = ctx.data("rm.data", "pair", seq_len)
     valid = ctx.data("rm.eval_data", "pair", seq_len)
     valid_policy: list[dict] = []
-    if s.policy_samples:
+    sources = ("ppo.prompts", "sft.eval_data")
+    if s.policy_samples and any(cfg.source(k) is None for k in sources):
+        if d.is_main:
+            ctx.log.log(f"rm: no policy pairs (rm.policy_samples={s.policy_samples} samples the prompts of "
+                        f"{' and '.join(sources)}, not both configured)")
+    elif s.policy_samples:
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
         reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
         # Each distinct prompt once, in a fixed order (sorted by its JSON: for string prompts, by the text).
         prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, "prompt", seq_len)}.items())
-                   for k in ("ppo.prompts", "sft.eval_data")}
+                   for k in sources}
         train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
                                      cfg.eval.correct_reward, s.policy_samples, n,
                                      seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
@@ -124,5 +129,5 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
 
 
 STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"},
-              data=("rm.data", "rm.eval_data", "ppo.prompts", "sft.eval_data"),
+              data=("rm.data", "rm.eval_data", "ppo.prompts", "sft.eval_data"), requires="rm.data",
               summary_keys=("pairwise_accuracy",))

@@ -52,15 +52,16 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         grad_norm = trainer.step(loss_t)
         loss = d.sum(float(loss_t.detach())) / d.world
         row = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
-        if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
+        if valid is not None and ((s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps):
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)
         ctx.log.row(row)
         ctx.checkpoint(step + 1, {"loss": loss})
-    metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len)}
+    metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len) if valid else None}
     if d.is_main:
         metrics.update(checker_eval(cfg, trainer.module, tok, ctx.template))
     return ctx.save(trainer.module, metrics, {"init": str(ctx.init)})
 
 
 STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft.data", "sft.eval_data", "eval.prompts"),
+              requires="sft.data",
               summary_keys=("checker_accuracy", "eval_loss"))

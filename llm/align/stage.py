@@ -43,6 +43,9 @@ class Stage:
     writes_data: tuple[str, ...] = ()
     summary_keys: tuple[str, ...] = ()
     """Metrics quoted as `<name>.<key>` in the chain report's summary."""
+    requires: str | None = None
+    """The data key without which the stage has nothing to train on: with it unset (task.name: none) the chain
+    skips the stage, saying so."""
     reads: Callable[[AlignConfig, str], bool] | None = None
     """Whether the stage reads checkpoint `key` under a config (e.g. rl reads the RM only when rl.reward lists
     'rm'); None: all of `checkpoints`."""
@@ -55,8 +58,14 @@ class Stage:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
         checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads is None or
                        self.reads(cfg, k)]
-        data = [Path(cfg.source(d)) for d in self.data]
+        data = [Path(cfg.source(d)) for d in self.data if cfg.source(d) is not None]
         return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
+
+    def unconfigured(self, cfg: AlignConfig) -> str | None:
+        """Why the stage cannot run under cfg (its required data is not configured), or None."""
+        if self.requires is not None and cfg.source(self.requires) is None:
+            return f"no {self.requires} configured (task.name: none)"
+        return None
 
     def outputs(self, cfg: AlignConfig) -> list[Path]:
         return [Path(cfg.stage_dir(self.name))] + [Path(cfg.data_path(d)) for d in self.writes_data]
@@ -84,10 +93,13 @@ class StageContext:
         self.trainers: dict[str, Trainer] = {}
         self.modules: dict[str, torch.nn.Module] = {}
 
-    def data(self, key: str, kind: str, seq_len: int) -> list:
+    def data(self, key: str, kind: str, seq_len: int) -> list | None:
         """The rows of the data source `key` (e.g. 'sft.data', llm/align/config.py DATA_SOURCES) parsed as `kind`
-        by llm/align/formats.py under cfg.bad_rows; skipped rows are logged and counted in the metrics."""
+        by llm/align/formats.py under cfg.bad_rows; skipped rows are logged and counted in the metrics. None when
+        the key is not configured (task.name: none)."""
         from llm.align.formats import load
+        if self.cfg.source(key) is None:
+            return None
         loaded = load(self.cfg.source(key), kind, self.template, self.tokenizer, seq_len, self.cfg.bad_rows)
         if loaded.skipped:
             self.skipped_rows[key] = len(loaded.skipped)

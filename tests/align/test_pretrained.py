@@ -70,3 +70,34 @@ def test_a_pretrain_directory_missing_its_tokenizer_is_named(made_inside, tmp_pa
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path / 'out'}", f"base.path={tmp_path / 'empty'}"])
     with pytest.raises(handoff.HandoffError, match="neither a stage checkpoint .* nor a pretraining step"):
         run_base(cfg, log=lambda s: None)
+
+
+def test_users_data_only_chain_skips_unconfigured_stages(made_inside, tmp_path):
+    """task.name: none — no bundled data: SFT on the user's file, GRPO on prompts with a reference-answer field
+    scored by the user's reward function; the RM (no rm.data) is skipped with a line saying so."""
+    from llm.align.chain import run_chain
+    from llm.config import ConfigError
+    _, step = made_inside
+    prompts = ["5183", "209", "7461", "352", "8016", "49", "1372", "560"]
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"prompt": p, "completion": "".join(sorted(p))}) + "\n" for p in prompts))
+    rl = tmp_path / "rl.jsonl"
+    rl.write_text("".join(json.dumps({"prompt": p, "answer": "".join(sorted(p))}) + "\n" for p in prompts))
+    reward = tmp_path / "reward.py"
+    reward.write_text("def exact(prompts, completions, answer, **fields):\n"
+                      "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
+    overrides = [f"out_dir={tmp_path / 'out'}", "task.name=none", f"base.path={step}", "stages=[base,sft,rm,rl]",
+                 f"sft.data={sft}", "sft.steps=4", "sft.batch_size=4", "sft.optim.warmup_steps=0",
+                 f"rl.prompts={rl}", f"eval.prompts={rl}", f"rl.reward={reward}:exact", f"eval.reward={reward}:exact",
+                 "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.group_size=4", "rl.mini_batch=8"]
+    lines = []
+    report = run_chain(load_align_config(RECIPE, overrides), log=lines.append)
+    assert report["not_run"] == {"rm": "no rm.data configured (task.name: none)"}
+    assert "== rm: no rm.data configured (task.name: none), skipped" in lines
+    assert not (tmp_path / "out" / "data").exists()  # no bundled task data written
+    assert report["stages"]["sft"]["eval_loss"] is None  # no sft.eval_data
+    for stage in ("base", "sft", "rl"):
+        assert 0.0 <= report["stages"][stage]["eval_reward"] <= 1.0, stage
+    assert report["stages"]["rl"]["last_train_row"]["step"] == 2 and "kl" in report["stages"]["rl"]
+    with pytest.raises(ConfigError, match="no text to pretrain a base on; set base.path"):
+        load_align_config(RECIPE, ["task.name=none"])
