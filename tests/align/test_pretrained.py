@@ -101,3 +101,12 @@ def test_users_data_only_chain_skips_unconfigured_stages(made_inside, tmp_path):
     assert report["stages"]["rl"]["last_train_row"]["step"] == 2 and "kl" in report["stages"]["rl"]
     with pytest.raises(ConfigError, match="no text to pretrain a base on; set base.path"):
         load_align_config(RECIPE, ["task.name=none"])
+
+
+def test_bundled_from_pretrain_recipe_names_a_missing_checkpoint(tmp_path):
+    from llm.align.chain import run_chain
+    cfg = load_align_config(ROOT / "configs" / "align" / "from_pretrain.yaml",
+                            [f"out_dir={tmp_path}", f"base.path={tmp_path}/runs/debug/checkpoints/step_00000200"])
+    assert cfg.stages == ["base", "sft", "rl"] and cfg.rl.algorithm == "grpo"
+    with pytest.raises(handoff.HandoffError, match="step_00000200 is neither a stage checkpoint"):
+        run_chain(cfg, log=lambda s: None)
