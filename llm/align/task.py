@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from llm.align.config import TaskConfig
+from llm.align.sections import TaskConfig
 
 DIGITS = "0123456789"
 DATA_FILES = ("base", "sft_train", "sft_eval", "pairs_train", "pairs_eval", "prompts_eval")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from llm.align import handoff
-from llm.align.config import TaskConfig, load_align_config
+from llm.align.config import load_align_config
+from llm.align.sections import TaskConfig
 from llm.align.formats import DataError, load, read_records
 from llm.align.losses import IGNORE_INDEX
 from llm.align.task import generate_task_data, train_task_tokenizer
