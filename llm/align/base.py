@@ -2,11 +2,15 @@
 
 The base is pretrained with the ordinary pretraining loop (llm/train/debug.py `run_debug`) on format-only
 text: each prompt followed by a random permutation of its digits. It learns the template and the
-alphabet, not the task (checker accuracy ≈ mean 1/len! ≈ 7%), so SFT has something to teach. A recipe
-that sets `base.path` starts from an existing base checkpoint instead.
+alphabet, not the task (checker accuracy ≈ mean 1/len! ≈ 7%), so SFT has something to teach.
+
+A recipe that sets `base.path` starts from an existing model instead: a stage checkpoint is used as it is (the
+stage is then complete, and skipped); a step directory written by launch/pretrain.py is imported into
+<out_dir>/base (llm/align/pretrained.py) with its own tokenizer, and evaluated like the pretrained base.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,11 +18,12 @@ import torch
 
 from llm.align import handoff
 from llm.align.common import checker_eval
+from llm.align.config import DATA_SOURCES, AlignConfig
 from llm.train import safe_load
-from llm.align.config import AlignConfig
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage
 from llm.align.strategy import Strategy
+from llm.align.template import ChatTemplate
 from llm.align.task import DATA_FILES, generate_task_data, read_jsonl, train_task_tokenizer
 
 
@@ -29,11 +34,37 @@ def prepare_data(cfg: AlignConfig) -> dict[str, str]:
     return generate_task_data(cfg.task, Path(cfg.out_dir) / "data", seed_for(cfg.seed, Stream.TASK_DATA))
 
 
+def needs_task_data(cfg: AlignConfig) -> bool:
+    """Whether a data key of the config is left to the bundled task's files."""
+    return cfg.task.name != "none" and any(cfg.source(k) == cfg.data_path(DATA_SOURCES[k]) for k in DATA_SOURCES)
+
+
+def import_base(cfg: AlignConfig, log=print) -> dict:
+    """Write <out_dir>/base from the launch/pretrain.py step directory at base.path; returns its metrics."""
+    from llm.align.pretrained import load_pretrained
+
+    t0 = time.perf_counter()
+    if needs_task_data(cfg):
+        prepare_data(cfg)
+    model, tok, tok_path, run = load_pretrained(cfg.base.path)
+    template = ChatTemplate.from_config(cfg)
+    metrics = {"imported_from": str(cfg.base.path), "pretrain_model": dataclasses.asdict(run.model)}
+    metrics.update(checker_eval(cfg, model, tok, template))
+    metrics["wall_s"] = time.perf_counter() - t0
+    log(f"base: imported {cfg.base.path} ({sum(p.numel() for p in model.parameters()):,} parameters, tokenizer "
+        f"{tok_path})")
+    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics,
+                       template=template.to_dict())
+    return metrics
+
+
 def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics (on the main rank;
     the others return {} at once: a few seconds of single-process pretraining, not worth a process group)."""
     if strategy is not None and not strategy.is_main:
         return {}
+    if cfg.base.path is not None:
+        return import_base(cfg, log)
     from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
     from data_pipeline.tokenizer import Tokenizer
     from llm.config import RunConfig, DataConfig, OptimConfig, TrainConfig, CheckpointConfig
@@ -66,9 +97,11 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
     model = Transformer(b.model)
     model.load_state_dict(safe_load.load(outcome.checkpoint / "model.pt"))
     metrics = {"pretrain_loss": outcome.last_loss, "pretrain_eval_loss": outcome.eval_loss}
-    metrics.update(checker_eval(cfg, model, tok))
+    template = ChatTemplate.from_config(cfg)
+    metrics.update(checker_eval(cfg, model, tok, template))
     metrics["wall_s"] = time.perf_counter() - t0
-    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics)
+    handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics,
+                       template=template.to_dict())
     return metrics
 
 

@@ -1,12 +1,14 @@
-"""The alignment chain: base → SFT → RM → PPO (or DPO), each stage handing its checkpoint to the next by path.
+"""The alignment chain: base → SFT → RM → PPO (or DPO, or the critic-free RL stage), each stage handing its
+checkpoint to the next by path.
 
 A stage whose directory is complete (stage.json written last, llm/align/handoff.py) is skipped and its
 recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. Before anything runs,
 every input a stage declares (llm/align/stage.py) must exist or be written by an earlier stage of the run, so a
-chain that cannot finish fails at once. The report, <out_dir>/chain_report.json, holds every stage's metrics and
-a summary: checker accuracy per stage on the same held-out prompts, the RM's held-out pairwise accuracy, the
-final KL to the reference, and the RM-vs-checker gap of the final policy (how much the RM rewards answers the
-checker rejects).
+chain that cannot finish fails at once; a stage whose data is not configured (task.name: none) is not run, with a
+line saying so (`not_run` in the report). The report, <out_dir>/chain_report.json, holds every stage's metrics and
+a summary: eval reward and checker accuracy per stage on the same held-out prompts, the RM's held-out pairwise
+accuracy, the RL stages' KL to the reference and mean response length, and the RM-vs-eval-reward gap of the
+policy (how much the RM rewards answers the eval reward rejects).
 """
 from __future__ import annotations
 
@@ -37,9 +39,17 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
     """Run cfg.stages in order (skipping complete ones) and write chain_report.json; returns the report."""
     d = strategy or LocalStrategy()
     out = Path(cfg.out_dir)
-    stages = [REGISTRY[s] for s in cfg.stages]
+    report: dict = {"stages": {}, "skipped": [], "not_run": {}}
+    stages = []
+    for s in cfg.stages:
+        why = REGISTRY[s].unconfigured(cfg)
+        if why is None:
+            stages.append(REGISTRY[s])
+        else:
+            report["not_run"][s] = why
+            if d.is_main:
+                log(f"== {s}: {why}, skipped")
     check_inputs(cfg, [s for s in stages if not handoff.is_complete(cfg.stage_dir(s.name))])
-    report: dict = {"stages": {}, "skipped": []}
     for stage in stages:
         path = cfg.stage_dir(stage.name)
         if handoff.is_complete(path):
@@ -57,11 +67,15 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
         d.barrier()
         report["stages"][stage.name] = handoff.read_info(path).metrics
     summary = {f"{s.name}.{k}": report["stages"][s.name].get(k) for s in stages for k in s.summary_keys}
-    summary.update({f"{s}.wall_s": report["stages"][s].get("wall_s") for s in cfg.stages})
-    acc = {s: report["stages"][s].get("checker_accuracy") for s in cfg.stages}
+    summary.update({f"{s}.wall_s": report["stages"][s].get("wall_s") for s in report["stages"]})
+    # Every stage that generates is scored by eval.reward; the RL stages also report how long their answers are.
+    summary.update({f"{s}.eval_reward": m["eval_reward"] for s, m in report["stages"].items() if "eval_reward" in m})
+    summary.update({f"{s}.response_length": report["stages"][s].get("response_length")
+                    for s in ("ppo", "rl") if s in report["stages"]})
+    acc = {s: report["stages"][s].get("checker_accuracy") for s in report["stages"]}
     if acc.get("base") is not None and acc.get("sft") is not None:
         summary["sft_gain_over_base"] = acc["sft"] - acc["base"]
-    for s in ("ppo", "dpo"):
+    for s in ("ppo", "dpo", "rl"):
         if acc.get(s) is not None and acc.get("sft") is not None:
             summary[f"{s}_gain_over_sft"] = acc[s] - acc["sft"]
     report["summary"] = summary

@@ -12,7 +12,6 @@ from data_pipeline.tokenizer import Tokenizer
 from llm.align.config import AlignConfig
 from llm.align.rollout import evaluate_checker
 from llm.align.seeds import Stream, seed_for
-from llm.align.task import read_jsonl
 
 
 def batch_indices(n: int, step: int, batch: int, seed: int, stream: Stream) -> list[int]:
@@ -35,21 +34,33 @@ def checkpoint_tokenizer(path: str | Path) -> Tokenizer:
 
 
 class StageLog:
-    """<stage dir>.metrics.jsonl rows plus a console line every `every` steps (main rank only)."""
+    """<stage dir>.metrics.jsonl rows plus a console line every `every` steps (main rank only). `rows` holds
+    every row written, for the in-stage checkpoint (llm/align/resume.py)."""
 
     def __init__(self, path: Path, enabled: bool = True, log=print, every: int = 10):
         self.enabled, self.log, self.every = enabled, log, every
         self.t0 = time.perf_counter()
+        self.rows: list[dict] = []
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = path.open("w")
 
-    def row(self, row: dict, force: bool = False) -> None:
+    def restore(self, rows: list[dict]) -> None:
+        """Start the log again from the rows a checkpoint recorded (a resumed stage's earlier steps)."""
+        self.rows = []
+        if self.enabled:
+            self.file.seek(0)
+            self.file.truncate()
+        for r in rows:
+            self.row(r, quiet=True)
+
+    def row(self, row: dict, force: bool = False, quiet: bool = False) -> None:
         if not self.enabled:
             return
+        self.rows.append(row)
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if force or row.get("step", 0) % self.every == 0:
+        if not quiet and (force or row.get("step", 0) % self.every == 0):
             cells = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
             self.log(f"{cells} | {time.perf_counter() - self.t0:.0f}s")
 
@@ -58,10 +69,18 @@ class StageLog:
             self.file.close()
 
 
-def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, reward_model=None, reward_stats=(0.0, 1.0)) -> dict:
-    """Checker accuracy (and RM gap) of `model` on the held-out prompts, as every stage reports it."""
-    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("prompts_eval"))]
-    return evaluate_checker(model, tok, cfg.task, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
+def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model=None, reward_stats=(0.0, 1.0)
+                 ) -> dict:
+    """Eval reward, checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts, scored by
+    eval.reward), as every stage reports it; {} when there are none (task.name: none, eval.prompts null)."""
+    from llm.align.formats import load
+    from llm.align.rewards import RewardFunctions
+    if cfg.source("eval.prompts") is None:
+        return {}
+    prompts = load(cfg.source("eval.prompts"), "prompt", template, tok, model.cfg.seq_len, cfg.bad_rows).rows
+    reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+    return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens,
+                            cfg.eval.temperature,
                             seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
                             reward_stats=reward_stats)
 
@@ -69,3 +88,8 @@ def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, reward_model=None, rew
 def stage_log_path(cfg: AlignConfig, stage: str) -> Path:
     # Next to the stage directory, not inside it: the directory is replaced atomically when the stage ends.
     return Path(cfg.out_dir) / "logs" / f"{stage}.metrics.jsonl"
+
+
+def stage_resume_dir(cfg: AlignConfig, stage: str) -> Path:
+    """Where the stage's in-stage checkpoints go (llm/align/resume.py); next to the stage directory, as the log."""
+    return Path(cfg.out_dir) / "resume" / stage

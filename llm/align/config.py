@@ -1,4 +1,5 @@
-"""Typed config of the alignment chain (SFT → reward model → PPO or DPO), one dataclass per stage.
+"""Typed config of the alignment chain (SFT → reward model → PPO, DPO or RL); its sections, one dataclass per
+stage, are in llm/align/sections.py.
 
 No torch here. YAML is the serialisation; `load_align_config` applies dotted overrides and validates with
 the same habits as llm/config.py (unknown keys named with their closest match, errors as ConfigError naming
@@ -15,153 +16,23 @@ from typing import Any
 import yaml
 
 import typed_yaml
-from llm.config import ConfigError, ModelConfig, OptimConfig
+from llm.align.sections import (BaseConfig, DPOConfig, EvalConfig, PPOConfig, RLConfig, RMConfig, SFTConfig,
+                                TaskConfig, TemplateConfig)
+from llm.config import ConfigError
 
-STAGES = ("base", "sft", "rm", "ppo", "dpo")
+STAGES = ("base", "sft", "rm", "ppo", "dpo", "rl")
 """The stages' names, sections and directories; llm/align/stages.py registers what each one does."""
-OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"))
+OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"),
+                  ("rl", "optim"))
 ZERO_STAGES = (("sft", "zero_stage"), ("rm", "zero_stage"), ("ppo", "actor_zero_stage"), ("ppo", "critic_zero_stage"),
-               ("dpo", "zero_stage"))
+               ("dpo", "zero_stage"), ("rl", "zero_stage"))
 """Where each trained model's optimizer and ZeRO stage are set, in the same order."""
 
 
-@dataclass
-class TaskConfig:
-    """The synthetic task with a checker (llm/align/task.py) and the chat template of every stage."""
-
-    name: str = "sort_digits"
-    min_len: int = 3
-    max_len: int = 5
-    demo_error_rate: float = 0.5
-    """Share of SFT demonstrations (and of each RM/DPO candidate) that are corrupted: the headroom."""
-    corruptions: list[str] = field(default_factory=lambda: ["swap", "drop", "replace", "insert"])
-    n_train: int = 3000
-    n_dev: int = 300
-    n_eval_prompts: int = 256
-    """Held-out prompts on which every stage's checker accuracy is measured."""
-    template_prompt: str = "sort {prompt}:"
-    template_response: str = "{response}"
-    """Chat template. Tokens are encode(prompt part) + encode(response part) + [EOS]; SentencePiece's dummy
-    prefix makes the response start with '▁', i.e. the pair tokenizes like the text 'prompt response'."""
-
-    def validate(self, where: str = "task") -> None:
-        if self.name != "sort_digits":
-            raise ConfigError(f"{where}.name={self.name!r}: only 'sort_digits' is bundled")
-        if not 2 <= self.min_len <= self.max_len <= 10:
-            raise ConfigError(f"{where}: need 2 <= min_len <= max_len <= 10 (distinct digits)")
-        if not 0.0 <= self.demo_error_rate <= 1.0:
-            raise ConfigError(f"{where}.demo_error_rate={self.demo_error_rate} must be in [0, 1]")
-        bad = [c for c in self.corruptions if c not in ("swap", "drop", "replace", "insert")]
-        if bad or not self.corruptions:
-            raise ConfigError(f"{where}.corruptions={self.corruptions} must be a non-empty subset of "
-                              "[swap, drop, replace, insert]")
-        if "{prompt}" not in self.template_prompt or "{response}" not in self.template_response:
-            raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
-
-
-def _optim(**stage_defaults) -> OptimConfig:
-    """An alignment stage's optimizer: no weight decay and no warmup unless the stage says otherwise (a small
-    model fine-tuned for a few hundred steps), AdamW betas and eps as in pretraining."""
-    return OptimConfig(**{"weight_decay": 0.0, "warmup_steps": 0, **stage_defaults})
-
-
-@dataclass
-class BaseConfig:
-    """Pretrains the chain's tiny base model with llm/train (run_debug) on format-only task text."""
-
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=192,
-                                                                   vocab_size=320, seq_len=32))
-    steps: int = 150
-    lr: float = 3e-3
-    batch_size: int = 32
-    path: str | None = None
-    """An existing base checkpoint (written by llm/align/handoff.py) to start from instead of pretraining."""
-
-
-@dataclass
-class SFTConfig:
-    init: str | None = None
-    """Checkpoint to fine-tune; defaults to <out_dir>/base."""
-    steps: int = 600
-    batch_size: int = 32
-    packing: bool = False
-    """Pack several examples per row (prompts still masked; attention crosses example boundaries)."""
-    eval_every: int = 100
-    optim: OptimConfig = field(default_factory=lambda: _optim(lr=3e-3, warmup_steps=10))
-    zero_stage: int = 0
-    """ZeRO stage of the model's DeepSpeed engine under the launcher: 0, 1 or 2 (ignored in debug mode)."""
-
-
-@dataclass
-class RMConfig:
-    init: str | None = None
-    """Defaults to <out_dir>/sft."""
-    steps: int = 300
-    batch_size: int = 32
-    margin: float = 0.0
-    policy_samples: int = 4
-    """Also sample this many answers per training prompt from the init (SFT) model and pair, by the checker,
-    a correct with a wrong one (InstructGPT's labellers ranked model samples); 0 uses the demo pairs only.
-    Without them the RM learns what the demo corruptions look like and PPO finds the errors it never saw."""
-    shuffle_labels: bool = False
-    """Control experiment: swap chosen/rejected at random, so the RM learns nothing."""
-    optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, warmup_steps=10))
-    zero_stage: int = 0
-    """As sft.zero_stage."""
-
-
-@dataclass
-class PPOConfig:
-    actor: str | None = None
-    """Actor and frozen reference; defaults to <out_dir>/sft."""
-    reward_model: str | None = None
-    """Frozen RM and the critic's initialisation; defaults to <out_dir>/rm."""
-    iterations: int = 40
-    rollout_batch: int = 64
-    ppo_epochs: int = 4
-    mini_batch: int = 32
-    max_new_tokens: int = 8
-    temperature: float = 1.0
-    beta: float = 0.1
-    """KL penalty coefficient (initial value when kl_target is set)."""
-    kl_target: float | None = None
-    """Adaptive controller target in nats per sequence (Ziegler et al. 2019); null keeps β fixed."""
-    kl_horizon: int = 10000
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_eps: float = 0.2
-    value_clip: float = 0.2
-    reward_clip: float = 5.0
-    """Clip the normalised RM score to ±this."""
-    whiten_advantages: bool = True
-    ema: float = 0.0
-    """EMA decay of an actor copy (e.g. 0.99); evaluated in place of the actor when > 0."""
-    actor_optim: OptimConfig = field(default_factory=lambda: _optim(lr=5e-4, min_lr_ratio=1.0))
-    critic_optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, min_lr_ratio=1.0))
-    actor_zero_stage: int = 0
-    """As sft.zero_stage, for the actor's engine..."""
-    critic_zero_stage: int = 0
-    """...and the critic's (the reference and the reward model are frozen: no engine)."""
-
-
-@dataclass
-class DPOConfig:
-    init: str | None = None
-    """Policy and frozen reference; defaults to <out_dir>/sft."""
-    steps: int = 100
-    batch_size: int = 32
-    beta: float = 0.1
-    optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-4))
-    zero_stage: int = 0
-    """As sft.zero_stage."""
-
-
-@dataclass
-class EvalConfig:
-    temperature: float = 1.0
-    """Checker accuracy is measured on samples at this temperature: the policy PPO optimises (0 = greedy)."""
-    max_new_tokens: int = 8
+DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data": "pairs_train",
+                "rm.eval_data": "pairs_eval", "dpo.data": "pairs_train", "ppo.prompts": "sft_train",
+                "rl.prompts": "sft_train", "eval.prompts": "prompts_eval"}
+"""Each data key of the config and the bundled task file (<out_dir>/data/<name>.jsonl) it reads when null."""
 
 
 @dataclass
@@ -171,15 +42,23 @@ class AlignConfig:
     stages: list[str] = field(default_factory=lambda: ["base", "sft", "rm", "ppo"])
     """Stages `launch/chain.py` runs, in this order; add 'dpo' for the alternative third stage."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    bad_rows: str = "skip"
+    """A data row that cannot be used (a missing field, no assistant turn, longer than seq_len): 'skip' (named
+    by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
     base: BaseConfig = field(default_factory=BaseConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         self.task.validate()
+        self.template.validate()
+        if self.bad_rows not in ("skip", "refuse"):
+            raise ConfigError(f"bad_rows={self.bad_rows!r} must be 'skip' or 'refuse'")
         self.base.model.validate("base.model")
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
@@ -189,9 +68,11 @@ class AlignConfig:
             if s.steps <= 0 or s.batch_size <= 0:
                 raise ConfigError(f"{name}.steps and {name}.batch_size must be positive")
         for section, key in OPTIM_SECTIONS:
-            # No warmup-versus-steps rule here: a stage shortened for a quick run (sft.steps=5) keeps the
-            # recipe's warmup, and its schedule simply ends before the peak LR.
-            getattr(getattr(self, section), key).validate(f"{section}.{key}")
+            stage = getattr(self, section)
+            getattr(stage, key).validate(f"{section}.{key}", total_steps=getattr(stage, "steps", None))
+        for name in ("sft", "rm", "ppo", "dpo", "rl"):
+            if getattr(self, name).checkpoint_every < 0:
+                raise ConfigError(f"{name}.checkpoint_every must be >= 0 (0: no in-stage checkpoints)")
         for section, key in ZERO_STAGES:
             z = getattr(getattr(self, section), key)
             # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
@@ -207,18 +88,58 @@ class AlignConfig:
             raise ConfigError("ppo.beta must be >= 0 and ppo.kl_target positive (or null)")
         if p.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
+        self._validate_rl()
+        if self.task.name == "none":
+            if "base" in self.stages and self.base.path is None:
+                raise ConfigError("base: with task.name: none there is no text to pretrain a base on; set base.path")
+            if "rm" in self.stages and self.rm.data is not None and self.rm.eval_data is None:
+                raise ConfigError("rm.eval_data: the RM's held-out accuracy and its score mean/std (what PPO "
+                                  "normalises rewards by) need held-out pairs")
         prompt_tokens = 1 + len(self.task.template_prompt) + self.task.max_len
         if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
             raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
                               f"~{prompt_tokens} tokens plus max_new_tokens")
 
+    def _validate_rl(self) -> None:
+        r = self.rl
+        if r.algorithm not in ("grpo", "rloo"):
+            hint = "; PPO is the `ppo` stage (stages: [..., ppo])" if r.algorithm == "ppo" else ""
+            raise ConfigError(f"rl.algorithm={r.algorithm!r} must be 'grpo' or 'rloo'{hint}")
+        if r.loss_type not in ("grpo", "dr_grpo"):
+            raise ConfigError(f"rl.loss_type={r.loss_type!r} must be 'grpo' or 'dr_grpo'")
+        if r.group_size < 2 or r.prompts_per_iteration < 1 or r.iterations < 1 or r.epochs < 1:
+            raise ConfigError("rl: need group_size >= 2 and positive prompts_per_iteration, iterations, epochs")
+        if (r.prompts_per_iteration * r.group_size) % r.mini_batch:
+            raise ConfigError(f"rl.mini_batch={r.mini_batch} does not divide the rollout of prompts_per_iteration × "
+                              f"group_size = {r.prompts_per_iteration * r.group_size} sequences")
+        if not r.reward:
+            raise ConfigError("rl.reward: give at least one reward ('rm' or a function)")
+        if "rm" in self.eval.reward:
+            raise ConfigError("eval.reward: 'rm' is not an evaluation reward (the RM is what RL optimises)")
+        for where, specs, weights in (("rl", r.reward, r.reward_weights),
+                                      ("eval", self.eval.reward, self.eval.reward_weights)):
+            if weights is not None and len(weights) != len(specs):
+                raise ConfigError(f"{where}.reward_weights has {len(weights)} entries for {len(specs)} rewards")
+
     # Paths derived from out_dir: the hand-off between stages is by path.
     def data_path(self, name: str) -> str:
         return str(Path(self.out_dir) / "data" / f"{name}.jsonl")
 
+    def source(self, key: str) -> str | None:
+        """The data a key of DATA_SOURCES reads (e.g. 'sft.data'): the configured path, else the bundled task's file,
+        else (task.name: none) None."""
+        section, name = key.split(".")
+        given = getattr(getattr(self, section), name)
+        if given is not None or self.task.name == "none":
+            return given
+        return self.data_path(DATA_SOURCES[key])
+
     def stage_dir(self, stage: str) -> str:
-        explicit = {"base": self.base.path}.get(stage)
-        return explicit or str(Path(self.out_dir) / stage)
+        # base.path is the base stage's directory only when it is a stage checkpoint; a pretraining step
+        # directory is imported into <out_dir>/base.
+        if stage == "base" and self.base.path and (Path(self.base.path) / "stage.json").is_file():
+            return self.base.path
+        return str(Path(self.out_dir) / stage)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,8 @@
-"""Chat-template encoding and batches: SFT rows with the prompt masked, preference pairs, prompt groups.
+"""Batches of the alignment stages: SFT rows with the prompt masked, preference pairs, prompt groups, all encoded
+with the chat template (llm/align/template.py).
 
-Every sequence is encode(template_prompt) + encode(template_response) + [EOS] (no BOS: the base model is
-pretrained on documents that end with EOS and start without BOS). Rows are right-padded with PAD (id 0); the
-model is causal, so right padding never changes the logits of real positions.
+Rows are right-padded with PAD (id 0); the model is causal, so right padding never changes the logits of real
+positions. `template` is a ChatTemplate, or a TaskConfig, whose template_prompt/template_response make one.
 """
 from __future__ import annotations
 
@@ -10,36 +10,33 @@ from dataclasses import dataclass
 
 import torch
 
-from data_pipeline.tokenizer import PAD_ID, UNK_ID, Tokenizer
-from llm.align.config import TaskConfig
+from data_pipeline.tokenizer import PAD_ID, Tokenizer
+from llm.align.sections import TaskConfig
 from llm.align.losses import IGNORE_INDEX
+from llm.align.template import ChatTemplate, as_messages
 
 
-def encode_prompt(tok: Tokenizer, task: TaskConfig, prompt: str) -> list[int]:
-    return tok.encode(task.template_prompt.format(prompt=prompt))
+def as_template(template: ChatTemplate | TaskConfig) -> ChatTemplate:
+    if isinstance(template, ChatTemplate):
+        return template
+    return ChatTemplate(user=template.template_prompt.replace("{prompt}", "{content}"),
+                        assistant=template.template_response.replace("{response}", "{content}"))
 
 
-def encode_response(tok: Tokenizer, task: TaskConfig, response: str) -> list[int]:
-    """Response tokens including the closing EOS."""
-    return tok.encode(task.template_response.format(response=response)) + [tok.eos_id]
+def encode_prompt(tok: Tokenizer, template, prompt) -> list[int]:
+    """The generation prompt of a prompt given as a string (one user turn) or messages."""
+    return as_template(template).encode_prompt(tok, as_messages(prompt))
 
 
-def decode_response(tok: Tokenizer, ids: list[int]) -> str:
-    """Text of generated response ids, cut at the first EOS. Ids past the tokenizer's vocabulary (the embedding
-    table is rounded up) decode as unknown, which the checker rejects."""
-    ids = list(ids)
-    if tok.eos_id in ids:
-        ids = ids[:ids.index(tok.eos_id)]
-    return tok.decode([i if i < tok.vocab_size else UNK_ID for i in ids])
+def decode_response(tok: Tokenizer, ids: list[int], template=None) -> str:
+    """The reply text of generated ids (ChatTemplate.decode_response; the default template when None)."""
+    return (as_template(template) if template is not None else ChatTemplate()).decode_response(tok, ids)
 
 
-def sft_example(tok: Tokenizer, task: TaskConfig, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    """(tokens, targets) of one example: targets[i] is tokens[i+1] on response positions, IGNORE_INDEX on the
+def sft_example(tok: Tokenizer, template, prompt, response) -> tuple[list[int], list[int]]:
+    """(tokens, targets) of one prompt/reply: targets[i] is tokens[i+1] on reply positions, IGNORE_INDEX on the
     prompt (the loss sees only what the model should write), so len(targets) == len(tokens) - 1."""
-    p, r = encode_prompt(tok, task, prompt), encode_response(tok, task, response)
-    tokens = p + r
-    targets = [IGNORE_INDEX] * (len(p) - 1) + r
-    return tokens, targets
+    return as_template(template).encode(tok, as_messages(prompt) + as_messages(response, "assistant"))
 
 
 def sft_batch(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool = False
@@ -52,7 +49,8 @@ def sft_batch(examples: list[tuple[list[int], list[int]]], seq_len: int, packing
     for tokens, targets in examples:
         inp = tokens[:-1]
         if len(inp) > seq_len:
-            raise ValueError(f"example of {len(tokens)} tokens does not fit seq_len={seq_len}")
+            raise ValueError(f"example of {len(tokens)} tokens does not fit seq_len={seq_len} (the loaders of "
+                             "llm/align/formats.py skip or refuse such rows)")
         if packing:
             for row in rows:
                 if len(row[0]) + len(inp) <= seq_len:
@@ -87,9 +85,10 @@ class PairBatch:
         return self.tokens.shape[0] // 2
 
 
-def pair_batch(tok: Tokenizer, task: TaskConfig, rows: list[dict]) -> PairBatch:
-    examples = [sft_example(tok, task, r["prompt"], r["chosen"]) for r in rows] + \
-               [sft_example(tok, task, r["prompt"], r["rejected"]) for r in rows]
+def pair_batch(tok: Tokenizer, template, rows: list[dict]) -> PairBatch:
+    """Rows {"prompt", "chosen", "rejected"}, each a string or messages (llm/align/formats.py `pair`)."""
+    examples = [sft_example(tok, template, r["prompt"], r["chosen"]) for r in rows] + \
+               [sft_example(tok, template, r["prompt"], r["rejected"]) for r in rows]
     width = max(len(t) for t, _ in examples)
     tokens = torch.full((len(examples), width), PAD_ID, dtype=torch.long)
     targets = torch.full((len(examples), width - 1), IGNORE_INDEX, dtype=torch.long)

@@ -12,12 +12,10 @@ import torch
 from llm.align import losses as L
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
-from llm.align.data import encode_prompt, pair_batch
-from llm.align.rollout import make_batch, sample
-from llm.align.seeds import Stream, seed_for
+from llm.align.data import pair_batch
+from llm.align.seeds import Stream
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 from llm.align.trainer import frozen
 
 
@@ -28,17 +26,18 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    from llm.align.ppo import sequence_kl
+    from llm.align.ppo import held_out_kl
 
     ctx = StageContext(cfg, STAGE, strategy, log)
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])
-    train = read_jsonl(cfg.data_path("pairs_train"))
+    train = ctx.data("dpo.data", "pair", policy.cfg.seq_len)
     trainer = ctx.trainer(policy, s.optim, s.zero_stage, s.steps)
-    for step in range(s.steps):
+    start, _ = ctx.resume(s.steps, {"model": trainer})
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.DPO_ORDER)[d.shard(s.batch_size)]
-        b = pair_batch(tok, cfg.task, [train[i] for i in idx])
+        b = pair_batch(tok, ctx.template, [train[i] for i in idx])
         tokens, targets = b.tokens.to(d.device), b.targets.to(d.device)
         trainer.train()
         lp = sequence_logprobs(trainer(tokens), targets)
@@ -52,17 +51,14 @@ def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
                      "reward_margin": d.sum(float(margin.mean())) / d.world,
                      "reward_accuracy": d.sum(float((margin > 0).float().sum())) / s.batch_size,
                      "lr": lr, "grad_norm": grad_norm})
+        ctx.checkpoint(step + 1)
     metrics: dict = {}
     model = trainer.module
     if d.is_main:
-        metrics.update(checker_eval(cfg, model, tok))
-        prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
-        gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-        eb = make_batch(prompts, sample(model, prompts, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id,
-                                        gen), tok.eos_id)
-        metrics["kl"] = sequence_kl(model, reference, eb)
+        metrics.update(checker_eval(cfg, model, tok, ctx.template))
+        metrics.update(held_out_kl(ctx, model, reference))
     return ctx.save(model, metrics, {"init": str(ctx.init)})
 
 
-STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("pairs_train", "prompts_eval"),
+STAGE = Stage("dpo", run_dpo, checkpoints={"init": "sft"}, data=("dpo.data", "eval.prompts"), requires="dpo.data",
               summary_keys=("checker_accuracy", "kl"))

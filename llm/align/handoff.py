@@ -4,7 +4,8 @@ A stage directory holds
 - `model.pt`: the model's state dict (a Transformer for base/SFT/PPO/DPO, a RewardModel for the RM);
 - `tokenizer.model`: a copy of the tokenizer the model was trained with;
 - `stage.json`: {stage, kind ('lm' or 'reward'), model (ModelConfig as a dict), tokenizer_fingerprint,
-  vocab_size, metrics, extra (e.g. the RM's reward mean/std)} — written last, so its presence marks
+  vocab_size, template (the chat template, llm/align/template.py), metrics, extra (e.g. the RM's reward
+  mean/std)} — written last, so its presence marks
   the directory complete (the chain skips a stage whose stage.json exists);
 - `config.yaml`: the resolved alignment config that produced it.
 
@@ -40,6 +41,8 @@ class StageInfo:
     vocab_size: int
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    template: dict = field(default_factory=dict)
+    """The chat template's role formats ({} in checkpoints written before templates were recorded)."""
 
     @property
     def model_config(self) -> ModelConfig:
@@ -51,7 +54,8 @@ def is_complete(path: str | Path) -> bool:
 
 
 def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_path: str | Path,
-               config_yaml: str = "", metrics: dict | None = None, extra: dict | None = None) -> Path:
+               config_yaml: str = "", metrics: dict | None = None, extra: dict | None = None,
+               template: dict | None = None) -> Path:
     """Write a stage checkpoint into `path` (replacing any partial one), stage.json last."""
     from data_pipeline.tokenizer import Tokenizer
     from llm.align.reward_model import RewardModel
@@ -66,7 +70,8 @@ def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_p
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
     tok = Tokenizer(tmp / "tokenizer.model")
     (tmp / "config.yaml").write_text(config_yaml)
-    info = StageInfo(stage, kind, asdict(model.cfg), tok.fingerprint(), tok.vocab_size, metrics or {}, extra or {})
+    info = StageInfo(stage, kind, asdict(model.cfg), tok.fingerprint(), tok.vocab_size, metrics or {}, extra or {},
+                     template or {})
     (tmp / STAGE_FILE).write_text(json.dumps(asdict(info), indent=1))
     if path.exists():
         shutil.rmtree(path)
@@ -80,6 +85,14 @@ def read_info(path: str | Path) -> StageInfo:
         raise HandoffError(f"{path} is not a complete stage checkpoint (no {STAGE_FILE}); run the stage that "
                            "writes it first")
     return StageInfo(**json.loads((path / STAGE_FILE).read_text()))
+
+
+def check_template(info: StageInfo, path, template: dict) -> None:
+    """Refuse a checkpoint trained with another chat template than `template` (one recorded, that is)."""
+    if info.template and info.template != template:
+        diff = {k: (template.get(k), v) for k, v in info.template.items() if template.get(k) != v}
+        raise HandoffError(f"chat template mismatch: {path} was trained with another template, {{role: (this "
+                           f"stage's, the checkpoint's)}} = {diff}; set `template` as it was")
 
 
 def check_compatible(a: StageInfo, a_path, b: StageInfo, b_path) -> None:
@@ -123,11 +136,11 @@ def load_stage(path: str | Path, kind: str, tokenizer_fingerprint: str | None = 
         model = target = Transformer(cfg)
     else:
         raise ValueError(f"kind must be 'lm' or 'reward', got {kind!r}")
-    _load_checked(target, state, path)
+    load_checked(target, state, path)
     return model, info
 
 
-def _load_checked(module: torch.nn.Module, state: dict, path: Path) -> None:
+def load_checked(module: torch.nn.Module, state: dict, path: Path) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -30,11 +30,12 @@ from llm.align.common import batch_indices, checker_eval, checkpoint_tokenizer
 from llm.align.config import AlignConfig
 from llm.align.data import encode_prompt
 from llm.align.reward_model import RewardModel
+from llm.align.resume import generator_state, set_generator_state
 from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import LocalStrategy, Strategy
-from llm.align.task import read_jsonl
+from llm.align.template import ChatTemplate
 from llm.align.trainer import frozen
 from llm.config import ConfigError
 from llm.model import Transformer
@@ -64,6 +65,9 @@ def build_models(cfg: AlignConfig) -> PPOModels:
     reference, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
     reward_model, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
     critic, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
+    template = ChatTemplate.from_config(cfg).to_dict()
+    handoff.check_template(a_info, actor_path, template)
+    handoff.check_template(r_info, rm_path, template)
     stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
     return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path, rm_path)
 
@@ -117,6 +121,20 @@ def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> 
     return float(((lp - ref) * b.action_mask).sum(1).mean())
 
 
+def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) -> dict:
+    """{"kl": KL(π ‖ π_ref)} on samples of the held-out prompts (the same seed for every stage), or {} without
+    held-out prompts."""
+    cfg, tok = ctx.cfg, ctx.tokenizer
+    rows = ctx.data("eval.prompts", "prompt", policy.cfg.seq_len)
+    if rows is None:
+        return {}
+    ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in rows]
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
+    b = make_batch(ids, sample(policy, ids, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id, gen),
+                   tok.eos_id)
+    return {"kl": sequence_kl(policy, reference, b)}
+
+
 def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
     <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
@@ -127,8 +145,8 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {d.world} data-parallel ranks")
     m = build_models(cfg)
     eos = tok.eos_id
-    prompts = [r["prompt"] for r in read_jsonl(cfg.data_path("sft_train"))]
-    prompt_ids = [encode_prompt(tok, cfg.task, q) for q in prompts]
+    prompts = ctx.data("ppo.prompts", "prompt", m.actor.cfg.seq_len)
+    prompt_ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in prompts]
     n_minibatches = p.rollout_batch // p.mini_batch
     total_updates = p.iterations * p.ppo_epochs * n_minibatches
     actor_tr = ctx.trainer(m.actor, p.actor_optim, p.actor_zero_stage, total_updates)
@@ -139,9 +157,14 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     # Mini-batch order: one generator, the same on every rank, so a global mini-batch holds the same rows in
     # every layout; each rank trains on its contiguous share of each.
     shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.PPO_MINIBATCHES))
-    step0_diff = None
+    start, loop = ctx.resume(p.iterations, {"actor": actor_tr, "critic": critic_tr},
+                             {"ema": ema} if ema is not None else {})
+    step0_diff = loop.get("step0_diff")
+    if start:
+        kl_ctl.beta = loop["beta"]
+        set_generator_state(loop["shuffle"], shuffle)
     mine = d.shard(p.rollout_batch)
-    for it in range(p.iterations):
+    for it in range(start, p.iterations):
         ids = [prompt_ids[i] for i in batch_indices(len(prompts), it, p.rollout_batch, cfg.seed, Stream.PPO_PROMPTS)]
         # Each prompt's noise is seeded by its global position, not by the rank, so data-parallel rollouts are
         # debug mode's rollouts split into shares.
@@ -185,18 +208,16 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         row.update({k: d.sum(v) / (d.world * p.ppo_epochs * n_minibatches) for k, v in stats.items()})
         ctx.log.row(row)
         kl_ctl.update(kl_seq, p.rollout_batch)
+        ctx.checkpoint(it + 1, {"beta": kl_ctl.beta, "shuffle": generator_state(shuffle), "step0_diff": step0_diff})
     policy = ema if ema is not None else m.actor
     metrics: dict = {"step0_ref_logp_max_abs_diff": step0_diff, "final_beta": kl_ctl.beta, "last_train_row": row}
     if d.is_main:
-        metrics.update(checker_eval(cfg, policy, tok, m.reward_model, m.reward_stats))
-        eval_prompts = [encode_prompt(tok, cfg.task, r["prompt"]) for r in read_jsonl(cfg.data_path("prompts_eval"))]
-        eg = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-        eb = make_batch(eval_prompts, sample(policy, eval_prompts, cfg.eval.max_new_tokens, cfg.eval.temperature,
-                                             eos, eg), eos)
-        metrics["kl"] = sequence_kl(policy, m.reference, eb)
+        metrics.update(checker_eval(cfg, policy, tok, ctx.template, m.reward_model, m.reward_stats))
+        metrics.update(held_out_kl(ctx, policy, m.reference))
     return ctx.save(policy, metrics, {"actor": str(m.actor_path), "reward_model": str(m.reward_path)})
 
 
-STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("sft_train", "prompts_eval"),
+STAGE = Stage("ppo", run_ppo, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("ppo.prompts", "eval.prompts"),
+              requires="ppo.prompts",
               summary_keys=("checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong",
                             "rm_checker_agreement"))

@@ -8,6 +8,7 @@ can learn nothing, from which PPO must gain nothing.
 """
 from __future__ import annotations
 
+import json
 import random
 
 import torch
@@ -17,19 +18,19 @@ from llm.align.config import AlignConfig
 from llm.align.data import pair_batch
 from llm.align.losses import bradley_terry_loss
 from llm.align.reward_model import RewardModel
+from llm.align.rewards import RewardFunctions
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 
 
 @torch.no_grad()
-def evaluate_pairs(rm: RewardModel, tok, task, rows: list[dict], batch_size: int = 128) -> dict:
+def evaluate_pairs(rm: RewardModel, tok, template, rows: list[dict], batch_size: int = 128) -> dict:
     """Held-out pairwise accuracy (ties count half), the mean margin, and the score mean/std over all responses."""
     rm.eval()
     correct, margins, scores = 0.0, [], []
     for s in range(0, len(rows), batch_size):
-        b = pair_batch(tok, task, rows[s:s + batch_size])
+        b = pair_batch(tok, template, rows[s:s + batch_size])
         r = rm.score(b.tokens, b.last_index)
         rc, rr = r[:b.n_pairs], r[b.n_pairs:]
         correct += float((rc > rr).sum() + 0.5 * (rc == rr).sum())
@@ -41,27 +42,28 @@ def evaluate_pairs(rm: RewardModel, tok, task, rows: list[dict], batch_size: int
 
 
 @torch.no_grad()
-def policy_pairs(model, tok, task, prompts: list[str], n_samples: int, max_new_tokens: int, seed: int,
-                 batch_size: int = 256) -> list[dict]:
-    """Checker-labelled pairs of the model's own samples: for each prompt, `n_samples` answers at temperature 1;
-    the first correct one paired with the first wrong one (prompts with no such pair are dropped)."""
+def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_reward: float, n_samples: int,
+                 max_new_tokens: int, seed: int, batch_size: int = 256) -> list[dict]:
+    """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
+    `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
+    does not (prompts with no such pair are dropped)."""
     from llm.align.data import decode_response, encode_prompt
     from llm.align.rollout import sample
-    from llm.align.task import check
 
     gen = torch.Generator().manual_seed(seed)
-    ids = [encode_prompt(tok, task, q) for q in prompts]
+    ids = [encode_prompt(tok, template, q["prompt"]) for q in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     for _ in range(n_samples):
         for s in range(0, len(ids), batch_size):
             for k, r in enumerate(sample(model, ids[s:s + batch_size], max_new_tokens, 1.0, tok.eos_id, gen)):
-                answers[s + k].append(decode_response(tok, r))
+                answers[s + k].append(decode_response(tok, r, template))
     rows = []
     for q, a in zip(prompts, answers):
-        good = [x for x in a if check(q, x)]
-        bad = [x for x in a if not check(q, x)]
+        ok = [r >= correct_reward for r in reward([q["raw"]] * len(a), a, [q["fields"]] * len(a))]
+        good = [x for x, c in zip(a, ok) if c]
+        bad = [x for x, c in zip(a, ok) if not c]
         if good and bad:
-            rows.append({"prompt": q, "chosen": good[0], "rejected": bad[0]})
+            rows.append({"prompt": q["prompt"], "chosen": good[0], "rejected": bad[0]})
     return rows
 
 
@@ -70,26 +72,37 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     ctx = StageContext(cfg, STAGE, strategy, log)
     d, s, tok = ctx.strategy, cfg.rm, ctx.tokenizer
     rm, _ = ctx.load("reward")
-    train = read_jsonl(cfg.data_path("pairs_train"))
-    valid = read_jsonl(cfg.data_path("pairs_eval"))
+    seq_len = rm.cfg.seq_len
+    train = ctx.data("rm.data", "pair", seq_len)
+    valid = ctx.data("rm.eval_data", "pair", seq_len)
     valid_policy: list[dict] = []
-    if s.policy_samples:
+    sources = ("ppo.prompts", "sft.eval_data")
+    if s.policy_samples and any(cfg.source(k) is None for k in sources):
+        if d.is_main:
+            ctx.log.log(f"rm: no policy pairs (rm.policy_samples={s.policy_samples} samples the prompts of "
+                        f"{' and '.join(sources)}, not both configured)")
+    elif s.policy_samples:
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
-        train = train + policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                     read_jsonl(cfg.data_path("sft_train"))}), s.policy_samples, n,
+        reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+        # Each distinct prompt once, in a fixed order (sorted by its JSON: for string prompts, by the text).
+        prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, "prompt", seq_len)}.items())
+                   for k in sources}
+        train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
+                                     cfg.eval.correct_reward, s.policy_samples, n,
                                      seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
-        valid_policy = policy_pairs(policy, tok, cfg.task, sorted({r["prompt"] for r in
-                                    read_jsonl(cfg.data_path("sft_eval"))}), s.policy_samples, n,
+        valid_policy = policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["sft.eval_data"]], reward,
+                                    cfg.eval.correct_reward, s.policy_samples, n,
                                     seed_for(cfg.seed, Stream.RM_POLICY_EVAL))
     if s.shuffle_labels:
         rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))
         train = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if rng.random() < 0.5 else r for r in train]
     trainer = ctx.trainer(rm, s.optim, s.zero_stage, s.steps)
-    for step in range(s.steps):
+    start, _ = ctx.resume(s.steps, {"model": trainer})
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.RM_ORDER)[d.shard(s.batch_size)]
-        b = pair_batch(tok, cfg.task, [train[i] for i in idx])
+        b = pair_batch(tok, ctx.template, [train[i] for i in idx])
         trainer.train()
         values = trainer(b.tokens.to(d.device))
         r = values.gather(1, b.last_index.to(d.device)[:, None]).squeeze(1)
@@ -100,11 +113,13 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         acc = d.sum(float((rc > rr).float().sum())) / s.batch_size
         ctx.log.row({"step": step + 1, "loss": d.sum(float(loss.detach())) / d.world, "train_accuracy": acc,
                      "lr": lr, "grad_norm": grad_norm})
+        ctx.checkpoint(step + 1)
     # Held-out accuracy over both kinds of pairs; each kind reported apart too.
-    metrics = evaluate_pairs(trainer.module, tok, cfg.task, valid + valid_policy)
-    metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task, valid)["pairwise_accuracy"]
+    metrics = evaluate_pairs(trainer.module, tok, ctx.template, valid + valid_policy)
+    metrics["pairwise_accuracy_demo_pairs"] = evaluate_pairs(trainer.module, tok, ctx.template,
+                                                             valid)["pairwise_accuracy"]
     if valid_policy:
-        metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, cfg.task,
+        metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, ctx.template,
                                                                    valid_policy)["pairwise_accuracy"]
     metrics.update(n_train_pairs=len(train), n_eval_pairs=len(valid) + len(valid_policy))
     if d.is_main:
@@ -113,5 +128,6 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                                               "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
 
 
-STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"}, data=("pairs_train", "pairs_eval", "sft_train", "sft_eval"),
+STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"},
+              data=("rm.data", "rm.eval_data", "ppo.prompts", "sft.eval_data"), requires="rm.data",
               summary_keys=("pairwise_accuracy",))

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from data_pipeline.tokenizer import PAD_ID, Tokenizer
-from llm.align.config import TaskConfig
 from llm.align.data import decode_response, encode_prompt, group_by_length
-from llm.align.task import check
 from llm.model import Transformer
 
 
@@ -103,20 +101,23 @@ def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: 
 
 
 @torch.no_grad()
-def evaluate_checker(model: Transformer, tok: Tokenizer, task: TaskConfig, prompts: list[str],
+def evaluate_checker(model: Transformer, tok: Tokenizer, template, prompts: list[dict], reward, correct_reward: float,
                      max_new_tokens: int, temperature: float, seed: int, reward_model=None,
                      reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128) -> dict:
-    """Checker accuracy of `model` on held-out prompts (samples at `temperature`, a fixed seed), mean response
-    length, and with a reward model the normalised RM score overall, on checker-correct and on checker-wrong
-    answers, and the RM/checker agreement (RM score > 0 ⇔ correct): the RM-vs-checker gap that exposes
-    reward hacking."""
+    """The eval reward of `model` on held-out prompt rows (llm/align/formats.py `prompt`; samples at `temperature`,
+    a fixed seed): its mean (eval_reward) and the share of answers reaching `correct_reward` (checker_accuracy), the
+    mean response length, and with a reward model the normalised RM score overall, on correct and on wrong
+    answers, and the RM/eval-reward agreement (RM score > 0 ⇔ correct): the gap that exposes reward hacking.
+    reward: llm/align/rewards.py RewardFunctions."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    prompt_ids = [encode_prompt(tok, task, p) for p in prompts]
+    prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
     responses: list[list[int]] = []
     for s in range(0, len(prompts), batch_size):
         responses += sample(model, prompt_ids[s:s + batch_size], max_new_tokens, temperature, tok.eos_id, gen)
-    correct = [check(p, decode_response(tok, r)) for p, r in zip(prompts, responses)]
-    out = {"checker_accuracy": sum(correct) / len(correct),
+    rewards = reward([p["raw"] for p in prompts], [decode_response(tok, r, template) for r in responses],
+                     [p["fields"] for p in prompts])
+    correct = [r >= correct_reward for r in rewards]
+    out = {"checker_accuracy": sum(correct) / len(correct), "eval_reward": sum(rewards) / len(rewards),
            "response_length": sum(len(r) for r in responses) / len(responses)}
     if reward_model is not None:
         b = make_batch(prompt_ids, responses, tok.eos_id)

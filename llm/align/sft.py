@@ -11,12 +11,11 @@ import torch
 
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
-from llm.align.data import sft_batch, sft_example
+from llm.align.data import sft_batch
 from llm.align.losses import IGNORE_INDEX, sft_loss
 from llm.align.seeds import Stream
 from llm.align.stage import Stage, StageContext
 from llm.align.strategy import Strategy
-from llm.align.task import read_jsonl
 
 
 @torch.no_grad()
@@ -38,11 +37,12 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
     model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len
-    train = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_train"))]
-    valid = [sft_example(tok, cfg.task, r["prompt"], r["response"]) for r in read_jsonl(cfg.data_path("sft_eval"))]
+    train = ctx.data("sft.data", "conversation", seq_len)
+    valid = ctx.data("sft.eval_data", "conversation", seq_len)
     trainer = ctx.trainer(model, s.optim, s.zero_stage, s.steps)
-    loss = None
-    for step in range(s.steps):
+    start, loop = ctx.resume(s.steps, {"model": trainer})
+    loss = loop.get("loss")
+    for step in range(start, s.steps):
         idx = batch_indices(len(train), step, s.batch_size, cfg.seed, Stream.SFT_ORDER)[d.shard(s.batch_size)]
         inputs, targets = sft_batch([train[i] for i in idx], seq_len, s.packing)
         n_global = d.sum(float((targets != IGNORE_INDEX).sum()))
@@ -52,14 +52,16 @@ def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         grad_norm = trainer.step(loss_t)
         loss = d.sum(float(loss_t.detach())) / d.world
         row = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
-        if (s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps:
+        if valid is not None and ((s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps):
             row["eval_loss"] = eval_loss(trainer.module, valid, seq_len)
         ctx.log.row(row)
-    metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len)}
+        ctx.checkpoint(step + 1, {"loss": loss})
+    metrics = {"train_loss": loss, "eval_loss": eval_loss(trainer.module, valid, seq_len) if valid else None}
     if d.is_main:
-        metrics.update(checker_eval(cfg, trainer.module, tok))
+        metrics.update(checker_eval(cfg, trainer.module, tok, ctx.template))
     return ctx.save(trainer.module, metrics, {"init": str(ctx.init)})
 
 
-STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft_train", "sft_eval", "prompts_eval"),
+STAGE = Stage("sft", run_sft, checkpoints={"init": "base"}, data=("sft.data", "sft.eval_data", "eval.prompts"),
+              requires="sft.data",
               summary_keys=("checker_accuracy", "eval_loss"))

@@ -4,10 +4,12 @@ A `Stage` declares its name (also its config section and its directory <out_dir>
 task data files it reads, the data it writes, the metrics the chain's summary quotes, and its run function;
 llm/align/stages.py registers them. A `StageContext` is opened by each run function: it finds the checkpoint the
 stage starts from, opens its tokenizer, loads models, builds trainers through the strategy, logs metrics rows,
-and saves the stage checkpoint at the end. What is left in sft.py, rm.py, ppo.py and dpo.py is the method.
+resumes from and writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end.
+What is left in sft.py, rm.py, ppo.py and dpo.py is the method.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,12 @@ from typing import Callable
 import torch
 
 from llm.align import handoff
-from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path
+from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path, stage_resume_dir
 from llm.align.config import AlignConfig
+from llm.align.resume import StageResume
 from llm.align.seeds import Stream, seed_for
 from llm.align.strategy import LocalStrategy, Strategy
+from llm.align.template import ChatTemplate
 from llm.align.trainer import Trainer
 from llm.config import OptimConfig
 
@@ -35,10 +39,16 @@ class Stage:
     """{field of the stage's config section: the stage whose directory it defaults to}; the first is the model
     the stage starts from, whose tokenizer it keeps (e.g. sft: {"init": "base"})."""
     data: tuple[str, ...] = ()
-    """Task data files it reads (<out_dir>/data/<name>.jsonl)."""
+    """Data sources it reads, as keys of llm/align/config.py DATA_SOURCES (e.g. 'sft.data')."""
     writes_data: tuple[str, ...] = ()
     summary_keys: tuple[str, ...] = ()
     """Metrics quoted as `<name>.<key>` in the chain report's summary."""
+    requires: str | None = None
+    """The data key without which the stage has nothing to train on: with it unset (task.name: none) the chain
+    skips the stage, saying so."""
+    reads: Callable[[AlignConfig, str], bool] | None = None
+    """Whether the stage reads checkpoint `key` under a config (e.g. rl reads the RM only when rl.reward lists
+    'rm'); None: all of `checkpoints`."""
 
     def checkpoint_path(self, cfg: AlignConfig, key: str) -> Path:
         """The checkpoint the stage reads as `key`: <section>.<key> when set, else the default stage's directory."""
@@ -46,9 +56,16 @@ class Stage:
 
     def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
-        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints]
-        data = [Path(cfg.data_path(d)) for d in self.data]
-        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.is_file()]
+        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads is None or
+                       self.reads(cfg, k)]
+        data = [Path(cfg.source(d)) for d in self.data if cfg.source(d) is not None]
+        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
+
+    def unconfigured(self, cfg: AlignConfig) -> str | None:
+        """Why the stage cannot run under cfg (its required data is not configured), or None."""
+        if self.requires is not None and cfg.source(self.requires) is None:
+            return f"no {self.requires} configured (task.name: none)"
+        return None
 
     def outputs(self, cfg: AlignConfig) -> list[Path]:
         return [Path(cfg.stage_dir(self.name))] + [Path(cfg.data_path(d)) for d in self.writes_data]
@@ -66,28 +83,90 @@ class StageContext:
         self.strategy = strategy or LocalStrategy()
         self.t0 = time.perf_counter()
         self.init = stage.checkpoint_path(cfg, next(iter(stage.checkpoints)))
-        handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
+        info = handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
+        self.template = ChatTemplate.from_config(cfg)
+        handoff.check_template(info, self.init, self.template.to_dict())
         self.tokenizer = checkpoint_tokenizer(self.init)
+        self.skipped_rows: dict[str, int] = {}
         self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log, log_every)
+        self.resumer: StageResume | None = None
+        self.trainers: dict[str, Trainer] = {}
+        self.modules: dict[str, torch.nn.Module] = {}
+
+    def data(self, key: str, kind: str, seq_len: int) -> list | None:
+        """The rows of the data source `key` (e.g. 'sft.data', llm/align/config.py DATA_SOURCES) parsed as `kind`
+        by llm/align/formats.py under cfg.bad_rows; skipped rows are logged and counted in the metrics. None when
+        the key is not configured (task.name: none)."""
+        from llm.align.formats import load
+        if self.cfg.source(key) is None:
+            return None
+        loaded = load(self.cfg.source(key), kind, self.template, self.tokenizer, seq_len, self.cfg.bad_rows)
+        if loaded.skipped:
+            self.skipped_rows[key] = len(loaded.skipped)
+            if self.strategy.is_main:
+                self.log.log(f"{self.stage.name}: {loaded.summary()}")
+        return loaded.rows
 
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
-        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer."""
+        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer and template."""
         path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
-        return handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
+        model, info = handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
+        handoff.check_template(info, path, self.template.to_dict())
+        return model, info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
         torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
         return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
 
+    def resume(self, total_steps: int, trainers: dict[str, Trainer], modules: dict[str, torch.nn.Module] | None = None
+               ) -> tuple[int, dict]:
+        """Restore the stage's latest in-stage checkpoint, if any, into `trainers` (name → Trainer, all the stage
+        trains), `modules` (other state the loop carries) and the RNGs, and its rows into the log; later
+        `checkpoint` calls save the same objects. Returns (steps already done, the loop state it saved), (0, {})
+        when starting afresh. A checkpoint written under another config is discarded, with a line saying so."""
+        every = getattr(self.cfg, self.stage.name).checkpoint_every
+        self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.strategy,
+                                   self._config_sha())
+        self.trainers, self.modules = trainers, modules or {}
+        latest = self.resumer.latest()
+        if latest is None:
+            return 0, {}
+        from llm.train.checkpoint import read_state
+        if read_state(latest).get("config_sha") != self._config_sha():
+            if self.strategy.is_main:
+                self.log.log(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
+            self.strategy.barrier()
+            self.resumer.clear()
+            self.strategy.barrier()
+            return 0, {}
+        state = self.resumer.load(trainers, self.modules)
+        self.log.restore(state["rows"])
+        if self.strategy.is_main:
+            self.log.log(f"{self.stage.name}: resumed from {latest} (step {state['step']})")
+        return state["step"], state["loop"]
+
+    def checkpoint(self, step: int, loop: dict | None = None) -> None:
+        """After step `step` (1-based): an in-stage checkpoint when <stage>.checkpoint_every says so. `loop`: the
+        JSON state the loop carries past this step (returned by `resume`). Every rank calls it."""
+        self.resumer.maybe_save(step, self.trainers, self.modules, loop or {}, self.log.rows)
+
+    def _config_sha(self) -> str:
+        return hashlib.sha256(self.cfg.to_yaml().encode()).hexdigest()
+
     def save(self, model: torch.nn.Module, metrics: dict, extra: dict | None = None) -> dict:
         """Close the log; on the main rank add wall_s and write <out_dir>/<name> (the starting checkpoint's
         tokenizer, the resolved config, `metrics`, `extra`); then wait for every rank. Returns metrics."""
         self.log.close()
+        if self.skipped_rows:
+            metrics["skipped_rows"] = dict(self.skipped_rows)
         if self.strategy.is_main:
             metrics["wall_s"] = time.perf_counter() - self.t0
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
-                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra)
+                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra,
+                               self.template.to_dict())
         self.strategy.barrier()
+        if self.resumer is not None:
+            self.resumer.clear()  # the stage directory is complete: a re-run skips the stage
         return metrics

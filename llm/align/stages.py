@@ -2,7 +2,8 @@
 what a stage declares). The names are llm/align/config.py's STAGES, in the same order."""
 from __future__ import annotations
 
-from llm.align import base, dpo, ppo, rm, sft
+from llm.align import base, dpo, ppo, rl, rm, sft
 from llm.align.stage import Stage
 
-REGISTRY: dict[str, Stage] = {s.name: s for s in (base.STAGE, sft.STAGE, rm.STAGE, ppo.STAGE, dpo.STAGE)}
+REGISTRY: dict[str, Stage] = {s.name: s for s in (base.STAGE, sft.STAGE, rm.STAGE, ppo.STAGE, dpo.STAGE,
+                                                 rl.STAGE)}

@@ -13,11 +13,13 @@ layout computes debug mode's update.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from llm.config import OptimConfig
+from llm.train import safe_load
 from llm.train.optim import make_optimizer
 
 
@@ -44,6 +46,13 @@ class ModelEngine(Protocol):
     def backward_step(self, loss: torch.Tensor) -> float:
         """Backward, clip to optim.grad_clip, optimizer step, gradients cleared; returns the global gradient norm
         before clipping (nan when the engine does not report it)."""
+
+    def save_state(self, directory: Path, name: str) -> None:
+        """Write the weights and optimizer state as files `<name>.*` under `directory` (an in-stage checkpoint,
+        llm/align/resume.py); every rank calls it and writes its share."""
+
+    def load_state(self, directory: Path, name: str) -> None:
+        """Restore what `save_state` wrote, exactly (every file read with weights_only=True)."""
 
 
 class Strategy(Protocol):
@@ -97,6 +106,15 @@ class LocalEngine:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
+
+    def save_state(self, directory: Path, name: str) -> None:
+        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
+                   directory / f"{name}.pt")
+
+    def load_state(self, directory: Path, name: str) -> None:
+        state = safe_load.load(directory / f"{name}.pt")
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class LocalStrategy:

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from llm.align.config import TaskConfig
+from llm.align.sections import TaskConfig
 
 DIGITS = "0123456789"
 DATA_FILES = ("base", "sft_train", "sft_eval", "pairs_train", "pairs_eval", "prompts_eval")
@@ -27,6 +27,12 @@ DATA_FILES = ("base", "sft_train", "sft_eval", "pairs_train", "pairs_eval", "pro
 def check(prompt: str, response: str) -> bool:
     """True iff `response` is the digits of `prompt` in ascending order (surrounding whitespace ignored)."""
     return response.strip() == "".join(sorted(prompt.strip()))
+
+
+def sort_reward(prompts: list, completions: list[str], **fields) -> list[float]:
+    """The checker as a reward function (llm/align/rewards.py's convention): 1.0 for the prompt's digits in ascending
+    order, else 0.0. A prompt given as messages is read from its last turn."""
+    return [float(check(p if isinstance(p, str) else p[-1]["content"], c)) for p, c in zip(prompts, completions)]
 
 
 def corrupt(answer: str, rng: random.Random, kinds: list[str]) -> str:
@@ -69,7 +75,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[str, str]:
     """Write the task's jsonl files under out_dir; returns {name: path}.
 
-    Files: base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, response}; pairs_train/pairs_eval.jsonl
+    Files (llm/align/formats.py's formats): base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, completion}; pairs_train/pairs_eval.jsonl
     {prompt, chosen, rejected}; prompts_eval.jsonl {prompt} (held out from everything else).
     """
     out = Path(out_dir)
@@ -87,8 +93,8 @@ def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[
         base_rows.append({"text": cfg.template_prompt.format(prompt=p) + " " + cfg.template_response.format(
             response="".join(perm))})
     _write_jsonl(files["base"], base_rows)
-    _write_jsonl(files["sft_train"], [{"prompt": p, "response": _demo(cfg, p, rng)} for p in train])
-    _write_jsonl(files["sft_eval"], [{"prompt": p, "response": _demo(cfg, p, rng)} for p in dev])
+    _write_jsonl(files["sft_train"], [{"prompt": p, "completion": _demo(cfg, p, rng)} for p in train])
+    _write_jsonl(files["sft_eval"], [{"prompt": p, "completion": _demo(cfg, p, rng)} for p in dev])
 
     def pairs(prompts: list[str]) -> list[dict]:
         rows = []

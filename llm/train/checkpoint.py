@@ -75,12 +75,13 @@ def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / STATE_FILE).read_text())
 
 
-def _bytes(t: torch.Tensor) -> str:
-    return base64.b64encode(t.numpy().tobytes()).decode()
+def rng_to_text(state: torch.Tensor) -> str:
+    """A generator's state (a uint8 tensor) as base64 text, for JSON."""
+    return base64.b64encode(state.numpy().tobytes()).decode()
 
 
-def _tensor(b64: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(b64)), dtype=torch.uint8)
+def rng_from_text(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
 
 def rng_state() -> dict:
@@ -88,9 +89,9 @@ def rng_state() -> dict:
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": [version, list(mt), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
-             "torch": _bytes(torch.get_rng_state())}
+             "torch": rng_to_text(torch.get_rng_state())}
     if torch.cuda.is_available():
-        state["cuda"] = [_bytes(s) for s in torch.cuda.get_rng_state_all()]
+        state["cuda"] = [rng_to_text(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
@@ -99,9 +100,9 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(mt), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(_tensor(state["torch"]) if isinstance(state["torch"], str) else state["torch"])
+    torch.set_rng_state(rng_from_text(state["torch"]) if isinstance(state["torch"], str) else state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_tensor(s) if isinstance(s, str) else s for s in state["cuda"]])
+        torch.cuda.set_rng_state_all([rng_from_text(s) if isinstance(s, str) else s for s in state["cuda"]])
 
 
 def save_rng_state(ckpt: Path, rank: int) -> None:

@@ -29,7 +29,7 @@ def test_checker_and_data_files(task_files):
     for r in read_jsonl(files["pairs_train"]):
         assert check(r["prompt"], r["chosen"]) and not check(r["prompt"], r["rejected"])
     demos = read_jsonl(files["sft_train"])
-    wrong = sum(not check(r["prompt"], r["response"]) for r in demos) / len(demos)
+    wrong = sum(not check(r["prompt"], r["completion"]) for r in demos) / len(demos)
     assert 0.35 < wrong < 0.65  # demo_error_rate 0.5
 
 

@@ -24,7 +24,7 @@ def test_registry_names_the_config_stages_and_reads_only_earlier_ones():
     assert {s.name: list(s.summary_keys) for s in REGISTRY.values()} == {
         "base": ["checker_accuracy"], "sft": ["checker_accuracy", "eval_loss"], "rm": ["pairwise_accuracy"],
         "ppo": ["checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong", "rm_checker_agreement"],
-        "dpo": ["checker_accuracy", "kl"]}
+        "dpo": ["checker_accuracy", "kl"], "rl": ["checker_accuracy", "eval_reward", "kl", "response_length"]}
 
 
 @pytest.mark.parametrize("seed", [0, 3, 1234])

@@ -1,0 +1,164 @@
+"""The alignment data formats (TRL's and OpenRLHF's conventions), read from a JSONL file, a `datasets`
+`save_to_disk` directory or a parquet file, and checked row by row.
+
+- conversations (SFT): {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]} with at least
+  one assistant turn (each one trained on), or {"prompt": str | messages, "completion": str | messages};
+- preference pairs (RM, DPO): {"prompt": str | messages, "chosen": str | messages, "rejected": str | messages},
+  the replies made of assistant turns;
+- prompts (RL, evaluation): {"prompt": str | messages} or {"messages": [...]} (no assistant reply yet), every
+  other field kept and passed to the reward function (e.g. the reference answer).
+
+A row that cannot be used — not JSON, a missing or mistyped field, an unknown role, no assistant turn, tokens
+beyond seq_len — is named by where it is (file:line for JSONL, file[row i] otherwise) with the reason. Under
+`bad_rows: skip` it is left out and counted (`Loaded.skipped`, reported by the stage); under `refuse` the first
+one raises DataError. Nothing is truncated.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from llm.align.template import ROLES, ChatTemplate, as_messages
+from llm.config import ConfigError
+
+
+class DataError(ConfigError):
+    """A data file that cannot be read, or a bad row under bad_rows: refuse; the message names where."""
+
+
+class BadRow(ValueError):
+    pass
+
+
+@dataclass
+class Loaded:
+    """The usable rows of one data source and what was skipped."""
+
+    path: str
+    rows: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """'<where>: <reason>' of each row left out."""
+
+    def summary(self) -> str:
+        head = "; ".join(self.skipped[:3]) + (" …" if len(self.skipped) > 3 else "")
+        return f"{self.path}: {len(self.rows)} rows used, {len(self.skipped)} skipped" + (f" ({head})" if head else "")
+
+
+def read_records(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
+    """(where, row) for every record of a data source; a JSONL line that is not a JSON object comes as a BadRow.
+    Raises DataError when the source does not exist or is not a format we read."""
+    p = Path(path)
+    if p.is_dir():
+        import datasets
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except (FileNotFoundError, ValueError) as e:
+            raise DataError(f"{p}: not a datasets save_to_disk directory ({e})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if list(ds) != ["train"]:
+                raise DataError(f"{p}: a DatasetDict with splits {list(ds)}; give one split's directory")
+            ds = ds["train"]
+        for i, row in enumerate(ds):
+            yield f"{p}[row {i}]", row
+    elif p.suffix == ".parquet" and p.is_file():
+        import pyarrow.parquet as pq
+        for i, row in enumerate(pq.read_table(p).to_pylist()):
+            yield f"{p}[row {i}]", row
+    elif p.is_file():
+        with open(p, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield f"{p}:{n}", BadRow(f"not JSON ({e.msg})")
+                    continue
+                yield f"{p}:{n}", row if isinstance(row, dict) else BadRow("not a JSON object")
+    else:
+        raise DataError(f"{p}: no such data file or directory")
+
+
+def _messages(value, role: str, what: str) -> list[dict]:
+    if isinstance(value, str):
+        return as_messages(value, role)
+    if not isinstance(value, list) or not value:
+        raise BadRow(f"'{what}' must be a string or a non-empty list of messages")
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
+            raise BadRow(f"'{what}' holds {str(m)[:60]!r}; each message needs 'role' in {list(ROLES)} and a "
+                         "string 'content'")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _field(row: dict, key: str):
+    if row.get(key) is None:
+        raise BadRow(f"missing '{key}' (fields: {sorted(row)})")
+    return row[key]
+
+
+def conversation(row: dict) -> list[dict]:
+    """The messages of an SFT row (either form)."""
+    if "messages" in row:
+        msgs = _messages(row["messages"], "user", "messages")
+    else:
+        msgs = _messages(_field(row, "prompt"), "user", "prompt") + \
+            _messages(_field(row, "completion"), "assistant", "completion")
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise BadRow("a conversation with no assistant turn (nothing to train on)")
+    return msgs
+
+
+def pair(row: dict) -> dict:
+    """{"prompt": messages, "chosen": messages, "rejected": messages} of a preference row."""
+    out = {"prompt": _messages(_field(row, "prompt"), "user", "prompt")}
+    for key in ("chosen", "rejected"):
+        out[key] = _messages(_field(row, key), "assistant", key)
+        if any(m["role"] != "assistant" for m in out[key]):
+            raise BadRow(f"'{key}' must be the reply: assistant turns only (the prompt goes in 'prompt')")
+    return out
+
+
+def prompt(row: dict) -> dict:
+    """{"prompt": messages, "raw": the prompt as the row gives it (what reward functions see), "fields": the row's
+    other fields} of a prompt row."""
+    key = "messages" if "messages" in row else "prompt"
+    msgs = _messages(_field(row, key), "user", key)
+    if msgs[-1]["role"] == "assistant":
+        raise BadRow(f"'{key}' ends with an assistant turn; a prompt ends before the reply")
+    return {"prompt": msgs, "raw": row[key], "fields": {k: v for k, v in row.items() if k != key}}
+
+
+def load(path: str | Path, kind: str, template: ChatTemplate, tok, seq_len: int, bad_rows: str = "skip") -> Loaded:
+    """The rows of `path` parsed as `kind` ('conversation', 'pair' or 'prompt'); conversations and pairs also
+    encoded with `template`, each sequence checked against seq_len (a prompt must leave room for a reply).
+    Rows: conversation → (tokens, targets); pair → pair(row); prompt → prompt(row)."""
+    parse = {"conversation": conversation, "pair": pair, "prompt": prompt}[kind]
+    out = Loaded(str(path))
+    for where, row in read_records(path):
+        try:
+            if isinstance(row, BadRow):
+                raise row
+            parsed = parse(row)
+            if kind == "conversation":
+                parsed = template.encode(tok, parsed)
+                lengths = [len(parsed[0]) - 1]
+            elif kind == "pair":
+                lengths = [len(template.encode(tok, parsed["prompt"] + parsed[k])[0]) - 1
+                           for k in ("chosen", "rejected")]
+            else:
+                lengths = [len(template.encode_prompt(tok, parsed["prompt"])) + 1]
+            if max(lengths) > seq_len:
+                raise BadRow(f"{max(lengths)} tokens, longer than seq_len={seq_len}")
+        except BadRow as e:
+            if bad_rows == "refuse":
+                raise DataError(f"{where}: {e} (bad_rows: refuse)") from None
+            out.skipped.append(f"{where}: {e}")
+            continue
+        out.rows.append(parsed)
+    if not out.rows:
+        first = f"; first problems: {out.skipped[:3]}" if out.skipped else ""
+        raise DataError(f"{path}: no usable {kind} rows{first}")
+    return out

@@ -1,0 +1,98 @@
+"""In-stage checkpoints: a stage killed mid-way resumes from its last one instead of step 0 (issue 10).
+
+Every `<stage>.checkpoint_every` steps a stage writes <out_dir>/resume/<stage>/step_XXXXXXXX/ — next to the
+stage directory, like the logs, not inside it (the stage directory is replaced atomically when the stage ends,
+and this one is removed then). It holds
+- each trained model's weights and optimizer state, written by its engine (`ModelEngine.save_state`: one file
+  in debug mode, the weights plus each rank's optimizer shard under DeepSpeed);
+- `<name>.pt` for each extra module the loop carries (PPO's EMA actor);
+- `trainer_state.json`, written last: the step, each trainer's step count (the LR schedule's position), the RNG
+  states as JSON, what the loop carries (PPO's adaptive β, its mini-batch generator) and the metrics rows
+  logged so far, so the resumed run's log and final metrics are those of an uninterrupted one.
+The directory is written under a temporary name and renamed into place when complete (llm/train/checkpoint.py
+`publish`), so a run killed mid-save leaves the previous checkpoint as the latest. Every file is read with
+llm/train/safe_load.py (audited, weights-only) or as JSON: a checkpoint is data, never code.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from llm.train import checkpoint as ckpt
+from llm.train import safe_load
+
+
+def generator_state(gen: torch.Generator) -> str:
+    """An explicit generator's state as base64 text (the global ones are in llm/train/checkpoint.py rng_state)."""
+    return ckpt.rng_to_text(gen.get_state())
+
+
+def set_generator_state(text: str, gen: torch.Generator) -> None:
+    gen.set_state(ckpt.rng_from_text(text))
+
+
+class StageResume:
+    """The in-stage checkpoints of one stage run; every rank calls `load`, `maybe_save` and `clear` together.
+
+    every: steps between checkpoints (0: none); total: the stage's step count (no checkpoint at the last step,
+    where the stage checkpoint is written instead); config_sha: recorded, so a caller can refuse a checkpoint
+    written under another config.
+    """
+
+    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = ""):
+        self.root, self.every, self.total, self.strategy = Path(root), every, total, strategy
+        self.config_sha = config_sha
+
+    def latest(self) -> Path | None:
+        return ckpt.latest_checkpoint(self.root)
+
+    def load(self, trainers: dict, modules: dict[str, torch.nn.Module]) -> dict | None:
+        """Restore the latest checkpoint into `trainers` (name → llm/align/trainer.py Trainer), `modules` and the
+        global RNGs; returns its trainer_state.json ({step, loop, rows, ...}), or None when there is none."""
+        path = self.latest()
+        if path is None:
+            return None
+        state = ckpt.read_state(path)
+        for name, trainer in trainers.items():
+            trainer.engine.load_state(path, name)
+            trainer.steps = state["trainer_steps"][name]
+        for name, module in modules.items():
+            module.load_state_dict(safe_load.load(path / f"{name}.pt"))
+        ckpt.set_rng_state(state["rng"])
+        return state
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and step < self.total
+
+    def maybe_save(self, step: int, trainers: dict, modules: dict[str, torch.nn.Module], loop: dict,
+                   rows: list[dict]) -> None:
+        """After step `step` (1-based) completed: write the checkpoint when due, then keep only it."""
+        if not self.due(step):
+            return
+        d = self.strategy
+        final = ckpt.step_dir(self.root, step)
+        tmp = ckpt.temp_dir_for(final)
+        if d.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        d.barrier()
+        for name, trainer in trainers.items():
+            trainer.engine.save_state(tmp, name)
+        if d.is_main:
+            for name, module in modules.items():
+                torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp / f"{name}.pt")
+        d.barrier()
+        if d.is_main:
+            ckpt.write_state(tmp / ckpt.STATE_FILE, {
+                "step": step, "config_sha": self.config_sha, "trainer_steps": {n: t.steps for n, t in trainers.items()},
+                "rng": ckpt.rng_state(), "loop": loop, "rows": rows})
+            ckpt.publish(tmp, final)
+            ckpt.prune(self.root, keep=1)
+        d.barrier()
+
+    def clear(self) -> None:
+        """Remove the stage's checkpoints (main rank), once its stage directory is complete."""
+        if self.strategy.is_main:
+            shutil.rmtree(self.root, ignore_errors=True)

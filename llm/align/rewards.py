@@ -1,0 +1,88 @@
+"""Reward functions: `rl.reward` and `eval.reward` name Python functions (TRL's convention) or the trained RM.
+
+A function is given as `path/to/file.py:fn` or `package.module:fn` and called as
+`fn(prompts, completions, **fields) -> list[float]`: `prompts` as the data gives them (a string, or a list of
+messages), `completions` the decoded replies (strings), and one keyword per extra field of the prompt rows (a list,
+one value per completion, e.g. `answer=[...]`). Several functions are summed with `weights`. The bundled task's
+checker is `llm.align.task:sort_reward`. Every failure — a spec without ':', a file or module that is not there,
+a missing or non-callable attribute, a call that raises or returns the wrong thing — raises RewardError naming the
+spec.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from pathlib import Path
+from typing import Callable
+
+from llm.config import ConfigError
+
+RM = "rm"
+"""The entry of `rl.reward` that means the trained reward model (its normalised score)."""
+
+
+class RewardError(ConfigError):
+    pass
+
+
+def load_function(spec: str) -> Callable:
+    """The callable named by `path/to/file.py:fn` or `package.module:fn`."""
+    if spec.count(":") != 1:
+        raise RewardError(f"reward {spec!r}: give 'path/to/file.py:function' or 'package.module:function'")
+    where, name = spec.split(":")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise RewardError(f"reward {spec!r}: no file {path}")
+        mod_spec = importlib.util.spec_from_file_location(f"_reward_{path.stem}", path)
+        module = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # the user's file: any error in it is reported as theirs, with its type
+            raise RewardError(f"reward {spec!r}: importing {path} failed: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise RewardError(f"reward {spec!r}: cannot import module {where!r} ({e})") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise RewardError(f"reward {spec!r}: {where} has no attribute {name!r}")
+    if not callable(fn):
+        raise RewardError(f"reward {spec!r}: {where}.{name} is not callable")
+    return fn
+
+
+class RewardFunctions:
+    """The weighted sum of reward functions (no 'rm' entry: the RM is scored by the stage, on tokens)."""
+
+    def __init__(self, specs: list[str], weights: list[float] | None = None):
+        if weights is not None and len(weights) != len(specs):
+            raise RewardError(f"{len(weights)} reward weights for {len(specs)} rewards {specs}")
+        self.specs = specs
+        self.weights = weights if weights is not None else [1.0] * len(specs)
+        self.fns = [load_function(s) for s in specs]
+
+    def __call__(self, prompts: list, completions: list[str], fields: list[dict]) -> list[float]:
+        """The weighted reward of each completion; fields: the extra fields of each completion's prompt row."""
+        keys = sorted({k for f in fields for k in f})
+        kwargs = {k: [f.get(k) for f in fields] for k in keys}
+        total = [0.0] * len(completions)
+        for spec, w, fn in zip(self.specs, self.weights, self.fns):
+            try:
+                out = fn(prompts, completions, **kwargs)
+            except Exception as e:  # the user's function: reported as theirs
+                raise RewardError(f"reward {spec!r} raised {type(e).__name__}: {e}") from None
+            if not isinstance(out, (list, tuple)) or len(out) != len(completions):
+                raise RewardError(f"reward {spec!r} must return a list of {len(completions)} floats, got "
+                                  f"{type(out).__name__}{'' if not hasattr(out, '__len__') else f' of {len(out)}'}")
+            for i, r in enumerate(out):
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+                    raise RewardError(f"reward {spec!r} returned {r!r} for completion {i}; need finite floats")
+                total[i] += w * float(r)
+        return total
+
+
+def function_specs(specs: list[str]) -> list[str]:
+    return [s for s in specs if s != RM]

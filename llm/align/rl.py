@@ -1,0 +1,141 @@
+"""The critic-free RL stage `rl`: GRPO (Shao et al. 2024) or RLOO (Ahmadian et al. 2024) from the SFT policy.
+
+Two models: the actor, trained, and a frozen copy of it, the reference; a reward model only when `rl.reward` lists
+'rm'. No critic, no GAE: each iteration samples `group_size` answers to each of `prompts_per_iteration` prompts,
+scores them with the reward functions (llm/align/rewards.py; the bundled task's checker by default) and/or the RM,
+and turns each group's rewards into one advantage per answer (llm/align/rl_losses.py): GRPO's group-normalised
+reward with the KL to the reference as a loss term, or RLOO's leave-one-out baseline of the KL-penalised reward.
+Then `epochs` passes of clipped updates over mini-batches of sequences. Evaluated like PPO: eval reward and checker
+accuracy on held-out prompts, KL to the reference, response length.
+
+Data parallelism as in PPO (llm/align/ppo.py): each rank samples its contiguous share of the rollout with a noise
+seed per (iteration, position), the shares are gathered, rewards and group statistics are computed over the whole
+rollout on every rank, and each global mini-batch is split over the ranks with losses normalised by global counts.
+"""
+from __future__ import annotations
+
+import torch
+
+from llm.align import handoff
+from llm.align import rl_losses as RL
+from llm.align.common import batch_indices, checker_eval
+from llm.align.config import AlignConfig
+from llm.align.data import decode_response, encode_prompt
+from llm.align.ppo import held_out_kl, response_logprobs
+from llm.align.resume import generator_state, set_generator_state
+from llm.align.rewards import RM, RewardFunctions
+from llm.align.rollout import make_batch, sample_seeded
+from llm.align.seeds import Stream, seed_for
+from llm.align.stage import Stage, StageContext
+from llm.align.strategy import Strategy
+from llm.align.trainer import frozen
+from llm.config import ConfigError
+
+
+class Rewards:
+    """rl.reward: the weighted reward functions plus, with 'rm', the weighted normalised RM score (an answer that
+    did not end with EOS gets -ppo.reward_clip from the RM, as in PPO)."""
+
+    def __init__(self, cfg: AlignConfig, ctx: StageContext):
+        r = cfg.rl
+        weights = r.reward_weights or [1.0] * len(r.reward)
+        fns = [(s, w) for s, w in zip(r.reward, weights) if s != RM]
+        self.functions = RewardFunctions([s for s, _ in fns], [w for _, w in fns]) if fns else None
+        self.rm_weight = sum(w for s, w in zip(r.reward, weights) if s == RM)
+        self.rm, self.stats, self.clip = None, (0.0, 1.0), cfg.ppo.reward_clip
+        if RM in r.reward:
+            rm, info = ctx.load("reward", "reward_model")
+            if info.kind != "reward":
+                raise handoff.HandoffError(f"rl.reward_model={STAGE.checkpoint_path(cfg, 'reward_model')} is a "
+                                           f"{info.kind} checkpoint ({info.stage}), not a reward model")
+            self.rm, self.stats = frozen(rm), (info.extra["reward_mean"], info.extra["reward_std"])
+
+    @torch.no_grad()
+    def __call__(self, rows: list[dict], texts: list[str], b, d) -> torch.Tensor:
+        """(batch,) rewards of the global rollout `b` (rows: its prompt rows, texts: the decoded answers)."""
+        total = torch.zeros(len(texts))
+        if self.functions is not None:
+            total += torch.tensor(self.functions([r["raw"] for r in rows], texts, [r["fields"] for r in rows]))
+        if self.rm is not None:
+            share = d.shard(len(texts))
+            raw = d.gather_rows(self.rm.score(b.tokens[share], b.last_index[share]))
+            mean, std = self.stats
+            score = ((raw - mean) / std).clamp(-self.clip, self.clip)
+            total += self.rm_weight * torch.where(b.ended, score, torch.full_like(score, -self.clip))
+        return total
+
+
+def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+    """GRPO or RLOO from rl.actor (default <out_dir>/sft); writes <out_dir>/rl. Returns the held-out metrics."""
+    r = cfg.rl
+    ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
+    d, tok, template = ctx.strategy, ctx.tokenizer, ctx.template
+    if r.mini_batch % d.world:
+        raise ConfigError(f"rl.mini_batch={r.mini_batch} does not split over {d.world} data-parallel ranks")
+    actor, _ = ctx.load("lm")
+    reference = frozen(ctx.load("lm")[0])
+    rewards = Rewards(cfg, ctx)
+    eos = tok.eos_id
+    prompts = ctx.data("rl.prompts", "prompt", actor.cfg.seq_len)
+    prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
+    n_rollout = r.prompts_per_iteration * r.group_size
+    n_minibatches = n_rollout // r.mini_batch
+    trainer = ctx.trainer(actor, r.optim, r.zero_stage, r.iterations * r.epochs * n_minibatches)
+    actor = trainer.module
+    shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.RL_MINIBATCHES))
+    start, loop = ctx.resume(r.iterations, {"actor": trainer})
+    if start:
+        set_generator_state(loop["shuffle"], shuffle)
+    mine = d.shard(n_rollout)
+    for it in range(start, r.iterations):
+        # Group-major: answer j to prompt i sits at i * group_size + j.
+        chosen = batch_indices(len(prompts), it, r.prompts_per_iteration, cfg.seed, Stream.RL_PROMPTS)
+        rows = [prompts[i] for i in chosen for _ in range(r.group_size)]
+        ids = [prompt_ids[i] for i in chosen for _ in range(r.group_size)]
+        seeds = [seed_for(cfg.seed, Stream.RL_ROLLOUT, it, j) for j in range(n_rollout)]
+        responses = d.gather(sample_seeded(actor, ids[mine], r.max_new_tokens, r.temperature, eos, seeds[mine]))
+        b = make_batch(ids, responses, eos)
+        mask = b.action_mask
+        reward = rewards(rows, [decode_response(tok, x, template) for x in responses], b, d)
+        actor.eval()
+        with torch.no_grad():
+            tokens = b.tokens[mine]
+            old_logp = d.gather_rows(response_logprobs(actor(tokens), tokens)) * mask
+            ref_logp = d.gather_rows(response_logprobs(reference(tokens), tokens)) * mask
+        kl_seq = ((old_logp - ref_logp) * mask).sum(1)
+        if r.algorithm == "rloo":
+            adv = RL.rloo_advantages((reward - r.beta * kl_seq).view(-1, r.group_size))
+        else:
+            adv = RL.group_advantages(reward.view(-1, r.group_size), scale=r.loss_type == "grpo")
+        stats = {"loss": 0.0, "clip_frac": 0.0}
+        for _ in range(r.epochs):
+            perm = torch.randperm(n_rollout, generator=shuffle)
+            for s in range(0, n_rollout, r.mini_batch):
+                j = perm[s:s + r.mini_batch][d.shard(r.mini_batch)]
+                n_seq = r.mini_batch / d.world  # global count / world: the engine's average is the global mean
+                trainer.train()
+                logp = response_logprobs(trainer(b.tokens[j]), b.tokens[j])
+                if r.algorithm == "rloo":
+                    loss, cf = RL.rloo_loss(logp, old_logp[j], adv[j], mask[j], r.clip_eps, n_seq)
+                else:
+                    loss, cf = RL.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
+                                            n_seq, r.loss_type == "dr_grpo", r.max_new_tokens)
+                trainer.step(loss)
+                stats["loss"] += float(loss.detach())
+                stats["clip_frac"] += float(cf)
+        row = {"step": it + 1, "reward": float(reward.mean()), "kl": float(kl_seq.mean()),
+               "response_length": float(mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean())}
+        row.update({k: d.sum(v) / (d.world * r.epochs * n_minibatches) for k, v in stats.items()})
+        ctx.log.row(row)
+        ctx.checkpoint(it + 1, {"shuffle": generator_state(shuffle)})
+    metrics: dict = {"last_train_row": row}
+    if d.is_main:
+        metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))
+        metrics.update(held_out_kl(ctx, actor, reference))
+    return ctx.save(actor, metrics, {"actor": str(ctx.init), "algorithm": r.algorithm})
+
+
+STAGE = Stage("rl", run_rl, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("rl.prompts", "eval.prompts"),
+              requires="rl.prompts",
+              summary_keys=("checker_accuracy", "eval_reward", "kl", "response_length"),
+              reads=lambda cfg, key: key != "reward_model" or RM in cfg.rl.reward)
