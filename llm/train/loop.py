@@ -203,6 +203,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     saved = latest
     skipped_steps = 0
     spikes = SpikeWatch(cfg.model.vocab_size)
+    mfu_warned = False
     try:
         while step < total:
             lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)
@@ -224,6 +225,12 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
                    "mfu": throughput.mfu(tps), "step_time_s": dt, **(memory.row() if memory else {})}
             if result.grad_norm is not None and math.isfinite(result.grad_norm):
                 row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
+            if row["mfu"] > 1.0 and not mfu_warned and backend.is_main:
+                # On CPU the peak is timed at start-up: a machine busy then gives a low peak and MFU above 100%.
+                mfu_warned = True
+                log(f"warning: MFU {row['mfu']:.0%} at step {step} is above 100%: the peak it is measured against "
+                    f"({throughput.peak_flops / 1e12:.3g} TFLOP/s per device) is too low (on CPU, timed at start-up "
+                    "while the machine was busy?); read this run's MFU as relative")
             if throughput.hardware_flops_per_token != throughput.flops_per_token:
                 row["hfu"] = throughput.hfu(tps)
             warning = spikes.check(step, result.loss)

@@ -189,3 +189,13 @@ def test_rerun_after_kill_resumes_bitwise(tiny_config, tmp_path):
         rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
         return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in rows]
     assert losses(out) == losses(tmp_path / "full")
+
+
+def test_mfu_above_one_is_called_out(tiny_config):
+    """A peak timed while the machine was busy makes MFU exceed 100%: say so once instead of logging nonsense."""
+    cfg = load_config(tiny_config(), ["train.max_steps=3"])
+    backend = LocalBackend(cfg, torch.device("cpu"))
+    lines = []
+    train(cfg, backend, *build_datasets(cfg), Throughput(1e9, 1e9, 1.0), log=lines.append)
+    warnings = [line for line in lines if "is above 100%" in line]
+    assert len(warnings) == 1 and "read this run's MFU as relative" in warnings[0], lines
