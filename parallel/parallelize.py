@@ -13,7 +13,8 @@ from llm.config import RunConfig
 from llm.model import Transformer
 from parallel.consolidate import load_full_state_dict
 from parallel.pipeline import build_pipeline_module
-from parallel.tensor import apply_tensor_parallel, universal_checkpoint_info
+from parallel.tensor import apply_tensor_parallel
+from parallel.universal import universal_checkpoint_info
 from parallel.topology import Topology
 
 

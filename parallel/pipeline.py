@@ -160,7 +160,7 @@ def pipeline_loss_fn(topo=None):
     """loss_fn(logits, targets) of the last stage: the model's cross-entropy, vocab-parallel when tp > 1."""
     if topo is None or topo.tp == 1:
         return cross_entropy_loss
-    from parallel.tensor import vocab_parallel_cross_entropy
+    from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy
     return partial(vocab_parallel_cross_entropy, group=topo.tp_group)
 
 

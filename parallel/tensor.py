@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm.config import ModelConfig
 from llm.model import Attention, RMSNorm, SwiGLU, Transformer
 from parallel.topology import check_tensor_parallel
 from parallel.tp_mappings import (all_reduce, enter_tensor_parallel_region,
                                   exit_tensor_parallel_region, gather_from_tensor_parallel_region, group_rank,
                                   group_size, scatter_to_tensor_parallel_region)
+from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy
 
 # How each module of llm/model.py is split, by the module-name suffixes that file promises to keep.
 TP_PLAN = {
@@ -196,50 +196,6 @@ class VocabParallelEmbedding(nn.Module):
                 f"{self.vocab_start + self.weight.shape[0] - 1}), sequence_parallel={self.sequence_parallel}")
 
 
-class _VocabParallelCrossEntropy(torch.autograd.Function):
-    """Per-token cross-entropy of logits split over the vocabulary (Megatron-LM's scheme): all-reduce the max
-    (stability), the target logit and the sum of exponentials; the gradient softmax - onehot is local."""
-
-    @staticmethod
-    def forward(ctx, logits, targets, group, vocab_start):
-        logits_max = all_reduce(logits.max(dim=-1).values, group, op=torch.distributed.ReduceOp.MAX)
-        shifted = logits - logits_max.unsqueeze(-1)
-        local = targets - vocab_start
-        outside = (local < 0) | (local >= logits.shape[-1])
-        local = local.masked_fill(outside, 0)
-        target_logit = shifted.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(outside, 0.0)
-        target_logit = all_reduce(target_logit, group)
-        exp = shifted.exp_()
-        sum_exp = all_reduce(exp.sum(dim=-1), group)
-        softmax = exp.div_(sum_exp.unsqueeze(-1))
-        ctx.save_for_backward(softmax, local, outside)
-        return sum_exp.log() - target_logit
-
-    @staticmethod
-    def backward(ctx, grad):
-        softmax, local, outside = ctx.saved_tensors
-        grad_logits = softmax * grad.unsqueeze(-1)
-        hit = (~outside).to(grad.dtype) * grad
-        grad_logits.scatter_add_(-1, local.unsqueeze(-1), -hit.unsqueeze(-1))
-        return grad_logits, None, None, None
-
-
-def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, targets: torch.Tensor, group,
-                                 ignore_index: int = -100) -> torch.Tensor:
-    """Mean cross-entropy (fp32) over the positions whose target is not ignore_index, from this rank's
-    contiguous vocabulary slice of the logits; equal to F.cross_entropy on the full logits, on every rank.
-
-    logits_shard: (..., vocab/tp), the output of a vocab-split lm_head; targets: (...) int64 ids in [0, vocab)
-    or ignore_index (other out-of-range ids are not detected). group: the tensor-parallel group (None: one rank).
-    """
-    logits = logits_shard.float().flatten(0, -2)
-    targets = targets.flatten()
-    vocab_start = group_rank(group) * logits.shape[-1]
-    per_token = _VocabParallelCrossEntropy.apply(logits, targets, group, vocab_start)
-    valid = targets != ignore_index
-    return per_token.masked_fill(~valid, 0.0).sum() / valid.sum()
-
-
 def _style(name: str) -> str | None:
     """TP_PLAN style of a module (or, with a '.weight'/'.bias' suffix, of a parameter) name; None = replicated."""
     for suffix, style in TP_PLAN.items():
@@ -330,28 +286,3 @@ def parallelize_modules(module: nn.Module, group, sequence_parallel: bool = Fals
         elif isinstance(child, RMSNorm) and sequence_parallel and tp > 1:
             _sum_grad_over(child.weight, group)
     return module
-
-
-def universal_checkpoint_info(cfg: ModelConfig) -> dict:
-    """TP partition metadata for DeepSpeed's universal checkpoint (deepspeed/checkpoint/ds_to_universal.py).
-
-    Attach it as `setattr(module, deepspeed.checkpoint.constants.UNIVERSAL_CHECKPOINT_INFO, ...)` on the module
-    given to deepspeed.initialize. The converter concatenates unmatched parameters along dim 0 (column- and
-    vocab-parallel here), row-parallel ones along dim 1, takes replicated ones from TP rank 0 and cuts vocabulary
-    parameters to the original vocab size (ours is never padded). Patterns are re.match'ed against names that end
-    in llm/model.py's names (any prefix, e.g. a pipeline layer index).
-    """
-    from deepspeed.checkpoint import constants as C
-
-    def patterns(modules):
-        return [rf"(.*\.)?{re.escape(m)}\.weight$" for m in modules]
-
-    vocab = ["tok_embeddings"] + ([] if cfg.tie_embeddings else ["lm_head"])
-    return {
-        C.UNIVERSAL_CHECKPOINT_VERSION_KEY: C.UNIVERSAL_CHECKPOINT_VERSION_VALUE,
-        C.TP_REPLICATED_PARAMETER_PATTERNS: [r"(.*\.)?(attn_norm|mlp_norm|norm)\.weight$"],
-        C.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: patterns(m for m, s in TP_PLAN.items() if s == "row"),
-        C.VOCABULARY_PARAMETER_PATTERNS: patterns(vocab),
-        C.ORIGINAL_VOCAB_SIZE: cfg.vocab_size,
-        C.PADDED_VOCAB_SIZE: cfg.vocab_size,
-    }

@@ -4,7 +4,7 @@ A DeepSpeed checkpoint stores each rank's flat ZeRO partition of the fp32 weight
 loads only into the layout that wrote it. DeepSpeed's converter (deepspeed/checkpoint/ds_to_universal.py)
 cuts those partitions back into one full tensor per parameter and state (`zero/<name>/fp32.pt`,
 `exp_avg.pt`, `exp_avg_sq.pt`, `step.pt`), merging tensor-parallel shards along the dimension named by the
-partition patterns every checkpoint carries (parallel/tensor.py `universal_checkpoint_info`). An engine
+partition patterns every checkpoint carries (`universal_checkpoint_info` below). An engine
 built with `"checkpoint": {"load_universal": true}` then takes its own slice of every tensor, whatever
 its TP degree and ZeRO partitioning (runtime/engine.py `load_checkpoint`, checkpoint/universal_checkpoint.py
 `load_hp_checkpoint_state`).
@@ -17,10 +17,14 @@ its TP degree and ZeRO partitioning (runtime/engine.py `load_checkpoint`, checkp
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
 import torch
+
+from llm.config import ModelConfig
+from parallel.tensor import TP_PLAN
 
 SOURCE_TAG = "deepspeed"
 UNIVERSAL_TAG = "deepspeed_universal"
@@ -149,3 +153,28 @@ def load_resharded(engine, step_dir: str | Path, is_main: bool, any_rank) -> Non
     for state in engine.optimizer.optimizer.state.values():
         if isinstance(state.get("step"), torch.Tensor):
             state["step"] = state["step"].clone()
+
+
+def universal_checkpoint_info(cfg: ModelConfig) -> dict:
+    """TP partition metadata for DeepSpeed's universal checkpoint (deepspeed/checkpoint/ds_to_universal.py).
+
+    Attach it as `setattr(module, deepspeed.checkpoint.constants.UNIVERSAL_CHECKPOINT_INFO, ...)` on the module
+    given to deepspeed.initialize. The converter concatenates unmatched parameters along dim 0 (column- and
+    vocab-parallel here), row-parallel ones along dim 1, takes replicated ones from TP rank 0 and cuts vocabulary
+    parameters to the original vocab size (ours is never padded). Patterns are re.match'ed against names that end
+    in llm/model.py's names (any prefix, e.g. a pipeline layer index).
+    """
+    from deepspeed.checkpoint import constants as C
+
+    def patterns(modules):
+        return [rf"(.*\.)?{re.escape(m)}\.weight$" for m in modules]
+
+    vocab = ["tok_embeddings"] + ([] if cfg.tie_embeddings else ["lm_head"])
+    return {
+        C.UNIVERSAL_CHECKPOINT_VERSION_KEY: C.UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        C.TP_REPLICATED_PARAMETER_PATTERNS: [r"(.*\.)?(attn_norm|mlp_norm|norm)\.weight$"],
+        C.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: patterns(m for m, s in TP_PLAN.items() if s == "row"),
+        C.VOCABULARY_PARAMETER_PATTERNS: patterns(vocab),
+        C.ORIGINAL_VOCAB_SIZE: cfg.vocab_size,
+        C.PADDED_VOCAB_SIZE: cfg.vocab_size,
+    }

@@ -23,8 +23,9 @@ from torch import nn
 from llm.config import ConfigError, ModelConfig
 from llm.model import Attention, Block, SwiGLU, Transformer
 from parallel.tensor import (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding, apply_tensor_parallel,
-                             parallelize_modules, partition_dim, universal_checkpoint_info,
-                             vocab_parallel_cross_entropy)
+                             parallelize_modules, partition_dim)
+from parallel.universal import universal_checkpoint_info
+from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy
 from parallel.tp_mappings import split
 from tests.parallel.dist_utils import shared_workers
 from tests.parallel.tp_state import gather_tensor_parallel_state_dict, shard_state_dict
