@@ -98,3 +98,13 @@ def test_full_logits_never_allocated():
     assert _largest_allocation(lambda: cross_entropy_loss(F.linear(h, w)[None], t[None])) >= logits_bytes
     h.grad = w.grad = None
     assert _largest_allocation(lambda: linear_cross_entropy(h, w, t, chunk_rows=64)) <= logits_bytes // 4
+
+
+def test_fp16_autocast_takes_the_plain_path():
+    """Under fp16 the gradient must be formed after the loss scale (backward), so no chunked Function is used."""
+    h, w, t = _inputs()
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = linear_cross_entropy(h, w, t, chunk_rows=16)
+    assert "LinearCrossEntropy" not in type(loss.grad_fn).__name__
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "LinearCrossEntropy" in type(linear_cross_entropy(h, w, t, chunk_rows=16).grad_fn).__name__
