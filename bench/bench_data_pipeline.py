@@ -1,5 +1,6 @@
 """Documents per second per process for filtering, MinHash dedup and tokenization on the bundled
-corpus, and the same near-dedup done by datasketch's MinHashLSH on the same documents.
+corpus, and the same near-dedup done by datasketch's MinHashLSH and by datatrove's MinHash stages 1-4 on
+the same documents; datatrove's Gopher + FineWeb quality filters beside ours.
 
     python bench/bench_data_pipeline.py [--corpus data/raw/python_docs.jsonl] [--out bench/results_data_pipeline.json]
 
@@ -8,7 +9,9 @@ The corpus has few natural near-duplicates, so each of 120 documents also gets a
 about 0.2), giving pairs on both sides of the 14 x 8 LSH threshold (~0.72). Both
 implementations use word 5-grams of the same normalised text, 112 permutations as 14 bands x 8
 rows, and union-find over candidate pairs; agreement is measured on the resulting duplicate
-pairs. datasketch is needed only here (pip install datasketch).
+pairs. datasketch and datatrove are needed only here (pip install datasketch datatrove spacy: datatrove's
+default word tokenizer is spaCy's). datatrove 0.10.1 hashes with sha1 here: its default xxhash path passes str
+to xxhash, which the installed xxhash refuses ("Strings must be encoded before hashing").
 """
 
 from __future__ import annotations
@@ -131,6 +134,55 @@ def datasketch_lsh(texts: list[str]) -> tuple[set, float]:
     return pairs_from_edges(edges), seconds
 
 
+def datatrove_minhash(texts: list[str]) -> tuple[set, float]:
+    """datatrove's MinHash stages as shipped (signatures, buckets, clusters, filter), 14 x 8 bands of word 5-grams;
+    pairs read from the buckets stage's .dups files (4 little-endian uint32: file, doc, file, doc)."""
+    import glob
+    import struct
+
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.utils.hashing import HashConfig
+
+    cfg = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
+
+    def work():
+        docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+        with tempfile.TemporaryDirectory() as tmp:
+            MinhashDedupSignature(output_folder=f"{tmp}/sigs", config=cfg).run(iter(docs), 0, 1)
+            for b in range(cfg.num_buckets):
+                MinhashDedupBuckets(input_folder=f"{tmp}/sigs", output_folder=f"{tmp}/buckets",
+                                    config=cfg).run(None, b, cfg.num_buckets)
+            MinhashDedupCluster(input_folder=f"{tmp}/buckets", output_folder=f"{tmp}/remove", config=cfg).run(None, 0, 1)
+            list(MinhashDedupFilter(input_folder=f"{tmp}/remove").run(iter(docs), 0, 1))
+            edges = []
+            for f in glob.glob(f"{tmp}/buckets/*.dups"):
+                edges += [(d1, d2) for _, d1, _, d2 in struct.iter_unpack("<4I", Path(f).read_bytes())]
+            return edges
+
+    edges, seconds = timed(work, repeats=1)
+    return pairs_from_edges(edges), seconds
+
+
+def datatrove_filters(texts: list[str]) -> float:
+    """CPU seconds of datatrove's Gopher quality, Gopher repetition and FineWeb quality filters (their defaults)."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+    filters = [GopherQualityFilter(), GopherRepetitionFilter(), FineWebQualityFilter()]
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+
+    def work():
+        for d in docs:
+            for f in filters:
+                keep = f.filter(d)
+                if keep is not True and not (isinstance(keep, tuple) and keep[0]):
+                    break
+
+    return timed(work, repeats=1)[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=str(ROOT / "data" / "raw" / "python_docs.jsonl"))
@@ -142,6 +194,8 @@ def main() -> None:
     _, t_filter = timed(lambda: [apply_filters(t, filters) for t in texts])
     ours_pairs, t_ours = ours(texts)
     ds_pairs, t_ds = datasketch_lsh(texts)
+    dt_pairs, t_dt = datatrove_minhash(texts)
+    t_dt_filter = datatrove_filters(texts)
     with tempfile.TemporaryDirectory() as tmp:
         model = train_tokenizer(texts[:200], Path(tmp) / "tok", 4096)
         tok = Tokenizer(model)
@@ -149,12 +203,16 @@ def main() -> None:
     both = ours_pairs & ds_pairs
     result = {
         "documents": n, "words": sum(len(t.split()) for t in texts),
-        "docs_per_cpu_s_per_process": {"filter": round(n / t_filter, 1), "minhash_ours": round(n / t_ours, 1),
-                                   "minhash_datasketch": round(n / t_ds, 1), "tokenize": round(n / t_tok, 1)},
+        "docs_per_cpu_s_per_process": {"filter": round(n / t_filter, 1), "filter_datatrove": round(n / t_dt_filter, 1),
+                                   "minhash_ours": round(n / t_ours, 1), "minhash_datasketch": round(n / t_ds, 1),
+                                   "minhash_datatrove": round(n / t_dt, 1), "tokenize": round(n / t_tok, 1)},
         "minhash_speedup_vs_datasketch": round(t_ds / t_ours, 2),
-        "pairs": {"ours": len(ours_pairs), "datasketch": len(ds_pairs), "both": len(both),
+        "minhash_speedup_vs_datatrove": round(t_dt / t_ours, 2),
+        "pairs": {"ours": len(ours_pairs), "datasketch": len(ds_pairs), "datatrove": len(dt_pairs), "both": len(both),
                   "agreement_jaccard": round(len(both) / max(len(ours_pairs | ds_pairs), 1), 4),
-                  "planted_recall": recall_by_similarity(texts, planted, {"ours": ours_pairs, "datasketch": ds_pairs}),
+                  "agreement_jaccard_datatrove": round(len(ours_pairs & dt_pairs) / max(len(ours_pairs | dt_pairs), 1), 4),
+                  "planted_recall": recall_by_similarity(texts, planted, {"ours": ours_pairs, "datasketch": ds_pairs,
+                                                                          "datatrove": dt_pairs}),
                   "only_ours": sorted(ours_pairs - ds_pairs)[:10], "only_datasketch": sorted(ds_pairs - ours_pairs)[:10]},
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

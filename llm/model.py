@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm.chunked_loss import linear_cross_entropy
 from llm.config import ModelConfig
 
 
@@ -172,12 +173,21 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
         """tokens: (batch, seq) int64 → logits (batch, seq, vocab)."""
+        return self.lm_head(self.hidden(tokens, caches, start_pos))
+
+    def hidden(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
+        """tokens: (batch, seq) int64 → the final-norm activations (batch, seq, d_model) the LM head reads."""
         x = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, None if caches is None else caches[i], start_pos)
-        return self.lm_head(self.norm(x))
+        return self.norm(x)
 
     def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of `self.loss_fn`. With the plain loss and a plain lm_head, the head and
+        the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
+        swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before."""
+        if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
+            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets)
         return self.loss_fn(self(tokens), targets)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:

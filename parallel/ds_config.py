@@ -131,7 +131,7 @@ def engine_config(o: OptimConfig, p: ParallelConfig, prec: PrecisionConfig, glob
         "optimizer": {"type": "AdamW", "params": {
             "lr": o.lr, "betas": [o.beta1, o.beta2], "eps": o.eps, "weight_decay": o.weight_decay,
             # DeepSpeed's CPU Adam (a JIT-built C++ op) is required for optimizer offload; otherwise torch's AdamW.
-            "torch_adam": not p.offload_optimizer}},
+            "torch_adam": not p.offload_optimizer, **({"fused": o.fused} if not p.offload_optimizer else {})}},
         "zero_optimization": {"stage": p.zero_stage},
         "bf16": {"enabled": prec.dtype == "bf16"},
         "fp16": {"enabled": prec.dtype == "fp16", "loss_scale": 0,

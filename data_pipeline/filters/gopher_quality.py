@@ -6,6 +6,7 @@ corpus of reST docs, full of ``::`` and ``..`` markup and short code lines, need
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 # App. A.1.1: "at least two of the following English stop words: the, be, to, of, and, that,
@@ -47,7 +48,7 @@ class GopherQualityFilter:
             return "gopher_quality.too_few_words"
         if n > self.max_words:
             return "gopher_quality.too_many_words"
-        mean_len = sum(len(w) for w in words) / n
+        mean_len = len("".join(words)) / n  # the characters of all words, summed in C
         if mean_len < self.min_mean_word_length:
             return "gopher_quality.mean_word_length_low"
         if mean_len > self.max_mean_word_length:
@@ -64,11 +65,13 @@ class GopherQualityFilter:
             ellipsis_end = sum(ln.rstrip().endswith(_ELLIPSES) for ln in lines)
             if ellipsis_end / len(lines) > self.max_ellipsis_lines_ratio:
                 return "gopher_quality.ellipsis_lines"
-        alpha = sum(any(c.isalpha() for c in w) for w in words)
+        # Each distinct word tested once, weighted by its count: documents repeat most of their words.
+        counts = Counter(words)
+        alpha = sum(c for w, c in counts.items() if any(map(str.isalpha, w)))
         if alpha / n < self.min_alpha_words_ratio:
             return "gopher_quality.alpha_words_ratio"
         stop = set(self.stop_words)
-        if sum(w.lower() in stop for w in words) < self.min_stop_words:
+        if sum(c for w, c in counts.items() if w.lower() in stop) < self.min_stop_words:
             return "gopher_quality.stop_words"
         return None
 

@@ -16,6 +16,7 @@ from llm.model import Transformer
 from llm.train import precision as prec
 from llm.train import safe_load
 from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
+from llm.train.compile import compile_blocks
 from llm.train.optim import make_optimizer
 
 
@@ -33,6 +34,8 @@ class LocalBackend:
             from llm.train.checkpoint import load_model_weights
             load_model_weights(self.model, cfg.checkpoint.init_from)
         self.model.to(device)
+        if cfg.train.compile:
+            compile_blocks(self.model.layers)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scaler = prec.make_scaler(cfg.precision, device)
 

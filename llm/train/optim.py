@@ -18,6 +18,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.AdamW:
-    # torch's default implementation: on CPU tensors the per-parameter loop (foreach and fused are picked only
-    # for CUDA tensors), the same update order as DeepSpeed's torch AdamW, which the equivalence tests rely on.
-    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    # fused=False: the per-parameter loop on CPU (torch picks foreach by itself only for CUDA tensors). Either
+    # way DeepSpeed's torch AdamW is built with the same `fused` (parallel/ds_config.py), so debug mode and every
+    # layout run one kernel and the equivalence tests compare like with like.
+    return torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+                             fused=o.fused)

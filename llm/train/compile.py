@@ -1,0 +1,37 @@
+"""`train.compile`: torch.compile of a model one transformer block at a time.
+
+Per block, as torchtitan does (its order is TP → activation checkpointing → compile → FSDP), rather than the
+whole model: a block's graph is the same whatever the layout, so tensor-parallel twins, pipeline stages (which
+hold a run of blocks) and checkpointed blocks each compile their own forward, and nothing else of the model
+changes. Only the training/evaluation call `block(x)` goes through the compiled graph; a call with a KV cache
+(`generate()`) runs the block eagerly, since its in-place cache writes and moving `start_pos` would recompile at
+every decoding position.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def compile_blocks(blocks: Iterable[nn.Module]) -> int:
+    """Replace, in place, each block's forward(x, cache=None, start_pos=0) by a compiled one for cache-free calls.
+
+    Apply after tensor parallelism and activation checkpointing (which override the forward on the instance
+    too): the compiled graph is then the sharded, recomputed forward. Parameter names and state dicts are
+    unchanged. Returns the number of blocks compiled.
+    """
+    n = 0
+    for block in blocks:
+        plain = block.forward
+        compiled = torch.compile(plain)
+
+        def forward(x, cache=None, start_pos=0, _plain=plain, _compiled=compiled):
+            if cache is None:
+                return _compiled(x)
+            return _plain(x, cache, start_pos)
+
+        block.forward = forward
+        n += 1
+    return n
