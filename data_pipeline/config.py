@@ -1,6 +1,6 @@
 """The data-preparation config: YAML -> dataclasses, validated, with dotted overrides.
 
-Same habits as ``llm/config.py``: an unknown key is an error naming the key, the file and the
+Same habits as ``llm/config/``: an unknown key is an error naming the key, the file and the
 closest valid key; a wrong type or value names the rule it breaks. Filter and dedup settings are
 the filter classes' own dataclasses, so a threshold's default and its citation live in one place.
 """

@@ -12,7 +12,7 @@ its TP degree and ZeRO partitioning (runtime/engine.py `load_checkpoint`, checkp
     step_XXXXXXXX/deepspeed/             what the run saved (engine.save_checkpoint(..., tag="deepspeed"))
     step_XXXXXXXX/deepspeed_universal/   convert_to_universal: load_checkpoint(step_dir, tag=UNIVERSAL_TAG)
 
-`can_reshard` holds what DeepSpeed 0.19.8 can load that way; `checkpoint.reshard` (llm/config.py) turns it on.
+`can_reshard` holds what DeepSpeed 0.19.8 can load that way; `checkpoint.reshard` (llm/config/training.py) turns it on.
 """
 from __future__ import annotations
 

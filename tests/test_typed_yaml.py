@@ -41,6 +41,8 @@ def test_data_config_refuses_repeated_keys(tmp_path):
 def test_align_config_refuses_repeated_keys(tmp_path):
     from llm.align.config import load_align_config
     p = tmp_path / "align.yaml"
-    p.write_text((ROOT / "configs" / "align" / "default.yaml").read_text() + "\nseed: 3\n")
-    with pytest.raises(ConfigError, match=r"key 'seed' is defined twice \(lines 7 and \d+\)"):
+    recipe = (ROOT / "configs" / "align" / "default.yaml").read_text()
+    first = 1 + recipe.splitlines().index(next(line for line in recipe.splitlines() if line.startswith("seed:")))
+    p.write_text(recipe + "\nseed: 3\n")
+    with pytest.raises(ConfigError, match=rf"key 'seed' is defined twice \(lines {first} and \d+\)"):
         load_align_config(p)

@@ -2,7 +2,7 @@
 stage, are in llm/align/sections.py.
 
 No torch here. YAML is the serialisation; `load_align_config` applies dotted overrides and validates with
-the same habits as llm/config.py (unknown keys named with their closest match, errors as ConfigError naming
+the same habits as llm/config/ (unknown keys named with their closest match, errors as ConfigError naming
 the file and key). Paths left null are derived from `out_dir`: `<out_dir>/data/*.jsonl` for the task data
 and `<out_dir>/<stage>/` for each stage's checkpoint, so each stage finds the previous one by path.
 """

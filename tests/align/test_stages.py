@@ -91,7 +91,7 @@ def test_local_strategy_trains_with_the_configured_adamw():
     decay = [p for p in ref.parameters() if p.ndim >= 2]
     rest = [p for p in ref.parameters() if p.ndim < 2]
     adam = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                             lr=1e-2, betas=(0.8, 0.5), eps=1e-6)
+                             lr=1e-2, betas=(0.8, 0.5), eps=1e-6, fused=optim.fused)
     tokens = torch.randint(0, 24, (4, 8), generator=torch.Generator().manual_seed(0))
     for _ in range(3):
         trainer.step(trainer(tokens).float().logsumexp(-1).mean())

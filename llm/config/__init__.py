@@ -1,0 +1,77 @@
+"""Typed run configuration: one dataclass per concern, YAML as serialisation.
+
+No torch here (the spec layer and the launchers import it cheaply). `load_config` turns a YAML file plus
+dotted command-line overrides into a validated `RunConfig` (through the `typed_yaml` package); every error is a
+`ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
+stack trace.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import typed_yaml
+from typed_yaml import ConfigError  # noqa: F401  (re-exported: the error every entry point catches)
+from llm.config.data import DataConfig
+from llm.config.model import ModelConfig
+from llm.config.parallel import ParallelConfig, PrecisionConfig
+from llm.config.training import CheckpointConfig, LoggingConfig, OptimConfig, TrainConfig
+
+__all__ = ["CheckpointConfig", "ConfigError", "DataConfig", "LoggingConfig", "ModelConfig", "OptimConfig",
+           "ParallelConfig", "PrecisionConfig", "RunConfig", "TrainConfig", "config_from_dict", "load_config"]
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    out_dir: str = "runs/debug"
+
+    def __post_init__(self) -> None:
+        # Derived at construction, not in validate(): validating must leave the config as it found it.
+        if self.checkpoint.dir is None:
+            self.checkpoint.dir = str(Path(self.out_dir) / "checkpoints")
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the section, key and rule; never changes the config."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "optim" and hasattr(value, "validate"):
+                value.validate(f.name)
+        # After train: the warmup is checked against the run's length, which train defines.
+        self.optim.validate("optim", total_steps=self.total_steps)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train.global_batch_size * self.model.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        if self.train.max_steps is not None:
+            return self.train.max_steps
+        return -(-self.train.tokens // self.tokens_per_step)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
+    return typed_yaml.build_validated(RunConfig, raw, source)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML run config, apply dotted overrides, validate. Raises ConfigError on any user mistake."""
+    return typed_yaml.load(RunConfig, path, overrides, shorthands={"precision": PrecisionConfig.SHORTHAND})

@@ -1,0 +1,29 @@
+"""Which prepared datasets a run reads, and how they split into train and validation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from typed_yaml import ConfigError
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)
+    """Prefixes of Megatron .bin/.idx datasets (without the extension)."""
+    weights: list[float] | None = None
+    """Blend weights, one per path; defaults to proportional to nothing: equal weights."""
+    tokenizer: str | None = None
+    """sentencepiece .model; its vocab must fit model.vocab_size."""
+    valid_fraction: float = 0.05
+    """Tail fraction of each dataset's token stream held out for evaluation."""
+
+    def validate(self, where: str = "data") -> None:
+        if not self.paths:
+            raise ConfigError(f"{where}.paths is empty: name at least one prepared dataset prefix "
+                              "(the output of launch/prepare_data.py, e.g. runs/data/python_docs/data)")
+        if self.weights is not None and len(self.weights) != len(self.paths):
+            raise ConfigError(f"{where}.weights has {len(self.weights)} entries but {where}.paths has {len(self.paths)}")
+        if self.weights is not None and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+            raise ConfigError(f"{where}.weights must be non-negative with a positive sum")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"{where}.valid_fraction={self.valid_fraction} must be in (0, 1)")
