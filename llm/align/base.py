@@ -87,7 +87,7 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
             builder.add_document(tok.encode(row["text"]) + [tok.eos_id])
     b = cfg.base
     run = RunConfig(model=b.model, data=DataConfig(paths=[str(prefix)], tokenizer=str(tok_path), valid_fraction=0.05),
-                    optim=OptimConfig(lr=b.lr, warmup_steps=min(10, b.steps), weight_decay=0.0),
+                    optim=OptimConfig(lr=b.lr, warmup_steps=min(10, b.steps), weight_decay=0.0, fused=False),
                     train=TrainConfig(max_steps=b.steps, global_batch_size=b.batch_size, micro_batch_size=b.batch_size,
                                       seed=seed_for(cfg.seed, Stream.BASE_PRETRAIN), eval_every=0, eval_batches=2,
                                       log_every=50),

@@ -45,12 +45,13 @@ def test_every_stage_optimizer_is_an_optim_config_with_the_stages_defaults():
     cfg = load_align_config(RECIPE)
     # The values the alignment trainer used before (betas and eps were hard-coded to these).
     assert cfg.sft.optim == OptimConfig(lr=3e-3, warmup_steps=10, weight_decay=0.0, min_lr_ratio=0.1, grad_clip=1.0,
-                                        beta1=0.9, beta2=0.95, eps=1e-8)
-    assert cfg.ppo.actor_optim == OptimConfig(lr=5e-4, warmup_steps=0, weight_decay=0.0, min_lr_ratio=1.0)
+                                        beta1=0.9, beta2=0.95, eps=1e-8, fused=False)
+    assert cfg.ppo.actor_optim == OptimConfig(lr=5e-4, warmup_steps=0, weight_decay=0.0, min_lr_ratio=1.0,
+                                              fused=False)
     # A section given in part is completed from the stage's defaults, not from pretraining's (warmup 10, decay 0.1).
     partial = load_align_config(None, ["dpo.optim.lr=1e-3", "rm.optim.beta2=0.99"])
-    assert partial.dpo.optim == OptimConfig(lr=1e-3, warmup_steps=0, weight_decay=0.0)
-    assert partial.rm.optim == OptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0, beta2=0.99)
+    assert partial.dpo.optim == OptimConfig(lr=1e-3, warmup_steps=0, weight_decay=0.0, fused=False)
+    assert partial.rm.optim == OptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0, beta2=0.99, fused=False)
     with pytest.raises(ConfigError, match="rm.optim.beta1=1.5 must be in"):
         load_align_config(None, ["rm.optim.beta1=1.5"])
 

@@ -33,15 +33,18 @@ PROBE_MODELS = {
 
 
 def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
-    from llm.config import ModelConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
+    from llm.config import ModelConfig, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
     parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero,
                               activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
                               checkpoint_every_k=max(1, interval),
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
                                                                "allgather_bucket_size": BUCKET}})
     train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
+    # The per-parameter AdamW the memory model's CPU terms were calibrated with (llm/spec/memory.py
+    # ADAM_TEMP_BYTES); the fused kernel (optim.fused, the default) allocates less, so those runs are over-predicted.
     return RunConfig(model=ModelConfig(**PROBE_MODELS[size]), train=train, parallel=parallel,
-                     precision=PrecisionConfig(dtype="bf16"), out_dir="runs/layout_memory_probe")
+                     optim=OptimConfig(fused=False), precision=PrecisionConfig(dtype="bf16"),
+                     out_dir="runs/layout_memory_probe")
 
 
 def allocator_peak(fn) -> int:
