@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
 
@@ -85,6 +85,7 @@ def plot_runs(run_dirs: list[Path]):
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # 5.5, not 5.5×10⁰: a loss axis spans less than a decade
     loss_ax.yaxis.set_major_formatter(plain)
     loss_ax.yaxis.set_minor_formatter(plain)
+    loss_ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10⁵, 3×10⁵, 4×10⁵ ... would overlap
     tps_ax.set_ylim(bottom=0)
     mfu_ax.set_ylim(bottom=0)
     for ax in axes.flat:
