@@ -23,7 +23,7 @@ def allow_deepspeed_types() -> None:
 def guard(checkpoint_dir: str | Path) -> None:
     """Before DeepSpeed opens `checkpoint_dir`: refuse it (CheckpointRefused, naming the file) if any of its
     pickles would run code, and force torch's weights-only unpickler for DeepSpeed's own `torch.load` calls,
-    which pass weights_only=False."""
+    which ask for the full unpickler."""
     allow_deepspeed_types()
     safe_load.audit_tree(checkpoint_dir)
     safe_load.force_weights_only()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 from pathlib import Path
 
@@ -104,20 +103,14 @@ def main(argv=None) -> int:
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    import torch.distributed as dist
     from parallel.launch_env import detect_launch
     from parallel.process_group import init_distributed
+    from tests.parallel.zero_memory_probe import write_all_ranks_rows
 
     launch = detect_launch()
     device = init_distributed(launch)
     rows = [measure(spec, launch, device) for spec in args.layouts]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, rows)
-    if dist.get_rank() == 0:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps([r for rank_rows in gathered for r in rank_rows], indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    write_all_ranks_rows(rows, args.out)
     return 0
 
 

@@ -77,6 +77,18 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     return rows
 
 
+def write_all_ranks_rows(rows: list[dict], out: Path) -> None:
+    """Gather every rank's rows to rank 0, which writes them all to `out` as JSON; then leave the process group."""
+    import torch.distributed as dist
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rows)
+    if dist.get_rank() == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps([r for rank_rows in gathered for r in rank_rows], indent=1))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -84,7 +96,6 @@ def main(argv=None) -> int:
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    import torch.distributed as dist
     from parallel.process_group import init_distributed
     from parallel.launch_env import detect_launch
     from parallel.topology import Topology
@@ -93,13 +104,7 @@ def main(argv=None) -> int:
     device = init_distributed(launch)
     topo = Topology(1, 1, launch.world_size)
     rows = [row for stage in args.stages for row in measure_stage(stage, topo, device)]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, rows)
-    if dist.get_rank() == 0:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps([r for rank_rows in gathered for r in rank_rows], indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    write_all_ranks_rows(rows, args.out)
     return 0
 
 
