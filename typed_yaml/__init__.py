@@ -129,7 +129,9 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return _number(value, tp, key, source)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+            hint = (" (YAML reads an unquoted off/on/no/yes/true/false as a boolean: quote it, or use null for none)"
+                    if isinstance(value, bool) else "")
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}{hint}")
         return str(value)
     return value
 

@@ -40,7 +40,7 @@ class TensorBoardSink:
 class WandbSink:
     """A W&B run; 'offline' writes <dir>/wandb/offline-run-*/ and touches no network (`wandb sync` uploads it)."""
 
-    def __init__(self, cfg: LoggingConfig, out_dir: Path):
+    def __init__(self, cfg: LoggingConfig, out_dir: Path, run_config: dict | None = None):
         try:
             import wandb
         except ImportError:
@@ -51,7 +51,7 @@ class WandbSink:
         # so continuing one run after a crash would lose the re-done steps. The name groups them.
         name = cfg.wandb_name or out_dir.resolve().name
         self.run = wandb.init(project=cfg.wandb_project, name=name, group=name, dir=str(out_dir), mode=cfg.wandb,
-                              settings=wandb.Settings(silent=True, console="off"))
+                              config=run_config, settings=wandb.Settings(silent=True, console="off"))
 
     def write(self, row: dict) -> None:
         self.run.log(scalars(row), step=row["step"])
@@ -64,13 +64,16 @@ class WandbSink:
         wandb.teardown()
 
 
-def open_sinks(cfg: LoggingConfig | None, out_dir: Path, resume_step: int = 0) -> list:
-    """The sinks `cfg` turns on, writing under `out_dir`. Raises ConfigError if wandb is asked for but missing."""
+def open_sinks(cfg: LoggingConfig | None, out_dir: Path, resume_step: int = 0, run_config: dict | None = None) -> list:
+    """The sinks `cfg` turns on, writing under `out_dir`. Raises ConfigError if wandb is asked for but missing.
+
+    run_config: the run's whole config as plain data; W&B files it with the run, so runs can be compared and
+    filtered by any setting in its table."""
     if cfg is None:
         return []
     sinks = []
     if cfg.tensorboard:
         sinks.append(TensorBoardSink(out_dir / "tensorboard", resume_step))
     if cfg.wandb:
-        sinks.append(WandbSink(cfg, out_dir))
+        sinks.append(WandbSink(cfg, out_dir, run_config))
     return sinks

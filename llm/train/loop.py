@@ -15,7 +15,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -196,7 +196,8 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             (Path(cfg.out_dir) / "eval.json").write_text(json.dumps({"step": step, "eval_loss": eval_loss}))
             log(f"eval loss {eval_loss:.6f} at step {step}")
         return TrainOutcome(step, "evaluated", None, eval_loss, latest)
-    metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step, logging=cfg.logging, total_steps=total)
+    metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step, logging=cfg.logging, total_steps=total,
+                            run_config=asdict(cfg))
     preempt = PreemptionFlag.install()
     tokens_per_step = cfg.tokens_per_step
     last_loss = eval_loss = None

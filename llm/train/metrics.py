@@ -48,9 +48,10 @@ class MetricsLogger:
     CONSOLE_KEYS = ("loss", "eval_loss", "lr", "tokens_per_s", "mfu", "grad_norm", "loss_scale")
 
     def __init__(self, path: Path, enabled: bool = True, resume_step: int = 0, stream=sys.stdout,
-                 logging: LoggingConfig | None = None, total_steps: int | None = None):
+                 logging: LoggingConfig | None = None, total_steps: int | None = None, run_config: dict | None = None):
         """resume_step: the step training restarts from (rows past it are dropped; the ETA counts from it).
-        total_steps: the run's last step, for the console ETA (none shown without it)."""
+        total_steps: the run's last step, for the console ETA (none shown without it).
+        run_config: the run's config as plain data, filed with the W&B run."""
         self.enabled, self.stream = enabled, stream
         self.resume_step, self.total_steps = resume_step, total_steps
         self.start = time.time()
@@ -62,7 +63,7 @@ class MetricsLogger:
             keep = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
             path.write_text("".join(line + "\n" for line in keep))
         self.file = path.open("a")
-        self.sinks = open_sinks(logging, path.parent, resume_step)
+        self.sinks = open_sinks(logging, path.parent, resume_step, run_config)
 
     def eta_s(self, step: int, now: float) -> float | None:
         """Seconds left: the mean wall time per step since start/resume (evaluations included) × steps left."""

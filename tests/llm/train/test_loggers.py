@@ -3,6 +3,7 @@ import io
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,12 @@ def tensorboard_series(log_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def wandb_history(run_file: Path) -> dict[int, dict]:
-    """History rows of an offline run, by step, read from its .wandb file: a ':W&B' header (7 bytes) then
-    LevelDB-log records (32 KiB blocks, 7-byte record headers: crc, length, type) holding protobuf Records."""
+def wandb_records(run_file: Path):
+    """The protobuf Records of an offline run's .wandb file: a ':W&B' header (7 bytes) then LevelDB-log
+    records (32 KiB blocks, 7-byte record headers: crc, length, type)."""
     data, block = run_file.read_bytes(), 32768
     assert data[:4] == b":W&B"
-    pos, pending, history = 7, b"", {}
+    pos, pending = 7, b""
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
@@ -48,12 +49,29 @@ def wandb_history(run_file: Path) -> dict[int, dict]:
         pending += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record is assembled
-            record = wandb_internal_pb2.Record.FromString(pending)
+            yield wandb_internal_pb2.Record.FromString(pending)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
-                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-                history.setdefault(items["_step"], {}).update(items)
+
+
+def wandb_history(run_file: Path) -> dict[int, dict]:
+    """History rows of an offline run, by step."""
+    history = {}
+    for record in wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            history.setdefault(items["_step"], {}).update(items)
     return history
+
+
+def wandb_config(run_file: Path) -> dict:
+    """The run config an offline run filed (in its run record, and any later config records), key -> value."""
+    config = {}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind in ("run", "config"):
+            items = record.run.config.update if kind == "run" else record.config.update
+            config.update({i.key: json.loads(i.value_json) for i in items if i.key})
+    return config
 
 
 def run(path, *overrides):
@@ -90,6 +108,10 @@ def test_wandb_offline_history_equals_metrics_jsonl(tiny_config):
             if row["step"] == step:
                 want.update(scalars(row))
         assert {k: v for k, v in points.items() if not k.startswith("_")} == want, step  # float64: exact
+    # the whole run config is filed with the run, so W&B can compare and filter runs by any setting
+    filed = {k: v for k, v in wandb_config(run_file).items() if not k.startswith("_")}
+    assert filed["model"]["d_model"] == cfg.model.d_model and filed["train"]["max_steps"] == cfg.train.max_steps
+    assert filed["logging"]["wandb_name"] == "tiny" and set(filed) == set(asdict(cfg))
 
 
 def test_tensorboard_resume_hides_the_crashed_tail(tmp_path):
@@ -120,6 +142,9 @@ def test_console_eta_counts_from_the_resumed_step(tmp_path):
 def test_wandb_setting_is_checked_on_load(tiny_config, monkeypatch):
     with pytest.raises(ConfigError, match=r"logging.wandb='sometimes' must be null \(off\), 'offline' or 'online'"):
         load_config(tiny_config(), ["logging.wandb=sometimes"])
+    # YAML 1.1 reads an unquoted `off` as False: the error says so instead of a bare "got False"
+    with pytest.raises(ConfigError, match=r"logging.wandb must be a string, got False \(YAML reads an unquoted off"):
+        load_config(tiny_config(), ["logging.wandb=off"])
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"needs the wandb package: pip install -e \.\[wandb\]"):
         load_config(tiny_config(logging={"wandb": "offline"}))
