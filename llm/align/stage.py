@@ -164,7 +164,7 @@ class StageContext:
         if self.strategy.is_main:
             metrics["wall_s"] = time.perf_counter() - self.t0
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
-                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra,
+                               handoff.tokenizer_path(self.init), self.cfg.to_yaml(), metrics, extra,
                                self.template.to_dict())
         self.strategy.barrier()
         if self.resumer is not None:

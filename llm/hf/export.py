@@ -2,7 +2,7 @@
 
 Any layout's checkpoint directory works (debug, ZeRO-3, TP, PP): each holds the consolidated single-process
 weights as model.pt (llm/model.py names) and config.yaml (the resolved run config); so does an alignment stage
-directory (model.pt, tokenizer.model, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
+directory (model.pt, tokenizer.model or tokenizer.json, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
 wrote (its tokenizer.json beside model.pt). What is written: config.json (LlamaConfig), safetensors weights
 (sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
 and the tokenizer files (data_pipeline/hf_tokenizer.py).
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path) -> CheckpointSource:
         if info.get("kind") != "lm":
             raise ConfigError(f"{path} is a {info.get('kind')!r} stage ({info.get('stage')}), not a language model")
         model = typed_yaml.build_validated(ModelConfig, info["model"], str(p / STAGE_FILE))
-        tokenizer = p / "tokenizer.model"
+        tokenizer = p if (p / "tokenizer.json").is_file() else p / "tokenizer.model"  # the kind the base had
     elif (p / "config.yaml").is_file():
         # Only the model section and data.tokenizer are read: the run's dataset may be long gone, and an imported
         # checkpoint has no dataset yet, so the whole run config (data.paths) need not validate.
