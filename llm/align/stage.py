@@ -109,11 +109,12 @@ class StageContext:
 
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
-        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer and template."""
+        `kind` ('lm' or 'reward') onto the strategy's device (a frozen reference or RM is never moved by an engine)
+        and refused unless it was trained with this stage's tokenizer and template."""
         path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
         model, info = handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
         handoff.check_template(info, path, self.template.to_dict())
-        return model, info
+        return model.to(self.strategy.device), info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
