@@ -117,6 +117,11 @@ class StageContext:
         return model.to(self.strategy.device), info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
+        """The Trainer of `module` (a Transformer or a RewardModel) through the strategy; its blocks compiled first
+        when cfg.compile (before the engine wraps the module, as llm/train does)."""
+        if self.cfg.compile:
+            from llm.train.compile import compile_blocks
+            compile_blocks((module.body if hasattr(module, "body") else module).layers)
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
         torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
         return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
