@@ -5,8 +5,8 @@ A stage directory holds
 - the tokenizer the model was trained with, of the kind the base had: a SentencePiece `tokenizer.model`, or a
   Hugging Face `tokenizer.json` with its tokenizer_config.json (data_pipeline/hf_tokenizer.py `copy_tokenizer`);
 - `stage.json`: {stage, kind ('lm' or 'reward'), model (ModelConfig as a dict), tokenizer_fingerprint,
-  vocab_size, tokenizer (its kind, a key of TOKENIZER_FILES), template (the chat template, llm/align/template.py), metrics, extra (e.g. the RM's reward
-  mean/std)} — written last, so its presence marks
+  vocab_size, tokenizer (its kind, a key of TOKENIZER_FILES), template (the chat template,
+  llm/align/template.py), metrics, extra (e.g. the RM's reward mean/std)} — written last, so its presence marks
   the directory complete (the chain skips a stage whose stage.json exists);
 - `config.yaml`: the resolved alignment config that produced it.
 

@@ -2,7 +2,7 @@
 
 Any layout's checkpoint directory works (debug, ZeRO-3, TP, PP): each holds the consolidated single-process
 weights as model.pt (llm/model.py names) and config.yaml (the resolved run config); so does an alignment stage
-directory (model.pt, tokenizer.model or tokenizer.json, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
+directory (model.pt, tokenizer.model, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
 wrote (its tokenizer.json beside model.pt). What is written: config.json (LlamaConfig), safetensors weights
 (sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
 and the tokenizer files (data_pipeline/hf_tokenizer.py).

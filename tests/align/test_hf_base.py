@@ -57,7 +57,8 @@ def chain_from_hf(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp / 'out'}", f"base.path={hf}", "stages=[base,sft,dpo,rl]",
                                      "task.n_train=200", "task.n_dev=20", "task.n_eval_prompts=16",
-                                     "sft.steps=4", "sft.batch_size=8", "sft.eval_every=0", "sft.optim.warmup_steps=0", "dpo.steps=2",
+                                     "sft.steps=4", "sft.batch_size=8", "sft.eval_every=0", "sft.optim.warmup_steps=0",
+                                     "dpo.steps=2",
                                      "dpo.batch_size=4", "rl.iterations=2", "rl.prompts_per_iteration=2",
                                      "rl.group_size=4", "rl.mini_batch=8"])
     lines = []
@@ -173,6 +174,11 @@ def test_a_bad_hf_directory_is_one_clear_line(tmp_path, capsys):
         raw = json.loads((no_eos / name).read_text())
         raw.pop("eos_token" if name == "tokenizer_config.json" else "eos_token_id")
         (no_eos / name).write_text(json.dumps(raw))
+    eos_in_config_only = tmp_path / "eos_in_config_only"
+    shutil.copytree(hf, eos_in_config_only)
+    raw = json.loads((eos_in_config_only / "tokenizer_config.json").read_text())
+    raw.pop("eos_token")
+    (eos_in_config_only / "tokenizer_config.json").write_text(json.dumps(raw))
     biased = tmp_path / "biased"
     shutil.copytree(hf, biased)
     raw = json.loads((biased / "config.json").read_text())
@@ -182,6 +188,7 @@ def test_a_bad_hf_directory_is_one_clear_line(tmp_path, capsys):
     (no_weights / "model.safetensors").unlink()
     for base, expected in ((no_tok, "no_tokenizer: no tokenizer.json; save the tokenizer"),
                            (no_eos, "has no EOS token"), (biased, "attention_bias"),
+                           (eos_in_config_only, "come partly from a config.json"),
                            (no_weights, "nor a Hugging Face model directory")):
         rc, err = _chain_cli(capsys, tmp_path, base)
         assert rc == 4 and err.startswith("hand-off error: ") and len(err.splitlines()) == 1, err

@@ -132,8 +132,8 @@ def test_dpo_loss_equals_trls(models):
 
 
 def test_rloo_gradient_equals_trls_on_policy(models):
-    """TRL's RLOO clips the sequence's ratio exp(Σ log π − Σ log π_old); ours clips each token's ratio and sums the
-    terms (llm/align/rl_losses.py). The two are REINFORCE on the sequence log-probability at the first update
+    """TRL's RLOO clips the sequence's ratio exp(Σ log π − Σ log π_old); ours clips each token's ratio and sums
+    the terms (llm/align/rl_losses.py). The two are REINFORCE on the sequence log-probability at the first update
     (π = π_old): equal gradients, while the loss values differ by each sequence's length (TRL: −A, ours: −A·|o|).
     Past the first update (rl.epochs > 1) they are different objectives, which is why only the gradient at π = π_old
     is compared."""
