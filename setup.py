@@ -47,6 +47,7 @@ setup(
             "megatron-core==0.16.1",
             "lm_eval>=0.4.5,<0.5",  # tests/llm/eval: the harness against our own log-likelihoods
             "wandb>=0.17",  # the offline-mode test of tests/llm/train/test_loggers.py (no network needed)
+            "trl>=1.16,<1.17",  # tests/align/test_trl_oracle.py: TRL's DPO/GRPO/RLOO losses (private methods) as oracle
         ],
     },
 )

@@ -5,8 +5,9 @@ text: each prompt followed by a random permutation of its digits. It learns the 
 alphabet, not the task (checker accuracy ≈ mean 1/len! ≈ 7%), so SFT has something to teach.
 
 A recipe that sets `base.path` starts from an existing model instead: a stage checkpoint is used as it is (the
-stage is then complete, and skipped); a step directory written by launch/pretrain.py is imported into
-<out_dir>/base (llm/align/pretrained.py) with its own tokenizer, and evaluated like the pretrained base.
+stage is then complete, and skipped); a step directory written by launch/pretrain.py or a Hugging Face model
+directory is imported into <out_dir>/base (llm/align/pretrained.py) with its own tokenizer (SentencePiece or
+tokenizer.json), and evaluated like the pretrained base.
 """
 from __future__ import annotations
 
@@ -40,15 +41,16 @@ def needs_task_data(cfg: AlignConfig) -> bool:
 
 
 def import_base(cfg: AlignConfig, log=print) -> dict:
-    """Write <out_dir>/base from the launch/pretrain.py step directory at base.path; returns its metrics."""
+    """Write <out_dir>/base from the launch/pretrain.py step directory or Hugging Face directory at base.path;
+    returns its metrics."""
     from llm.align.pretrained import load_pretrained
 
     t0 = time.perf_counter()
     if needs_task_data(cfg):
         prepare_data(cfg)
-    model, tok, tok_path, run = load_pretrained(cfg.base.path)
+    model, tok, tok_path, model_cfg = load_pretrained(cfg.base.path)
     template = ChatTemplate.from_config(cfg)
-    metrics = {"imported_from": str(cfg.base.path), "pretrain_model": dataclasses.asdict(run.model)}
+    metrics = {"imported_from": str(cfg.base.path), "pretrain_model": dataclasses.asdict(model_cfg)}
     metrics.update(checker_eval(cfg, model, tok, template))
     metrics["wall_s"] = time.perf_counter() - t0
     log(f"base: imported {cfg.base.path} ({sum(p.numel() for p in model.parameters()):,} parameters, tokenizer "

@@ -29,8 +29,12 @@ def batch_indices(n: int, step: int, batch: int, seed: int, stream: Stream) -> l
     return out
 
 
-def checkpoint_tokenizer(path: str | Path) -> Tokenizer:
-    return Tokenizer(Path(path) / "tokenizer.model")
+def checkpoint_tokenizer(path: str | Path):
+    """The tokenizer of stage directory `path`: a SentencePiece `Tokenizer` or an `HFTokenizer`, as its stage.json
+    records (llm/align/handoff.py)."""
+    from data_pipeline.hf_tokenizer import load_tokenizer
+    from llm.align.handoff import tokenizer_path
+    return load_tokenizer(tokenizer_path(path))
 
 
 class StageLog:

@@ -43,6 +43,11 @@ class AlignConfig:
     """Stages `launch/chain.py` runs, in this order; add 'dpo' for the alternative third stage."""
     task: TaskConfig = field(default_factory=TaskConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
+    compile: bool = False
+    """torch.compile each transformer block of every model a stage trains (llm/train/compile.py; a reward model's
+    and critic's `.body` blocks), in debug mode and under the launcher. Off by default, as train.compile: compiling
+    costs tens of seconds per stage on CPU, more than the bundled stages' training, and losses match eager only to
+    fp32 rounding (tests/align/test_compile.py). Generation (with a KV cache) runs the blocks eagerly."""
     bad_rows: str = "skip"
     """A data row that cannot be used (a missing field, no assistant turn, longer than seq_len): 'skip' (named
     by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""

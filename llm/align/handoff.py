@@ -2,10 +2,11 @@
 
 A stage directory holds
 - `model.pt`: the model's state dict (a Transformer for base/SFT/PPO/DPO, a RewardModel for the RM);
-- `tokenizer.model`: a copy of the tokenizer the model was trained with;
+- the tokenizer the model was trained with, of the kind the base had: a SentencePiece `tokenizer.model`, or a
+  Hugging Face `tokenizer.json` with its tokenizer_config.json (data_pipeline/hf_tokenizer.py `copy_tokenizer`);
 - `stage.json`: {stage, kind ('lm' or 'reward'), model (ModelConfig as a dict), tokenizer_fingerprint,
-  vocab_size, template (the chat template, llm/align/template.py), metrics, extra (e.g. the RM's reward
-  mean/std)} — written last, so its presence marks
+  vocab_size, tokenizer (its kind, a key of TOKENIZER_FILES), template (the chat template,
+  llm/align/template.py), metrics, extra (e.g. the RM's reward mean/std)} — written last, so its presence marks
   the directory complete (the chain skips a stage whose stage.json exists);
 - `config.yaml`: the resolved alignment config that produced it.
 
@@ -26,6 +27,8 @@ from llm.config import ModelConfig
 from llm.train import safe_load
 
 STAGE_FILE = "stage.json"
+TOKENIZER_FILES = {"sentencepiece": "tokenizer.model", "hf": "tokenizer.json"}
+"""The tokenizer file of a stage directory, by the kind stage.json records."""
 
 
 class HandoffError(ValueError):
@@ -43,6 +46,8 @@ class StageInfo:
     extra: dict = field(default_factory=dict)
     template: dict = field(default_factory=dict)
     """The chat template's role formats ({} in checkpoints written before templates were recorded)."""
+    tokenizer: str = "sentencepiece"
+    """The tokenizer's kind, a key of TOKENIZER_FILES (checkpoints written before HF tokenizers: SentencePiece)."""
 
     @property
     def model_config(self) -> ModelConfig:
@@ -53,11 +58,19 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / STAGE_FILE).is_file()
 
 
+def tokenizer_path(path: str | Path) -> Path:
+    """The tokenizer file of the complete stage directory `path` (the kind its stage.json records)."""
+    return Path(path) / TOKENIZER_FILES[read_info(path).tokenizer]
+
+
 def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_path: str | Path,
                config_yaml: str = "", metrics: dict | None = None, extra: dict | None = None,
                template: dict | None = None) -> Path:
-    """Write a stage checkpoint into `path` (replacing any partial one), stage.json last."""
-    from data_pipeline.tokenizer import Tokenizer
+    """Write a stage checkpoint into `path` (replacing any partial one), stage.json last. `tokenizer_path`: a
+    SentencePiece .model or a tokenizer.json (its tokenizer_config.json beside it is copied too). Raises
+    HandoffError when the copy would not name the same special tokens (an HF tokenizer whose EOS only
+    config.json gives)."""
+    from data_pipeline.hf_tokenizer import copy_tokenizer, is_hf_tokenizer, load_tokenizer
     from llm.align.reward_model import RewardModel
 
     path = Path(path)
@@ -66,12 +79,17 @@ def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_p
     tmp.mkdir(parents=True)
     kind = "reward" if isinstance(model, RewardModel) else "lm"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
-    if Path(tokenizer_path).resolve() != (tmp / "tokenizer.model").resolve():
-        shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
-    tok = Tokenizer(tmp / "tokenizer.model")
+    tok = load_tokenizer(copy_tokenizer(tokenizer_path, tmp))
+    special = (tok.bos_id, tok.eos_id, tok.pad_id)
+    source = load_tokenizer(tokenizer_path)
+    if special != (source.bos_id, source.eos_id, source.pad_id):
+        shutil.rmtree(tmp)
+        raise HandoffError(f"{tokenizer_path}: its (bos, eos, pad) ids {(source.bos_id, source.eos_id, source.pad_id)} "
+                           f"come partly from a config.json the stage checkpoint does not carry (the copy gives "
+                           f"{special}); name them in tokenizer_config.json")
     (tmp / "config.yaml").write_text(config_yaml)
     info = StageInfo(stage, kind, asdict(model.cfg), tok.fingerprint(), tok.vocab_size, metrics or {}, extra or {},
-                     template or {})
+                     template or {}, "hf" if is_hf_tokenizer(tokenizer_path) else "sentencepiece")
     (tmp / STAGE_FILE).write_text(json.dumps(asdict(info), indent=1))
     if path.exists():
         shutil.rmtree(path)

@@ -52,8 +52,9 @@ class PPOModels:
     reward_path: Path
 
 
-def build_models(cfg: AlignConfig) -> PPOModels:
-    """Load the four models by path, refusing an actor and RM that do not share a tokenizer and vocabulary."""
+def build_models(cfg: AlignConfig, device: torch.device | str = "cpu") -> PPOModels:
+    """Load the four models by path onto `device`, refusing an actor and RM that do not share a tokenizer and
+    vocabulary."""
     actor_path, rm_path = STAGE.checkpoint_path(cfg, "actor"), STAGE.checkpoint_path(cfg, "reward_model")
     tok = checkpoint_tokenizer(actor_path)
     a_info, r_info = handoff.read_info(actor_path), handoff.read_info(rm_path)
@@ -69,6 +70,7 @@ def build_models(cfg: AlignConfig) -> PPOModels:
     handoff.check_template(a_info, actor_path, template)
     handoff.check_template(r_info, rm_path, template)
     stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
+    actor, reference, critic, reward_model = (x.to(device) for x in (actor, reference, critic, reward_model))
     return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path, rm_path)
 
 
@@ -105,7 +107,7 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
     kl = L.kl_penalty(old_logp, ref_logp, p.kl_estimator) * mask
     rewards = -beta * kl
     # The score is the reward of the last action: the token at last_index, predicted at position last_index − 1.
-    rewards[torch.arange(len(score)), b.last_index - 1] += score
+    rewards[torch.arange(len(score), device=score.device), b.last_index - 1] += score
     adv, returns = L.gae(rewards, values, mask, p.gamma, p.lam)
     if p.whiten_advantages:
         adv = L.whiten(adv, mask)
@@ -129,9 +131,10 @@ def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) 
     if rows is None:
         return {}
     ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in rows]
-    gen = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
+    device = next(policy.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
     b = make_batch(ids, sample(policy, ids, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id, gen),
-                   tok.eos_id)
+                   tok.eos_id, device)
     return {"kl": sequence_kl(policy, reference, b)}
 
 
@@ -143,7 +146,7 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     d, tok = ctx.strategy, ctx.tokenizer
     if p.mini_batch % d.world:
         raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {d.world} data-parallel ranks")
-    m = build_models(cfg)
+    m = build_models(cfg, d.device)
     eos = tok.eos_id
     prompts = ctx.data("ppo.prompts", "prompt", m.actor.cfg.seq_len)
     prompt_ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in prompts]
@@ -152,6 +155,7 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
     actor_tr = ctx.trainer(m.actor, p.actor_optim, p.actor_zero_stage, total_updates)
     critic_tr = ctx.trainer(m.critic, p.critic_optim, p.critic_zero_stage, total_updates)
     m.actor, m.critic = actor_tr.module, critic_tr.module
+    device = next(m.actor.parameters()).device
     ema = frozen(copy.deepcopy(m.actor)) if p.ema > 0 else None
     kl_ctl = L.AdaptiveKLController(p.beta, p.kl_target, p.kl_horizon)
     # Mini-batch order: one generator, the same on every rank, so a global mini-batch holds the same rows in
@@ -170,7 +174,7 @@ def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> di
         # debug mode's rollouts split into shares.
         seeds = [seed_for(cfg.seed, Stream.PPO_ROLLOUT, it, j) for j in range(p.rollout_batch)]
         responses = d.gather(sample_seeded(m.actor, ids[mine], p.max_new_tokens, p.temperature, eos, seeds[mine]))
-        b = make_batch(ids, responses, eos)
+        b = make_batch(ids, responses, eos, device)
         r = score_rollout(m, b, kl_ctl.beta, cfg, d)
         if it == 0:
             step0_diff = float((r["old_logp"] - r["ref_logp"]).abs().max())

@@ -1,18 +1,22 @@
-"""A base model from outside the chain: `base.path` naming a step directory written by launch/pretrain.py.
+"""A base model from outside the chain: `base.path` naming a step directory written by launch/pretrain.py or a
+Hugging Face model directory.
 
-Such a directory holds the consolidated weights (`model.pt`, whatever the layout it was trained in; read by
+A step directory holds the consolidated weights (`model.pt`, whatever the layout it was trained in; read by
 llm/train/checkpoint.py `read_model_weights`), the run's `config.yaml` (its `model` section is the shape) and names
 its tokenizer in `data.tokenizer` (a path as the run was given it; also looked for next to the weights, as
-tokenizer.model). `import_pretrained` turns it into the chain's <out_dir>/base stage checkpoint, so every later
-stage reads it like a base made inside the chain. Weights and tokenizer are each read by one call (`_weights`,
-`_tokenizer`): where Hugging Face directories become readable (read_model_weights and a `load_tokenizer(path)`
-that picks SentencePiece or HF), those two calls are what changes.
+tokenizer.json or tokenizer.model). A Hugging Face directory is a LlamaForCausalLM `save_pretrained` directory
+(config.json, safetensors) with its tokenizer saved beside it (tokenizer.json, tokenizer_config.json); its weights
+are read by llm/hf/load.py, the import launch/import_hf.py does. Either tokenizer kind is opened by
+data_pipeline/hf_tokenizer.py `load_tokenizer`, and the stage checkpoints carry it on (llm/align/handoff.py).
+`load_pretrained` gives what the base stage (llm/align/base.py) writes as <out_dir>/base, so every later stage reads
+it like a base made inside the chain.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from llm.align import handoff
+from llm.config import ConfigError, ModelConfig
 
 
 def is_pretrain_dir(path: str | Path) -> bool:
@@ -21,39 +25,63 @@ def is_pretrain_dir(path: str | Path) -> bool:
 
 
 def _tokenizer_path(src: Path, named: str | None) -> Path:
-    for candidate in ([Path(named), src / Path(named).name] if named else []) + [src / "tokenizer.model"]:
+    own = [src / "tokenizer.json", src / "tokenizer.model"]
+    for candidate in ([Path(named), src / Path(named).name] if named else []) + own:
         if candidate.is_file():
             return candidate
     raise handoff.HandoffError(f"base.path={src}: its tokenizer {named!r} (config.yaml data.tokenizer) is not there, "
-                               f"nor {src}/tokenizer.model; copy it next to the weights")
+                               f"nor {own[0]} or {own[1]}; copy it next to the weights")
 
 
-def _weights(src: Path) -> dict:
+def _from_step_dir(src: Path) -> tuple[dict, ModelConfig, Path]:
+    import typed_yaml
     from llm.train.checkpoint import read_model_weights
-    return read_model_weights(src)
+    # Only the model section and data.tokenizer are read: the run's dataset may be gone, and launch/import_hf.py's
+    # step directory has none yet (its data.paths is empty).
+    raw = typed_yaml.read_yaml(src / "config.yaml")
+    cfg = typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(src / "config.yaml"))
+    return read_model_weights(src), cfg, _tokenizer_path(src, (raw.get("data") or {}).get("tokenizer"))
 
 
-def _tokenizer(path: Path):
-    from data_pipeline.tokenizer import Tokenizer
-    return Tokenizer(path)
+def _from_hf_dir(src: Path) -> tuple[dict, ModelConfig, Path]:
+    from llm.hf.load import read_hf_config, read_hf_weights
+    try:
+        cfg, weights = read_hf_config(src), read_hf_weights(src)
+    except ConfigError as e:
+        raise handoff.HandoffError(f"base.path (a Hugging Face directory): {e}") from None
+    if not (src / "tokenizer.json").is_file():
+        raise handoff.HandoffError(f"base.path={src}: no tokenizer.json; save the tokenizer with the model "
+                                   "(tokenizer.save_pretrained into the same directory)")
+    return weights, cfg, src / "tokenizer.json"
 
 
 def load_pretrained(src: str | Path):
-    """(Transformer, tokenizer, tokenizer path, the run's RunConfig) of a launch/pretrain.py step directory.
-    Raises HandoffError when a piece is missing or the weights do not fit the recorded shape."""
-    from llm.config import load_config
+    """(Transformer, tokenizer, tokenizer file, ModelConfig) of a launch/pretrain.py step directory or a Hugging Face
+    model directory. Raises HandoffError when a piece is missing, the tokenizer has no EOS (every reply the chat
+    template encodes ends with one) or the weights do not fit the recorded shape."""
+    from data_pipeline.hf_tokenizer import load_tokenizer
+    from llm.hf.load import is_hf_model_dir
     from llm.model import Transformer
 
     src = Path(src)
-    if not is_pretrain_dir(src):
-        raise handoff.HandoffError(f"base.path={src} is neither a stage checkpoint (stage.json) nor a pretraining "
-                                   "step directory (model.pt and config.yaml)")
-    run = load_config(src / "config.yaml")
-    tok_path = _tokenizer_path(src, run.data.tokenizer)
-    tok = _tokenizer(tok_path)
-    if tok.vocab_size > run.model.vocab_size:
+    if is_pretrain_dir(src):
+        weights, cfg, tok_path = _from_step_dir(src)
+    elif is_hf_model_dir(src) and not handoff.is_complete(src):
+        weights, cfg, tok_path = _from_hf_dir(src)
+    else:
+        raise handoff.HandoffError(f"base.path={src} is neither a stage checkpoint (stage.json), a pretraining step "
+                                   "directory (model.pt and config.yaml) nor a Hugging Face model directory "
+                                   "(config.json and model.safetensors)")
+    try:
+        tok = load_tokenizer(tok_path)
+    except (OSError, ValueError) as e:
+        raise handoff.HandoffError(f"base.path={src}: its tokenizer {tok_path} cannot be read: {e}") from None
+    if tok.vocab_size > cfg.vocab_size:
         raise handoff.HandoffError(f"base.path={src}: tokenizer {tok_path} has {tok.vocab_size} pieces but the model's "
-                                   f"vocab_size is {run.model.vocab_size}")
-    model = Transformer(run.model)
-    handoff.load_checked(model, _weights(src), src)
-    return model, tok, tok_path, run
+                                   f"vocab_size is {cfg.vocab_size}")
+    if tok.eos_id < 0:
+        raise handoff.HandoffError(f"base.path={src}: tokenizer {tok_path} has no EOS token (tokenizer_config.json "
+                                   "eos_token); the chat template ends every reply with it")
+    model = Transformer(cfg)
+    handoff.load_checked(model, weights, src)
+    return model, tok, tok_path, cfg

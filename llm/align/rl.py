@@ -52,10 +52,12 @@ class Rewards:
 
     @torch.no_grad()
     def __call__(self, rows: list[dict], texts: list[str], b, d) -> torch.Tensor:
-        """(batch,) rewards of the global rollout `b` (rows: its prompt rows, texts: the decoded answers)."""
-        total = torch.zeros(len(texts))
+        """(batch,) rewards of the global rollout `b` (rows: its prompt rows, texts: the decoded answers), on b's
+        device."""
+        total = torch.zeros(len(texts), device=b.tokens.device)
         if self.functions is not None:
-            total += torch.tensor(self.functions([r["raw"] for r in rows], texts, [r["fields"] for r in rows]))
+            total += torch.tensor(self.functions([r["raw"] for r in rows], texts, [r["fields"] for r in rows]),
+                                  device=b.tokens.device)
         if self.rm is not None:
             share = d.shard(len(texts))
             raw = d.gather_rows(self.rm.score(b.tokens[share], b.last_index[share]))
@@ -82,6 +84,8 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     n_minibatches = n_rollout // r.mini_batch
     trainer = ctx.trainer(actor, r.optim, r.zero_stage, r.iterations * r.epochs * n_minibatches)
     actor = trainer.module
+    device = next(actor.parameters()).device
+    # The mini-batch order stays a host generator (its state is resumed; every device draws the same order).
     shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.RL_MINIBATCHES))
     start, loop = ctx.resume(r.iterations, {"actor": trainer})
     if start:
@@ -94,7 +98,7 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         ids = [prompt_ids[i] for i in chosen for _ in range(r.group_size)]
         seeds = [seed_for(cfg.seed, Stream.RL_ROLLOUT, it, j) for j in range(n_rollout)]
         responses = d.gather(sample_seeded(actor, ids[mine], r.max_new_tokens, r.temperature, eos, seeds[mine]))
-        b = make_batch(ids, responses, eos)
+        b = make_batch(ids, responses, eos, device)
         mask = b.action_mask
         reward = rewards(rows, [decode_response(tok, x, template) for x in responses], b, d)
         actor.eval()

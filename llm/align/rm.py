@@ -50,7 +50,7 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     from llm.align.data import decode_response, encode_prompt
     from llm.align.rollout import sample
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = [encode_prompt(tok, template, q["prompt"]) for q in prompts]
     answers: list[list[str]] = [[] for _ in prompts]
     for _ in range(n_samples):

@@ -2,6 +2,8 @@
 evaluation every stage reports.
 
 A response is the generated tokens up to and including the first EOS (or all max_new_tokens if none came).
+Every tensor is made on the model's device (the sampling noise and generators too): the one host round trip of a
+rollout is the sampled ids, which the reward functions read as text.
 """
 from __future__ import annotations
 
@@ -49,8 +51,9 @@ def sample_seeded(model: Transformer, prompt_ids: list[list[int]], max_new_token
         steps = min(max_new_tokens, model.cfg.seq_len - t)
         if steps <= 0:
             continue
-        u = torch.stack([torch.rand(steps, vocab, generator=torch.Generator().manual_seed(seeds[i])) for i in idx])
-        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20))).to(device)
+        u = torch.stack([torch.rand(steps, vocab, device=device,
+                                    generator=torch.Generator(device=device).manual_seed(seeds[i])) for i in idx])
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
         caches = model.new_caches(len(idx), t + steps)
         logits = model(torch.tensor([prompt_ids[i] for i in idx], device=device), caches, 0)[:, -1].float()
         done = torch.zeros(len(idx), dtype=torch.bool, device=device)
@@ -84,20 +87,19 @@ class RolloutBatch:
     """(batch,) bool: the response closed with EOS."""
 
 
-def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: int) -> RolloutBatch:
+def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: int,
+               device: torch.device | str = "cpu") -> RolloutBatch:
+    """The padded batch of prompts + responses, its tensors made on `device` (the model's) from host lists, one
+    transfer each."""
     width = max(len(p) + len(r) for p, r in zip(prompt_ids, responses))
-    n = len(prompt_ids)
-    tokens = torch.full((n, width), PAD_ID, dtype=torch.long)
-    mask = torch.zeros(n, width - 1)
-    last = torch.empty(n, dtype=torch.long)
-    ended = torch.zeros(n, dtype=torch.bool)
-    for i, (p, r) in enumerate(zip(prompt_ids, responses)):
-        seq = p + r
-        tokens[i, :len(seq)] = torch.tensor(seq)
-        mask[i, len(p) - 1:len(seq) - 1] = 1.0
-        last[i] = len(seq) - 1
-        ended[i] = bool(r) and r[-1] == eos_id
-    return RolloutBatch(tokens, mask, last, ended)
+    seqs = [p + r for p, r in zip(prompt_ids, responses)]
+    tokens = [s + [PAD_ID] * (width - len(s)) for s in seqs]
+    mask = [[0.0] * (len(p) - 1) + [1.0] * len(r) + [0.0] * (width - len(s)) for p, r, s in
+            zip(prompt_ids, responses, seqs)]
+    return RolloutBatch(torch.tensor(tokens, dtype=torch.long, device=device),
+                        torch.tensor(mask, dtype=torch.float32, device=device),
+                        torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long, device=device),
+                        torch.tensor([bool(r) and r[-1] == eos_id for r in responses], dtype=torch.bool, device=device))
 
 
 @torch.no_grad()
@@ -120,10 +122,9 @@ def evaluate_checker(model: Transformer, tok: Tokenizer, template, prompts: list
     out = {"checker_accuracy": sum(correct) / len(correct), "eval_reward": sum(rewards) / len(rewards),
            "response_length": sum(len(r) for r in responses) / len(responses)}
     if reward_model is not None:
-        b = make_batch(prompt_ids, responses, tok.eos_id)
-        device = next(reward_model.parameters()).device
+        b = make_batch(prompt_ids, responses, tok.eos_id, next(reward_model.parameters()).device)
         mean, std = reward_stats
-        scores = ((reward_model.score(b.tokens.to(device), b.last_index.to(device)).cpu() - mean) / std)
+        scores = (reward_model.score(b.tokens, b.last_index) - mean) / std
         scores = torch.where(b.ended, scores, torch.full_like(scores, float("-inf"))).clamp(min=-5.0).tolist()
         good = [s for s, c in zip(scores, correct) if c]
         bad = [s for s, c in zip(scores, correct) if not c]

@@ -80,8 +80,9 @@ class BaseConfig:
     batch_size: int = 32
     path: str | None = None
     """Start from an existing model instead of pretraining one: a stage checkpoint (llm/align/handoff.py), used as
-    <out_dir>/base is, or a step directory written by launch/pretrain.py (model.pt, config.yaml and the tokenizer
-    its data.tokenizer names), which the base stage imports into <out_dir>/base (llm/align/pretrained.py)."""
+    <out_dir>/base is, a step directory written by launch/pretrain.py (model.pt, config.yaml and the tokenizer
+    its data.tokenizer names) or a Hugging Face LlamaForCausalLM directory (config.json, safetensors and its
+    tokenizer.json), which the base stage imports into <out_dir>/base (llm/align/pretrained.py)."""
 
 
 @dataclass

@@ -109,13 +109,19 @@ class StageContext:
 
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
-        `kind` ('lm' or 'reward') and refused unless it was trained with this stage's tokenizer and template."""
+        `kind` ('lm' or 'reward') onto the strategy's device (a frozen reference or RM is never moved by an engine)
+        and refused unless it was trained with this stage's tokenizer and template."""
         path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
         model, info = handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
         handoff.check_template(info, path, self.template.to_dict())
-        return model, info
+        return model.to(self.strategy.device), info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
+        """The Trainer of `module` (a Transformer or a RewardModel) through the strategy; its blocks compiled first
+        when cfg.compile (before the engine wraps the module, as llm/train does)."""
+        if self.cfg.compile:
+            from llm.train.compile import compile_blocks
+            compile_blocks((module.body if hasattr(module, "body") else module).layers)
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
         torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
         return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
@@ -164,7 +170,7 @@ class StageContext:
         if self.strategy.is_main:
             metrics["wall_s"] = time.perf_counter() - self.t0
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
-                               self.init / "tokenizer.model", self.cfg.to_yaml(), metrics, extra,
+                               handoff.tokenizer_path(self.init), self.cfg.to_yaml(), metrics, extra,
                                self.template.to_dict())
         self.strategy.barrier()
         if self.resumer is not None:

@@ -73,13 +73,23 @@ class ChatTemplate:
 
     def decode_response(self, tok, ids: list[int]) -> str:
         """The assistant content of generated ids: cut at the first EOS, the assistant suffix removed. Ids past the
-        tokenizer's vocabulary (the embedding table is rounded up) decode as unknown (no reward function accepts
-        them)."""
-        from data_pipeline.tokenizer import UNK_ID
+        tokenizer's vocabulary (the embedding table is rounded up) decode as unknown (SentencePiece's UNK, U+FFFD
+        for a Hugging Face tokenizer), which no reward function accepts."""
+        from data_pipeline.tokenizer import UNK_ID, Tokenizer
         ids = list(ids)
         if tok.eos_id in ids:
             ids = ids[:ids.index(tok.eos_id)]
-        text = tok.decode([i if i < tok.vocab_size else UNK_ID for i in ids])
+        if isinstance(tok, Tokenizer):
+            text = tok.decode([i if i < tok.vocab_size else UNK_ID for i in ids])
+        else:
+            # tokenizers' decode drops ids it does not know, which could leave a reply a reward accepts.
+            runs: list[list[int]] = [[]]
+            for i in ids:
+                if i < tok.vocab_size:
+                    runs[-1].append(i)
+                else:
+                    runs.append([])
+            text = "\ufffd".join(tok.decode(r) for r in runs)
         _, suffix = self._split("assistant")
         return text[:-len(suffix)] if suffix and text.endswith(suffix) else text
 

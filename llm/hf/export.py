@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path) -> CheckpointSource:
         if info.get("kind") != "lm":
             raise ConfigError(f"{path} is a {info.get('kind')!r} stage ({info.get('stage')}), not a language model")
         model = typed_yaml.build_validated(ModelConfig, info["model"], str(p / STAGE_FILE))
-        tokenizer = p / "tokenizer.model"
+        tokenizer = p if (p / "tokenizer.json").is_file() else p / "tokenizer.model"  # the kind the base had
     elif (p / "config.yaml").is_file():
         # Only the model section and data.tokenizer are read: the run's dataset may be long gone, and an imported
         # checkpoint has no dataset yet, so the whole run config (data.paths) need not validate.

@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from llm.align import handoff
 from llm.align.config import load_align_config
@@ -14,6 +13,7 @@ from llm.align.formats import DataError, load, read_records
 from llm.align.losses import IGNORE_INDEX
 from llm.align.task import generate_task_data, train_task_tokenizer
 from llm.align.template import ChatTemplate
+from tests.align.helpers import make_base
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
@@ -130,11 +130,7 @@ def test_template_round_trip(tok):
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from llm.align.base import run_base
-    out = tmp_path_factory.mktemp("fmt_base")
-    torch.set_num_threads(1)
-    run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20"]), log=lambda s: None)
-    return out
+    return make_base(tmp_path_factory.mktemp("fmt_base"))
 
 
 def test_sft_on_user_data_counts_skipped_rows_and_records_the_template(base_dir, tmp_path):

@@ -21,6 +21,7 @@ import sys
 import pytest
 import torch
 
+from tests.align.helpers import make_base
 from tests.conftest import ROOT
 from tests.parallel.launcher_utils import free_port, launch_env
 
@@ -31,12 +32,7 @@ ABS_TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from llm.align.base import run_base
-    from llm.align.config import load_align_config
-    out = tmp_path_factory.mktemp("align_base")
-    torch.set_num_threads(1)
-    run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20"]), log=lambda s: None)
-    return out
+    return make_base(tmp_path_factory.mktemp("align_base"))
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def test_a_pretrain_directory_missing_its_tokenizer_is_named(made_inside, tmp_pa
         run_base(cfg, log=lambda s: None)
     (tmp_path / "empty").mkdir()
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path / 'out'}", f"base.path={tmp_path / 'empty'}"])
-    with pytest.raises(handoff.HandoffError, match="neither a stage checkpoint .* nor a pretraining step"):
+    with pytest.raises(handoff.HandoffError,
+                       match="neither a stage checkpoint .*, a pretraining step directory .* nor a Hugging Face"):
         run_base(cfg, log=lambda s: None)
 
 
