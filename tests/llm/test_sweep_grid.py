@@ -71,9 +71,15 @@ def _runs(budgets, sizes_dex=(-0.6, -0.3, 0.0, 0.3, 0.6), noise=0.002, seed=0):
     return out
 
 
-def test_fit_law_recovers_a_known_law_with_intervals_and_a_parametric_fit():
+@pytest.fixture(scope="module")
+def fitted():
+    """One fit with the parametric step (the slow part: L-BFGS from 16 starts), shared by the tests below."""
     runs = _runs([1e15, 1e16, 1e17])
-    doc = fit_law(runs, resamples=200, seed=0)
+    return runs, fit_law(runs, resamples=200, seed=0)
+
+
+def test_fit_law_recovers_a_known_law_with_intervals_and_a_parametric_fit(fitted):
+    runs, doc = fitted
     a, b = doc["n_opt"], doc["d_opt"]
     assert a["a"] == pytest.approx(KNOWN.a, abs=0.05) and b["b"] == pytest.approx(1 - a["a"], abs=1e-9)
     assert a["a_interval"][0] <= a["a"] <= a["a_interval"][1] and a["a_interval"][1] > a["a_interval"][0]
@@ -85,23 +91,23 @@ def test_fit_law_recovers_a_known_law_with_intervals_and_a_parametric_fit():
     assert len(par["residuals"]) == 15 and par["rms_residual"] < 0.01
     assert par["a"] == pytest.approx(KNOWN.a, abs=0.05)
     # Seeded: the same seed gives the same intervals, another seed other resamples.
-    assert fit_law(runs, resamples=200, seed=0)["n_opt"]["a_interval"] == a["a_interval"]
-    assert fit_law(runs, resamples=200, seed=1)["bootstrap"]["samples"] != doc["bootstrap"]["samples"]
+    assert fit_law(runs, resamples=200, seed=0, parametric=False)["n_opt"]["a_interval"] == a["a_interval"]
+    assert fit_law(runs, resamples=200, seed=1, parametric=False)["bootstrap"]["samples"] != doc["bootstrap"]["samples"]
 
 
 def test_a_budget_without_an_interior_minimum_is_excluded_with_its_reason():
     runs = _runs([1e15, 1e16]) + _runs([1e17], sizes_dex=(0.6, 0.9, 1.2))  # all right of the optimum: rising
     for r in runs[-3:]:
         r["loss"] = 5.0 - 0.4 * (math.log10(r["n_params"]) - 8) ** 2  # opens downwards
-    doc = fit_law(runs, resamples=20)
+    doc = fit_law(runs, resamples=20, parametric=False)
     assert [b["flops"] for b in doc["budgets"]] == [1e15, 1e16]
     assert doc["excluded_budgets"][0]["flops"] == 1e17 and "opens downwards" in doc["excluded_budgets"][0]["reason"]
     with pytest.raises(ValueError, match="need two budgets whose parabola has its minimum inside"):
-        fit_law(runs[5:], resamples=20)
+        fit_law(runs[5:], resamples=20, parametric=False)
 
 
-def test_law_file_round_trip_is_a_law_plan_uses(tmp_path):
-    doc = fit_law(_runs([1e15, 1e16, 1e17]), resamples=100)
+def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
+    _, doc = fitted
     write_law(tmp_path / "law.json", doc)
     law = read_law(tmp_path / "law.json")
     assert isinstance(law, SweepLaw) and law.a == pytest.approx(doc["n_opt"]["a"])
