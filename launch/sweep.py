@@ -35,6 +35,7 @@ from llm.spec.law import LawFileError, LawFitError, fit_law, read_law, write_law
 from llm.spec.plan import config_dict  # noqa: E402
 from llm.spec.scaling import LAWS, get_law  # noqa: E402
 from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES, SweepGrid, design_grid  # noqa: E402
+from launch.plan import _Parser, _positive  # noqa: E402  (one-line errors; numbers such as -1e12 read as values)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "launch" / "pretrain.py"
@@ -49,21 +50,6 @@ class UserError(Exception):
 
 class RunFailed(Exception):
     """A point's training run exited non-zero; printed as one line naming its log, exit 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _budget(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid budget {text!r}: give FLOPs such as 1e13") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"budget {text} must be a positive finite number of FLOPs")
-    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -332,7 +318,7 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="sweep.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", type=_budget, nargs="+", help="FLOP budgets C (6ND), at least two")
+    p.add_argument("--budgets", type=_positive, nargs="+", help="FLOP budgets C (6ND), at least two")
     p.add_argument("--sizes-per-budget", type=int, default=5, help=f"model sizes per budget (>= {MIN_SIZES})")
     p.add_argument("--spread", type=float, default=DEFAULT_SPREAD_DEX,
                    help=f"half-width of each budget's grid in log10 N (default {DEFAULT_SPREAD_DEX}: 10x end to end)")

@@ -149,8 +149,9 @@ def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--budgets", "1e12", "-3e12"], "must be a positive"),
-    (["--budgets", "1e8", "3e8"], "buys only"),
+    (["--budgets", "1e12", "-3e12"], "must be positive"),
+    (["--budgets", "1e6", "3e6"], "buys only"),
+    (["--budgets", "1e8", "3e8"], "optimizer steps"),
     (["--budgets", "1e11", "3e11", "--sizes-per-budget", "2"], "at least 3 sizes"),
     (["--budgets", "1e11"], "at least two"),
     (["--budgets", "1e11", "3e11", "--law", "nowhere/law.json"], "no such file"),
