@@ -37,6 +37,8 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, default=4)
     ap.add_argument("--spread", type=float, default=0.4)
     ap.add_argument("--fresh", action="store_true", help="delete the previous sweep first")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="re-fit and redraw the finished points; keeps summary.json's timing of the run")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "DS_ACCELERATOR": "cpu"}
@@ -57,6 +59,7 @@ def main() -> int:
     print(f"uptime before: {before}", flush=True)
     cmd = [sys.executable, str(ROOT / "launch" / "sweep.py"), "--budgets", *args.budgets, "--sizes-per-budget",
            str(args.sizes), "--spread", str(args.spread), "--config", str(WORK / "base.yaml"), "--out", str(sweep_dir)]
+    cmd += ["--fit-only"] if args.fit_only else []
     rc = subprocess.call(cmd, env=env, cwd=ROOT)
     wall, after = time.monotonic() - t0, _uptime()
     print(f"uptime after: {after}; wall {wall:.0f} s; sweep.py exit {rc}", flush=True)
@@ -65,6 +68,8 @@ def main() -> int:
     for name in ("law.json", "report.md", "isoflop.png", "sweep.json"):
         if (sweep_dir / name).is_file():
             shutil.copy(sweep_dir / name, RESULTS / name)
+    if args.fit_only:
+        return rc
     points = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("points/*/done.json"))]
     summary = {"command": " ".join(Path(c).name if c == sys.executable else c for c in cmd[1:]),
                "exit_status": rc, "wall_s": wall, "uptime_before": before, "uptime_after": after,

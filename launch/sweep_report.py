@@ -38,7 +38,7 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in grid["points"]:
         r = done.get(p["name"])
-        epochs = f"{p['tokens_trained'] / train_tokens:.2f}" if train_tokens else "?"
+        epochs = f"{p['tokens_trained'] / train_tokens:.3f}" if train_tokens else "?"
         s = p["shape"]
         lines.append(f"| {p['name']} | {p['flops']:.3g} | {p['n_params']:,} | {s['n_layers']} × {s['d_model']} | "
                      f"{p['n_tokens']:,} | {p['tokens_trained']:,} | {p['total_steps']} | {p['global_batch_size']} | "
@@ -96,11 +96,11 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
         lines += [""]
     max_epochs = max((p["tokens_trained"] / train_tokens for p in grid["points"]), default=0) if train_tokens else None
     lines += ["## Caveats", "",
-              ("Repetition: the largest point repeats the training split "
-               f"{max_epochs:.2f} times. " if max_epochs else "Repetition: the epochs per point are unknown. ")
-              + "Muennighoff et al. 2023 (arXiv:2305.16264, §5 and Fig. 3) find up to about 4 epochs of repeated data "
-              "nearly as good as unique data, and rapidly diminishing value beyond (around 40 epochs repeated tokens "
-              "are worth almost nothing). Within a budget the smallest models train on the most tokens, so they repeat "
+              (f"Repetition: the most-trained point sees {max_epochs:.3f} epochs of the training split"
+               + (" (no token repeated). " if max_epochs <= 1 else ". ") if max_epochs
+               else "Repetition: the epochs per point are unknown. ")
+              + "Muennighoff et al. 2023 (arXiv:2305.16264) find up to about 4 epochs of repeated data nearly as "
+              "good as unique data, and the value of further repetition decaying towards zero beyond. Within a budget the smallest models train on the most tokens, so they repeat "
               "the most: past a few epochs their losses are higher than fresh data would give, which moves each "
               "parabola's minimum towards larger N and, as the repetition grows with C, steepens a (and flattens b). "
               "Fits of points beyond ~4 epochs describe this corpus' data-constrained regime, not the "
