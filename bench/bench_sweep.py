@@ -68,7 +68,13 @@ def main() -> int:
     for name in ("law.json", "report.md", "isoflop.png", "sweep.json"):
         if (sweep_dir / name).is_file():
             shutil.copy(sweep_dir / name, RESULTS / name)
+        else:  # e.g. no law.json when the fit found no law: an old copy would contradict the report
+            (RESULTS / name).unlink(missing_ok=True)
     if args.fit_only:
+        summary_path = RESULTS / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        summary["refit"] = {"exit_status": rc, "uptime": after, "code": "launch/sweep.py --fit-only at this commit"}
+        summary_path.write_text(json.dumps(summary, indent=1) + "\n")
         return rc
     points = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("points/*/done.json"))]
     summary = {"command": " ".join(Path(c).name if c == sys.executable else c for c in cmd[1:]),

@@ -48,6 +48,12 @@ def plot_isoflop(law: dict, out: Path) -> None:
         runs = sorted((p for p in points if p["flops"] == e["flops"]), key=lambda p: p["n_params"])
         left.plot([p["n_params"] for p in runs], [p["loss"] for p in runs], "x-", color=color_of[e["flops"]],
                   lw=0.8, ms=7, label=f"{_budget_label(e['flops'])} ({len(runs)} runs): no minimum inside, not fitted")
+    excluded = {e["flops"] for e in law.get("excluded_budgets", [])}
+    for c in all_c:  # a budget with a minimum inside that no law came of (the other budgets had none)
+        if c not in excluded and c not in {b["flops"] for b in law["budgets"]}:
+            runs = sorted((p for p in points if p["flops"] == c), key=lambda p: p["n_params"])
+            left.plot([p["n_params"] for p in runs], [p["loss"] for p in runs], "o-", color=color_of[c], lw=0.8,
+                      label=f"{_budget_label(c)} ({len(runs)} runs): minimum inside, but no second budget")
     if law["budgets"]:
         left.scatter([], [], marker="*", s=150, color="white", edgecolor="black",
                      label="parabola minimum (hollow: outside the sizes run)")

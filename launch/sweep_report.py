@@ -46,8 +46,11 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
                      + (f"{r['wall_s']:.0f} |" if r and r.get("wall_s") else "– |") if r else
                      f"{p['tokens_trained']:,} | {p['total_steps']} | | | {epochs} | not run | – |")
     if "fit_error" in law:
-        lines += ["", "## No law fitted", "", law['fit_error'].split(' (')[0] + ":", ""]
+        lines += ["## No law fitted", "", law['fit_error'].split(' (')[0] + ":", ""]
         lines += [f"- C={e['flops']:.3g}: {e['reason']}" for e in law["excluded_budgets"]]
+        bad = {e["flops"] for e in law["excluded_budgets"]}
+        lines += [f"- C={c:.3g}: its parabola has a minimum inside the sizes run, but a power law needs a second such "
+                  "budget" for c in sorted({p["flops"] for p in law["points"]} - bad)]
         lines += ["", "A budget whose best run is its smallest size has its optimum below the sizes sampled; when that "
                   "size is already the smallest shape the designer builds (see the notes above), only a larger budget "
                   "moves the optimum into range: under Besiroglu et al. 2024, N_opt grows as C^0.51.", ""]
