@@ -5,6 +5,7 @@
     python launch/plan.py --flops 1e20 --approach 3 --write-config configs/pretrain/plan_1e20.yaml
     python launch/plan.py --gpu-hours 50000 --gpus 256 --gpu h100 --price-per-gpu-hour 2.5 --explain
     python launch/plan.py --config configs/pretrain/plan_1e20.yaml --gpus 16 --gpu a100-40gb --json
+    python launch/plan.py --law runs/sweep/law.json --flops 1e15      # your own law, from launch/sweep.py
 
 With --gpus the planner also chooses the parallel layout (llm/spec/layout_search.py) and predicts memory per
 GPU, step time, wall-clock time, GPU-hours and cost (llm/spec/cluster.py); --write-config then writes that
@@ -29,6 +30,7 @@ import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a s
 from llm.config import ConfigError, load_config  # noqa: E402
 from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
 from llm.spec.flops import peak_flops  # noqa: E402
+from llm.spec.law import read_law  # noqa: E402
 from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, format_table, plan, plan_for_hours  # noqa: E402
 from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
 
@@ -128,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory", type=_positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
     p.add_argument("--price-per-gpu-hour", type=_positive, metavar="X", help="for the cost estimate")
     p.add_argument("--explain", action="store_true", help="with --gpus: the ranked candidates and why rejected")
-    p.add_argument("--approach", default="besiroglu", choices=["1", "2", "3", "3-rounded", "besiroglu"],
+    p.add_argument("--approach", choices=["1", "2", "3", "3-rounded", "besiroglu"],
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")
+    p.add_argument("--law", metavar="LAW_JSON", help="plan with the law an isoFLOP sweep fitted (launch/sweep.py "
+                   "writes DIR/law.json); the plan says which law and its bootstrap interval")
     p.add_argument("--vocab-size", type=_positive_int, default=32000)
     p.add_argument("--seq-len", type=_positive_int, default=2048)
     p.add_argument("--tp-degrees", type=_tp_degrees, default=(1, 2, 4, 8),
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.flops is None and args.gpu_hours is None) == (args.config is None):
         p.error("one of the arguments --flops --gpu-hours is required (or --config with --gpus), and only one")
+    if args.law and args.approach:
+        p.error("--law and --approach both choose the law: give one")
 
     try:
         peak_flops(args.gpu)  # an unknown accelerator is reported before anything else
@@ -156,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
                 run_cfg.train.global_batch_size
         else:
-            kwargs = dict(approach=args.approach, vocab_size=args.vocab_size, seq_len=args.seq_len,
+            law = read_law(args.law) if args.law else (args.approach or "besiroglu")
+            kwargs = dict(approach=law, vocab_size=args.vocab_size, seq_len=args.seq_len,
                           tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings)
             spec = plan(args.flops, accelerator=args.gpu, mfu=mfu, **kwargs) if args.flops is not None \
                 else plan_for_hours(args.gpu_hours, args.gpu, mfu, **kwargs)
+            if args.law:
+                spec.law_note = law.describe(spec.flops)
             model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
         if args.gpus is not None:
             cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,

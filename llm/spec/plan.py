@@ -24,8 +24,8 @@ from typing import Any
 from llm.config import ModelConfig, config_from_dict
 from llm.spec.flops import flops_per_token, peak_flops
 from llm.spec.layout import Layout
-from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, ParametricLaw, compute_for_params, compute_optimal,
-                              get_law)
+from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
+                              compute_for_params, compute_optimal, get_law)
 from llm.spec.shape import (ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND, MAX_TARGET_OVERSHOOT, TargetTooLarge,
                             count_params, count_params_non_embedding, design_shape)
 
@@ -73,6 +73,8 @@ class Spec:
     accelerator_hours: float | None = None
     """Chip-hours to run the PaLM-counted FLOPs (`flops_palm`, the count MFU is measured with) at `mfu` of the
     dense bf16 peak."""
+    law_note: str | None = None
+    """Where the law came from and its interval, for a law fitted by a sweep (launch/plan.py --law)."""
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -87,11 +89,14 @@ def _batch_and_lr(flops: float, seq_len: int) -> tuple[int, float]:
     return 2 ** round(math.log2(sequences)), k_lr * flops ** e_lr
 
 
-def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000, seq_len: int = 2048,
-         tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
-         accelerator: str | None = None, mfu: float | None = None, pp_degrees: tuple[int, ...] = (1, 2, 4, 8)) -> Spec:
+def plan(flops: float, approach: str | ParametricLaw | PowerLawFrontier = DEFAULT_APPROACH, vocab_size: int = 32000,
+         seq_len: int = 2048, tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
+         accelerator: str | None = None, mfu: float | None = None, pp_degrees: tuple[int, ...] = (1, 2, 4, 8),
+         law_note: str | None = None) -> Spec:
     """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input.
-    pp_degrees: pipeline degrees the layer count should split into (llm/spec/shape.py `design_shape`)."""
+    approach: a law name of llm.spec.scaling or a law object (e.g. a sweep's, llm/spec/law.py); law_note: a line
+    about that law (its interval) to print with the plan. pp_degrees: pipeline degrees the layer count should
+    split into (llm/spec/shape.py `design_shape`)."""
     law = get_law(approach)
     n_target, _ = compute_optimal(flops, law)
     try:
@@ -101,12 +106,22 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
         c_max = compute_for_params(e.largest * MAX_TARGET_OVERSHOOT, law)
         raise ValueError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
                          f"budget supported under {law.name} is C={c_max:.3g} FLOPs") from None
-    n = count_params(cfg)
+    return spec_for_shape(flops, cfg, law, n_target, tp_degrees, accelerator, mfu, law_note)
+
+
+def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLawFrontier, n_target: float,
+                   tp_degrees: tuple[int, ...] = (1,), accelerator: str | None = None, mfu: float | None = None,
+                   law_note: str | None = None) -> Spec:
+    """The spec of training the shape `cfg` on a budget of `flops`: D = C / 6N from its exact N, batch and LR from
+    the DeepSeek rule, the schedule. plan() calls this for the law's shape, llm/spec/sweep.py for each grid point.
+    n_target: the N the shape was designed for. Raises ValueError when the budget buys less than one sequence."""
+    n, seq_len = count_params(cfg), cfg.seq_len
     d = int(flops // (6 * n))
     if d < seq_len:
         raise ValueError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
                          f"sequence of {seq_len}; raise the budget")
-    loss_law = law if isinstance(law, ParametricLaw) else BESIROGLU_2024
+    # A sweep's law (llm/spec/law.py) carries its own parametric fit, on its own data, to predict the loss with.
+    loss_law = law if isinstance(law, ParametricLaw) else getattr(law, "loss_law", None) or BESIROGLU_2024
     gbs, lr = _batch_and_lr(flops, seq_len)
     gbs = min(gbs, max(1, 2 ** int(math.log2(d // seq_len))))  # at least one step
     steps = -(-d // (gbs * seq_len))
@@ -117,15 +132,16 @@ def plan(flops: float, approach: str = DEFAULT_APPROACH, vocab_size: int = 32000
         # MFU is measured with PaLM's count (attention included), so the hours must come from it too: with 6N
         # they come out 7-9% short at these shapes.
         hours = flops_per_token(cfg, "palm") * d / (peak_flops(accelerator, "bf16") * mfu) / 3600.0
+    approach = next((k for k, v in LAWS.items() if v is law), law.name)
     return Spec(
-        flops=float(flops), approach=str(approach), law=law.name, n_params_target=float(n_target), model=cfg,
+        flops=float(flops), approach=approach, law=law.name, n_params_target=float(n_target), model=cfg,
         tp_degrees=tuple(int(t) for t in tp_degrees), n_params=n,
         n_params_non_embedding=count_params_non_embedding(cfg), n_tokens=d,
         tokens_per_param=d / n, predicted_loss=loss_law.loss(n, d), loss_law=loss_law.name,
         flops_per_token_6n=flops_per_token(cfg, "6N"), flops_per_token_palm=flops_per_token(cfg, "palm"),
         flops_palm=flops_per_token(cfg, "palm") * d, global_batch_size=gbs, micro_batch_size=min(gbs, 4),
         lr=lr, total_steps=steps, warmup_steps=max(1, round(WARMUP_FRACTION * steps)),
-        accelerator=accelerator, mfu=mfu, accelerator_hours=hours)
+        accelerator=accelerator, mfu=mfu, accelerator_hours=hours, law_note=law_note)
 
 
 def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "bf16") -> float:
@@ -164,7 +180,8 @@ def format_table(spec: Spec) -> str:
     m = spec.model
     rows = [
         ("budget C (6ND)", f"{spec.flops:.3e} FLOPs"),
-        ("law", f"{spec.law} (approach {spec.approach})"),
+        ("law", spec.law if spec.approach == spec.law else f"{spec.law} (approach {spec.approach})"),
+        *([("law interval", spec.law_note)] if spec.law_note else []),
         ("N_opt from the law", _human(spec.n_params_target)),
         ("shape", f"n_layers={m.n_layers} d_model={m.d_model} n_heads={m.n_heads} n_kv_heads={m.n_kv_heads} "
                   f"head_dim={m.head_dim} d_ff={m.d_ff} vocab_size={m.vocab_size} seq_len={m.seq_len}"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm.config import load_config
@@ -192,3 +193,27 @@ def test_fixed_config_gets_a_layout():
 def test_nothing_fits_is_one_line():
     out = run("--flops", "1e24", "--gpus", "1", "--gpu", "a100-40gb")
     assert out.returncode == 2 and "no layout of 1 GPUs fits" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_law_from_a_sweep(tmp_path):
+    """--law plans with a sweep's own law.json (llm/spec/law.py) and says which law it used, with its interval."""
+    from llm.spec.law import fit_law, write_law
+    from llm.spec.scaling import BESIROGLU_2024
+    rng = np.random.default_rng(0)
+    runs = []
+    for c in (1e18, 1e19, 1e20):
+        n_opt, _ = BESIROGLU_2024.optimal(c)
+        for t in (-0.5, -0.25, 0.0, 0.25, 0.5):
+            n = n_opt * 10 ** t
+            runs.append({"flops": c, "n_params": n, "n_tokens": c / (6 * n),
+                         "loss": BESIROGLU_2024.loss(n, c / (6 * n)) * (1 + 1e-3 * rng.standard_normal())})
+    write_law(tmp_path / "law.json", fit_law(runs, resamples=200, parametric=False))
+    out = run("--law", str(tmp_path / "law.json"), "--flops", "1e21", "--json")
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout)
+    law = json.loads((tmp_path / "law.json").read_text())["n_opt"]
+    assert spec["law"].startswith("sweep:") and spec["n_params_target"] == pytest.approx(law["k"] * 1e21 ** law["a"])
+    assert spec["n_params_target"] == pytest.approx(BESIROGLU_2024.optimal(1e21)[0], rel=0.2)  # the law it came from
+    assert "bootstrap" in spec["law_note"] and "extrapolated 10x" in spec["law_note"]
+    hours = run("--law", str(tmp_path / "law.json"), "--gpu-hours", "100", "--gpu", "h100", "--mfu", "0.4")
+    assert hours.returncode == 0 and "law interval" in hours.stdout, hours.stderr
