@@ -15,7 +15,15 @@ KIND_LABELS = {"random": "random tokens", "secret": "secret sentence"}
 
 def audit_figure(results: dict, title: str):
     """A matplotlib Figure of ``results`` (llm/audit/run.py's layout); panels without data say so."""
-    fig, (exp_ax, ext_ax, mem_ax) = plt.subplots(1, 3, figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    draw_audit(axes, results)
+    fig.suptitle(title)
+    return fig
+
+
+def draw_audit(axes, results: dict) -> None:
+    """The three audit panels (canary exposure, canary extraction, document memorization) on ``axes``."""
+    exp_ax, ext_ax, mem_ax = axes
     buckets = results.get("buckets", {})
     inserted = sorted((b for k, b in buckets.items() if k != "held_out"), key=lambda b: b["repeats"])
     held = buckets.get("held_out")
@@ -66,5 +74,3 @@ def audit_figure(results: dict, title: str):
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no canaries in this data folder", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(title)
-    return fig

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import norm
 
 from llm.audit import exposure as ex
-from llm.audit.memorization import greedy_matches, repetition_label
+from llm.audit.memorization import greedy_matches, passage_memorization, repetition_label
 
 V = 8
 
@@ -87,3 +87,17 @@ def test_a_memorised_canary_is_exposed_and_extracted_and_a_fresh_draw_is_at_chan
 def test_repetition_labels_cover_every_count():
     assert [repetition_label(c) for c in (1, 2, 3, 4, 15, 16, 63, 64, 1000)] == \
         ["1", "2-3", "2-3", "4-15", "4-15", "16-63", "16-63", "64+", "64+"]
+
+
+def test_passage_memorization_counts_the_greedy_tokens_at_their_positions():
+    """The chain 1 -> 2 -> ... -> 7 -> 1: prompted with 1, 2 the model continues 3, 4; a passage that breaks
+    the chain after one token agrees on that token only; one shorter than 2k is refused."""
+    table = torch.zeros(V, V)
+    for a in range(1, V):
+        table[a, a % (V - 1) + 1] = 6.0
+    model = Bigram(table)
+    got = passage_memorization(model, [[1, 2, 3, 4], [1, 2, 3, 6], [5, 6, 1, 2], [4, 5, 0, 0]], k=2, context_id=0)
+    assert [r["extracted"] for r in got] == [True, False, False, False]
+    assert [r["token_agreement"] for r in got] == [1.0, 0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="fewer than 2k"):
+        passage_memorization(model, [[1, 2, 3]], k=2, context_id=0)
