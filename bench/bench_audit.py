@@ -62,12 +62,14 @@ def pretrain(data: Path, out_dir: Path, steps: int, extra: list[str]) -> Path:
     return last
 
 
-def wall_s(out_dir: Path) -> float:
-    """The training wall time from metrics.jsonl's first to last row's unix time (plus the first step)."""
+def wall_s(out_dir: Path, until_step: int) -> float:
+    """Training wall time to ``until_step`` from metrics.jsonl's unix times: first to last row, stretched over
+    the steps before the first logged one at the mean rate (evaluations and checkpoints included)."""
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    times = [r["time"] for r in rows if "time" in r]
-    first = next(r for r in rows if "step_time_s" in r)
-    return float(times[-1] - times[0] + first["step_time_s"] * first.get("step", 1))
+    rows = [r for r in rows if r["step"] <= until_step]
+    steps = [r for r in rows if "loss" in r]
+    span = rows[-1]["time"] - steps[0]["time"]
+    return float(span * rows[-1]["step"] / (rows[-1]["step"] - steps[0]["step"]))
 
 
 def canary_part(args) -> dict:
@@ -82,8 +84,10 @@ def canary_part(args) -> dict:
             "--candidates", str(args.candidates))
     full = json.loads(audit.read_text())
     keep = ("repeats", "copies_in_train", "exposure_mean", "exposure_sampled_mean", "extraction_rate")
+    import typed_yaml
+    schedule = typed_yaml.read_yaml(last / "config.yaml")["train"]["max_steps"]
     return {"model": "small (1.44M)" if args.small else "configs/debug.yaml", "steps": args.steps,
-            "train_wall_s": wall_s(out_dir), "candidates": args.candidates,
+            "schedule_steps": schedule, "train_wall_s": wall_s(out_dir, args.steps), "candidates": args.candidates,
             "buckets": {k: {f: b[f] for f in keep} | {"kinds": b["kinds"]} for k, b in full["buckets"].items()},
             "exposure": full["exposure"], "memorization": full["memorization"], "canaries": full["canaries"]}
 
@@ -199,14 +203,13 @@ def dedup_part(args) -> dict:
         last = pretrain(data, work / f"train_{name}", args.dedup_steps, model)
         rows = measure_planted(last, data, plan["passages"])
         result["runs"][name] = {"tokens_in_data": report["tokens"], "documents_in_data": report["documents"],
-                                "train_wall_s": wall_s(work / f"train_{name}"), "by_repeats": by_repeats(rows),
+                                "train_wall_s": wall_s(work / f"train_{name}", args.dedup_steps), "by_repeats": by_repeats(rows),
                                 "passages": rows}
     return result
 
 
 def draw_dedup(axes, dedup: dict) -> None:
     """The dedup row: planted passages' verbatim extraction, token agreement and copies seen, on vs off."""
-    import matplotlib.pyplot as plt  # noqa: F401  (llm.audit.figure chose the backend)
     ext_ax, agree_ax, copies_ax = axes
     reps = [str(r) for r in REPEATS]
     x = np.arange(len(reps))
@@ -225,13 +228,14 @@ def draw_dedup(axes, dedup: dict) -> None:
                ylim=(-3, 103))
     agree_ax.set(title=f"Planted passages: greedy tokens matching (of {k})", ylabel="mean token agreement (%)",
                  ylim=(0, 100))
-    copies_ax.set(title="Copies in the training data", ylabel="copies per passage", yscale="log")
+    copies_ax.set(title="Copies left in the training data", ylabel="copies per passage", yscale="log")
     for ax in axes:
         ax.set_xticks(x, reps)
-        ax.set_xlabel(f"copies planted in the raw corpus ({dedup['per_bucket']} passages each; "
-                      f"{dedup['model']}, {steps} steps)")
+        ax.set_xlabel("copies planted in the raw corpus")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
+    ext_ax.legend(fontsize="small", title=f"{dedup['per_bucket']} passages a bucket; {dedup['model']}, {steps} steps",
+                  title_fontsize="small")
 
 
 def model_card_figure(canaries: dict | None, dedup: dict | None):
