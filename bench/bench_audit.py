@@ -175,7 +175,8 @@ def by_repeats(rows: list[dict]) -> dict:
             "passages": len(mine), "copies_in_train": sum(x["copies_in_train"] for x in mine),
             "extracted": sum(x["extracted"] for x in mine),
             "extraction_rate": float(np.mean([x["extracted"] for x in mine])),
-            "token_agreement_mean": float(np.mean([x["token_agreement"] for x in mine]))}
+            "token_agreement_mean": float(np.mean([x["token_agreement"] for x in mine])),
+            "target_bits_per_token_mean": float(np.mean([x["target_bits_per_token"] for x in mine]))}
     return out
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data_pipeline.indexed import IndexedDataset
+from llm.audit.exposure import log_perplexity
 
 # Copies of a document in data.bin, as labels of the memorization breakdown.
 REPETITION_BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 15, "4-15"), (16, 63, "16-63"), (64, None, "64+"))
@@ -55,13 +56,18 @@ def greedy_matches(model, prompts: list[list[int]], targets: list[list[int]], co
 
 def passage_memorization(model, passages: list[list[int]], k: int, context_id: int, on_batch=None) -> list[dict]:
     """PaLM 2's test on given token sequences (planted documents): prompt the first ``k`` tokens, decode ``k``
-    greedily; per passage whether the next ``k`` came out verbatim and the fraction of them that did."""
+    greedily; per passage whether the next ``k`` came out verbatim, the fraction of them that did, and their
+    mean bits per token after the prompt."""
     short = [i for i, p in enumerate(passages) if len(p) < 2 * k]
     if short:
         raise ValueError(f"passage {short[0]} has {len(passages[short[0]])} tokens, fewer than 2k = {2 * k}")
     agree = greedy_agreement(model, [p[:k] for p in passages], [p[k:2 * k] for p in passages], context_id,
                              on_batch=on_batch)
-    return [{"extracted": a == k, "token_agreement": a / k} for a in agree]
+    # The target's own bits given the prompt: graded where exact extraction is all-or-nothing.
+    bits = (log_perplexity(model, [p[:2 * k] for p in passages], context_id)
+            - log_perplexity(model, [p[:k] for p in passages], context_id))
+    return [{"extracted": a == k, "token_agreement": a / k, "target_bits_per_token": float(b / k)}
+            for a, b in zip(agree, bits)]
 
 
 def repetition_label(copies: int) -> str:

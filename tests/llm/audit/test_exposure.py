@@ -99,5 +99,7 @@ def test_passage_memorization_counts_the_greedy_tokens_at_their_positions():
     got = passage_memorization(model, [[1, 2, 3, 4], [1, 2, 3, 6], [5, 6, 1, 2], [4, 5, 0, 0]], k=2, context_id=0)
     assert [r["extracted"] for r in got] == [True, False, False, False]
     assert [r["token_agreement"] for r in got] == [1.0, 0.5, 0.0, 0.0]
+    logp = table.log_softmax(-1) / math.log(2)
+    assert got[1]["target_bits_per_token"] == pytest.approx(-float(logp[2, 3] + logp[3, 6]) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="fewer than 2k"):
         passage_memorization(model, [[1, 2, 3]], k=2, context_id=0)
