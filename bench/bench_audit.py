@@ -78,7 +78,7 @@ def canary_part(args) -> dict:
         run("launch/prepare_data.py", "--input", args.corpus, "--output", str(data), "--no-progress",
             "canaries.enabled=true")
     last = pretrain(data, out_dir, args.steps, SMALL if args.small else [])
-    audit = args.out.with_name(args.out.stem + "_full.json")
+    audit = args.out.with_name(f"{args.out.stem}_canaries_step{args.steps}.json")  # launch/audit.py's whole output
     if not audit.is_file():
         run("launch/audit.py", "--checkpoint", str(last), "--data", str(data), "--out", str(audit),
             "--candidates", str(args.candidates))
@@ -210,25 +210,28 @@ def dedup_part(args) -> dict:
 
 
 def draw_dedup(axes, dedup: dict) -> None:
-    """The dedup row: planted passages' verbatim extraction, token agreement and copies seen, on vs off."""
-    ext_ax, agree_ax, copies_ax = axes
+    """The dedup row: planted passages' verbatim extraction, their target's bits per token after the prompt
+    (graded: the model's surprise at the true continuation) and the copies left, on vs off."""
+    ext_ax, bits_ax, copies_ax = axes
     reps = [str(r) for r in REPEATS]
     x = np.arange(len(reps))
     for j, (name, color) in enumerate((("off", "C3"), ("on", "C0"))):
         by = dedup["runs"][name]["by_repeats"]
         label = f"dedup {name}"
         ext_ax.plot(x, [100 * by[r]["extraction_rate"] for r in reps], "o-", color=color, label=label)
-        agree_ax.plot(x, [100 * by[r]["token_agreement_mean"] for r in reps], "o-", color=color, label=label)
-        for ax, field in ((ext_ax, "extraction_rate"), (agree_ax, "token_agreement_mean")):
-            ax.axhline(100 * by["held_out"][field], color=color, ls="--", lw=1, label=f"never planted ({label})")
+        bits_ax.plot(x, [by[r]["target_bits_per_token_mean"] for r in reps], "o-", color=color, label=label)
+        ext_ax.axhline(100 * by["held_out"]["extraction_rate"], color=color, ls="--", lw=1,
+                       label=f"never planted ({label})")
+        bits_ax.axhline(by["held_out"]["target_bits_per_token_mean"], color=color, ls="--", lw=1,
+                        label=f"never planted ({label})")
         per = [by[r]["copies_in_train"] / by[r]["passages"] for r in reps]
         bars = copies_ax.bar(x + (j - 0.5) * 0.38, per, 0.38, color=color, label=label)
         copies_ax.bar_label(bars, labels=[f"{c:g}" for c in per], fontsize="small")
     k, steps = dedup["k"], dedup["steps"]
     ext_ax.set(title=f"Planted passages: next {k} tokens verbatim (PaLM 2)", ylabel="passages extracted (%)",
                ylim=(-3, 103))
-    agree_ax.set(title=f"Planted passages: greedy tokens matching (of {k})", ylabel="mean token agreement (%)",
-                 ylim=(0, 100))
+    bits_ax.set(title=f"Planted passages: surprise at tokens {k + 1}-{2 * k} after the prompt",
+                ylabel="bits per token (lower: memorised)", ylim=(0, None))
     copies_ax.set(title="Copies left in the training data", ylabel="copies per passage", yscale="log")
     for ax in axes:
         ax.set_xticks(x, reps)
@@ -248,7 +251,9 @@ def model_card_figure(canaries: dict | None, dedup: dict | None):
                              layout="constrained", squeeze=False)
     if canaries:
         draw_audit(axes[0], canaries)
-        axes[0][0].set_title(f"Canary exposure: {canaries['model']}, {canaries['steps']} steps")
+        steps = canaries["steps"]
+        of = f"step {steps} of {canaries['schedule_steps']}" if canaries["schedule_steps"] != steps else f"{steps} steps"
+        axes[0][0].set_title(f"Canary exposure: {canaries['model']}, {of}")
     if dedup:
         draw_dedup(axes[-1], dedup)
     fig.suptitle("Memorization audit on the bundled corpus (bench/bench_audit.py)")
