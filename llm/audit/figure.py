@@ -48,6 +48,10 @@ def draw_audit(axes, results: dict) -> None:
         exp_ax.axhline(results["exposure"]["chance_bits"], color="gray", ls=":", lw=1, label="chance (1/ln 2 bits)")
     exp_ax.set(title="Canary exposure (Carlini et al. 2019)", xlabel="copies in the training data",
                ylabel="exposure (bits, skew-normal extrapolation)", xscale="log")
+    # Random-token canaries reach hundreds of bits, secret sentences tens: linear to 2 bits (chance is 1.44,
+    # and exposure can be 0), logarithmic above, so both are readable.
+    exp_ax.set_yscale("symlog", linthresh=2.0)
+    exp_ax.set_ylim(bottom=0.0)
     ext_ax.set(title="Canary extraction (greedy suffix from prefix)", xlabel="copies in the training data",
                ylabel="canaries extracted verbatim (%)", xscale="log", ylim=(-3, 103))
     if inserted:  # label the buckets themselves (1, 4, 16, 64), not powers of ten

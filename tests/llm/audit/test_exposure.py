@@ -61,6 +61,10 @@ def test_extrapolated_exposure_reads_the_fitted_tail_past_the_sampling_cap():
     assert ex.exposure_extrapolated(100.0, fit) == pytest.approx(1.0, abs=0.05)  # the median: half are likelier
     want = -math.log2(norm.cdf(-6.0))  # 6 sigma below: ~30 bits, beyond log2(20001) = 14.3
     assert ex.exposure_extrapolated(70.0, fit) == pytest.approx(want, rel=0.1)
+    assert ex.exposure_extrapolated(0.0, fit, space_bits=20.0) == 20.0  # never past ranking first of 2^20
+    spec = {"random": {"length": 4, "vocab_size": 19, "excluded_ids": [0, 1, 2]}, "secret": {"digits": 3}}
+    assert ex.space_bits(spec, "random") == pytest.approx(16.0) and ex.space_bits(spec, "secret") == \
+        pytest.approx(math.log2(1000))
 
 
 def test_a_memorised_canary_is_exposed_and_extracted_and_a_fresh_draw_is_at_chance():
