@@ -13,7 +13,8 @@
    never planted as the baseline; their source documents are removed from the copy, so the text occurs only as
    planted). The copy is prepared twice, dedup on (exact + MinHash, the default config) and off, with one
    tokenizer, both trained identically, and each planted passage is tested as PaLM 2 does (arXiv:2305.10403
-   Sec. 4.7: a k = 50-token prompt, the next 50 tokens greedy and exact) beside the per-token agreement.
+   Sec. 4.7: a k = 50-token prompt, the next 50 tokens greedy and exact) beside the per-token agreement
+   and the target's bits per token after the prompt.
    --dedup-corpus-docs keeps that many of the other documents (seeded), so that the planted copies are seen a
    measurable number of times within a CPU budget.
 
