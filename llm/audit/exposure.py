@@ -66,6 +66,17 @@ def fit_candidates(candidate_bits: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(x) for x in skewnorm.fit(bits))
 
 
-def exposure_extrapolated(canary_bits: float, fit: tuple[float, float, float]) -> float:
-    """``-log2 P(candidate at most as perplexing as the canary)`` under the fitted skew-normal."""
-    return max(0.0, -float(skewnorm.logcdf(canary_bits, *fit)) / math.log(2.0))
+def exposure_extrapolated(canary_bits: float, fit: tuple[float, float, float],
+                          space_bits: float = math.inf) -> float:
+    """``-log2 P(candidate at most as perplexing as the canary)`` under the fitted skew-normal, at most
+    ``space_bits`` = log2 of the number of possible canaries: exposure is log2|R| - log2 rank (Carlini et al.
+    2019 Def. 4), so the fitted tail cannot give more than ranking first."""
+    return min(space_bits, max(0.0, -float(skewnorm.logcdf(canary_bits, *fit)) / math.log(2.0)))
+
+
+def space_bits(spec: dict, kind: str) -> float:
+    """log2 of the number of canaries the generator ``spec`` (data_pipeline/canaries.py) can draw of ``kind``."""
+    if kind == "random":
+        g = spec["random"]
+        return g["length"] * math.log2(g["vocab_size"] - len(g["excluded_ids"]))
+    return spec["secret"]["digits"] * math.log2(10)

@@ -15,7 +15,15 @@ KIND_LABELS = {"random": "random tokens", "secret": "secret sentence"}
 
 def audit_figure(results: dict, title: str):
     """A matplotlib Figure of ``results`` (llm/audit/run.py's layout); panels without data say so."""
-    fig, (exp_ax, ext_ax, mem_ax) = plt.subplots(1, 3, figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    draw_audit(axes, results)
+    fig.suptitle(title)
+    return fig
+
+
+def draw_audit(axes, results: dict) -> None:
+    """The three audit panels (canary exposure, canary extraction, document memorization) on ``axes``."""
+    exp_ax, ext_ax, mem_ax = axes
     buckets = results.get("buckets", {})
     inserted = sorted((b for k, b in buckets.items() if k != "held_out"), key=lambda b: b["repeats"])
     held = buckets.get("held_out")
@@ -40,6 +48,10 @@ def audit_figure(results: dict, title: str):
         exp_ax.axhline(results["exposure"]["chance_bits"], color="gray", ls=":", lw=1, label="chance (1/ln 2 bits)")
     exp_ax.set(title="Canary exposure (Carlini et al. 2019)", xlabel="copies in the training data",
                ylabel="exposure (bits, skew-normal extrapolation)", xscale="log")
+    # Random-token canaries reach hundreds of bits, secret sentences tens: linear to 2 bits (chance is 1.44,
+    # and exposure can be 0), logarithmic above, so both are readable.
+    exp_ax.set_yscale("symlog", linthresh=2.0)
+    exp_ax.set_ylim(bottom=0.0)
     ext_ax.set(title="Canary extraction (greedy suffix from prefix)", xlabel="copies in the training data",
                ylabel="canaries extracted verbatim (%)", xscale="log", ylim=(-3, 103))
     if inserted:  # label the buckets themselves (1, 4, 16, 64), not powers of ten
@@ -66,5 +78,3 @@ def audit_figure(results: dict, title: str):
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no canaries in this data folder", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(title)
-    return fig

@@ -16,19 +16,21 @@ import numpy as np
 import torch
 
 from data_pipeline.indexed import IndexedDataset
+from llm.audit.exposure import log_perplexity
 
 # Copies of a document in data.bin, as labels of the memorization breakdown.
 REPETITION_BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 15, "4-15"), (16, 63, "16-63"), (64, None, "64+"))
 
 
 @torch.no_grad()
-def greedy_matches(model, prompts: list[list[int]], targets: list[list[int]], context_id: int,
-                   batch_size: int = 32, on_batch=None) -> list[bool]:
-    """For each pair, whether greedy decoding after ``[context_id] + prompt`` yields exactly ``target``.
+def greedy_agreement(model, prompts: list[list[int]], targets: list[list[int]], context_id: int,
+                     batch_size: int = 32, on_batch=None) -> list[int]:
+    """For each pair, how many of ``target``'s tokens greedy decoding after ``[context_id] + prompt`` yields at
+    their positions (``len(target)``: verbatim).
 
     Prompts of one length are decoded together (``model.generate`` takes equal-length prompts).
     """
-    out = [False] * len(prompts)
+    out = [0] * len(prompts)
     groups = defaultdict(list)
     for i, (p, t) in enumerate(zip(prompts, targets)):
         groups[(len(p), len(t))].append(i)
@@ -39,10 +41,33 @@ def greedy_matches(model, prompts: list[list[int]], targets: list[list[int]], co
             prompt = torch.tensor([[context_id] + prompts[i] for i in rows], device=device)
             got = model.generate(prompt, n, temperature=0.0)[:, prompt.shape[1]:].cpu()
             for row, i in enumerate(rows):
-                out[i] = got.shape[1] == n and got[row].tolist() == targets[i]
+                out[i] = sum(int(a == b) for a, b in zip(got[row].tolist(), targets[i]))
             if on_batch is not None:
                 on_batch(len(rows))
     return out
+
+
+def greedy_matches(model, prompts: list[list[int]], targets: list[list[int]], context_id: int,
+                   batch_size: int = 32, on_batch=None) -> list[bool]:
+    """For each pair, whether greedy decoding after ``[context_id] + prompt`` yields exactly ``target``."""
+    agree = greedy_agreement(model, prompts, targets, context_id, batch_size, on_batch)
+    return [a == len(t) for a, t in zip(agree, targets)]
+
+
+def passage_memorization(model, passages: list[list[int]], k: int, context_id: int, on_batch=None) -> list[dict]:
+    """PaLM 2's test on given token sequences (planted documents): prompt the first ``k`` tokens, decode ``k``
+    greedily; per passage whether the next ``k`` came out verbatim, the fraction of them that did, and their
+    mean bits per token after the prompt."""
+    short = [i for i, p in enumerate(passages) if len(p) < 2 * k]
+    if short:
+        raise ValueError(f"passage {short[0]} has {len(passages[short[0]])} tokens, fewer than 2k = {2 * k}")
+    agree = greedy_agreement(model, [p[:k] for p in passages], [p[k:2 * k] for p in passages], context_id,
+                             on_batch=on_batch)
+    # The target's own bits given the prompt: graded where exact extraction is all-or-nothing.
+    bits = (log_perplexity(model, [p[:2 * k] for p in passages], context_id)
+            - log_perplexity(model, [p[:k] for p in passages], context_id))
+    return [{"extracted": a == k, "token_agreement": a / k, "target_bits_per_token": float(b / k)}
+            for a, b in zip(agree, bits)]
 
 
 def repetition_label(copies: int) -> str:

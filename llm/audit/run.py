@@ -88,14 +88,14 @@ def audit_canaries(model, plan: dict, tok, eod_id: int, train_end: int, doc_ends
         cans = [c for c in plan["canaries"] if c["kind"] == kind]
         refs = sample(plan["generator"], kind, tok, rng, settings.candidates)
         ref_bits = ex.log_perplexity(model, [r["token_ids"] for r in refs], eod_id, on_batch=bar.update)
-        fit = ex.fit_candidates(ref_bits)
+        fit, cap = ex.fit_candidates(ref_bits), ex.space_bits(plan["generator"], kind)
         bits = ex.log_perplexity(model, [c["token_ids"] for c in cans], eod_id, on_batch=bar.update)
         hits = greedy_matches(model, [c["token_ids"][:c["prefix_len"]] for c in cans],
                               [c["token_ids"][c["prefix_len"]:] for c in cans], eod_id, on_batch=bar.update)
         for c, b, hit in zip(cans, bits, hits):
             rows.append({"id": c["id"], "kind": kind, "bucket": c["bucket"], "repeats": c["repeats"],
                          "copies_in_train": int(sum(doc_ends[d] <= train_end for d in c["documents"])),
-                         "log_perplexity_bits": float(b), "exposure": ex.exposure_extrapolated(b, fit),
+                         "log_perplexity_bits": float(b), "exposure": ex.exposure_extrapolated(b, fit, cap),
                          "exposure_sampled": ex.exposure_sampled(b, ref_bits), "extracted": bool(hit)})
     buckets = {}
     for r in sorted({r["repeats"] for r in rows if r["repeats"]}):
@@ -106,6 +106,7 @@ def audit_canaries(model, plan: dict, tok, eod_id: int, train_end: int, doc_ends
             "exposure": {"method": "skew-normal extrapolation (Carlini et al. 2019 Sec. 4.3); exposure_sampled: "
                                    "rank among the candidates (Sec. 4.2)",
                          "candidates": settings.candidates, "chance_bits": ex.CHANCE_BITS,
+                         "space_bits": {kind: ex.space_bits(plan["generator"], kind) for kind in KINDS},
                          "sampled_cap_bits": float(np.log2(settings.candidates + 1))}}
 
 

@@ -56,6 +56,7 @@ def test_audit_reports_every_bucket_with_held_out_canaries_at_chance(trained):
     assert abs(held["exposure_sampled_mean"] - CHANCE_BITS) < 1.0, held
     assert held["extraction_rate"] == 0.0
     assert len(r["canaries"]) == 32
+    assert all(0.0 <= c["exposure"] <= r["exposure"]["space_bits"][c["kind"]] for c in r["canaries"])
     mem = r["memorization"]
     assert mem["k"] == 15 and mem["train"]["documents"] == 8 and mem["held_out"]["documents"] >= 1
     assert 0.0 <= mem["train"]["rate"] <= 1.0

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import norm
 
 from llm.audit import exposure as ex
-from llm.audit.memorization import greedy_matches, repetition_label
+from llm.audit.memorization import greedy_matches, passage_memorization, repetition_label
 
 V = 8
 
@@ -61,6 +61,10 @@ def test_extrapolated_exposure_reads_the_fitted_tail_past_the_sampling_cap():
     assert ex.exposure_extrapolated(100.0, fit) == pytest.approx(1.0, abs=0.05)  # the median: half are likelier
     want = -math.log2(norm.cdf(-6.0))  # 6 sigma below: ~30 bits, beyond log2(20001) = 14.3
     assert ex.exposure_extrapolated(70.0, fit) == pytest.approx(want, rel=0.1)
+    assert ex.exposure_extrapolated(0.0, fit, space_bits=20.0) == 20.0  # never past ranking first of 2^20
+    spec = {"random": {"length": 4, "vocab_size": 19, "excluded_ids": [0, 1, 2]}, "secret": {"digits": 3}}
+    assert ex.space_bits(spec, "random") == pytest.approx(16.0) and ex.space_bits(spec, "secret") == \
+        pytest.approx(math.log2(1000))
 
 
 def test_a_memorised_canary_is_exposed_and_extracted_and_a_fresh_draw_is_at_chance():
@@ -87,3 +91,19 @@ def test_a_memorised_canary_is_exposed_and_extracted_and_a_fresh_draw_is_at_chan
 def test_repetition_labels_cover_every_count():
     assert [repetition_label(c) for c in (1, 2, 3, 4, 15, 16, 63, 64, 1000)] == \
         ["1", "2-3", "2-3", "4-15", "4-15", "16-63", "16-63", "64+", "64+"]
+
+
+def test_passage_memorization_counts_the_greedy_tokens_at_their_positions():
+    """The chain 1 -> 2 -> ... -> 7 -> 1: prompted with 1, 2 the model continues 3, 4; a passage that breaks
+    the chain after one token agrees on that token only; one shorter than 2k is refused."""
+    table = torch.zeros(V, V)
+    for a in range(1, V):
+        table[a, a % (V - 1) + 1] = 6.0
+    model = Bigram(table)
+    got = passage_memorization(model, [[1, 2, 3, 4], [1, 2, 3, 6], [5, 6, 1, 2], [4, 5, 0, 0]], k=2, context_id=0)
+    assert [r["extracted"] for r in got] == [True, False, False, False]
+    assert [r["token_agreement"] for r in got] == [1.0, 0.5, 0.0, 0.0]
+    logp = table.log_softmax(-1) / math.log(2)
+    assert got[1]["target_bits_per_token"] == pytest.approx(-float(logp[2, 3] + logp[3, 6]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="fewer than 2k"):
+        passage_memorization(model, [[1, 2, 3]], k=2, context_id=0)
