@@ -6,6 +6,10 @@ hold a run of blocks) and checkpointed blocks each compile their own forward, an
 changes. Only the training/evaluation call `block(x)` goes through the compiled graph; a call with a KV cache
 (`generate()`) runs the block eagerly, since its in-place cache writes and moving `start_pos` would recompile at
 every decoding position.
+
+In debug mode (`compile_model`) the fused LM head + loss is compiled too, one row chunk at a time
+(llm/chunked_loss.py `chunk_loss_and_grads`): inductor fuses the log-softmax, exp and masking passes over each
+chunk's logits into one (measured in bench/bench_step.py).
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+from llm.chunked_loss import chunk_loss_and_grads
+from llm.model import Transformer
 
 
 def compile_blocks(blocks: Iterable[nn.Module]) -> int:
@@ -35,3 +42,9 @@ def compile_blocks(blocks: Iterable[nn.Module]) -> int:
         block.forward = forward
         n += 1
     return n
+
+
+def compile_model(model: Transformer) -> None:
+    """Debug mode's `train.compile`: every block (`compile_blocks`) and the chunked head + loss step, in place."""
+    compile_blocks(model.layers)
+    model.loss_chunk_step = torch.compile(chunk_loss_and_grads)
