@@ -148,8 +148,11 @@ def main():
         r = ratio(a, b)
         print(f"  {a} / {b}: {r[0]:.3f} / {r[1]:.3f} / {r[2]:.3f}{note}")
     c = mfu["debug mode, compiled"]
-    print(f"compiled MFU against the same round's measured peak: best {max(c):.1%}, median {statistics.median(c):.1%} "
-          f"(target >= 55%)")
+    best = fpt * tokens / min(times["debug mode, compiled"]) / max(peaks)
+    # A 0.2 s peak timing caught in a busy moment reads low (MFU over 100% shows it): the run's best peak is the
+    # conservative denominator.
+    print(f"compiled MFU against the same round's measured peak: best {max(c):.1%}, median {statistics.median(c):.1%}; "
+          f"fastest round against the run's best peak {best:.1%} (target >= 55%)")
 
 
 if __name__ == "__main__":
