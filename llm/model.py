@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm.chunked_loss import linear_cross_entropy
+from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig
 
 
@@ -166,6 +166,8 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.tok_embeddings.weight
         # Swappable so a tensor-parallel wrapper can install a vocab-parallel loss without touching forward.
         self.loss_fn = cross_entropy_loss
+        # One chunk of the fused head + loss; train.compile swaps in a compiled twin (llm/train/compile.py).
+        self.loss_chunk_step = chunk_loss_and_grads
         self.init_weights(seed)
 
     def init_weights(self, seed: int) -> None:
@@ -187,7 +189,7 @@ class Transformer(nn.Module):
         the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
         swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before."""
         if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
-            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets)
+            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
         return self.loss_fn(self(tokens), targets)
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:

@@ -16,7 +16,7 @@ from llm.model import Transformer
 from llm.train import precision as prec
 from llm.train import safe_load
 from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
-from llm.train.compile import compile_blocks
+from llm.train.compile import compile_model
 from llm.train.optim import make_optimizer
 
 
@@ -35,7 +35,7 @@ class LocalBackend:
             load_model_weights(self.model, cfg.checkpoint.init_from)
         self.model.to(device)
         if cfg.train.compile:
-            compile_blocks(self.model.layers)
+            compile_model(self.model)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scaler = prec.make_scaler(cfg.precision, device)
 

@@ -9,8 +9,11 @@ Compiling costs ~15-60 s per process on 2 CPU cores (less once inductor's on-dis
 """
 import pytest
 import torch
+import torch.nn.functional as F
 
+from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
+from llm.model import cross_entropy_loss
 from llm.train.local import LocalBackend
 from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, prepare_tiny_data,
                                            run_deepspeed, run_single, train_losses, write_config)
@@ -50,6 +53,32 @@ def test_compiled_model_keeps_names_and_generate(backends):
     prompt = torch.randint(0, MODEL.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
     # generate() runs the blocks eagerly (a KV cache is passed), so it is the eager model's token for token.
     assert torch.equal(compiled.model.generate(prompt, 8, temperature=0), eager.model.generate(prompt, 8, temperature=0))
+
+
+def test_compiled_loss_chunk_step_is_one_graph_and_matches_the_plain_loss():
+    # fullgraph=True raises on any graph break: the chunk step must trace whole (no data-dependent shapes).
+    step = torch.compile(chunk_loss_and_grads, fullgraph=True)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(150, 64, generator=g, requires_grad=True)
+    w = (torch.randn(512, 64, generator=g) * 0.1).requires_grad_()
+    t = torch.randint(0, 512, (150,), generator=g)
+    t[::7] = -100  # ignored rows, in every chunk
+    loss = linear_cross_entropy(h, w, t, chunk_rows=64, step=step)  # chunks of 64, 64 and a remainder of 22
+    loss.backward()
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ref = cross_entropy_loss(F.linear(h2, w2)[None], t[None])
+    ref.backward()
+    assert abs(loss.item() - ref.item()) / ref.item() < 1e-6
+    for ours, theirs in ((h.grad, h2.grad), (w.grad, w2.grad)):
+        assert (ours - theirs).abs().max() / theirs.abs().max() < 1e-5
+
+
+def test_compiled_eval_loss_matches_eager(backends):
+    eager, compiled = backends
+    compiled.model.load_state_dict(eager.model.state_dict())
+    batches = [torch.randint(0, MODEL.vocab_size, (2, MODEL.seq_len + 1), generator=torch.Generator().manual_seed(2))]
+    a, b = eager.eval_loss(batches), compiled.eval_loss(batches)
+    assert abs(b - a) / a < FP32_TOL, (a, b)
 
 
 def test_launcher_zero1_compiled_matches_debug_mode_eager(tmp_path):
