@@ -95,6 +95,9 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
                                       log_every=50),
                     checkpoint=CheckpointConfig(every=0, keep=1, resume=False), out_dir=str(work))
     run.validate()
+    # The bundled base is tiny (seconds of training) and is pretrained on the CPU under every launcher and device:
+    # every rank of a data-parallel chain then starts from bitwise the same base, and the chain's measured
+    # thresholds do not move with the GPU's kernels. The stages after it run on the strategy's device.
     outcome = run_debug(run, device=torch.device("cpu"), log=log)
     model = Transformer(b.model)
     model.load_state_dict(safe_load.load(outcome.checkpoint / "model.pt"))
