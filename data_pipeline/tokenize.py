@@ -85,8 +85,14 @@ class TokenizerPool:
 
     def __enter__(self) -> "TokenizerPool":
         if self.cfg.workers > 1:
-            # fork: workers inherit the imported modules, so start-up costs milliseconds.
-            self.pool = mp.get_context("fork").Pool(self.cfg.workers, _init_worker, (self.model_path,))
+            # forkserver, not fork: a plain fork copies this process's threads' locks (torch's, a compiler
+            # pool's) without the threads, so a worker can block forever, and it inherits Python signal handlers
+            # (training's SIGTERM flag) that keep Pool.terminate() from ending it: both hung a test run. The
+            # server starts once per process from a clean interpreter with this module preloaded, and forks
+            # workers from there in milliseconds.
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])
+            self.pool = ctx.Pool(self.cfg.workers, _init_worker, (self.model_path,))
         else:
             _init_worker(self.model_path)
         return self

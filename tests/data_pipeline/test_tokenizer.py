@@ -107,3 +107,26 @@ def test_vocab_too_large_is_a_clear_error(tmp_path):
         train_tokenizer(["a tiny corpus", "with two lines"], tmp_path / "big", 50000)
     with pytest.raises(ValueError, match="no non-blank text"):
         train_tokenizer(["", "  \n"], tmp_path / "empty", 300)
+
+
+def _training_sigterm_flag(signum, frame):  # stands for llm.train.loop.PreemptionFlag's handler
+    pass
+
+
+def test_pool_workers_start_clean_of_the_parents_signal_handlers(model_path, corpus):
+    """Tokenizer workers must not be forks of a process that trained before (its SIGTERM flag, its threads'
+    locks): a forked worker that inherits the flag survives Pool.terminate(), and one that inherits a held lock
+    blocks forever — together they hung a full test run. Workers come from a clean forkserver instead."""
+    import signal
+
+    from data_pipeline.config import TokenizeConfig
+    from data_pipeline.tokenize import TokenizerPool
+
+    old = signal.signal(signal.SIGTERM, _training_sigterm_flag)
+    try:
+        with TokenizerPool(model_path, TokenizeConfig(workers=2)) as pool:
+            assert pool.pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+            texts = corpus[1]
+            assert list(pool.encode(texts)) == [ids + [EOS_ID] for ids in Tokenizer(model_path).encode_batch(texts)]
+    finally:
+        signal.signal(signal.SIGTERM, old)
