@@ -35,6 +35,7 @@ from llm.spec.law import LawFileError, LawFitError, fit_law, read_law, write_law
 from llm.spec.plan import config_dict  # noqa: E402
 from llm.spec.scaling import LAWS, get_law  # noqa: E402
 from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES, SweepGrid, design_grid  # noqa: E402
+from llm.train.metrics import format_duration  # noqa: E402
 from launch.plan import _Parser, _positive  # noqa: E402  (one-line errors; numbers such as -1e12 read as values)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,11 +205,6 @@ def finished(out: Path, doc: dict) -> dict[str, dict]:
     return done
 
 
-def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def run_local(out: Path, doc: dict, log=print) -> None:
     """Run every unfinished point in debug mode, one after the other, with a progress line per point: i/N and an
     ETA from the 6ND FLOPs still to run at the rate measured so far (points differ in cost, not in count)."""
@@ -242,7 +238,7 @@ def run_local(out: Path, doc: dict, log=print) -> None:
         result = collect_point(out, p, wall)
         flops_run += cost
         eta = (time.monotonic() - t_start) / flops_run * flops_left
-        log(f"[{i}/{total}] {p['name']}: eval loss {result['loss']:.4f} in {wall:.0f} s; ETA {_fmt_s(eta)}")
+        log(f"[{i}/{total}] {p['name']}: eval loss {result['loss']:.4f} in {wall:.0f} s; ETA {format_duration(eta)}")
 
 
 def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool, log=print) -> None:
@@ -276,7 +272,7 @@ def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool, log=prin
                 seen.add(name)
                 new = len(seen) - len(done)
                 eta = (time.monotonic() - t_start) / new * (total - len(seen))
-                log(f"[{len(seen)}/{total}] {name}: eval loss {now[name]['loss']:.4f}; ETA {_fmt_s(eta)}")
+                log(f"[{len(seen)}/{total}] {name}: eval loss {now[name]['loss']:.4f}; ETA {format_duration(eta)}")
         if q.returncode == 0 and not q.stdout.strip():
             break
         time.sleep(POLL_S)
