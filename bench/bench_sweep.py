@@ -1,9 +1,16 @@
 """Benchmark: an isoFLOP sweep on the bundled corpus, end to end, with launch/sweep.py (about half an hour on 2 CPUs).
 
-    python bench/bench_sweep.py [--data-dir runs/data/python_docs] [--budgets 5e11 1e12 2e12] [--sizes 4]
+    python bench/bench_sweep.py [--budgets 1e12 3e12 1e13] [--sizes 5] [--vocab 512] [--seq-len 128] [--shapes small]
 
-The base config is configs/debug.yaml (4,096-piece tokenizer, seq_len 256, fp32) pointed at --data-dir (prepared
-with launch/prepare_data.py first if it is missing). The sweep itself runs in runs/bench_sweep/sweep (checkpoints
+CPU-scale by default: the bundled corpus re-tokenized with a 512-piece tokenizer (2.2M tokens instead of 1.2M at
+4,096 pieces, and embeddings small enough that models from 150k parameters up are mostly not embeddings), seq_len
+128 (so PaLM App. B's FLOPs, attention in and the input embedding out, stay within 20% of 6ND at every point:
+0.82-1.12x in the default grid) and the shape designer's
+SMALL rules (llm/spec/shape.py); the base config is configs/sweep_cpu.yaml (fp32, seed 0). At the
+defaults of the earlier bench (--vocab 4096 --seq-len 256 --shapes standard) the smallest shape is 1.3M
+parameters, compute-optimal only near 3e14 FLOPs, out of a CPU's reach: that bench (5e11-2e12 FLOPs, its report in
+bench/results_sweep/ at commit 3a04201) found every profile falling towards its smallest size and no law.
+The data is prepared once in runs/data/python_docs_v{VOCAB}; the sweep runs in runs/bench_sweep/sweep (checkpoints
 and logs stay there); law.json, report.md, isoflop.png, sweep.json and summary.json (wall time, `uptime` before
 and after: the machine's load) are copied to bench/results_sweep/. Rerunning resumes the sweep (sweep.py is
 resumable) and re-fits; --fresh starts over.
@@ -32,33 +39,37 @@ def _uptime() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "runs" / "data" / "python_docs")
-    ap.add_argument("--budgets", nargs="+", default=["5e11", "1e12", "2e12"])
-    ap.add_argument("--sizes", type=int, default=4)
-    ap.add_argument("--spread", type=float, default=0.4)
+    ap.add_argument("--budgets", nargs="+", default=["1e12", "3e12", "1e13"])
+    ap.add_argument("--sizes", type=int, default=5)
+    ap.add_argument("--spread", type=float, default=0.5)
+    ap.add_argument("--vocab", type=int, default=512, help="tokenizer pieces (the data is re-prepared per size)")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--shapes", default="small", help="shape designer rules (launch/sweep.py --shapes)")
     ap.add_argument("--fresh", action="store_true", help="delete the previous sweep first")
     ap.add_argument("--fit-only", action="store_true",
                     help="re-fit and redraw the finished points; keeps summary.json's timing of the run")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "DS_ACCELERATOR": "cpu"}
-    if not (args.data_dir / "data.idx").is_file():
+    data_dir = ROOT / "runs" / "data" / f"python_docs_v{args.vocab}"
+    if not (data_dir / "data.idx").is_file():
         subprocess.run([sys.executable, str(ROOT / "launch" / "prepare_data.py"), "--input",
-                        str(ROOT / "data" / "raw" / "python_docs.jsonl"), "--output", str(args.data_dir)],
-                       check=True, env=env, cwd=ROOT)
+                        str(ROOT / "data" / "raw" / "python_docs.jsonl"), "--output", str(data_dir),
+                        f"tokenize.vocab_size={args.vocab}"], check=True, env=env, cwd=ROOT)
     sweep_dir = WORK / "sweep"
     if args.fresh:
         shutil.rmtree(sweep_dir, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    base = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
-    base["data"]["paths"] = [str((args.data_dir / "data").resolve())]
-    base["data"]["tokenizer"] = str((args.data_dir / "tokenizer.model").resolve())
+    base = yaml.safe_load((ROOT / "configs" / "sweep_cpu.yaml").read_text())
+    base["data"]["paths"] = [str((data_dir / "data").resolve())]
+    base["data"]["tokenizer"] = str((data_dir / "tokenizer.model").resolve())
+    base["model"].update(vocab_size=args.vocab, seq_len=args.seq_len)  # the sweep designs each point's shape
     (WORK / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
 
     before, t0 = _uptime(), time.monotonic()
     print(f"uptime before: {before}", flush=True)
     cmd = [sys.executable, str(ROOT / "launch" / "sweep.py"), "--budgets", *args.budgets, "--sizes-per-budget",
-           str(args.sizes), "--spread", str(args.spread), "--config", str(WORK / "base.yaml"), "--out", str(sweep_dir)]
+           str(args.sizes), "--spread", str(args.spread), "--shapes", args.shapes, "--config", str(WORK / "base.yaml"), "--out", str(sweep_dir)]
     cmd += ["--fit-only"] if args.fit_only else []
     rc = subprocess.call(cmd, env=env, cwd=ROOT)
     wall, after = time.monotonic() - t0, _uptime()

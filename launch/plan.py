@@ -17,6 +17,7 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.gpus is not None:
             cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,
                                    args.price_per_gpu_hour, args.mfu)
+            if spec is not None:  # the spec's one-device micro-batch is a default; the chosen layout's replaces it
+                spec = dataclasses.replace(spec, micro_batch_size=cluster.chosen.layout.micro_batch_size)
         if args.write_config:
             if spec is None:
                 raise ValueError("--write-config writes a planned spec; it cannot be combined with --config")

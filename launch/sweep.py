@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from llm.config import ConfigError, config_from_dict, load_config  # noqa: E402
 from llm.spec.law import LawFileError, LawFitError, fit_law, read_law, write_law  # noqa: E402
 from llm.spec.plan import config_dict  # noqa: E402
 from llm.spec.scaling import LAWS, get_law  # noqa: E402
+from llm.spec.shape import SHAPE_RULES  # noqa: E402
 from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES, SweepGrid, design_grid  # noqa: E402
 from llm.train.metrics import format_duration  # noqa: E402
 from launch.plan import _Parser, _positive  # noqa: E402  (one-line errors; numbers such as -1e12 read as values)
@@ -43,6 +45,10 @@ PRETRAIN = ROOT / "launch" / "pretrain.py"
 SWEEP_SBATCH = ROOT / "launch" / "slurm" / "sweep.sbatch"
 DEFAULT_BASE = ROOT / "configs" / "debug.yaml"
 POLL_S = 2.0
+EVAL_TOKENS = 2 ** 20
+"""Held-out tokens each point is evaluated on (all of a smaller validation split). Neighbouring sizes of a budget
+often differ by a few hundredths of a nat, about the noise of the debug config's two eval batches (4k tokens);
+a million tokens puts the noise near a thousandth and costs a fraction of a percent of a point's FLOPs."""
 
 
 class UserError(Exception):
@@ -82,16 +88,26 @@ def _resolve_data(raw: dict, base: Path) -> dict:
     return data
 
 
-def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path) -> dict:
+def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path, valid_samples: int | None,
+                 eval_tokens: int = EVAL_TOKENS) -> dict:
     """The pretraining config of one point: plan.py's config for the point's spec, with the base config's data,
-    precision, seed and evaluation. Evaluation only at the end (the fit reads the final eval loss); a checkpoint
-    every quarter of the run, so a killed point resumes rather than restarts."""
+    precision and seed. Evaluation only at the end (the fit reads the final eval loss), over the validation split
+    up to eval_tokens (valid_samples; the base config's eval_batches if unknown). A checkpoint every quarter of
+    the run, so a killed point resumes rather than restarts."""
     spec = point.spec
     raw = config_dict(spec, out_dir=str(run_dir))
     raw["data"] = _resolve_data(base_raw, base)
     raw["precision"] = base_raw.get("precision", "fp32")
-    raw["train"].update(micro_batch_size=min(spec.global_batch_size, base_cfg.train.micro_batch_size),
-                        seed=base_cfg.train.seed, eval_every=0, eval_batches=base_cfg.train.eval_batches)
+    # eval_batches counts global batches (llm/train/loop.py); the floor keeps every evaluated sample distinct.
+    if valid_samples:
+        samples = min(valid_samples, max(1, eval_tokens // point.model.seq_len))
+        eval_batches = max(1, samples // spec.global_batch_size)
+    else:
+        eval_batches = base_cfg.train.eval_batches
+    g = spec.global_batch_size
+    micro = max(m for m in range(1, min(g, base_cfg.train.micro_batch_size) + 1) if g % m == 0)
+    raw["train"].update(micro_batch_size=micro,
+                        seed=base_cfg.train.seed, eval_every=0, eval_batches=eval_batches)
     raw["checkpoint"] = {"every": max(1, spec.total_steps // 4), "keep": 1}
     config_from_dict(raw, source=f"sweep point {point.name}")
     return raw
@@ -120,14 +136,17 @@ def prepare(args) -> dict:
     base_raw = yaml.safe_load(base.read_text())
     law = read_law(args.law) if args.law.endswith(".json") or Path(args.law).is_dir() else get_law(args.law)
     grid = design_grid(args.budgets, args.sizes_per_budget, law, base_cfg.model.vocab_size, base_cfg.model.seq_len,
-                       spread_dex=args.spread, tie_embeddings=base_cfg.model.tie_embeddings)
+                       spread_dex=args.spread, tie_embeddings=base_cfg.model.tie_embeddings,
+                       rules=SHAPE_RULES[args.shapes])
     record = {"budgets": grid.budgets, "sizes_per_budget": args.sizes_per_budget, "spread": args.spread,
-              "law": args.law, "config": str(base.resolve())}
+              "law": args.law, "config": str(base.resolve()), "shapes": args.shapes, "eval_tokens": args.eval_tokens}
     doc = grid_json(grid, record)
     out = Path(args.out)
     existing = out / "sweep.json"
     if existing.is_file():
         old = json.loads(existing.read_text())
+        old["args"].setdefault("shapes", "standard")  # sweeps made before --shapes and --eval-tokens existed
+        old["args"].setdefault("eval_tokens", EVAL_TOKENS)
         if [p["name"] for p in old["points"]] != [p["name"] for p in doc["points"]] or old["args"] != record:
             raise UserError(f"--out {out} holds another sweep (its sweep.json has other budgets, sizes, law or base "
                             "config): rerun with the same arguments to resume it, or give a new --out")
@@ -135,12 +154,16 @@ def prepare(args) -> dict:
         raise UserError(f"--out {out} exists and is not a sweep directory (no sweep.json): give a new or empty one")
     out.mkdir(parents=True, exist_ok=True)
     data = _resolve_data(base_raw, base)
+    valid_samples = _valid_samples(base_cfg, data, grid.points[0]) if grid.points else None
     doc["data"] = {"paths": data["paths"], "tokenizer": data.get("tokenizer"),
-                   "valid_fraction": base_cfg.data.valid_fraction, "train_tokens": _train_tokens(base_cfg, data)}
+                   "valid_fraction": base_cfg.data.valid_fraction, "train_tokens": _train_tokens(base_cfg, data),
+                   "valid_samples": valid_samples}
     for p in grid.points:
         d = point_dir(out, p.name)
         d.mkdir(parents=True, exist_ok=True)
-        raw = point_config(p, base_raw, base_cfg, d / "run", base)
+        raw = point_config(p, base_raw, base_cfg, d / "run", base, valid_samples, args.eval_tokens)
+        entry = next(q for q in doc["points"] if q["name"] == p.name)
+        entry["eval_samples"] = raw["train"]["eval_batches"] * p.spec.global_batch_size
         header = (f"# isoFLOP sweep point {p.name} (launch/sweep.py): C = {p.flops:.3g} FLOPs (6ND), "
                   f"N = {p.n_params:,}, D = C / 6N = {p.n_tokens:,} tokens.\n"
                   "# Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; cosine over exactly "
@@ -162,6 +185,18 @@ def _train_tokens(base_cfg, data: dict) -> int | None:
     except (OSError, ValueError):
         return None
     return int(total * (1 - base_cfg.data.valid_fraction))
+
+
+def _valid_samples(base_cfg, data: dict, point) -> int | None:
+    """Samples of the validation split every point sees (all share data, seq_len and seed); None if unreadable
+    (pretrain.py then names the problem in the point's own log)."""
+    from llm.train.setup import build_datasets
+    raw = point_config(point, {"data": data}, base_cfg, Path("unused"), Path("unused"), None)
+    cfg = config_from_dict(raw, source="sweep validation split")
+    try:
+        return len(build_datasets(cfg)[1])
+    except (ConfigError, OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,6 +240,52 @@ def finished(out: Path, doc: dict) -> dict[str, dict]:
     return done
 
 
+def _last_train_row(metrics: Path) -> dict | None:
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if "loss" in row:
+            return row
+    return None
+
+
+def _watch(proc: subprocess.Popen, metrics: Path, total_steps: int, prefix: str, log) -> int:
+    """Wait for a point's run and show its progress from its metrics.jsonl: on a terminal one line rewritten in
+    place (step, loss, tokens/s, the point's ETA), in a log a line at each quarter of the run. Returns its status."""
+    tty, quarter, t0 = sys.stdout.isatty(), 1, time.monotonic()
+    shown, first = False, None  # first: (time, step) of the first logged step seen, to time steps without start-up
+    while True:
+        try:
+            rc = proc.wait(timeout=POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        row = _last_train_row(metrics)
+        if not row or not row.get("step"):
+            continue
+        step, now = int(row["step"]), time.monotonic()
+        first = first or (now, step)
+        per_step = (now - first[0]) / (step - first[1]) if step > first[1] else (now - t0) / step
+        eta = per_step * max(0, total_steps - step)
+        msg = (f"{prefix}: step {step}/{total_steps} loss {row['loss']:.4f} "
+               f"{row.get('tokens_per_s', 0) / 1e3:.1f}k tok/s, ETA {format_duration(eta)}")
+        if tty:
+            print(f"\r{msg}\033[K", end="", flush=True)
+            shown = True
+        elif step >= quarter * total_steps / 4 and step < total_steps:
+            log(msg)
+            quarter = int(step * 4 // total_steps) + 1
+    if shown:
+        print("\r\033[K", end="", flush=True)
+    return rc
+
+
 def run_local(out: Path, doc: dict, log=print) -> None:
     """Run every unfinished point in debug mode, one after the other, with a progress line per point: i/N and an
     ETA from the 6ND FLOPs still to run at the rate measured so far (points differ in cost, not in count)."""
@@ -229,8 +310,15 @@ def run_local(out: Path, doc: dict, log=print) -> None:
         log(f"[{i}/{total}] {p['name']}: N={p['n_params']:,} D={p['n_tokens']:,} ({p['total_steps']} steps) ...")
         t0 = time.monotonic()
         with open(d / "train.log", "a") as fh:
-            rc = subprocess.call([sys.executable, str(PRETRAIN), "--config", str(d / "config.yaml")], stdout=fh,
-                                 stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            proc = subprocess.Popen([sys.executable, str(PRETRAIN), "--config", str(d / "config.yaml")], stdout=fh,
+                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                    start_new_session=True)  # a terminal's Ctrl-C reaches only the sweep (below)
+            try:
+                rc = _watch(proc, d / "run" / "metrics.jsonl", p["total_steps"], f"[{i}/{total}] {p['name']}", log)
+            except BaseException:  # Ctrl-C or a kill of the sweep: SIGTERM makes pretrain.py save a checkpoint
+                proc.terminate()   # and exit, so the rerun resumes the point instead of restarting it
+                proc.wait()
+                raise
         if rc != 0:
             raise RunFailed(f"point {p['name']} exited with status {rc}: see {d / 'train.log'}; rerun the same "
                             "command to resume")
@@ -290,6 +378,9 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) ->
     from launch.sweep_report import write_report
     done = finished(out, doc)
     points = [done[p["name"]] for p in doc["points"] if p["name"] in done]
+    if not points:
+        raise RunFailed(f"no point of {out} has finished yet (no done.json): nothing to fit; run the sweep "
+                        "without --fit-only")
     try:
         law = fit_law(points, resamples=resamples, seed=seed)
     except LawFitError as e:
@@ -320,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"half-width of each budget's grid in log10 N (default {DEFAULT_SPREAD_DEX}: 10x end to end)")
     p.add_argument("--config", default=str(DEFAULT_BASE),
                    help="base run config: data, tokenizer, vocab_size, seq_len, precision (default configs/debug.yaml)")
+    p.add_argument("--shapes", choices=sorted(SHAPE_RULES), default="standard",
+                   help="shape designer rules: standard, or small (32-wide heads, for CPU-scale models; "
+                        "llm/spec/shape.py)")
+    p.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS,
+                   help=f"held-out tokens each point is evaluated on, at most (default {EVAL_TOKENS:,})")
     p.add_argument("--law", default="besiroglu",
                    help=f"law whose N_opt centres the grid: {', '.join(LAWS)}, or a previous sweep's law.json")
     p.add_argument("--out", required=True, help="sweep directory (rerun with the same one to resume)")
@@ -334,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect-point", metavar="NAME", help=argparse.SUPPRESS)  # sweep.sbatch, after a task's run
     args = p.parse_args(argv)
     out = Path(args.out)
+    # A kill (SIGTERM: `kill`, a scheduler) stops the sweep the way Ctrl-C does, so the running point is sent
+    # SIGTERM too and saves a checkpoint to resume from, instead of training on as an orphan.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.collect_point:
             doc = json.loads((out / "sweep.json").read_text())
@@ -344,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.budgets:
             raise UserError("--budgets is required: FLOP budgets such as --budgets 1e13 3e13 1e14")
+        if args.eval_tokens < 1:
+            raise UserError(f"--eval-tokens {args.eval_tokens} must be a positive number of tokens")
         if args.bootstrap < 1:
             raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
         doc = prepare(args)
@@ -368,10 +469,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("sweep.py: interrupted; finished points are kept (done.json): rerun the same command to resume",
-              file=sys.stderr)
+        print("sweep.py: interrupted; finished points are kept (done.json), the running one was stopped at a "
+              "checkpoint: rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

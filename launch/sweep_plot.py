@@ -62,7 +62,8 @@ def plot_isoflop(law: dict, out: Path) -> None:
     left.set_ylabel("final eval loss (nats/token)")
     left.set_title("IsoFLOP profiles: parabola in log N per budget, star at its minimum")
     left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
 
     if not law["budgets"]:
         right.text(0.5, 0.5, "no law fitted:\n" + law.get("fit_error", "").replace("; ", ";\n").replace(" (", "\n("),

@@ -10,6 +10,11 @@ def _ci(iv, fmt="{:.3f}") -> str:
     return "(no interval)" if not iv else f"[{fmt.format(iv[0])}, {fmt.format(iv[1])}]"
 
 
+def _span(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
 def write_report(path: Path, grid: dict, law: dict) -> None:
     """Write the report of sweep `grid` (DIR/sweep.json) and its fitted `law` (DIR/law.json) to `path`."""
     data = grid.get("data") or {}
@@ -17,16 +22,23 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
     boot = law.get("bootstrap", {})
     pct = f"{boot.get('confidence', 0.9):.0%}"
     done = {p["name"]: p for p in law["points"]}
+    shapes = grid.get("args", {}).get("shapes", "standard").upper()
+    small = "; 32-wide heads and width steps, aspect ratios 16-64 preferred and 8-128 allowed, for CPU-scale models" if shapes == "SMALL" else ""
+    valid = data.get("valid_samples")
+    seq_len = grid["points"][0]["shape"]["seq_len"] if grid["points"] else 0
+    evals = [p["eval_samples"] for p in grid["points"] if p.get("eval_samples")]
     lines = [
         "# IsoFLOP sweep report", "",
         f"Budgets (C = 6ND FLOPs): {', '.join(f'{c:.3g}' for c in grid['budgets'])}; "
         f"{len(grid['points'])} points planned, {len(done)} finished. Grid centred on the N_opt of "
         f"`{grid['law']}`, sizes spread ±{grid['spread_dex']} dex in log10 N (llm/spec/sweep.py); shapes from the "
-        "shape designer (llm/spec/shape.py, one device); N counts all parameters, embeddings included "
-        "(Chinchilla's convention); D = C / 6N from each shape's exact N.",
+        f"shape designer's {shapes} rules (llm/spec/shape.py, one device{small}); N counts all parameters, "
+        "embeddings included (Chinchilla's convention); D = C / 6N from each shape's exact N.",
         "Each run: batch and peak LR from DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; warmup 1% of the "
         "steps, cosine decayed to 10% exactly at the run's last token (Chinchilla §3.1); the loss is the final eval "
-        "loss on the held-out split.",
+        "loss on the held-out split" + (f" ({valid:,} samples of {seq_len} tokens; each point evaluates "
+        f"{_span(evals)} of them, whole global batches, the same samples for every point of a budget)."
+                                        if valid and evals else "."),
         f"Data: {', '.join(data.get('paths') or ['?'])} (tokenizer {data.get('tokenizer')}), "
         + (f"{train_tokens:,} training tokens." if train_tokens else "training tokens unknown."), "",
     ]
@@ -57,6 +69,10 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
         path.write_text("\n".join(lines))
         return
     over = max((p["tokens_trained"] / p["n_tokens"] - 1 for p in grid["points"]), default=0.0)
+    emb = [1 - p["n_params_non_embedding"] / p["n_params"] for p in grid["points"]]
+    palm = [p["flops_palm"] / p["flops"] for p in grid["points"]]
+    emb_lo, emb_hi, palm_lo, palm_hi = min(emb), max(emb), min(palm), max(palm)
+    depths = [p["shape"]["n_layers"] for p in grid["points"]]
     lines += ["", f"Runs train whole steps, so up to {over:.1%} past C / 6N; the parabolas use the nominal D "
               "(one C per budget), the parametric fit the tokens trained.", "",
               "## Per-budget parabolas (loss = c0 + c1·x + c2·x², x = log10 N)", "",
@@ -110,6 +126,12 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
               "unlimited-data law of Chinchilla.",
               "Extrapolation: the law is fitted on "
               f"{min(grid['budgets']):.3g}–{max(grid['budgets']):.3g} FLOPs; plan.py --law says how far a plan "
-              "extrapolates. Small models here are mostly embeddings, which 6ND counts as compute but which cost no "
-              "matmul FLOPs (PaLM App. B, recorded per point in sweep.json as flops_palm).", ""]
+              "extrapolates.",
+              f"FLOP count: embeddings are {emb_lo:.0%}–{emb_hi:.0%} of N across the points; 6ND counts them as "
+              "compute, though the input embedding is a lookup, and leaves attention out. PaLM App. B's count "
+              f"(attention in, input embedding out; flops_palm in sweep.json) is {palm_lo:.2f}–{palm_hi:.2f}× 6ND "
+              "here, so points of one budget differ in real compute by that much.",
+              f"Shapes and noise: one shape per size and one seed per point; neighbouring sizes can differ in depth "
+              f"({min(depths)}–{max(depths)} layers here) and width, which scatters the losses about each parabola "
+              "beyond seed noise (the rms residuals above); the bootstrap intervals include that scatter.", ""]
     path.write_text("\n".join(lines))

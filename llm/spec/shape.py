@@ -93,6 +93,36 @@ def count_matmul_params(cfg: ModelConfig) -> int:
 
 ASPECT_RATIO_BAND = (64, 128)
 ASPECT_RATIO_FALLBACK_BAND = (32, 256)
+
+
+@dataclass(frozen=True)
+class ShapeRules:
+    """The conventions design_shape follows: STANDARD (the rules above) for real models, SMALL for sweeps of
+    models small enough to train on a CPU."""
+
+    name: str
+    head_dim: int | None
+    """None: 64 below d_model 2048, 128 from it (the rule above)."""
+    width_step: int
+    """d_model is a multiple of this (and of head_dim times the TP degrees' lcm)."""
+    aspect_band: tuple[int, int]
+    fallback_band: tuple[int, int]
+    d_ff_multiple: int
+    size_tolerance: float | None = None
+    """None: the shape closest to the target N wins. A factor such as 1.15: among the shapes within it of the
+    target, the one whose aspect ratio is nearest the band's middle wins (a smoother family in depth and width
+    where the width steps are coarse relative to N; the caller recomputes D from the exact N anyway)."""
+
+
+STANDARD = ShapeRules("standard", None, 128, ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND, 256)
+SMALL = ShapeRules("small", 32, 32, (16, 64), (8, 128), 32, size_tolerance=1.15)
+"""For 30k-1M parameter models (CPU-scale isoFLOP sweeps). Under STANDARD the smallest model of a 4k vocabulary
+is 1.3M parameters, 80% of them embeddings, and every shape under ~4M has one to four layers. SMALL takes 32-wide
+heads (half GPT-3's 64) in 32-wide steps, aspect ratios d_model / n_layers of 16-64 (Kaplan et al. 2020, Fig. 5:
+loss within a few percent across a wide band of aspect ratios at fixed N) and d_ff a multiple of 32: with a
+512-piece vocabulary, models from ~40k parameters up with one to eight layers. A convention for the sweep, not a
+measured optimum, and not for large models: narrow heads and steps leave matmuls too small for an accelerator."""
+SHAPE_RULES = {r.name: r for r in (STANDARD, SMALL)}
 GQA_FROM_N_PARAMS = 3e9
 GQA_KV_HEADS = 8
 MAX_D_MODEL = 32768
@@ -132,7 +162,7 @@ class _Candidate:
 
 def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int = 2048,
                  tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
-                 pp_degrees: tuple[int, ...] = (1, 2, 4, 8)) -> ModelConfig:
+                 pp_degrees: tuple[int, ...] = (1, 2, 4, 8), rules: ShapeRules = STANDARD) -> ModelConfig:
     """A decoder shape whose exact total parameter count is as close as the rules above allow to the target.
 
     n_params_target counts all parameters (embeddings included, Chinchilla's convention). Raises ValueError
@@ -140,6 +170,7 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
     target: lower vocab_size) or an argument is not positive, and TargetTooLarge (a ValueError) when it is
     more than MAX_TARGET_OVERSHOOT above the largest (the widest d_model at the deepest ratio allowed).
     pp_degrees: pipeline degrees the layer count should split into (see PP_SPLIT_TOLERANCE); (1,) for none.
+    rules: STANDARD, or SMALL for CPU-scale models (see ShapeRules).
     """
     if not n_params_target > 0:
         raise ValueError(f"n_params_target={n_params_target} must be positive")
@@ -153,10 +184,13 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
     m = _lcm(int(t) for t in tp_degrees)
     vocab = _round_up(vocab_size, 64 * m)
     n_kv_fixed = max(GQA_KV_HEADS, m) if n_params_target >= GQA_FROM_N_PARAMS else None
-    d_ff_multiple = _lcm((256, m))  # 256 unless a TP degree does not divide it (e.g. 3)
+    d_ff_multiple = _lcm((rules.d_ff_multiple, m))  # 256 unless a TP degree does not divide it (e.g. 3)
+
+    def head_dim_for(d_model: int) -> int:
+        return rules.head_dim or _head_dim_for(d_model)
 
     def build(d_model: int, n_layers: int) -> ModelConfig:
-        head_dim = _head_dim_for(d_model)
+        head_dim = head_dim_for(d_model)
         n_heads = d_model // head_dim
         n_kv = n_heads
         if n_kv_fixed is not None:  # the largest divisor of n_heads up to n_kv_fixed that TP can still split
@@ -165,7 +199,7 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
                            head_dim=head_dim, d_ff=_round_up(8 * d_model / 3, d_ff_multiple), vocab_size=vocab,
                            seq_len=seq_len, tie_embeddings=tie_embeddings)
 
-    widths = [d for d in range(128, MAX_D_MODEL + 1, 128) if d % (_head_dim_for(d) * m) == 0]
+    widths = [d for d in range(rules.width_step, MAX_D_MODEL + 1, rules.width_step) if d % (head_dim_for(d) * m) == 0]
     if not widths:
         raise ValueError(f"tp_degrees={tp_degrees}: no d_model up to {MAX_D_MODEL} splits into heads that "
                          f"every degree divides (lcm {m}); use fewer or smaller degrees")
@@ -174,11 +208,11 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
         raise ValueError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
                          f"({smallest:,} parameters with vocab_size={vocab}); lower the vocabulary or raise "
                          "the budget")
-    largest = count_params(build(widths[-1], widths[-1] // ASPECT_RATIO_FALLBACK_BAND[0]))
+    largest = count_params(build(widths[-1], widths[-1] // rules.fallback_band[0]))
     if n_params_target > largest * MAX_TARGET_OVERSHOOT:
         raise TargetTooLarge(f"target N={n_params_target:.3g} is above the largest shape these rules allow "
                              f"({largest:,} parameters: d_model={widths[-1]}, "
-                             f"{widths[-1] // ASPECT_RATIO_FALLBACK_BAND[0]} layers)", largest)
+                             f"{widths[-1] // rules.fallback_band[0]} layers)", largest)
 
     def search(lo: int, hi: int) -> _Candidate | None:
         found = []
@@ -197,15 +231,16 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
             return None
         # Among the shapes within PP_SPLIT_TOLERANCE of the target (or the closest, when none is), prefer the
         # layer count the largest pipeline degree divides, then the closest N, then the aspect ratio nearest the
-        # middle of the band.
-        slack = max(min(c[0] for c in found), math.log(PP_SPLIT_TOLERANCE))
+        # middle of the band (with rules.size_tolerance: within that factor, the aspect ratio before N).
+        slack = max(min(c[0] for c in found), math.log(rules.size_tolerance or PP_SPLIT_TOLERANCE))
+        closeness = (lambda c: (c[1], c[0])) if rules.size_tolerance else (lambda c: (c[0], c[1]))
         err, ratio_err, d, n_layers = min((c for c in found if c[0] <= slack),
-                                          key=lambda c: (-max(p for p in pp_degrees if c[3] % p == 0), c[0], c[1]))
+                                          key=lambda c: (-max(p for p in pp_degrees if c[3] % p == 0), *closeness(c)))
         return _Candidate(err, ratio_err, build(d, n_layers))
 
-    best = search(*ASPECT_RATIO_BAND)
+    best = search(*rules.aspect_band)
     if best is None or best.err > math.log(1.10):
-        wide = search(*ASPECT_RATIO_FALLBACK_BAND)
+        wide = search(*rules.fallback_band)
         if wide is not None and (best is None or wide.err < best.err):
             best = wide
     if best is None:  # a target near the smallest shape when even one layer of the narrowest width is out of band

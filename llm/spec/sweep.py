@@ -8,7 +8,8 @@ How a point is made:
   * targets N_i = N_opt(C) · 10^(spread · t_i), t_i evenly spaced in [-1, 1]; N_opt from the current law
     (llm.spec.scaling, or a previous sweep's law.json), N counting all parameters (Chinchilla's convention);
   * the shape is the shape designer's (llm/spec/shape.py) for N_i, with tp_degrees=(1,) and pp_degrees=(1,): a
-    sweep runs on one device, and those allow the finest width steps;
+    sweep runs on one device, and those allow the finest width steps; its STANDARD rules, or SMALL ones (32-wide
+    heads and steps) for sweeps of models small enough for a CPU;
   * D = C / 6N from the exact N of that shape (C = 6ND, Kaplan et al. 2020 §2.1, as in Chinchilla), so every
     point of a budget spends the same 6ND FLOPs (attention is not counted; PaLM App. B's count is recorded
     beside it);
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from llm.config import ModelConfig
 from llm.spec.plan import Spec, spec_for_shape
 from llm.spec.scaling import ParametricLaw, PowerLawFrontier, compute_optimal
-from llm.spec.shape import TargetTooLarge, count_params, design_shape
+from llm.spec.shape import STANDARD, ShapeRules, TargetTooLarge, count_params, design_shape
 
 MIN_SIZES = 3
 """A parabola needs three sizes per budget (llm/spec/fit.py)."""
@@ -77,18 +78,19 @@ class SweepGrid:
     """One sentence per budget that was shifted or had shapes merged: how the grid departs from the plain rule."""
 
 
-def _shape(target: float, vocab_size: int, seq_len: int, tie_embeddings: bool) -> ModelConfig:
+def _shape(target: float, vocab_size: int, seq_len: int, tie_embeddings: bool, rules: ShapeRules) -> ModelConfig:
     return design_shape(target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=(1,), pp_degrees=(1,),
-                        tie_embeddings=tie_embeddings)
+                        tie_embeddings=tie_embeddings, rules=rules)
 
 
-def smallest_shape_params(vocab_size: int, seq_len: int, tie_embeddings: bool = False) -> int:
+def smallest_shape_params(vocab_size: int, seq_len: int, tie_embeddings: bool = False,
+                          rules: ShapeRules = STANDARD) -> int:
     """Exact N of the smallest shape the designer builds. It accepts a target iff the target is at least that N,
     so bisection finds it without restating the designer's rules here."""
     lo, hi = 1.0, 1.0e6
     while True:
         try:
-            _shape(hi, vocab_size, seq_len, tie_embeddings)
+            _shape(hi, vocab_size, seq_len, tie_embeddings, rules)
             break
         except TargetTooLarge:
             raise
@@ -97,11 +99,11 @@ def smallest_shape_params(vocab_size: int, seq_len: int, tie_embeddings: bool = 
     for _ in range(60):
         mid = math.sqrt(lo * hi)
         try:
-            _shape(mid, vocab_size, seq_len, tie_embeddings)
+            _shape(mid, vocab_size, seq_len, tie_embeddings, rules)
             hi = mid
         except ValueError:
             lo = mid
-    return count_params(_shape(hi, vocab_size, seq_len, tie_embeddings))
+    return count_params(_shape(hi, vocab_size, seq_len, tie_embeddings, rules))
 
 
 def _label(x: float) -> str:
@@ -113,10 +115,11 @@ def _label(x: float) -> str:
 
 def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw | PowerLawFrontier,
                 vocab_size: int, seq_len: int, spread_dex: float = DEFAULT_SPREAD_DEX, tie_embeddings: bool = False,
-                min_steps: int = MIN_STEPS) -> SweepGrid:
+                min_steps: int = MIN_STEPS, rules: ShapeRules = STANDARD) -> SweepGrid:
     """The points of an isoFLOP sweep over `budgets` (6ND FLOPs), `sizes_per_budget` sizes each (see the module
     docstring for the rules and what happens at the edges).
 
+    rules: the shape designer's conventions (llm.spec.shape.STANDARD, or SMALL for CPU-scale models).
     Raises ValueError for budgets that are not positive, repeated, or that cannot give `MIN_SIZES` distinct shapes
     with at least `min_steps` steps each, and for sizes_per_budget < MIN_SIZES or spread_dex <= 0.
     """
@@ -135,7 +138,7 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
             raise ValueError(f"budgets {lo:.3g} and {hi:.3g} are within 10% of each other: space them further apart")
     if len(ordered) < 2:
         raise ValueError(f"one budget ({ordered[0]:.3g}) gives one parabola and no power law: give at least two")
-    floor = smallest_shape_params(vocab_size, seq_len, tie_embeddings)
+    floor = smallest_shape_params(vocab_size, seq_len, tie_embeddings, rules)
     grid = SweepGrid(budgets=ordered, points=[], law=law.name, spread_dex=spread_dex)
     offsets = [spread_dex * (2 * i / (sizes_per_budget - 1) - 1) for i in range(sizes_per_budget)]
     for b, c in enumerate(ordered):
@@ -152,7 +155,7 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
         shapes: dict[tuple, tuple[float, ModelConfig]] = {}
         for t in targets:
             try:
-                cfg = _shape(t, vocab_size, seq_len, tie_embeddings)
+                cfg = _shape(t, vocab_size, seq_len, tie_embeddings, rules)
             except TargetTooLarge as e:
                 raise ValueError(f"budget C={c:.3g}: size {_label(t)} is past the largest shape ({e.largest:,} "
                                  "parameters); lower the budget or --spread") from None

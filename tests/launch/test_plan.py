@@ -178,7 +178,9 @@ def test_cluster_explain_and_write_config(tmp_path):
     got = json.loads(run("--flops", "3e21", "--gpus", "8", "--gpu", "a100-40gb", "--json").stdout)
     assert cfg.parallel.tensor == got["layout"]["tp"] and cfg.parallel.pipeline == got["layout"]["pp"]
     assert cfg.parallel.zero_stage == got["layout"]["zero_stage"]
-    assert cfg.train.micro_batch_size == got["layout"]["micro_batch_size"]
+    assert cfg.train.micro_batch_size == got["layout"]["micro_batch_size"] == got["micro_batch_size"]
+    # The table's batch line shows the chosen layout's micro-batch, not the one-device default.
+    assert f"micro {got['layout']['micro_batch_size']}\n" in out.stdout
     assert cfg.parallel.activation_checkpointing == got["layout"]["activation_checkpointing"]
 
 

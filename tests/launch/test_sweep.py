@@ -29,7 +29,8 @@ from tests.parallel.launcher_utils import launch_env, launcher_config_dict, writ
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP, PLAN = ROOT / "launch" / "sweep.py", ROOT / "launch" / "plan.py"
-ARGS = ["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--bootstrap", "100"]
+ARGS = ["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--bootstrap", "100",
+        "--eval-tokens", "8192"]
 KNOWN = ParametricLaw("known", E=1.5, A=500.0, B=100.0, alpha=0.35, beta=0.35)  # a = 0.5; N_opt(3e10) ≈ 0.7M
 
 
@@ -41,7 +42,9 @@ def sweep(*args, env=None, timeout=600):
 @pytest.fixture(scope="module")
 def base(tiny_data, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("sweep_base")
-    return write_config(d / "base.yaml", launcher_config_dict(tiny_data, d / "unused"))
+    # Micro-batches up to 64: the points' global batches (16-32 here) then run without accumulation.
+    return write_config(d / "base.yaml", launcher_config_dict(tiny_data, d / "unused",
+                                                              train={"global_batch_size": 64, "micro_batch_size": 64}))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,13 @@ def test_sweep_writes_configs_runs_every_point_and_says_why_no_law(swept):
         # The cosine schedule ends at the point's own D = C / 6N; LR from plan.py's rule at the budget.
         assert cfg["train"]["tokens"] == p["n_tokens"] == int(p["flops"] // (6 * p["n_params"]))
         assert cfg["optim"]["lr"] == pytest.approx(DEEPSEEK_2024_LR[0] * p["flops"] ** DEEPSEEK_2024_LR[1], rel=1e-3)
+        # Every point evaluates the whole validation split, distinct samples, in global batches; no accumulation
+        # the base config did not ask for.
+        g, valid = cfg["train"]["global_batch_size"], json.loads((out / "sweep.json").read_text())["data"]["valid_samples"]
+        want = min(valid, 8192 // cfg["model"]["seq_len"])  # --eval-tokens 8192, or all of a smaller split
+        assert valid > 8192 // cfg["model"]["seq_len"] and cfg["train"]["eval_batches"] == want // g
+        assert p["eval_samples"] == cfg["train"]["eval_batches"] * g
+        assert g % cfg["train"]["micro_batch_size"] == 0
         done = json.loads((out / "points" / p["name"] / "done.json").read_text())
         rows = [json.loads(x) for x in (out / "points" / p["name"] / "run" / "metrics.jsonl").read_text().splitlines()]
         last = [r for r in rows if "eval_loss" in r][-1]
@@ -169,6 +179,75 @@ def test_another_sweeps_directory_is_refused(swept, base):
     assert proc.returncode == 2 and "holds another sweep" in proc.stderr
 
 
+def test_small_shapes_are_designed_and_recorded(base, tmp_path):
+    """--shapes small (CPU-scale shapes): the points' configs carry 32-wide heads; --fit-only trains nothing, and
+    the same directory under other rules is another sweep."""
+    out = tmp_path / "s"
+    proc = sweep("--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--shapes", "small", "--config", str(base),
+                 "--out", str(out), "--fit-only", timeout=120)
+    assert proc.returncode == 1 and "has finished yet" in proc.stderr, proc.stderr  # nothing has run yet
+    assert len(proc.stderr.strip().splitlines()) == 1
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["args"]["shapes"] == "small" and len(doc["points"]) == 6
+    for p in doc["points"]:
+        cfg = yaml.safe_load((out / "points" / p["name"] / "config.yaml").read_text())
+        assert cfg["model"]["head_dim"] == 32 and cfg["model"]["d_model"] % 32 == 0
+        # The default --eval-tokens (2^20) exceeds this validation split: all of it, in whole global batches.
+        g = cfg["train"]["global_batch_size"]
+        assert cfg["train"]["eval_batches"] == doc["data"]["valid_samples"] // g == p["eval_samples"] // g
+        assert not (out / "points" / p["name"] / "done.json").exists()
+    again = sweep("--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--config", str(base), "--out", str(out),
+                  "--fit-only", timeout=120)
+    assert again.returncode == 2 and "holds another sweep" in again.stderr
+
+
+def test_a_running_point_shows_its_progress(tmp_path, monkeypatch):
+    """While a point trains, the sweep reads its metrics.jsonl: not a terminal here, so a line per quarter of the
+    run with step, loss and the point's ETA, and the run's exit status at the end."""
+    import launch.sweep as sweep_mod
+    monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
+    metrics = tmp_path / "metrics.jsonl"
+    writer = ("import json, sys, time\n"
+              "for step in (10, 20, 30, 40):\n"
+              "    time.sleep(0.4)\n"
+              "    open(sys.argv[1], 'a').write(json.dumps({'step': step, 'loss': 5.0 - step / 100, "
+              "'tokens_per_s': 2000.0}) + '\\n')\n"
+              "time.sleep(0.4)\nsys.exit(3)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(metrics)])
+    lines = []
+    assert sweep_mod._watch(proc, metrics, 40, "[1/1] p", lines.append) == 3
+    assert lines and all(line.startswith("[1/1] p: step ") and "/40 loss " in line and "ETA" in line
+                         for line in lines)
+    assert len(lines) <= 3 and "step 40/40" not in " ".join(lines)  # quarters only; the end is the sweep's line
+
+
+def test_a_killed_sweep_stops_its_running_point_at_a_checkpoint(base, tmp_path):
+    """SIGTERM to sweep.py (a `kill`, a scheduler) reaches the running point as SIGTERM: pretrain.py saves a
+    checkpoint and exits instead of training on as an orphan, no done.json is written, and the sweep says how to
+    resume in one line."""
+    import signal
+    import time
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, str(SWEEP), "--budgets", "3e11", "1e12", "--sizes-per-budget", "3",
+                             "--shapes", "small", "--config", str(base), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=launch_env())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        metrics = list(out.glob("points/*/run/metrics.jsonl"))
+        if metrics and '"step": 20,' in metrics[0].read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and metrics, "the first point did not reach step 20 in time"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "rerun the same command to resume" in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    point = metrics[0].parents[1]
+    log = (point / "train.log").read_text()
+    assert "SIGTERM received: saved" in log, log[-2000:]
+    assert list((point / "run" / "checkpoints").glob("step_*")) and not (point / "done.json").exists()
+
+
 def test_plan_law_errors(tmp_path):
     for args, message in ((["--law", str(tmp_path / "law.json")], "no such file"),
                           (["--law", str(tmp_path / "law.json"), "--approach", "3"], "give one")):
@@ -178,20 +257,29 @@ def test_plan_law_errors(tmp_path):
 
 
 @needs_cluster
-def test_sweep_as_a_slurm_job_array(cluster, base, tmp_path):  # noqa: F811  (the imported fixture)
+def test_sweep_as_a_slurm_job_array(cluster, swept, base, tmp_path):  # noqa: F811  (the imported fixture)
+    """A copy of the finished sweep with half its points lost: --slurm submits one array task per lost point
+    (only those), waits, collects them and fits."""
+    import shutil
     out = tmp_path / "s"
+    shutil.copytree(swept[0], out)
+    lost = [p["name"] for p in _points(out)][::2]
+    for name in lost:
+        shutil.rmtree(out / "points" / name / "run")
+        (out / "points" / name / "done.json").unlink()
     env = {**cluster.env, "OMP_NUM_THREADS": "1"}
     proc = sweep(*ARGS, "--config", str(base), "--out", str(out), "--slurm", "--sbatch-arg=--cpus-per-task=1",
                  env=env, timeout=600)
-    assert "submitted job array" in proc.stdout, proc.stdout + proc.stderr
+    assert "submitted job array" in proc.stdout and "with 3 tasks" in proc.stdout, proc.stdout + proc.stderr
     job = proc.stdout.split("submitted job array ")[1].split()[0]
     logs = sorted((out / "slurm").glob(f"sweep-{job}_*.out"))
-    assert len(logs) == 6, proc.stdout + proc.stderr  # one task per point
+    assert len(logs) == 3, proc.stdout + proc.stderr  # one task per lost point
     text = "".join(p.read_text() for p in logs)
-    assert text.count("sweep point ") == 6 and "ranks exited with status 0" in text
+    assert text.count("sweep point ") == 3 and "ranks exited with status 0" in text
+    assert all(f"sweep point {name}" in text for name in lost)
     for p in _points(out):
         assert json.loads((out / "points" / p["name"] / "done.json").read_text())["loss"] > 0
     # Collected after the array: the fit ran (a law, or the one-line reason there is none at these budgets).
     assert proc.returncode in (0, 1) and (out / "report.md").is_file(), proc.stderr
-    assert sum(f"/6]" in line for line in proc.stdout.splitlines()) == 6
+    assert sum("/6]" in line for line in proc.stdout.splitlines()) == 3
     assert os.path.exists(out / "isoflop.png")

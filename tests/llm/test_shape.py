@@ -4,7 +4,7 @@ import math
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.shape import (TargetTooLarge, count_matmul_params, count_params, count_params_non_embedding,
+from llm.spec.shape import (SMALL, TargetTooLarge, count_matmul_params, count_params, count_params_non_embedding,
                             design_shape, embedding_params, layer_matmul_params, layer_params)
 
 # Published exact counts (the Hugging Face checkpoints' sum of numel) of models with our architecture.
@@ -121,3 +121,23 @@ def test_design_shape_refuses_targets_past_the_largest_shape():
     assert count_params(design_shape(largest * 1.05)) == largest  # within the 10% tolerance: that shape
     with pytest.raises(ValueError, match="no d_model"):
         design_shape(1e9, tp_degrees=(7, 11, 13))
+
+
+def test_small_rules_build_cpu_scale_models_that_are_mostly_not_embeddings():
+    """SMALL (for CPU-scale sweeps): 32-wide heads and steps, aspect ratios 8-128, every target from 60k to 3M
+    within 15% and, from 150k up, more than half the parameters outside the embeddings at a 512-piece vocabulary."""
+    with pytest.raises(ValueError, match="below the smallest shape"):  # STANDARD's smallest is ~170k here
+        design_shape(1.0e5, vocab_size=512, seq_len=128, tp_degrees=(1,), pp_degrees=(1,))
+    with pytest.raises(ValueError, match="below the smallest shape"):
+        design_shape(3.0e4, vocab_size=512, seq_len=128, tp_degrees=(1,), pp_degrees=(1,), rules=SMALL)
+    depths = set()
+    for target in [6e4 * 1.5 ** i for i in range(10)]:
+        cfg = design_shape(target, vocab_size=512, seq_len=128, tp_degrees=(1,), pp_degrees=(1,), rules=SMALL)
+        n = count_params(cfg)
+        assert abs(math.log(n / target)) <= math.log(1.15) + 1e-9, (target, cfg)
+        assert cfg.head_dim == 32 and cfg.d_model % 32 == 0 and cfg.d_ff % 32 == 0
+        assert cfg.d_ff >= 8 * cfg.d_model / 3 and 8 <= cfg.d_model / cfg.n_layers <= 128
+        if target >= 1.5e5:
+            assert count_params_non_embedding(cfg) > n / 2
+        depths.add(cfg.n_layers)
+    assert len(depths) >= 4

@@ -8,7 +8,7 @@ import pytest
 from llm.spec.law import LawFileError, SweepLaw, fit_law, read_law, write_law
 from llm.spec.plan import DEEPSEEK_2024_LR, plan
 from llm.spec.scaling import BESIROGLU_2024, ParametricLaw, compute_optimal
-from llm.spec.shape import count_params
+from llm.spec.shape import SMALL, count_params
 from llm.spec.sweep import design_grid, smallest_shape_params
 
 
@@ -40,6 +40,17 @@ def test_budget_below_the_smallest_shape_shifts_the_grid_and_says_so():
         pts = [p for p in grid.points if p.budget_index == b]
         assert pts[0].n_params == floor  # the shifted grid starts at the smallest shape, spacing kept
         assert math.log10(pts[-1].n_params_target / pts[0].n_params_target) == pytest.approx(0.6)
+
+
+def test_small_shape_rules_put_a_cpu_budget_around_the_laws_optimum():
+    """With SMALL shapes and a 512-piece vocabulary, 1e13 FLOPs needs no shift: its sizes sit around N_opt."""
+    assert smallest_shape_params(512, 128, rules=SMALL) < smallest_shape_params(512, 128) / 2
+    grid = design_grid([3e12, 1e13], 5, BESIROGLU_2024, 512, 128, spread_dex=0.5, rules=SMALL)
+    assert not any("C=1e+13" in note for note in grid.notes)
+    pts = [p for p in grid.points if p.flops == 1e13]
+    n_opt = compute_optimal(1e13, BESIROGLU_2024)[0]
+    assert len(pts) == 5 and pts[0].n_params < n_opt < pts[-1].n_params
+    assert all(p.model.head_dim == 32 and p.spec.total_steps >= 4 for p in grid.points)
 
 
 @pytest.mark.parametrize("budgets, sizes, message", [
