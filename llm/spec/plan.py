@@ -57,7 +57,8 @@ class Spec:
     n_tokens: int
     tokens_per_param: float
     predicted_loss: float
-    """Nats/token on Chinchilla's data (MassiveText); the level does not transfer to other data."""
+    """Nats/token on the loss law's data (Chinchilla's MassiveText, or a sweep's own corpus and tokenizer); the
+    level does not transfer to other data."""
     loss_law: str
     flops_per_token_6n: float
     flops_per_token_palm: float
@@ -189,7 +190,9 @@ def format_table(spec: Spec) -> str:
         ("N of the shape", f"{spec.n_params:,} total, {spec.n_params_non_embedding:,} non-embedding"),
         ("D = C / 6N", f"{spec.n_tokens:,} tokens ({_human(spec.n_tokens)})"),
         ("tokens per parameter", f"{spec.tokens_per_param:.1f}"),
-        ("predicted loss", f"{spec.predicted_loss:.3f} nats/token ({spec.loss_law}, Chinchilla's data)"),
+        ("predicted loss", f"{spec.predicted_loss:.3f} nats/token ({spec.loss_law}, "
+                           + ("the sweep's own data and tokenizer)" if spec.loss_law.startswith("sweep")
+                              else "Chinchilla's data)")),
         ("FLOPs/token", f"6N {spec.flops_per_token_6n:.3e}; PaLM App. B {spec.flops_per_token_palm:.3e}"),
         ("C with attention", f"{spec.flops_palm:.3e} FLOPs"),
         ("batch", f"{spec.global_batch_size} x {m.seq_len} tokens (DeepSeek 2024 rule), micro {spec.micro_batch_size}"),

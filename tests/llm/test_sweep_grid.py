@@ -131,6 +131,8 @@ def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
     assert spec.law == law.name and spec.loss_law == "sweep-parametric"
     assert spec.n_params_target == pytest.approx(law.optimal(c)[0])
     assert spec.predicted_loss == pytest.approx(law.loss_law.loss(spec.n_params, spec.n_tokens))
+    from llm.spec.plan import format_table
+    assert "sweep-parametric, the sweep's own data" in format_table(spec)  # not Chinchilla's MassiveText
 
 
 @pytest.mark.parametrize("content, message", [
