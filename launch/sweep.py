@@ -432,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     # A kill (SIGTERM: `kill`, a scheduler) stops the sweep the way Ctrl-C does, so the running point is sent
     # SIGTERM too and saves a checkpoint to resume from, instead of training on as an orphan.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (main() called from a harness): SIGTERM keeps its disposition
+        previous = None
     try:
         if args.collect_point:
             doc = json.loads((out / "sweep.json").read_text())
@@ -473,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
               "checkpoint: rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

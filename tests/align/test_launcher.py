@@ -121,11 +121,14 @@ def test_dpo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     _assert_close(single, ds, ["loss", "reward_margin"], exact=["reward_accuracy"])
 
 
-@pytest.mark.parametrize("zero", [0, 2])
+@pytest.mark.parametrize("zero", [2])
 def test_sft_killed_under_deepspeed_resumes_from_its_checkpoint(base_dir, tmp_path, zero):
     """Two ranks SIGKILLed after an in-stage checkpoint (the weights and each rank's ZeRO optimizer shard), then
     run again: the rows equal an uninterrupted debug-mode run's within the tolerances above. A resume that lost the
-    optimizer state (fresh AdamW moments) would move the next losses by far more."""
+    optimizer state (fresh AdamW moments) would move the next losses by far more. ZeRO-2 only, the partitioned case
+    (DeepSpeed's ZeRO optimizer, a shard per rank): under stage 0 the engine's optimizer is torch's own AdamW
+    (torch_adam, parallel/ds_config.py), whose state round trip the debug-mode kill test covers
+    (tests/align/test_resume.py), through the same save_state/load_state (parallel/align_engine.py)."""
     import os
     import signal
     import time
