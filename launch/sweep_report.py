@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
+from llm.spec.shape import SHAPE_RULES, SMALL
 
 
 def _ci(iv, fmt="{:.3f}") -> str:
@@ -22,8 +23,11 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
     boot = law.get("bootstrap", {})
     pct = f"{boot.get('confidence', 0.9):.0%}"
     done = {p["name"]: p for p in law["points"]}
-    shapes = grid.get("args", {}).get("shapes", "standard").upper()
-    small = "; 32-wide heads and width steps, aspect ratios 16-64 preferred and 8-128 allowed, for CPU-scale models" if shapes == "SMALL" else ""
+    rules = SHAPE_RULES[grid.get("args", {}).get("shapes", "standard")]
+    shapes = rules.name.upper()
+    small = (f"; {rules.head_dim}-wide heads and width steps, aspect ratios {'-'.join(map(str, rules.aspect_band))} "
+             f"preferred and {'-'.join(map(str, rules.fallback_band))} allowed, for CPU-scale models"
+             if rules is SMALL else "")
     valid = data.get("valid_samples")
     seq_len = grid["points"][0]["shape"]["seq_len"] if grid["points"] else 0
     evals = [p["eval_samples"] for p in grid["points"] if p.get("eval_samples")]

@@ -184,7 +184,7 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
     m = _lcm(int(t) for t in tp_degrees)
     vocab = _round_up(vocab_size, 64 * m)
     n_kv_fixed = max(GQA_KV_HEADS, m) if n_params_target >= GQA_FROM_N_PARAMS else None
-    d_ff_multiple = _lcm((rules.d_ff_multiple, m))  # 256 unless a TP degree does not divide it (e.g. 3)
+    d_ff_multiple = _lcm((rules.d_ff_multiple, m))  # the rules' multiple unless a TP degree does not divide it
 
     def head_dim_for(d_model: int) -> int:
         return rules.head_dim or _head_dim_for(d_model)
