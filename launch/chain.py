@@ -16,4 +16,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from launch.align_common import main_for  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_for("chain", __doc__))
+    from parallel.rank_exit import exit_rank
+    exit_rank(main_for("chain", __doc__))

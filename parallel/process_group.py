@@ -8,6 +8,9 @@ import torch
 
 from parallel.launch_env import LaunchEnv
 
+JOINED = False
+"""Set once init_distributed has joined the job's process group; parallel/rank_exit.py reads it."""
+
 
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -49,6 +52,8 @@ def init_distributed(launch: LaunchEnv) -> torch.device:
         raise ConfigError(f"the rendezvous port {port} on {os.environ.get('MASTER_ADDR', 'localhost')} is already in "
                           f"use (another job?): pick a free one with `deepspeed --master_port PORT ...` (torchrun: "
                           f"--master_port; srun: MASTER_PORT)") from None
+    global JOINED
+    JOINED = True
     if launch.rank == 0:
         print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
               + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""), flush=True)

@@ -79,7 +79,8 @@ def free_port() -> int:
 def launch_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+               # A rank that dies of a signal prints every thread's Python stack into the launch's output.
+               PYTHONFAULTHANDLER="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID"):
         env.pop(key, None)  # a test run inside a launched job must not look launched itself
     env.update(extra or {})

@@ -115,4 +115,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from parallel.rank_exit import exit_rank
+    exit_rank(main())
