@@ -37,7 +37,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from llm.train.loop import PreemptionFlag, TrainingDiverged
-    PreemptionFlag.install()  # before the slow start-up, so an early SIGUSR1/SIGTERM is not fatal
+    PreemptionFlag.install(startup=True)  # before the slow start-up, so an early SIGUSR1 is not fatal
     from parallel.launch_env import detect_launch
     try:
         cfg = load_config(args.config, args.overrides)

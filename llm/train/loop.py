@@ -82,24 +82,34 @@ class PreemptionFlag:
     """Set by SIGTERM/SIGUSR1 (what SLURM sends before a time limit or preemption); checked between steps.
 
     Signal handlers belong to the process, so there is one flag per process: `install()` returns it,
-    registering the handlers on first use. Entry points call it first thing, so that a signal arriving
-    during start-up (Python's default for SIGUSR1 is to die) is remembered rather than fatal.
+    registering the handlers on first use. Entry points call `install(startup=True)` first thing, so that an
+    early SIGUSR1 (Python's default is to die) is remembered rather than fatal. SIGTERM keeps its default until
+    the training loop installs the flag: a rank blocked in start-up (a rendezvous whose peer has died) runs no
+    Python handler, and the deepspeed launcher, which SIGTERMs the other ranks when one fails, then waits 30 s
+    before SIGKILL (a busy --master_port took 38 s to report). Before the loop there is nothing to save.
     """
 
     _instance: "PreemptionFlag | None" = None
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
+    def __init__(self):
         self.raised = None
+        self.signals: set[int] = set()
+
+    def _register(self, signals) -> None:
         for s in signals:
+            if s in self.signals:
+                continue
             try:
                 signal.signal(s, self._handler)
+                self.signals.add(s)
             except ValueError:  # not the main thread (e.g. inside a test harness): no handler, no flag
                 pass
 
     @classmethod
-    def install(cls) -> "PreemptionFlag":
+    def install(cls, startup: bool = False) -> "PreemptionFlag":
         if cls._instance is None:
             cls._instance = cls()
+        cls._instance._register((signal.SIGUSR1,) if startup else (signal.SIGTERM, signal.SIGUSR1))
         return cls._instance
 
     def _handler(self, signum, frame):
