@@ -33,6 +33,7 @@ from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
 from llm.spec.flops import peak_flops  # noqa: E402
 from llm.spec.law import read_law  # noqa: E402
 from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, format_table, plan, plan_for_hours  # noqa: E402
+from llm.spec.shape import SHAPE_RULES  # noqa: E402
 from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
 
 
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")
     p.add_argument("--law", metavar="LAW_JSON", help="plan with the law an isoFLOP sweep fitted (launch/sweep.py "
                    "writes DIR/law.json); the plan says which law and its bootstrap interval")
+    p.add_argument("--shapes", choices=sorted(SHAPE_RULES),
+                   help="shape designer rules (llm/spec/shape.py): standard, or small for CPU-scale models "
+                        "(default: the --law sweep's, else standard)")
     p.add_argument("--vocab-size", type=_positive_int, default=32000)
     p.add_argument("--seq-len", type=_positive_int, default=2048)
     p.add_argument("--tp-degrees", type=_tp_degrees, default=(1, 2, 4, 8),
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu")
         if args.config is not None and args.gpus is None:
             raise ValueError("--config plans only the layout of a fixed run: give --gpus N")
+        if args.config is not None and args.shapes:
+            raise ValueError("--shapes chooses how a planned shape is designed; --config fixes the shape")
         spec, cluster = None, None
         if args.config is not None:
             run_cfg = load_config(args.config)
@@ -164,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_cfg.train.global_batch_size
         else:
             law = read_law(args.law) if args.law else (args.approach or "besiroglu")
+            shapes = args.shapes or (law.shapes if args.law else "standard")
             kwargs = dict(approach=law, vocab_size=args.vocab_size, seq_len=args.seq_len,
-                          tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings)
+                          tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings, shapes=SHAPE_RULES[shapes])
             spec = plan(args.flops, accelerator=args.gpu, mfu=mfu, **kwargs) if args.flops is not None \
                 else plan_for_hours(args.gpu_hours, args.gpu, mfu, **kwargs)
             if args.law:

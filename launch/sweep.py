@@ -392,7 +392,7 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) ->
         write_report(out / "report.md", doc, partial)
         raise RunFailed(f"{e}; wrote {out / 'report.md'} and {out / 'isoflop.png'} without a law") from None
     law["sweep"] = {"dir": str(out.resolve()), "law_centred_on": doc["law"], "spread_dex": doc["spread_dex"],
-                    "notes": doc["notes"], "data": doc.get("data")}
+                    "shapes": doc["args"].get("shapes", "standard"), "notes": doc["notes"], "data": doc.get("data")}
     write_law(out / "law.json", law)
     plot_isoflop(law, out / "isoflop.png")
     write_report(out / "report.md", doc, law)

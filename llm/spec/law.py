@@ -29,6 +29,7 @@ import numpy as np
 
 from llm.spec.fit import fit_isoflop, fit_parametric
 from llm.spec.scaling import ParametricLaw, PowerLawFrontier
+from llm.spec.shape import SHAPE_RULES
 
 LAW_FORMAT = "llm-forge isoflop law v1"
 PARAMETRIC_MIN_POINTS = 10
@@ -59,6 +60,8 @@ class SweepLaw(PowerLawFrontier):
     """Smallest and largest budget the law was fitted on."""
     loss_law: ParametricLaw | None = None
     """The sweep's parametric fit: what plan() predicts the loss with (on the sweep's data and tokenizer)."""
+    shapes: str = "standard"
+    """The shape rules (llm/spec/shape.py SHAPE_RULES) of the sweep's models: what plan.py designs with by default."""
 
     def n_opt_interval(self, flops: float) -> tuple[float, float] | None:
         """The bootstrap interval of N_opt at `flops` (None without samples)."""
@@ -240,10 +243,13 @@ def read_law(path: str | Path, name: str | None = None) -> SweepLaw:
         loss_law = None if "E" not in par else ParametricLaw(
             "sweep-parametric", E=par["E"], A=par["A"], B=par["B"], alpha=par["alpha"], beta=par["beta"],
             source=f"fitted by launch/sweep.py, {path}")
+        shapes = str((doc.get("sweep") or {}).get("shapes", "standard"))  # laws written before --shapes: standard
+        if shapes not in SHAPE_RULES:
+            raise LawFileError(f"--law {path}: unknown shape rules {shapes!r} (known: {', '.join(SHAPE_RULES)})")
         return SweepLaw(name or f"sweep:{path}", a=float(n_opt["a"]), k=float(n_opt["k"]),
                         source=f"isoFLOP sweep {path} (Chinchilla Approach 2)",
                         samples=tuple((float(a), float(k)) for a, k in boot["samples"]),
                         confidence=float(boot["confidence"]), flops_range=(min(flops), max(flops)),
-                        loss_law=loss_law)
+                        loss_law=loss_law, shapes=shapes)
     except (KeyError, TypeError, ValueError) as e:
         raise LawFileError(f"--law {path}: malformed law file ({type(e).__name__}: {e})") from None

@@ -26,8 +26,8 @@ from llm.spec.flops import flops_per_token, peak_flops
 from llm.spec.layout import Layout
 from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
                               compute_for_params, compute_optimal, get_law)
-from llm.spec.shape import (ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND, MAX_TARGET_OVERSHOOT, TargetTooLarge,
-                            count_params, count_params_non_embedding, design_shape)
+from llm.spec.shape import (MAX_TARGET_OVERSHOOT, SHAPE_RULES, STANDARD, ShapeRules, TargetTooLarge, count_params,
+                            count_params_non_embedding, design_shape)
 
 # DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
 DEEPSEEK_2024_BATCH = (0.2920, 0.3271)
@@ -76,6 +76,8 @@ class Spec:
     dense bf16 peak."""
     law_note: str | None = None
     """Where the law came from and its interval, for a law fitted by a sweep (launch/plan.py --law)."""
+    shape_rules: str = STANDARD.name
+    """The llm/spec/shape.py rules the shape was designed under (SHAPE_RULES)."""
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -93,26 +95,26 @@ def _batch_and_lr(flops: float, seq_len: int) -> tuple[int, float]:
 def plan(flops: float, approach: str | ParametricLaw | PowerLawFrontier = DEFAULT_APPROACH, vocab_size: int = 32000,
          seq_len: int = 2048, tp_degrees: tuple[int, ...] = (1, 2, 4, 8), tie_embeddings: bool = False,
          accelerator: str | None = None, mfu: float | None = None, pp_degrees: tuple[int, ...] = (1, 2, 4, 8),
-         law_note: str | None = None) -> Spec:
+         law_note: str | None = None, shapes: ShapeRules = STANDARD) -> Spec:
     """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input.
     approach: a law name of llm.spec.scaling or a law object (e.g. a sweep's, llm/spec/law.py); law_note: a line
     about that law (its interval) to print with the plan. pp_degrees: pipeline degrees the layer count should
-    split into (llm/spec/shape.py `design_shape`)."""
+    split into; shapes: the rules the shape is designed under (llm/spec/shape.py `design_shape`)."""
     law = get_law(approach)
     n_target, _ = compute_optimal(flops, law)
     try:
         cfg = design_shape(n_target, vocab_size=vocab_size, seq_len=seq_len, tp_degrees=tp_degrees,
-                           tie_embeddings=tie_embeddings, pp_degrees=pp_degrees)
+                           tie_embeddings=tie_embeddings, pp_degrees=pp_degrees, rules=shapes)
     except TargetTooLarge as e:
         c_max = compute_for_params(e.largest * MAX_TARGET_OVERSHOOT, law)
         raise ValueError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
                          f"budget supported under {law.name} is C={c_max:.3g} FLOPs") from None
-    return spec_for_shape(flops, cfg, law, n_target, tp_degrees, accelerator, mfu, law_note)
+    return spec_for_shape(flops, cfg, law, n_target, tp_degrees, accelerator, mfu, law_note, shapes.name)
 
 
 def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLawFrontier, n_target: float,
                    tp_degrees: tuple[int, ...] = (1,), accelerator: str | None = None, mfu: float | None = None,
-                   law_note: str | None = None) -> Spec:
+                   law_note: str | None = None, shape_rules: str = STANDARD.name) -> Spec:
     """The spec of training the shape `cfg` on a budget of `flops`: D = C / 6N from its exact N, batch and LR from
     the DeepSeek rule, the schedule. plan() calls this for the law's shape, llm/spec/sweep.py for each grid point.
     n_target: the N the shape was designed for. Raises ValueError when the budget buys less than one sequence."""
@@ -142,7 +144,7 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
         flops_per_token_6n=flops_per_token(cfg, "6N"), flops_per_token_palm=flops_per_token(cfg, "palm"),
         flops_palm=flops_per_token(cfg, "palm") * d, global_batch_size=gbs, micro_batch_size=min(gbs, 4),
         lr=lr, total_steps=steps, warmup_steps=max(1, round(WARMUP_FRACTION * steps)),
-        accelerator=accelerator, mfu=mfu, accelerator_hours=hours, law_note=law_note)
+        accelerator=accelerator, mfu=mfu, accelerator_hours=hours, law_note=law_note, shape_rules=shape_rules)
 
 
 def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "bf16") -> float:
@@ -186,7 +188,8 @@ def format_table(spec: Spec) -> str:
         ("N_opt from the law", _human(spec.n_params_target)),
         ("shape", f"n_layers={m.n_layers} d_model={m.d_model} n_heads={m.n_heads} n_kv_heads={m.n_kv_heads} "
                   f"head_dim={m.head_dim} d_ff={m.d_ff} vocab_size={m.vocab_size} seq_len={m.seq_len}"
-                  + (" tied" if m.tie_embeddings else "")),
+                  + (" tied" if m.tie_embeddings else "")
+                  + ("" if spec.shape_rules == STANDARD.name else f" ({spec.shape_rules} shape rules)")),
         ("N of the shape", f"{spec.n_params:,} total, {spec.n_params_non_embedding:,} non-embedding"),
         ("D = C / 6N", f"{spec.n_tokens:,} tokens ({_human(spec.n_tokens)})"),
         ("tokens per parameter", f"{spec.tokens_per_param:.1f}"),
@@ -231,17 +234,19 @@ def config_header(spec: Spec, predictions: list[str] | None = None) -> str:
     """The comment block `launch/plan.py --write-config` puts above the YAML: how every number was chosen,
     with the TP degrees the shape and the vocabulary padding were actually computed for. predictions: lines
     describing the chosen layout and its predicted memory and time (llm/spec/cluster.py), if one was chosen."""
-    m, (lo, hi), (flo, fhi) = spec.model, ASPECT_RATIO_BAND, ASPECT_RATIO_FALLBACK_BAND
+    rules = SHAPE_RULES[spec.shape_rules]
+    m, (lo, hi), (flo, fhi) = spec.model, rules.aspect_band, rules.fallback_band
+    head_rule = "64 below d_model 2048, else 128" if rules.head_dim is None else f"fixed by the {rules.name} rules"
     tp = ", ".join(str(t) for t in spec.tp_degrees)
     pad = 64 * math.lcm(*spec.tp_degrees)
     lines = [
         f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
         f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
         f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
-        f"Shape (llm/spec/shape.py): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
-        f"(rule: {lo} to {hi}, else {flo} to {fhi}), head_dim {m.head_dim} (64 below d_model 2048, else 128),",
+        f"Shape (llm/spec/shape.py, {rules.name} rules): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
+        f"(rule: {lo} to {hi}, else {flo} to {fhi}), head_dim {m.head_dim} ({head_rule}),",
         f"  n_heads, n_kv_heads and d_ff divisible by each TP degree in ({tp}), d_ff = 8/3 d_model rounded up to "
-        f"{math.lcm(256, *spec.tp_degrees)},",
+        f"{math.lcm(rules.d_ff_multiple, *spec.tp_degrees)},",
         f"  vocab_size padded to {m.vocab_size}, a multiple of 64*lcm({tp}) = {pad}.",
         "Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) B = 0.2920 C^0.3271 tokens (power of two",
         "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",

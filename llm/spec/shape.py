@@ -205,9 +205,13 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
                          f"every degree divides (lcm {m}); use fewer or smaller degrees")
     smallest = count_params(build(widths[0], 1))
     if n_params_target < smallest:
+        # Name every constraint that set the floor, so the user sees which one to relax.
+        ways = (["fewer TP degrees"] if m > 1 else []) + (["the small shape rules"] if rules is STANDARD else [])
         raise ValueError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
-                         f"({smallest:,} parameters with vocab_size={vocab}); lower the vocabulary or raise "
-                         "the budget")
+                         f"({smallest:,} parameters: {rules.name} rules, tp_degrees={tuple(tp_degrees)} need "
+                         f"d_model >= {widths[0]}, vocab_size={vocab}); "
+                         + ", ".join(ways) + (" or " if ways else "") + "a smaller vocabulary would lower that floor, "
+                         "a larger budget would raise the target")
     largest = count_params(build(widths[-1], widths[-1] // rules.fallback_band[0]))
     if n_params_target > largest * MAX_TARGET_OVERSHOOT:
         raise TargetTooLarge(f"target N={n_params_target:.3g} is above the largest shape these rules allow "

@@ -219,3 +219,22 @@ def test_law_from_a_sweep(tmp_path):
     assert "bootstrap" in spec["law_note"] and "extrapolated 10x" in spec["law_note"]
     hours = run("--law", str(tmp_path / "law.json"), "--gpu-hours", "100", "--gpu", "h100", "--mfu", "0.4")
     assert hours.returncode == 0 and "law interval" in hours.stdout, hours.stderr
+    assert spec["shape_rules"] == "standard"  # the law file names no shape rules: the standard ones
+    law_doc = json.loads((tmp_path / "law.json").read_text())
+    write_law(tmp_path / "small.json", {**law_doc, "sweep": {"shapes": "small"}})
+    small = json.loads(run("--law", str(tmp_path / "small.json"), "--flops", "1e21", "--json").stdout)
+    assert small["shape_rules"] == "small" and small["model"]["head_dim"] == 32  # the sweep's rules by default
+    chosen = json.loads(run("--law", str(tmp_path / "small.json"), "--flops", "1e21", "--shapes", "standard",
+                            "--json").stdout)
+    assert chosen["shape_rules"] == "standard" and chosen["model"] == spec["model"]
+
+
+def test_small_shapes_and_the_floor_error_names_what_sets_it():
+    out = run("--flops", "1e14", "--vocab-size", "512", "--seq-len", "128", "--tp-degrees", "1", "--shapes", "small")
+    assert out.returncode == 0, out.stderr
+    assert "head_dim=32" in out.stdout and "(small shape rules)" in out.stdout
+    floor = run("--flops", "1e14", "--vocab-size", "512", "--seq-len", "128")  # heads split 8 ways: d_model >= 512
+    assert floor.returncode == 2 and "tp_degrees=(1, 2, 4, 8) need d_model >= 512" in floor.stderr
+    assert "fewer TP degrees, the small shape rules or a smaller vocabulary" in floor.stderr
+    fixed = run("--config", "configs/debug.yaml", "--gpus", "2", "--shapes", "small")
+    assert fixed.returncode == 2 and "--config fixes the shape" in fixed.stderr

@@ -136,6 +136,7 @@ def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
         assert b["vertex_inside"] and b["n_opt"] == pytest.approx(KNOWN.optimal(b["flops"])[0], rel=0.25)
         assert {"c0", "c1", "c2"} <= set(b["parabola"]) and b["loss_opt"] > 0
     assert law["parametric"]["skipped"]  # six runs: too few for five constants
+    assert law["sweep"]["shapes"] == "standard"  # what plan.py --law designs its shape under
 
     import matplotlib.image
     png = matplotlib.image.imread(out / "isoflop.png")
@@ -151,7 +152,7 @@ def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
     spec = json.loads(plan.stdout)
     assert spec["law"] == f"sweep:{out / 'law.json'}"
     assert spec["n_params_target"] == pytest.approx(law["n_opt"]["k"] * 1e12 ** law["n_opt"]["a"])
-    assert "bootstrap" in spec["law_note"] and "extrapolated" in spec["law_note"]
+    assert "bootstrap" in spec["law_note"] and "extrapolated" in spec["law_note"] and spec["shape_rules"] == "standard"
     table = subprocess.run([sys.executable, str(PLAN), "--law", str(out / "law.json"), "--flops", "1e12",
                             "--vocab-size", "512", "--seq-len", "32", "--tp-degrees", "1"],
                            capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -133,6 +133,27 @@ def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
     assert spec.predicted_loss == pytest.approx(law.loss_law.loss(spec.n_params, spec.n_tokens))
     from llm.spec.plan import format_table
     assert "sweep-parametric, the sweep's own data" in format_table(spec)  # not Chinchilla's MassiveText
+    assert law.shapes == "standard"  # a law.json without the sweep's shape rules (written before --shapes)
+
+
+def test_a_small_shapes_law_plans_small_shapes(tmp_path, fitted):
+    """The law records the sweep's shape rules; planned under them, the shape, table and config header say so."""
+    from llm.spec.plan import config_header, format_table
+    from llm.spec.shape import SHAPE_RULES
+    _, doc = fitted
+    write_law(tmp_path / "law.json", {**doc, "sweep": {"shapes": "small"}})
+    law = read_law(tmp_path / "law.json")
+    assert law.shapes == "small"
+    spec = plan(1e14, approach=law, vocab_size=512, seq_len=128, tp_degrees=(1,), shapes=SHAPE_RULES[law.shapes])
+    assert spec.shape_rules == "small" and spec.model.head_dim == 32
+    assert "(small shape rules)" in format_table(spec)
+    assert "small rules" in config_header(spec) and "head_dim 32 (fixed by the small rules)" in config_header(spec)
+    standard = plan(1e14, approach=law, vocab_size=512, seq_len=128, tp_degrees=(1,))
+    assert standard.shape_rules == "standard" and standard.model.head_dim == 64
+    assert "shape rules" not in format_table(standard)
+    write_law(tmp_path / "law.json", {**doc, "sweep": {"shapes": "tiny"}})
+    with pytest.raises(LawFileError, match="unknown shape rules 'tiny'"):
+        read_law(tmp_path / "law.json")
 
 
 @pytest.mark.parametrize("content, message", [
