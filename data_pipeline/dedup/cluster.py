@@ -57,30 +57,39 @@ def run_edges(cfg, layout, task: tuple[int, int], shards: list[str]) -> None:
         bar.close()
 
 
-def _lookup(layout, shards_needed: dict[str, set[int]]) -> dict[int, tuple[str, int]]:
+def _lookup(layout, shards_needed: dict[str, set[int]], bar) -> dict[int, tuple[str, int]]:
     """uid -> (id, words) for the requested uids, reading each involved shard's ids file once."""
     found = {}
     for shard, uids in sorted(shards_needed.items()):
         for uid, doc_id, words in iter_jsonl(layout.ingest / f"{shard}.ids.jsonl"):
             if uid in uids:
                 found[uid] = (doc_id, words)
+        bar.update()
     return found
 
 
 def run_cluster(cfg, layout, shard_of, kept_before: tuple[int, int]) -> dict:
     """Union-find over all edges; returns the stage stats and writes removals and dropped/dedup."""
-    def load(kind: str) -> list[np.ndarray]:
-        return [load_checked(_edge_path(layout, k, b, u), EDGE_DTYPE)
-                for k, b, u in edge_units(cfg) if k == kind]
-
-    exact = cluster_removals(load("exact")) if cfg.dedup.exact.enabled else {}
-    near = cluster_removals(load("minhash"), exclude=set(exact)) if cfg.dedup.minhash.enabled else {}
+    edges: dict[str, list[np.ndarray]] = defaultdict(list)
+    bar = progress("cluster", len(edge_units(cfg)), cfg.progress, unit="bucket")
+    try:
+        for k, b, u in edge_units(cfg):
+            edges[k].append(load_checked(_edge_path(layout, k, b, u), EDGE_DTYPE))
+            bar.update()
+    finally:
+        bar.close()
+    exact = cluster_removals(edges["exact"]) if cfg.dedup.exact.enabled else {}
+    near = cluster_removals(edges["minhash"], exclude=set(exact)) if cfg.dedup.minhash.enabled else {}
     removed = [(u, k, 0) for u, k in exact.items()] + [(u, k, 1) for u, k in near.items()]
     needed: dict[str, set[int]] = defaultdict(set)
     for u, k, _ in removed:
         needed[shard_of(u)].add(u)
         needed[shard_of(k)].add(k)
-    info = _lookup(layout, needed)
+    bar = progress("lookup", len(needed), cfg.progress, unit="shard")  # the ids of what was removed, and kept
+    try:
+        info = _lookup(layout, needed, bar)
+    finally:
+        bar.close()
     rec = np.array(sorted(removed), REMOVAL_DTYPE) if removed else np.empty(0, REMOVAL_DTYPE)
     save_atomic(layout.work / "dedup" / "removals.npy", rec)
     out = AtomicJsonl(layout.dropped / "dedup.jsonl")

@@ -1,4 +1,4 @@
-"""Each stage's progress bar has a total known before it starts (files, buckets, documents), and the bars show
+"""Each stage's progress bar has a total known before it starts (files, buckets, shards, documents), and the bars show
 only on a terminal. The tokenize and merge totals come from counts already on disk: they must equal what the
 stages then write."""
 import fcntl
@@ -58,12 +58,15 @@ def test_every_stage_bar_has_its_total(tmp_path):
     report = json.loads((out / "report.json").read_text())
     cfg = load_data_config(None, ARGS + [f"inputs={json.dumps(inputs)}", f"output={json.dumps(str(out))}"])
     docs = report["documents"]
-    for stage, total in (("ingest", len(inputs)), ("dedup", len(edge_units(cfg))), ("tokenize", docs),
-                         ("merge", docs)):
-        assert re.search(rf"{stage}:\s+0%.*\b0/{total}\b", err), (stage, total, err)
-    # The tokenize total from disk counts (kept after ingest, less dedup removals and emptied documents).
     layout = Layout(out)
-    assert kept_documents(cfg, layout, _all_shards(cfg, layout), load_removals(layout), _edits(layout)) == docs
+    removed = load_removals(layout)
+    assert removed  # the inputs hold duplicates, so the lookup bar has shards to read
+    for stage, total in (("ingest", len(inputs)), ("dedup", len(edge_units(cfg))), ("cluster", len(edge_units(cfg))),
+                         ("tokenize", docs), ("merge", docs)):
+        assert re.search(rf"{stage}:\s+0%.*\b0/{total}\b", err), (stage, total, err)
+    assert re.search(r"lookup:\s+0%.*\b0/[1-9]\d*\b", err), err  # shards holding a removed or kept document
+    # The tokenize total from disk counts (kept after ingest, less dedup removals and emptied documents).
+    assert kept_documents(cfg, layout, _all_shards(cfg, layout), removed, _edits(layout)) == docs
 
 
 def test_no_bar_when_stderr_is_not_a_terminal(tmp_path):
