@@ -89,9 +89,9 @@ def _resolve_data(raw: dict, base: Path) -> dict:
 
 
 def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path, valid_samples: int | None,
-                 eval_tokens: int = EVAL_TOKENS) -> dict:
-    """The pretraining config of one point: plan.py's config for the point's spec, with the base config's data,
-    precision and seed. Evaluation only at the end (the fit reads the final eval loss), over the validation split
+                 eval_tokens: int = EVAL_TOKENS, seed: int | None = None) -> dict:
+    """The pretraining config of one point: plan.py's config for the point's spec, with the base config's data and
+    precision, and `seed` (default the base config's: initialisation and sample order). Evaluation only at the end (the fit reads the final eval loss), over the validation split
     up to eval_tokens (valid_samples; the base config's eval_batches if unknown). A checkpoint every quarter of
     the run, so a killed point resumes rather than restarts."""
     spec = point.spec
@@ -107,16 +107,26 @@ def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path, val
     g = spec.global_batch_size
     micro = max(m for m in range(1, min(g, base_cfg.train.micro_batch_size) + 1) if g % m == 0)
     raw["train"].update(micro_batch_size=micro,
-                        seed=base_cfg.train.seed, eval_every=0, eval_batches=eval_batches)
+                        seed=base_cfg.train.seed if seed is None else seed, eval_every=0, eval_batches=eval_batches)
     raw["checkpoint"] = {"every": max(1, spec.total_steps // 4), "keep": 1}
     config_from_dict(raw, source=f"sweep point {point.name}")
     return raw
 
 
-def grid_json(grid: SweepGrid, args_record: dict) -> dict:
+def seeded_runs(grid: SweepGrid, seeds: int, first_seed: int) -> list[tuple]:
+    """(grid point, seed, run name) for every run: each point `seeds` times, seeds first_seed, first_seed + 1, ...
+    With one seed a run is named after its point, as in sweeps made before --seeds."""
+    return [(p, first_seed + i, p.name if seeds == 1 else f"{p.name}_s{first_seed + i}")
+            for p in grid.points for i in range(seeds)]
+
+
+def grid_json(grid: SweepGrid, args_record: dict, runs: list[tuple]) -> dict:
+    """DIR/sweep.json: the arguments, the grid, and one entry per run (`runs` from seeded_runs; "size" names its
+    grid point, which every seed of it shares)."""
     return {"args": args_record, "law": grid.law, "spread_dex": grid.spread_dex, "budgets": grid.budgets,
             "notes": grid.notes,
-            "points": [{"name": p.name, "flops": p.flops, "n_params_target": p.n_params_target,
+            "points": [{"name": name, "size": p.name, "seed": seed, "flops": p.flops,
+                        "n_params_target": p.n_params_target,
                         "n_params": p.n_params, "n_params_non_embedding": p.spec.n_params_non_embedding,
                         "n_tokens": p.n_tokens, "flops_palm": p.spec.flops_palm,
                         "global_batch_size": p.spec.global_batch_size, "lr": p.spec.lr,
@@ -124,7 +134,7 @@ def grid_json(grid: SweepGrid, args_record: dict) -> dict:
                         "tokens_trained": p.spec.total_steps * p.spec.global_batch_size * p.model.seq_len,
                         "shape": {k: getattr(p.model, k) for k in ("n_layers", "d_model", "n_heads", "n_kv_heads",
                                                                   "head_dim", "d_ff", "vocab_size", "seq_len")}}
-                       for p in grid.points]}
+                       for p, seed, name in runs]}
 
 
 def prepare(args) -> dict:
@@ -139,14 +149,17 @@ def prepare(args) -> dict:
                        spread_dex=args.spread, tie_embeddings=base_cfg.model.tie_embeddings,
                        rules=SHAPE_RULES[args.shapes])
     record = {"budgets": grid.budgets, "sizes_per_budget": args.sizes_per_budget, "spread": args.spread,
-              "law": args.law, "config": str(base.resolve()), "shapes": args.shapes, "eval_tokens": args.eval_tokens}
-    doc = grid_json(grid, record)
+              "law": args.law, "config": str(base.resolve()), "shapes": args.shapes, "eval_tokens": args.eval_tokens,
+              "seeds": args.seeds}
+    runs = seeded_runs(grid, args.seeds, base_cfg.train.seed)
+    doc = grid_json(grid, record, runs)
     out = Path(args.out)
     existing = out / "sweep.json"
     if existing.is_file():
         old = json.loads(existing.read_text())
         old["args"].setdefault("shapes", "standard")  # sweeps made before --shapes and --eval-tokens existed
         old["args"].setdefault("eval_tokens", EVAL_TOKENS)
+        old["args"].setdefault("seeds", 1)
         if [p["name"] for p in old["points"]] != [p["name"] for p in doc["points"]] or old["args"] != record:
             raise UserError(f"--out {out} holds another sweep (its sweep.json has other budgets, sizes, law or base "
                             "config): rerun with the same arguments to resume it, or give a new --out")
@@ -158,21 +171,20 @@ def prepare(args) -> dict:
     doc["data"] = {"paths": data["paths"], "tokenizer": data.get("tokenizer"),
                    "valid_fraction": base_cfg.data.valid_fraction, "train_tokens": _train_tokens(base_cfg, data),
                    "valid_samples": valid_samples}
-    for p in grid.points:
-        d = point_dir(out, p.name)
+    for (p, seed, name), entry in zip(runs, doc["points"]):
+        d = point_dir(out, name)
         d.mkdir(parents=True, exist_ok=True)
-        raw = point_config(p, base_raw, base_cfg, d / "run", base, valid_samples, args.eval_tokens)
-        entry = next(q for q in doc["points"] if q["name"] == p.name)
+        raw = point_config(p, base_raw, base_cfg, d / "run", base, valid_samples, args.eval_tokens, seed)
         entry["eval_samples"] = raw["train"]["eval_batches"] * p.spec.global_batch_size
-        header = (f"# isoFLOP sweep point {p.name} (launch/sweep.py): C = {p.flops:.3g} FLOPs (6ND), "
-                  f"N = {p.n_params:,}, D = C / 6N = {p.n_tokens:,} tokens.\n"
+        header = (f"# isoFLOP sweep point {name} (launch/sweep.py): C = {p.flops:.3g} FLOPs (6ND), "
+                  f"N = {p.n_params:,}, D = C / 6N = {p.n_tokens:,} tokens, seed {seed}.\n"
                   "# Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; cosine over exactly "
                   "train.tokens to 10% (Chinchilla).\n")
         cfg_path = d / "config.yaml"
         text = header + yaml.safe_dump(raw, sort_keys=False)
         if not cfg_path.is_file() or cfg_path.read_text() != text:
             _atomic_write(cfg_path, text)
-    (out / "points.txt").write_text("".join(f"{p.name}\n" for p in grid.points))  # sweep.sbatch: task i = line i
+    (out / "points.txt").write_text("".join(f"{name}\n" for _, _, name in runs))  # sweep.sbatch: task i = line i
     _atomic_write(existing, json.dumps(doc, indent=1) + "\n")
     return doc
 
@@ -223,7 +235,7 @@ def collect_point(out: Path, point: dict, wall_s: float | None = None) -> dict:
     if loss is None or not math.isfinite(loss):
         raise RunFailed(f"point {point['name']}: no final eval loss at step {point['total_steps']} in "
                         f"{run_dir / 'metrics.jsonl'} (see {point_dir(out, point['name']) / 'train.log'})")
-    done = {"name": point["name"], "flops": point["flops"], "n_params": point["n_params"],
+    done = {"name": point["name"], "seed": point.get("seed"), "flops": point["flops"], "n_params": point["n_params"],
             "n_tokens": point["n_tokens"], "tokens_trained": point["tokens_trained"],
             "total_steps": point["total_steps"], "loss": loss, "wall_s": wall_s,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -392,7 +404,8 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) ->
         write_report(out / "report.md", doc, partial)
         raise RunFailed(f"{e}; wrote {out / 'report.md'} and {out / 'isoflop.png'} without a law") from None
     law["sweep"] = {"dir": str(out.resolve()), "law_centred_on": doc["law"], "spread_dex": doc["spread_dex"],
-                    "shapes": doc["args"].get("shapes", "standard"), "notes": doc["notes"], "data": doc.get("data")}
+                    "shapes": doc["args"].get("shapes", "standard"), "seeds": doc["args"].get("seeds", 1),
+                    "notes": doc["notes"], "data": doc.get("data")}
     write_law(out / "law.json", law)
     plot_isoflop(law, out / "isoflop.png")
     write_report(out / "report.md", doc, law)
@@ -416,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                         "llm/spec/shape.py)")
     p.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS,
                    help=f"held-out tokens each point is evaluated on, at most (default {EVAL_TOKENS:,})")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="training runs per grid point, seeds from the base config's train.seed up (default 1); "
+                        "the fit takes every run")
     p.add_argument("--law", default="besiroglu",
                    help=f"law whose N_opt centres the grid: {', '.join(LAWS)}, or a previous sweep's law.json")
     p.add_argument("--out", required=True, help="sweep directory (rerun with the same one to resume)")
@@ -448,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--budgets is required: FLOP budgets such as --budgets 1e13 3e13 1e14")
         if args.eval_tokens < 1:
             raise UserError(f"--eval-tokens {args.eval_tokens} must be a positive number of tokens")
+        if args.seeds < 1:
+            raise UserError(f"--seeds {args.seeds} must be at least 1 run per point")
         if args.bootstrap < 1:
             raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
         doc = prepare(args)

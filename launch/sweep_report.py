@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
 from llm.spec.shape import SHAPE_RULES, SMALL
 
@@ -14,6 +16,25 @@ def _ci(iv, fmt="{:.3f}") -> str:
 def _span(values) -> str:
     lo, hi = min(values), max(values)
     return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
+def _seed_noise(grid: dict, done: dict, seeds: int) -> str:
+    """The report's sentence on the seeds: which, and how much the final loss varies between them at one size."""
+    first = min(p.get("seed", 0) for p in grid["points"])
+    by_size: dict[str, list[float]] = {}
+    for p in grid["points"]:
+        if p["name"] in done:
+            by_size.setdefault(p.get("size", p["name"]), []).append(done[p["name"]]["loss"])
+    spread = {size: float(np.std(losses, ddof=1)) for size, losses in by_size.items() if len(losses) > 1}
+    text = (f"Seeds: every size was trained {seeds} times (train.seed {first}–{first + seeds - 1}: initialisation, "
+            "sample order, and so which held-out samples fill the evaluated batches when they are fewer than the "
+            "split); the fits take every run, and the bootstrap resamples runs.")
+    if not spread:
+        return text + " No size has two finished seeds yet."
+    worst = max(spread, key=spread.get)
+    return text + (f" Seed noise, the standard deviation of the final loss across seeds: median "
+                   f"{np.median(list(spread.values())):.4f} nats/token over {len(spread)} sizes, largest "
+                   f"{spread[worst]:.4f} at {worst}.")
 
 
 def write_report(path: Path, grid: dict, law: dict) -> None:
@@ -41,11 +62,15 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
         "Each run: batch and peak LR from DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; warmup 1% of the "
         "steps, cosine decayed to 10% exactly at the run's last token (Chinchilla §3.1); the loss is the final eval "
         "loss on the held-out split" + (f" ({valid:,} samples of {seq_len} tokens; each point evaluates "
-        f"{_span(evals)} of them, whole global batches, the same samples for every point of a budget)."
+        f"{_span(evals)} of them, whole global batches, the same samples for every point of a budget"
+        + (" and seed)." if grid.get("args", {}).get("seeds", 1) > 1 else ").")
                                         if valid and evals else "."),
         f"Data: {', '.join(data.get('paths') or ['?'])} (tokenizer {data.get('tokenizer')}), "
         + (f"{train_tokens:,} training tokens." if train_tokens else "training tokens unknown."), "",
     ]
+    seeds = grid.get("args", {}).get("seeds", 1)
+    if seeds > 1:
+        lines += [_seed_noise(grid, done, seeds), ""]
     if grid["notes"]:
         lines += ["How the grid departs from the plain rule:", ""] + [f"- {n}" for n in grid["notes"]] + [""]
     lines += ["## Runs", "",
@@ -135,7 +160,8 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
               "compute, though the input embedding is a lookup, and leaves attention out. PaLM App. B's count "
               f"(attention in, input embedding out; flops_palm in sweep.json) is {palm_lo:.2f}–{palm_hi:.2f}× 6ND "
               "here, so points of one budget differ in real compute by that much.",
-              f"Shapes and noise: one shape per size and one seed per point; neighbouring sizes can differ in depth "
+              f"Shapes and noise: one shape per size and {'one seed' if seeds == 1 else f'{seeds} seeds'} per size; "
+              "neighbouring sizes can differ in depth "
               f"({min(depths)}–{max(depths)} layers here) and width, which scatters the losses about each parabola "
               "beyond seed noise (the rms residuals above); the bootstrap intervals include that scatter.", ""]
     path.write_text("\n".join(lines))

@@ -202,6 +202,40 @@ def test_small_shapes_are_designed_and_recorded(base, tmp_path):
     assert again.returncode == 2 and "holds another sweep" in again.stderr
 
 
+def test_seeds_train_each_size_several_times_and_the_fit_takes_every_run(base, tmp_path):
+    """--seeds 2: two runs per grid point (train.seed 0 and 1, named _s0/_s1, one size), refused as another sweep
+    under another count. Their losses are then set from the known law with a noise per seed, and --fit-only must
+    recover the law from all twelve runs and report the seed noise it was given."""
+    out = tmp_path / "s"
+    proc = sweep(*ARGS, "--seeds", "2", "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    assert proc.returncode == 1 and "has finished yet" in proc.stderr, proc.stderr
+    doc = json.loads((out / "sweep.json").read_text())
+    points = doc["points"]
+    assert doc["args"]["seeds"] == 2 and len(points) == 12 and len({p["size"] for p in points}) == 6
+    assert (out / "points.txt").read_text().split() == [p["name"] for p in points]  # the job array's tasks
+    rng = np.random.default_rng(0)
+    for p in points:
+        assert p["name"] == f"{p['size']}_s{p['seed']}" and p["seed"] in (0, 1)
+        cfg = yaml.safe_load((out / "points" / p["name"] / "config.yaml").read_text())
+        assert cfg["train"]["seed"] == p["seed"]
+        loss = KNOWN.loss(p["n_params"], p["n_tokens"]) + 0.002 * rng.standard_normal()
+        done = {k: p[k] for k in ("name", "seed", "flops", "n_params", "n_tokens", "tokens_trained", "total_steps")}
+        (out / "points" / p["name"] / "done.json").write_text(json.dumps({**done, "loss": loss, "wall_s": 1.0}))
+    fit = sweep(*ARGS, "--seeds", "2", "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    assert fit.returncode == 0, fit.stderr
+    law = json.loads((out / "law.json").read_text())
+    assert law["sweep"]["seeds"] == 2 and [b["n_points"] for b in law["budgets"]] == [6, 6]
+    assert law["n_opt"]["a"] == pytest.approx(KNOWN.a, abs=0.05)
+    report = (out / "report.md").read_text()
+    assert "every size was trained 2 times (train.seed 0–1" in report and "2 seeds per size" in report
+    noise = float(report.split("Seed noise")[1].split("median ")[1].split(" ")[0])
+    assert 0.0003 < noise < 0.006  # the 0.002 given, from six pairs
+    one = sweep(*ARGS, "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    assert one.returncode == 2 and "holds another sweep" in one.stderr
+    zero = sweep(*ARGS, "--seeds", "0", "--config", str(base), "--out", str(tmp_path / "z"), timeout=60)
+    assert zero.returncode == 2 and "--seeds 0 must be at least 1" in zero.stderr
+
+
 def test_a_running_point_shows_its_progress(tmp_path, monkeypatch):
     """While a point trains, the sweep reads its metrics.jsonl: not a terminal here, so a line per quarter of the
     run with step, loss and the point's ETA, and the run's exit status at the end."""
