@@ -163,5 +163,6 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
               f"Shapes and noise: one shape per size and {'one seed' if seeds == 1 else f'{seeds} seeds'} per size; "
               "neighbouring sizes can differ in depth "
               f"({min(depths)}–{max(depths)} layers here) and width, which scatters the losses about each parabola "
-              "beyond seed noise (the rms residuals above); the bootstrap intervals include that scatter.", ""]
+              "on top of seed noise (the rms residuals above hold both; sweep.py --seeds measures the seed part); the "
+              "bootstrap intervals include that scatter.", ""]
     path.write_text("\n".join(lines))

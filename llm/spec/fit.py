@@ -218,7 +218,8 @@ def fit_parametric(rows, delta: float = HUBER_DELTA, grid: dict[str, np.ndarray]
     a, b, e, alpha, beta = best.x
     law = ParametricLaw(name, E=float(math.exp(e)), A=float(math.exp(a)), B=float(math.exp(b)),
                         alpha=float(alpha), beta=float(beta), source="fitted with llm.spec.fit.fit_parametric")
-    resid = np.log(law.E + law.A / arr[:, 0] ** law.alpha + law.B / arr[:, 1] ** law.beta) - log_l
+    # In log space, as the objective: exponents the data cannot pin down may overflow N^α in linear space.
+    resid = np.logaddexp(e, np.logaddexp(a - alpha * log_n, b - beta * log_d)) - log_l
     grad_norm = float(np.linalg.norm(_objective(best.x, log_n, log_d, log_l, delta)[1]))
     return ParametricFit(law=law, objective=float(best.fun), rms_residual=float(np.sqrt(np.mean(resid ** 2))),
                          max_abs_residual=float(np.max(np.abs(resid))), n_points=len(arr),

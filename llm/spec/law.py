@@ -33,6 +33,9 @@ from llm.spec.shape import SHAPE_RULES
 
 LAW_FORMAT = "llm-forge isoflop law v1"
 PARAMETRIC_MIN_POINTS = 10
+EXPONENT_RANGE = (0.0, 2.0)
+"""α and β outside this span (that of Chinchilla App. D.2's initialisation grid) mean the fit ran off to where the
+runs do not constrain it: 20 runs on two budgets gave α = 51-65 with A ≈ 1e236-1e302."""
 """Five constants: at least two runs per constant before the Huber fit is attempted."""
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.90
@@ -206,9 +209,21 @@ def _parametric(points: list[dict]) -> dict:
     rows = np.array([[p["n_params"], d, p["loss"]] for p, d in zip(points, tokens)], dtype=float)
     f = fit_parametric(rows, name="sweep-parametric")
     law = f.law
+    try:
+        predicted = [law.loss(p["n_params"], d) for p, d in zip(points, tokens)]
+    except OverflowError:  # N^α past the float range
+        predicted = [math.inf]
+    lo, hi = EXPONENT_RANGE
+    if not (all(math.isfinite(x) and x > 0 for x in (law.E, law.A, law.B, *predicted))
+            and lo <= law.alpha <= hi and lo <= law.beta <= hi):
+        # No loss law, rather than one that plan.py would extrapolate with.
+        n_budgets = len({p["flops"] for p in points})
+        return {"skipped": f"the 5-constant fit diverged (α = {law.alpha:.3g}, β = {law.beta:.3g}, A = {law.A:.3g}, "
+                           f"B = {law.B:.3g}; exponents outside {lo:g}-{hi:g} are not a law): {len(points)} runs on "
+                           f"{n_budgets} budgets do not determine it; more budgets would"}
     residuals = [{"name": p.get("name"), "n_params": p["n_params"], "n_tokens": d, "loss": p["loss"],
-                  "predicted": law.loss(p["n_params"], d),
-                  "log_residual": math.log(law.loss(p["n_params"], d) / p["loss"])} for p, d in zip(points, tokens)]
+                  "predicted": y, "log_residual": math.log(y / p["loss"])}
+                 for p, d, y in zip(points, tokens, predicted)]
     return {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta, "a": law.a, "b": law.b,
             "objective": f.objective, "rms_residual": f.rms_residual, "max_abs_residual": f.max_abs_residual,
             "converged": f.converged, "method": "Chinchilla App. D.2: Huber (delta 1e-3) on log L, L-BFGS from grid",
