@@ -91,9 +91,10 @@ def _resolve_data(raw: dict, base: Path) -> dict:
 def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path, valid_samples: int | None,
                  eval_tokens: int = EVAL_TOKENS, seed: int | None = None) -> dict:
     """The pretraining config of one point: plan.py's config for the point's spec, with the base config's data and
-    precision, and `seed` (default the base config's: initialisation and sample order). Evaluation only at the end (the fit reads the final eval loss), over the validation split
-    up to eval_tokens (valid_samples; the base config's eval_batches if unknown). A checkpoint every quarter of
-    the run, so a killed point resumes rather than restarts."""
+    precision, and `seed` (default the base config's: initialisation and sample order). Evaluation only at the end
+    (the fit reads the final eval loss), over the validation split up to eval_tokens (valid_samples; the base
+    config's eval_batches if unknown). A checkpoint every quarter of the run, so a killed point resumes rather than
+    restarts."""
     spec = point.spec
     raw = config_dict(spec, out_dir=str(run_dir))
     raw["data"] = _resolve_data(base_raw, base)

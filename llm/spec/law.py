@@ -33,10 +33,10 @@ from llm.spec.shape import SHAPE_RULES
 
 LAW_FORMAT = "llm-forge isoflop law v1"
 PARAMETRIC_MIN_POINTS = 10
+"""Five constants: at least two runs per constant before the Huber fit is attempted."""
 EXPONENT_RANGE = (0.0, 2.0)
 """α and β outside this span (that of Chinchilla App. D.2's initialisation grid) mean the fit ran off to where the
 runs do not constrain it: 20 runs on two budgets gave α = 51-65 with A ≈ 1e236-1e302."""
-"""Five constants: at least two runs per constant before the Huber fit is attempted."""
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.90
 
