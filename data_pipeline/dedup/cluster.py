@@ -71,9 +71,10 @@ def _lookup(layout, shards_needed: dict[str, set[int]], bar) -> dict[int, tuple[
 def run_cluster(cfg, layout, shard_of, kept_before: tuple[int, int]) -> dict:
     """Union-find over all edges; returns the stage stats and writes removals and dropped/dedup."""
     edges: dict[str, list[np.ndarray]] = defaultdict(list)
-    bar = progress("cluster", len(edge_units(cfg)), cfg.progress, unit="bucket")
+    units = edge_units(cfg)
+    bar = progress("cluster", len(units), cfg.progress, unit="bucket")
     try:
-        for k, b, u in edge_units(cfg):
+        for k, b, u in units:
             edges[k].append(load_checked(_edge_path(layout, k, b, u), EDGE_DTYPE))
             bar.update()
     finally:

@@ -12,7 +12,6 @@ scipy (scipy.optimize L-BFGS-B); no torch.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,8 +215,10 @@ def fit_parametric(rows, delta: float = HUBER_DELTA, grid: dict[str, np.ndarray]
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = best.x
-    law = ParametricLaw(name, E=float(math.exp(e)), A=float(math.exp(a)), B=float(math.exp(b)),
-                        alpha=float(alpha), beta=float(beta), source="fitted with llm.spec.fit.fit_parametric")
+    with np.errstate(over="ignore"):  # a log-constant past ~709 (a fit run off) comes back as inf, not an error
+        big_e, big_a, big_b = (float(x) for x in np.exp([e, a, b]))
+    law = ParametricLaw(name, E=big_e, A=big_a, B=big_b, alpha=float(alpha), beta=float(beta),
+                        source="fitted with llm.spec.fit.fit_parametric")
     # In log space, as the objective: exponents the data cannot pin down may overflow N^α in linear space.
     resid = np.logaddexp(e, np.logaddexp(a - alpha * log_n, b - beta * log_d)) - log_l
     grad_norm = float(np.linalg.norm(_objective(best.x, log_n, log_d, log_l, delta)[1]))

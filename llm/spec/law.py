@@ -209,13 +209,11 @@ def _parametric(points: list[dict]) -> dict:
     rows = np.array([[p["n_params"], d, p["loss"]] for p, d in zip(points, tokens)], dtype=float)
     f = fit_parametric(rows, name="sweep-parametric")
     law = f.law
-    try:
-        predicted = [law.loss(p["n_params"], d) for p, d in zip(points, tokens)]
-    except OverflowError:  # N^α past the float range
-        predicted = [math.inf]
     lo, hi = EXPONENT_RANGE
-    if not (all(math.isfinite(x) and x > 0 for x in (law.E, law.A, law.B, *predicted))
-            and lo <= law.alpha <= hi and lo <= law.beta <= hi):
+    sane = lo <= law.alpha <= hi and lo <= law.beta <= hi and all(math.isfinite(x) for x in (law.E, law.A, law.B))
+    # Only in range can N^α be evaluated in floats (α = 65 overflowed it).
+    predicted = [law.loss(p["n_params"], d) for p, d in zip(points, tokens)] if sane else []
+    if not sane or not all(math.isfinite(y) and y > 0 for y in predicted):
         # No loss law, rather than one that plan.py would extrapolate with.
         n_budgets = len({p["flops"] for p in points})
         return {"skipped": f"the 5-constant fit diverged (α = {law.alpha:.3g}, β = {law.beta:.3g}, A = {law.A:.3g}, "
