@@ -115,6 +115,8 @@ class DataConfig:
                            ("tokenize.train_max_sentences", self.tokenize.train_max_sentences)):
             if value < 1:
                 raise DataConfigError(f"{where}: {key}={value} must be >= 1")
+        if not 0.0 < mh.jaccard_threshold <= 1.0:
+            raise DataConfigError(f"{where}: dedup.minhash.jaccard_threshold={mh.jaccard_threshold} must be in (0, 1]")
         _check_tokenize(self.tokenize, where)
         _check_shards(self.shards, where)
         _check_canaries(self.canaries, where)

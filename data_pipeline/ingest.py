@@ -2,8 +2,9 @@
 
 One ingest shard is ``docs_per_shard`` consecutive raw records of one input file. For each shard
 this writes (under ``work/ingest``) the kept documents as jsonl ``{uid, id, text}``, a small
-``.ids.jsonl`` ``[uid, id, words]`` used by the dedup step to name duplicates, the dedup
-signature files, ``dropped/<shard>.jsonl``, and last the ``.done`` marker with the stage counts.
+``.ids.jsonl`` ``[uid, id, words, snippet]`` used by the dedup step to name duplicates, the dedup
+signature files (band hashes, and each document's full MinHash signature for the Jaccard
+estimates), ``dropped/<shard>.jsonl``, and last the ``.done`` marker with the stage counts.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipeline.decontaminate import Decontaminator
-from data_pipeline.dedup.buckets import write_signatures
+from data_pipeline.dedup.buckets import write_full_signatures, write_signatures
 from data_pipeline.dedup.exact import content_hash, id_rank
 from data_pipeline.dedup.minhash import MinHasher
 from data_pipeline.errors import DataError
-from data_pipeline.filters import apply_filters
+from data_pipeline.filters import evaluate_filters
 from data_pipeline.normalize import normalize_text
 from data_pipeline.readers import ReadStats, read_documents
-from data_pipeline.report import StageStats, progress
+from data_pipeline.report import StageStats, drop_row, progress, snippet
 from data_pipeline.shards import AtomicJsonl, is_done, mark_done, my_units, shard_name, write_json_atomic
 
 UID_FILE_SHIFT = 40  # uid = file index << 40 | record position: 2**40 records per file
@@ -36,26 +37,28 @@ def shard_of_uid(uid: int, docs_per_shard: int) -> str:
 class ShardWriter:
     """Collects one shard's kept documents, drops and signatures, and commits them atomically."""
 
-    def __init__(self, cfg, layout, name: str, minhasher: MinHasher | None):
-        self.cfg, self.layout, self.name, self.minhasher = cfg, layout, name, minhasher
+    def __init__(self, cfg, layout, name: str, minhasher: MinHasher | None, source: str = ""):
+        self.cfg, self.layout, self.name, self.minhasher, self.source = cfg, layout, name, minhasher, source
         self.kept = AtomicJsonl(layout.ingest / f"{name}.jsonl")
         self.ids = AtomicJsonl(layout.ingest / f"{name}.ids.jsonl")
         self.dropped = AtomicJsonl(layout.dropped / f"{name}.jsonl")
         self.stats = {s: StageStats() for s in ("read", "normalize", "filter", "decontaminate")}
-        self.exact, self.bands, self.ranks, self.uids = [], [], [], []
+        self.exact, self.bands, self.sigs, self.ranks, self.uids = [], [], [], [], []
 
-    def drop(self, doc_id: str, reason: str, **extra) -> None:
-        self.dropped.write({"id": doc_id, "reason": reason, **extra})
+    def drop(self, doc_id: str, reason: str, index: int | None = None, text: str | None = None, **extra) -> None:
+        self.dropped.write(drop_row(doc_id, reason, self.source, index, text, **extra))
 
     def keep(self, uid: int, doc_id: str, text: str, words: int) -> None:
         self.kept.write({"uid": uid, "id": doc_id, "text": text})
-        self.ids.write([uid, doc_id, words])
+        self.ids.write([uid, doc_id, words, snippet(text)])
         self.uids.append(uid)
         self.ranks.append(id_rank(doc_id))
         if self.cfg.dedup.exact.enabled:
             self.exact.append(content_hash(text))
         if self.minhasher is not None:
-            self.bands.append(self.minhasher.band_hashes(self.minhasher.signature(text)))
+            sig = self.minhasher.signature(text)
+            self.sigs.append(sig.astype(np.uint32))
+            self.bands.append(self.minhasher.band_hashes(sig))
 
     def commit(self, file_index: int, chunk: int) -> None:
         uids, ranks = np.asarray(self.uids, np.uint64), np.asarray(self.ranks, np.uint64)
@@ -66,6 +69,8 @@ class ShardWriter:
             mh = self.cfg.dedup.minhash
             bands = np.asarray(self.bands, np.uint64).reshape(len(self.uids), mh.bands)
             write_signatures(self.layout.sigs / "minhash", self.name, bands, ranks, uids, mh.num_buckets)
+            full = np.asarray(self.sigs, np.uint32).reshape(len(self.uids), mh.bands * mh.rows)
+            write_full_signatures(self.layout.sigs / "full", self.name, uids, full)
         for f in (self.kept, self.ids, self.dropped):
             f.close()
         mark_done(self.layout.ingest / f"{self.name}.done",
@@ -80,20 +85,21 @@ def _process(w: ShardWriter, doc, uid: int, filters, decon: Decontaminator | Non
     words = len(text.split())
     if not text:
         w.stats["normalize"].record(words_raw, 0, "normalize.empty")
-        w.drop(doc.id, "normalize.empty")
+        w.drop(doc.id, "normalize.empty", doc.index, doc.text)
         return
     w.stats["normalize"].record(words_raw, words, None)
-    text, reason = apply_filters(text, filters)
-    w.stats["filter"].record(words, len(text.split()), reason)
-    if reason is not None:
-        w.drop(doc.id, reason)
+    judged = text
+    text, drop = evaluate_filters(text, filters)
+    w.stats["filter"].record(words, len(text.split()), drop.reason if drop else None)
+    if drop is not None:
+        w.drop(doc.id, drop.reason, doc.index, judged, **drop.evidence())
         return
     words = len(text.split())
     hit = decon.match(text) if decon else None
     if decon:
         w.stats["decontaminate"].record(words, words, "decontaminate.eval_overlap" if hit else None)
     if hit is not None:
-        w.drop(doc.id, "decontaminate.eval_overlap", eval_id=hit)
+        w.drop(doc.id, "decontaminate.eval_overlap", doc.index, text, eval_id=hit)
         return
     w.keep(uid, doc.id, text, words)
 
@@ -130,7 +136,7 @@ def ingest_file(cfg, layout, file_index: int, path: str, filters, decon, minhash
             chunk, name = c, shard_name(file_index, c)
             names.append(name)
             if not is_done(layout.ingest / f"{name}.done"):
-                writer = ShardWriter(cfg, layout, name, minhasher)
+                writer = ShardWriter(cfg, layout, name, minhasher, str(path))
         if writer is not None:
             _process(writer, doc, make_uid(file_index, doc.index), filters, decon)
         on_doc()

@@ -7,7 +7,9 @@ Layout of the output folder ``DIR``::
     DIR/tokens/shard_*.bin/.idx    per-shard token files (the unit of parallel tokenization)
     DIR/report.json                docs/words in and out per stage, drops per reason, tokens
     DIR/canaries.json              planted canaries and their documents (canaries.enabled; canaries.py)
-    DIR/dropped/*.jsonl            one record per dropped document: id, reason (+ duplicate_of)
+    DIR/dropped/*.jsonl            one record per dropped document: id, reason, source file and index,
+                                   snippet, and the rule's value against its threshold (report.drop_row;
+                                   read them with `prepare_data.py inspect DIR`)
     DIR/work/                      intermediate shards, signatures, edges, markers (resumable)
 
 Every stage unit is resumable (see ``shards.py``). With several tasks (SLURM array / ranks),
@@ -31,8 +33,8 @@ from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, e
 from data_pipeline.dedup.substring import remove_repeats
 from data_pipeline.errors import DataError
 from data_pipeline.indexed import IndexedDataset, IndexedDatasetBuilder, dtype_for_vocab
-from data_pipeline.ingest import run_ingest, shard_of_uid
-from data_pipeline.report import STAGES, StageStats, merge_stage_dicts, ordered, progress, summary
+from data_pipeline.ingest import UID_FILE_SHIFT, run_ingest, shard_of_uid
+from data_pipeline.report import STAGES, StageStats, drop_row, merge_stage_dicts, ordered, progress, summary
 from data_pipeline.shards import (AtomicJsonl, is_done, iter_jsonl, mark_done, my_units, read_done,
                                   task_from_env, write_json_atomic)
 from data_pipeline.tokenize import TokenizerPool, train_from_texts
@@ -61,6 +63,9 @@ def _check_manifest(cfg: DataConfig, layout: Layout) -> None:
     body = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "shards")}
     if not cfg.canaries.enabled:  # folders prepared before canaries existed keep their digest
         del body["canaries"]
+    mh = body["dedup"]["minhash"]
+    if not mh["verify"]:  # and so do those prepared before the re-check existed
+        del mh["verify"], mh["jaccard_threshold"]
     body["docs_per_shard"] = cfg.shards.docs_per_shard
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     path = layout.work / "manifest.json"
@@ -138,7 +143,8 @@ def _run_substring(cfg: DataConfig, layout: Layout, shards: list[str], removals:
         if text is not old:
             edits[str(uid)] = text
         if reason:
-            out.write({"id": doc_id, "reason": reason})
+            out.write(drop_row(doc_id, reason, cfg.inputs[uid >> UID_FILE_SHIFT], uid & ((1 << UID_FILE_SHIFT) - 1),
+                               old, min_words_left=cfg.dedup.substring.min_words_left))
     out.close()
     write_json_atomic(layout.work / "substring" / "edits.json", edits)
     return s.to_dict()

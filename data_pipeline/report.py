@@ -7,9 +7,18 @@ are tokenizer tokens (including the appended EOD), counted only from the tokeniz
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from data_pipeline.errors import DataError
+from data_pipeline.filters.drop import Drop
+
+SNIPPET_CHARS = 240
+"""Characters of a dropped document's text kept in its ``dropped/*.jsonl`` row."""
 
 STAGES = ("read", "normalize", "filter", "decontaminate", "exact_dedup", "minhash_dedup",
           "substring_dedup", "tokenize")
@@ -92,6 +101,108 @@ class _NoBar:
 
     def close(self) -> None:
         pass
+
+
+def snippet(text: str, chars: int = SNIPPET_CHARS) -> str:
+    """The start of ``text`` with whitespace runs collapsed, cut at ``chars`` (marked by an ellipsis)."""
+    flat = " ".join(text[:chars * 4].split())
+    return flat if len(flat) <= chars else flat[:chars - 1] + "…"
+
+
+def drop_row(doc_id: str, reason: str, source: str | None = None, index: int | None = None,
+             text: str | None = None, **evidence) -> dict:
+    """One ``dropped/*.jsonl`` row: the document (id, input file, 0-based record index, snippet), the
+    reason, then what the rule measured (``value``, ``drop_if``, ``threshold``; ``duplicate_of`` and
+    its Jaccard for dedup; ``eval_id`` for decontamination). Every writer of dropped/ goes through here."""
+    row = {"id": doc_id, "reason": reason}
+    if source is not None:
+        row["source"], row["index"] = source, index
+    if text is not None:
+        row["snippet"] = snippet(text)
+    row.update(evidence)
+    return row
+
+
+def read_drops(root, rule: str | None = None) -> Iterator[dict]:
+    """The rows of ``root/dropped/*.jsonl`` (files in name order), those whose reason is ``rule`` or
+    starts with ``rule.`` when given (``minhash_dedup`` or ``minhash_dedup.near_duplicate``).
+    Raises DataError when ``root`` has no dropped/ folder."""
+    folder = Path(root) / "dropped"
+    if not folder.is_dir():
+        raise DataError(f"{root} has no dropped/ folder; pass a folder written by prepare_data.py --output")
+    for path in sorted(folder.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if rule is None or row["reason"] == rule or row["reason"].startswith(rule + "."):
+                    yield row
+
+
+def below_threshold(row: dict) -> bool:
+    """A drop whose own evidence does not meet its bar: an unverified near duplicate whose estimated
+    Jaccard to the document it names is under the LSH midpoint (a chance match or a chain)."""
+    if row.get("value") is None or "drop_if" not in row:
+        return False
+    return not Drop(row["reason"], row["value"], row["drop_if"], row["threshold"]).holds()
+
+
+def format_drop(row: dict) -> str:
+    """A dropped row for the terminal: reason and evidence, source, then the snippet."""
+    head = f"{row['reason']}  {row['id']}"
+    if "value" in row:
+        head += f"  {row['value']} {row['drop_if']} {row['threshold']}"
+        if below_threshold(row):
+            head += "  (NOT MET)"
+    if "duplicate_of" in row:
+        head += f"  duplicate_of={row['duplicate_of']}"
+        for key in ("jaccard", "exact_jaccard"):
+            if key in row:
+                head += f" {key}={row[key]}"
+    if "eval_id" in row:
+        head += f"  eval_id={row['eval_id']}"
+    lines = [head]
+    if row.get("source") is not None:
+        lines.append(f"  {row['source']}" + (f" #{row['index']}" if row.get("index") is not None else ""))
+    if row.get("error"):
+        lines.append(f"  {row['error']}")
+    if row.get("snippet"):
+        lines.append(f"  | {row['snippet']}")
+    return "\n".join(lines)
+
+
+def kept_snippets(root, ids: set[str]) -> dict[str, str]:
+    """id -> snippet of the requested documents that passed the filters (``work/ingest/*.ids.jsonl``),
+    to show a near duplicate beside the document it names."""
+    found: dict[str, str] = {}
+    for path in sorted((Path(root) / "work" / "ingest").glob("*.ids.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row[1] in ids and len(row) > 3:
+                    found[row[1]] = row[3]
+    return found
+
+
+def inspect_drops(root, rule: str | None = None, limit: int = 20, not_met: bool = False) -> str:
+    """Counts of ``root``'s drops per reason (with how many do not meet their own threshold), then up
+    to ``limit`` rows with their evidence, source and snippet, near duplicates beside the kept text."""
+    rows = [r for r in read_drops(root, rule) if not not_met or below_threshold(r)]
+    counts = Counter(r["reason"] for r in rows)
+    unmet = Counter(r["reason"] for r in rows if below_threshold(r))
+    lines = [f"{len(rows)} dropped" + (f" by {rule}" if rule else "") + (" (threshold not met)" if not_met else "")]
+    for reason, n in counts.most_common():
+        note = f"   {unmet[reason]} not meeting their threshold" if unmet[reason] else ""
+        lines.append(f"  {reason:<40}{n:>7}{note}")
+    shown = rows[:limit]
+    kept = kept_snippets(root, {r["duplicate_of"] for r in shown if "duplicate_of" in r})
+    for r in shown:
+        lines.append("")
+        lines.append(format_drop(r))
+        if r.get("duplicate_of") in kept:
+            lines.append(f"  kept {r['duplicate_of']}: | {kept[r['duplicate_of']]}")
+    if len(rows) > limit:
+        lines.append(f"\n... {len(rows) - limit} more (--limit N)")
+    return "\n".join(lines)
 
 
 def summary(report: dict) -> str:

@@ -12,6 +12,10 @@ come from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or RANK/WORLD_SIZE (or shar
 shards.task_count). Tasks split the shards and wait for each other on marker files; task 0
 clusters duplicates, trains the tokenizer and merges. ``--stage`` runs a single stage.
 
+Read what was dropped and why (each row: source file and record index, snippet, the rule's
+measured value against its threshold; near duplicates beside the kept document they name):
+    python launch/prepare_data.py inspect DIR [--rule minhash_dedup] [--not-met] [--limit 20] [--json]
+
 Blend several prepared datasets (report only, the mixing happens at training time):
     python launch/prepare_data.py blend --paths DIR1/data DIR2/data --weights 0.7 0.3 --seq-len 256
 """
@@ -97,10 +101,39 @@ def _blend(argv: list[str]) -> int:
     return 0
 
 
+def _inspect(argv: list[str]) -> int:
+    from data_pipeline.report import inspect_drops, read_drops
+
+    ap = argparse.ArgumentParser(prog="prepare_data.py inspect", description="read DIR/dropped/ with the evidence "
+                                 "of every drop")
+    ap.add_argument("dir", help="a folder written by prepare_data.py --output")
+    ap.add_argument("--rule", default=None, help="a reason (minhash_dedup.near_duplicate) or its stage "
+                    "(minhash_dedup, gopher_quality)")
+    ap.add_argument("--not-met", action="store_true", help="only drops whose value does not meet their threshold "
+                    "(unverified near duplicates below the LSH midpoint)")
+    ap.add_argument("--limit", type=int, default=20, help="rows to print (default: %(default)s)")
+    ap.add_argument("--json", action="store_true", help="print the matching rows as jsonl instead")
+    args = ap.parse_args(argv)
+    try:
+        if args.json:
+            from data_pipeline.report import below_threshold
+
+            for row in read_drops(args.dir, args.rule):
+                if not args.not_met or below_threshold(row):
+                    print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(inspect_drops(args.dir, args.rule, args.limit, args.not_met))
+    except DataError as exc:
+        return _fail(exc)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "blend":
         return _blend(argv[1:])
+    if argv and argv[0] == "inspect":
+        return _inspect(argv[1:])
     return _prepare(argv)
 
 

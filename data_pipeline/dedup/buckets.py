@@ -25,6 +25,11 @@ SIG_DTYPE = np.dtype([("hash", "<u8"), ("rank", "<u8"), ("uid", "<u8")])
 EDGE_DTYPE = np.dtype([("keep_rank", "<u8"), ("keep_uid", "<u8"), ("dup_rank", "<u8"), ("dup_uid", "<u8")])
 
 
+def full_sig_dtype(hashes: int) -> np.dtype:
+    """One document's full MinHash signature (its ``hashes`` 32-bit minima), for Jaccard estimates."""
+    return np.dtype([("uid", "<u8"), ("sig", "<u4", (hashes,))])
+
+
 class SignatureFileError(RuntimeError):
     """A signature or edge file is corrupt or unsorted; the message names the file."""
 
@@ -55,6 +60,24 @@ def write_signatures(root: Path, shard: str, hashes: np.ndarray, ranks: np.ndarr
         for bucket in range(num_buckets):
             part = np.sort(rec[bucket_of == bucket], order=["hash", "rank", "uid"])
             save_atomic(bucket_dir(root, band, bucket) / f"{shard}.npy", part)
+
+
+def write_full_signatures(root: Path, shard: str, uids: np.ndarray, sigs: np.ndarray) -> None:
+    """Write one shard's (docs, hashes) uint32 signatures as ``root/<shard>.npy``, sorted by uid."""
+    rec = np.empty(len(uids), full_sig_dtype(sigs.shape[1]))
+    rec["uid"], rec["sig"] = uids, sigs
+    save_atomic(root / f"{shard}.npy", np.sort(rec, order="uid"))
+
+
+def load_full_signatures(root: Path, shard: str, uids: list[int], hashes: int) -> dict[int, np.ndarray]:
+    """uid -> (hashes,) uint32 signature for the requested ``uids`` of one shard; {} for a folder
+    prepared before full signatures were kept (its Jaccard estimates are then absent)."""
+    path = root / f"{shard}.npy"
+    if not path.exists():
+        return {}
+    rec = load_checked(path, full_sig_dtype(hashes))
+    at = np.searchsorted(rec["uid"], np.asarray(sorted(uids), np.uint64))
+    return {int(rec["uid"][i]): rec["sig"][i] for i in at if i < rec.size and int(rec["uid"][i]) in uids}
 
 
 def load_checked(path: Path, dtype: np.dtype) -> np.ndarray:

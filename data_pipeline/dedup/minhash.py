@@ -4,8 +4,9 @@ arXiv:2406.17557, Sec. 3.3: word 5-grams, 112 hashes as 14 bands x 8 rows).
 A pair of documents with Jaccard similarity s over their shingle sets becomes a candidate with
 probability 1 - (1 - s**rows)**bands: with 14 x 8 that is 0.9996 at s=0.9, 0.92 at s=0.8, 0.45 at
 s=0.7 and 1e-4 at s=0.3 (the S-curve's midpoint is near (1/bands)**(1/rows) = 0.72).
-Candidates are not re-verified against their true Jaccard, as in FineWeb and datasketch's
-MinHashLSH; clusters come from union-find over candidate edges and keep one document each.
+By default candidates are not re-verified against their true Jaccard, as in FineWeb and
+datasketch's MinHashLSH; clusters come from union-find over candidate edges and keep one
+document each. ``verify`` re-checks them (``verify.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,23 @@ class MinHashConfig:
     rows: int = 8
     """bands x rows = hashes per document (FineWeb: 14 x 8 = 112)."""
     seed: int = 1
+    verify: bool = False
+    """Re-check candidates by the exact Jaccard of their shingle sets: a document is dropped only
+    when a kept document of its cluster has Jaccard >= ``jaccard_threshold`` with it, otherwise it
+    is kept. Off by default, as in FineWeb (which does not verify); costs reading the candidates'
+    texts once in the cluster step (dedup/verify.py)."""
+    jaccard_threshold: float = 0.75
+    """The exact-Jaccard bar of ``verify``, in (0, 1]. FineWeb (arXiv:2406.17557, Sec. 3.3) sets
+    14 x 8 hashes "targeting documents that are at least 75% similar"."""
     num_buckets: int = 1
     """Split each band's signatures into this many files by hash, bounding a dedup task's memory
     to about 24 B x documents / num_buckets."""
+
+
+def lsh_midpoint(cfg: MinHashConfig) -> float:
+    """(1/bands)**(1/rows): the Jaccard at which the S-curve is steepest, about where a pair
+    becomes likely to be a candidate (0.72 for 14 x 8)."""
+    return (1.0 / cfg.bands) ** (1.0 / cfg.rows)
 
 
 class MinHasher:

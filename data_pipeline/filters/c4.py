@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from data_pipeline.filters.drop import Drop
+
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’")  # the paper's "terminal punctuation mark"
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 # Sec. 2.2: "Many pages had boilerplate policy notices, so we removed any lines containing the
@@ -54,17 +56,24 @@ class C4Filter:
             return False
         return True
 
-    def apply(self, text: str) -> tuple[str, str | None]:
+    def evaluate(self, text: str) -> tuple[str, Drop | None]:
+        """(the text with failing lines removed, the first page rule it breaks with its evidence, or None)."""
         low = text.lower()
         if self.drop_lorem_ipsum and "lorem ipsum" in low:
-            return text, "c4.lorem_ipsum"
+            return text, Drop("c4.lorem_ipsum", low.count("lorem ipsum"), ">=", 1)
         if self.drop_curly_bracket and "{" in text:
-            return text, "c4.curly_bracket"
+            return text, Drop("c4.curly_bracket", text.count("{"), ">=", 1)
         if self.bad_words:
             words = set(re.findall(r"\w+", low))
-            if any(b in words for b in self.bad_words):
-                return text, "c4.bad_word"
+            found = sum(b in words for b in self.bad_words)
+            if found:
+                return text, Drop("c4.bad_word", found, ">=", 1)
         kept = "\n".join(ln for ln in text.split("\n") if ln.strip() and self._keep_line(ln))
-        if len(_SENTENCE_END.findall(kept)) < self.min_sentences:
-            return kept, "c4.too_few_sentences"
+        sentences = len(_SENTENCE_END.findall(kept))
+        if sentences < self.min_sentences:
+            return kept, Drop("c4.too_few_sentences", sentences, "<", self.min_sentences)
         return kept, None
+
+    def apply(self, text: str) -> tuple[str, str | None]:
+        text, drop = self.evaluate(text)
+        return text, drop.reason if drop else None

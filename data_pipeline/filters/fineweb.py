@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_pipeline.filters.drop import Drop
+
 _PUNCT = (".", "!", "?", '"', "'", ")", "”", "’", ":", ";")
 
 
@@ -27,25 +29,37 @@ class FineWebFilter:
 
     name = "fineweb"
 
-    def reason(self, text: str) -> str | None:
+    def check(self, text: str) -> Drop | None:
+        """The first rule the text breaks, with the measured ratio and its threshold, or None."""
         lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
         if not lines:
-            return "fineweb.empty"
-        if sum(ln.endswith(_PUNCT) for ln in lines) / len(lines) <= self.min_line_punct_ratio:
-            return "fineweb.line_punct_ratio"
+            return Drop("fineweb.empty", 0, "<", 1)
+        punct = sum(ln.endswith(_PUNCT) for ln in lines) / len(lines)
+        if punct <= self.min_line_punct_ratio:
+            return Drop("fineweb.line_punct_ratio", punct, "<=", self.min_line_punct_ratio)
         seen: set[str] = set()
         dup_chars = 0
         for ln in lines:
             if ln in seen:
                 dup_chars += len(ln)
             seen.add(ln)
-        if dup_chars / max(sum(len(ln) for ln in lines), 1) >= self.max_dup_line_char_ratio:
-            return "fineweb.dup_line_char_ratio"
-        if sum(len(ln) <= self.short_line_length for ln in lines) / len(lines) >= self.max_short_line_ratio:
-            return "fineweb.short_line_ratio"
-        if text.count("\n") / max(len(text.split()), 1) > self.max_newline_word_ratio:
-            return "fineweb.newline_word_ratio"
+        dup = dup_chars / max(sum(len(ln) for ln in lines), 1)
+        if dup >= self.max_dup_line_char_ratio:
+            return Drop("fineweb.dup_line_char_ratio", dup, ">=", self.max_dup_line_char_ratio)
+        short = sum(len(ln) <= self.short_line_length for ln in lines) / len(lines)
+        if short >= self.max_short_line_ratio:
+            return Drop("fineweb.short_line_ratio", short, ">=", self.max_short_line_ratio)
+        newlines = text.count("\n") / max(len(text.split()), 1)
+        if newlines > self.max_newline_word_ratio:
+            return Drop("fineweb.newline_word_ratio", newlines, ">", self.max_newline_word_ratio)
         return None
+
+    def reason(self, text: str) -> str | None:
+        drop = self.check(text)
+        return drop.reason if drop else None
+
+    def evaluate(self, text: str) -> tuple[str, Drop | None]:
+        return text, self.check(text)
 
     def apply(self, text: str) -> tuple[str, str | None]:
         return text, self.reason(text)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from data_pipeline.filters.drop import Drop
+
 # App. A.1.1: "at least two of the following English stop words: the, be, to, of, and, that,
 # have, with".
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -40,40 +42,50 @@ class GopherQualityFilter:
 
     name = "gopher_quality"
 
-    def reason(self, text: str) -> str | None:
-        """The first rule the text breaks, or None."""
+    def check(self, text: str) -> Drop | None:
+        """The first rule the text breaks, with the measured value and its threshold, or None."""
         words = text.split()
         n = len(words)
         if n < self.min_words:
-            return "gopher_quality.too_few_words"
+            return Drop("gopher_quality.too_few_words", n, "<", self.min_words)
         if n > self.max_words:
-            return "gopher_quality.too_many_words"
+            return Drop("gopher_quality.too_many_words", n, ">", self.max_words)
         mean_len = len("".join(words)) / n  # the characters of all words, summed in C
         if mean_len < self.min_mean_word_length:
-            return "gopher_quality.mean_word_length_low"
+            return Drop("gopher_quality.mean_word_length_low", mean_len, "<", self.min_mean_word_length)
         if mean_len > self.max_mean_word_length:
-            return "gopher_quality.mean_word_length_high"
+            return Drop("gopher_quality.mean_word_length_high", mean_len, ">", self.max_mean_word_length)
         hashes = text.count("#")
         ellipses = text.count("...") + text.count("…")
         if max(hashes, ellipses) / n > self.max_symbol_word_ratio:
-            return "gopher_quality.symbol_word_ratio"
+            return Drop("gopher_quality.symbol_word_ratio", max(hashes, ellipses) / n, ">", self.max_symbol_word_ratio)
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if lines:
             bullets = sum(ln.lstrip().startswith(_BULLETS) for ln in lines)
             if bullets / len(lines) > self.max_bullet_lines_ratio:
-                return "gopher_quality.bullet_lines"
+                return Drop("gopher_quality.bullet_lines", bullets / len(lines), ">", self.max_bullet_lines_ratio)
             ellipsis_end = sum(ln.rstrip().endswith(_ELLIPSES) for ln in lines)
             if ellipsis_end / len(lines) > self.max_ellipsis_lines_ratio:
-                return "gopher_quality.ellipsis_lines"
+                return Drop("gopher_quality.ellipsis_lines", ellipsis_end / len(lines), ">",
+                            self.max_ellipsis_lines_ratio)
         # Each distinct word tested once, weighted by its count: documents repeat most of their words.
         counts = Counter(words)
         alpha = sum(c for w, c in counts.items() if any(map(str.isalpha, w)))
         if alpha / n < self.min_alpha_words_ratio:
-            return "gopher_quality.alpha_words_ratio"
+            return Drop("gopher_quality.alpha_words_ratio", alpha / n, "<", self.min_alpha_words_ratio)
         stop = set(self.stop_words)
-        if sum(c for w, c in counts.items() if w.lower() in stop) < self.min_stop_words:
-            return "gopher_quality.stop_words"
+        stops = sum(c for w, c in counts.items() if w.lower() in stop)
+        if stops < self.min_stop_words:
+            return Drop("gopher_quality.stop_words", stops, "<", self.min_stop_words)
         return None
+
+    def reason(self, text: str) -> str | None:
+        """The first rule the text breaks, or None."""
+        drop = self.check(text)
+        return drop.reason if drop else None
+
+    def evaluate(self, text: str) -> tuple[str, Drop | None]:
+        return text, self.check(text)
 
     def apply(self, text: str) -> tuple[str, str | None]:
         return text, self.reason(text)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_pipeline.filters.drop import Drop
+
 _PARAGRAPHS = re.compile(r"\n{2,}")
 
 
@@ -112,31 +114,41 @@ class GopherRepetitionFilter:
 
     name = "gopher_repetition"
 
-    def reason(self, text: str) -> str | None:
-        """The first rule the text breaks, or None."""
+    def check(self, text: str) -> Drop | None:
+        """The first rule the text breaks, with the measured fraction and its threshold, or None."""
         chars = max(len(text), 1)
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if lines:
             n_dup, c_dup = _dup_stats(lines)
             if n_dup / len(lines) > self.max_dup_line_frac:
-                return "gopher_repetition.dup_line_frac"
+                return Drop("gopher_repetition.dup_line_frac", n_dup / len(lines), ">", self.max_dup_line_frac)
             if c_dup / chars > self.max_dup_line_char_frac:
-                return "gopher_repetition.dup_line_char_frac"
+                return Drop("gopher_repetition.dup_line_char_frac", c_dup / chars, ">", self.max_dup_line_char_frac)
         paras = [p for p in _PARAGRAPHS.split(text) if p.strip()]
         if paras:
             n_dup, c_dup = _dup_stats(paras)
             if n_dup / len(paras) > self.max_dup_para_frac:
-                return "gopher_repetition.dup_para_frac"
+                return Drop("gopher_repetition.dup_para_frac", n_dup / len(paras), ">", self.max_dup_para_frac)
             if c_dup / chars > self.max_dup_para_char_frac:
-                return "gopher_repetition.dup_para_char_frac"
+                return Drop("gopher_repetition.dup_para_char_frac", c_dup / chars, ">", self.max_dup_para_char_frac)
         grams = WordNgrams(text.split())
         for n, limit in sorted(self.top_ngram_max_char_frac.items()):
-            if grams.top_char_fraction(int(n)) > limit:
-                return f"gopher_repetition.top_{n}gram"
+            frac = grams.top_char_fraction(int(n))
+            if frac > limit:
+                return Drop(f"gopher_repetition.top_{n}gram", frac, ">", limit)
         for n, limit in sorted(self.dup_ngram_max_char_frac.items()):
-            if grams.dup_char_fraction(int(n)) > limit:
-                return f"gopher_repetition.dup_{n}gram"
+            frac = grams.dup_char_fraction(int(n))
+            if frac > limit:
+                return Drop(f"gopher_repetition.dup_{n}gram", frac, ">", limit)
         return None
+
+    def reason(self, text: str) -> str | None:
+        """The first rule the text breaks, or None."""
+        drop = self.check(text)
+        return drop.reason if drop else None
+
+    def evaluate(self, text: str) -> tuple[str, Drop | None]:
+        return text, self.check(text)
 
     def apply(self, text: str) -> tuple[str, str | None]:
         return text, self.reason(text)

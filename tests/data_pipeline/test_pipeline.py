@@ -56,10 +56,21 @@ def test_dropped_records_explain_every_drop(prepared):
     recs = [json.loads(line) for f in sorted((tmp / "out" / "dropped").glob("*.jsonl"))
             for line in f.read_text().splitlines()]
     by_id = {r["id"]: r for r in recs}
-    assert by_id["b_exact"] == {"id": "b_exact", "reason": "exact_dedup.duplicate", "duplicate_of": "a5"}
-    # Of a near pair, the smaller hash of the id survives (order-independent): here b_near.
-    assert by_id["a3"] == {"id": "a3", "reason": "minhash_dedup.near_duplicate", "duplicate_of": "b_near"}
-    assert by_id["b_short"]["reason"] == "gopher_quality.too_few_words"
+    b_file = str(tmp / "in" / "b.jsonl")
+    assert by_id["b_exact"] == {"id": "b_exact", "reason": "exact_dedup.duplicate", "source": b_file, "index": 10,
+                                "snippet": " ".join(good_doc(5).upper().split())[:239] + "…", "duplicate_of": "a5",
+                                "value": 1.0, "drop_if": ">=", "threshold": 1.0}
+    # Of a near pair, the smaller hash of the id survives (order-independent): here b_near. Their word
+    # 5-grams (2 of 240 words replaced) have exact Jaccard 0.92 (default.yaml re-checks: verify, 0.75)
+    # and a MinHash estimate near it.
+    a3 = by_id["a3"]
+    assert {k: a3[k] for k in ("reason", "source", "index", "duplicate_of", "exact_jaccard", "drop_if",
+                               "threshold")} == {
+        "reason": "minhash_dedup.near_duplicate", "source": str(tmp / "in" / "a.jsonl"), "index": 3,
+        "duplicate_of": "b_near", "exact_jaccard": 0.9187, "drop_if": ">=", "threshold": 0.75}
+    assert a3["value"] == a3["exact_jaccard"] and 0.85 < a3["jaccard"] <= 1.0
+    assert by_id["b_short"] == {"id": "b_short", "reason": "gopher_quality.too_few_words", "source": b_file,
+                                "index": 12, "snippet": "Too short.", "value": 2, "drop_if": "<", "threshold": 50}
     assert by_id["b_contaminated"]["reason"] == "decontaminate.eval_overlap"
     assert by_id["b_contaminated"]["eval_id"] == "eval7"
     assert any(r["reason"] == "read.malformed" and "b.jsonl:15" in r["error"] for r in recs)
