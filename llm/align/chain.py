@@ -3,12 +3,15 @@ checkpoint to the next by path.
 
 A stage whose directory is complete (stage.json written last, llm/align/handoff.py) is skipped and its
 recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. Before anything runs,
-every input a stage declares (llm/align/stage.py) must exist or be written by an earlier stage of the run, so a
-chain that cannot finish fails at once; a stage whose data is not configured (task.name: none) is not run, with a
-line saying so (`not_run` in the report). The report, <out_dir>/chain_report.json, holds every stage's metrics and
-a summary: eval reward and checker accuracy per stage on the same held-out prompts, the RM's held-out pairwise
-accuracy, the RL stages' KL to the reference and mean response length, and the RM-vs-eval-reward gap of the
-policy (how much the RM rewards answers the eval reward rejects).
+every input a stage declares (llm/align/stage.py) must exist or be written by an earlier stage of the run, and the
+pre-flight (llm/align/preflight.py) parses every data file each stage will read as that stage reads it and tries
+its reward functions, so a chain that cannot finish fails at once, naming the stage, the key and the file (what
+only exists once the base stage has run, its tokenizer and the bundled data, is checked as soon as it has). A
+stage whose data is not configured (task.name: none) is not run, with a line saying so (`not_run` in the report).
+The report, <out_dir>/chain_report.json, holds every stage's metrics and a summary: eval reward and checker
+accuracy per stage on the same held-out prompts, the RM's held-out pairwise accuracy, the RL stages' KL to the
+reference and mean response length, and the RM-vs-eval-reward gap of the policy (how much the RM rewards answers
+the eval reward rejects).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from llm.align import handoff
 from llm.align.config import AlignConfig
+from llm.align.preflight import Preflight
 from llm.align.stage import Stage
 from llm.align.stages import REGISTRY
 from llm.align.strategy import LocalStrategy, Strategy
@@ -49,7 +53,15 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
             report["not_run"][s] = why
             if d.is_main:
                 log(f"== {s}: {why}, skipped")
-    check_inputs(cfg, [s for s in stages if not handoff.is_complete(cfg.stage_dir(s.name))])
+    to_run = [s for s in stages if not handoff.is_complete(cfg.stage_dir(s.name))]
+    check_inputs(cfg, to_run)
+    preflight = Preflight(cfg, log if d.is_main else None)
+    later = preflight.check(to_run)
+    if d.is_main:
+        names = ", ".join(s.name for s in to_run) or "no stage"
+        log(f"== pre-flight: {len(preflight.files)} data file(s) read by {names} checked"
+            + (f"; {', '.join(s.name for s in later)} again once the base stage has written its tokenizer and the "
+               "task data" if later else ""))
     for stage in stages:
         path = cfg.stage_dir(stage.name)
         if handoff.is_complete(path):
@@ -64,6 +76,10 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
             d.barrier()
             if d.is_main:
                 log(f"== {stage.name} done in {time.perf_counter() - t0:.1f} s")
+            if later:
+                later = preflight.check([s for s in later if s is not stage])
+                if d.is_main and not later:
+                    log(f"== pre-flight: {len(preflight.files)} data file(s) checked, token lengths included")
         d.barrier()
         report["stages"][stage.name] = handoff.read_info(path).metrics
     summary = {f"{s.name}.{k}": report["stages"][s.name].get(k) for s in stages for k in s.summary_keys}

@@ -33,6 +33,10 @@ DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data":
                 "rm.eval_data": "pairs_eval", "dpo.data": "pairs_train", "ppo.prompts": "sft_train",
                 "rl.prompts": "sft_train", "eval.prompts": "prompts_eval"}
 """Each data key of the config and the bundled task file (<out_dir>/data/<name>.jsonl) it reads when null."""
+DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.data": "pair", "rm.eval_data": "pair",
+              "dpo.data": "pair", "ppo.prompts": "prompt", "rl.prompts": "prompt", "eval.prompts": "prompt"}
+"""The format each data key holds (llm/align/formats.py PARSERS); a stage may read a key as another kind
+(llm/align/stage.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
 
 
 @dataclass

@@ -6,7 +6,10 @@
 - preference pairs (RM, DPO): {"prompt": str | messages, "chosen": str | messages, "rejected": str | messages},
   the replies made of assistant turns;
 - prompts (RL, evaluation): {"prompt": str | messages} or {"messages": [...]} (no assistant reply yet), every
-  other field kept and passed to the reward function (e.g. the reference answer).
+  other field kept and passed to the reward function (e.g. the reference answer);
+- the prompts of conversations (the RM's samples on sft.eval_data): conversation rows, either form, with the reply
+  dropped: the prompt is the turns before the last assistant turn (or `prompt` of a prompt/completion row), the
+  other fields kept as for prompts. So a key that holds conversations for one stage serves another as prompts.
 
 A row that cannot be used — not JSON, a missing or mistyped field, an unknown role, no assistant turn, tokens
 beyond seq_len — is named by where it is (file:line for JSONL, file[row i] otherwise) with the reason. Under
@@ -131,27 +134,58 @@ def prompt(row: dict) -> dict:
     return {"prompt": msgs, "raw": row[key], "fields": {k: v for k, v in row.items() if k != key}}
 
 
-def load(path: str | Path, kind: str, template: ChatTemplate, tok, seq_len: int, bad_rows: str = "skip") -> Loaded:
-    """The rows of `path` parsed as `kind` ('conversation', 'pair' or 'prompt'); conversations and pairs also
-    encoded with `template`, each sequence checked against seq_len (a prompt must leave room for a reply).
-    Rows: conversation → (tokens, targets); pair → pair(row); prompt → prompt(row)."""
-    parse = {"conversation": conversation, "pair": pair, "prompt": prompt}[kind]
+def conversation_prompt(row: dict) -> dict:
+    """A conversation row (either form, checked as `conversation`) as a prompt row (`prompt`'s return), its reply
+    dropped: the turns before the last assistant turn, or the `prompt` of a prompt/completion row. The reply is not
+    among the fields."""
+    msgs = conversation(row)
+    if "messages" not in row:
+        return prompt({k: v for k, v in row.items() if k != "completion"})
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    if last == 0:
+        raise BadRow("'messages' starts with its only assistant turn: no prompt is left once the reply is dropped")
+    return {"prompt": msgs[:last], "raw": msgs[:last], "fields": {k: v for k, v in row.items() if k != "messages"}}
+
+
+PARSERS = {"conversation": conversation, "pair": pair, "prompt": prompt, "conversation_prompt": conversation_prompt}
+"""The kinds `load` reads, by name."""
+EXPECTED = {
+    "conversation": '{"messages": [{"role", "content"}, ...]} with an assistant turn, or {"prompt", "completion"}',
+    "pair": '{"prompt", "chosen", "rejected"}, the replies assistant turns only',
+    "prompt": '{"prompt": str | messages} or {"messages": [...]} ending before the reply',
+    "conversation_prompt": 'conversations, {"messages": [...]} or {"prompt", "completion"}, whose reply is dropped',
+}
+"""What each kind's rows look like, for messages that say what was expected."""
+
+
+def _encoded(kind: str, parsed, template: ChatTemplate, tok) -> tuple[object, int]:
+    """(the row as `load` returns it, the most tokens it puts in front of the model)."""
+    if kind == "conversation":
+        tokens, targets = template.encode(tok, parsed)
+        return (tokens, targets), len(tokens) - 1
+    if kind == "pair":
+        # Whole: the RM scores, and DPO runs the model on, every token of a pair, its EOS included.
+        return parsed, max(len(template.encode(tok, parsed["prompt"] + parsed[k])[0]) for k in ("chosen", "rejected"))
+    return parsed, len(template.encode_prompt(tok, parsed["prompt"])) + 1
+
+
+def load(path: str | Path, kind: str, template: ChatTemplate, tok, seq_len: int | None, bad_rows: str = "skip"
+         ) -> Loaded:
+    """The rows of `path` parsed as `kind` (a key of PARSERS); conversations and pairs also encoded with
+    `template`, each sequence checked against seq_len (a prompt must leave room for a reply). With tok None, the
+    rows are only parsed: no encoding, no length check (the pre-flight before a tokenizer exists).
+    Rows: conversation → (tokens, targets); pair → pair(row); prompt and conversation_prompt → prompt(row)."""
+    parse = PARSERS[kind]
     out = Loaded(str(path))
     for where, row in read_records(path):
         try:
             if isinstance(row, BadRow):
                 raise row
             parsed = parse(row)
-            if kind == "conversation":
-                parsed = template.encode(tok, parsed)
-                lengths = [len(parsed[0]) - 1]
-            elif kind == "pair":
-                lengths = [len(template.encode(tok, parsed["prompt"] + parsed[k])[0]) - 1
-                           for k in ("chosen", "rejected")]
-            else:
-                lengths = [len(template.encode_prompt(tok, parsed["prompt"])) + 1]
-            if max(lengths) > seq_len:
-                raise BadRow(f"{max(lengths)} tokens, longer than seq_len={seq_len}")
+            if tok is not None:
+                parsed, n_tokens = _encoded(kind, parsed, template, tok)
+                if n_tokens > seq_len:
+                    raise BadRow(f"{n_tokens} tokens, longer than seq_len={seq_len}")
         except BadRow as e:
             if bad_rows == "refuse":
                 raise DataError(f"{where}: {e} (bad_rows: refuse)") from None

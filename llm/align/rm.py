@@ -46,8 +46,8 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
                  max_new_tokens: int, seed: int, batch_size: int = 256) -> list[dict]:
     """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
-    does not (prompts with no such pair are dropped)."""
-    from llm.align.data import decode_response, encode_prompt
+    does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
+    from llm.align.data import decode_response, encode_prompt, sft_example
     from llm.align.rollout import sample
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -62,7 +62,10 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
         ok = [r >= correct_reward for r in reward([q["raw"]] * len(a), a, [q["fields"]] * len(a))]
         good = [x for x, c in zip(a, ok) if c]
         bad = [x for x, c in zip(a, ok) if not c]
-        if good and bad:
+        # A decoded sample can encode to more tokens than were sampled (an id past the tokenizer's pieces decodes
+        # as UNK, which encodes as several): a pair that no longer fits the model is dropped like a tie.
+        if good and bad and all(len(sft_example(tok, template, q["prompt"], x)[0]) <= model.cfg.seq_len
+                                for x in (good[0], bad[0])):
             rows.append({"prompt": q["prompt"], "chosen": good[0], "rejected": bad[0]})
     return rows
 
@@ -76,7 +79,7 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     train = ctx.data("rm.data", "pair", seq_len)
     valid = ctx.data("rm.eval_data", "pair", seq_len)
     valid_policy: list[dict] = []
-    sources = ("ppo.prompts", "sft.eval_data")
+    sources = POLICY_SOURCES
     if s.policy_samples and any(cfg.source(k) is None for k in sources):
         if d.is_main:
             ctx.log.log(f"rm: no policy pairs (rm.policy_samples={s.policy_samples} samples the prompts of "
@@ -87,7 +90,9 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         n = cfg.eval.max_new_tokens
         reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
         # Each distinct prompt once, in a fixed order (sorted by its JSON: for string prompts, by the text).
-        prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, "prompt", seq_len)}.items())
+        # sft.eval_data holds conversations (what SFT reads); their prompts are sampled, the reply dropped
+        # (STAGE.reads_as), so the documented messages format serves both stages.
+        prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, STAGE.data_kind(k), seq_len)}.items())
                    for k in sources}
         train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
                                      cfg.eval.correct_reward, s.policy_samples, n,
@@ -128,6 +133,18 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                                               "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
 
 
-STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"},
-              data=("rm.data", "rm.eval_data", "ppo.prompts", "sft.eval_data"), requires="rm.data",
-              summary_keys=("pairwise_accuracy",))
+POLICY_SOURCES = ("ppo.prompts", "sft.eval_data")
+"""Whose prompts rm.policy_samples samples: the training prompts, and the held-out ones (sft.eval_data's
+conversations, read with their reply dropped: llm/align/formats.py `conversation_prompt`)."""
+
+
+def _reads(cfg: AlignConfig, key: str) -> bool:
+    """The prompts of POLICY_SOURCES are read only when policy pairs are sampled: rm.policy_samples > 0 and both
+    configured."""
+    return key not in POLICY_SOURCES or bool(cfg.rm.policy_samples and
+                                             all(cfg.source(k) is not None for k in POLICY_SOURCES))
+
+
+STAGE = Stage("rm", run_rm, checkpoints={"init": "sft"}, data=("rm.data", "rm.eval_data") + POLICY_SOURCES,
+              requires="rm.data", summary_keys=("pairwise_accuracy",), reads=_reads,
+              reads_as={"sft.eval_data": "conversation_prompt"})

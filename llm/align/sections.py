@@ -94,7 +94,8 @@ class SFTConfig:
     or {"prompt", "completion"}: a JSONL file, a `datasets.save_to_disk` directory or a parquet file
     (llm/align/formats.py); null: the bundled task's <out_dir>/data/sft_train.jsonl."""
     eval_data: str | None = None
-    """Held-out conversations for eval_loss, as `data`; null: the bundled sft_eval.jsonl."""
+    """Held-out conversations for eval_loss, as `data`; null: the bundled sft_eval.jsonl. The RM also samples their
+    prompts (the turns before the last assistant reply) for its held-out policy pairs (rm.policy_samples)."""
     steps: int = 600
     batch_size: int = 32
     packing: bool = False
@@ -121,7 +122,9 @@ class RMConfig:
     margin: float = 0.0
     policy_samples: int = 4
     """Also sample this many answers per training prompt from the init (SFT) model and pair, by the checker,
-    a correct with a wrong one (InstructGPT's labellers ranked model samples); 0 uses the demo pairs only.
+    a correct with a wrong one (InstructGPT's labellers ranked model samples); 0 uses the demo pairs only. The
+    training prompts are ppo.prompts', the held-out ones those of sft.eval_data's conversations (their reply
+    dropped), each answer scored by eval.reward; with either key unset (task.name: none) no policy pairs.
     Without them the RM learns what the demo corruptions look like and PPO finds the errors it never saw."""
     shuffle_labels: bool = False
     """Control experiment: swap chosen/rejected at random, so the RM learns nothing."""

@@ -91,6 +91,16 @@ def test_pairs_and_prompts(tok, tmp_path):
         load(tmp_path / "absent.jsonl", "pair", SORT, tok, seq_len=32)
 
 
+def test_a_pair_counts_its_eos_against_seq_len(tok, tmp_path):
+    """The RM scores, and DPO runs the model on, every token of a pair, its EOS included: a pair one token longer
+    than seq_len used to pass the loader and stop the RM with a traceback (a position past the rotary table)."""
+    f = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "5183", "chosen": "1358", "rejected": "1385"}])
+    n = len(SORT.encode(tok, [{"role": "user", "content": "5183"}, {"role": "assistant", "content": "1358"}])[0])
+    assert len(load(f, "pair", SORT, tok, seq_len=n).rows) == 1
+    with pytest.raises(DataError, match=f"{f}:1: {n} tokens, longer than seq_len={n - 1}"):
+        load(f, "pair", SORT, tok, seq_len=n - 1, bad_rows="refuse")
+
+
 def test_save_to_disk_and_parquet_read_like_jsonl(tok, tmp_path):
     import datasets
     rows = [{"prompt": "5183", "completion": "1358"}, {"prompt": "21", "completion": None}]
