@@ -6,6 +6,17 @@
     python launch/plan.py --gpu-hours 50000 --gpus 256 --gpu h100 --price-per-gpu-hour 2.5 --explain
     python launch/plan.py --config configs/pretrain/plan_1e20.yaml --gpus 16 --gpu a100-40gb --json
     python launch/plan.py --law runs/sweep/law.json --flops 1e15      # your own law, from launch/sweep.py
+    python launch/plan.py --flops 3e15 --gpu cpu --mfu 0.3              # this machine: its peak timed here
+    python launch/plan.py --flops 1e19 --gpu l40s --peak-tflops 362 --mfu 0.35   # a device not in the table
+
+The time is for one device at --mfu of its peak: the datasheet's bf16 peak (llm/spec/flops.py), --peak-tflops, or
+with --gpu cpu the peak of this machine's fp32 matmuls, timed once and cached (llm/train/hardware.py; the config
+written is then fp32, as a CPU trains). A predicted loss outside the law's fitted range, or at or above ln V, is
+flagged with the reason.
+
+--write-config writes a config that trains, evaluates and exports as it is: data.paths and data.tokenizer come
+from --data-path and --tokenizer (default: the bundled corpus that launch/prepare_data.py writes to
+runs/data/python_docs/); a --data-path without --tokenizer takes the tokenizer prepare_data.py left beside it.
 
 With --gpus the planner also chooses the parallel layout (llm/spec/layout_search.py) and predicts memory per
 GPU, step time, wall-clock time, GPU-hours and cost (llm/spec/cluster.py); --write-config then writes that
@@ -30,9 +41,10 @@ import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a s
 
 from llm.config import ConfigError, load_config  # noqa: E402
 from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
-from llm.spec.flops import peak_flops  # noqa: E402
+from llm.spec.flops import ALIASES, PEAK_FLOPS  # noqa: E402
 from llm.spec.law import read_law  # noqa: E402
-from llm.spec.plan import DEFAULT_DATA_PATH, config_dict, config_header, format_table, plan, plan_for_hours  # noqa: E402
+from llm.spec.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table,  # noqa: E402
+                           plan, plan_for_hours)
 from llm.spec.shape import SHAPE_RULES  # noqa: E402
 from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
 
@@ -104,13 +116,50 @@ def _write(path: Path, text: str) -> None:
         raise ValueError(f"--write-config {path} cannot be written: {e.strerror or e}") from None
 
 
+def _tokenizer(data_paths: list[str] | None, tokenizer: str | None, vocab_size: int) -> str:
+    """The data.tokenizer to write: --tokenizer, else the one launch/prepare_data.py left beside the first
+    --data-path, else (no --data-path) the bundled corpus's. ValueError (one line) when none is known, or when
+    the tokenizer has more tokens than the vocabulary planned."""
+    if tokenizer is None and data_paths:
+        from data_pipeline.hf_tokenizer import tokenizer_file
+        beside = tokenizer_file(Path(data_paths[0]).parent)
+        if not beside.is_file():
+            raise ValueError(f"--write-config needs the tokenizer {data_paths[0]} was made with: none at {beside}; "
+                             "pass --tokenizer PATH")
+        tokenizer = str(beside)
+    tokenizer = tokenizer or DEFAULT_TOKENIZER
+    if Path(tokenizer).is_file():
+        from data_pipeline.hf_tokenizer import load_tokenizer
+        vocab = load_tokenizer(tokenizer).vocab_size
+        if vocab > vocab_size:
+            raise ValueError(f"tokenizer {tokenizer} has {vocab:,} tokens, more than --vocab-size {vocab_size:,}: "
+                             f"pass --vocab-size {vocab}")
+    elif tokenizer != DEFAULT_TOKENIZER:
+        raise ValueError(f"--tokenizer {tokenizer} does not exist")
+    return tokenizer
+
+
+def _device_peak(args) -> tuple[float | None, str]:
+    """(peak FLOP/s of one device, or None for the datasheet's; the device's name in the plan)."""
+    if args.peak_tflops is not None:
+        return args.peak_tflops * 1e12, args.gpu
+    if canonical_gpu(args.gpu) == "cpu":  # trains in fp32 (the written config says so): time that
+        import torch
+
+        from llm.train.hardware import peak_flops as measured_peak
+        peak, _ = measured_peak(torch.device("cpu"), "fp32")
+        return peak, f"cpu ({torch.get_num_threads()} threads, fp32 peak measured)"
+    return None, args.gpu
+
+
 def _prediction_lines(cluster) -> list[str]:
     """The --write-config comment lines of a chosen layout: what was chosen, what it needs, how long it takes."""
     c, m, t = cluster.chosen, cluster.chosen.memory, cluster.chosen.time
     return [f"Layout chosen by launch/plan.py for {cluster.gpus} x {cluster.gpu} (llm/spec/layout_search.py): "
             f"{c.layout.describe()}.",
             f"  Predicted memory per GPU {m.total / 1e9:.1f} GB: params {m.params / 1e9:.1f}, grads {m.grads / 1e9:.1f}, "
-            f"optimizer {m.optimizer / 1e9:.1f}, buckets {m.buckets / 1e9:.1f},",
+            f"optimizer {m.optimizer / 1e9:.1f}, buckets {m.buckets / 1e9:.1f} ({m.buckets_filled / 1e9:.1f} filled by "
+            "gradients),",
             f"  activations {m.activations / 1e9:.1f}, logits {m.logits_and_loss / 1e9:.1f}, allowance "
             f"{m.allowance / 1e9:.1f} (llm/spec/memory.py).",
             f"  Predicted step {t.total_s:.3g} s, {cluster.tokens_per_s:,.0f} tokens/s, MFU {cluster.mfu:.1%}; "
@@ -124,13 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--flops", type=_positive, help="training budget C in FLOPs (C = 6ND)")
     budget.add_argument("--gpu-hours", type=_positive, help="budget in accelerator-hours (with --gpu and --mfu)")
     p.add_argument("--config", type=Path, help="a fixed run config: choose only its layout (needs --gpus)")
-    p.add_argument("--gpu", default="h100", help="accelerator for --gpu-hours and the time estimate (default h100)")
+    p.add_argument("--gpu", default="h100", help="accelerator for --gpu-hours and the time estimate (default h100); "
+                   "'cpu' times this machine's peak")
+    p.add_argument("--peak-tflops", type=_positive, metavar="X",
+                   help="dense peak TFLOP/s of one device in bf16, for a device not in llm/spec/flops.py (with --mfu)")
     p.add_argument("--mfu", type=_fraction,
                    help="model FLOPs utilisation assumed (default: the GPU's achievable MFU, llm/spec/step_time.py)")
     p.add_argument("--gpus", type=_positive_int, help="GPUs of the cluster: choose the layout and predict time")
     p.add_argument("--gpus-per-node", type=_positive_int, default=8)
     p.add_argument("--gpu-memory", type=_positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
-    p.add_argument("--price-per-gpu-hour", type=_positive, metavar="X", help="for the cost estimate")
+    p.add_argument("--price-per-gpu-hour", type=_positive, metavar="X", help="per device-hour, for the cost estimate")
     p.add_argument("--explain", action="store_true", help="with --gpus: the ranked candidates and why rejected")
     p.add_argument("--approach", choices=["1", "2", "3", "3-rounded", "besiroglu"],
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")
@@ -147,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--write-config", metavar="PATH", help="write a pretraining YAML config for this spec")
     p.add_argument("--data-path", action="append", help=f"dataset prefix (repeatable; default {DEFAULT_DATA_PATH})")
+    p.add_argument("--tokenizer", help="the tokenizer the datasets were made with (default: the one beside the "
+                   f"first --data-path, or {DEFAULT_TOKENIZER})")
     p.add_argument("--out-dir", help="out_dir of the written config (default runs/pretrain_<N>)")
     args = p.parse_args(argv)
     if (args.flops is None and args.gpu_hours is None) == (args.config is None):
@@ -155,10 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--law and --approach both choose the law: give one")
 
     try:
-        peak_flops(args.gpu)  # an unknown accelerator is reported before anything else
+        if args.peak_tflops is None and canonical_gpu(args.gpu) not in {*PEAK_FLOPS, "cpu"}:
+            known = ", ".join(sorted(set(PEAK_FLOPS) | set(ALIASES)))
+            raise ValueError(f"unknown accelerator {args.gpu!r}; known: {known}; for another device give "
+                             "--peak-tflops X --mfu Y, or --gpu cpu")
         mfu = args.mfu if args.mfu is not None else ACHIEVABLE_MFU.get(canonical_gpu(args.gpu))
         if mfu is None:
-            raise ValueError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu")
+            raise ValueError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu (a debug run's metrics.jsonl "
+                             "shows what a device reaches)")
+        if args.gpus is not None and (args.peak_tflops is not None or canonical_gpu(args.gpu) == "cpu"):
+            raise ValueError("--gpus plans a GPU cluster from llm/spec's tables; it takes a listed --gpu, not "
+                             "--peak-tflops or cpu")
+        if args.write_config and args.config is None:  # before the CPU's peak is timed
+            tokenizer = _tokenizer(args.data_path, args.tokenizer, args.vocab_size)
+        peak, device = _device_peak(args)
         if args.config is not None and args.gpus is None:
             raise ValueError("--config plans only the layout of a fixed run: give --gpus N")
         if args.config is not None and args.shapes:
@@ -173,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             shapes = args.shapes or (law.shapes if args.law else "standard")
             kwargs = dict(approach=law, vocab_size=args.vocab_size, seq_len=args.seq_len,
                           tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings, shapes=SHAPE_RULES[shapes])
-            spec = plan(args.flops, accelerator=args.gpu, mfu=mfu, **kwargs) if args.flops is not None \
-                else plan_for_hours(args.gpu_hours, args.gpu, mfu, **kwargs)
+            kwargs.update(peak=peak, price_per_hour=args.price_per_gpu_hour)
+            spec = plan(args.flops, accelerator=device, mfu=mfu, **kwargs) if args.flops is not None \
+                else plan_for_hours(args.gpu_hours, device, mfu, **kwargs)
             if args.law:
                 spec.law_note = law.describe(spec.flops)
             model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
@@ -187,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             if spec is None:
                 raise ValueError("--write-config writes a planned spec; it cannot be combined with --config")
             raw = config_dict(spec, data_paths=args.data_path, out_dir=args.out_dir,
-                              layout=cluster.chosen.layout if cluster else None)
+                              layout=cluster.chosen.layout if cluster else None, tokenizer=tokenizer,
+                              precision="fp32" if canonical_gpu(args.gpu) == "cpu" else "bf16")
             header = config_header(spec, _prediction_lines(cluster) if cluster else None)
             _write(Path(args.write_config), header + yaml.safe_dump(raw, sort_keys=False))
     except (ValueError, ConfigError, OSError) as e:

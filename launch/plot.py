@@ -23,6 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llm.train.metrics import valid_utilisation  # noqa: E402  (after the path fix, run as a script)
+
 RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
 
 
@@ -69,6 +72,7 @@ def plot_runs(run_dirs: list[Path]):
     runs = [(label, read_metrics(d)) for label, d in zip(_labels(run_dirs), run_dirs)]
     fig, axes = plt.subplots(2, 2, figsize=RUN_FIGSIZE, dpi=DPI, layout="constrained")
     (loss_ax, lr_ax), (tps_ax, mfu_ax) = axes
+    mfu_na = []  # runs with MFU above 100%: a peak measured too low (llm/train/metrics.py), not plotted
     for i, (label, rows) in enumerate(runs):
         color = f"C{i % 10}"
         loss_ax.plot(*_series(rows, "tokens", "loss"), color=color, lw=1, alpha=0.7, label=f"{label} train")
@@ -76,7 +80,11 @@ def plot_runs(run_dirs: list[Path]):
         lr_ax.plot(*_series(rows, "step", "lr"), color=color, label=label)
         tps_ax.plot(*_series(rows, "step", "tokens_per_s"), color=color, lw=1, label=label)
         steps, mfu = _series(rows, "step", "mfu")
-        mfu_ax.plot(steps, [100 * m for m in mfu], color=color, lw=1, label=label)
+        shown = [(x, 100 * m) for x, m in zip(steps, mfu) if valid_utilisation(m) is not None]
+        if shown:
+            mfu_ax.plot(*zip(*shown), color=color, lw=1, label=label)
+        if len(shown) < len(mfu):
+            mfu_na.append(f"{label}: n/a at {len(mfu) - len(shown)} of {len(mfu)} steps")
     loss_ax.set(title="Loss", xlabel="tokens seen", ylabel="cross-entropy (nats/token)", xscale="log",
                 yscale="log")
     lr_ax.set(title="Learning rate", xlabel="optimizer step", ylabel="learning rate")
@@ -88,6 +96,9 @@ def plot_runs(run_dirs: list[Path]):
     loss_ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10⁵, 3×10⁵, 4×10⁵ ... would overlap
     tps_ax.set_ylim(bottom=0)
     mfu_ax.set_ylim(bottom=0)
+    if mfu_na:
+        mfu_ax.text(0.5, 0.5, "MFU above 100% of the measured peak (peak timed too low):\n" + "\n".join(mfu_na),
+                    ha="center", va="center", transform=mfu_ax.transAxes, fontsize="small")
     for ax in axes.flat:
         ax.grid(True, which="both", alpha=0.3)
         if ax.has_data():
@@ -110,19 +121,24 @@ def read_chain(out_dir: Path) -> dict:
 
 
 # The chain figure's panels: title, y label, and per bar (stage, metric key, bar label). Keys are those the
-# stages record (llm/align/{base,sft,rm,ppo,dpo}.py); a bar whose stage or key is absent is left out.
+# stages record (llm/align/{base,sft,rm,ppo,dpo,rl}.py, names in llm/align/config.py STAGES); a bar whose stage
+# or key is absent is left out.
+TUNED = ("ppo", "dpo", "rl")  # the stages that tune the SFT policy further
+SAMPLED = ("ppo", "rl")  # ...by sampling answers and scoring them (the RM's score, where an RM rewards them)
 CHAIN_PANELS = [
     ("Checker accuracy (held-out prompts)", "fraction correct",
-     [(s, "checker_accuracy", s) for s in ("base", "sft", "ppo", "dpo")]),
+     [(s, "checker_accuracy", s) for s in ("base", "sft", *TUNED)]),
     ("Reward model", "fraction",
      [("rm", "pairwise_accuracy", "pairwise acc."), ("rm", "pairwise_accuracy_demo_pairs", "demo pairs"),
-      ("rm", "pairwise_accuracy_policy_pairs", "policy pairs"), ("ppo", "rm_checker_agreement", "RM=checker\n(PPO)")]),
-    ("KL to the reference", "KL (nats/sequence)", [(s, "kl", s) for s in ("ppo", "dpo")]),
-    ("RM score of the PPO policy's answers", "reward (RM units)",
-     [("ppo", "rm_reward_correct", "correct"), ("ppo", "rm_reward_wrong", "wrong"), ("ppo", "rm_reward", "all")]),
+      ("rm", "pairwise_accuracy_policy_pairs", "policy pairs")]
+     + [(s, "rm_checker_agreement", f"RM=checker\n({s})") for s in SAMPLED]),
+    ("KL to the reference", "KL (nats/sequence)", [(s, "kl", s) for s in TUNED]),
+    ("RM score of the sampled policies' answers", "reward (RM units)",
+     [(s, k, f"{s} {label}") for s in SAMPLED
+      for k, label in (("rm_reward_correct", "correct"), ("rm_reward_wrong", "wrong"), ("rm_reward", "all"))]),
     ("Losses", "cross-entropy (nats/token)",
      [("base", "pretrain_eval_loss", "base eval"), ("sft", "train_loss", "sft train"), ("sft", "eval_loss", "sft eval")]),
-    ("Wall time", "seconds", [(s, "wall_s", s) for s in ("base", "sft", "rm", "ppo", "dpo")]),
+    ("Wall time", "seconds", [(s, "wall_s", s) for s in ("base", "sft", "rm", *TUNED)]),
 ]
 UNIT_INTERVAL = {"Checker accuracy (held-out prompts)", "Reward model"}
 

@@ -39,7 +39,11 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
         (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
         print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
               f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
-        print(f"predicted peak memory per rank {predicted.tensors / 1e9:.3f} GB (llm/spec/memory.py: "
+        # On CPU the unfilled part of DeepSpeed's full-size buckets is never paged in (llm/spec/memory.py), so the
+        # headline there is what the rank's resident memory will hold; a GPU's allocator reserves all of it.
+        head = predicted.tensors if device.type == "cuda" else predicted.resident
+        print(f"predicted peak memory per rank {head / 1e9:.3f} GB{'' if device.type == 'cuda' else ' resident'} "
+              f"(llm/spec/memory.py: "
               + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in predicted.as_dict().items()
                           if k not in ("tensors", "total", "allowance", "stage") and v)
               + f"); {_predicted_step(cfg, dp, device, launch)}", flush=True)

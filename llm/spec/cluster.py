@@ -82,7 +82,8 @@ def format_cluster(plan: ClusterPlan, explain: bool = False, top: int = 10) -> s
         ("cluster", f"{plan.gpus} x {plan.gpu}"),
         ("layout", c.layout.describe()),
         ("memory per GPU", f"{m.total / gb:.1f} GB = params {m.params / gb:.1f} + grads {m.grads / gb:.1f} + "
-                           f"optimizer {m.optimizer / gb:.1f} + buckets {m.buckets / gb:.1f} + activations "
+                           f"optimizer {m.optimizer / gb:.1f} + buckets {m.buckets / gb:.1f} "
+                           f"({m.buckets_filled / gb:.1f} filled) + activations "
                            f"{m.activations / gb:.1f} + logits {m.logits_and_loss / gb:.1f} + allowance "
                            f"{m.allowance / gb:.1f} (stage {m.stage})"),
         ("step time", f"{t.total_s:.3g} s = compute {t.compute_s:.3g} (bubble {t.bubble_fraction:.1%}) + TP "

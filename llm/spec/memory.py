@@ -10,6 +10,10 @@ accumulation (so the gradients of the earlier micro-batches are held):
     master weights and Adam's moments live in CPU memory (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840).
   * buckets: DeepSpeed's reduction bucket of `reduce_bucket_size` elements (default 5e8; 2 bytes each), allocated
     per backward pass at ZeRO 1-2 and once at ZeRO-3, whatever the model size (llm/spec/zero.py docstring).
+    Gradients fill it from the start, so a rank whose Ψ gradients are fewer than the bucket writes only the
+    first 2Ψ bytes of it (`buckets_filled`). A GPU's caching allocator reserves the whole bucket; a CPU rank
+    maps its pages lazily (Linux commits a page on its first write), so its resident memory holds only the
+    filled part: `MemoryPerGPU.resident` is the count without the rest.
     ZeRO-3 also gathers full parameters layer by layer: one layer plus the prefetch bucket we configure
     (parallel/ds_config.py: 5e7 elements), at most the whole stage.
   * activations: llm/spec/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
@@ -84,6 +88,8 @@ class MemoryPerGPU:
     """The pipeline stage this rank belongs to."""
     optimizer_step: int = 0
     """Transient bytes of the optimizer step (the second peak, without activations)."""
+    buckets_filled: int = 0
+    """The part of `buckets` this rank's gradients write (module docstring): at most 2 bytes per parameter."""
 
     @property
     def tensors(self) -> int:
@@ -96,11 +102,18 @@ class MemoryPerGPU:
     def total(self) -> int:
         return self.tensors + self.allowance
 
+    @property
+    def resident(self) -> int:
+        """`tensors` without the bucket pages no gradient writes: what a CPU rank's resident memory holds of
+        them (a GPU's allocator holds `tensors`)."""
+        return self.tensors - (self.buckets - self.buckets_filled)
+
     def as_dict(self) -> dict:
         return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
                 "gathered_params": self.gathered_params, "activations": self.activations, "logits_and_loss": self.logits_and_loss,
                 "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
-                "total": self.total, "stage": self.stage}
+                "total": self.total, "stage": self.stage, "buckets_filled": self.buckets_filled,
+                "resident": self.resident}
 
 
 def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
@@ -175,6 +188,7 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
         optimizer = 0 if layout.offload_optimizer else states.optimizer
         buckets = PARAM_BYTES * reduce_bucket_size if layout.zero_stage >= 1 else 0
+        filled = min(buckets, PARAM_BYTES * psi)  # the stage's gradients, all of them through the bucket
         gathered = 0
         if layout.zero_stage == 3:
             largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
@@ -192,7 +206,7 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
                            gathered_params=gathered, activations=round(activations), logits_and_loss=round(logits),
                            allowance=round(framework_bytes + fragmentation * tensors), stage=i,
-                           optimizer_step=round(step))
+                           optimizer_step=round(step), buckets_filled=int(filled))
         if worst is None or mem.total > worst.total:
             worst = mem
     return worst

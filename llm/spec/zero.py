@@ -25,12 +25,17 @@ the paper, and why:
   of the flat buffer, whole, so a rank whose slice edge cuts a large matrix holds that matrix's gradient
   beyond its 2Ψ/N_d share (`zero12_partition_numels` computes it). The fp32 master and Adam partitions are
   cut exactly at the slice edges.
-- Reduction buckets. Stages 1 and 2 allocate a contiguous bucket of `reduce_bucket_size` elements
-  (DeepSpeed's default 5e8: 1 GB in bf16) for each backward pass (`setup_buckets`), whatever the model
-  size; ZeRO-2 frees it when the pass ends, ZeRO-1 keeps it until the boundary. ZeRO-3 allocates its bucket
-  once at start-up and keeps it. Reported as `buffers`, outside the paper's model states. On the CPU
-  accelerator it is a lazily committed `torch.empty`: only the pages a bucket writes (≤ 2Ψ bytes) become
-  resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator would reserve it all.
+- Reduction buckets. With `contiguous_gradients` (DeepSpeed's default, and ours), stages 1 and 2 allocate
+  a bucket of exactly `reduce_bucket_size` elements (default 5e8: 1 GB in bf16) per gradient communication
+  dtype at the start of every backward pass (stage_1_and_2.py `setup_buckets`: `torch.empty(reduce_bucket_size)`,
+  a second one when `overlap_comm` is on; under a pipeline `reduce_gradients` allocates it instead), whatever
+  the model size: the size is never capped at the parameters it will hold. ZeRO-2 frees it when the pass ends,
+  ZeRO-1 keeps it until the boundary. ZeRO-3 allocates its bucket once at start-up (stage3.py, same size) and
+  keeps it. Without `contiguous_gradients` no bucket is allocated (gradients are reduced in place). A single
+  gradient larger than the bucket bypasses it. Reported as `buffers`, outside the paper's model states. On
+  the CPU accelerator it is a lazily committed `torch.empty`: only the pages gradients write (≤ 2Ψ bytes)
+  become resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator reserves it all
+  (llm/spec/memory.py counts both: `buckets` and `buckets_filled`).
 - Padding. Flat buffers are padded so every rank's partition has the same length (stages 1–2: per
   parameter group, to a multiple of N_d × 2 elements for 4-byte alignment; stage 3: per parameter, to a
   multiple of N_d). Counted as held; at most a few elements per rank per group or parameter.

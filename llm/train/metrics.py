@@ -1,5 +1,10 @@
 """Metrics: one JSON object per line in <out_dir>/metrics.jsonl, and a readable console line.
 
+MFU and HFU are fractions of a peak; on a CPU that peak is measured (llm/train/hardware.py), and one measured too
+low makes them exceed 100%, which no run can do. The console shows such a value as 'mfu n/a' (the training loop
+says why, once) and launch/plot.py leaves it out; the file keeps the number as computed, with the peak it was
+computed against in the run's start-up line, for a reader who wants it as a relative speed.
+
 Only the main rank writes. On resume, rows past the resumed step are dropped first, so the file always
 describes one continuous run (a requeued job continues the curve instead of duplicating steps). Every row
 gets `time` (unix seconds) and goes, unchanged, to the TensorBoard / W&B sinks `logging` turns on (loggers.py).
@@ -20,12 +25,22 @@ def _fmt(key: str, value) -> str:
     if key == "tokens_per_s":
         return f"{value / 1000:.1f}k tok/s" if value >= 1000 else f"{value:.0f} tok/s"
     if key == "mfu":
-        return f"mfu {100 * value:.1f}%"
+        shown = valid_utilisation(value)
+        return "mfu n/a" if shown is None else f"mfu {100 * shown:.1f}%"
     if key == "lr":
         return f"lr {value:.2e}"
     if isinstance(value, float):
         return f"{key} {value:.4f}"
     return f"{key} {value}"
+
+
+MFU_VALID_MAX = 1.0
+"""MFU (or HFU) above this is not a measurement: the peak it divides by was measured too low (module docstring)."""
+
+
+def valid_utilisation(value) -> float | None:
+    """An MFU or HFU as a number to show, or None ('n/a') where it is missing or above MFU_VALID_MAX."""
+    return value if isinstance(value, (int, float)) and 0 <= value <= MFU_VALID_MAX else None
 
 
 def format_duration(seconds: float) -> str:

@@ -66,6 +66,7 @@ def test_write_config(tmp_path):
     assert cfg.train.tokens == spec.n_tokens
     assert cfg.optim.min_lr_ratio == 0.1
     assert cfg.data.paths == ["runs/data/python_docs/data"]
+    assert cfg.data.tokenizer == "runs/data/python_docs/tokenizer.model"  # what prepare_data.py writes beside it
     assert cfg.model.d_model == spec.model.d_model and count_params(cfg.model) == spec.n_params
     # The cosine runs over the planned tokens: steps × tokens per step covers D by less than one batch.
     assert 0 <= cfg.total_steps * cfg.tokens_per_step - spec.n_tokens < cfg.tokens_per_step
@@ -238,3 +239,112 @@ def test_small_shapes_and_the_floor_error_names_what_sets_it():
     assert "fewer TP degrees, the small shape rules or a smaller vocabulary" in floor.stderr
     fixed = run("--config", "configs/debug.yaml", "--gpus", "2", "--shapes", "small")
     assert fixed.returncode == 2 and "--config fixes the shape" in fixed.stderr
+
+
+def test_a_loss_at_or_above_ln_v_is_called_meaningless():
+    """Issue 22: 3e13 FLOPs on small shapes predicted 12.56 nats/token, above ln 4096 = 8.32, without a word."""
+    from llm.spec.plan import format_table
+    from llm.spec.shape import SHAPE_RULES
+    spec = plan(3e13, vocab_size=4096, seq_len=256, tp_degrees=(1,), shapes=SHAPE_RULES["small"])
+    assert spec.predicted_loss >= np.log(spec.model.vocab_size)
+    assert spec.loss_warning.startswith("meaningless: at or above ln V = 8.32")
+    assert "N = " in spec.loss_warning and "outside the fitted 70M-16B" in spec.loss_warning
+    assert "WARNING" in format_table(spec)
+    # Below ln V but with D under Chinchilla's 5B tokens: flagged as an extrapolation; inside both ranges: silent.
+    small = plan(1e18)
+    assert small.predicted_loss < np.log(small.model.vocab_size)
+    assert small.loss_warning.startswith("extrapolated: D = ") and "5B-500B" in small.loss_warning
+    assert plan(1e21).loss_warning is None and "WARNING" not in format_table(plan(1e21))
+
+
+def test_a_sweep_law_is_flagged_outside_its_budgets():
+    from llm.spec.law import SweepLaw
+    from llm.spec.plan import loss_warning
+    law = SweepLaw("sweep", 0.5, 0.1, flops_range=(1e15, 1e17))
+    assert loss_warning(3.0, 1e6, 1e8, 1e16, 4096, law) is None  # N, D far below Chinchilla's: the sweep's range rules
+    assert loss_warning(3.0, 1e6, 1e8, 1e19, 4096, law) == \
+        "extrapolated: C = 1e+19 is outside the sweep's budgets [1e+15, 1e+17]"
+
+
+def test_time_and_cost_for_a_device_not_in_the_table():
+    out = run("--flops", "1e19", "--gpu", "l40s", "--peak-tflops", "362", "--mfu", "0.35", "--price-per-gpu-hour", "2",
+              "--json")
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout)
+    assert spec["peak_flops"] == 362e12 and spec["accelerator"] == "l40s"
+    assert spec["train_seconds"] == pytest.approx(spec["flops_palm"] / (362e12 * 0.35))
+    assert spec["accelerator_hours"] == pytest.approx(spec["train_seconds"] / 3600)
+    assert spec["cost"] == pytest.approx(2 * spec["accelerator_hours"])
+    unknown = run("--flops", "1e19", "--gpu", "l40s")
+    assert unknown.returncode == 2 and "--peak-tflops X --mfu Y, or --gpu cpu" in unknown.stderr
+    no_mfu = run("--flops", "1e19", "--gpu", "l40s", "--peak-tflops", "362")
+    assert no_mfu.returncode == 2 and "pass --mfu" in no_mfu.stderr
+
+
+@pytest.mark.parametrize("seconds,text", [(0.06, "0.06 s"), (42, "42 s"), (90, "1.5 min"), (7200, "2 h"),
+                                          (36 * 3600, "36 h"), (3 * 86400, "3 days"), (5000 * 86400, "5,000 days")])
+def test_time_is_shown_at_its_scale(seconds, text):
+    from llm.spec.plan import format_seconds
+    assert format_seconds(seconds) == text
+
+
+def plan_main(capsys, *args):
+    from launch import plan as plan_cli
+    code = plan_cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cpu_time_uses_its_measured_and_cached_peak(tmp_path, monkeypatch, capsys):
+    """--gpu cpu times this machine's fp32 matmuls once; the plan's time is its PaLM FLOPs at --mfu of that peak."""
+    monkeypatch.setenv("LLM_FORGE_CACHE", str(tmp_path))
+    args = ("--flops", "3e13", "--vocab-size", "4096", "--seq-len", "256", "--tp-degrees", "1", "--shapes", "small",
+            "--gpu", "cpu", "--mfu", "0.3", "--json")
+    code, out, err = plan_main(capsys, *args)
+    assert code == 0, err
+    spec = json.loads(out)
+    (entry,) = json.loads((tmp_path / "cpu_peak.json").read_text()).values()
+    assert spec["peak_flops"] == entry["flops"] > 0 and spec["accelerator"].startswith("cpu (")
+    assert spec["train_seconds"] == pytest.approx(spec["flops_palm"] / (entry["flops"] * 0.3))
+    assert spec["loss_warning"].startswith("meaningless")
+    code, out, _ = plan_main(capsys, *args[:-1])
+    assert code == 0 and "  WARNING" in out and " on one cpu (" in out
+    gpus = plan_main(capsys, *args, "--gpus", "2")
+    assert gpus[0] == 2 and "not --peak-tflops or cpu" in gpus[2]
+
+
+def test_written_config_trains_evaluates_and_exports_as_it_is(tiny_data, tmp_path, monkeypatch, capsys):
+    """Issue 22: a --write-config config had no data.tokenizer, so its checkpoints could not be exported."""
+    import torch
+
+    from llm.train.debug import run_debug
+    monkeypatch.setenv("LLM_FORGE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "plan.yaml"
+    code, _, err = plan_main(capsys, "--flops", "3e12", "--vocab-size", "512", "--seq-len", "64", "--tp-degrees", "1",
+                             "--shapes", "small", "--gpu", "cpu", "--mfu", "0.3", "--data-path", tiny_data["prefix"],
+                             "--out-dir", str(tmp_path / "run"), "--write-config", str(path))
+    assert code == 0, err
+    cfg = load_config(path)
+    assert cfg.data.tokenizer == str(Path(tiny_data["tokenizer"])) and Path(cfg.data.tokenizer).is_file()
+    assert cfg.precision.dtype == "fp32"  # what a CPU trains in
+    # Two steps of one micro-batch: the run as written, shortened.
+    small = [f"train.global_batch_size={cfg.train.micro_batch_size}", "train.eval_batches=1", "optim.warmup_steps=1"]
+    cfg = load_config(path, small + [f"train.tokens={2 * cfg.train.micro_batch_size * cfg.model.seq_len}"])
+    outcome = run_debug(cfg, device=torch.device("cpu"), log=lambda *a: None)
+    assert outcome.status == "finished" and outcome.step == 2 and np.isfinite(outcome.eval_loss)
+    from llm.hf.export import export_hf
+    hf = export_hf(outcome.checkpoint, tmp_path / "hf")
+    assert (Path(hf) / "config.json").is_file() and any(Path(hf).glob("tokenizer*"))
+
+
+def test_write_config_needs_a_tokenizer_that_fits(tiny_data, tmp_path, capsys):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    code, _, err = plan_main(capsys, "--flops", "1e19", "--data-path", str(lone / "data"), "--write-config",
+                             str(tmp_path / "a.yaml"))
+    assert code == 2 and err.count("\n") == 1 and "pass --tokenizer PATH" in err
+    code, _, err = plan_main(capsys, "--flops", "3e12", "--vocab-size", "256", "--seq-len", "64", "--tp-degrees", "1",
+                             "--shapes", "small", "--tokenizer", tiny_data["tokenizer"], "--write-config",
+                             str(tmp_path / "b.yaml"))
+    assert code == 2 and "has 512 tokens, more than --vocab-size 256" in err
+    assert not (tmp_path / "a.yaml").exists() and not (tmp_path / "b.yaml").exists()

@@ -126,3 +126,39 @@ def test_every_user_error_is_one_line_and_exit_2(two_runs, tmp_path, capsys):
 def test_an_error_from_the_script_is_one_line(tmp_path):
     r = plot(tmp_path / "nope", "--out", tmp_path / "out.png")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"plot.py: error: {tmp_path / 'nope'} is not a directory"]
+
+
+def _bar_labels(fig):
+    return {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes}
+
+
+def test_chain_plots_the_rl_stage(tmp_path):
+    """Issue 22: --chain left the rl stage (llm/align/rl.py) out of every panel."""
+    rl = {"checker_accuracy": 0.62, "kl": 0.8, "rm_reward": 0.3, "rm_reward_correct": 0.7, "rm_reward_wrong": -0.2,
+          "rm_checker_agreement": 0.79, "wall_s": 11.0}
+    report = {**CHAIN_REPORT, "stages": {**CHAIN_REPORT["stages"], "rl": rl}}
+    (tmp_path / "chain_report.json").write_text(json.dumps(report))
+    labels = _bar_labels(plot_cli.plot_chain(tmp_path))
+    assert labels["Checker accuracy (held-out prompts)"][-1] == "rl"
+    assert labels["KL to the reference"] == ["ppo", "dpo", "rl"]
+    assert labels["Wall time"][-1] == "rl"
+    assert "RM=checker\n(rl)" in labels["Reward model"]
+    assert labels["RM score of the sampled policies' answers"] == [
+        f"{s} {k}" for s in ("ppo", "rl") for k in ("correct", "wrong", "all")]
+
+
+def test_mfu_above_100_percent_is_not_plotted(two_runs, tmp_path):
+    """An MFU above 1 (a CPU peak timed too low) is written to metrics.jsonl but drawn as n/a, not as 243%."""
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "mfu" in r]
+    for i, r in enumerate(steps):
+        r["mfu"] = 2.43 if i % 2 else 0.5
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = plot_cli.plot_runs([run])
+    mfu_ax = next(ax for ax in fig.axes if ax.get_title().startswith("Model FLOPs"))
+    (line,) = mfu_ax.get_lines()
+    assert max(line.get_ydata()) == 50.0 and len(line.get_ydata()) == len(steps) - len(steps) // 2
+    (note,) = mfu_ax.texts
+    assert "above 100%" in note.get_text() and f"n/a at {len(steps) // 2} of {len(steps)} steps" in note.get_text()

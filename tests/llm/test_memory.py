@@ -36,6 +36,18 @@ def test_buckets_and_zero3_gathers():
     assert (z3.buckets, z3.gathered_params) == (2000, 2 * count_params(CFG))
 
 
+def test_a_bucket_larger_than_the_model_is_filled_only_by_its_gradients():
+    """Issue 22: a 5M model predicted 1.25 GB per rank, 1 GB of it the 5e8-element bucket DeepSpeed allocates in
+    full (llm/spec/zero.py) but a CPU rank only touches as far as its 2Ψ bytes of gradients reach."""
+    psi = count_params(CFG)
+    big = predict(Layout(1, 1, 2, 1, 2))  # DeepSpeed's default bucket, 5e8 elements
+    assert (big.buckets, big.buckets_filled) == (10 ** 9, 2 * psi)
+    assert big.resident == big.tensors - (10 ** 9 - 2 * psi) and big.as_dict()["resident"] == big.resident
+    small = predict(Layout(1, 1, 2, 2, 2), reduce_bucket_size=1000)  # gradients fill a small bucket, and reuse it
+    assert small.buckets_filled == small.buckets == 2000 and small.resident == small.tensors
+    assert predict(Layout(1, 1, 2, 0, 2)).resident == predict(Layout(1, 1, 2, 0, 2)).tensors  # no ZeRO, no bucket
+
+
 def test_optimizer_step_peak():
     psi = count_params(CFG)
     z0 = predict(Layout(1, 1, 2, 0, 2))
