@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm.config import ConfigError, load_config  # noqa: E402
+from llm.config import ConfigError  # noqa: E402
 
 
 def consolidate(step_dir: Path) -> dict:
@@ -25,18 +25,20 @@ def consolidate(step_dir: Path) -> dict:
     from llm.model import Transformer
     from llm.train import safe_load
 
-    cfg_file = step_dir / "config.yaml"
-    if not cfg_file.is_file():
+    from llm.hf.export import step_model_config
+
+    if not (step_dir / "config.yaml").is_file():
         raise ConfigError(f"{step_dir} is not a checkpoint directory of launch/pretrain.py (no config.yaml)")
-    cfg = load_config(cfg_file)
+    # The model section alone: data.paths and the rest of the run may name files long moved or gone.
+    model_cfg = step_model_config(step_dir)
     if (step_dir / "model.pt").is_file():
         state = safe_load.load(step_dir / "model.pt")
     elif (step_dir / "deepspeed").is_dir() and list((step_dir / "deepspeed").glob("layer_*-model_states.pt")):
         from parallel.pipeline import load_pipeline_checkpoint
-        state = load_pipeline_checkpoint(step_dir / "deepspeed", cfg.model)
+        state = load_pipeline_checkpoint(step_dir / "deepspeed", model_cfg)
     else:
         raise ConfigError(f"{step_dir} holds neither model.pt nor DeepSpeed pipeline layer files")
-    model = Transformer(cfg.model)
+    model = Transformer(model_cfg)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -62,7 +64,11 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output}: {len(state)} tensors, {args.dtype}")
+    from data_pipeline.hf_tokenizer import tokenizer_file
+    tok = tokenizer_file(args.checkpoint)
+    # The file holds weights only; the tokenizer they were trained with stays in the step directory.
+    print(f"wrote {args.output}: {len(state)} tensors, {args.dtype}"
+          + (f"; its tokenizer is {tok}" if tok.is_file() else ""))
     return 0
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,29 @@ def grid_json(grid: SweepGrid, args_record: dict, runs: list[tuple]) -> dict:
                         "shape": {k: getattr(p.model, k) for k in ("n_layers", "d_model", "n_heads", "n_kv_heads",
                                                                   "head_dim", "d_ff", "vocab_size", "seq_len")}}
                        for p, seed, name in runs]}
+
+
+def preflight(args) -> None:
+    """The cheap checks, run before the grid is designed (a minute or more for wide budgets): the base config and
+    its prepared data, and with --slurm the SLURM commands and the job script. UserError naming the first problem."""
+    if args.slurm and not args.fit_only:
+        needed = ("sbatch",) if args.no_wait else ("sbatch", "squeue")  # squeue: waiting for the array to finish
+        missing = [c for c in needed if shutil.which(c) is None]
+        if missing:
+            raise UserError(f"--slurm: {' and '.join(missing)} not found (is SLURM installed and on PATH?); without "
+                            "--slurm the points run here one after the other")
+        if not SWEEP_SBATCH.is_file():
+            raise UserError(f"--slurm: the job script {SWEEP_SBATCH} is missing from this checkout")
+    base = Path(args.config)
+    if not base.is_file():
+        raise UserError(f"--config {base}: no such file")
+    load_config(base)
+    if args.fit_only:
+        return  # nothing trains: the data need not be here any more
+    for prefix in _resolve_data(yaml.safe_load(base.read_text()), base)["paths"]:
+        if not (Path(prefix + ".bin").is_file() and Path(prefix + ".idx").is_file()):
+            raise UserError(f"--config {base}: data.paths {prefix}.bin/.idx not found; prepare it with "
+                            "`python launch/prepare_data.py --input RAW.jsonl --output DIR` and use DIR/data")
 
 
 def prepare(args) -> dict:
@@ -469,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--seeds {args.seeds} must be at least 1 run per point")
         if args.bootstrap < 1:
             raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
+        preflight(args)
         doc = prepare(args)
         n_done = len(finished(out, doc))
         print(f"sweep: {len(doc['budgets'])} budgets, {len(doc['points'])} points ({n_done} finished) in {out}; "

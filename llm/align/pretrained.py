@@ -2,9 +2,10 @@
 Hugging Face model directory.
 
 A step directory holds the consolidated weights (`model.pt`, whatever the layout it was trained in; read by
-llm/train/checkpoint.py `read_model_weights`), the run's `config.yaml` (its `model` section is the shape) and names
-its tokenizer in `data.tokenizer` (a path as the run was given it; also looked for next to the weights, as
-tokenizer.json or tokenizer.model). A Hugging Face directory is a LlamaForCausalLM `save_pretrained` directory
+llm/train/checkpoint.py `read_model_weights`), the run's `config.yaml` (its `model` section is the shape) and its
+own copy of the tokenizer (tokenizer.model or tokenizer.json; older step directories only name it in
+`data.tokenizer`, a path as the run was given it): llm/hf/export.py `read_checkpoint`, which export and
+evaluation read step directories with too. A Hugging Face directory is a LlamaForCausalLM `save_pretrained` directory
 (config.json, safetensors) with its tokenizer saved beside it (tokenizer.json, tokenizer_config.json); its weights
 are read by llm/hf/load.py, the import launch/import_hf.py does. Either tokenizer kind is opened by
 data_pipeline/hf_tokenizer.py `load_tokenizer`, and the stage checkpoints carry it on (llm/align/handoff.py).
@@ -24,23 +25,14 @@ def is_pretrain_dir(path: str | Path) -> bool:
     return (p / "model.pt").is_file() and (p / "config.yaml").is_file() and not handoff.is_complete(p)
 
 
-def _tokenizer_path(src: Path, named: str | None) -> Path:
-    own = [src / "tokenizer.json", src / "tokenizer.model"]
-    for candidate in ([Path(named), src / Path(named).name] if named else []) + own:
-        if candidate.is_file():
-            return candidate
-    raise handoff.HandoffError(f"base.path={src}: its tokenizer {named!r} (config.yaml data.tokenizer) is not there, "
-                               f"nor {own[0]} or {own[1]}; copy it next to the weights")
-
-
 def _from_step_dir(src: Path) -> tuple[dict, ModelConfig, Path]:
-    import typed_yaml
+    from llm.hf.export import read_checkpoint
     from llm.train.checkpoint import read_model_weights
-    # Only the model section and data.tokenizer are read: the run's dataset may be gone, and launch/import_hf.py's
-    # step directory has none yet (its data.paths is empty).
-    raw = typed_yaml.read_yaml(src / "config.yaml")
-    cfg = typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(src / "config.yaml"))
-    return read_model_weights(src), cfg, _tokenizer_path(src, (raw.get("data") or {}).get("tokenizer"))
+    try:
+        found = read_checkpoint(src)
+    except ConfigError as e:
+        raise handoff.HandoffError(f"base.path: {e}") from None
+    return read_model_weights(src), found.model, found.tokenizer
 
 
 def _from_hf_dir(src: Path) -> tuple[dict, ModelConfig, Path]:

@@ -51,6 +51,14 @@ class RunConfig:
         # After train: the warmup is checked against the run's length, which train defines.
         self.optim.validate("optim", total_steps=self.total_steps)
 
+    def warnings(self) -> list[str]:
+        """One line per setting that validates but is probably not what was meant; the run prints them at start-up
+        (llm/train/setup.py `prepare_out_dir`)."""
+        t = self.train
+        length = (f"train.max_steps={t.max_steps}" if t.max_steps is not None
+                  else f"train.tokens={t.tokens} is {self.total_steps} steps")
+        return [w for w in (self.optim.warmup_warning("optim", self.total_steps, length),) if w]
+
     @property
     def tokens_per_step(self) -> int:
         return self.train.global_batch_size * self.model.seq_len

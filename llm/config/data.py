@@ -13,7 +13,8 @@ class DataConfig:
     weights: list[float] | None = None
     """Blend weights, one per path; defaults to proportional to nothing: equal weights."""
     tokenizer: str | None = None
-    """sentencepiece .model; its vocab must fit model.vocab_size."""
+    """A SentencePiece .model (or a tokenizer.json); its vocab must fit model.vocab_size. Every checkpoint carries a
+    copy (llm/train/checkpoint.py `save_tokenizer`), so the path matters only while the run trains."""
     valid_fraction: float = 0.05
     """Tail fraction of each dataset's token stream held out for evaluation."""
 

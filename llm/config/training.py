@@ -14,6 +14,8 @@ class OptimConfig:
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
+    """Optimizer steps of linear warmup to lr. At most the run's length (refused above it); equal to it, the whole
+    run warms up and never decays, which the run warns about at start-up (RunConfig.warnings)."""
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -45,6 +47,15 @@ class OptimConfig:
         if total_steps is not None and self.warmup_steps > total_steps:
             raise ConfigError(f"{where}.warmup_steps={self.warmup_steps} is longer than the run's {total_steps} "
                               "optimizer steps: lower it or train longer")
+
+    def warmup_warning(self, where: str, total_steps: int, length: str) -> str | None:
+        """One line when the warmup fills the whole run (validate allows it: the LR peaks on the last step), which
+        trains only at a rising LR and never runs the cosine decay: rarely meant outside a smoke test. `length`
+        names the setting that fixes the run's length, e.g. "train.max_steps=10"."""
+        if 0 < total_steps <= self.warmup_steps:
+            return (f"warning: {where}.warmup_steps={self.warmup_steps} covers the whole run ({length}): the LR only "
+                    "rises and never decays; lower the warmup (a few percent of the run is usual) or train longer")
+        return None
 
 
 @dataclass

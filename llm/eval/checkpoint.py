@@ -1,8 +1,9 @@
 """Load any checkpoint we can evaluate as our single-process `Transformer` and its tokenizer.
 
-Accepted: a pretraining step directory of any layout (its consolidated model.pt and config.yaml), an alignment
-stage directory (model.pt, stage.json, tokenizer.model), a directory written by launch/import_hf.py, and a
-Llama-family Hugging Face model directory itself (config.json + safetensors + tokenizer.json).
+Accepted: a pretraining step directory of any layout (its consolidated model.pt, config.yaml and its own copy of the
+run's tokenizer, so it loads from any directory, after the data moved too), an alignment stage directory (model.pt,
+stage.json, tokenizer.model), a directory written by launch/import_hf.py, and a Llama-family Hugging Face model
+directory itself (config.json + safetensors + tokenizer.json).
 """
 from __future__ import annotations
 

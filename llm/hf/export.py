@@ -1,9 +1,11 @@
 """Export one of our checkpoints as a Hugging Face model directory that `from_pretrained` loads without custom code.
 
 Any layout's checkpoint directory works (debug, ZeRO-3, TP, PP): each holds the consolidated single-process
-weights as model.pt (llm/model.py names) and config.yaml (the resolved run config); so does an alignment stage
-directory (model.pt, tokenizer.model, stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py
-wrote (its tokenizer.json beside model.pt). What is written: config.json (LlamaConfig), safetensors weights
+weights as model.pt (llm/model.py names), config.yaml (the resolved run config) and a copy of the run's tokenizer
+(llm/train/checkpoint.py `save_tokenizer`); so does an alignment stage directory (model.pt, tokenizer.model,
+stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py wrote (its tokenizer.json beside
+model.pt). `read_checkpoint` is the one reader of those three kinds that export, evaluation, the audit and the
+alignment chain's outside base share. What is written: config.json (LlamaConfig), safetensors weights
 (sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
 and the tokenizer files (data_pipeline/hf_tokenizer.py).
 """
@@ -26,11 +28,47 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 @dataclass
 class CheckpointSource:
-    """What an export reads: the model file, its shape, and the tokenizer (a .model file or an HF directory)."""
+    """What an export reads: the model file, its shape, and the tokenizer (a .model file, a tokenizer.json, or an HF
+    directory holding one)."""
 
     weights: Path
     model: ModelConfig
     tokenizer: Path
+
+
+def step_model_config(step: Path) -> ModelConfig:
+    """The model section of step directory `step`'s config.yaml, validated. Only that section is read: the run's
+    dataset may be long gone, and an imported checkpoint has no dataset yet, so the whole run config (data.paths,
+    logging) need not validate."""
+    import typed_yaml
+    raw = typed_yaml.read_yaml(step / "config.yaml")
+    return typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(step / "config.yaml"))
+
+
+def step_tokenizer(step: Path) -> Path:
+    """The tokenizer of step directory `step`: its own copy (tokenizer.json or tokenizer.model beside model.pt),
+    else, for a checkpoint written before step directories carried one, the data.tokenizer its config.yaml names
+    (as given at launch: relative to the directory the run started in) when that still resolves from here.
+    ConfigError naming what is missing otherwise."""
+    import typed_yaml
+    from data_pipeline.hf_tokenizer import tokenizer_file
+
+    own = tokenizer_file(step)
+    if own.is_file():
+        return own
+    named = (typed_yaml.read_yaml(step / "config.yaml").get("data") or {}).get("tokenizer")
+    if not named:
+        # str(Path("")) is ".", which exists: an unset data.tokenizer must be caught before it becomes a path.
+        raise ConfigError(f"{step}: no tokenizer: none beside model.pt (tokenizer.model or tokenizer.json) and its "
+                          "config.yaml leaves data.tokenizer unset (the run read pre-tokenized data); copy the "
+                          f"tokenizer the data was prepared with into {step}")
+    for candidate in (Path(named), step / Path(named).name):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{step}: its tokenizer {named} does not exist (config.yaml data.tokenizer, looked for from "
+                      f"{Path.cwd()}), and its own copy (tokenizer.model or tokenizer.json beside model.pt) is not "
+                      "there either (a checkpoint written before step directories carried their tokenizer): copy the "
+                      f"tokenizer into {step}")
 
 
 def read_checkpoint(path: str | Path) -> CheckpointSource:
@@ -46,17 +84,12 @@ def read_checkpoint(path: str | Path) -> CheckpointSource:
             raise ConfigError(f"{path} is a {info.get('kind')!r} stage ({info.get('stage')}), not a language model")
         model = typed_yaml.build_validated(ModelConfig, info["model"], str(p / STAGE_FILE))
         tokenizer = p if (p / "tokenizer.json").is_file() else p / "tokenizer.model"  # the kind the base had
+        if not tokenizer.exists():
+            raise ConfigError(f"{path}: its tokenizer {tokenizer} does not exist")
     elif (p / "config.yaml").is_file():
-        # Only the model section and data.tokenizer are read: the run's dataset may be long gone, and an imported
-        # checkpoint has no dataset yet, so the whole run config (data.paths) need not validate.
-        raw = typed_yaml.read_yaml(p / "config.yaml")
-        model = typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(p / "config.yaml"))
-        own = p / "tokenizer.json"
-        tokenizer = p if own.is_file() else Path((raw.get("data") or {}).get("tokenizer") or "")
+        model, tokenizer = step_model_config(p), step_tokenizer(p)
     else:
         raise ConfigError(f"{path} is not a checkpoint directory (model.pt without config.yaml or {STAGE_FILE})")
-    if tokenizer == Path("") or not tokenizer.exists():
-        raise ConfigError(f"{path}: its tokenizer {str(tokenizer) or '(data.tokenizer unset)'} does not exist")
     return CheckpointSource(p / "model.pt", model, tokenizer)
 
 

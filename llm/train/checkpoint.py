@@ -3,7 +3,9 @@
 A checkpoint is a directory `step_XXXXXXXX/` under `checkpoint.dir`. It is written under a temporary name
 and renamed into place only when every file is on disk, so a run killed mid-save never leaves a directory
 that looks complete; `trainer_state.json` is also the last file written, and discovery requires it.
-What goes inside (model/optimizer files) is the backend's business (local torch.save or DeepSpeed's).
+What goes inside (model/optimizer files) is the backend's business (local torch.save or DeepSpeed's); beside them
+every step directory carries config.yaml and its own copy of the run's tokenizer (`save_tokenizer`), so one step
+directory, moved or copied alone, is all that export, evaluation, alignment and resume need.
 """
 from __future__ import annotations
 
@@ -63,6 +65,34 @@ def prune(root: str | Path, keep: int) -> None:
     # since (a later save of the same step) or lost, so nothing in it is ever read again.
     for p in root.glob(".tmp-step_*"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def save_tokenizer(ckpt: Path, tokenizer: str | None, root: str | Path | None = None) -> Path | None:
+    """Copy the run's tokenizer (data.tokenizer) into step directory `ckpt` and return the copy: tokenizer.model, or
+    tokenizer.json with its tokenizer_config.json (data_pipeline/hf_tokenizer.py `copy_tokenizer`, the layout that
+    alignment stage directories and launch/import_hf.py use too). Readers prefer this copy to the path
+    config.yaml names, which is relative to wherever the run was launched and breaks when the data moves
+    (llm/hf/export.py `step_tokenizer`). None without data.tokenizer (pre-tokenized data): nothing to copy.
+
+    A copy in every step rather than one in checkpoint.dir referenced by content hash: a step directory is what
+    users move, copy alone and pass to export, evaluation and checkpoint.init_from, and prune() deletes whole
+    directories with nothing shared to keep track of; a tokenizer is kilobytes to a few MB beside model.pt.
+
+    If data.tokenizer is gone since start-up (moved with the data mid-run; the datasets stay memory-mapped, so
+    training goes on), the copy in the latest checkpoint under `root` is carried on; ConfigError when there is none.
+    """
+    from data_pipeline.hf_tokenizer import copy_tokenizer, tokenizer_file
+    from llm.config import ConfigError
+    if tokenizer is None:
+        return None
+    src = Path(tokenizer)
+    if not src.is_file():
+        previous = latest_checkpoint(root) if root is not None else None
+        if previous is None or not tokenizer_file(previous).is_file():
+            raise ConfigError(f"data.tokenizer={tokenizer} is gone (moved or deleted since the run started) and no "
+                              f"earlier checkpoint holds a copy to carry on: put it back and rerun the command")
+        src = tokenizer_file(previous)
+    return copy_tokenizer(src, ckpt)
 
 
 def write_state(path: Path, state: dict) -> None:

@@ -6,9 +6,14 @@ any of those on resume silently feeds the model other samples (a changed valid_f
 between train and validation), so the resumed run would no longer be the run its curve describes. Such
 changes are refused with the differences listed, unless named in `checkpoint.allow_changes`. A changed
 model shape can never be resumed (the weights do not fit): that is refused whatever allow_changes says.
+
+The tokenizer is compared by content where the checkpoint carries its copy (llm/train/checkpoint.py
+`save_tokenizer`): data.tokenizer naming the same file from another directory, or after the data moved, is the
+same run; the same path holding another tokenizer is not.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,12 +50,35 @@ def check_same_run(checkpoint: Path, cfg: RunConfig) -> None:
                           "resumed; use the checkpoint's shape, or start a new run (a new checkpoint.dir)")
     allowed = set(cfg.checkpoint.allow_changes)
     changed = [k for k in RUN_KEYS if k in _flat_keys(saved) and _get(saved, k) != _get(current, k)]
+    same_tokenizer = _same_tokenizer(Path(checkpoint), cfg.data.tokenizer)
+    if same_tokenizer is True:  # another path to the same tokenizer (launched elsewhere, or the data moved)
+        changed = [k for k in changed if k != "data.tokenizer"]
+    elif same_tokenizer is False and "data.tokenizer" not in changed:  # the same path, another tokenizer
+        changed.append("data.tokenizer")
     refused = [k for k in changed if k not in allowed]
     if refused:
-        diff = "; ".join(f"{k}: {_get(saved, k)!r} → {_get(current, k)!r}" for k in refused)
+        def change(k: str) -> str:
+            if _get(saved, k) == _get(current, k):
+                return f"{k}: {_get(current, k)} now holds another tokenizer than the checkpoint's copy"
+            return f"{k}: {_get(saved, k)!r} → {_get(current, k)!r}"
+        diff = "; ".join(change(k) for k in refused)
         raise ConfigError(f"checkpoint {checkpoint} belongs to another run ({diff}): resuming would silently train "
                           f"on other samples or another schedule; restore those values, start a new run (a new "
                           f"checkpoint.dir), or resume anyway with checkpoint.allow_changes=[{','.join(refused)}]")
+
+
+def _same_tokenizer(checkpoint: Path, tokenizer: str | None) -> bool | None:
+    """Whether `tokenizer` holds the bytes of the checkpoint's own copy; None when either side is missing (a
+    checkpoint written before step directories carried their tokenizer, or no data.tokenizer): compare paths."""
+    from data_pipeline.hf_tokenizer import tokenizer_file
+    own = tokenizer_file(checkpoint)
+    if tokenizer is None or not own.is_file() or not Path(tokenizer).is_file():
+        return None
+    return _sha256(own) == _sha256(Path(tokenizer))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _flat_keys(tree: dict, prefix: str = "") -> set[str]:

@@ -9,9 +9,13 @@ from llm.config import ConfigError, RunConfig
 from llm.spec.flops import flops_per_token, hfu
 
 
-def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:
+def prepare_out_dir(cfg: RunConfig, is_main: bool, log=print) -> Path:
+    """Create out_dir with the resolved config (main rank), and print the config's warnings (RunConfig.warnings)
+    once, on the main rank, before anything slow."""
     out = Path(cfg.out_dir)
     if is_main:
+        for warning in cfg.warnings():
+            log(warning)
         out.mkdir(parents=True, exist_ok=True)
         # The resolved config (defaults filled, overrides applied) is what reproduces the run.
         (out / "config.yaml").write_text(cfg.to_yaml())

@@ -34,7 +34,7 @@ def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Calla
     check_output_paths(cfg)
     check_tokenizer(cfg)
     train_set, valid_set = build_datasets(cfg)
-    prepare_out_dir(cfg, is_main=is_main)
+    prepare_out_dir(cfg, is_main=is_main, log=log)
     torch.manual_seed(cfg.train.seed)
     backend = make_backend()
     peak, source = measure_peak()

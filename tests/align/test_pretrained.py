@@ -60,6 +60,7 @@ def test_a_pretrain_directory_missing_its_tokenizer_is_named(made_inside, tmp_pa
     inside, step = made_inside
     copy = tmp_path / "step_copy"
     shutil.copytree(step, copy)
+    (copy / "tokenizer.model").unlink()  # a step directory written before they carried their tokenizer
     text = (copy / "config.yaml").read_text().replace(str(inside / "base_pretrain" / "tokenizer.model"),
                                                        str(tmp_path / "gone.model"))
     (copy / "config.yaml").write_text(text)
