@@ -4,7 +4,8 @@ Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode unde
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
 where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
 parallel/align_engine.py's DeepSpeed one).
-Exit codes: 0 done, 2 config error, 4 hand-off error (a checkpoint that does not fit the stage).
+Exit codes: 0 done, 2 config error, 4 hand-off error (a checkpoint that does not fit the stage), 75 preempted
+(SIGTERM/SIGUSR1: the running stage saved its in-stage checkpoint; the same command resumes it).
 """
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ def main_for(name: str, doc: str, argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.beta=0.1 sft.steps=100")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from llm.train.loop import PreemptionFlag
+    PreemptionFlag.install(startup=True)  # as launch/pretrain.py: an early SIGUSR1 is remembered, not fatal
     from llm.align.chain import run_chain
     from llm.align.config import load_align_config
     from llm.align.handoff import HandoffError
+    from llm.align.resume import EXIT_PREEMPTED, StagePreempted
     from llm.align.stages import REGISTRY
     from llm.config import ConfigError
     run = run_chain if name == "chain" else REGISTRY[name].run
@@ -47,4 +51,8 @@ def main_for(name: str, doc: str, argv=None) -> int:
     except HandoffError as e:
         print(f"hand-off error: {e}", file=sys.stderr)
         return 4
+    except StagePreempted as e:
+        if strategy.is_main:
+            print(f"preempted: {e}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     return 0

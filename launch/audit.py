@@ -8,8 +8,9 @@ and for the never-inserted held-out canaries: mean exposure (Carlini et al. 2019
 the rank among --candidates sampled candidates) and the verbatim extraction rate; then training-document
 memorization (PaLM 2 / Carlini et al. 2022: a k-token prompt, k greedy tokens) by copies in the corpus, beside
 held-out documents; with --eval, the eval set's 13-gram overlap with the training data. The checkpoint may be any
-layout's step directory (its consolidated model.pt), a run's out_dir (its latest), or an alignment stage. A user
-error prints one line and exits with status 2.
+layout's step directory (its consolidated model.pt), a run's out_dir (its latest), or an alignment stage. Progress
+(sequences done, rate, ETA) shows as a bar on a terminal and as a line every ~30 s on stderr otherwise, and in
+OUT.progress.log with --out. A user error prints one line and exits with status 2.
 """
 from __future__ import annotations
 
@@ -26,11 +27,6 @@ USER_ERROR = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block
         self.exit(USER_ERROR, f"{self.prog}: error: {message}\n")
-
-
-def _bar(desc: str, total: int):
-    from data_pipeline.report import progress
-    return progress(desc, total, True, unit="seq")
 
 
 def main(argv=None) -> int:
@@ -57,12 +53,13 @@ def main(argv=None) -> int:
         ap.error(f"--eval {args.eval} does not exist")
 
     from llm.audit.overlap import eval_overlap
-    from llm.audit.run import AuditSettings, audit
+    from llm.audit.run import AuditSettings, audit, progress_factory
+    bar = progress_factory(args.out.with_suffix(".progress.log") if args.out else None)
     try:
         results = audit(args.checkpoint, args.data, AuditSettings(args.candidates, args.k, args.docs_per_bucket,
-                                                                  args.seed), _bar)
+                                                                  args.seed), bar)
         if args.eval is not None:
-            results["eval_overlap"] = eval_overlap(args.eval, args.data, _bar)
+            results["eval_overlap"] = eval_overlap(args.eval, args.data, bar)
     except (ValueError, OSError) as e:  # ConfigError/DataError are ValueErrors; unreadable files are OSErrors
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return USER_ERROR

@@ -7,7 +7,9 @@ CHECKPOINT: a pretraining step directory of any layout, an alignment stage direc
 output or a Hugging Face model directory. The bundled tasks (llm/eval/tasks/) are built from the held-out split
 of the bundled corpus. Offline: nothing is downloaded (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE are set) unless
 --online, which also makes lm_eval's own tasks nameable. Prints the results table; --out FILE.json also writes
-them as JSON with the table beside it (FILE.md). Exit 2, with one line, on a user mistake.
+them as JSON with the table beside it (FILE.md). Progress (requests done, rate, ETA) shows as a bar on a terminal and
+as a line every ~30 s on stderr otherwise, and in FILE.progress.log with --out. Exit 2, with one line, on a user
+mistake.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--online", action="store_true", help="allow downloads and lm_eval's own task library")
     args = ap.parse_args(argv)
 
-    from llm.eval.run import OFFLINE_ENV, check_out_path, evaluate, results_table, write_results
+    from llm.eval.run import OFFLINE_ENV, check_out_path, evaluate, progress_log_path, results_table, write_results
     if not args.online:
         os.environ.update(OFFLINE_ENV)
     try:
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
         if not tasks:
             raise ValueError("--tasks names no task")
         results = evaluate(args.checkpoint, tasks, args.include_path, args.limit, args.batch_size,
-                           include_defaults=args.online, device=args.device)
+                           include_defaults=args.online, device=args.device, progress_log=progress_log_path(args.out))
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer readers raise these two
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from llm.align import handoff
 from llm.align.common import checker_eval
 from llm.align.config import DATA_SOURCES, AlignConfig
 from llm.train import safe_load
+from llm.train.loop import PreemptionFlag
 from llm.align.seeds import Stream, seed_for
 from llm.align.stage import Stage
 from llm.align.strategy import Strategy
@@ -99,6 +100,9 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
     # every rank of a data-parallel chain then starts from bitwise the same base, and the chain's measured
     # thresholds do not move with the GPU's kernels. The stages after it run on the strategy's device.
     outcome = run_debug(run, device=torch.device("cpu"), log=log)
+    if outcome.status == "preempted":  # a signal: the chain stops here instead of saving a half-trained base
+        from llm.align.resume import StagePreempted
+        raise StagePreempted("base", outcome.step, None, PreemptionFlag.install().raised or "a signal")
     model = Transformer(b.model)
     model.load_state_dict(safe_load.load(outcome.checkpoint / "model.pt"))
     metrics = {"pretrain_loss": outcome.last_loss, "pretrain_eval_loss": outcome.eval_loss}

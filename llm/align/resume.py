@@ -12,6 +12,13 @@ and this one is removed then). It holds
 The directory is written under a temporary name and renamed into place when complete (llm/train/checkpoint.py
 `publish`), so a run killed mid-save leaves the previous checkpoint as the latest. Every file is read with
 llm/train/safe_load.py (audited, weights-only) or as JSON: a checkpoint is data, never code.
+
+`maybe_save` is also each stage's per-step hook for what pretraining's loop does between steps (llm/train/loop.py):
+- a progress line (llm/train/progress.py: step or iteration k/total, the row's numbers, ETA) to the console and
+  <out_dir>/logs/progress.log, after the first step, the last, and every ~30 s (every iteration for PPO and rl);
+- preemption: after SIGTERM/SIGUSR1 (`PreemptionFlag`, installed when the stage's loop starts) every rank saves a
+  checkpoint at the step just completed, due or not, and raises `StagePreempted`; the entry point prints where
+  and how to resume and exits 75, as launch/pretrain.py does.
 """
 from __future__ import annotations
 
@@ -22,6 +29,29 @@ import torch
 
 from llm.train import checkpoint as ckpt
 from llm.train import safe_load
+from llm.train.loop import PreemptionFlag
+from llm.train.progress import Progress
+
+EXIT_PREEMPTED = 75
+"""Exit status of a preempted stage (EX_TEMPFAIL, as launch/pretrain.py): re-running the command resumes it."""
+
+PER_ITERATION = ("ppo", "rl")
+"""Stages whose steps are slow RL iterations: a progress line after each one."""
+
+PROGRESS_KEYS = ("loss", "eval_loss", "train_accuracy", "eval_accuracy", "reward_margin", "reward_accuracy", "reward",
+                 "kl", "response_length")
+"""The numbers of a metrics row a progress line shows, in this order, when the row has them."""
+
+
+class StagePreempted(Exception):
+    """A stage stopped on SIGTERM/SIGUSR1 after saving its in-stage checkpoint `path` at `step` (None: the stage
+    keeps nothing and starts again, e.g. the bundled base's seconds of pretraining)."""
+
+    def __init__(self, stage: str, step: int, path: Path | None, signal_name: str):
+        self.stage, self.step, self.path, self.signal_name = stage, step, path, signal_name
+        where = (f"saved {path} at step {step}; run the same command again to resume from it" if path is not None
+                 else f"stopped at step {step}; run the same command again to start it over")
+        super().__init__(f"{signal_name} received: stage {stage} {where}")
 
 
 def generator_state(gen: torch.Generator) -> str:
@@ -41,9 +71,15 @@ class StageResume:
     written under another config.
     """
 
-    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = ""):
+    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = "", log=print):
         self.root, self.every, self.total, self.strategy = Path(root), every, total, strategy
         self.config_sha = config_sha
+        self.preempt = PreemptionFlag.install()
+        stage = self.root.name  # <out_dir>/resume/<stage>
+        iterations = stage in PER_ITERATION
+        self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log,
+                                 log_file=self.root.parent.parent / "logs" / "progress.log",
+                                 every_s=0.0 if iterations else None, enabled=strategy.is_main)
 
     def latest(self) -> Path | None:
         return ckpt.latest_checkpoint(self.root)
@@ -61,17 +97,27 @@ class StageResume:
         for name, module in modules.items():
             module.load_state_dict(safe_load.load(path / f"{name}.pt"))
         ckpt.set_rng_state(state["rng"])
+        self.progress.done = self.progress.start = state["step"]
         return state
+
+    def report(self, step: int, rows: list[dict]) -> None:
+        """The progress line of step `step` (main rank), from the last metrics row."""
+        row = rows[-1] if rows and rows[-1].get("step") == step else {}
+        self.progress.update(step - self.progress.done, **{k: row[k] for k in PROGRESS_KEYS if k in row})
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0 and step < self.total
 
     def maybe_save(self, step: int, trainers: dict, modules: dict[str, torch.nn.Module], loop: dict,
                    rows: list[dict]) -> None:
-        """After step `step` (1-based) completed: write the checkpoint when due, then keep only it."""
-        if not self.due(step):
-            return
+        """After step `step` (1-based) completed: report progress; write the checkpoint when due or when a signal
+        asked the job to stop, then keep only it. Raises StagePreempted after a save a signal asked for."""
         d = self.strategy
+        self.report(step, rows)
+        # Every rank must agree before the collective save, whichever rank caught the signal (a sum over ranks).
+        stop = d.sum(float(self.preempt.raised is not None and step < self.total)) > 0
+        if not (self.due(step) or stop):
+            return
         final = ckpt.step_dir(self.root, step)
         tmp = ckpt.temp_dir_for(final)
         if d.is_main:
@@ -91,6 +137,8 @@ class StageResume:
             ckpt.publish(tmp, final)
             ckpt.prune(self.root, keep=1)
         d.barrier()
+        if stop:
+            raise StagePreempted(self.root.name, step, final, self.preempt.raised or "a signal")
 
     def clear(self) -> None:
         """Remove the stage's checkpoints (main rank), once its stage directory is complete."""

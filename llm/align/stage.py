@@ -1,7 +1,8 @@
 """What a stage of the chain is, and what every stage does around its own loop (TRL's shared base trainer).
 
 A `Stage` declares its name (also its config section and its directory <out_dir>/<name>), the checkpoints and
-task data files it reads, the data it writes, the metrics the chain's summary quotes, and its run function;
+task data files it reads and the format it reads each in (what the chain's pre-flight, llm/align/preflight.py,
+checks before any stage trains), the data it writes, the metrics the chain's summary quotes, and its run function;
 llm/align/stages.py registers them. A `StageContext` is opened by each run function: it finds the checkpoint the
 stage starts from, opens its tokenizer, loads models, builds trainers through the strategy, logs metrics rows,
 resumes from and writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end.
@@ -19,7 +20,7 @@ import torch
 
 from llm.align import handoff
 from llm.align.common import StageLog, checkpoint_tokenizer, stage_log_path, stage_resume_dir
-from llm.align.config import AlignConfig
+from llm.align.config import DATA_KINDS, AlignConfig
 from llm.align.resume import StageResume
 from llm.align.seeds import Stream, seed_for
 from llm.align.strategy import LocalStrategy, Strategy
@@ -47,18 +48,33 @@ class Stage:
     """The data key without which the stage has nothing to train on: with it unset (task.name: none) the chain
     skips the stage, saying so."""
     reads: Callable[[AlignConfig, str], bool] | None = None
-    """Whether the stage reads checkpoint `key` under a config (e.g. rl reads the RM only when rl.reward lists
-    'rm'); None: all of `checkpoints`."""
+    """Whether the stage reads checkpoint or data `key` under a config (e.g. rl reads the RM only when rl.reward
+    lists 'rm'); None: all of `checkpoints` and `data`."""
+    reads_as: dict[str, str] = field(default_factory=dict)
+    """{data key: kind} where the stage reads a key as another kind than the key holds (config.py DATA_KINDS)."""
 
     def checkpoint_path(self, cfg: AlignConfig, key: str) -> Path:
         """The checkpoint the stage reads as `key`: <section>.<key> when set, else the default stage's directory."""
         return Path(getattr(getattr(cfg, self.name), key) or cfg.stage_dir(self.checkpoints[key]))
 
+    def reads_key(self, cfg: AlignConfig, key: str) -> bool:
+        """Whether the stage reads checkpoint or data `key` under cfg (a data key: also configured)."""
+        if key in self.data and cfg.source(key) is None:
+            return False
+        return self.reads is None or self.reads(cfg, key)
+
+    def data_kind(self, key: str) -> str:
+        """The kind (llm/align/formats.py PARSERS) the stage reads data key `key` as."""
+        return self.reads_as.get(key, DATA_KINDS[key])
+
+    def data_read(self, cfg: AlignConfig) -> dict[str, str]:
+        """{data key: its path} of the data the stage reads under cfg."""
+        return {k: cfg.source(k) for k in self.data if self.reads_key(cfg, k)}
+
     def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
-        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads is None or
-                       self.reads(cfg, k)]
-        data = [Path(cfg.source(d)) for d in self.data if cfg.source(d) is not None]
+        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads_key(cfg, k)]
+        data = [Path(p) for p in self.data_read(cfg).values()]
         return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
 
     def unconfigured(self, cfg: AlignConfig) -> str | None:
@@ -98,6 +114,10 @@ class StageContext:
         by llm/align/formats.py under cfg.bad_rows; skipped rows are logged and counted in the metrics. None when
         the key is not configured (task.name: none)."""
         from llm.align.formats import load
+        if key not in self.stage.data or kind != self.stage.data_kind(key):
+            # A bug, not a user mistake: the pre-flight (llm/align/preflight.py) checked what the stage declares.
+            raise ValueError(f"stage {self.stage.name} reads {key} as {kind!r} but declares "
+                             f"{self.stage.data_kind(key) if key in self.stage.data else 'no such key'}")
         if self.cfg.source(key) is None:
             return None
         loaded = load(self.cfg.source(key), kind, self.template, self.tokenizer, seq_len, self.cfg.bad_rows)
@@ -134,7 +154,7 @@ class StageContext:
         when starting afresh. A checkpoint written under another config is discarded, with a line saying so."""
         every = getattr(self.cfg, self.stage.name).checkpoint_every
         self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.strategy,
-                                   self._config_sha())
+                                   self._config_sha(), log=self.log.log)
         self.trainers, self.modules = trainers, modules or {}
         latest = self.resumer.latest()
         if latest is None:

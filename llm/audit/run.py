@@ -30,6 +30,7 @@ from llm.config import ConfigError, DataConfig
 from llm.hf.export import read_checkpoint
 from llm.model import Transformer
 from llm.train.checkpoint import latest_checkpoint, read_model_weights
+from llm.train.progress import bar_progress
 
 
 @dataclass
@@ -43,6 +44,12 @@ class AuditSettings:
     docs_per_bucket: int = 100
     """Training documents tested per repetition bucket, and held-out documents for the baseline."""
     seed: int = 0
+
+
+def progress_factory(log_file: str | Path | None = None):
+    """The `progress(desc, total)` that `audit` and `eval_overlap` take: a bar on a terminal, and lines (done, rate,
+    ETA; every ~30 s) on stderr off a terminal and in `log_file` (llm/train/progress.py)."""
+    return lambda desc, total: bar_progress(f"audit {desc}", total, "seq", log_file)
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Transformer, float, Path]:

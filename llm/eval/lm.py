@@ -13,22 +13,27 @@ scores; `tok_encode` likewise adds no special token (our tokenizers never do).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-from tqdm import tqdm
 
 from llm.eval.checkpoint import EvalModel
+from llm.train.progress import bar_progress
 
 
 class ForgeLM(TemplateLM):
     """lm_eval's view of an `EvalModel`. A context + continuation longer than the model's seq_len keeps its last
     seq_len tokens (+1 target), as lm_eval's own `hf` model does; the continuation is scored whole unless it alone
-    is longer than seq_len, when its last seq_len tokens are."""
+    is longer than seq_len, when its last seq_len tokens are.
 
-    def __init__(self, loaded: EvalModel, batch_size: int = 16) -> None:
+    Each request type shows a tqdm bar on a terminal and writes progress lines (done/total, rate, ETA; every ~30 s,
+    llm/train/progress.py) to `progress_log` and, off a terminal, to stderr."""
+
+    def __init__(self, loaded: EvalModel, batch_size: int = 16, progress_log: str | Path | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -38,6 +43,7 @@ class ForgeLM(TemplateLM):
         self.batch_size = batch_size
         self.max_length = loaded.config.seq_len
         self.device_ = next(self.model.parameters()).device
+        self.progress_log = progress_log
 
     @property
     def eot_token_id(self) -> int:
@@ -68,7 +74,7 @@ class ForgeLM(TemplateLM):
         """
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
         out: list[tuple[float, bool] | None] = [None] * len(pairs)
-        bar = tqdm(total=len(pairs), desc=desc, disable=disable_tqdm)
+        bar = bar_progress(desc, len(pairs), "request", self.progress_log, enabled=not disable_tqdm)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             seqs, spans = [], []
@@ -117,7 +123,8 @@ class ForgeLM(TemplateLM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy (or sampled, with `do_sample`/`temperature`) continuations, cut at the first `until` string."""
         out = []
-        for req in tqdm(requests, desc="generate_until", disable=disable_tqdm):
+        bar = bar_progress("generate_until", len(requests), "request", self.progress_log, enabled=not disable_tqdm)
+        for req in requests:
             context, kwargs = req.args
             kwargs = dict(kwargs or {})
             until = kwargs.pop("until", None) or []
@@ -135,4 +142,6 @@ class ForgeLM(TemplateLM):
                     text = text[:text.index(stop)]
             self.cache_hook.add_partial("generate_until", req.args, text)
             out.append(text)
+            bar.update(1)
+        bar.close()
         return out

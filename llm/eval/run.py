@@ -23,8 +23,9 @@ def check_out_path(out: str | Path | None) -> None:
 
 def evaluate(checkpoint: str | Path, tasks: list[str], include_paths: list[Path] | None = None,
              limit: int | None = None, batch_size: int = 16, include_defaults: bool = False,
-             device: str | None = None) -> dict:
-    """lm_eval's results dict (results, configs, n-samples, ...) for `tasks` on `checkpoint`.
+             device: str | None = None, progress_log: str | Path | None = None) -> dict:
+    """lm_eval's results dict (results, configs, n-samples, ...) for `tasks` on `checkpoint`. Progress lines (done,
+    rate, ETA) are appended to `progress_log` and, when stderr is not a terminal, printed there.
 
     Raises ConfigError for an unknown task or an unusable checkpoint, before any model is built or data read.
     """
@@ -37,8 +38,8 @@ def evaluate(checkpoint: str | Path, tasks: list[str], include_paths: list[Path]
 
     specs, manager = resolve_tasks(tasks, list(include_paths or []), include_defaults)
     loaded = load_eval_model(checkpoint, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    results = simple_evaluate(model=ForgeLM(loaded, batch_size), tasks=specs, task_manager=manager, limit=limit,
-                              log_samples=False)
+    results = simple_evaluate(model=ForgeLM(loaded, batch_size, progress_log), tasks=specs, task_manager=manager,
+                              limit=limit, log_samples=False)
     results["checkpoint"] = str(Path(checkpoint).resolve())
     return results
 
@@ -58,3 +59,8 @@ def write_results(results: dict, out: str | Path) -> tuple[Path, Path]:
     out.write_text(json.dumps(body, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
     table.write_text(results_table(results) + "\n")
     return out, table
+
+
+def progress_log_path(out: str | Path | None) -> Path | None:
+    """Where an evaluation writing `out` logs its progress lines: beside it, <name>.progress.log."""
+    return None if out is None else Path(out).with_suffix(".progress.log")

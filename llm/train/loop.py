@@ -24,6 +24,7 @@ from llm.config import RunConfig
 from llm.train import checkpoint as ckpt
 from llm.train.backend import Backend, Throughput
 from llm.train.metrics import MetricsLogger
+from llm.train.progress import Progress
 from llm.train.resume import check_same_run
 from llm.train.schedule import lr_at
 
@@ -151,6 +152,7 @@ def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) ->
     backend.barrier()
     if backend.is_main:
         (tmp / "config.yaml").write_text(cfg.to_yaml())
+        ckpt.save_tokenizer(tmp, cfg.data.tokenizer, cfg.checkpoint.dir)  # the step directory is self-contained
         ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
                                                  "consumed_samples": step * cfg.train.global_batch_size,
                                                  "layout": backend.layout})
@@ -209,6 +211,12 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step, logging=cfg.logging, total_steps=total,
                             run_config=asdict(cfg))
     preempt = PreemptionFlag.install()
+    # Until the first metrics line (a multiple of log_every), which may be minutes away on a slow start: a line
+    # after the first step (its time holds compilation and warm-up) and every ~30 s, also in <out_dir>/progress.log.
+    every = cfg.train.log_every
+    first_row = min(total, (step // every + 1) * every)
+    early = Progress("pretrain", total, "step", done=step, log=log, log_file=Path(cfg.out_dir) / "progress.log",
+                     enabled=backend.is_main)
     tokens_per_step = cfg.tokens_per_step
     last_loss = eval_loss = None
     saved = latest
@@ -252,6 +260,12 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             if result.loss_scale is not None:
                 skipped_steps += result.skipped
                 row.update(loss_scale=result.loss_scale, skipped=result.skipped, skipped_steps=skipped_steps)
+            if step < first_row:
+                note = ""
+                if early.done == early.start:
+                    warm = "compilation and warm-up included" if cfg.train.compile else "warm-up included"
+                    note = f"first step {dt:.1f} s ({warm}); metrics every {every} steps"
+                early.update(1, note, loss=result.loss, tokens_per_s=round(tps))
             if step % cfg.train.log_every == 0 or step == total:
                 metrics.log(row, console=f"step {step}/{total}")
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:
@@ -265,7 +279,9 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             if stop:
                 saved = save_checkpoint(backend, cfg, step, tokens)
                 if backend.is_main:
-                    log(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; re-run to resume")
+                    then = ("re-run to resume" if cfg.checkpoint.resume
+                            else "checkpoint.resume is off: a re-run starts over")
+                    log(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; {then}")
                 return TrainOutcome(step, "preempted", last_loss, eval_loss, saved)
     finally:
         metrics.close()
