@@ -174,4 +174,6 @@ def test_refused_row_is_a_named_error_not_a_traceback(base_dir, tmp_path):
                            f"sft.data={f}", "bad_rows=refuse"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"config error: {f}:2: missing 'completion'" in proc.stderr and "Traceback" not in proc.stderr
+    # The chain's pre-flight reads the file before anything trains and names the stage and key too.
+    assert f"config error: stage sft: sft.data: {f}:2: missing 'completion'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
