@@ -101,6 +101,21 @@ def _blend(argv: list[str]) -> int:
     return 0
 
 
+def _check_rule(root: str, rule: str) -> None:
+    """A --rule that names no reason of this folder and none of its report's stages is a typo, not zero drops."""
+    from data_pipeline.report import read_drops
+
+    reasons = {row["reason"] for row in read_drops(root)}
+    try:
+        stages = set(json.loads((Path(root) / "report.json").read_text()).get("stages", {}))
+    except (OSError, ValueError, AttributeError):
+        stages = set()
+    known = reasons | {r.split(".")[0] for r in reasons} | stages
+    if rule not in known and not any(r.startswith(rule + ".") for r in reasons):
+        raise DataError(f"--rule {rule}: no drop of {root} has that reason or stage; its reasons: "
+                        + ", ".join(sorted(reasons) or ["none"]))
+
+
 def _inspect(argv: list[str]) -> int:
     from data_pipeline.report import inspect_drops, read_drops
 
@@ -115,6 +130,8 @@ def _inspect(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print the matching rows as jsonl instead")
     args = ap.parse_args(argv)
     try:
+        if args.rule is not None:
+            _check_rule(args.dir, args.rule)
         if args.json:
             from data_pipeline.report import below_threshold
 

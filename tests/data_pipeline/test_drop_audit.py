@@ -100,6 +100,12 @@ def test_inspect_prints_drops_with_their_evidence(chained, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["id"] for r in rows) == sorted([b, c, e])
     assert prepare_data.main(["inspect", str(out["true"] / "nope")]) == 2
+    # A rule naming no reason or stage of the folder is a typo (one line, exit 2), not "0 dropped".
+    capsys.readouterr()
+    assert prepare_data.main(["inspect", str(out["true"]), "--rule", "minhash_dedupe"]) == 2
+    err = capsys.readouterr().err
+    assert "--rule minhash_dedupe: no drop of" in err and "minhash_dedup.near_duplicate" in err
+    assert prepare_data.main(["inspect", str(out["true"]), "--rule", "tokenize"]) == 0  # a stage with no drops
 
 
 def test_web_config_holds_the_papers_thresholds(tmp_path):
