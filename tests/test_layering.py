@@ -27,6 +27,7 @@ LAYERS = {
     "llm.hf": 3.5,
     "llm.train": 4,
     "llm.hf.import_": 4.5,
+    "llm.hf.export": 4.5,  # reads model.pt through llm.train.safe_load (audited, weights-only)
     "llm.align": 5,
     # The memorization audit reads models (any checkpoint layout, through llm.train) and prepared data folders.
     "llm.audit": 5,

@@ -28,10 +28,12 @@ class EvalModel:
 
 def load_eval_model(path: str | Path, device: str | torch.device = "cpu") -> EvalModel:
     """Build the model of checkpoint `path` with its weights; ConfigError when `path` is not a checkpoint, its
-    tokenizer is missing or does not fit the model, or the weights do not fit the config."""
+    tokenizer is missing or does not fit the model, or the weights do not fit the config (names, shapes, floating
+    point, finite: llm/hf/validate.py)."""
     from data_pipeline.hf_tokenizer import load_tokenizer
     from llm.hf.export import read_checkpoint
     from llm.hf.load import is_hf_model_dir, read_hf_config
+    from llm.hf.validate import check_state_dict
     from llm.train.checkpoint import read_model_weights
 
     p = Path(path)
@@ -55,8 +57,12 @@ def load_eval_model(path: str | Path, device: str | torch.device = "cpu") -> Eva
         raise ConfigError(f"{path}: the tokenizer has no EOS token (documents are scored conditioned on EOS)")
     # Built in fp32 whatever the stored dtype: scores are compared to 1e-5, and a bf16 checkpoint loses nothing.
     model = Transformer(cfg)
+    weights = read_model_weights(p)  # an HF directory's are checked as they are read (llm/hf/load.py)
+    if (p / "model.pt").is_file():
+        # A NaN weight would be scored (NaN, or a wrong number), an integer one silently cast: refused here.
+        check_state_dict(weights, cfg, p / "model.pt")
     try:
-        model.load_state_dict(read_model_weights(p))
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise ConfigError(f"{path} does not fit its config: {str(e).splitlines()[-1].strip()}") from None
     model.to(device).eval()

@@ -80,9 +80,38 @@ def _id(i: int) -> int | None:
     return None if i < 0 else i
 
 
+_REQUIRED = object()
+
+
+def _field(raw: dict, key: str, kind: type, where: str, default=_REQUIRED):
+    """raw[key] as a `kind` (int: a JSON integer; float: any JSON number; bool: true/false); ConfigError naming
+    `where` and the key when it is missing (without a default) or of another type ("64", 2.5, "false")."""
+    value = raw.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ConfigError(f"{where}: no {key} (a Llama config.json sets it)")
+        return default
+    ok = {int: type(value) is int, bool: type(value) is bool,
+          float: type(value) in (int, float)}[kind]
+    if not ok:
+        raise ConfigError(f"{where}: {key}={value!r} must be {_KIND_NAMES[kind]}, not {type(value).__name__}")
+    return float(value) if kind is float else value
+
+
+_KIND_NAMES = {int: "an integer", bool: "true or false", float: "a number"}
+
+
+def _positive(where: str, **values) -> None:
+    for key, value in values.items():
+        if not value > 0:  # `not >` also refuses nan
+            raise ConfigError(f"{where}: {key}={value} must be positive")
+
+
 def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
     """Our ModelConfig for a Llama-family config.json (as a dict). Raises ConfigError naming the first field
-    that asks for something llm/model.py does not do."""
+    that asks for something llm/model.py does not do, is missing, or has the wrong type or value."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be an object, not {type(raw).__name__}")
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"{where}: model_type={model_type!r} is not supported (only {', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -97,6 +126,9 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
         if key in raw and bad(raw[key]):
             raise ConfigError(f"{where}: {key}={raw[key]!r} is not implemented by our model (llm/model.py)")
     # transformers >= 5 writes rope_parameters {rope_type, rope_theta}; earlier ones rope_theta and rope_scaling.
+    for key in ("rope_parameters", "rope_scaling"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{where}: {key}={raw[key]!r} must be an object ({{\"rope_type\": ...}}) or null")
     rope = dict(raw.get("rope_parameters") or {})
     scaling = raw.get("rope_scaling") or {}
     rope_type = scaling.get("rope_type", scaling.get("type", rope.get("rope_type", "default")))
@@ -104,15 +136,38 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
         # Llama 3.1's "llama3" rescaling of the frequencies (and linear/dynamic/yarn) is refused, not approximated.
         field = "rope_scaling" if scaling else "rope_parameters"
         raise ConfigError(f"{where}: {field}.rope_type={rope_type!r} is not implemented (our RoPE is unscaled)")
-    theta = raw.get("rope_theta", rope.get("rope_theta", 10000.0))
-    n_heads = raw["num_attention_heads"]
+    if "rope_theta" in raw:
+        theta = _field(raw, "rope_theta", float, where, 10000.0)
+    else:
+        theta = _field(rope, "rope_theta", float, f"{where} rope_parameters", 10000.0)
+    n_layers = _field(raw, "num_hidden_layers", int, where)
+    d_model = _field(raw, "hidden_size", int, where)
+    n_heads = _field(raw, "num_attention_heads", int, where)
+    _positive(where, num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads)
+    n_kv_heads = _field(raw, "num_key_value_heads", int, where, n_heads)
+    head_dim = _field(raw, "head_dim", int, where, None)
+    if head_dim is None:
+        if d_model % n_heads:
+            raise ConfigError(f"{where}: num_attention_heads={n_heads} does not divide hidden_size={d_model} "
+                              "(and no head_dim is set)")
+        head_dim = d_model // n_heads
+    d_ff = _field(raw, "intermediate_size", int, where)
+    vocab_size = _field(raw, "vocab_size", int, where)
+    seq_len = _field(raw, "max_position_embeddings", int, where)
+    _positive(where, num_key_value_heads=n_kv_heads, head_dim=head_dim, intermediate_size=d_ff,
+              vocab_size=vocab_size, max_position_embeddings=seq_len)
+    if n_heads % n_kv_heads:
+        raise ConfigError(f"{where}: num_key_value_heads={n_kv_heads} must divide num_attention_heads={n_heads}")
+    if head_dim % 2:
+        raise ConfigError(f"{where}: head_dim={head_dim} must be even (rotary embeddings rotate pairs)")
+    norm_eps = _field(raw, "rms_norm_eps", float, where, 1e-6)
+    init_std = _field(raw, "initializer_range", float, where, 0.02)
+    _positive(where, rope_theta=theta, rms_norm_eps=norm_eps, initializer_range=init_std)
     cfg = ModelConfig(
-        n_layers=raw["num_hidden_layers"], d_model=raw["hidden_size"], n_heads=n_heads,
-        n_kv_heads=raw.get("num_key_value_heads") or n_heads,
-        head_dim=raw.get("head_dim") or raw["hidden_size"] // n_heads, d_ff=raw["intermediate_size"],
-        vocab_size=raw["vocab_size"], seq_len=raw["max_position_embeddings"],
-        tie_embeddings=bool(raw.get("tie_word_embeddings", False)), rope_theta=float(theta),
-        norm_eps=float(raw.get("rms_norm_eps", 1e-6)), init_std=float(raw.get("initializer_range", 0.02)),
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, d_ff=d_ff,
+        vocab_size=vocab_size, seq_len=seq_len,
+        tie_embeddings=_field(raw, "tie_word_embeddings", bool, where, False), rope_theta=theta,
+        norm_eps=norm_eps, init_std=init_std,
     )
     cfg.validate(where)
     return cfg

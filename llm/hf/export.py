@@ -5,13 +5,14 @@ weights as model.pt (llm/model.py names), config.yaml (the resolved run config) 
 (llm/train/checkpoint.py `save_tokenizer`); so does an alignment stage directory (model.pt, tokenizer.model,
 stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py wrote (its tokenizer.json beside
 model.pt). `read_checkpoint` is the one reader of those three kinds that export, evaluation, the audit and the
-alignment chain's outside base share. What is written: config.json (LlamaConfig), safetensors weights
+alignment chain's outside base share; stage.json is read by llm/files.py `read_json` and model.pt through
+llm/train/safe_load.py (audited, weights-only), then checked against its config (llm/hf/validate.py
+`check_state_dict`: names, shapes, floating point, finite) before anything is written. What is written: config.json (LlamaConfig), safetensors weights
 (sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
 and the tokenizer files (data_pipeline/hf_tokenizer.py).
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ from pathlib import Path
 import torch
 
 from llm.config import ConfigError, ModelConfig
+from llm.files import read_json
 from llm.hf.convert import hf_config_dict, parameter_names, to_hf_name
+from llm.hf.validate import check_state_dict
+from llm.train import safe_load
 
 # Written by llm/align/handoff.py (not imported: llm/align sits above this layer).
 STAGE_FILE = "stage.json"
@@ -42,7 +46,15 @@ def step_model_config(step: Path) -> ModelConfig:
     logging) need not validate."""
     import typed_yaml
     raw = typed_yaml.read_yaml(step / "config.yaml")
-    return typed_yaml.build_validated(ModelConfig, raw.get("model") or {}, str(step / "config.yaml"))
+    return _model_section(raw.get("model"), step / "config.yaml")
+
+
+def _model_section(raw, where: Path) -> ModelConfig:
+    import typed_yaml
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: no model section (a mapping of the model's shape)" if raw is None else
+                          f"{where}: model must be a mapping of the model's shape, not {type(raw).__name__}")
+    return typed_yaml.build_validated(ModelConfig, raw, str(where))
 
 
 def step_tokenizer(step: Path) -> Path:
@@ -56,7 +68,12 @@ def step_tokenizer(step: Path) -> Path:
     own = tokenizer_file(step)
     if own.is_file():
         return own
-    named = (typed_yaml.read_yaml(step / "config.yaml").get("data") or {}).get("tokenizer")
+    data = typed_yaml.read_yaml(step / "config.yaml").get("data") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{step / 'config.yaml'}: data must be a mapping, not {type(data).__name__}")
+    named = data.get("tokenizer")
+    if named is not None and not isinstance(named, str):
+        raise ConfigError(f"{step / 'config.yaml'}: data.tokenizer={named!r} must be a path")
     if not named:
         # str(Path("")) is ".", which exists: an unset data.tokenizer must be caught before it becomes a path.
         raise ConfigError(f"{step}: no tokenizer: none beside model.pt (tokenizer.model or tokenizer.json) and its "
@@ -73,16 +90,14 @@ def step_tokenizer(step: Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> CheckpointSource:
     """Locate the weights, model config and tokenizer of a checkpoint or stage directory; ConfigError otherwise."""
-    import typed_yaml
-
     p = Path(path)
-    if not (p / "model.pt").is_file():
+    if not (p / "model.pt").exists():
         raise ConfigError(f"{path} is not a checkpoint directory (no model.pt)")
-    if (p / STAGE_FILE).is_file():
-        info = json.loads((p / STAGE_FILE).read_text())
+    if (p / STAGE_FILE).exists():
+        info = read_json(p / STAGE_FILE, dict, "stage file")
         if info.get("kind") != "lm":
             raise ConfigError(f"{path} is a {info.get('kind')!r} stage ({info.get('stage')}), not a language model")
-        model = typed_yaml.build_validated(ModelConfig, info["model"], str(p / STAGE_FILE))
+        model = _model_section(info.get("model"), p / STAGE_FILE)
         tokenizer = p if (p / "tokenizer.json").is_file() else p / "tokenizer.model"  # the kind the base had
         if not tokenizer.exists():
             raise ConfigError(f"{path}: its tokenizer {tokenizer} does not exist")
@@ -123,7 +138,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False, 
     tok = load_tokenizer(src.tokenizer)
     if tok.vocab_size > src.model.vocab_size:
         raise ConfigError(f"{src.tokenizer} has {tok.vocab_size} tokens but the model only {src.model.vocab_size}")
-    state = torch.load(src.weights, map_location="cpu", weights_only=True, mmap=True)
+    # Audited, weights-only and memory-mapped; then checked against the config (names, shapes, dtypes, finiteness).
+    state = check_state_dict(safe_load.load(src.weights, mmap=True), src.model, src.weights)
     dtype = next(iter(state.values())).dtype
     config = LlamaConfig(**hf_config_dict(src.model, tok.bos_id, tok.eos_id, tok.pad_id,
                                           str(dtype).removeprefix("torch.")))

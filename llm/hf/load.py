@@ -1,17 +1,21 @@
 """Read a Llama-family Hugging Face model directory (config.json + safetensors) as our config and weights.
 
-Tensors are read one at a time with safetensors' `safe_open` (memory-mapped), so a large model is never held
-twice: the state dict returned is the only copy. No transformers import: reading needs only safetensors.
+Every file is checked before the weights are trusted (llm/hf/validate.py): config.json's fields by type and value,
+the index's shard names confined to the directory, each safetensors header against its file and against the
+config, then each tensor's values as it is read. Tensors are read one at a time with safetensors' `safe_open`
+(memory-mapped), so a large model is never held twice: the state dict returned is the only copy. No transformers
+import: reading needs only safetensors.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from llm.config import ConfigError, ModelConfig
-from llm.hf.convert import from_hf_name, model_config_from_hf, parameter_names
+from llm.files import TensorEntry, read_json, read_safetensors, safetensors_header
+from llm.hf.convert import from_hf_name, model_config_from_hf
+from llm.hf.validate import check_headers, check_tied, check_values
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -26,49 +30,110 @@ def is_hf_model_dir(path: str | Path) -> bool:
 def read_hf_config(path: str | Path) -> ModelConfig:
     """Our ModelConfig for HF directory `path`; ConfigError when it is not one or asks for what we lack."""
     f = Path(path) / CONFIG_FILE
-    if not f.is_file():
+    if not f.exists():
         raise ConfigError(f"{path}: no {CONFIG_FILE} (not a Hugging Face model directory)")
-    return model_config_from_hf(json.loads(f.read_text()), str(f))
+    return model_config_from_hf(read_json(f, dict, "config.json"), str(f))
+
+
+def _index_file_name(index: Path, tensor: str, name) -> str:
+    """A shard name of the index, confined to the model directory: relative, without '..' (a file outside it is
+    not part of this model; a shard that is a symlink, as in the hub cache, is followed as any file is)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{index}: weight_map[{tensor!r}]={name!r} must be a file name")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if PurePosixPath(name).is_absolute() or Path(name).is_absolute() or ".." in parts:
+        raise ConfigError(f"{index}: weight_map[{tensor!r}] names {name}, outside the model directory (shards are "
+                          "named relative to it)")
+    return name
+
+
+def read_index(path: str | Path) -> dict[str, str]:
+    """{HF tensor name: shard file name} of HF directory `path`'s index; ConfigError naming the index and the key."""
+    f = Path(path) / INDEX_FILE
+    raw = read_json(f, dict, "safetensors index")
+    weight_map = raw.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConfigError(f"{f}: no weight_map object ({{tensor name: shard file}})" if weight_map is None else
+                          f"{f}: weight_map must be an object ({{tensor name: shard file}}), not "
+                          f"{type(weight_map).__name__}")
+    if not weight_map:
+        raise ConfigError(f"{f}: weight_map is empty")
+    return {tensor: _index_file_name(f, tensor, name) for tensor, name in weight_map.items()}
 
 
 def weight_files(path: str | Path) -> list[Path]:
     """The safetensors files of HF directory `path`: the shards its index names, or model.safetensors."""
     p = Path(path)
-    if (p / INDEX_FILE).is_file():
-        names = sorted(set(json.loads((p / INDEX_FILE).read_text())["weight_map"].values()))
-        files = [p / n for n in names]
+    single, has_index = p / WEIGHTS_FILE, (p / INDEX_FILE).exists()
+    if single.exists() and has_index:
+        raise ConfigError(f"{p}: holds both {WEIGHTS_FILE} and {INDEX_FILE} (transformers loads the first, we would "
+                          "read the shards): remove the stale one")
+    if has_index:
+        files = [p / n for n in sorted(set(read_index(p).values()))]
     else:
-        files = [p / WEIGHTS_FILE]
+        files = [single]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise ConfigError(f"{path}: missing weight file(s) {', '.join(missing)}")
+        others = sorted(q.name for q in p.glob("*.bin")) + sorted(q.name for q in p.glob("*.pt"))
+        why = (f" (it holds {', '.join(others[:2])}: a pickle, which we do not read; save the model with "
+               "safe_serialization, the default of save_pretrained)") if others and not has_index else ""
+        raise ConfigError(f"{path}: missing weight file(s) {', '.join(missing)}{why}")
     return files
 
 
+def check_hf_dir(path: str | Path) -> tuple[ModelConfig, dict[str, tuple[Path, TensorEntry]]]:
+    """config.json and every safetensors header of HF directory `path`, checked against each other before a
+    tensor is read (llm/hf/validate.py `check_headers`); with an index, each tensor must be in the shard it names.
+    Returns (config, {HF tensor name: (file, header entry)}); ConfigError naming the file and tensor otherwise."""
+    p = Path(path)
+    cfg = read_hf_config(p)
+    files = weight_files(p)
+    entries: dict[str, tuple[Path, TensorEntry]] = {}
+    for f in files:
+        for name, entry in safetensors_header(f).items():
+            if name in entries:
+                raise ConfigError(f"{p}: tensor {name} is stored twice, in {entries[name][0].name} and {f.name}")
+            entries[name] = (f, entry)
+    if (p / INDEX_FILE).exists():
+        index = read_index(p)
+        for name, shard in index.items():
+            if name not in entries:
+                raise ConfigError(f"{p / INDEX_FILE}: weight_map lists {name} in {shard}, which does not hold it")
+            if entries[name][0] != p / shard:
+                raise ConfigError(f"{p / INDEX_FILE}: weight_map puts {name} in {shard}, but it is in "
+                                  f"{entries[name][0].name}")
+        unlisted = sorted(set(entries) - set(index))
+        if unlisted:
+            raise ConfigError(f"{entries[unlisted[0]][0]}: tensor {unlisted[0]} is not in {INDEX_FILE}'s weight_map "
+                              "(transformers would not load it)")
+    check_headers(entries, cfg, p)
+    return cfg, entries
+
+
 def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of HF directory `path` under llm/model.py names, in their stored dtype.
+    """The weights of HF directory `path` under llm/model.py names, in their stored dtype, checked against its
+    config.json (llm/hf/validate.py): names, shapes, dtypes before any tensor is read, finiteness as each is read.
 
-    With tied embeddings (no lm_head tensor stored) lm_head.weight is the embedding tensor itself, as in our model's
-    state dict. Raises ConfigError on an unsupported config, a tensor we have no place for, or a missing one.
+    With tied embeddings, lm_head.weight is the embedding tensor itself, as in our model's state dict (a stored
+    lm_head must equal it). Raises ConfigError naming the file and tensor at fault.
     """
-    from safetensors import safe_open
-
-    cfg = read_hf_config(path)
+    cfg, entries = check_hf_dir(path)
     state: dict[str, torch.Tensor] = {}
-    for f in weight_files(path):
-        with safe_open(str(f), framework="pt") as st:
-            for hf_name in st.keys():
-                ours = from_hf_name(hf_name)
-                if ours is not None:
-                    state[ours] = st.get_tensor(hf_name)
-    if cfg.tie_embeddings and "tok_embeddings.weight" in state:
+    stored_lm_head = None
+    by_file: dict[Path, list[str]] = {}
+    for name, (f, _) in entries.items():
+        by_file.setdefault(f, []).append(name)
+    for f, names in by_file.items():
+        for hf_name, tensor in read_safetensors(f, sorted(names)):
+            ours = from_hf_name(hf_name)
+            if ours is None:
+                continue
+            check_values(tensor, hf_name, f)
+            if cfg.tie_embeddings and ours == "lm_head.weight":
+                stored_lm_head = tensor
+            else:
+                state[ours] = tensor
+    if cfg.tie_embeddings:
+        check_tied(state, stored_lm_head, Path(path) / CONFIG_FILE)
         state["lm_head.weight"] = state["tok_embeddings.weight"]
-    expected = parameter_names(cfg)
-    missing = sorted(expected - set(state))
-    if missing:
-        raise ConfigError(f"{path}: no tensor for {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
-    extra = sorted(set(state) - expected)
-    if extra:
-        raise ConfigError(f"{path}: tensor {extra[0]} beyond config.json's num_hidden_layers={cfg.n_layers}")
     return state
-

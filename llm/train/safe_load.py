@@ -66,18 +66,39 @@ def audit(path: str | Path) -> None:
                                 "if you trust whoever wrote it, convert it to plain tensors yourself")
 
 
+def pickle_files(root: str | Path) -> list[Path]:
+    """Every *.pt file under root, through symlinked folders too (Path.rglob does not enter them, but DeepSpeed
+    opens the files inside by their path through the link); each real folder is walked once, so a link cycle ends."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(folder) / f for f in sorted(files) if f.endswith(".pt")]
+    return found
+
+
 def audit_tree(root: str | Path) -> None:
-    """audit() every *.pt file under root (a checkpoint directory, DeepSpeed's shards included)."""
-    for f in sorted(Path(root).rglob("*.pt")):
+    """audit() every *.pt file under root (a checkpoint directory, DeepSpeed's shards included, symlinked folders
+    followed); a *.pt that is a dangling symlink is refused too."""
+    for f in pickle_files(root):
+        if not f.exists():
+            raise CheckpointRefused(f"refusing to load {f}: a symlink to {os.readlink(f)}, which does not exist")
         audit(f)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu"):
-    """torch.load of a file we did not necessarily write: audited, then the weights-only unpickler."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False):
+    """torch.load of a file we did not necessarily write: audited, then the weights-only unpickler (memory-mapped
+    with `mmap`: the tensors stay in the file until touched)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointRefused(f"refusing to load {path}: a directory, not a torch.save file")
     audit(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise CheckpointRefused(f"refusing to load {path}: {str(e).splitlines()[0]}") from None
 

@@ -90,8 +90,11 @@ def test_user_mistakes_exit_2_with_one_line(debug_checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
     assert "not a checkpoint" in err[0] and "--force" in err[1] and "gone.model" in err[2]
-    assert export_main([str(debug_checkpoint), str(tmp_path / "full"), "--force"]) == 0
-    assert not (tmp_path / "full" / "x").exists()
+    # --force replaces only an earlier export (typed_yaml/output_dir.py), never a folder of someone else's.
+    assert export_main([str(debug_checkpoint), str(tmp_path / "full"), "--force"]) == 2
+    assert (tmp_path / "full" / "x").exists() and "not an output of export_hf.py" in capsys.readouterr().err
+    assert export_main([str(debug_checkpoint), str(tmp_path / "new")]) == 0
+    assert export_main([str(debug_checkpoint), str(tmp_path / "new"), "--force"]) == 0
 
 
 def test_alignment_stage_directory_exports(debug_checkpoint, tiny_data, tmp_path):
