@@ -3,8 +3,11 @@
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
 where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
-parallel/align_engine.py's DeepSpeed one).
-Exit codes: 0 done, 2 config error, 4 hand-off error (a checkpoint that does not fit the stage), 75 preempted
+parallel/align_engine.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
+(llm/align/preflight.py): its data files and reward functions are checked before its models are loaded.
+Exit codes: 0 done, 2 config error (a bad parameter, data file or row, or a reward function that raised, exited,
+hung or returned no finite number), 4 hand-off error (a checkpoint that does not fit the stage, or a damaged
+stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
 (SIGTERM/SIGUSR1: the running stage saved its in-stage checkpoint; the same command resumes it).
 """
 from __future__ import annotations
@@ -43,6 +46,9 @@ def main_for(name: str, doc: str, argv=None) -> int:
     try:
         cfg = load_align_config(args.config, args.overrides)
         strategy = make_strategy()
+        if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
+            from llm.align.preflight import Preflight
+            Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
         run(cfg, strategy, print)
         strategy.close()
     except ConfigError as e:

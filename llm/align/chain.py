@@ -96,6 +96,7 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
             summary[f"{s}_gain_over_sft"] = acc[s] - acc["sft"]
     report["summary"] = summary
     if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # stages: [] (or only skipped ones) writes no stage directory first
         (out / "chain_report.json").write_text(json.dumps(report, indent=1))
         log(json.dumps(summary, indent=1))
     return report

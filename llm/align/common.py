@@ -33,8 +33,15 @@ def checkpoint_tokenizer(path: str | Path):
     """The tokenizer of stage directory `path`: a SentencePiece `Tokenizer` or an `HFTokenizer`, as its stage.json
     records (llm/align/handoff.py)."""
     from data_pipeline.hf_tokenizer import load_tokenizer
-    from llm.align.handoff import tokenizer_path
-    return load_tokenizer(tokenizer_path(path))
+    from llm.align.handoff import HandoffError, tokenizer_path
+    file = tokenizer_path(path)
+    try:
+        return load_tokenizer(file)
+    # Only the tokenizer's own file is read here: a missing one (FileNotFoundError) or one that does not parse
+    # (ValueError, data_pipeline/tokenizer.py) is a damaged checkpoint, not a bug.
+    except (OSError, ValueError) as e:
+        raise HandoffError(f"{path}: its tokenizer {file.name} cannot be read ({' '.join(str(e).split())[:200]}); "
+                           "the checkpoint is damaged: copy it again or run the stage that writes it") from None
 
 
 class StageLog:
@@ -82,11 +89,22 @@ def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model
     if cfg.source("eval.prompts") is None:
         return {}
     prompts = load(cfg.source("eval.prompts"), "prompt", template, tok, model.cfg.seq_len, cfg.bad_rows).rows
-    reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+    reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights, cfg.reward_timeout_s, "eval.reward")
     return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens,
                             cfg.eval.temperature,
                             seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
-                            reward_stats=reward_stats)
+                            reward_stats=reward_stats, progress=phase_progress(cfg, "eval checker", len(prompts)))
+
+
+def phase_progress(cfg: AlignConfig, name: str, total: int, unit: str = "prompt", is_main: bool | None = None):
+    """A progress line (llm/train/progress.py) for a sampling phase outside a stage's training loop (the held-out
+    checker evaluation, the RM's policy samples): minutes on a CPU, silent before. Written to the console and
+    <out_dir>/logs/progress.log by the main rank (RANK 0 under a launcher when `is_main` is not given)."""
+    import os
+
+    from llm.train.progress import Progress
+    main = os.environ.get("RANK", "0") == "0" if is_main is None else is_main
+    return Progress(name, total, unit, log_file=Path(cfg.out_dir) / "logs" / "progress.log", enabled=main)
 
 
 def stage_log_path(cfg: AlignConfig, stage: str) -> Path:

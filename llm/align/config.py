@@ -9,6 +9,7 @@ and `<out_dir>/<stage>/` for each stage's checkpoint, so each stage finds the pr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,52 @@ DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.d
 (llm/align/stage.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
 
 
+INF = math.inf
+POSITIVE, NON_NEGATIVE, ONE_OR_MORE = ((0, True), (INF, True)), ((0, False), (INF, True)), ((1, False), (INF, True))
+OPEN_UNIT = ((0, True), (1, True))
+SAMPLED = "rollouts are sampled; 0 would be greedy: no exploration, every answer to a prompt the same"
+
+
+def numeric_ranges(c: "AlignConfig") -> list[tuple[str, float, tuple, tuple, str]]:
+    """(key, value, (low, open), (high, open), why) of each numeric parameter with a range outside which it has no
+    meaning; checked by AlignConfig.validate (the divisibility and cross-key checks are there too)."""
+    p, r, d, e = c.ppo, c.rl, c.dpo, c.eval
+    rows = [
+        ("reward_timeout_s", c.reward_timeout_s, *NON_NEGATIVE, "0: no limit"),
+        ("task.n_train", c.task.n_train, *ONE_OR_MORE, ""), ("task.n_dev", c.task.n_dev, *ONE_OR_MORE, ""),
+        ("task.n_eval_prompts", c.task.n_eval_prompts, *ONE_OR_MORE, ""),
+        ("base.steps", c.base.steps, *ONE_OR_MORE, ""), ("base.lr", c.base.lr, *POSITIVE, ""),
+        ("base.batch_size", c.base.batch_size, *ONE_OR_MORE, ""),
+        ("sft.eval_every", c.sft.eval_every, *ONE_OR_MORE, "steps between held-out losses"),
+        ("rm.margin", c.rm.margin, *NON_NEGATIVE, "a negative margin rewards ranking the rejected reply higher"),
+        ("rm.policy_samples", c.rm.policy_samples, *NON_NEGATIVE, "0: the demo pairs only"),
+        ("dpo.beta", d.beta, *POSITIVE, "β <= 0 reverses or removes DPO's preference term"),
+        ("ppo.iterations", p.iterations, *ONE_OR_MORE, ""), ("ppo.rollout_batch", p.rollout_batch, *ONE_OR_MORE, ""),
+        ("ppo.ppo_epochs", p.ppo_epochs, *ONE_OR_MORE, ""), ("ppo.mini_batch", p.mini_batch, *ONE_OR_MORE, ""),
+        ("ppo.max_new_tokens", p.max_new_tokens, *ONE_OR_MORE, ""),
+        ("ppo.temperature", p.temperature, *POSITIVE, SAMPLED),
+        ("ppo.beta", p.beta, *NON_NEGATIVE, "the KL penalty; 0: none"),
+        ("ppo.kl_horizon", p.kl_horizon, *ONE_OR_MORE, "the adaptive controller's horizon in sequences"),
+        ("ppo.gamma", p.gamma, (0, False), (1, False), ""), ("ppo.lam", p.lam, (0, False), (1, False), ""),
+        ("ppo.clip_eps", p.clip_eps, *OPEN_UNIT, ""), ("ppo.value_clip", p.value_clip, *POSITIVE, ""),
+        ("ppo.reward_clip", p.reward_clip, *POSITIVE, ""), ("ppo.ema", p.ema, (0, False), (1, True), "0: off"),
+        ("rl.iterations", r.iterations, *ONE_OR_MORE, ""),
+        ("rl.prompts_per_iteration", r.prompts_per_iteration, *ONE_OR_MORE, ""),
+        ("rl.group_size", r.group_size, (2, False), (INF, True), "group baselines need two samples per prompt"),
+        ("rl.epochs", r.epochs, *ONE_OR_MORE, ""), ("rl.mini_batch", r.mini_batch, *ONE_OR_MORE, ""),
+        ("rl.max_new_tokens", r.max_new_tokens, *ONE_OR_MORE, ""),
+        ("rl.temperature", r.temperature, *POSITIVE, SAMPLED),
+        ("rl.beta", r.beta, *NON_NEGATIVE, "the KL coefficient; 0: none"),
+        ("rl.clip_eps", r.clip_eps, *OPEN_UNIT, ""),
+        ("eval.temperature", e.temperature, *NON_NEGATIVE, "0: greedy"),
+        ("eval.max_new_tokens", e.max_new_tokens, *ONE_OR_MORE, ""),
+        ("eval.correct_reward", e.correct_reward, (-INF, True), (INF, True), "a finite reward"),
+    ]
+    if p.kl_target is not None:
+        rows.append(("ppo.kl_target", p.kl_target, *POSITIVE, "nats per sequence; null keeps β fixed"))
+    return rows
+
+
 @dataclass
 class AlignConfig:
     out_dir: str = "runs/align/default"
@@ -55,6 +102,9 @@ class AlignConfig:
     bad_rows: str = "skip"
     """A data row that cannot be used (a missing field, no assistant turn, longer than seq_len): 'skip' (named
     by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
+    reward_timeout_s: float = 60.0
+    """Seconds one call of a reward function (rl.reward, eval.reward; on a batch of completions) may take before the
+    stage stops, naming it (llm/align/rewards.py); 0: no limit. Must be >= 0."""
     base: BaseConfig = field(default_factory=BaseConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
@@ -88,13 +138,10 @@ class AlignConfig:
             if z not in (0, 1, 2):
                 raise ConfigError(f"{section}.{key}={z} must be 0, 1 or 2 (ZeRO-3 is not supported for the "
                                   "alignment stages)")
+        self._validate_ranges()
         p = self.ppo
         if p.rollout_batch % p.mini_batch != 0:
             raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not divide ppo.rollout_batch={p.rollout_batch}")
-        if not (0 < p.clip_eps < 1 and 0 <= p.gamma <= 1 and 0 <= p.lam <= 1 and 0 <= p.ema < 1):
-            raise ConfigError("ppo: need 0 < clip_eps < 1, gamma and lam in [0, 1], ema in [0, 1)")
-        if p.beta < 0 or (p.kl_target is not None and p.kl_target <= 0):
-            raise ConfigError("ppo.beta must be >= 0 and ppo.kl_target positive (or null)")
         if p.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
         self._validate_rl()
@@ -108,6 +155,20 @@ class AlignConfig:
         if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
             raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
                               f"~{prompt_tokens} tokens plus max_new_tokens")
+
+    def _validate_ranges(self) -> None:
+        """Every numeric alignment parameter against the range where it means something (NaN and inf refused
+        wherever a finite number is meant); the messages name the key, its value and the range."""
+        for key, value, (lo, lo_open), (hi, hi_open), why in numeric_ranges(self):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+            if not ok:
+                interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+                raise ConfigError(f"{key}={value:g} must be in {interval}{f' ({why})' if why else ''}")
+        r = self.rl
+        for where, weights in (("rl", r.reward_weights), ("eval", self.eval.reward_weights)):
+            if weights is not None and not all(math.isfinite(w) for w in weights):
+                raise ConfigError(f"{where}.reward_weights={weights} must be finite numbers")
 
     def _validate_rl(self) -> None:
         r = self.rl

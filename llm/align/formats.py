@@ -11,10 +11,14 @@
   dropped: the prompt is the turns before the last assistant turn (or `prompt` of a prompt/completion row), the
   other fields kept as for prompts. So a key that holds conversations for one stage serves another as prompts.
 
-A row that cannot be used — not JSON, a missing or mistyped field, an unknown role, no assistant turn, tokens
-beyond seq_len — is named by where it is (file:line for JSONL, file[row i] otherwise) with the reason. Under
-`bad_rows: skip` it is left out and counted (`Loaded.skipped`, reported by the stage); under `refuse` the first
-one raises DataError. Nothing is truncated.
+A row that cannot be used — not JSON, a missing or mistyped field, an unknown role, no assistant turn, a pair
+whose chosen and rejected replies are the same text (whitespace aside: it carries no preference, so the RM and DPO
+losses learn nothing from it), tokens beyond seq_len — is named by where it is (file:line for JSONL, file[row i]
+otherwise) with the reason. Under `bad_rows: skip` it is left out and counted (`Loaded.skipped`, reported by the
+stage); under `refuse` the first one raises DataError. Nothing is truncated. A source that cannot be read at all —
+a JSONL file that is not UTF-8 (binary, compressed, UTF-16, Latin-1), a corrupt or truncated parquet file, a
+directory that is not a readable `save_to_disk` dataset — raises DataError naming it (and the line), whatever
+`bad_rows` says.
 """
 from __future__ import annotations
 
@@ -55,33 +59,58 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
     p = Path(path)
     if p.is_dir():
         import datasets
+        import pyarrow
         try:
             ds = datasets.load_from_disk(str(p))
-        except (FileNotFoundError, ValueError) as e:
-            raise DataError(f"{p}: not a datasets save_to_disk directory ({e})") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if list(ds) != ["train"]:
-                raise DataError(f"{p}: a DatasetDict with splits {list(ds)}; give one split's directory")
-            ds = ds["train"]
-        for i, row in enumerate(ds):
+            if isinstance(ds, datasets.DatasetDict):
+                if list(ds) != ["train"]:
+                    raise DataError(f"{p}: a DatasetDict with splits {list(ds)}; give one split's directory")
+                ds = ds["train"]
+            rows = ds.to_list()
+        # The directory's files, not our code: missing, foreign or corrupt arrow/JSON files.
+        except (FileNotFoundError, ValueError, pyarrow.ArrowException, OSError) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{p}: not a readable datasets save_to_disk directory ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]})") from None
+        for i, row in enumerate(rows):
             yield f"{p}[row {i}]", row
     elif p.suffix == ".parquet" and p.is_file():
+        import pyarrow
         import pyarrow.parquet as pq
-        for i, row in enumerate(pq.read_table(p).to_pylist()):
+        try:
+            rows = pq.read_table(p).to_pylist()
+        except (pyarrow.ArrowException, OSError) as e:  # the file's bytes, not our code: a truncated or foreign file
+            raise DataError(f"{p}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
+        for i, row in enumerate(rows):
             yield f"{p}[row {i}]", row
     elif p.is_file():
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{p}:{n}", BadRow(f"not JSON ({e.msg})")
-                    continue
-                yield f"{p}:{n}", row if isinstance(row, dict) else BadRow("not a JSON object")
+        yield from _jsonl_records(p)
     else:
         raise DataError(f"{p}: no such data file or directory")
+
+
+def _jsonl_records(p: Path) -> Iterator[tuple[str, dict | BadRow]]:
+    """The records of a JSONL file; DataError at the first line that is not UTF-8 text (a binary, compressed,
+    UTF-16 or Latin-1 file): no row of such a file can be trusted, so it is refused whatever bad_rows says."""
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                if b"\x00" in raw:
+                    raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{n}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}: "
+                                "a binary, compressed, UTF-16 or Latin-1 file?); give UTF-8 JSONL, parquet or a "
+                                "datasets save_to_disk directory") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"{p}:{n}", BadRow(f"not JSON ({e.msg})")
+                continue
+            yield f"{p}:{n}", row if isinstance(row, dict) else BadRow("not a JSON object")
 
 
 def _messages(value, role: str, what: str) -> list[dict]:
@@ -121,7 +150,14 @@ def pair(row: dict) -> dict:
         out[key] = _messages(_field(row, key), "assistant", key)
         if any(m["role"] != "assistant" for m in out[key]):
             raise BadRow(f"'{key}' must be the reply: assistant turns only (the prompt goes in 'prompt')")
+    if _stripped(out["chosen"]) == _stripped(out["rejected"]):
+        raise BadRow("'chosen' equals 'rejected' (whitespace aside): the pair carries no preference, and the RM "
+                     "and DPO losses learn nothing from it")
     return out
+
+
+def _stripped(messages: list[dict]) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"].strip()) for m in messages]
 
 
 def prompt(row: dict) -> dict:

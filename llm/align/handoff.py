@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -102,7 +102,20 @@ def read_info(path: str | Path) -> StageInfo:
     if not is_complete(path):
         raise HandoffError(f"{path} is not a complete stage checkpoint (no {STAGE_FILE}); run the stage that "
                            "writes it first")
-    return StageInfo(**json.loads((path / STAGE_FILE).read_text()))
+    try:
+        raw = json.loads((path / STAGE_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HandoffError(f"{path / STAGE_FILE} is not JSON ({e}); the stage that wrote {path} did not finish "
+                           "writing it or it was damaged: remove the directory and run that stage again") from None
+    if not isinstance(raw, dict):
+        raise HandoffError(f"{path / STAGE_FILE} holds a {type(raw).__name__}, not a stage record object")
+    names = {f.name for f in fields(StageInfo)}
+    required = {f.name for f in fields(StageInfo) if f.default is MISSING and f.default_factory is MISSING}
+    missing, unknown = sorted(required - set(raw)), sorted(set(raw) - names)
+    if missing or unknown:
+        raise HandoffError(f"{path / STAGE_FILE} is not a stage record: missing keys {missing}, unknown keys "
+                           f"{unknown}; remove {path} and run the stage that writes it again")
+    return StageInfo(**raw)
 
 
 def check_template(info: StageInfo, path, template: dict) -> None:

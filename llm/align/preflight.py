@@ -10,7 +10,8 @@ and seq_len of the checkpoint the stage starts from (or of the checkpoint that o
 base stage has written its tokenizer they cannot be, and `check` returns the stages left to check again once it
 has. Reward functions are imported and called on the first SCORED_ROWS rows of the prompts they score, with an
 empty completion (a policy can answer with EOS at once, so a reward must score it): a function that needs a field
-the rows lack fails here, as RewardError naming the stage, the reward key and the data key. Each complete checkpoint
+the rows lack, raises, calls sys.exit, runs past reward_timeout_s or returns anything but one finite number per
+completion fails here, as RewardError naming the stage, the reward key, the data key and the sample. Each complete checkpoint
 a stage reads must carry its tokenizer and this config's chat template, and an RM key must hold a reward model
 (HandoffError).
 """
@@ -118,7 +119,7 @@ class Preflight:
         where = f"stage {stage.name}: {reward_key} scoring {key}={self.cfg.source(key)}"
         try:
             if specs not in self.rewards:
-                self.rewards[specs] = RewardFunctions(list(specs))
+                self.rewards[specs] = RewardFunctions(list(specs), timeout_s=self.cfg.reward_timeout_s)
             sample = rows[:SCORED_ROWS]
             self.rewards[specs]([r["raw"] for r in sample], [""] * len(sample), [r["fields"] for r in sample])
         except RewardError as e:

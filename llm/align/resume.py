@@ -22,6 +22,9 @@ llm/train/safe_load.py (audited, weights-only) or as JSON: a checkpoint is data,
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import shutil
 from pathlib import Path
 
@@ -63,6 +66,39 @@ def set_generator_state(text: str, gen: torch.Generator) -> None:
     gen.set_state(ckpt.rng_from_text(text))
 
 
+def read_trainer_state(path: Path, trainers: list[str]) -> dict:
+    """The trainer_state.json of in-stage checkpoint `path`, checked: JSON with the step, a step count for each of
+    `trainers` and RNG states of the shapes this process restores. Raises HandoffError naming the file (a damaged
+    checkpoint is the user's to remove, not a bug: the stage then resumes from nothing, or an earlier one)."""
+    from llm.align.handoff import HandoffError
+    file = path / ckpt.STATE_FILE
+    fix = f"remove {path} to start the stage over"
+    try:
+        state = ckpt.read_state(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HandoffError(f"{file} is not JSON ({e}); {fix}") from None
+    problems = []
+    if not isinstance(state, dict):
+        raise HandoffError(f"{file} holds a {type(state).__name__}, not an object; {fix}")
+    if not isinstance(state.get("step"), int):
+        problems.append("no integer 'step'")
+    steps = state.get("trainer_steps")
+    if not isinstance(steps, dict) or any(not isinstance(steps.get(n), int) for n in trainers):
+        problems.append(f"'trainer_steps' lacks a step count for {trainers}")
+    rng = state.get("rng")
+    try:
+        python, numpy, torch_text = rng["python"], rng["numpy"], rng["torch"]
+        ok = (len(python) == 3 and len(python[1]) == 625 and len(numpy) == 5 and len(numpy[1]) == 624
+              and len(base64.b64decode(torch_text, validate=True)) == torch.get_rng_state().numel())
+    except (TypeError, KeyError, binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        problems.append("'rng' is not the RNG states this checkpoint format writes (python, numpy, torch)")
+    if problems:
+        raise HandoffError(f"{file} is damaged: {'; '.join(problems)}; {fix}")
+    return state
+
+
 class StageResume:
     """The in-stage checkpoints of one stage run; every rank calls `load`, `maybe_save` and `clear` together.
 
@@ -90,7 +126,7 @@ class StageResume:
         path = self.latest()
         if path is None:
             return None
-        state = ckpt.read_state(path)
+        state = read_trainer_state(path, list(trainers))
         for name, trainer in trainers.items():
             trainer.engine.load_state(path, name)
             trainer.steps = state["trainer_steps"][name]

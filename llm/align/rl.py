@@ -40,7 +40,8 @@ class Rewards:
         r = cfg.rl
         weights = r.reward_weights or [1.0] * len(r.reward)
         fns = [(s, w) for s, w in zip(r.reward, weights) if s != RM]
-        self.functions = RewardFunctions([s for s, _ in fns], [w for _, w in fns]) if fns else None
+        self.functions = RewardFunctions([s for s, _ in fns], [w for _, w in fns], cfg.reward_timeout_s,
+                                         "stage rl: rl.reward") if fns else None
         self.rm_weight = sum(w for s, w in zip(r.reward, weights) if s == RM)
         self.rm, self.stats, self.clip = None, (0.0, 1.0), cfg.ppo.reward_clip
         if RM in r.reward:

@@ -13,7 +13,7 @@ import random
 
 import torch
 
-from llm.align.common import batch_indices
+from llm.align.common import batch_indices, phase_progress
 from llm.align.config import AlignConfig
 from llm.align.data import pair_batch
 from llm.align.losses import bradley_terry_loss
@@ -43,7 +43,7 @@ def evaluate_pairs(rm: RewardModel, tok, template, rows: list[dict], batch_size:
 
 @torch.no_grad()
 def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_reward: float, n_samples: int,
-                 max_new_tokens: int, seed: int, batch_size: int = 256) -> list[dict]:
+                 max_new_tokens: int, seed: int, batch_size: int = 256, progress=None) -> list[dict]:
     """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
     does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
@@ -57,6 +57,8 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
         for s in range(0, len(ids), batch_size):
             for k, r in enumerate(sample(model, ids[s:s + batch_size], max_new_tokens, 1.0, tok.eos_id, gen)):
                 answers[s + k].append(decode_response(tok, r, template))
+            if progress is not None:
+                progress.update(len(ids[s:s + batch_size]))
     rows = []
     for q, a in zip(prompts, answers):
         ok = [r >= correct_reward for r in reward([q["raw"]] * len(a), a, [q["fields"]] * len(a))]
@@ -88,18 +90,22 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
         n = cfg.eval.max_new_tokens
-        reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights)
+        reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights, cfg.reward_timeout_s,
+                                 "stage rm: eval.reward")
         # Each distinct prompt once, in a fixed order (sorted by its JSON: for string prompts, by the text).
         # sft.eval_data holds conversations (what SFT reads); their prompts are sampled, the reply dropped
         # (STAGE.reads_as), so the documented messages format serves both stages.
         prompts = {k: sorted({json.dumps(r["prompt"]): r for r in ctx.data(k, STAGE.data_kind(k), seq_len)}.items())
                    for k in sources}
+        phase = phase_progress(cfg, "rm: policy samples", s.policy_samples * sum(map(len, prompts.values())),
+                               "sample", d.is_main)
+        phase.log = ctx.log.log
         train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
                                      cfg.eval.correct_reward, s.policy_samples, n,
-                                     seed_for(cfg.seed, Stream.RM_POLICY_TRAIN))
+                                     seed_for(cfg.seed, Stream.RM_POLICY_TRAIN), progress=phase)
         valid_policy = policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["sft.eval_data"]], reward,
                                     cfg.eval.correct_reward, s.policy_samples, n,
-                                    seed_for(cfg.seed, Stream.RM_POLICY_EVAL))
+                                    seed_for(cfg.seed, Stream.RM_POLICY_EVAL), progress=phase)
     if s.shuffle_labels:
         rng = random.Random(seed_for(cfg.seed, Stream.RM_SHUFFLED_LABELS))
         train = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if rng.random() < 0.5 else r for r in train]

@@ -105,17 +105,19 @@ def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: 
 @torch.no_grad()
 def evaluate_checker(model: Transformer, tok: Tokenizer, template, prompts: list[dict], reward, correct_reward: float,
                      max_new_tokens: int, temperature: float, seed: int, reward_model=None,
-                     reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128) -> dict:
+                     reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128, progress=None) -> dict:
     """The eval reward of `model` on held-out prompt rows (llm/align/formats.py `prompt`; samples at `temperature`,
     a fixed seed): its mean (eval_reward) and the share of answers reaching `correct_reward` (checker_accuracy), the
     mean response length, and with a reward model the normalised RM score overall, on correct and on wrong
     answers, and the RM/eval-reward agreement (RM score > 0 ⇔ correct): the gap that exposes reward hacking.
-    reward: llm/align/rewards.py RewardFunctions."""
+    reward: llm/align/rewards.py RewardFunctions. progress: a llm/train/progress.py Progress fed per batch sampled."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
     responses: list[list[int]] = []
     for s in range(0, len(prompts), batch_size):
         responses += sample(model, prompt_ids[s:s + batch_size], max_new_tokens, temperature, tok.eos_id, gen)
+        if progress is not None:
+            progress.update(len(prompt_ids[s:s + batch_size]))
     rewards = reward([p["raw"] for p in prompts], [decode_response(tok, r, template) for r in responses],
                      [p["fields"] for p in prompts])
     correct = [r >= correct_reward for r in rewards]

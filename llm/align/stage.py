@@ -159,8 +159,9 @@ class StageContext:
         latest = self.resumer.latest()
         if latest is None:
             return 0, {}
-        from llm.train.checkpoint import read_state
-        if read_state(latest).get("config_sha") != self._config_sha():
+        from llm.align.resume import read_trainer_state
+        # Checked before anything is compared or restored: a damaged trainer_state.json is named, never guessed at.
+        if read_trainer_state(latest, list(trainers)).get("config_sha") != self._config_sha():
             if self.strategy.is_main:
                 self.log.log(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
             self.strategy.barrier()

@@ -71,6 +71,19 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Transforme
     return model.to(device).eval(), valid_fraction, p
 
 
+def check_same_tokenizer(data_tok, data_tok_path: Path, ckpt: Path) -> None:
+    """Refuse a data folder tokenized with another tokenizer than the checkpoint's: its token ids mean other text to
+    the model, and every exposure and memorization rate would be measured on noise (near zero, not a finding)."""
+    source = read_checkpoint(ckpt).tokenizer
+    if not Path(source).exists():
+        return  # a pretraining step directory whose data.tokenizer moved: nothing to compare against
+    own = load_tokenizer(tokenizer_file(source) if Path(source).is_dir() else source)
+    if own.fingerprint() != data_tok.fingerprint():
+        raise ConfigError(f"{data_tok_path.parent} was tokenized with {data_tok_path} (sha256 "
+                          f"{data_tok.fingerprint()[:12]}…) but {ckpt} was trained with {source} "
+                          f"({own.fingerprint()[:12]}…): audit the data folder the checkpoint was trained on")
+
+
 def _summary(rows: list[dict]) -> dict:
     return {"canaries": len(rows),
             "exposure_mean": float(np.mean([r["exposure"] for r in rows])),
@@ -125,6 +138,7 @@ def audit(checkpoint: str | Path, data_dir: str | Path, settings: AuditSettings,
         raise ConfigError(f"{data_dir} is not a prepared data folder (no data.bin/.idx; see launch/prepare_data.py)")
     model, valid_fraction, ckpt = load_model(checkpoint, torch.device("cpu"))
     tok = load_tokenizer(tokenizer_file(data_dir))
+    check_same_tokenizer(tok, tokenizer_file(data_dir), ckpt)
     if tok.vocab_size > model.cfg.vocab_size:
         raise ConfigError(f"{data_dir}'s tokenizer has {tok.vocab_size} pieces, more than the model's "
                           f"vocab_size={model.cfg.vocab_size}: was {ckpt} trained on it?")
@@ -136,7 +150,15 @@ def audit(checkpoint: str | Path, data_dir: str | Path, settings: AuditSettings,
         raise ConfigError(f"k={k}: a {k}-token prompt, {k} decoded tokens and the leading EOD exceed the "
                           f"model's seq_len={model.cfg.seq_len}; pass --k {(model.cfg.seq_len - 1) // 2} or less")
     sidecar = data_dir / SIDECAR
-    plan = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    try:
+        plan = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{sidecar} is not JSON ({e}); it is written by launch/prepare_data.py with the data: "
+                          "prepare the folder again") from None
+    if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("canaries"), list)
+                                 and "generator" in plan):
+        raise ConfigError(f"{sidecar} is not a canary plan (an object with 'generator' and a 'canaries' list); "
+                          "prepare the folder again")
     out = {"checkpoint": str(ckpt), "data": str(data_dir), "valid_fraction": valid_fraction}
     if plan is not None:
         longest = max(len(c["token_ids"]) for c in plan["canaries"])

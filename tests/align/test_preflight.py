@@ -33,7 +33,7 @@ def _chat(p):
                          {"role": "assistant", "content": "".join(sorted(p))}]}
 
 
-PROMPTS = ("5183", "209", "7461", "35", "802", "9164")
+PROMPTS = ("5183", "209", "7461", "53", "802", "9164")  # none sorted: every demo pair has a preference
 
 
 @pytest.fixture
@@ -160,8 +160,15 @@ def test_the_rm_samples_conversation_prompts(base_dir, tmp_path, own_data):
     cfg = _cfg(tmp_path, own_data, f"rm.init={base_dir / 'base'}", "rm.steps=1", "rm.batch_size=4",
                "rm.optim.warmup_steps=0", "rm.policy_samples=2", "rm.checkpoint_every=0", "eval.max_new_tokens=2",
                f"eval.reward=[{fn}:f]")  # 2 tokens: garbage from a 2-step base fits seq_len
-    metrics = run_rm(cfg, log=lambda s: None)
+    lines = []
+    metrics = run_rm(cfg, log=lines.append)
     assert metrics["n_train_pairs"] == 2 * len(PROMPTS) and metrics["n_eval_pairs"] == len(PROMPTS) + 3
+    # The sampling phase before the RM trains (minutes on a CPU for thousands of prompts) reports its progress,
+    # on the console and in the chain's progress log: the first batch, then the last with its total.
+    total = 2 * (len(PROMPTS) + 3)
+    sampled = [line for line in lines if line.startswith("rm: policy samples: sample ")]
+    assert sampled and sampled[-1].startswith(f"rm: policy samples: sample {total}/{total} (100%)")
+    assert f"rm: policy samples: sample {total}/{total}" in (tmp_path / "logs" / "progress.log").read_text()
     held_out = [json.loads(line) for line in seen.read_text().splitlines()][len(PROMPTS):]
     assert held_out == [[{"role": "system", "content": "sort"}, {"role": "user", "content": p}]
                         for p in sorted(PROMPTS[:3], key=lambda p: json.dumps(_chat(p)["messages"][:2]))]
