@@ -36,8 +36,10 @@ from data_pipeline.indexed import IndexedDataset, IndexedDatasetBuilder, dtype_f
 from data_pipeline.ingest import UID_FILE_SHIFT, run_ingest, shard_of_uid
 from data_pipeline.report import STAGES, StageStats, drop_row, merge_stage_dicts, ordered, progress, summary
 from data_pipeline.shards import (AtomicJsonl, is_done, iter_jsonl, mark_done, my_units, read_done,
-                                  task_from_env, write_json_atomic)
+                                  remove_stale_temps, task_from_env, write_json_atomic)
 from data_pipeline.tokenize import TokenizerPool, train_from_texts
+from typed_yaml import ConfigError, runlock
+from typed_yaml.disk import disk_full_as
 
 PIPELINE_STAGES = ("ingest", "dedup", "cluster", "tokenize", "merge")
 
@@ -256,6 +258,35 @@ def run(cfg: DataConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 36
     layout = Layout(Path(cfg.output))
     layout.work.mkdir(parents=True, exist_ok=True)
     task = task_from_env(cfg.shards)
+    # One writer per task of a folder (typed_yaml/runlock.py): the tasks of an array share it, a second copy of
+    # one is refused naming the first; released at the end, and by the kernel if the task is killed.
+    try:
+        lock = runlock.acquire(layout.work / f".lock-task{task[0]}", f"--output {layout.root} (task {task[0]})")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+    try:
+        return _run_stages(cfg, layout, task, stage, wait_timeout_s)
+    finally:
+        lock.release()
+
+
+def _run_stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: str, wait_timeout_s: float):
+    """The stages, after the temporary files a killed run left are removed; a full disk is one DataError naming
+    the file (the unit it was writing has no marker, so a rerun redoes that unit only)."""
+    alone = task[1] == 1  # we hold the folder's lock, so every temporary file in it is a dead writer's
+    if alone:
+        remove_stale_temps(layout.root)
+    what = "the prepared data" if stage == "all" else f"the {stage} stage's files"
+    try:
+        with disk_full_as(layout.root, what, error=DataError, then="the units finished before are kept (marked "
+                          "done); free space and rerun the same command to go on from them"):
+            return _stages(cfg, layout, task, stage, wait_timeout_s)
+    finally:
+        if alone:  # what a failed unit half wrote, to give a full disk its space back
+            remove_stale_temps(layout.root)
+
+
+def _stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: str, wait_timeout_s: float):
     _check_manifest(cfg, layout)
     wanted = PIPELINE_STAGES if stage == "all" else (stage,)
     file_markers = [layout.ingest / f"file_{i:05d}.done" for i in range(len(cfg.inputs))]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TypeVar
@@ -95,10 +96,30 @@ def _crash_hook() -> None:
         os._exit(137)
 
 
+TEMP_NAME = re.compile(r"\.tmp\d*$")
+"""The temporary names writers use before their atomic rename: `NAME.tmp<pid>` (these helpers, dedup buckets)
+and `NAME.tmp` (the .bin/.idx builder)."""
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete every temporary file (TEMP_NAME) under root: called by the one task that holds root's lock, before
+    it writes, so each is a killed writer's leftover (kill -9 runs no cleanup). Returns how many were removed."""
+    removed = 0
+    for p in Path(root).rglob("*.tmp*"):
+        if TEMP_NAME.search(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_json_atomic(path: Path, obj: object, sort_keys: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")
+    except OSError:
+        tmp.unlink(missing_ok=True)  # half a file on a full disk: give the space back
+        raise
     os.replace(tmp, path)
 
 
@@ -113,11 +134,17 @@ class AtomicJsonl:
         self.count = 0
 
     def write(self, obj: dict) -> None:
-        self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        try:
+            self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        except OSError as e:  # a file object's write error names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         self.count += 1
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         os.replace(self.tmp, self.path)
 
 

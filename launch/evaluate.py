@@ -50,6 +50,9 @@ def main(argv=None) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         check_out_path(args.out)
+        if args.device is not None:
+            from llm.train.hardware import parse_device
+            parse_device(args.device)
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         if not tasks:
             raise ValueError("--tasks names no task")

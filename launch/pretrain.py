@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm.config import ConfigError, load_config  # noqa: E402
+from typed_yaml.disk import DiskFull, disk_full_message  # noqa: E402
 
 EXIT_PREEMPTED = 75
 """Exit status of a preempted run: a checkpoint was saved and re-running the command resumes from it."""
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     from llm.train.loop import PreemptionFlag, TrainingDiverged
     PreemptionFlag.install(startup=True)  # before the slow start-up, so an early SIGUSR1 is not fatal
     from parallel.launch_env import detect_launch
+    cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
         launch = detect_launch()
@@ -54,7 +56,15 @@ def main(argv=None) -> int:
     except ConfigError as e:
         # Every rank reaches the same verdict from the same config and files: one line per node, not per rank.
         if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            print(f"config error: {e}", file=sys.stderr)
+            print(f"{'error' if isinstance(e, DiskFull) else 'config error'}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk at a write site that does not name it (typed_yaml/disk.py); else a bug
+        where = "the run's files" + ("" if cfg is None else f" (out_dir={cfg.out_dir}, checkpoint.dir="
+                                                            f"{cfg.checkpoint.dir})")
+        message = disk_full_message(e, Path.cwd() if cfg is None else Path(cfg.out_dir), where)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"training diverged: {e}", file=sys.stderr)

@@ -137,7 +137,8 @@ class DeepSpeedBackend:
         full = gather_full_state_dict(self.engine.module, self.cfg.model, self.topo, self.pipelined,
                                       self.cfg.parallel.zero_stage)
         if full is not None:
-            torch.save(full, path / "model.pt")
+            with open(path / "model.pt", "wb") as f:  # a file object: a full disk keeps its errno
+                torch.save(full, f)
 
     def load(self, path: Path) -> None:
         from parallel.safe_checkpoint import guard

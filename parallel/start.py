@@ -6,10 +6,11 @@ import json
 import socket
 from pathlib import Path
 
-from llm.config import RunConfig
+from llm.config import ConfigError, RunConfig
 from llm.train import start
 from llm.train.loop import TrainOutcome
 from llm.train.memory_watch import MemoryWatch, predict_run_memory, run_layout
+from llm.train.setup import lock_error
 from parallel.engine import DeepSpeedBackend
 from parallel.launch_env import LaunchEnv
 from parallel.peak import device_peak_flops
@@ -26,6 +27,11 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
 
     tp, pp, dp = check_layout(cfg, launch.world_size)  # before init, so a layout error costs no rendezvous
     device = init_distributed(launch)
+    # One writer per run: rank 0 locks out_dir, and every rank hears its verdict (llm/train/setup.py lock_run).
+    verdict = [lock_error(cfg) if launch.rank == 0 else None]
+    dist.broadcast_object_list(verdict, src=0)
+    if verdict[0]:
+        raise ConfigError(verdict[0])
     topo = Topology(tp, pp, dp)
     print(f"rank {launch.rank} on {socket.gethostname()}: local rank {launch.local_rank}, device {device}, "
           f"{topo.coords()}", flush=True)

@@ -30,10 +30,40 @@ class DuplicateKeyError(yaml.YAMLError):
     """A mapping defines the same key twice; YAML loaders otherwise keep the last one without a word."""
 
 
-def _check_unique_keys(node: yaml.Node, prefix: str = "") -> None:
+MAX_EXPANDED_NODES = 100_000
+"""Most nodes a YAML document may expand to once every alias (`*name`) is replaced by what it names. Aliases are
+shared, not copied, while parsing, but every walk of the result (key checks, typed construction, the copy saved
+with each checkpoint) visits a shared node once per reference: nine levels of ten aliases ("billion laughs") is
+1e9 nodes from a 400-byte file, minutes of a hung loader. Our largest config expands to a few hundred nodes."""
+
+
+class AliasBombError(yaml.YAMLError):
+    """A document whose aliases expand past MAX_EXPANDED_NODES."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes of `node` with every alias expanded, counted in time linear in the distinct nodes (memoised by id;
+    the composer has already refused a recursive alias)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    return size
+
+
+def _check_unique_keys(node: yaml.Node, prefix: str = "", seen: set[int] | None = None) -> None:
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node checked already: once is enough (and keeps the walk linear)
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_unique_keys(item, f"{prefix}[{i}]")
+            _check_unique_keys(item, f"{prefix}[{i}]", seen)
     if not isinstance(node, yaml.MappingNode):
         return
     first_line: dict[object, int] = {}
@@ -47,7 +77,7 @@ def _check_unique_keys(node: yaml.Node, prefix: str = "") -> None:
             raise DuplicateKeyError(f"key '{dotted}' is defined twice (lines {first_line[key]} and {line}); "
                                     "keep one")
         first_line[key] = line
-        _check_unique_keys(value_node, dotted)
+        _check_unique_keys(value_node, dotted, seen)
 
 
 def _problem(e: yaml.YAMLError) -> str:
@@ -62,6 +92,12 @@ class StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a mapping with a repeated key, at any depth, naming it and both lines."""
 
     def construct_document(self, node: yaml.Node):
+        sizes: dict[int, int] = {}
+        expanded = _expanded_size(node, sizes)
+        if expanded > MAX_EXPANDED_NODES:
+            raise AliasBombError(f"its aliases expand to {expanded:,} nodes, more than the {MAX_EXPANDED_NODES:,} "
+                                 f"allowed ({len(sizes):,} written): write the repeated part out, or fewer levels "
+                                 "of aliases")
         _check_unique_keys(node)
         return super().construct_document(node)
 
@@ -172,8 +208,12 @@ def apply_overrides(raw: dict, overrides, source: str = "command line", shorthan
                 raise ConfigError(f"{source}: cannot set '{dotted}': '{p}' is not a section")
         try:
             node[parts[-1]] = yaml.load(text, Loader=StrictLoader) if text != "" else None
+        except AliasBombError as e:
+            raise ConfigError(f"{source}: the value of '{dotted}' is refused: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: the value of '{dotted}' is not valid YAML: {_problem(e)}") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: the value of '{dotted}' nests too deeply to read") from None
     return raw
 
 
@@ -187,8 +227,11 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} does not exist")
     try:
         raw = yaml.load(p.read_text(), Loader=StrictLoader) or {}
-    except DuplicateKeyError as e:
+    except (DuplicateKeyError, AliasBombError) as e:
         raise ConfigError(f"{path}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests collections too deeply to read (Python's recursion limit): flatten it") \
+            from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {_problem(e)}") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -1,10 +1,80 @@
 """The parallel layout and the numeric precision of a run."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from typed_yaml import ConfigError
+
+
+DEEPSPEED_KEYS = frozenset({
+    "activation_checkpointing", "aio", "autotuning", "bf16", "bfloat16", "checkpoint", "comet", "comms_logger",
+    "communication_data_type", "compile", "csv_monitor", "data_efficiency", "data_parallel_size", "data_types",
+    "dataloader_drop_last", "datastates_ckpt", "disable_allgather", "disable_python_gc", "dump_state",
+    "expert_parallel", "flops_profiler", "fp16", "gradient_accumulation_steps", "gradient_allreduce_op",
+    "gradient_clipping", "gradient_predivide_factor", "hybrid_engine", "log_level", "managed_gradient_accumulation",
+    "memory_breakdown", "optimizer", "pipeline", "prescale_gradients", "scheduler",
+    "seq_parallel_communication_data_type", "sequence_parallel_size", "steps_per_print", "tensor_parallel",
+    "tensorboard", "timers", "torch_autocast", "train_batch_size", "train_micro_batch_size_per_gpu",
+    "use_data_before_expert_parallelism", "vocabulary_size", "wall_clock_breakdown", "wandb", "weight_quantization",
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "zero_optimization",
+})
+"""Top-level keys DeepSpeed 0.19.8 reads: those `DeepSpeedConfig` (runtime/config.py) looks up, less the ones it
+rejects as removed features (`_REMOVED_TOP_LEVEL_CONFIG_KEYS`: amp, elasticity, curriculum_learning, ...), plus
+`sequence_parallel_size` and `data_parallel_size`, which `deepspeed.initialize` reads itself.
+tests/parallel/test_ds_config.py derives the same set from the installed DeepSpeed."""
+
+GENERATED = {
+    "train_batch_size": ("train.global_batch_size", "the loop builds every step's global batch"),
+    "train_micro_batch_size_per_gpu": ("train.micro_batch_size", "the loop cuts each rank's share into them"),
+    "gradient_accumulation_steps": ("train.global_batch_size / (train.micro_batch_size × data-parallel degree)",
+                                    "the loop hands the engine exactly that many micro-batches per step"),
+    "gradient_clipping": ("optim.grad_clip", "debug mode clips with the same value"),
+    "optimizer": ("optim.*", "every layout and debug mode run the same AdamW"),
+    "scheduler": ("optim.lr, optim.warmup_steps and optim.min_lr_ratio", "the loop sets the LR of every step"),
+    "zero_optimization.stage": ("parallel.zero_stage", "checkpoints record it as part of the layout"),
+    "zero_optimization.offload_optimizer": ("parallel.offload_optimizer", "it also chooses the optimizer kernel"),
+    "zero_optimization.offload_param": ("parallel.offload_params", "it is validated against the ZeRO stage"),
+    "bf16.enabled": ("precision.dtype", "debug mode and the loss-scale logging follow precision"),
+    "fp16.enabled": ("precision.dtype", "debug mode and the loss-scale logging follow precision"),
+    "bfloat16": ("precision.dtype", "it is DeepSpeed's older name for bf16"),
+    "torch_autocast": ("precision.dtype", "the engine's precision follows precision"),
+    "fp16.loss_scale": ("precision.initial_loss_scale", "loss scaling is dynamic, as in debug mode"),
+    "fp16.initial_scale_power": ("precision.initial_loss_scale", "debug mode starts from the same scale"),
+    "fp16.loss_scale_window": ("precision.loss_scale_window", "debug mode grows the scale on the same window"),
+    "fp16.min_loss_scale": ("precision.min_loss_scale", "debug mode stops at the same floor"),
+    "pipeline.activation_checkpoint_interval": ("parallel.activation_checkpointing",
+                                                "HFU counts the recomputed layers from it"),
+    "checkpoint.load_universal": ("checkpoint.reshard", "a resume decides it from the saved layout"),
+    "tensor_parallel": ("parallel.tensor", "DeepSpeed's AutoTP would shard the model a second time"),
+    "sequence_parallel_size": ("parallel.sequence_parallel",
+                               "DeepSpeed's Ulysses would shrink the data-parallel group the loop splits batches over"),
+    "data_parallel_size": ("the world size / (parallel.tensor × parallel.pipeline)",
+                           "the loop splits every batch over that data-parallel degree"),
+    "data_efficiency": ("the training loop", "it chooses every step's samples; DeepSpeed's sampling, curriculum and "
+                                             "random-LTD would change them"),
+}
+"""parallel.deepspeed keys refused, by dotted path: (the typed setting they are generated from, why it matters)."""
+
+
+def override_errors(overrides: dict, where: str = "parallel.deepspeed") -> list[str]:
+    """Every key of `overrides` (merged last into the generated DeepSpeed JSON) that is not DeepSpeed's, or that
+    overrides a key we generate and the loop depends on (GENERATED); empty when the overrides are safe."""
+    errors = []
+    for key in overrides:
+        if key not in DEEPSPEED_KEYS:
+            close = difflib.get_close_matches(key, DEEPSPEED_KEYS, n=1)
+            errors.append(f"{where}.{key} is not a DeepSpeed 0.19.8 config key"
+                          + (f" (did you mean {close[0]}?)" if close else ""))
+    for path, (source, reason) in GENERATED.items():
+        head, _, sub = path.partition(".")
+        if head not in overrides:
+            continue
+        # A non-dict value replaces the whole generated section, sub-key included.
+        if not sub or not isinstance(overrides[head], dict) or sub in overrides[head]:
+            errors.append(f"{where}.{path} is generated from {source} ({reason}): set that instead")
+    return errors
 
 
 @dataclass
@@ -48,6 +118,10 @@ class ParallelConfig:
                               "'none', 'full' or 'every_k'")
         if self.checkpoint_every_k < 1:
             raise ConfigError(f"{where}.checkpoint_every_k must be >= 1")
+        # In every mode: debug mode ignores the block, and a typo accepted there would fail only once launched.
+        errors = override_errors(self.deepspeed, f"{where}.deepspeed")
+        if errors:
+            raise ConfigError("; ".join(errors))
 
     @property
     def checkpoint_interval(self) -> int:

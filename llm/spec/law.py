@@ -50,7 +50,63 @@ class LawFitError(ValueError):
 
 
 class LawFileError(ValueError):
-    """A law.json that is missing, not JSON, or not a sweep's law; the message names the file."""
+    """A law.json that is missing, not JSON, not a sweep's law, or holds a constant no fit can produce; the message
+    names the file and the key."""
+
+
+MAX_LOSS_FLOOR = 20.0
+"""Largest parametric E (nats/token) a law.json may carry: ln V of a 485-million-token vocabulary. A loss floor
+above it is no fit of a language model, and plan.py would print it as the predicted loss."""
+
+
+def _constant(doc: dict, dotted: str, rule: str, ok) -> float:
+    """doc's number at `dotted`, or LawFileError (without the file; read_law adds it) naming the key and `rule`."""
+    node = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise LawFileError(f"{dotted} is missing")
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise LawFileError(f"{dotted} = {node!r} must be a number {rule}")
+    if not math.isfinite(node) or not ok(node):
+        raise LawFileError(f"{dotted} = {node!r} must be a finite number {rule}")
+    return float(node)
+
+
+def check_law(doc: dict) -> None:
+    """Raise LawFileError naming the first key of a law document whose value no fit produces: NaN, infinite,
+    negative or out-of-range constants (a hand-edited or corrupted file), which plan() would otherwise turn into
+    a loss of NaN or 1e12, or an OverflowError blamed on the budget."""
+    a = _constant(doc, "n_opt.a", "in (0, 1) (N_opt ∝ C^a and D_opt ∝ C^(1-a) both grow with C)", lambda x: 0 < x < 1)
+    k = _constant(doc, "n_opt.k", "> 0 (N_opt = k·C^a)", lambda x: x > 0)
+    _constant(doc, "bootstrap.confidence", "in (0, 1)", lambda x: 0 < x < 1)
+    samples = (doc.get("bootstrap") or {}).get("samples")
+    if not isinstance(samples, list):
+        raise LawFileError("bootstrap.samples must be a list of [a, log10 k] pairs")
+    for i, pair in enumerate(samples):
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in pair)):
+            raise LawFileError(f"bootstrap.samples[{i}] = {pair!r} must be a pair of finite numbers [a, log10 k]")
+    budgets = doc.get("budgets")
+    if not isinstance(budgets, list) or not budgets:
+        raise LawFileError("budgets must list the fitted budgets (a law is fitted on at least two)")
+    for i, b in enumerate(budgets):
+        c = b.get("flops") if isinstance(b, dict) else None
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+            raise LawFileError(f"budgets[{i}].flops = {c!r} must be a finite number > 0 (FLOPs)")
+        n = k * c ** a
+        if not 1 <= n <= c / 6:
+            raise LawFileError(f"n_opt.k = {k:g} with n_opt.a = {a:g} gives N_opt = {n:.3g} at budgets[{i}].flops = "
+                               f"{c:.3g}: outside [1, C/6] (at least one token per parameter)")
+    par = doc.get("parametric") or {}
+    if "E" in par:
+        lo, hi = EXPONENT_RANGE
+        _constant(doc, "parametric.E", f"in [0, {MAX_LOSS_FLOOR:g}] nats/token (the irreducible loss)",
+                  lambda x: 0 <= x <= MAX_LOSS_FLOOR)
+        for key in ("A", "B"):
+            _constant(doc, f"parametric.{key}", "> 0", lambda x: x > 0)
+        for key in ("alpha", "beta"):
+            _constant(doc, f"parametric.{key}", f"in ({lo:g}, {hi:g}] (EXPONENT_RANGE)", lambda x: lo < x <= hi)
 
 
 @dataclass(frozen=True)
@@ -249,6 +305,10 @@ def read_law(path: str | Path, name: str | None = None) -> SweepLaw:
         raise LawFileError(f"--law {path}: not JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != LAW_FORMAT:
         raise LawFileError(f"--law {path}: not a sweep law (expected \"format\": \"{LAW_FORMAT}\")")
+    try:
+        check_law(doc)
+    except LawFileError as e:
+        raise LawFileError(f"--law {path}: {e}; refit it with launch/sweep.py --out DIR --fit-only") from None
     try:
         n_opt, boot = doc["n_opt"], doc["bootstrap"]
         flops = [b["flops"] for b in doc["budgets"]]

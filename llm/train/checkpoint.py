@@ -15,12 +15,14 @@ import os
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from llm.train import safe_load
+from typed_yaml.disk import disk_full_as
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -53,6 +55,75 @@ def latest_checkpoint(root: str | Path) -> Path | None:
         if m and (p / STATE_FILE).is_file() and (best is None or int(m.group(1)) > best[0]):
             best = (int(m.group(1)), p)
     return None if best is None else best[1]
+
+
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """Every complete checkpoint under root (trainer_state.json present), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()), reverse=True)
+
+
+def unreadable(ckpt: Path) -> str | None:
+    """Why checkpoint directory `ckpt` cannot be resumed from, or None: trainer_state.json, the RNG states and
+    config.yaml must parse, model.pt must exist and every *.pt be a whole zip archive (a truncated torch.save file
+    has lost its zip directory, at the end). Reads only directories and small files: seconds for any size."""
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{STATE_FILE} is not readable JSON ({type(e).__name__}: {e})"
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("step", "tokens")):
+        return f"{STATE_FILE} lacks an integer step and tokens"
+    if not (ckpt / "model.pt").is_file():
+        return "model.pt is missing"
+    for f in sorted(ckpt.rglob("*.pt")):
+        try:
+            with zipfile.ZipFile(f) as z:
+                z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            return f"{f.relative_to(ckpt)} is truncated or corrupt (not a whole torch.save archive: {e})"
+    for f in sorted(ckpt.glob("rng_rank*.json")):
+        try:
+            json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{f.name} is not readable JSON ({type(e).__name__})"
+    if (ckpt / "config.yaml").is_file():
+        import typed_yaml
+        try:
+            typed_yaml.read_yaml(ckpt / "config.yaml")
+        except typed_yaml.ConfigError as e:
+            return f"config.yaml cannot be read ({str(e).split(': ', 1)[-1]})"
+    return None
+
+
+def resume_point(root: str | Path, log=None) -> Path | None:
+    """The checkpoint a resume starts from: the newest complete one that is readable (`unreadable`), or None when
+    there is none at all.
+
+    A newest checkpoint that turns out unreadable (a truncated model.pt after a crash of the storage, a hand-edited
+    trainer_state.json) is skipped for the previous complete one, with a warning through `log` naming the bad one
+    and why, rather than refused: checkpoint.keep >= 2 exists for exactly this, the steps since the previous one are
+    retrained on the same samples (the data position is the step number), and the bad directory is left as it is
+    until the save of its step replaces it. ConfigError when no complete checkpoint is readable: there is nothing
+    to fall back to, and starting from scratch over a damaged run must be the user's choice."""
+    from llm.config import ConfigError
+    skipped = []
+    for p in complete_checkpoints(root):
+        why = unreadable(p)
+        if why is None:
+            if skipped and log is not None:
+                log("warning: " + "; ".join(f"checkpoint {b} cannot be resumed from: {w}" for b, w in skipped) +
+                    f"; resuming from {p}, the newest readable one (the bad one is left as it is, replaced when "
+                    "its step is saved again)")
+            return p
+        skipped.append((p, why))
+    if skipped:
+        bad, why = skipped[0]
+        raise ConfigError(f"checkpoint {bad} cannot be resumed from: {why}; no earlier complete checkpoint is "
+                          f"readable: restore it from a copy, delete {Path(root)} to start the run over, or start a "
+                          "new run with checkpoint.resume=false (and a new checkpoint.dir)")
+    return None
 
 
 def prune(root: str | Path, keep: int) -> None:
@@ -93,6 +164,17 @@ def save_tokenizer(ckpt: Path, tokenizer: str | None, root: str | Path | None = 
                               f"earlier checkpoint holds a copy to carry on: put it back and rerun the command")
         src = tokenizer_file(previous)
     return copy_tokenizer(src, ckpt)
+
+
+def disk_full_guard(tmp: Path, step: int, root: str | Path):
+    """Around the writing of step `step`'s checkpoint into `tmp`: a write that fails for lack of space becomes a
+    DiskFull (one line naming the file, exit 2) after `tmp` is deleted, so no directory of that step is published
+    and the latest complete checkpoint stays what a rerun resumes from. DeepSpeed's own torch.save reports a full
+    disk as RuntimeError 'enforce fail at inline_container.cc' (typed_yaml/disk.py tells the two apart)."""
+    latest = latest_checkpoint(root)
+    return disk_full_as(tmp, f"the checkpoint of step {step}", remove=tmp,
+                        then=f"nothing was marked complete (latest complete checkpoint: {latest or 'none'}); free "
+                             f"space under {root} and rerun the same command to resume")
 
 
 def write_state(path: Path, state: dict) -> None:

@@ -23,6 +23,32 @@ MATMUL_SIZES = (512, 1024, 2048)
 matrices (on 2 cores of this project's CI machine, n=1024 ran at 24 GFLOP/s and n=2048 at 44)."""
 
 
+def parse_device(text: str, flag: str = "--device") -> torch.device:
+    """The torch device `text` names, checked against this machine: ConfigError (one line, naming `flag`) for a name
+    torch does not know, CUDA on a PyTorch built without it or on a machine with no GPU visible, or a GPU index past
+    those visible. torch would otherwise fail deep inside the first .to() with an assertion."""
+    from llm.config import ConfigError
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(f"{flag} {text}: not a torch device (cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise ConfigError(f"{flag} {text}: this PyTorch ({torch.__version__}) is built without CUDA; use "
+                              f"{flag} cpu, or install a CUDA build of PyTorch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"{flag} {text}: no GPU is visible (CUDA_VISIBLE_DEVICES="
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use {flag} cpu")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{flag} {text}: only {count} GPU(s) visible (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} {text}: MPS is not available on this machine; use {flag} cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{flag} {text}: device type {device.type!r} is not supported here (cpu, cuda, mps)")
+    return device
+
+
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())

@@ -107,9 +107,13 @@ class LocalBackend:
         return False, "only the DeepSpeed backend reshards optimizer state"
 
     def save(self, path: Path) -> None:
-        torch.save(self.model.state_dict(), path / "model.pt")
-        torch.save({"optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler else None}, path / "optimizer.pt")
+        # Through Python file objects: a full disk then surfaces with its errno (ENOSPC) behind torch's
+        # 'enforce fail' RuntimeError, which a path would hide behind "basic_ios::clear" (typed_yaml/disk.py).
+        with open(path / "model.pt", "wb") as f:
+            torch.save(self.model.state_dict(), f)
+        with open(path / "optimizer.pt", "wb") as f:
+            torch.save({"optimizer": self.optimizer.state_dict(),
+                        "scaler": self.scaler.state_dict() if self.scaler else None}, f)
 
     def load(self, path: Path, weights_only: bool = False) -> None:
         self.model.load_state_dict(safe_load.load(path / "model.pt", map_location=self.device))

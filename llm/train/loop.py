@@ -144,20 +144,21 @@ def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) ->
                                "refusing to save it")
     final = ckpt.step_dir(cfg.checkpoint.dir, step)
     tmp = ckpt.temp_dir_for(final)
-    if backend.is_main:
-        tmp.mkdir(parents=True, exist_ok=True)
-    backend.barrier()
-    backend.save(tmp)
-    ckpt.save_rng_state(tmp, backend.rank)
-    backend.barrier()
-    if backend.is_main:
-        (tmp / "config.yaml").write_text(cfg.to_yaml())
-        ckpt.save_tokenizer(tmp, cfg.data.tokenizer, cfg.checkpoint.dir)  # the step directory is self-contained
-        ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
-                                                 "consumed_samples": step * cfg.train.global_batch_size,
-                                                 "layout": backend.layout})
-        ckpt.publish(tmp, final)
-        ckpt.prune(cfg.checkpoint.dir, cfg.checkpoint.keep)
+    with ckpt.disk_full_guard(tmp, step, cfg.checkpoint.dir):  # a full disk: one line, nothing published
+        if backend.is_main:
+            tmp.mkdir(parents=True, exist_ok=True)
+        backend.barrier()
+        backend.save(tmp)
+        ckpt.save_rng_state(tmp, backend.rank)
+        backend.barrier()
+        if backend.is_main:
+            (tmp / "config.yaml").write_text(cfg.to_yaml())
+            ckpt.save_tokenizer(tmp, cfg.data.tokenizer, cfg.checkpoint.dir)  # the step directory is self-contained
+            ckpt.write_state(tmp / ckpt.STATE_FILE, {"step": step, "tokens": tokens,
+                                                     "consumed_samples": step * cfg.train.global_batch_size,
+                                                     "layout": backend.layout})
+            ckpt.publish(tmp, final)
+            ckpt.prune(cfg.checkpoint.dir, cfg.checkpoint.keep)
     backend.barrier()
     return final
 
@@ -187,7 +188,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     """
     total = cfg.total_steps
     step, tokens = 0, 0
-    latest = ckpt.latest_checkpoint(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
+    latest = ckpt.resume_point(cfg.checkpoint.dir, log if backend.is_main else None) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
         check_same_run(latest, cfg)

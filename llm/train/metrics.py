@@ -19,6 +19,7 @@ from pathlib import Path
 
 from llm.config import LoggingConfig
 from llm.train.loggers import open_sinks
+from typed_yaml.disk import disk_full_as, disk_full_reason
 
 
 def _fmt(key: str, value) -> str:
@@ -73,10 +74,12 @@ class MetricsLogger:
         self.file, self.sinks = None, []
         if not enabled:
             return
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            keep = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in keep))
+        with disk_full_as(path, f"the metrics rows up to step {resume_step}"):
+            if path.exists():
+                keep = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
+                path.write_text("".join(line + "\n" for line in keep))
         self.file = path.open("a")
         self.sinks = open_sinks(logging, path.parent, resume_step, run_config)
 
@@ -92,8 +95,11 @@ class MetricsLogger:
             return
         now = time.time()
         row = {**row, "time": now}
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        what = f"the metrics row of step {row.get('step', '?')}"
+        with disk_full_as(self.path, what, then="the checkpoints written so far are complete; free space and rerun "
+                                                "the same command to resume"):
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
         for sink in self.sinks:
             sink.write(row)
         if console:
@@ -106,8 +112,12 @@ class MetricsLogger:
 
     def close(self) -> None:
         if self.file:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as e:  # the row a full disk refused, flushed again: log() has said so already
+                if disk_full_reason(e, self.path) is None:
+                    raise
         for sink in self.sinks:
             sink.close()
         self.sinks = []

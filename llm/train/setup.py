@@ -7,13 +7,49 @@ from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
 from llm.spec.flops import flops_per_token, hfu
+from typed_yaml import runlock
+
+
+def _run_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
+    """(key, directory) of what a run writes: out_dir, and checkpoint.dir when it lies outside out_dir."""
+    out, ckpt = Path(cfg.out_dir).absolute(), Path(cfg.checkpoint.dir).absolute()
+    return [("out_dir", out)] + ([] if ckpt == out or out in ckpt.parents else [("checkpoint.dir", ckpt)])
+
+
+def lock_run(cfg: RunConfig, log=print) -> None:
+    """Take the run's one-writer locks (typed_yaml/runlock.py) on out_dir, and on checkpoint.dir when it lies outside
+    out_dir, for the rest of this process (or until release_run). Only the main rank takes them: the other ranks of a
+    launched job write under the main rank's lock. Raises LockHeld (a ConfigError) naming the process that writes
+    the run already (a second launch, a sweep's orphaned trainer); says so when it takes over a lock whose holder
+    died (a kill -9, a crashed node)."""
+    check_output_paths(cfg)
+    for key, path in _run_dirs(cfg):
+        runlock.lock_dir(path, f"{key}={path}", log=log)
+
+
+def lock_error(cfg: RunConfig, log=print) -> str | None:
+    """lock_run's verdict as a message (None: locked), for a launched job's rank 0 to hand to every rank
+    (parallel/start.py), so that no rank goes on to a collective that rank 0 never reaches."""
+    try:
+        lock_run(cfg, log)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def release_run(cfg: RunConfig) -> None:
+    """Release lock_run's locks (a finished run leaves no lock file behind; a killed one leaves a record that the next
+    taker reports)."""
+    for _, path in _run_dirs(cfg):
+        runlock.release(path / runlock.LOCK_FILE)
 
 
 def prepare_out_dir(cfg: RunConfig, is_main: bool, log=print) -> Path:
-    """Create out_dir with the resolved config (main rank), and print the config's warnings (RunConfig.warnings)
-    once, on the main rank, before anything slow."""
+    """Lock out_dir for this run and create it with the resolved config (main rank), and print the config's warnings
+    (RunConfig.warnings) once, on the main rank, before anything slow. LockHeld when another process writes it."""
     out = Path(cfg.out_dir)
     if is_main:
+        lock_run(cfg, log)
         for warning in cfg.warnings():
             log(warning)
         out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from llm.config import RunConfig
 from llm.train.backend import Backend, Throughput
 from llm.train.loop import TrainOutcome, train
 from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
-                             prepare_out_dir)
+                             prepare_out_dir, release_run)
 
 
 def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Callable[[], tuple[float, str]],
@@ -40,4 +40,7 @@ def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Calla
     peak, source = measure_peak()
     announce(backend, peak, source)
     throughput = Throughput(model_flops_per_token(cfg), hardware_flops_per_token(cfg), peak, n_devices)
-    return train(cfg, backend, train_set, valid_set, throughput, log=log, eval_only=eval_only, memory=memory)
+    try:
+        return train(cfg, backend, train_set, valid_set, throughput, log=log, eval_only=eval_only, memory=memory)
+    finally:
+        release_run(cfg)  # the run's one-writer lock, taken by prepare_out_dir (llm/train/setup.py)
