@@ -53,13 +53,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     args = ap.parse_args(argv)
     try:
+        from typed_yaml.output_dir import check_not_an_input
+        # Never an input: --output step/model.pt with --dtype bf16 would round the checkpoint's own weights.
+        check_not_an_input(args.output, [("checkpoint", args.checkpoint)], flag="--output")
+        if args.output.is_dir():
+            raise ConfigError(f"--output {args.output} is a directory: name the file to write, e.g. "
+                              f"{args.output / 'model.pt'}")
         import torch
         state = consolidate(args.checkpoint)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
         state = {k: v.to(dtype) for k, v in state.items()}
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_suffix(args.output.suffix + ".tmp")
-        torch.save(state, tmp)
+        tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")  # one per writer: the last one wins
+        from typed_yaml.disk import disk_full_as
+        with disk_full_as(args.output, "the consolidated weights", remove=tmp):  # a full disk: one line, no file
+            torch.save(state, tmp)
         os.replace(tmp, args.output)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

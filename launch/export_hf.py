@@ -4,6 +4,11 @@
 
 OUT_DIR then loads with `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `AutoTokenizer.from_pretrained(OUT_DIR)`,
 no custom code (llm/hf/export.py). Exit 2, with one line, on a user mistake.
+
+OUT_DIR may not be, contain or lie inside the checkpoint or its tokenizer. It is written beside itself
+(.OUT_DIR.partial) and moved into place when complete, so a failed or killed export leaves an earlier OUT_DIR as it
+was; --force replaces only an earlier export (its .llm-forge-output.json says so) holding nothing else
+(typed_yaml/output_dir.py). Two exports to one OUT_DIR at once: the second is refused, naming the first.
 """
 from __future__ import annotations
 
@@ -18,17 +23,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="a step_XXXXXXXX directory or an alignment stage directory")
     ap.add_argument("out_dir", type=Path, help="the Hugging Face model directory to write")
-    ap.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    ap.add_argument("--force", action="store_true", help="replace an earlier export in OUT_DIR")
     ap.add_argument("--max-shard-size", default="5GB", help="safetensors shard size past which weights are split "
                     "with an index (default: %(default)s)")
     args = ap.parse_args(argv)
-    from llm.hf.export import export_hf
+    from typed_yaml.output_dir import staged_output
     try:
-        out = export_hf(args.checkpoint, args.out_dir, force=args.force, max_shard_size=args.max_shard_size)
+        from llm.hf.export import export_hf, read_checkpoint
+        tokenizer = read_checkpoint(args.checkpoint).tokenizer  # may lie outside the checkpoint (data.tokenizer)
+        inputs = [("checkpoint", args.checkpoint), ("tokenizer", tokenizer)]
+        with staged_output(args.out_dir, "export_hf.py", inputs, force=args.force,
+                           source=str(args.checkpoint.resolve())) as tmp:
+            export_hf(args.checkpoint, tmp, max_shard_size=args.max_shard_size)
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer readers raise these two
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}")
+    print(f"wrote {args.out_dir}")
     return 0
 
 

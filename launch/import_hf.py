@@ -5,6 +5,11 @@
 writes OUT_DIR/step_00000000 (model.pt, config.yaml, tokenizer files, trainer_state.json; llm/hf/import_.py), which
 `checkpoint.init_from=` and launch/export_hf.py accept. Architectures our model does not implement are refused
 with one line naming the field or tensor. Exit 2 on a user mistake.
+
+OUT_DIR may not be, contain or lie inside HF_DIR. It is written beside itself (.OUT_DIR.partial) and moved into
+place when complete, so a killed import neither leaves a half checkpoint nor blocks its rerun; --force replaces only
+an earlier import (its .llm-forge-output.json says so) holding nothing else, never a training run started in it
+(typed_yaml/output_dir.py). Two imports to one OUT_DIR at once: the second is refused, naming the first.
 """
 from __future__ import annotations
 
@@ -19,11 +24,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("hf_dir", type=Path, help="a directory with config.json, safetensors weights and tokenizer.json")
     ap.add_argument("out_dir", type=Path, help="where to write step_00000000/")
-    ap.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    ap.add_argument("--force", action="store_true", help="replace an earlier import in OUT_DIR")
     args = ap.parse_args(argv)
-    from llm.hf.import_ import import_hf
+    from typed_yaml.output_dir import check_not_an_input, staged_output
+    inputs = [("HF directory", args.hf_dir)]
     try:
-        step = import_hf(args.hf_dir, args.out_dir, force=args.force)
+        check_not_an_input(args.out_dir, inputs)  # before torch loads: a second, not a minute
+        from llm.hf.import_ import import_hf
+        with staged_output(args.out_dir, "import_hf.py", inputs, force=args.force,
+                           source=str(args.hf_dir.resolve())) as tmp:
+            step = import_hf(args.hf_dir, args.out_dir, staging=tmp)
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer reader raises these two
         print(f"error: {e}", file=sys.stderr)
         return 2

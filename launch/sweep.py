@@ -14,6 +14,13 @@ Resumable: a point's DIR/points/NAME/done.json (its final eval loss) is written 
 rerunning the same command skips finished points, runs the others (a killed run resumes from its checkpoint),
 and re-fits. Out: DIR/law.json (llm/spec/law.py), DIR/report.md, DIR/isoflop.png (launch/sweep_plot.py).
 Any user error prints one line and exits with status 2; a failed run exits 1 and names its log.
+
+One writer: the sweep locks DIR, and each point's directory while it runs the point (typed_yaml/runlock.py), so a
+second sweep (or --fit-only) on a running one is refused, naming it. A point's trainer runs in its own session (a
+terminal's Ctrl-C reaches only the sweep, which stops it at a checkpoint) but dies with the sweep: on Linux it is
+sent SIGTERM when the sweep dies, even by kill -9, and saves a checkpoint and exits; a rerun waits for a trainer
+still doing so before it starts the point again, and the trainer's own lock on its run directory refuses any second
+one.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from llm.spec.scaling import LAWS, get_law  # noqa: E402
 from llm.spec.shape import SHAPE_RULES  # noqa: E402
 from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES, SweepGrid, design_grid  # noqa: E402
 from llm.train.metrics import format_duration  # noqa: E402
+from typed_yaml import runlock  # noqa: E402
 from launch.plan import _Parser, _positive  # noqa: E402  (one-line errors; numbers such as -1e12 read as values)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +58,10 @@ EVAL_TOKENS = 2 ** 20
 """Held-out tokens each point is evaluated on (all of a smaller validation split). Neighbouring sizes of a budget
 often differ by a few hundredths of a nat, about the noise of the debug config's two eval batches (4k tokens);
 a million tokens puts the noise near a thousandth and costs a fraction of a percent of a point's FLOPs."""
+ORPHAN_WAIT_S = 300.0
+"""How long a rerun waits for a point's trainer left by a killed sweep (sent SIGTERM when the sweep died) to save
+its checkpoint and exit, before it gives up and names the process."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class UserError(Exception):
@@ -188,7 +200,7 @@ def prepare(args) -> dict:
         if [p["name"] for p in old["points"]] != [p["name"] for p in doc["points"]] or old["args"] != record:
             raise UserError(f"--out {out} holds another sweep (its sweep.json has other budgets, sizes, law or base "
                             "config): rerun with the same arguments to resume it, or give a new --out")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != runlock.LOCK_FILE for p in out.iterdir()):
         raise UserError(f"--out {out} exists and is not a sweep directory (no sweep.json): give a new or empty one")
     out.mkdir(parents=True, exist_ok=True)
     data = _resolve_data(base_raw, base)
@@ -323,6 +335,40 @@ def _watch(proc: subprocess.Popen, metrics: Path, total_steps: int, prefix: str,
     return rc
 
 
+def wait_for_orphan(run_dir: Path, name: str, wait_s: float = ORPHAN_WAIT_S, log=print) -> None:
+    """Wait until no process holds run directory `run_dir`'s lock: a trainer of an earlier sweep that was killed
+    (sent SIGTERM when its sweep died, it is saving a checkpoint), or one started by hand. UserError naming it
+    after wait_s seconds."""
+    lock = run_dir / runlock.LOCK_FILE
+    holder = runlock.holder(lock)
+    if holder is None:
+        return
+    log(f"{name}: waiting for {runlock.describe(holder)} to finish writing {run_dir} (a trainer of an earlier "
+        "sweep, stopping at a checkpoint?) before running the point again")
+    deadline = time.monotonic() + wait_s
+    while (holder := runlock.holder(lock)) is not None:
+        if time.monotonic() > deadline:
+            raise UserError(f"point {name}: {run_dir} is still written by {runlock.describe(holder)} after "
+                            f"{wait_s:.0f} s: stop it (kill {holder.get('pid')}) or let it finish, then rerun")
+        time.sleep(0.5)
+
+
+def die_with_parent():
+    """A preexec_fn for a point's trainer: on Linux, SIGTERM when the sweep dies however it dies (prctl
+    PR_SET_PDEATHSIG, prctl(2); kept across exec), so pretrain.py saves a checkpoint and exits instead of training on
+    as an orphan beside the rerun. None elsewhere (there, the trainer's run lock still refuses a second trainer)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()  # looked up before the fork
+
+    def arm():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the sweep died before the line above: nothing would signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 def run_local(out: Path, doc: dict, log=print) -> None:
     """Run every unfinished point in debug mode, one after the other, with a progress line per point: i/N and an
     ETA from the 6ND FLOPs still to run at the rate measured so far (points differ in cost, not in count)."""
@@ -344,11 +390,13 @@ def run_local(out: Path, doc: dict, log=print) -> None:
             result = collect_point(out, p)
             log(f"[{i}/{total}] {p['name']}: run had finished, collected: eval loss {result['loss']:.4f}")
             continue
+        point_lock = runlock.lock_dir(d, f"sweep point {d}")  # against a SLURM task's --collect-point
+        wait_for_orphan(d / "run", p["name"], log=log)
         log(f"[{i}/{total}] {p['name']}: N={p['n_params']:,} D={p['n_tokens']:,} ({p['total_steps']} steps) ...")
         t0 = time.monotonic()
         with open(d / "train.log", "a") as fh:
             proc = subprocess.Popen([sys.executable, str(PRETRAIN), "--config", str(d / "config.yaml")], stdout=fh,
-                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                    stderr=subprocess.STDOUT, env=env, cwd=ROOT, preexec_fn=die_with_parent(),
                                     start_new_session=True)  # a terminal's Ctrl-C reaches only the sweep (below)
             try:
                 rc = _watch(proc, d / "run" / "metrics.jsonl", p["total_steps"], f"[{i}/{total}] {p['name']}", log)
@@ -361,6 +409,7 @@ def run_local(out: Path, doc: dict, log=print) -> None:
                             "command to resume")
         wall = time.monotonic() - t0
         result = collect_point(out, p, wall)
+        point_lock.release()
         flops_run += cost
         eta = (time.monotonic() - t_start) / flops_run * flops_left
         log(f"[{i}/{total}] {p['name']}: eval loss {result['loss']:.4f} in {wall:.0f} s; ETA {format_duration(eta)}")
@@ -483,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             point = next((q for q in doc["points"] if q["name"] == args.collect_point), None)
             if point is None:
                 raise UserError(f"--collect-point {args.collect_point}: not a point of {out / 'sweep.json'}")
+            runlock.lock_dir(point_dir(out, point["name"]), f"sweep point {point_dir(out, point['name'])}")
             collect_point(out, point)
             return 0
         if not args.budgets:
@@ -494,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bootstrap < 1:
             raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
         preflight(args)
+        runlock.lock_dir(out, f"--out {out}")  # before the grid's design and any write; held until the end
         doc = prepare(args)
         n_done = len(finished(out, doc))
         print(f"sweep: {len(doc['budgets'])} budgets, {len(doc['points'])} points ({n_done} finished) in {out}; "
@@ -520,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
               "checkpoint: rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
+        runlock.release_all()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
