@@ -92,6 +92,7 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     if start:
         set_generator_state(loop["shuffle"], shuffle)
     mine = d.shard(n_rollout)
+    silent = 0  # iterations of this run in which every group's rewards were equal: no advantage, nothing learned
     for it in range(start, r.iterations):
         # Group-major: answer j to prompt i sits at i * group_size + j.
         chosen = batch_indices(len(prompts), it, r.prompts_per_iteration, cfg.seed, Stream.RL_PROMPTS)
@@ -128,12 +129,26 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                 trainer.step(loss)
                 stats["loss"] += float(loss.detach())
                 stats["clip_frac"] += float(cf)
+        # TRL's frac_reward_zero_std: a group whose answers all score the same has zero advantage under GRPO and
+        # RLOO alike (RLOO's KL term aside), so a rollout where every group is so teaches the policy nothing.
+        zero_std = float((reward.view(-1, r.group_size).std(1) == 0).float().mean())
+        if zero_std == 1.0:
+            silent += 1
+            if silent == 1 and d.is_main:
+                ctx.log.log(f"rl: warning: iteration {it + 1}: every group's {r.group_size} answers got the same "
+                            f"reward (mean {float(reward.mean()):.3g}): no advantage, no learning signal. The policy "
+                            f"never (or always) reaches the reward: check rl.reward on the starting model's answers, "
+                            f"or raise rl.group_size or rl.temperature")
         row = {"step": it + 1, "reward": float(reward.mean()), "kl": float(kl_seq.mean()),
-               "response_length": float(mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean())}
+               "response_length": float(mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean()),
+               "frac_reward_zero_std": zero_std}
         row.update({k: d.sum(v) / (d.world * r.epochs * n_minibatches) for k, v in stats.items()})
         ctx.log.row(row)
         ctx.checkpoint(it + 1, {"shuffle": generator_state(shuffle)})
-    metrics: dict = {"last_train_row": row}
+    if silent and d.is_main:
+        ctx.log.log(f"rl: {silent} of {r.iterations - start} iterations had no learning signal (every group's "
+                    f"rewards equal)")
+    metrics: dict = {"last_train_row": row, "iterations_without_signal": silent}
     if d.is_main:
         metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))
         metrics.update(held_out_kl(ctx, actor, reference))

@@ -183,3 +183,22 @@ def test_chain_entry_point_prints_the_preflight_mistake_in_one_line(tmp_path, ow
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith(f"config error: stage rm: rm.data: {own_data['sft.data']}: no usable pair rows")
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "base").exists()
+
+
+def test_an_rl_stage_with_no_learning_signal_says_so(base_dir, tmp_path, own_data):
+    """Issue 22's own-task run: a reward the policy never reaches gave GRPO 15 iterations of zero advantage with no
+    word. Every group's rewards equal → frac_reward_zero_std 1, one warning, and the count in the stage metrics."""
+    from llm.align.rl import run_rl
+    (tmp_path / "data").symlink_to(base_dir / "data")  # the bundled task's held-out prompts, for the final eval
+    fn = tmp_path / "never.py"
+    fn.write_text("def f(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
+    cfg = _cfg(tmp_path, own_data, f"rl.actor={base_dir / 'base'}", f"rl.prompts={own_data['ppo.prompts']}",
+               f"rl.reward=[{fn}:f]", "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.group_size=2",
+               "rl.mini_batch=4", "rl.epochs=1", "rl.max_new_tokens=2", "rl.checkpoint_every=0")
+    lines = []
+    metrics = run_rl(cfg, log=lines.append)
+    assert metrics["iterations_without_signal"] == 2
+    assert metrics["last_train_row"]["frac_reward_zero_std"] == 1.0
+    warnings = [line for line in lines if line.startswith("rl: warning: iteration 1: every group's 2 answers")]
+    assert len(warnings) == 1 and "no learning signal" in warnings[0]
+    assert "rl: 2 of 2 iterations had no learning signal (every group's rewards equal)" in lines
