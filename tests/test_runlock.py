@@ -134,3 +134,23 @@ def test_a_second_writer_of_one_output_is_refused(tmp_path):
         holder.kill()
         holder.wait()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lock_record_that_cannot_be_written_is_one_line(tmp_path):
+    """A full disk (here the file-size limit, EFBIG, as tests/test_env_faults.py provokes it) when the lock record is
+    written: the one-line DiskFull naming the lock file, not an OSError traceback (prepare_data with 0 bytes free)."""
+    import subprocess
+    import sys
+    child = ("import resource, signal, sys\n"
+             "from typed_yaml import runlock\n"
+             "from typed_yaml.disk import DiskFull\n"
+             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))\n"
+             "try:\n"
+             "    runlock.lock_dir(sys.argv[1], 'out_dir=x')\n"
+             "except DiskFull as e:\n"
+             "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", child, str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.startswith(str(tmp_path / "run")) and "while writing the lock record of out_dir=x" in r.stdout

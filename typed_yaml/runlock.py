@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from typed_yaml import ConfigError
+from typed_yaml.disk import DiskFull, disk_full_as
 
 LOCK_FILE = ".lock"
 """Name of the lock file inside a locked directory (hidden: listings and "is it empty" checks skip it)."""
@@ -140,7 +141,12 @@ def acquire(path: str | Path, what: str, log: Callable[[str], None] = to_stderr)
         log(f"{what}: taking over the lock left by {describe(previous)}, which is no longer running")
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, (json.dumps(_record()) + "\n").encode())
+    try:
+        with disk_full_as(path, f"the lock record of {what}"):  # a full disk: one line, not an OSError traceback
+            os.write(fd, (json.dumps(_record()) + "\n").encode())
+    except DiskFull:
+        os.close(fd)
+        raise
     lock = _held[str(path)] = Lock(path, fd)
     return lock
 
