@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect-point", metavar="NAME", help=argparse.SUPPRESS)  # sweep.sbatch, after a task's run
     args = p.parse_args(argv)
     out = Path(args.out)
+    created = False
     # A kill (SIGTERM: `kill`, a scheduler) stops the sweep the way Ctrl-C does, so the running point is sent
     # SIGTERM too and saves a checkpoint to resume from, instead of training on as an orphan.
     try:
@@ -544,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bootstrap < 1:
             raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
         preflight(args)
+        created = not out.exists()  # a refused sweep leaves no directory behind (the lock made it)
         runlock.lock_dir(out, f"--out {out}")  # before the grid's design and any write; held until the end
         doc = prepare(args)
         n_done = len(finished(out, doc))
@@ -572,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         runlock.release_all()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0

@@ -285,7 +285,7 @@ def cases(b: Bench) -> list[Case]:
         ("dpo", ["ppo.max_new_tokens=0"], "ppo.max_new_tokens"),
         ("dpo", ["eval.max_new_tokens=0"], "eval.max_new_tokens"), ("dpo", ["eval.correct_reward=.nan"], "eval.correct_reward"),
         ("dpo", ["rm.margin=-1"], "rm.margin"), ("dpo", ["rm.policy_samples=-1"], "rm.policy_samples"),
-        ("dpo", ["sft.eval_every=0"], "sft.eval_every"), ("dpo", ["task.n_train=0"], "task.n_train"),
+        ("dpo", ["sft.eval_every=-1"], "sft.eval_every"), ("dpo", ["task.n_train=0"], "task.n_train"),
         ("dpo", ["base.steps=0"], "base.steps"), ("dpo", ["base.lr=-1"], "base.lr"),
         
     ]

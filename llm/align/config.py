@@ -56,7 +56,7 @@ def numeric_ranges(c: "AlignConfig") -> list[tuple[str, float, tuple, tuple, str
         ("task.n_eval_prompts", c.task.n_eval_prompts, *ONE_OR_MORE, ""),
         ("base.steps", c.base.steps, *ONE_OR_MORE, ""), ("base.lr", c.base.lr, *POSITIVE, ""),
         ("base.batch_size", c.base.batch_size, *ONE_OR_MORE, ""),
-        ("sft.eval_every", c.sft.eval_every, *ONE_OR_MORE, "steps between held-out losses"),
+        ("sft.eval_every", c.sft.eval_every, *NON_NEGATIVE, "steps between held-out losses; 0: only at the end"),
         ("rm.margin", c.rm.margin, *NON_NEGATIVE, "a negative margin rewards ranking the rejected reply higher"),
         ("rm.policy_samples", c.rm.policy_samples, *NON_NEGATIVE, "0: the demo pairs only"),
         ("dpo.beta", d.beta, *POSITIVE, "β <= 0 reverses or removes DPO's preference term"),

@@ -145,10 +145,12 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         row.update({k: d.sum(v) / (d.world * r.epochs * n_minibatches) for k, v in stats.items()})
         ctx.log.row(row)
         ctx.checkpoint(it + 1, {"shuffle": generator_state(shuffle)})
-    if silent and d.is_main:
-        ctx.log.log(f"rl: {silent} of {r.iterations - start} iterations had no learning signal (every group's "
-                    f"rewards equal)")
-    metrics: dict = {"last_train_row": row, "iterations_without_signal": silent}
+    # Counted over every logged row (a resumed run's restored ones too), so a resumed stage reports what an
+    # uninterrupted one does.
+    without = sum(x.get("frac_reward_zero_std") == 1.0 for x in ctx.log.rows)
+    if without and d.is_main:
+        ctx.log.log(f"rl: {without} of {r.iterations} iterations had no learning signal (every group's rewards equal)")
+    metrics: dict = {"last_train_row": row, "iterations_without_signal": without}
     if d.is_main:
         metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))
         metrics.update(held_out_kl(ctx, actor, reference))

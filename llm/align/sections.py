@@ -101,6 +101,7 @@ class SFTConfig:
     packing: bool = False
     """Pack several examples per row (prompts still masked; attention crosses example boundaries)."""
     eval_every: int = 100
+    """Steps between held-out losses on sft.eval_data (0: only at the end)."""
     optim: OptimConfig = field(default_factory=lambda: _optim(lr=3e-3, warmup_steps=10))
     zero_stage: int = 0
     """ZeRO stage of the model's DeepSpeed engine under the launcher: 0, 1 or 2 (ignored in debug mode)."""

@@ -95,7 +95,7 @@ def test_corrupt_save_to_disk_directory_is_one_data_error(tmp_path):
     ("ppo.ppo_epochs=0", r"ppo.ppo_epochs"), ("ppo.value_clip=-1", r"ppo.value_clip"),
     ("ppo.reward_clip=0", r"ppo.reward_clip"), ("rl.max_new_tokens=0", r"rl.max_new_tokens"),
     ("eval.max_new_tokens=0", r"eval.max_new_tokens"), ("rm.margin=-1", r"rm.margin"),
-    ("rm.policy_samples=-1", r"rm.policy_samples"), ("sft.eval_every=0", r"sft.eval_every"),
+    ("rm.policy_samples=-1", r"rm.policy_samples"), ("sft.eval_every=-1", r"sft.eval_every"),
     ("base.lr=-1", r"base.lr"), ("task.n_train=0", r"task.n_train"), ("reward_timeout_s=-1", r"reward_timeout_s"),
     ("rl.group_size=1", r"rl.group_size=1 must be in \[2"),
 ])

@@ -158,7 +158,7 @@ def test_a_small_shapes_law_plans_small_shapes(tmp_path, fitted):
 
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"), ("{not json", "not JSON"), (json.dumps({"a": 1}), "not a sweep law"),
-    (json.dumps({"format": "llm-forge isoflop law v1"}), "malformed"),
+    (json.dumps({"format": "llm-forge isoflop law v1"}), "n_opt.a is missing"),
 ])
 def test_bad_law_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "law.json"
