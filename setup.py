@@ -42,6 +42,9 @@ setup(
         "eval": ["lm_eval>=0.4.5,<0.5"],
         "test": [
             "pytest>=7.4",
+            # The README's test command runs two workers (-n 2): most tests are one busy Python process, so the second
+            # core idles in a serial run; tests/conftest.py keeps each file (and the SLURM files) on one worker.
+            "pytest-xdist>=3.5",
             # Megatron's own .bin/.idx reader and writer as the oracle of tests/data_pipeline/test_indexed.py
             # (its base requirements are torch, numpy and packaging only).
             "megatron-core==0.16.1",

@@ -47,8 +47,10 @@ def main_for(name: str, doc: str, argv=None) -> int:
         cfg = load_align_config(args.config, args.overrides)
         strategy = make_strategy()
         if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
+            from llm.align.chain import check_inputs
             from llm.align.preflight import Preflight
             Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
+            check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
         run(cfg, strategy, print)
         strategy.close()
     except ConfigError as e:

@@ -25,6 +25,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm.train.metrics import valid_utilisation  # noqa: E402  (after the path fix, run as a script)
+from llm.files import read_json  # noqa: E402
+from typed_yaml import ConfigError  # noqa: E402
 
 RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
 
@@ -43,15 +45,26 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a directory")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a metrics file")
     if not path.is_file():
         raise UserError(f"{path} does not exist: is {run_dir} the out_dir of a run?")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a metrics file (not UTF-8 text at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n}: a metrics row is a JSON object, not {type(row).__name__}")
+            rows.append(row)
     if not any("step" in r for r in rows):
         raise UserError(f"{path} has no metrics rows yet")
     return rows
@@ -109,14 +122,17 @@ def plot_runs(run_dirs: list[Path]):
 
 def read_chain(out_dir: Path) -> dict:
     path = out_dir / "chain_report.json"
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path} does not exist: run launch/chain.py with out_dir={out_dir} first")
     try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("stages"), dict) or not report["stages"]:
+        report = read_json(path, what="chain report")
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    if not isinstance(report.get("stages"), dict) or not report["stages"]:
         raise UserError(f"{path} has no stages")
+    bad = [name for name, metrics in report["stages"].items() if not isinstance(metrics, dict)]
+    if bad:
+        raise UserError(f"{path}: stage {bad[0]!r} is not an object of metrics")
     return report
 
 

@@ -55,7 +55,9 @@ def main(argv=None) -> int:
             outcome = run_distributed(cfg, launch, eval_only=args.eval_only)
     except ConfigError as e:
         # Every rank reaches the same verdict from the same config and files: one line per node, not per rank.
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        # A collective write's failure is announced by the first rank that failed (typed_yaml/disk.py DiskFull).
+        announce = getattr(e, "announce", None)
+        if announce or (announce is None and int(os.environ.get("LOCAL_RANK", "0")) == 0):
             print(f"{'error' if isinstance(e, DiskFull) else 'config error'}: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk at a write site that does not name it (typed_yaml/disk.py); else a bug

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a script)
 
 from llm.config import ConfigError, config_from_dict, load_config  # noqa: E402
+from llm.files import read_json  # noqa: E402
 from llm.spec.law import LawFileError, LawFitError, fit_law, read_law, write_law  # noqa: E402
 from llm.spec.plan import config_dict  # noqa: E402
 from llm.spec.scaling import LAWS, get_law  # noqa: E402
@@ -193,7 +194,13 @@ def prepare(args) -> dict:
     out = Path(args.out)
     existing = out / "sweep.json"
     if existing.is_file():
-        old = json.loads(existing.read_text())
+        try:
+            old = read_json(existing, what="sweep record")
+        except ConfigError as e:
+            raise UserError(f"{e}: --out {out} is a damaged sweep directory; give a new --out") from None
+        if (not isinstance(old.get("args"), dict) or not isinstance(old.get("points"), list)
+                or not all(isinstance(q, dict) and "name" in q for q in old["points"])):
+            raise UserError(f"{existing}: not a sweep record (no 'args' and 'points'); give a new --out")
         old["args"].setdefault("shapes", "standard")  # sweeps made before --shapes and --eval-tokens existed
         old["args"].setdefault("eval_tokens", EVAL_TOKENS)
         old["args"].setdefault("seeds", 1)
@@ -284,9 +291,26 @@ def finished(out: Path, doc: dict) -> dict[str, dict]:
     done = {}
     for p in doc["points"]:
         m = marker(out, p["name"])
-        if m.is_file():
-            done[p["name"]] = json.loads(m.read_text())
+        if m.exists():
+            done[p["name"]] = read_done(m)
     return done
+
+
+def read_done(m: Path) -> dict:
+    """A point's done.json, checked: a damaged one is named (delete it and the point runs again), never fitted."""
+    again = "delete it and rerun the sweep to train the point again"
+    try:
+        rec = read_json(m, what="sweep point record")
+    except ConfigError as e:
+        raise UserError(f"{e}; {again}") from None
+    loss = rec.get("loss")
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss <= 0:
+        raise UserError(f"{m}: 'loss' is {loss!r}, not a positive finite number; {again}")
+    for key in ("flops", "n_params", "n_tokens"):
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise UserError(f"{m}: {key!r} is {v!r}, not a positive number; {again}")
+    return rec
 
 
 def _last_train_row(metrics: Path) -> dict | None:

@@ -19,6 +19,7 @@ from parallel.ds_config import deepspeed_config
 from parallel.names import stage_param_names
 from parallel.parallelize import parallelize
 from parallel.topology import Topology
+from typed_yaml.disk import disk_full_reason
 
 
 class DeepSpeedBackend:
@@ -59,6 +60,12 @@ class DeepSpeedBackend:
         t = torch.tensor([int(flag)], device=self.device)
         self.dist.all_reduce(t)
         return bool(t.item())
+
+    def first_rank_with(self, flag: bool) -> int | None:
+        world = self.dist.get_world_size()
+        t = torch.tensor([self.rank if flag else world], device=self.device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
+        return None if int(t.item()) == world else int(t.item())
 
     @property
     def _engine_keeps_no_norm(self) -> bool:
@@ -132,10 +139,24 @@ class DeepSpeedBackend:
         return where
 
     def save(self, path: Path) -> None:
-        self.engine.save_checkpoint(str(path), tag="deepspeed", client_state={"layout": self.layout})
+        """Collective. A full disk on this rank is raised only after this rank made every collective call the
+        others make (DeepSpeed's closing barrier, the gather of the full weights), so that llm/train/loop.py's
+        agreement on the failure pairs with theirs instead of leaving them waiting (or mismatching collectives)."""
+        failure = None
+        try:
+            self.engine.save_checkpoint(str(path), tag="deepspeed", client_state={"layout": self.layout})
+        except (OSError, RuntimeError) as e:
+            if disk_full_reason(e, path) is None:
+                raise
+            # DeepSpeed 0.19's save_checkpoint writes after its tag check and ends with dist.barrier(): the only
+            # collective the ranks whose writes succeeded are still to make inside it.
+            failure = e
+            self.dist.barrier()
         # The consolidated single-process weights, so any layout (and debug mode, and generate()) can load them.
         full = gather_full_state_dict(self.engine.module, self.cfg.model, self.topo, self.pipelined,
                                       self.cfg.parallel.zero_stage)
+        if failure is not None:
+            raise failure
         if full is not None:
             with open(path / "model.pt", "wb") as f:  # a file object: a full disk keeps its errno
                 torch.save(full, f)

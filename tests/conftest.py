@@ -13,6 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With `-n N --dist loadgroup` (the README's test command): whole test files go to one worker, so a module's
+    fixtures (a trained run, a sweep, a local SLURM cluster) are built once; files marked with the same
+    `xdist_group` share a worker (test_slurm.py and test_sweep.py, which both start a cluster). Plain
+    loadgroup would send every unmarked test to any worker and build those fixtures on each."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # loadgroup's "@group" suffix (not an '@' in a parameter)
+                return nodeid.rsplit("@", 1)[-1]
+            return nodeid.split("::", 1)[0]
+    return FileOrGroup(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
     """The bundled corpus tokenized with a 512-piece tokenizer: {'tokenizer', 'prefix', 'documents', 'tokens'}."""

@@ -197,3 +197,29 @@ def test_temporary_files_of_a_killed_data_preparation_are_removed_on_the_next_ru
         p.write_text("x")
     assert remove_stale_temps(tmp_path) == 3
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_a_full_disk_on_one_rank_of_a_deepspeed_run_is_one_line_and_no_traceback(tiny_data, tmp_path):
+    """2 ranks, ZeRO-0: rank 0 writes the model and optimizer file and runs out of room (RLIMIT_FSIZE below its size),
+    rank 1 writes only its RNG file. Before, rank 0 deleted the half-written step while rank 1 was still writing
+    into it: rank 1 died with a "parent directory does not exist" traceback. Now the ranks agree on the failure
+    first (llm/train/loop.py save_checkpoint): one line, exit 2, nothing published."""
+    import resource
+    import signal
+    from tests.parallel.launcher_utils import PRETRAIN, free_port, launch_env, launcher_config_dict, write_config
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", launcher_config_dict(tiny_data, out, checkpoint={"every": 2, "keep": 1},
+                                                                 parallel={"zero_stage": 0}))
+
+    def limit():  # the model states with Adam's moments are ~2.6 MB here; every other file is under 100 KB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+    r = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), str(PRETRAIN), "--config",
+                        str(cfg)], cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=240,
+                       preexec_fn=limit)
+    text = r.stdout + r.stderr
+    assert r.returncode == 2 and "Traceback" not in text, text[-4000:]
+    ours = [line for line in text.splitlines() if "while writing the checkpoint of step 2" in line]
+    assert len(ours) == 1 and ours[0].startswith("error: ") and "file too large" in ours[0], text[-4000:]
+    assert "nothing was marked complete (latest complete checkpoint: none)" in ours[0]
+    assert not list((out / "checkpoints").iterdir())  # the half-written step deleted, nothing published

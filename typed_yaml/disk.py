@@ -36,7 +36,14 @@ checkpoint shard."""
 
 
 class DiskFull(ConfigError):
-    """A write failed for lack of space (or quota, or a file-size limit); the message names the path and what."""
+    """A write failed for lack of space (or quota, or a file-size limit); the message names the path and what.
+
+    `announce`: under a launcher, whether this rank prints it (None: the node's first rank does, as for any
+    ConfigError; a collective write sets it so that exactly one rank, the first that failed, prints its line)."""
+
+    def __init__(self, message: str, announce: bool | None = None):
+        super().__init__(message)
+        self.announce = announce
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -118,6 +118,16 @@ class Bench:
             shutil.copy(tok_from / "base" / "tokenizer.model", d / "tokenizer.model")
         (s / "done").write_text("")
 
+    def reward_model(self) -> Path:
+        """A tiny trained reward model (2 steps from the base), made once: the PPO cases need a real one."""
+        out = self.work / "setup" / "rm_run"
+        if not (out / "rm" / "stage.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            rc, o, e, _ = self.run("reward", self.rm(out) + [f"out_dir={out}"], timeout=600)
+            assert rc == 0, e[-3000:]
+        return out / "rm"
+
     # -- argument builders -----------------------------------------------------------------------------------------
     def common(self, d):
         return ["--config", str(RECIPE), f"out_dir={d / 'out'}", f"eval.prompts={self.ep}", "eval.max_new_tokens=4"]
@@ -147,6 +157,12 @@ class Bench:
         return self.common(d) + [f"rl.actor={self.base}", f"rl.prompts={data}", "rl.iterations=1",
                                  "rl.prompts_per_iteration=2", "rl.group_size=2", "rl.mini_batch=4", "rl.epochs=1",
                                  "rl.max_new_tokens=4", "rl.checkpoint_every=0", *r, *extra]
+
+    def ppo(self, d, data=None, *extra, rm=None):
+        data = data or jl(d / "prompts.jsonl", prompts())
+        return self.common(d) + [f"ppo.actor={self.base}", f"ppo.reward_model={rm or self.reward_model()}",
+                                 f"ppo.prompts={data}", "ppo.iterations=1", "ppo.rollout_batch=4", "ppo.mini_batch=4",
+                                 "ppo.ppo_epochs=1", "ppo.max_new_tokens=4", "ppo.checkpoint_every=0", *extra]
 
     def chain(self, d, stages, *extra):
         return self.common(d) + [f"stages=[{','.join(stages)}]", *extra]
@@ -392,6 +408,23 @@ def cases(b: Bench) -> list[Case]:
     add("audit: --eval binary file", "audit",
         lambda d: ["--checkpoint", str(b.base), "--data", str(s / "audit_data"), "--docs-per-bucket", "4",
                    "--eval", str(write_bytes("eval.jsonl", binary)(d))], ["eval.jsonl"])
+    # -- launch/rlhf.py (the PPO stage alone) ----------------------------------------------------------------------
+    add("rlhf: reward_model is a language model, not an RM", "rlhf", lambda d: b.ppo(d, None, rm=str(b.base)),
+        ["ppo.reward_model", "not a reward model"])
+    add("rlhf: reward_model missing", "rlhf", lambda d: b.ppo(d, None, rm=str(d / "no_rm")), ["ppo.reward_model",
+                                                                                                "no_rm"])
+    add("rlhf: actor missing", "rlhf", lambda d: b.ppo(d, None, f"ppo.actor={d / 'no_actor'}"), ["ppo.actor", "no_actor"])
+    add("rlhf: prompts file missing", "rlhf", lambda d: b.ppo(d, d / "none.jsonl"), ["ppo.prompts", "none.jsonl"])
+    add("rlhf: prompts are binary", "rlhf", lambda d: b.ppo(d, write_bytes("bin.jsonl", binary)(d)),
+        ["ppo.prompts", "bin.jsonl"])
+    add("rlhf: prompts are preference pairs", "rlhf", lambda d: b.ppo(d, jl(d / "pairs.jsonl", [{"chosen": "1"}] * 4)),
+        ["ppo.prompts", "pairs.jsonl"])
+    for key, value in (("clip_eps", "-0.1"), ("gamma", "1.5"), ("lam", "-1"), ("beta", "-1"), ("temperature", "0"),
+                       ("iterations", "0"), ("reward_clip", "0"), ("ppo_epochs", "0"), ("kl_estimator", "k9"),
+                       ("mini_batch", "3"), ("rollout_batch", "0"), ("value_clip", "-1"), ("ema", "1.5"),
+                       ("max_new_tokens", "0"), ("kl_target", "-5")):
+        add(f"rlhf: ppo.{key}={value}", "rlhf", (lambda k, v: lambda d: b.ppo(d, None, f"ppo.{k}={v}"))(key, value),
+            [f"ppo.{key}"])
     return C
 
 
@@ -421,6 +454,7 @@ def main():
     args = ap.parse_args()
     b = Bench(args.work)
     b.setup()
+    b.reward_model()  # before the cases run in parallel
     sys.path.insert(0, str(ROOT))
     from llm.align.config import AlignConfig
     fixed = "reward_timeout_s" in AlignConfig.__dataclass_fields__

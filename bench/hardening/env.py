@@ -396,7 +396,12 @@ RESUME_CASES = [
          names=("model.pt", "step_00000004")),
     Case("resume: only checkpoint's trainer_state.json empty", damage("trainer_state.json", "empty", False),
          names=("trainer_state.json", "step_00000004")),
-    Case("--eval-only: model.pt truncated", damage("model.pt", "truncate", then="eval"),
+    # --eval-only falls back like a resume (a warning naming the bad step, "eval loss ... at step 2"): the
+    # newest readable checkpoint is evaluated and says which it is.
+    Case("--eval-only: model.pt truncated, older kept", damage("model.pt", "truncate", then="eval"), expect_ok=True,
+         check=lambda ctx, r: None if ("step_00000004" in r.stdout + r.stderr and "at step 2" in r.stdout)
+         else "evaluated without naming the unreadable step_00000004 and the step evaluated"),
+    Case("--eval-only: only checkpoint's model.pt truncated", damage("model.pt", "truncate", False, then="eval"),
          names=("model.pt",)),
     Case("consolidate: model.pt truncated", damage("model.pt", "truncate", then="consolidate"),
          names=("model.pt",)),
@@ -523,14 +528,16 @@ DATA_CASES = [
 # Sweep points (done.json).
 
 def sweep_dir(ctx, broken: str | None):
+    """A designed sweep (made by --fit-only on an empty --out, which designs the grid and finds nothing to fit) whose
+    points are marked done with losses from a known law; one done.json is then broken."""
     out = ctx.p("sweep")
-    (out / "points").mkdir(parents=True)
-    src = ctx.repo / "bench/results_sweep"
-    shutil.copy(src / "sweep.json", out / "sweep.json")
-    for p in json.loads((src / "law.json").read_text())["points"]:
-        d = out / "points" / p["name"]
-        d.mkdir()
-        (d / "done.json").write_text(json.dumps(p))
+    base = ctx.config()
+    argv = [str(ctx.repo / "launch/sweep.py"), "--config", str(base), "--out", str(out), "--fit-only",
+            "--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--bootstrap", "20"]
+    subprocess.run([sys.executable, *argv], cwd=ctx.repo, capture_output=True, timeout=TIMEOUT_S)
+    for p in json.loads((out / "sweep.json").read_text())["points"]:
+        loss = 1.5 + 500 / p["n_params"] ** 0.35 + 100 / p["n_tokens"] ** 0.35
+        (out / "points" / p["name"] / "done.json").write_text(json.dumps({**p, "loss": loss}))
     victim = sorted((out / "points").glob("*/done.json"))[0]
     if broken == "truncated":
         victim.write_text(victim.read_text()[:30])
@@ -540,11 +547,14 @@ def sweep_dir(ctx, broken: str | None):
         victim.write_text(json.dumps({**json.loads(victim.read_text()), "loss": float("nan")}))
     elif broken == "list":
         victim.write_text("[1, 2]")
-    return [str(ctx.repo / "launch/sweep.py"), "--out", str(out), "--fit-only", "--bootstrap", "20"]
+    elif broken == "a directory":
+        victim.unlink()
+        victim.mkdir()
+    return argv
 
 
 SWEEP_CASES = [Case(f"sweep --fit-only: done.json {b}", (lambda b: lambda ctx: sweep_dir(ctx, b))(b),
-                    names=("done.json",)) for b in ("truncated", "empty", "nan", "list")]
+                    names=("done.json",)) for b in ("truncated", "empty", "nan", "list", "a directory")]
 
 
 CASES = LAW_CASES + YAML_CASES + DEVICE_CASES + DISK_CASES + RESUME_CASES + MISC_CASES + DATA_CASES + SWEEP_CASES

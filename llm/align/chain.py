@@ -27,15 +27,17 @@ from llm.align.stages import REGISTRY
 from llm.align.strategy import LocalStrategy, Strategy
 
 
-def check_inputs(cfg: AlignConfig, to_run: list[Stage]) -> None:
+def check_inputs(cfg: AlignConfig, to_run: list[Stage], alone: bool = False) -> None:
     """Raise HandoffError naming the first input of a stage in `to_run` (in order) that neither exists (a complete
-    stage directory, a data file) nor is written by an earlier stage of `to_run`."""
+    stage directory, a data file) nor is written by an earlier stage of `to_run` (alone: one stage run by itself)."""
     written: set[Path] = set()
     for stage in to_run:
-        for path in stage.missing_inputs(cfg):
+        for key, path in stage.missing_inputs_by_key(cfg).items():
             if path not in written:
-                raise handoff.HandoffError(f"stage {stage.name} reads {path}, which does not exist and no earlier "
-                                           f"stage of stages={cfg.stages} writes it")
+                what = "a complete stage checkpoint" if key.split(".", 1)[1] in stage.checkpoints else "a file"
+                later = (f"no earlier stage of stages={cfg.stages} writes it" if not alone
+                         else f"run the stage that writes it first, or set {key} to {what} that exists")
+                raise handoff.HandoffError(f"stage {stage.name} reads {path} ({key}), which does not exist; {later}")
         written.update(stage.outputs(cfg))
 
 

@@ -73,9 +73,15 @@ class Stage:
 
     def missing_inputs(self, cfg: AlignConfig) -> list[Path]:
         """The checkpoints (complete stage directories) and data files it reads that are not there now."""
-        checkpoints = [self.checkpoint_path(cfg, k) for k in self.checkpoints if self.reads_key(cfg, k)]
-        data = [Path(p) for p in self.data_read(cfg).values()]
-        return [p for p in checkpoints if not handoff.is_complete(p)] + [p for p in data if not p.exists()]
+        return list(self.missing_inputs_by_key(cfg).values())
+
+    def missing_inputs_by_key(self, cfg: AlignConfig) -> dict[str, Path]:
+        """missing_inputs by the key that names each ('ppo.reward_model', 'sft.data')."""
+        checkpoints = {f"{self.name}.{k}": self.checkpoint_path(cfg, k) for k in self.checkpoints
+                       if self.reads_key(cfg, k)}
+        data = {k: Path(p) for k, p in self.data_read(cfg).items()}
+        return ({k: p for k, p in checkpoints.items() if not handoff.is_complete(p)}
+                | {k: p for k, p in data.items() if not p.exists()})
 
     def unconfigured(self, cfg: AlignConfig) -> str | None:
         """Why the stage cannot run under cfg (its required data is not configured), or None."""

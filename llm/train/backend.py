@@ -62,6 +62,9 @@ class Backend(Protocol):
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when flag is true on at least one."""
 
+    def first_rank_with(self, flag: bool) -> int | None:
+        """On every rank: the lowest rank where flag is true, or None when it is true nowhere."""
+
     def diagnose_nonfinite(self) -> str | None:
         """The first parameter, gradient or optimizer state holding NaN/inf (llm/model.py name), or None.
         Collective on no backend: each rank looks at what it holds."""

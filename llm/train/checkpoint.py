@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from llm.train import safe_load
-from typed_yaml.disk import disk_full_as
+from typed_yaml.disk import DiskFull, disk_full_as, disk_full_message
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -175,6 +175,25 @@ def disk_full_guard(tmp: Path, step: int, root: str | Path):
     return disk_full_as(tmp, f"the checkpoint of step {step}", remove=tmp,
                         then=f"nothing was marked complete (latest complete checkpoint: {latest or 'none'}); free "
                              f"space under {root} and rerun the same command to resume")
+
+
+def shard_write_failed(exc: BaseException | None, tmp: Path, step: int, root: str | Path, first: int, rank: int,
+                       is_main: bool) -> BaseException:
+    """The exception every rank raises once the ranks agreed that rank `first` (the lowest) failed to write its part
+    of step `step`'s checkpoint into `tmp` (this rank's own error `exc`, or None). The main rank deletes `tmp` only
+    now, after every rank stopped writing: deleting it under a rank still writing its shard turned one full disk
+    into a second rank's "parent directory does not exist" traceback. The first failing rank announces its line,
+    the others are quiet."""
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    what = f"the checkpoint of step {step}"
+    message = disk_full_message(exc, tmp, what) if exc is not None else None
+    latest = latest_checkpoint(root)
+    then = (f"nothing was marked complete (latest complete checkpoint: {latest or 'none'}); free space under {root} "
+            "and rerun the same command to resume")
+    if message is None:
+        message = f"{tmp}: rank {first} could not write its part of {what}"
+    return DiskFull(f"{message}; {then}", announce=rank == first)
 
 
 def write_state(path: Path, state: dict) -> None:

@@ -103,6 +103,9 @@ class LocalBackend:
     def any_rank(self, flag: bool) -> bool:
         return flag
 
+    def first_rank_with(self, flag: bool) -> int | None:
+        return 0 if flag else None
+
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         return False, "only the DeepSpeed backend reshards optimizer state"
 

@@ -27,6 +27,7 @@ from llm.train.metrics import MetricsLogger
 from llm.train.progress import Progress
 from llm.train.resume import check_same_run
 from llm.train.schedule import lr_at
+from typed_yaml.disk import disk_full_reason
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,9 +149,19 @@ def save_checkpoint(backend: Backend, cfg: RunConfig, step: int, tokens: int) ->
         if backend.is_main:
             tmp.mkdir(parents=True, exist_ok=True)
         backend.barrier()
-        backend.save(tmp)
-        ckpt.save_rng_state(tmp, backend.rank)
-        backend.barrier()
+        failure = None
+        try:
+            backend.save(tmp)
+            ckpt.save_rng_state(tmp, backend.rank)
+        except (OSError, RuntimeError) as e:  # DeepSpeed's torch.save reports a full disk as RuntimeError
+            if disk_full_reason(e, tmp) is None:
+                raise  # a bug: its traceback
+            failure = e
+        # Collective: every rank learns that a write failed before anything is deleted or published.
+        first = backend.first_rank_with(failure is not None)
+        if first is not None:
+            raise ckpt.shard_write_failed(failure, tmp, step, cfg.checkpoint.dir, first, backend.rank,
+                                          backend.is_main)
         if backend.is_main:
             (tmp / "config.yaml").write_text(cfg.to_yaml())
             ckpt.save_tokenizer(tmp, cfg.data.tokenizer, cfg.checkpoint.dir)  # the step directory is self-contained

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from llm.config import LoggingConfig
+from llm.config import ConfigError, LoggingConfig
 from llm.train.loggers import open_sinks
 from typed_yaml.disk import disk_full_as, disk_full_reason
 
@@ -76,6 +76,8 @@ class MetricsLogger:
             return
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory: the run's metrics file cannot be written there (move it away)")
         with disk_full_as(path, f"the metrics rows up to step {resume_step}"):
             if path.exists():
                 keep = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]

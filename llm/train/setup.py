@@ -97,7 +97,11 @@ def check_tokenizer(cfg: RunConfig) -> None:
     path = Path(cfg.data.tokenizer)
     if not path.is_file():
         raise ConfigError(f"data.tokenizer={cfg.data.tokenizer} does not exist")
-    vocab = load_tokenizer(path).vocab_size
+    try:
+        vocab = load_tokenizer(path).vocab_size
+    except ValueError as e:  # not a SentencePiece model nor a Hugging Face tokenizer: name the key, not the C++ frame
+        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer} cannot be loaded: "
+                          f"{str(e).split(': INTERNAL')[0].split(chr(10))[0]}") from None
     if vocab > cfg.model.vocab_size:
         raise ConfigError(f"data.tokenizer has {vocab} tokens but model.vocab_size={cfg.model.vocab_size}: "
                           f"set model.vocab_size >= {vocab}")

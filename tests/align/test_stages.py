@@ -70,14 +70,18 @@ def test_zero_stage_is_a_stage_setting_and_the_old_key_names_the_new_one():
 def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
     from llm.align.chain import check_inputs, run_chain
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,rm]"])
-    with pytest.raises(HandoffError, match=f"stage sft reads {tmp_path}/base, which does not exist"):
+    with pytest.raises(HandoffError, match=fr"stage sft reads {tmp_path}/base \(sft.init\), which does not exist; no earlier"):
         run_chain(cfg, log=lambda s: None)
     assert list(tmp_path.iterdir()) == []
     # Inputs written by an earlier stage of the run are fine: base writes the data and <out_dir>/base.
     check_inputs(cfg, [REGISTRY[s] for s in ("base", "sft", "rm", "ppo", "dpo")])
     other = load_align_config(RECIPE, [f"out_dir={tmp_path}", f"ppo.reward_model={tmp_path}/elsewhere"])
-    with pytest.raises(HandoffError, match="stage ppo reads .*/elsewhere"):
+    with pytest.raises(HandoffError, match=r"stage ppo reads .*/elsewhere \(ppo.reward_model\)"):
         check_inputs(other, [REGISTRY[s] for s in ("base", "sft", "rm", "ppo")])
+    # One stage run by itself (launch/rlhf.py ...): nothing earlier will write it, and the message says so.
+    with pytest.raises(HandoffError, match=r"\(ppo.actor\), which does not exist; run the stage that writes it "
+                                           r"first, or set ppo.actor to a complete stage checkpoint"):
+        check_inputs(other, [REGISTRY["ppo"]], alone=True)
 
 
 def test_local_strategy_trains_with_the_configured_adamw():

@@ -86,6 +86,15 @@ def _bad_cases(tmp_path, run_dir):
     (tmp_path / "no_stages").mkdir()
     (tmp_path / "no_stages" / "chain_report.json").write_text('{"stages": {}}')
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "metrics.jsonl").write_bytes(b"\xff\xfe\x00" * 20)
+    (tmp_path / "numbers").mkdir()
+    (tmp_path / "numbers" / "metrics.jsonl").write_text("1\n2\n")
+    (tmp_path / "metrics_dir" / "metrics.jsonl").mkdir(parents=True)
+    (tmp_path / "stage_a_number").mkdir()
+    (tmp_path / "stage_a_number" / "chain_report.json").write_text('{"stages": {"sft": 3}}')
+    (tmp_path / "binary_report").mkdir()
+    (tmp_path / "binary_report" / "chain_report.json").write_bytes(b"\x80\x81" * 20)
     (tmp_path / "empty.png").mkdir()
     out = tmp_path / "out.png"
     return {
@@ -93,9 +102,16 @@ def _bad_cases(tmp_path, run_dir):
         "no metrics.jsonl": ([tmp_path / "no_report", "--out", out], "metrics.jsonl does not exist"),
         "empty metrics.jsonl": ([tmp_path / "empty", "--out", out], "has no metrics rows yet"),
         "garbled metrics.jsonl": ([tmp_path / "garbled", "--out", out], "metrics.jsonl:2: not JSON"),
+        "binary metrics.jsonl": ([tmp_path / "binary", "--out", out], "metrics.jsonl: not a metrics file (not UTF-8"),
+        "metrics rows not objects": ([tmp_path / "numbers", "--out", out], "metrics.jsonl:1: a metrics row is a JSON"),
+        "metrics.jsonl a folder": ([tmp_path / "metrics_dir", "--out", out], "metrics.jsonl is a directory"),
+        "a stage that is a number": (["--chain", tmp_path / "stage_a_number", "--out", out],
+                                     "stage 'sft' is not an object of metrics"),
+        "binary chain report": (["--chain", tmp_path / "binary_report", "--out", out], "chain_report.json: not a chain "
+                                                                                        "report (not UTF-8"),
         "one bad run of two": ([run_dir, tmp_path / "empty", "--out", out], "has no metrics rows yet"),
         "no chain report": (["--chain", tmp_path / "no_report", "--out", out], "chain_report.json does not exist"),
-        "garbled chain report": (["--chain", tmp_path / "bad_report", "--out", out], "chain_report.json: not JSON"),
+        "garbled chain report": (["--chain", tmp_path / "bad_report", "--out", out], "chain_report.json: not valid JSON"),
         "chain report without stages": (["--chain", tmp_path / "no_stages", "--out", out], "has no stages"),
         "out in a missing folder": ([run_dir, "--out", tmp_path / "nope" / "x.png"], "is not an existing folder"),
         "out under a file": ([run_dir, "--out", tmp_path / "a_file" / "x.png"], "is not an existing folder"),

@@ -38,6 +38,9 @@ from launch.slurm import hostfile
 from tests.parallel.launcher_utils import (CORPUS, ROOT, free_port, launch_env, launcher_config_dict, train_losses,
                                            write_config)
 
+# Both this file and test_sweep.py start a local SLURM cluster: one xdist worker runs the two (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("slurm_cluster")
+
 SLURM = ROOT / "launch" / "slurm"
 NODES = ("llmf-n1", "llmf-n2")
 STEPS = 40              # long enough (seconds) that a signal sent at step 3 lands mid-run

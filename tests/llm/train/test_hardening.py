@@ -100,6 +100,20 @@ def test_a_torn_metrics_line_does_not_block_resume(tmp_path):
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
+def test_a_metrics_path_that_is_a_folder_is_a_config_error(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()
+    with pytest.raises(ConfigError, match=r"metrics.jsonl is a directory"):
+        MetricsLogger(tmp_path / "metrics.jsonl", resume_step=0)
+
+
+def test_a_corrupt_tokenizer_is_named_by_its_key(tiny_config, tmp_path):
+    bad = tmp_path / "tokenizer.model"
+    bad.write_bytes(b"\x00not a sentencepiece model")
+    with pytest.raises(ConfigError, match=r"^data.tokenizer=.*tokenizer.model cannot be loaded: .*not a SentencePiece "
+                                          r"model$"):
+        run(tiny_config(), f"data.tokenizer={bad}")
+
+
 def test_prune_removes_stale_temporary_directories(tmp_path):
     for step in (1, 2, 3):
         d = ckpt.step_dir(tmp_path, step)
