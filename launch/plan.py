@@ -44,7 +44,7 @@ from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
 from llm.spec.flops import ALIASES, PEAK_FLOPS  # noqa: E402
 from llm.spec.law import read_law  # noqa: E402
 from llm.spec.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table,  # noqa: E402
-                           plan, plan_for_hours)
+                           plan, plan_for_hours, repetition_warning)
 from llm.spec.shape import SHAPE_RULES  # noqa: E402
 from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
 
@@ -114,6 +114,18 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
     except OSError as e:
         raise ValueError(f"--write-config {path} cannot be written: {e.strerror or e}") from None
+
+
+def _data_tokens(data_paths: list[str]) -> int | None:
+    """Tokens in the prepared datasets (their .idx headers), or None when one is not prepared yet (a plan may come
+    before the data); ValueError naming a damaged one."""
+    from data_pipeline.indexed import IndexedDataset
+    if not all(Path(p + ".idx").is_file() and Path(p + ".bin").is_file() for p in data_paths):
+        return None
+    try:
+        return sum(IndexedDataset(p).num_tokens() for p in data_paths)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--data-path: {e}") from None
 
 
 def _tokenizer(data_paths: list[str] | None, tokenizer: str | None, vocab_size: int) -> str:
@@ -242,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
                 else plan_for_hours(args.gpu_hours, device, mfu, **kwargs)
             if args.law:
                 spec.law_note = law.describe(spec.flops)
+            if args.data_path:
+                spec.data_tokens = _data_tokens(args.data_path)
+                if spec.data_tokens is not None:
+                    spec.data_warning = repetition_warning(spec.n_tokens, spec.data_tokens)
+                else:
+                    spec.data_warning = (f"--data-path {args.data_path[0]} is not prepared yet (no .bin/.idx): D is "
+                                         "not checked against the data's size")
             model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
         if args.gpus is not None:
             cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,

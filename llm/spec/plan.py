@@ -95,6 +95,10 @@ class Spec:
     """accelerator_hours × the price per device-hour given, or None."""
     law_note: str | None = None
     """Where the law came from and its interval, for a law fitted by a sweep (launch/plan.py --law)."""
+    data_tokens: int | None = None
+    """Tokens in the prepared data the run will read (launch/plan.py --data-path), when known."""
+    data_warning: str | None = None
+    """Why D is more than that data gives without costly repetition (repetition_warning), or None."""
     shape_rules: str = STANDARD.name
     """The llm/spec/shape.py rules the shape was designed under (SHAPE_RULES)."""
 
@@ -102,6 +106,28 @@ class Spec:
         out = dataclasses.asdict(self)
         out["model"] = {k: getattr(self.model, k) for k in SHAPE_FIELDS}
         return out
+
+
+# Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (arXiv:2305.16264): up to ~4 epochs of
+# repeated data train about as well as unique data; their fitted decay constant R*_D ≈ 15.4 means that after
+# roughly 16 epochs more passes are worth little (the value of a repeated token decays as exp(-R/R*_D)).
+FREE_EPOCHS = 4
+WORTHLESS_EPOCHS = 16
+
+
+def repetition_warning(n_tokens: int, data_tokens: int) -> str | None:
+    """Why training on `n_tokens` drawn from `data_tokens` unique tokens will not reach the predicted loss, or None
+    (at most FREE_EPOCHS passes)."""
+    if data_tokens <= 0:
+        return f"the data holds no tokens; D = {n_tokens:,} cannot be read from it"
+    epochs = n_tokens / data_tokens
+    if epochs <= FREE_EPOCHS:
+        return None
+    worth = ("past ~16 epochs further passes are worth little" if epochs > WORTHLESS_EPOCHS
+             else "each pass past the 4th is worth less")
+    return (f"D is {epochs:.1f} passes over the data's {data_tokens:,} tokens; the predicted loss assumes unique "
+            f"tokens: up to ~4 epochs cost little, {worth} (Muennighoff et al. 2023); add data, or plan a smaller "
+            f"budget (about {FREE_EPOCHS * data_tokens:,} tokens fit 4 epochs)")
 
 
 def _batch_and_lr(flops: float, seq_len: int) -> tuple[int, float]:
@@ -268,6 +294,12 @@ def format_table(spec: Spec) -> str:
     if spec.loss_warning:
         rows.insert(next(i for i, (k, _) in enumerate(rows) if k == "predicted loss") + 1,
                     ("  WARNING", f"predicted loss {spec.loss_warning}"))
+    at = next(i for i, (k, _) in enumerate(rows) if k == "tokens per parameter") + 1
+    if spec.data_warning:
+        rows.insert(at, ("  WARNING", spec.data_warning))
+    if spec.data_tokens is not None:
+        passes = spec.n_tokens / max(spec.data_tokens, 1)
+        rows.insert(at, ("data", f"{spec.data_tokens:,} tokens in --data-path: D is {passes:.3g} passes over it"))
     if spec.train_seconds is not None:
         rows.append(("time", f"{format_seconds(spec.train_seconds)} on one {spec.accelerator} at {spec.mfu:.0%} MFU "
                              f"of {spec.peak_flops / 1e12:.3g} TFLOP/s "

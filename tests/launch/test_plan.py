@@ -348,3 +348,20 @@ def test_write_config_needs_a_tokenizer_that_fits(tiny_data, tmp_path, capsys):
                              str(tmp_path / "b.yaml"))
     assert code == 2 and "has 512 tokens, more than --vocab-size 256" in err
     assert not (tmp_path / "a.yaml").exists() and not (tmp_path / "b.yaml").exists()
+
+
+def test_d_beyond_four_passes_over_the_data_is_warned(tiny_data):
+    """--data-path is read for its size: a budget whose D needs many passes over it says so (Muennighoff et al.)."""
+    base = ["--gpu", "cpu", "--mfu", "0.3", "--seq-len", "256", "--vocab-size", "512", "--shapes", "small",
+            "--tp-degrees", "1", "--data-path", tiny_data["prefix"], "--json"]
+    big = json.loads(run("--flops", "1e15", *base).stdout)
+    assert big["data_tokens"] == tiny_data["tokens"]
+    passes = big["n_tokens"] / tiny_data["tokens"]
+    assert passes > 16 and f"D is {passes:.1f} passes over the data's {tiny_data['tokens']:,} tokens" \
+        in big["data_warning"] and "past ~16 epochs" in big["data_warning"]
+    small = json.loads(run("--flops", "3e12", *base).stdout)
+    assert small["n_tokens"] < 4 * tiny_data["tokens"] and small["data_warning"] is None
+    table = run("--flops", "1e15", *base[:-1]).stdout
+    assert "passes over it" in table and "WARNING             D is" in table
+    missing = json.loads(run("--flops", "1e15", *base[:-3], "--data-path", "/nonexistent/data", "--json").stdout)
+    assert missing["data_tokens"] is None and "is not prepared yet" in missing["data_warning"]
