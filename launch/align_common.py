@@ -54,7 +54,9 @@ def main_for(name: str, doc: str, argv=None) -> int:
         run(cfg, strategy, print)
         strategy.close()
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        from typed_yaml.disk import DiskFull
+        if getattr(e, "announce", None) is not False:  # a collective write's failure: its first failing rank says it
+            print(f"{'error' if isinstance(e, DiskFull) else 'config error'}: {e}", file=sys.stderr)
         return 2
     except HandoffError as e:
         print(f"hand-off error: {e}", file=sys.stderr)

@@ -223,3 +223,49 @@ def test_a_full_disk_on_one_rank_of_a_deepspeed_run_is_one_line_and_no_traceback
     assert len(ours) == 1 and ours[0].startswith("error: ") and "file too large" in ours[0], text[-4000:]
     assert "nothing was marked complete (latest complete checkpoint: none)" in ours[0]
     assert not list((out / "checkpoints").iterdir())  # the half-written step deleted, nothing published
+
+
+ALIGN_FULL_DISK_CHILD = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    from llm.align import handoff
+    from llm.align.resume import StageResume
+    from llm.align.strategy import LocalStrategy
+    from llm.align.trainer import Trainer
+    from llm.config import ModelConfig
+    from llm.config.training import OptimConfig
+    from llm.model import Transformer
+    from typed_yaml.disk import DiskFull
+    out, tokenizer = Path(sys.argv[1]), sys.argv[2]
+    model = Transformer(ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=512,
+                                    seq_len=64), seed=1)
+    strategy = LocalStrategy()
+    trainer = Trainer(strategy.prepare(model, OptimConfig(), 0), OptimConfig(), 10)
+    resume = StageResume(out / "resume" / "sft", every=1, total=10, strategy=strategy, log=lambda *a: None)
+    resume.maybe_save(1, {"policy": trainer}, {}, {}, [])  # fits: the limit is set below, from its size
+    size = (out / "resume" / "sft" / "step_00000001" / "policy.pt").stat().st_size
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+    for what, write in (("in-stage", lambda: resume.maybe_save(2, {"policy": trainer}, {}, {}, [])),
+                        ("stage", lambda: handoff.save_stage(out / "sft", "sft", model, tokenizer))):
+        try:
+            write()
+        except DiskFull as e:
+            print(what, e)
+""")
+
+
+def test_a_full_disk_in_an_alignment_stage_is_one_line_and_nothing_is_published(tiny_data, tmp_path):
+    """Before, both writes ended in torch's 'enforce fail' traceback and left their half-written folders behind."""
+    r = subprocess.run([sys.executable, "-c", ALIGN_FULL_DISK_CHILD, str(tmp_path), tiny_data["tokenizer"]], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2, r.stdout
+    root = tmp_path / "resume" / "sft"
+    assert lines[0].startswith(f"in-stage {root}/.tmp-step_00000002: file too large") and \
+        f"nothing was marked complete (latest complete checkpoint: {root}/step_00000001)" in lines[0], lines[0]
+    assert [p.name for p in root.iterdir()] == ["step_00000001"]
+    assert lines[1].startswith(f"stage {tmp_path}/.tmp-sft") and f"the sft stage directory {tmp_path}/sft" in lines[1]
+    assert "nothing was published" in lines[1] and not (tmp_path / "sft").exists()
+    assert not (tmp_path / ".tmp-sft").exists()

@@ -25,6 +25,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.train import safe_load
+from typed_yaml.disk import disk_full_as
 
 STAGE_FILE = "stage.json"
 TOKENIZER_FILES = {"sentencepiece": "tokenizer.model", "hf": "tokenizer.json"}
@@ -70,15 +71,23 @@ def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_p
     SentencePiece .model or a tokenizer.json (its tokenizer_config.json beside it is copied too). Raises
     HandoffError when the copy would not name the same special tokens (an HF tokenizer whose EOS only
     config.json gives)."""
-    from data_pipeline.hf_tokenizer import copy_tokenizer, is_hf_tokenizer, load_tokenizer
-    from llm.align.reward_model import RewardModel
-
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
+    # A full disk: one line naming the file, the half-written folder deleted, nothing published.
+    with disk_full_as(tmp, f"the {stage} stage directory {path}", remove=tmp,
+                      then="nothing was published; free space and rerun the same command (it resumes from the "
+                           "stage's last in-stage checkpoint, if any)"):
+        return _write_stage(path, tmp, stage, model, tokenizer_path, config_yaml, metrics, extra, template)
+
+
+def _write_stage(path, tmp, stage, model, tokenizer_path, config_yaml, metrics, extra, template) -> Path:
+    from data_pipeline.hf_tokenizer import copy_tokenizer, is_hf_tokenizer, load_tokenizer
+    from llm.align.reward_model import RewardModel
     tmp.mkdir(parents=True)
     kind = "reward" if isinstance(model, RewardModel) else "lm"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+    with open(tmp / "model.pt", "wb") as f:  # a file object: a full disk keeps its errno
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
     tok = load_tokenizer(copy_tokenizer(tokenizer_path, tmp))
     special = (tok.bos_id, tok.eos_id, tok.pad_id)
     source = load_tokenizer(tokenizer_path)

@@ -34,6 +34,7 @@ from llm.train import checkpoint as ckpt
 from llm.train import safe_load
 from llm.train.loop import PreemptionFlag
 from llm.train.progress import Progress
+from typed_yaml.disk import disk_full_reason
 
 EXIT_PREEMPTED = 75
 """Exit status of a preempted stage (EX_TEMPFAIL, as launch/pretrain.py): re-running the command resumes it."""
@@ -160,17 +161,30 @@ class StageResume:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         d.barrier()
-        for name, trainer in trainers.items():
-            trainer.engine.save_state(tmp, name)
+        failure = None
+        try:  # each rank writes its own files; no collective in between
+            for name, trainer in trainers.items():
+                trainer.engine.save_state(tmp, name)
+            if d.is_main:
+                for name, module in modules.items():
+                    with open(tmp / f"{name}.pt", "wb") as f:  # a file object: a full disk keeps its errno
+                        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, f)
+        except (OSError, RuntimeError) as e:
+            if disk_full_reason(e, tmp) is None:
+                raise  # a bug: its traceback
+            failure = e
+        # Collective, as pretraining's save (llm/train/loop.py): the ranks agree on a failed write before the
+        # half-written folder is deleted; the first rank that failed says so in one line.
+        failed = d.gather([d.rank] if failure is not None else [])
+        if failed:
+            raise ckpt.shard_write_failed(failure, tmp, step, self.root, failed[0], d.rank, d.is_main)
         if d.is_main:
-            for name, module in modules.items():
-                torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp / f"{name}.pt")
-        d.barrier()
-        if d.is_main:
-            ckpt.write_state(tmp / ckpt.STATE_FILE, {
-                "step": step, "config_sha": self.config_sha, "trainer_steps": {n: t.steps for n, t in trainers.items()},
-                "rng": ckpt.rng_state(), "loop": loop, "rows": rows})
-            ckpt.publish(tmp, final)
+            with ckpt.disk_full_guard(tmp, step, self.root):
+                ckpt.write_state(tmp / ckpt.STATE_FILE, {
+                    "step": step, "config_sha": self.config_sha,
+                    "trainer_steps": {n: t.steps for n, t in trainers.items()},
+                    "rng": ckpt.rng_state(), "loop": loop, "rows": rows})
+                ckpt.publish(tmp, final)
             ckpt.prune(self.root, keep=1)
         d.barrier()
         if stop:
