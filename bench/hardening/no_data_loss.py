@@ -367,8 +367,15 @@ def _two_writers(w: Path, tool: str):
     deadline = time.monotonic() + 240  # the second starts once the first is writing (its lock, partial or OUT)
     while time.monotonic() < deadline and a.poll() is None and not any("out" in p.name for p in w.iterdir()):
         time.sleep(0.02)
+    # The first writer is paused while it holds the output (an import takes about a second once started, less than
+    # the second's start-up: unpaused, the two never overlapped); the second starts and ends meanwhile.
+    if a.poll() is None:
+        a.send_signal(signal.SIGSTOP)
     b = start(script(f"{tool}_hf.py"), src, out, "--force", log=w / "b.log")
-    ra, rb = a.wait(timeout=300), b.wait(timeout=300)
+    rb = b.wait(timeout=300)
+    if a.poll() is None:
+        a.send_signal(signal.SIGCONT)
+    ra = a.wait(timeout=300)
     logs = [(w / "a.log").read_text(), (w / "b.log").read_text()]
     if any("Traceback" in t for t in logs):
         return "traceback", [t for t in logs if "Traceback" in t][0].strip().splitlines()[-1][:200]
