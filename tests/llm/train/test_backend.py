@@ -19,8 +19,8 @@ ATTRIBUTES = sorted(Backend.__annotations__)
 
 
 def test_the_contract_is_what_the_loop_needs():
-    assert METHODS == ["any_rank", "barrier", "can_reshard", "diagnose_nonfinite", "eval_loss", "load", "save",
-                       "train_step"]
+    assert METHODS == ["any_rank", "barrier", "can_reshard", "diagnose_nonfinite", "eval_loss", "first_rank_with",
+                       "load", "save", "train_step"]
     assert ATTRIBUTES == ["dp_rank", "dp_size", "is_main", "layout", "rank"]
 
 
@@ -36,6 +36,7 @@ def test_both_backends_implement_the_whole_contract():
     assert (local.rank, local.dp_rank, local.dp_size, local.is_main, local.layout) == (0, 0, 1, True,
                                                                                        {"backend": "local"})
     assert local.any_rank(True) and not local.any_rank(False)
+    assert local.first_rank_with(True) == 0 and local.first_rank_with(False) is None
     assert local.can_reshard({"backend": "local"}, {"backend": "deepspeed"})[0] is False
 
 
@@ -70,6 +71,9 @@ class ContractOnly:
 
     def any_rank(self, flag):
         return flag
+
+    def first_rank_with(self, flag):
+        return 0 if flag else None
 
     def diagnose_nonfinite(self):
         return None
