@@ -13,21 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+# Test files that must run on one worker, one after the other: both start a local SLURM cluster.
+SAME_WORKER = {"tests/launch/test_slurm.py": "slurm", "tests/launch/test_sweep.py": "slurm"}
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
-    """With `-n N --dist loadgroup` (the README's test command): whole test files go to one worker, so a module's
-    fixtures (a trained run, a sweep, a local SLURM cluster) are built once; files marked with the same
-    `xdist_group` share a worker (test_slurm.py and test_sweep.py, which both start a cluster). Plain
-    loadgroup would send every unmarked test to any worker and build those fixtures on each."""
-    if config.getvalue("dist") != "loadgroup":
+    """With `-n N --dist loadfile` (the README's test command): whole test files go to one worker, so a module's
+    fixtures (a trained run, a sweep, a local SLURM cluster) are built once, and the files of SAME_WORKER share
+    one. (Not xdist_group marks: pytest 9.2 ignores the node-id suffix through which xdist applies them.)"""
+    if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class FileOrGroup(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.rfind("@") > nodeid.rfind("]"):  # loadgroup's "@group" suffix (not an '@' in a parameter)
-                return nodeid.rsplit("@", 1)[-1]
-            return nodeid.split("::", 1)[0]
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(path, path)
     return FileOrGroup(config, log)
 
 

@@ -215,7 +215,7 @@ def test_a_full_disk_on_one_rank_of_a_deepspeed_run_is_one_line_and_no_traceback
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
     r = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), str(PRETRAIN), "--config",
-                        str(cfg)], cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=240,
+                        str(cfg)], cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=600,
                        preexec_fn=limit)
     text = r.stdout + r.stderr
     assert r.returncode == 2 and "Traceback" not in text, text[-4000:]

@@ -49,7 +49,7 @@ def rm_dir(base_dir):
     return base_dir
 
 
-def _run(cmd, timeout=300):
+def _run(cmd, timeout=600):
     proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=timeout,
                           start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

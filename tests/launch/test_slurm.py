@@ -38,16 +38,13 @@ from launch.slurm import hostfile
 from tests.parallel.launcher_utils import (CORPUS, ROOT, free_port, launch_env, launcher_config_dict, train_losses,
                                            write_config)
 
-# Both this file and test_sweep.py start a local SLURM cluster: one xdist worker runs the two (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("slurm_cluster")
 
 SLURM = ROOT / "launch" / "slurm"
 NODES = ("llmf-n1", "llmf-n2")
 STEPS = 40              # long enough (seconds) that a signal sent at step 3 lands mid-run
 SIGNAL_AT_STEP = 3
-JOB_TIMEOUT_S = 240     # generous: every job of the module shares 2 cores
+JOB_TIMEOUT_S = 480     # generous: every job of the module shares 2 cores
 EXIT_PREEMPTED = 75     # launch/pretrain.py's EXIT_PREEMPTED
-
 
 
 def _missing() -> str | None:

@@ -27,8 +27,6 @@ from llm.config import ModelConfig
 from tests.launch.test_slurm import cluster, needs_cluster  # noqa: F401  (the local cluster fixture)
 from tests.parallel.launcher_utils import launch_env, launcher_config_dict, write_config
 
-# Both this file and test_slurm.py start a local SLURM cluster: one xdist worker runs the two (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("slurm_cluster")
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP, PLAN = ROOT / "launch" / "sweep.py", ROOT / "launch" / "plan.py"

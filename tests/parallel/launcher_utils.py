@@ -111,7 +111,7 @@ def _run(cmd: list[str], out_dir: Path, env: dict | None, timeout: float) -> Lau
 
 
 def run_single(config: Path, out_dir: Path, overrides: list[str] = (), env: dict | None = None,
-               timeout: float = 120) -> Launch:
+               timeout: float = 300) -> Launch:
     """`python launch/pretrain.py --config config out_dir=... *overrides` (debug mode, one process)."""
     cmd = [sys.executable, str(PRETRAIN), "--config", str(Path(config).resolve()),
            f"out_dir={Path(out_dir).resolve()}", *overrides]
@@ -119,7 +119,7 @@ def run_single(config: Path, out_dir: Path, overrides: list[str] = (), env: dict
 
 
 def run_deepspeed(config: Path, out_dir: Path, world_size: int, overrides: list[str] = (), env: dict | None = None,
-                  timeout: float = 240, port: int | None = None) -> Launch:
+                  timeout: float = 600, port: int | None = None) -> Launch:
     """`deepspeed --num_gpus world_size --master_port P launch/pretrain.py --config config out_dir=... *overrides`."""
     port = port or free_port()
     cmd = ["deepspeed", "--num_gpus", str(world_size), "--master_port", str(port), str(PRETRAIN),

@@ -231,7 +231,7 @@ def launch_setup(tmp_path_factory):
 def test_pipeline_layout_matches_single_process(launch_setup, name):
     root, config = launch_setup
     world, overrides, ref_name = LAYOUTS[name]
-    run_deepspeed(config, root / name, world, overrides, timeout=300)
+    run_deepspeed(config, root / name, world, overrides, timeout=600)
     reference, losses = train_losses(root / f"single-{ref_name}"), train_losses(root / name)
     assert len(losses) == 5
     assert max_rel_diff(reference, losses) < FP32_TOL, loss_table(reference, {name: losses})

@@ -73,7 +73,7 @@ def measured(tmp_path_factory):
     for dp in (2, 4):
         out = root / f"dp{dp}.json"
         cmd = ["deepspeed", "--num_gpus", str(dp), "--master_port", str(free_port()), str(PROBE), str(out)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=240,
+        proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=600,
                               start_new_session=True)
         assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{(proc.stdout + proc.stderr)[-6000:]}"
         rows += json.loads(out.read_text())

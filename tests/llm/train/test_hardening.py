@@ -167,7 +167,7 @@ def test_a_busy_rendezvous_port_is_named(tiny_config):
         port = s.getsockname()[1]
         proc = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", str(port),
                                str(ROOT / "launch" / "pretrain.py"), "--config", str(tiny_config())],
-                              cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=240)
+                              cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=600)
     ours = [line for line in proc.stderr.splitlines() if line.startswith("config error")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(ours) == 1 and f"port {port}" in ours[0] and "--master_port" in ours[0], ours
@@ -177,7 +177,7 @@ def test_a_config_error_under_the_launcher_is_printed_once(tiny_config):
     from tests.parallel.launcher_utils import free_port, launch_env
     proc = subprocess.run(["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
                            str(ROOT / "launch" / "pretrain.py"), "--config", str(tiny_config()), "optim.lr=0"],
-                          cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=240)
+                          cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=600)
     ours = [line for line in proc.stderr.splitlines() if line.startswith("config error")]
     assert proc.returncode == 2 and len(ours) == 1 and "optim.lr=0" in ours[0], proc.stderr[-3000:]
 
