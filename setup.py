@@ -13,6 +13,8 @@ setup(
     packages=find_packages(include=["typed_yaml*", "llm*", "parallel*", "data_pipeline*", "launch*"]),
     # The bundled evaluation tasks: lm_eval YAMLs and their held-out data (llm/eval/make_tasks.py rebuilds them).
     package_data={"llm.eval": ["tasks/*.yaml", "tasks/*.jsonl"]},
+    # `llm-forge plan|prepare-data|pretrain|...`: the entry points of launch/ behind one command (launch/cli.py).
+    entry_points={"console_scripts": ["llm-forge=launch.cli:console_main"]},
     install_requires=[
         "torch>=2.6",  # weights-only unpickling with allow-lists (torch.serialization.safe_globals), the checkpoint loads
         "deepspeed>=0.15",

@@ -33,6 +33,8 @@ MODEL_TYPES = ("bpe", "unigram", "char", "word")  # SentencePiece's trainer_spec
 class DataConfigError(ConfigError, DataError):
     """A config problem; the message names the file and key."""
 
+    label = DataError.label  # "error:", as every data-preparation mistake is printed
+
 
 @dataclass
 class ReaderConfig:

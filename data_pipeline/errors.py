@@ -8,6 +8,8 @@ traceback.
 
 from __future__ import annotations
 
+from typed_yaml.errors import UserError
 
-class DataError(ValueError):
-    """A user mistake; ``str(exc)`` is one line meant to be printed as is."""
+
+class DataError(UserError, ValueError):
+    """A user mistake; ``str(exc)`` is one line meant to be printed as is (exit 2, typed_yaml/errors.py)."""

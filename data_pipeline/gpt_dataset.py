@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data_pipeline.errors import DataError
 from data_pipeline.indexed import IndexedDataset
 
 SPLITS = ("train", "valid")
@@ -47,11 +48,11 @@ class PackedDataset(Dataset):
     def __init__(self, prefix, seq_len: int, split: str = "train", valid_fraction: float = 0.05,
                  seed: int = 0) -> None:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise DataError(f"split must be one of {SPLITS}, got {split!r}")
         if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+            raise DataError(f"seq_len must be >= 1, got {seq_len}")
         if not 0.0 <= valid_fraction < 1.0:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+            raise DataError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
         self.prefix = str(prefix)
         self.seq_len = int(seq_len)
         self.split = split
@@ -65,7 +66,7 @@ class PackedDataset(Dataset):
         available = self.token_range[1] - self.token_range[0]
         self.num_samples = max(0, (available - 1) // self.seq_len)
         if self.num_samples == 0:
-            raise ValueError(
+            raise DataError(
                 f"{self.prefix}: the {split!r} split has {available} tokens "
                 f"(of {total}, valid_fraction={valid_fraction}), but one sample needs "
                 f"seq_len + 1 = {self.seq_len + 1}; use more data, a shorter seq_len or "
@@ -107,20 +108,20 @@ class BlendedDataset(Dataset):
 
     def __init__(self, datasets: list, weights: list[float], size: int | None = None) -> None:
         if not datasets:
-            raise ValueError("BlendedDataset needs at least one dataset")
+            raise DataError("BlendedDataset needs at least one dataset")
         if len(weights) != len(datasets):
-            raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
+            raise DataError(f"{len(weights)} weights for {len(datasets)} datasets")
         w = np.asarray(weights, dtype=np.float64)
         if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(weights)}")
+            raise DataError(f"weights must be finite, non-negative and not all zero, got {list(weights)}")
         self.datasets = list(datasets)
         self.weights = w / w.sum()
         self.size = int(size) if size is not None else sum(len(d) for d in self.datasets)
         if self.size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
+            raise DataError(f"size must be >= 0, got {size}")
         for k, (d, wk) in enumerate(zip(self.datasets, self.weights)):
             if wk > 0 and len(d) == 0:
-                raise ValueError(f"dataset {k} has weight {wk:.4g} but no samples")
+                raise DataError(f"dataset {k} has weight {wk:.4g} but no samples")
         self.dataset_index, self.dataset_sample_index = _blending_indices(self.weights, self.size)
 
     def __len__(self) -> int:
@@ -172,9 +173,9 @@ def build_dataset(paths: list[str], weights: list[float] | None, seq_len, split,
     ``valid_fraction``.
     """
     if not paths:
-        raise ValueError("build_dataset needs at least one dataset prefix")
+        raise DataError("build_dataset needs at least one dataset prefix")
     if weights is not None and len(weights) != len(paths):
-        raise ValueError(f"{len(weights)} weights for {len(paths)} dataset prefixes {list(paths)}")
+        raise DataError(f"{len(weights)} weights for {len(paths)} dataset prefixes {list(paths)}")
     sources = [PackedDataset(Path(p), seq_len, split, valid_fraction, seed) for p in paths]
     if len(sources) == 1:
         return sources[0]

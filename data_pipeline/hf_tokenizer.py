@@ -17,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+from data_pipeline.errors import DataError
 from data_pipeline.tokenizer import Tokenizer
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -106,13 +107,13 @@ class HFTokenizer:
         path = Path(path)
         self.path = path / TOKENIZER_JSON if path.is_dir() else path
         if not self.path.is_file():
-            raise FileNotFoundError(f"{path}: no {TOKENIZER_JSON}")
+            raise DataError(f"{path}: no {TOKENIZER_JSON}")
         raw = self.path.read_bytes()
         self._fingerprint = hashlib.sha256(raw).hexdigest()
         try:
             self._tok = HFBackend.from_str(raw.decode("utf-8"))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
-            raise ValueError(f"{self.path} is not a tokenizers file: {e}") from None
+            raise DataError(f"{self.path} is not a tokenizers file: {e}") from None
         self._tok.encode_special_tokens = True
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
         self.bos_id, self.eos_id, self.pad_id = (self._special_id(self.path.parent, k) for k in ("bos", "eos", "pad"))
@@ -153,13 +154,13 @@ def is_hf_tokenizer(path: str | Path) -> bool:
 
 def load_tokenizer(path: str | Path) -> Tokenizer | HFTokenizer:
     """A SentencePiece `.model` file (or a directory holding tokenizer.model but no tokenizer.json) as `Tokenizer`;
-    a tokenizer.json, or a directory holding one, as `HFTokenizer`. Raises FileNotFoundError when there is neither."""
+    a tokenizer.json, or a directory holding one, as `HFTokenizer`. Raises DataError when there is neither."""
     p = Path(path)
     if is_hf_tokenizer(p):
         return HFTokenizer(p)
     if p.is_dir():
         if not (p / SPM_FILE).is_file():
-            raise FileNotFoundError(f"{p}: no {TOKENIZER_JSON} nor {SPM_FILE}")
+            raise DataError(f"{p}: no {TOKENIZER_JSON} nor {SPM_FILE}")
         p = p / SPM_FILE
     return Tokenizer(p)
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.errors import DataError
+
 INDEX_MAGIC = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
 # Megatron-LM's ``DType`` enum; the codes are what goes on disk, so they must never change.
@@ -178,23 +180,23 @@ class IndexedDataset:
         path = self.idx_path
         n_bytes = path.stat().st_size
         if n_bytes < HEADER_BYTES:
-            raise ValueError(f"{path}: truncated index ({n_bytes} bytes, header needs {HEADER_BYTES})")
+            raise DataError(f"{path}: truncated index ({n_bytes} bytes, header needs {HEADER_BYTES})")
         idx = np.memmap(path, dtype=np.uint8, mode="r")
         header = idx[:HEADER_BYTES].tobytes()
         if header[:9] != INDEX_MAGIC:
-            raise ValueError(f"{path}: bad magic {header[:9]!r}, expected {INDEX_MAGIC!r} "
+            raise DataError(f"{path}: bad magic {header[:9]!r}, expected {INDEX_MAGIC!r} "
                              "(not a Megatron MMapIndexedDataset index)")
         (version,) = struct.unpack_from("<Q", header, 9)
         if version != INDEX_VERSION:
-            raise ValueError(f"{path}: index version {version}, only {INDEX_VERSION} is supported")
+            raise DataError(f"{path}: index version {version}, only {INDEX_VERSION} is supported")
         (code,) = struct.unpack_from("<B", header, 17)
         if code not in DTYPE_CODES:
-            raise ValueError(f"{path}: unknown dtype code {code}, expected one of {sorted(DTYPE_CODES)}")
+            raise DataError(f"{path}: unknown dtype code {code}, expected one of {sorted(DTYPE_CODES)}")
         n_seq, n_doc_index = struct.unpack_from("<QQ", header, 18)
         need = HEADER_BYTES + n_seq * (4 + 8) + n_doc_index * 8
         # Megatron's multimodal indices append one int8 mode per sequence; those bytes are ignored.
         if n_bytes < need:
-            raise ValueError(f"{path}: truncated index ({n_bytes} bytes; header promises "
+            raise DataError(f"{path}: truncated index ({n_bytes} bytes; header promises "
                              f"{n_seq} sequences and {n_doc_index} document entries = {need} bytes)")
         self.dtype: np.dtype = DTYPE_CODES[code]
         off = HEADER_BYTES
@@ -209,7 +211,7 @@ class IndexedDataset:
         expected = int(self.sizes.sum(dtype=np.int64)) * itemsize
         actual = self.bin_path.stat().st_size
         if actual != expected:
-            raise ValueError(f"{self.bin_path}: {actual} bytes, but {self.idx_path} describes "
+            raise DataError(f"{self.bin_path}: {actual} bytes, but {self.idx_path} describes "
                              f"{expected} bytes ({self.sizes.size} sequences of {self.dtype}); "
                              "the pair is mismatched or truncated")
         # np.memmap refuses empty files; an empty dataset is still a valid dataset.
@@ -221,7 +223,7 @@ class IndexedDataset:
         # get_tokens() a plain slice; check it rather than assume it.
         ends = self.pointers + self.sizes.astype(np.int64) * itemsize
         if self.sizes.size and (self.pointers[0] != 0 or np.any(self.pointers[1:] != ends[:-1])):
-            raise ValueError(f"{self.idx_path}: sequence pointers are not contiguous")
+            raise DataError(f"{self.idx_path}: sequence pointers are not contiguous")
         self._starts = self.pointers // itemsize
 
     def __getstate__(self) -> dict:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from data_pipeline.errors import DataError
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # The smallest vocabulary train_tokenizer can build: the 4 specials, the 256 byte-fallback
 # pieces and one character; a real corpus needs one piece per distinct character on top.
@@ -131,7 +133,7 @@ class Tokenizer:
     def __init__(self, model_path: str | Path) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise FileNotFoundError(f"tokenizer model {self.model_path} not found; "
+            raise DataError(f"tokenizer model {self.model_path} not found; "
                                     "train one with data_pipeline.tokenizer.train_tokenizer")
         model_bytes = self.model_path.read_bytes()
         self._fingerprint = hashlib.sha256(model_bytes).hexdigest()
@@ -139,7 +141,7 @@ class Tokenizer:
         try:
             self._sp.LoadFromSerializedProto(model_bytes)
         except RuntimeError as e:
-            raise ValueError(f"{self.model_path} is not a SentencePiece model: {e}") from e
+            raise DataError(f"{self.model_path} is not a SentencePiece model: {e}") from e
         self.vocab_size: int = self._sp.vocab_size()
         self.bos_id: int = self._sp.bos_id()
         self.eos_id: int = self._sp.eos_id()

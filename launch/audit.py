@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-USER_ERROR = 2
+from typed_yaml.errors import EXIT_USER as USER_ERROR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,14 +53,10 @@ def main(argv=None) -> int:
     from llm.audit.overlap import eval_overlap
     from llm.audit.run import AuditSettings, audit, progress_factory
     bar = progress_factory(args.out.with_suffix(".progress.log") if args.out else None)
-    try:
-        results = audit(args.checkpoint, args.data, AuditSettings(args.candidates, args.k, args.docs_per_bucket,
-                                                                  args.seed), bar)
-        if args.eval is not None:
-            results["eval_overlap"] = eval_overlap(args.eval, args.data, bar)
-    except (ValueError, OSError) as e:  # ConfigError/DataError are ValueErrors; unreadable files are OSErrors
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return USER_ERROR
+    results = audit(args.checkpoint, args.data, AuditSettings(args.candidates, args.k, args.docs_per_bucket, args.seed),
+                    bar)
+    if args.eval is not None:
+        results["eval_overlap"] = eval_overlap(args.eval, args.data, bar)
     text = json.dumps(results, indent=1)
     if args.out:
         args.out.write_text(text + "\n")
@@ -77,4 +71,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

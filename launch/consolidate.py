@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm.config import ConfigError  # noqa: E402
+from llm.config import ConfigError
 
 
 def consolidate(step_dir: Path) -> dict:
@@ -52,26 +50,22 @@ def main(argv=None) -> int:
     ap.add_argument("--output", type=Path, required=True, help="where to write the single-process state dict")
     ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     args = ap.parse_args(argv)
-    try:
-        from typed_yaml.output_dir import check_not_an_input
-        # Never an input: --output step/model.pt with --dtype bf16 would round the checkpoint's own weights.
-        check_not_an_input(args.output, [("checkpoint", args.checkpoint)], flag="--output")
-        if args.output.is_dir():
-            raise ConfigError(f"--output {args.output} is a directory: name the file to write, e.g. "
-                              f"{args.output / 'model.pt'}")
-        import torch
-        state = consolidate(args.checkpoint)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-        state = {k: v.to(dtype) for k, v in state.items()}
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")  # one per writer: the last one wins
-        from typed_yaml.disk import disk_full_as
-        with disk_full_as(args.output, "the consolidated weights", remove=tmp):  # a full disk: one line, no file
-            torch.save(state, tmp)
-        os.replace(tmp, args.output)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from typed_yaml.output_dir import check_not_an_input
+    # Never an input: --output step/model.pt with --dtype bf16 would round the checkpoint's own weights.
+    check_not_an_input(args.output, [("checkpoint", args.checkpoint)], flag="--output")
+    if args.output.is_dir():
+        raise ConfigError(f"--output {args.output} is a directory: name the file to write, e.g. "
+                          f"{args.output / 'model.pt'}")
+    import torch
+    state = consolidate(args.checkpoint)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    state = {k: v.to(dtype) for k, v in state.items()}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")  # one per writer: the last one wins
+    from typed_yaml.disk import disk_full_as
+    with disk_full_as(args.output, "the consolidated weights", remove=tmp):  # a full disk: one line, no file
+        torch.save(state, tmp)
+    os.replace(tmp, args.output)
     from data_pipeline.hf_tokenizer import tokenizer_file
     tok = tokenizer_file(args.checkpoint)
     # The file holds weights only; the tokenizer they were trained with stays in the step directory.
@@ -81,4 +75,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

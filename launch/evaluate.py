@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typed_yaml.errors import ConfigError, UserError
+
 
 
 def main(argv=None) -> int:
@@ -41,26 +41,21 @@ def main(argv=None) -> int:
     try:
         importlib.import_module("lm_eval")
     except ImportError:
-        print("error: lm-evaluation-harness is not installed: pip install -e '.[eval]' (or pip install lm_eval)",
-              file=sys.stderr)
-        return 2
-    try:
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        check_out_path(args.out)
-        if args.device is not None:
-            from llm.train.hardware import parse_device
-            parse_device(args.device)
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        if not tasks:
-            raise ValueError("--tasks names no task")
-        results = evaluate(args.checkpoint, tasks, args.include_path, args.limit, args.batch_size,
-                           include_defaults=args.online, device=args.device, progress_log=progress_log_path(args.out))
-    except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer readers raise these two
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError("lm-evaluation-harness is not installed: pip install -e '.[eval]' (or pip install lm_eval)") \
+            from None
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_out_path(args.out)
+    if args.device is not None:
+        from llm.train.hardware import parse_device
+        parse_device(args.device)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise ConfigError("--tasks names no task")
+    results = evaluate(args.checkpoint, tasks, args.include_path, args.limit, args.batch_size,
+                       include_defaults=args.online, device=args.device, progress_log=progress_log_path(args.out))
     print(results_table(results))
     if args.out:
         json_path, table_path = write_results(results, args.out)
@@ -69,4 +64,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

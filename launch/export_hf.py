@@ -13,10 +13,8 @@ was; --force replaces only an earlier export (its .llm-forge-output.json says so
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
@@ -27,20 +25,17 @@ def main(argv=None) -> int:
     ap.add_argument("--max-shard-size", default="5GB", help="safetensors shard size past which weights are split "
                     "with an index (default: %(default)s)")
     args = ap.parse_args(argv)
+    from llm.hf.export import export_hf, read_checkpoint
     from typed_yaml.output_dir import staged_output
-    try:
-        from llm.hf.export import export_hf, read_checkpoint
-        tokenizer = read_checkpoint(args.checkpoint).tokenizer  # may lie outside the checkpoint (data.tokenizer)
-        inputs = [("checkpoint", args.checkpoint), ("tokenizer", tokenizer)]
-        with staged_output(args.out_dir, "export_hf.py", inputs, force=args.force,
-                           source=str(args.checkpoint.resolve())) as tmp:
-            export_hf(args.checkpoint, tmp, max_shard_size=args.max_shard_size)
-    except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer readers raise these two
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    tokenizer = read_checkpoint(args.checkpoint).tokenizer  # may lie outside the checkpoint (data.tokenizer)
+    inputs = [("checkpoint", args.checkpoint), ("tokenizer", tokenizer)]
+    with staged_output(args.out_dir, "export_hf.py", inputs, force=args.force,
+                       source=str(args.checkpoint.resolve())) as tmp:
+        export_hf(args.checkpoint, tmp, max_shard_size=args.max_shard_size)
     print(f"wrote {args.out_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

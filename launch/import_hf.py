@@ -14,10 +14,8 @@ an earlier import (its .llm-forge-output.json says so) holding nothing else, nev
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
@@ -28,18 +26,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from typed_yaml.output_dir import check_not_an_input, staged_output
     inputs = [("HF directory", args.hf_dir)]
-    try:
-        check_not_an_input(args.out_dir, inputs)  # before torch loads: a second, not a minute
-        from llm.hf.import_ import import_hf
-        with staged_output(args.out_dir, "import_hf.py", inputs, force=args.force,
-                           source=str(args.hf_dir.resolve())) as tmp:
-            step = import_hf(args.hf_dir, args.out_dir, staging=tmp)
-    except (ValueError, OSError) as e:  # ConfigError is a ValueError; the tokenizer reader raises these two
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_not_an_input(args.out_dir, inputs)  # before torch loads: a second, not a minute
+    from llm.hf.import_ import import_hf
+    with staged_output(args.out_dir, "import_hf.py", inputs, force=args.force,
+                       source=str(args.hf_dir.resolve())) as tmp:
+        step = import_hf(args.hf_dir, args.out_dir, staging=tmp)
     print(f"wrote {step}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

@@ -32,21 +32,18 @@ import dataclasses
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import yaml
 
-import yaml  # noqa: E402  (after the path fix so `llm` resolves when run as a script)
-
-from llm.config import ConfigError, load_config  # noqa: E402
-from llm.spec.cluster import format_cluster, plan_cluster  # noqa: E402
-from llm.spec.flops import ALIASES, PEAK_FLOPS  # noqa: E402
-from llm.spec.law import read_law  # noqa: E402
-from llm.spec.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table,  # noqa: E402
-                           plan, plan_for_hours, repetition_warning)
-from llm.spec.shape import SHAPE_RULES  # noqa: E402
-from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu  # noqa: E402
+from llm.config import ConfigError, load_config
+from llm.spec.cluster import format_cluster, plan_cluster
+from llm.spec.flops import ALIASES, PEAK_FLOPS
+from llm.spec.law import read_law
+from llm.spec.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table, plan,
+                           plan_for_hours, repetition_warning)
+from llm.spec.shape import SHAPE_RULES
+from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,40 +100,41 @@ def _tp_degrees(text: str) -> tuple[int, ...]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write the config, creating missing parent directories; ValueError (one line) if that cannot be done."""
+    """Write the config, creating missing parent directories; ConfigError (one line) if that cannot be done."""
     if path.is_dir():
-        raise ValueError(f"--write-config {path} is a directory; give a file path such as {path / 'plan.yaml'}")
+        raise ConfigError(f"--write-config {path} is a directory; give a file path such as {path / 'plan.yaml'}")
     existing = next(p for p in path.parents if p.exists())
     if not existing.is_dir():
-        raise ValueError(f"--write-config {path} cannot be written: {existing} is a file, not a directory")
+        raise ConfigError(f"--write-config {path} cannot be written: {existing} is a file, not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except OSError as e:
-        raise ValueError(f"--write-config {path} cannot be written: {e.strerror or e}") from None
+        raise ConfigError(f"--write-config {path} cannot be written: {e.strerror or e}") from None
 
 
 def _data_tokens(data_paths: list[str]) -> int | None:
     """Tokens in the prepared datasets (their .idx headers), or None when one is not prepared yet (a plan may come
-    before the data); ValueError naming a damaged one."""
+    before the data); ConfigError naming a damaged one."""
+    from data_pipeline.errors import DataError
     from data_pipeline.indexed import IndexedDataset
     if not all(Path(p + ".idx").is_file() and Path(p + ".bin").is_file() for p in data_paths):
         return None
     try:
         return sum(IndexedDataset(p).num_tokens() for p in data_paths)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"--data-path: {e}") from None
+    except (DataError, OSError) as e:  # a damaged index, an unreadable file
+        raise ConfigError(f"--data-path: {e}") from None
 
 
 def _tokenizer(data_paths: list[str] | None, tokenizer: str | None, vocab_size: int) -> str:
     """The data.tokenizer to write: --tokenizer, else the one launch/prepare_data.py left beside the first
-    --data-path, else (no --data-path) the bundled corpus's. ValueError (one line) when none is known, or when
+    --data-path, else (no --data-path) the bundled corpus's. ConfigError (one line) when none is known, or when
     the tokenizer has more tokens than the vocabulary planned."""
     if tokenizer is None and data_paths:
         from data_pipeline.hf_tokenizer import tokenizer_file
         beside = tokenizer_file(Path(data_paths[0]).parent)
         if not beside.is_file():
-            raise ValueError(f"--write-config needs the tokenizer {data_paths[0]} was made with: none at {beside}; "
+            raise ConfigError(f"--write-config needs the tokenizer {data_paths[0]} was made with: none at {beside}; "
                              "pass --tokenizer PATH")
         tokenizer = str(beside)
     tokenizer = tokenizer or DEFAULT_TOKENIZER
@@ -144,10 +142,10 @@ def _tokenizer(data_paths: list[str] | None, tokenizer: str | None, vocab_size: 
         from data_pipeline.hf_tokenizer import load_tokenizer
         vocab = load_tokenizer(tokenizer).vocab_size
         if vocab > vocab_size:
-            raise ValueError(f"tokenizer {tokenizer} has {vocab:,} tokens, more than --vocab-size {vocab_size:,}: "
+            raise ConfigError(f"tokenizer {tokenizer} has {vocab:,} tokens, more than --vocab-size {vocab_size:,}: "
                              f"pass --vocab-size {vocab}")
     elif tokenizer != DEFAULT_TOKENIZER:
-        raise ValueError(f"--tokenizer {tokenizer} does not exist")
+        raise ConfigError(f"--tokenizer {tokenizer} does not exist")
     return tokenizer
 
 
@@ -180,7 +178,7 @@ def _prediction_lines(cluster) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="plan.py", description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])  # prog: plan.py, or "llm-forge plan"
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--flops", type=_positive, help="training budget C in FLOPs (C = 6ND)")
     budget.add_argument("--gpu-hours", type=_positive, help="budget in accelerator-hours (with --gpu and --mfu)")
@@ -220,64 +218,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.law and args.approach:
         p.error("--law and --approach both choose the law: give one")
 
-    try:
-        if args.peak_tflops is None and canonical_gpu(args.gpu) not in {*PEAK_FLOPS, "cpu"}:
-            known = ", ".join(sorted(set(PEAK_FLOPS) | set(ALIASES)))
-            raise ValueError(f"unknown accelerator {args.gpu!r}; known: {known}; for another device give "
-                             "--peak-tflops X --mfu Y, or --gpu cpu")
-        mfu = args.mfu if args.mfu is not None else ACHIEVABLE_MFU.get(canonical_gpu(args.gpu))
-        if mfu is None:
-            raise ValueError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu (a debug run's metrics.jsonl "
-                             "shows what a device reaches)")
-        if args.gpus is not None and (args.peak_tflops is not None or canonical_gpu(args.gpu) == "cpu"):
-            raise ValueError("--gpus plans a GPU cluster from llm/spec's tables; it takes a listed --gpu, not "
-                             "--peak-tflops or cpu")
-        if args.write_config and args.config is None:  # before the CPU's peak is timed
-            tokenizer = _tokenizer(args.data_path, args.tokenizer, args.vocab_size)
-        peak, device = _device_peak(args)
-        if args.config is not None and args.gpus is None:
-            raise ValueError("--config plans only the layout of a fixed run: give --gpus N")
-        if args.config is not None and args.shapes:
-            raise ValueError("--shapes chooses how a planned shape is designed; --config fixes the shape")
-        spec, cluster = None, None
-        if args.config is not None:
-            run_cfg = load_config(args.config)
-            model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
-                run_cfg.train.global_batch_size
-        else:
-            law = read_law(args.law) if args.law else (args.approach or "besiroglu")
-            shapes = args.shapes or (law.shapes if args.law else "standard")
-            kwargs = dict(approach=law, vocab_size=args.vocab_size, seq_len=args.seq_len,
-                          tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings, shapes=SHAPE_RULES[shapes])
-            kwargs.update(peak=peak, price_per_hour=args.price_per_gpu_hour)
-            spec = plan(args.flops, accelerator=device, mfu=mfu, **kwargs) if args.flops is not None \
-                else plan_for_hours(args.gpu_hours, device, mfu, **kwargs)
-            if args.law:
-                spec.law_note = law.describe(spec.flops)
-            if args.data_path:
-                spec.data_tokens = _data_tokens(args.data_path)
-                if spec.data_tokens is not None:
-                    spec.data_warning = repetition_warning(spec.n_tokens, spec.data_tokens)
-                else:
-                    spec.data_warning = (f"--data-path {args.data_path[0]} is not prepared yet (no .bin/.idx): D is "
-                                         "not checked against the data's size")
-            model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
-        if args.gpus is not None:
-            cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,
-                                   args.price_per_gpu_hour, args.mfu)
-            if spec is not None:  # the spec's one-device micro-batch is a default; the chosen layout's replaces it
-                spec = dataclasses.replace(spec, micro_batch_size=cluster.chosen.layout.micro_batch_size)
-        if args.write_config:
-            if spec is None:
-                raise ValueError("--write-config writes a planned spec; it cannot be combined with --config")
-            raw = config_dict(spec, data_paths=args.data_path, out_dir=args.out_dir,
-                              layout=cluster.chosen.layout if cluster else None, tokenizer=tokenizer,
-                              precision="fp32" if canonical_gpu(args.gpu) == "cpu" else "bf16")
-            header = config_header(spec, _prediction_lines(cluster) if cluster else None)
-            _write(Path(args.write_config), header + yaml.safe_dump(raw, sort_keys=False))
-    except (ValueError, ConfigError, OSError) as e:
-        print(f"plan.py: error: {e}", file=sys.stderr)
-        return 2
+    if args.peak_tflops is None and canonical_gpu(args.gpu) not in {*PEAK_FLOPS, "cpu"}:
+        known = ", ".join(sorted(set(PEAK_FLOPS) | set(ALIASES)))
+        raise ConfigError(f"unknown accelerator {args.gpu!r}; known: {known}; for another device give "
+                         "--peak-tflops X --mfu Y, or --gpu cpu")
+    mfu = args.mfu if args.mfu is not None else ACHIEVABLE_MFU.get(canonical_gpu(args.gpu))
+    if mfu is None:
+        raise ConfigError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu (a debug run's metrics.jsonl "
+                         "shows what a device reaches)")
+    if args.gpus is not None and (args.peak_tflops is not None or canonical_gpu(args.gpu) == "cpu"):
+        raise ConfigError("--gpus plans a GPU cluster from llm/spec's tables; it takes a listed --gpu, not "
+                         "--peak-tflops or cpu")
+    if args.write_config and args.config is None:  # before the CPU's peak is timed
+        tokenizer = _tokenizer(args.data_path, args.tokenizer, args.vocab_size)
+    peak, device = _device_peak(args)
+    if args.config is not None and args.gpus is None:
+        raise ConfigError("--config plans only the layout of a fixed run: give --gpus N")
+    if args.config is not None and args.shapes:
+        raise ConfigError("--shapes chooses how a planned shape is designed; --config fixes the shape")
+    spec, cluster = None, None
+    if args.config is not None:
+        run_cfg = load_config(args.config)
+        model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
+            run_cfg.train.global_batch_size
+    else:
+        law = read_law(args.law) if args.law else (args.approach or "besiroglu")
+        shapes = args.shapes or (law.shapes if args.law else "standard")
+        kwargs = dict(approach=law, vocab_size=args.vocab_size, seq_len=args.seq_len,
+                      tp_degrees=args.tp_degrees, tie_embeddings=args.tie_embeddings, shapes=SHAPE_RULES[shapes])
+        kwargs.update(peak=peak, price_per_hour=args.price_per_gpu_hour)
+        spec = plan(args.flops, accelerator=device, mfu=mfu, **kwargs) if args.flops is not None \
+            else plan_for_hours(args.gpu_hours, device, mfu, **kwargs)
+        if args.law:
+            spec.law_note = law.describe(spec.flops)
+        if args.data_path:
+            spec.data_tokens = _data_tokens(args.data_path)
+            if spec.data_tokens is not None:
+                spec.data_warning = repetition_warning(spec.n_tokens, spec.data_tokens)
+            else:
+                spec.data_warning = (f"--data-path {args.data_path[0]} is not prepared yet (no .bin/.idx): D is "
+                                     "not checked against the data's size")
+        model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
+    if args.gpus is not None:
+        cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,
+                               args.price_per_gpu_hour, args.mfu)
+        if spec is not None:  # the spec's one-device micro-batch is a default; the chosen layout's replaces it
+            spec = dataclasses.replace(spec, micro_batch_size=cluster.chosen.layout.micro_batch_size)
+    if args.write_config:
+        if spec is None:
+            raise ConfigError("--write-config writes a planned spec; it cannot be combined with --config")
+        raw = config_dict(spec, data_paths=args.data_path, out_dir=args.out_dir,
+                          layout=cluster.chosen.layout if cluster else None, tokenizer=tokenizer,
+                          precision="fp32" if canonical_gpu(args.gpu) == "cpu" else "bf16")
+        header = config_header(spec, _prediction_lines(cluster) if cluster else None)
+        _write(Path(args.write_config), header + yaml.safe_dump(raw, sort_keys=False))
 
     if args.json:
         out = spec.to_json() if spec else {}
@@ -293,4 +287,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

@@ -27,22 +27,13 @@ import json
 import sys
 from pathlib import Path
 
+from data_pipeline.config import load_data_config
+from data_pipeline.errors import DataError
+from data_pipeline.pipeline import PIPELINE_STAGES, run, summary
+from typed_yaml.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data_pipeline.config import load_data_config  # noqa: E402  (path set above)
-from data_pipeline.errors import DataError  # noqa: E402
-from data_pipeline.pipeline import PIPELINE_STAGES, run, summary  # noqa: E402
-
 DEFAULT_CONFIG = ROOT / "configs" / "data" / "default.yaml"
-USER_ERROR = 2  # exit status of a user mistake (argparse's own, for bad arguments)
-
-
-def _fail(exc: Exception) -> int:
-    """Print a user mistake as one line (a YAML parser's message spans several) and return 2."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    print("error: " + " ".join(line for line in lines if line and line != "^"), file=sys.stderr)
-    return USER_ERROR
 
 
 def _prepare(argv: list[str]) -> int:
@@ -66,11 +57,8 @@ def _prepare(argv: list[str]) -> int:
         overrides.append("tokenize.tokenizer=" + json.dumps(args.tokenizer))
     if args.no_progress:
         overrides.append("progress=false")
-    try:
-        cfg = load_data_config(args.config, overrides)
-        report = run(cfg, args.stage)
-    except DataError as exc:
-        return _fail(exc)
+    cfg = load_data_config(args.config, overrides)  # DataErrors: one line each, exit 2 (launch/cli.py)
+    report = run(cfg, args.stage)
     if report is not None:
         print(summary(report))
     return 0
@@ -87,13 +75,13 @@ def _blend(argv: list[str]) -> int:
     ap.add_argument("--output", default=None, help="write the report here as JSON")
     args = ap.parse_args(argv)
     if len(args.weights) != len(args.paths):
-        return _fail(DataError(f"--weights has {len(args.weights)} values for {len(args.paths)} --paths"))
+        raise DataError(f"--weights has {len(args.weights)} values for {len(args.paths)} --paths")
     if args.output and Path(args.output).is_dir():
-        return _fail(DataError(f"--output {args.output} is a folder; pass the JSON file to write"))
+        raise DataError(f"--output {args.output} is a folder; pass the JSON file to write")
     try:
         report = blend_report(args.paths, args.weights, args.seq_len, args.samples)
-    except (ValueError, FileNotFoundError) as exc:  # blend_report's contract: bad weights, sizes or paths
-        return _fail(exc)
+    except FileNotFoundError as exc:  # a --paths prefix with no .bin/.idx (the rest are DataErrors)
+        raise DataError(f"--paths: {exc.filename or exc}: no such file") from None
     text = json.dumps(report, indent=1)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -106,9 +94,10 @@ def _check_rule(root: str, rule: str) -> None:
     from data_pipeline.report import read_drops
 
     reasons = {row["reason"] for row in read_drops(root)}
+    from llm.files import read_json
     try:
-        stages = set(json.loads((Path(root) / "report.json").read_text()).get("stages", {}))
-    except (OSError, ValueError, AttributeError):
+        stages = set(read_json(Path(root) / "report.json", dict, "report").get("stages", {}))
+    except ConfigError:  # no report (yet), or a damaged one: the drops' reasons alone decide
         stages = set()
     known = reasons | {r.split(".")[0] for r in reasons} | stages
     if rule not in known and not any(r.startswith(rule + ".") for r in reasons):
@@ -129,19 +118,16 @@ def _inspect(argv: list[str]) -> int:
     ap.add_argument("--limit", type=int, default=20, help="rows to print (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print the matching rows as jsonl instead")
     args = ap.parse_args(argv)
-    try:
-        if args.rule is not None:
-            _check_rule(args.dir, args.rule)
-        if args.json:
-            from data_pipeline.report import below_threshold
+    if args.rule is not None:
+        _check_rule(args.dir, args.rule)
+    if args.json:
+        from data_pipeline.report import below_threshold
 
-            for row in read_drops(args.dir, args.rule):
-                if not args.not_met or below_threshold(row):
-                    print(json.dumps(row, ensure_ascii=False))
-        else:
-            print(inspect_drops(args.dir, args.rule, args.limit, args.not_met))
-    except DataError as exc:
-        return _fail(exc)
+        for row in read_drops(args.dir, args.rule):
+            if not args.not_met or below_threshold(row):
+                print(json.dumps(row, ensure_ascii=False))
+    else:
+        print(inspect_drops(args.dir, args.rule, args.limit, args.not_met))
     return 0
 
 
@@ -155,4 +141,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run as run_command
+    run_command(main)

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llm.config import ConfigError, load_config  # noqa: E402
-from typed_yaml.disk import DiskFull, disk_full_message  # noqa: E402
-
-EXIT_PREEMPTED = 75
-"""Exit status of a preempted run: a checkpoint was saved and re-running the command resumes from it."""
+from llm.config import load_config
+from typed_yaml.disk import DiskFull, disk_full_message
+from typed_yaml.errors import EXIT_PREEMPTED
 
 
 def parse_args(argv=None):
@@ -36,13 +31,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Config errors (2) and a diverged run (3) leave as UserErrors, printed by launch/cli.py."""
     args = parse_args(argv)
-    from llm.train.loop import PreemptionFlag, TrainingDiverged
+    from llm.train.loop import PreemptionFlag
     PreemptionFlag.install(startup=True)  # before the slow start-up, so an early SIGUSR1 is not fatal
     from parallel.launch_env import detect_launch
-    cfg = None
+    cfg = load_config(args.config, args.overrides)
     try:
-        cfg = load_config(args.config, args.overrides)
         launch = detect_launch()
         if args.detect_anomaly:
             import torch
@@ -53,24 +48,12 @@ def main(argv=None) -> int:
         else:
             from parallel.start import run_distributed
             outcome = run_distributed(cfg, launch, eval_only=args.eval_only)
-    except ConfigError as e:
-        # Every rank reaches the same verdict from the same config and files: one line per node, not per rank.
-        # A collective write's failure is announced by the first rank that failed (typed_yaml/disk.py DiskFull).
-        announce = getattr(e, "announce", None)
-        if announce or (announce is None and int(os.environ.get("LOCAL_RANK", "0")) == 0):
-            print(f"{'error' if isinstance(e, DiskFull) else 'config error'}: {e}", file=sys.stderr)
-        return 2
     except OSError as e:  # a full disk at a write site that does not name it (typed_yaml/disk.py); else a bug
-        where = "the run's files" + ("" if cfg is None else f" (out_dir={cfg.out_dir}, checkpoint.dir="
-                                                            f"{cfg.checkpoint.dir})")
-        message = disk_full_message(e, Path.cwd() if cfg is None else Path(cfg.out_dir), where)
+        message = disk_full_message(e, Path(cfg.out_dir),
+                                    f"the run's files (out_dir={cfg.out_dir}, checkpoint.dir={cfg.checkpoint.dir})")
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"training diverged: {e}", file=sys.stderr)
-        return 3
+        raise DiskFull(message) from None
     if outcome.status == "preempted":
         return EXIT_PREEMPTED
     if outcome.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
@@ -81,5 +64,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from parallel.rank_exit import exit_rank
-    exit_rank(main())
+    from launch.cli import run
+    run(main)

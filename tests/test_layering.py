@@ -1,7 +1,8 @@
 """The layers import one way (../shared/STYLE.md), with no exceptions and no import cycles.
 
 Every module of our packages is read with `ast` (so a lazy import inside a function counts too) and placed in a
-layer; a module may import only from its own layer or lower ones:
+layer; a module may import only from its own layer or lower ones. The layers are the table of docs/architecture.md
+("## Layers"), read from there:
 
     typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_
         < {llm.align, llm.audit} < llm.eval < parallel < launch
@@ -10,33 +11,24 @@ data_pipeline imports nothing of ours but typed_yaml; the configs and the spec i
 nothing touches torch.distributed or DeepSpeed.
 """
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("typed_yaml", "llm", "parallel", "data_pipeline", "launch")
 
-LAYERS = {
-    "typed_yaml": 0,
-    "llm": 1,  # the package itself (an empty __init__)
-    "llm.config": 1,
-    "llm.spec": 2,
-    "llm.model": 3,
-    "data_pipeline": 3,
-    # Hugging Face conversion reads our model's names and data_pipeline's tokenizers, and llm.train.checkpoint
-    # reads HF directories through it (checkpoint.init_from=HF_DIR); importing writes a training checkpoint.
-    "llm.hf": 3.5,
-    "llm.train": 4,
-    "llm.hf.import_": 4.5,
-    "llm.hf.export": 4.5,  # reads model.pt through llm.train.safe_load (audited, weights-only)
-    "llm.align": 5,
-    # The memorization audit reads models (any checkpoint layout, through llm.train) and prepared data folders.
-    "llm.audit": 5,
-    # Evaluation (lm-evaluation-harness) is an entry-point helper: it loads checkpoints of every kind (llm.train,
-    # llm.hf, alignment stage directories) and is used only by launch/evaluate.py.
-    "llm.eval": 5.5,
-    "parallel": 6,
-    "launch": 7,
-}
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def documented_layers() -> dict[str, float]:
+    """{package: layer number} from the table under "## Layers" of docs/architecture.md, the one copy of the list."""
+    section = DOC.read_text().split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([\d.]+) \| `([\w.]+)` \|", section, re.M)
+    assert rows, f"{DOC}: no layer table under '## Layers'"
+    return {package: float(number) for number, package in rows}
+
+
+LAYERS = documented_layers()
 NO_TORCH = ("typed_yaml", "llm.config", "llm.spec")
 NO_DISTRIBUTED = ("typed_yaml", "llm", "data_pipeline")  # everything below parallel/
 DISTRIBUTED = ("torch.distributed", "deepspeed")

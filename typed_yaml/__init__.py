@@ -22,8 +22,7 @@ from typing import Any
 import yaml
 
 
-class ConfigError(ValueError):
-    """A user mistake in a config file or override; the message is meant to be printed as is."""
+from typed_yaml.errors import ConfigError  # noqa: F401  (the error contract: typed_yaml/errors.py)
 
 
 class DuplicateKeyError(yaml.YAMLError):

@@ -41,6 +41,8 @@ class DiskFull(ConfigError):
     `announce`: under a launcher, whether this rank prints it (None: the node's first rank does, as for any
     ConfigError; a collective write sets it so that exactly one rank, the first that failed, prints its line)."""
 
+    label = "error"
+
     def __init__(self, message: str, announce: bool | None = None):
         super().__init__(message)
         self.announce = announce

@@ -35,6 +35,7 @@ tensors torch's autograd actually saves. No torch here.
 from __future__ import annotations
 
 from llm.config import ModelConfig
+from typed_yaml import ConfigError
 
 KORTHIKANTI_2022 = "Korthikanti et al. 2022, arXiv:2205.05198"
 FP32_BYTES = 4
@@ -54,7 +55,7 @@ def korthikanti_layer_bytes(s: int, b: int, h: int, a: int, t: int = 1, sequence
         return 2 * sbh / (t if sequence_parallel else 1)
     attention_core = 0.0 if recompute == "selective" else 5 * a * s / h
     if recompute not in ("none", "selective"):
-        raise ValueError(f"recompute={recompute!r} must be 'none', 'selective' or 'full'")
+        raise ConfigError(f"recompute={recompute!r} must be 'none', 'selective' or 'full'")
     if sequence_parallel or t == 1:
         return sbh / t * (34 + attention_core)
     return sbh * (10 + 24 / t + attention_core / t)

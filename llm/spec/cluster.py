@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from llm.config import ModelConfig
 from llm.spec.flops import flops_per_token, peak_flops
 from llm.spec.layout_search import Candidate, choose_layout, rank_layouts
+from typed_yaml import ConfigError
 
 GPU_MEMORY_GB = {
     # HBM per accelerator, from the vendors' datasheets (NVIDIA H100/H200/A100, AMD MI300X, Google Cloud TPU).
@@ -27,7 +28,7 @@ def gpu_memory_bytes(gpu: str, override_gb: float | None = None) -> float:
         return override_gb * 1e9
     key = gpu.strip().lower().replace("_", "-").replace(" ", "-")
     if key not in GPU_MEMORY_GB:
-        raise ValueError(f"no memory size listed for {gpu!r} (listed: {', '.join(sorted(GPU_MEMORY_GB))}); "
+        raise ConfigError(f"no memory size listed for {gpu!r} (listed: {', '.join(sorted(GPU_MEMORY_GB))}); "
                          "pass --gpu-memory GB")
     return GPU_MEMORY_GB[key] * 1e9
 

@@ -19,14 +19,15 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 
 from llm.spec.scaling import ParametricLaw
+from typed_yaml import ConfigError
 
 
 def _as_rows(rows) -> np.ndarray:
     arr = np.asarray(rows, dtype=float)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"rows must be (N, D, loss) triples; got an array of shape {arr.shape}")
+        raise ConfigError(f"rows must be (N, D, loss) triples; got an array of shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError("every N, D and loss must be positive and finite")
+        raise ConfigError("every N, D and loss must be positive and finite")
     return arr
 
 
@@ -118,7 +119,7 @@ def fit_isoflop(rows, rel_tol: float = 0.05) -> IsoFlopFit:
         x, loss = np.log10(g[:, 0]), g[:, 2]
         c2, c1, c0 = np.polyfit(x, loss, 2)
         if c2 <= 0:
-            raise ValueError(f"budget C={flops:.3g}: loss against log N is not convex (curvature {c2:.3g}); "
+            raise ConfigError(f"budget C={flops:.3g}: loss against log N is not convex (curvature {c2:.3g}); "
                              "sample model sizes on both sides of the optimum")
         x_opt = -c1 / (2 * c2)
         n_opt = 10 ** x_opt
@@ -129,7 +130,7 @@ def fit_isoflop(rows, rel_tol: float = 0.05) -> IsoFlopFit:
             n_points=len(g), rms_residual=float(np.sqrt(np.mean(resid ** 2))),
             vertex_inside=bool(x.min() <= x_opt <= x.max())))
     if len(budgets) < 2:
-        raise ValueError(f"need at least two budgets with three or more runs each; found {len(budgets)}")
+        raise ConfigError(f"need at least two budgets with three or more runs each; found {len(budgets)}")
     c = np.array([b.flops for b in budgets])
     return IsoFlopFit(budgets=budgets, n_opt=_power_law(c, np.array([b.n_opt for b in budgets])),
                       d_opt=_power_law(c, np.array([b.d_opt for b in budgets])))
@@ -199,7 +200,7 @@ def fit_parametric(rows, delta: float = HUBER_DELTA, grid: dict[str, np.ndarray]
     """
     arr = _as_rows(rows)
     if len(arr) < 5:
-        raise ValueError(f"need at least 5 runs to fit 5 constants; got {len(arr)}")
+        raise ConfigError(f"need at least 5 runs to fit 5 constants; got {len(arr)}")
     log_n, log_d, log_l = np.log(arr[:, 0]), np.log(arr[:, 1]), np.log(arr[:, 2])
     g = grid or CHINCHILLA_GRID
     mesh = np.array(np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij")).reshape(5, -1).T

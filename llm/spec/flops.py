@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from llm.config import ModelConfig
 from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
+from typed_yaml import ConfigError
 
 # Dense (no structured sparsity) peak FLOP/s per chip, by numeric format. Vendor datasheets quote the
 # tensor-core numbers "with sparsity"; those are halved here. fp32 is the non-tensor-core (CUDA core) rate.
@@ -48,11 +49,11 @@ def peak_flops(accelerator: str, dtype: str = "bf16") -> float:
     key = accelerator.strip().lower().replace("_", "-").replace(" ", "-")
     key = ALIASES.get(key, key)
     if key not in PEAK_FLOPS:
-        raise ValueError(f"unknown accelerator {accelerator!r}; known: "
+        raise ConfigError(f"unknown accelerator {accelerator!r}; known: "
                          f"{', '.join(sorted(set(PEAK_FLOPS) | set(ALIASES)))}")
     table = PEAK_FLOPS[key]
     if dtype not in table:
-        raise ValueError(f"no {dtype} peak listed for {key}; listed: {', '.join(table)}")
+        raise ConfigError(f"no {dtype} peak listed for {key}; listed: {', '.join(table)}")
     return table[dtype]
 
 
@@ -79,7 +80,7 @@ def flops_per_token(cfg: ModelConfig, method: str = "palm") -> float:
     if method == "palm":
         return palm_flops_per_token(count_matmul_params(cfg), cfg.n_layers, cfg.n_heads, cfg.head_dim,
                                     cfg.seq_len)
-    raise ValueError(f"method={method!r} must be '6N' or 'palm'")
+    raise ConfigError(f"method={method!r} must be '6N' or 'palm'")
 
 
 def mfu(tokens_per_s: float, cfg: ModelConfig, peak_flops: float, n_devices: int = 1,
@@ -93,7 +94,7 @@ def hfu_flops_per_token(cfg: ModelConfig, recomputed_layers: int = 0) -> float:
     """FLOPs the hardware executes per trained token: the PaLM count plus one forward pass of each of the
     `recomputed_layers` blocks activation checkpointing recomputes. Raises ValueError outside [0, n_layers]."""
     if not 0 <= recomputed_layers <= cfg.n_layers:
-        raise ValueError(f"recomputed_layers={recomputed_layers} must be in [0, n_layers={cfg.n_layers}]")
+        raise ConfigError(f"recomputed_layers={recomputed_layers} must be in [0, n_layers={cfg.n_layers}]")
     # One forward of a block is a third of its training FLOPs (backward is twice the forward).
     return flops_per_token(cfg, "palm") + recomputed_layers * layer_flops_per_token(cfg) / 3.0
 

@@ -30,6 +30,7 @@ import numpy as np
 from llm.spec.fit import fit_isoflop, fit_parametric
 from llm.spec.scaling import ParametricLaw, PowerLawFrontier
 from llm.spec.shape import SHAPE_RULES
+from typed_yaml import ConfigError
 
 LAW_FORMAT = "llm-forge isoflop law v1"
 PARAMETRIC_MIN_POINTS = 10
@@ -41,7 +42,7 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.90
 
 
-class LawFitError(ValueError):
+class LawFitError(ConfigError):
     """Too few budgets with a convex parabola; `excluded` lists each budget left out and why."""
 
     def __init__(self, message: str, excluded: list[dict]):
@@ -49,7 +50,7 @@ class LawFitError(ValueError):
         self.excluded = excluded
 
 
-class LawFileError(ValueError):
+class LawFileError(ConfigError):
     """A law.json that is missing, not JSON, not a sweep's law, or holds a constant no fit can produce; the message
     names the file and the key."""
 
@@ -225,7 +226,7 @@ def fit_law(points: list[dict], resamples: int = DEFAULT_RESAMPLES, seed: int = 
             n_opts[i].append(b.n_opt)
 
     if len(fit.budgets) != len(kept):
-        raise ValueError(f"the runs of {len(kept)} budgets grouped into {len(fit.budgets)} by 6ND: space the budgets "
+        raise ConfigError(f"the runs of {len(kept)} budgets grouped into {len(fit.budgets)} by 6ND: space the budgets "
                          "further apart")
     budgets = []
     for i, (c, b) in enumerate(zip(kept, fit.budgets)):

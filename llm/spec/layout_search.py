@@ -22,6 +22,7 @@ from llm.config import ModelConfig
 from llm.spec.layout import Layout, layout_errors
 from llm.spec.memory import FRAGMENTATION, FRAMEWORK_BYTES, MemoryPerGPU, memory_per_gpu
 from llm.spec.step_time import StepTime, step_time
+from typed_yaml import ConfigError
 
 CHECKPOINT_INTERVALS = (0, 2, 1)
 
@@ -108,6 +109,6 @@ def choose_layout(cfg: ModelConfig, world_size: int, global_batch_size: int, gpu
         return ranked[0]
     smallest = next((c for c in ranked if c.memory is not None), None)
     if smallest is None:
-        raise ValueError(f"no layout of {world_size} GPUs is valid for this model: {ranked[0].rejected}")
-    raise ValueError(f"no layout of {world_size} GPUs fits {gpu_memory_bytes / 1e9:.0f} GB: the smallest, "
+        raise ConfigError(f"no layout of {world_size} GPUs is valid for this model: {ranked[0].rejected}")
+    raise ConfigError(f"no layout of {world_size} GPUs fits {gpu_memory_bytes / 1e9:.0f} GB: the smallest, "
                      f"{smallest.layout.describe()}, {smallest.rejected}; add GPUs or use larger ones")

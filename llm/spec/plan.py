@@ -33,6 +33,7 @@ from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, Parametric
                               compute_for_params, compute_optimal, get_law)
 from llm.spec.shape import (MAX_TARGET_OVERSHOOT, SHAPE_RULES, STANDARD, ShapeRules, TargetTooLarge, count_params,
                             count_params_non_embedding, design_shape)
+from typed_yaml import ConfigError
 
 # DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
 DEEPSEEK_2024_BATCH = (0.2920, 0.3271)
@@ -154,7 +155,7 @@ def plan(flops: float, approach: str | ParametricLaw | PowerLawFrontier = DEFAUL
                            tie_embeddings=tie_embeddings, pp_degrees=pp_degrees, rules=shapes)
     except TargetTooLarge as e:
         c_max = compute_for_params(e.largest * MAX_TARGET_OVERSHOOT, law)
-        raise ValueError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
+        raise ConfigError(f"budget C={flops:.3g} is past what the shape designer can build: {e}; the largest "
                          f"budget supported under {law.name} is C={c_max:.3g} FLOPs") from None
     return spec_for_shape(flops, cfg, law, n_target, tp_degrees, accelerator, mfu, law_note, shapes.name, peak,
                           price_per_hour)
@@ -173,7 +174,7 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
     n, seq_len = count_params(cfg), cfg.seq_len
     d = int(flops // (6 * n))
     if d < seq_len:
-        raise ValueError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
+        raise ConfigError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
                          f"sequence of {seq_len}; raise the budget")
     # A sweep's law (llm/spec/law.py) carries its own parametric fit, on its own data, to predict the loss with.
     loss_law = law if isinstance(law, ParametricLaw) else getattr(law, "loss_law", None) or BESIROGLU_2024
@@ -183,7 +184,7 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
     seconds = hours = cost = None
     if accelerator is not None:
         if mfu is None or not 0 < mfu <= 1:
-            raise ValueError(f"mfu={mfu} must be in (0, 1]")
+            raise ConfigError(f"mfu={mfu} must be in (0, 1]")
         peak = peak if peak is not None else peak_flops(accelerator, "bf16")
         # MFU is measured with PaLM's count (attention included), so the time must come from it too: with 6N
         # it comes out 7-9% short at these shapes.
@@ -229,9 +230,9 @@ def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "b
     """FLOPs that chip-hours buy: hours · 3600 · dense peak · MFU, counted as MFU is (PaLM App. B). peak: FLOP/s
     of one device (default the datasheet's for `accelerator`). Raises ValueError on unknown chips or bad numbers."""
     if not hours > 0:
-        raise ValueError(f"gpu-hours={hours} must be positive")
+        raise ConfigError(f"gpu-hours={hours} must be positive")
     if not 0 < mfu <= 1:
-        raise ValueError(f"mfu={mfu} must be in (0, 1]")
+        raise ConfigError(f"mfu={mfu} must be in (0, 1]")
     return hours * 3600.0 * (peak if peak is not None else peak_flops(accelerator, dtype)) * mfu
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typed_yaml import ConfigError
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def get_law(approach: str | ParametricLaw | PowerLawFrontier) -> ParametricLaw |
         return approach
     key = str(approach).strip().lower()
     if key not in LAWS:
-        raise ValueError(f"unknown scaling approach {approach!r}; known: {', '.join(LAWS)}")
+        raise ConfigError(f"unknown scaling approach {approach!r}; known: {', '.join(LAWS)}")
     return LAWS[key]
 
 
@@ -187,7 +188,7 @@ def compute_optimal(flops: float, approach: str | ParametricLaw | PowerLawFronti
     Raises ValueError for a non-positive budget or an unknown approach.
     """
     if not flops > 0 or not math.isfinite(flops):
-        raise ValueError(f"flops={flops} must be a positive finite number")
+        raise ConfigError(f"flops={flops} must be a positive finite number")
     return get_law(approach).optimal(float(flops))
 
 
@@ -196,7 +197,7 @@ def compute_for_params(n_params: float, approach: str | ParametricLaw | PowerLaw
     """The budget C whose compute-optimal N is `n_params`: the inverse of compute_optimal's N. Every law here
     has N_opt ∝ C^a, so N_opt(1)·C^a = n_params solves exactly. Raises ValueError for a non-positive N."""
     if not n_params > 0 or not math.isfinite(n_params):
-        raise ValueError(f"n_params={n_params} must be a positive finite number")
+        raise ConfigError(f"n_params={n_params} must be a positive finite number")
     law = get_law(approach)
     n_at_one, _ = law.optimal(1.0)
     return (n_params / n_at_one) ** (1.0 / law.a)
@@ -206,7 +207,7 @@ def predicted_loss(n_params: float, n_tokens: float, law: ParametricLaw | str = 
     """L(N, D) in nats/token on Chinchilla's data under a parametric law (Approach 3 or Besiroglu)."""
     law = get_law(law)
     if not isinstance(law, ParametricLaw):
-        raise ValueError(f"{law.name} is a frontier, not a loss law; use approach '3' or 'besiroglu'")
+        raise ConfigError(f"{law.name} is a frontier, not a loss law; use approach '3' or 'besiroglu'")
     if n_params <= 0 or n_tokens <= 0:
-        raise ValueError(f"n_params={n_params} and n_tokens={n_tokens} must be positive")
+        raise ConfigError(f"n_params={n_params} and n_tokens={n_tokens} must be positive")
     return law.loss(n_params, n_tokens)

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
+from typed_yaml import ConfigError
 
 
 def _round_up(x: float, multiple: int) -> int:
@@ -145,7 +146,7 @@ def _head_dim_for(d_model: int) -> int:
     return 64 if d_model < 2048 else 128
 
 
-class TargetTooLarge(ValueError):
+class TargetTooLarge(ConfigError):
     """The target N is past the largest shape the rules build; `largest` is that shape's exact count."""
 
     def __init__(self, message: str, largest: int):
@@ -173,13 +174,13 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
     rules: STANDARD, or SMALL for CPU-scale models (see ShapeRules).
     """
     if not n_params_target > 0:
-        raise ValueError(f"n_params_target={n_params_target} must be positive")
+        raise ConfigError(f"n_params_target={n_params_target} must be positive")
     if vocab_size <= 0 or seq_len <= 0:
-        raise ValueError(f"vocab_size={vocab_size} and seq_len={seq_len} must be positive")
+        raise ConfigError(f"vocab_size={vocab_size} and seq_len={seq_len} must be positive")
     if not tp_degrees or any(int(t) != t or t < 1 for t in tp_degrees):
-        raise ValueError(f"tp_degrees={tp_degrees} must be positive integers")
+        raise ConfigError(f"tp_degrees={tp_degrees} must be positive integers")
     if not pp_degrees or any(int(p) != p or p < 1 for p in pp_degrees):
-        raise ValueError(f"pp_degrees={pp_degrees} must be positive integers")
+        raise ConfigError(f"pp_degrees={pp_degrees} must be positive integers")
     pp_degrees = tuple(pp_degrees) + (1,)
     m = _lcm(int(t) for t in tp_degrees)
     vocab = _round_up(vocab_size, 64 * m)
@@ -201,13 +202,13 @@ def design_shape(n_params_target: float, vocab_size: int = 32000, seq_len: int =
 
     widths = [d for d in range(rules.width_step, MAX_D_MODEL + 1, rules.width_step) if d % (head_dim_for(d) * m) == 0]
     if not widths:
-        raise ValueError(f"tp_degrees={tp_degrees}: no d_model up to {MAX_D_MODEL} splits into heads that "
+        raise ConfigError(f"tp_degrees={tp_degrees}: no d_model up to {MAX_D_MODEL} splits into heads that "
                          f"every degree divides (lcm {m}); use fewer or smaller degrees")
     smallest = count_params(build(widths[0], 1))
     if n_params_target < smallest:
         # Name every constraint that set the floor, so the user sees which one to relax.
         ways = (["fewer TP degrees"] if m > 1 else []) + (["the small shape rules"] if rules is STANDARD else [])
-        raise ValueError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
+        raise ConfigError(f"target N={n_params_target:.3g} is below the smallest shape these rules allow "
                          f"({smallest:,} parameters: {rules.name} rules, tp_degrees={tuple(tp_degrees)} need "
                          f"d_model >= {widths[0]}, vocab_size={vocab}); "
                          + ", ".join(ways) + (" or " if ways else "") + "a smaller vocabulary would lower that floor, "

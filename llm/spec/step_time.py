@@ -32,6 +32,7 @@ from llm.config import ModelConfig
 from llm.spec.flops import hfu_flops_per_token, peak_flops
 from llm.spec.layout import Layout, pipeline_stages
 from llm.spec.memory import PARAM_BYTES, stage_params
+from typed_yaml import ConfigError
 
 ACHIEVABLE_MFU = {
     # Llama 3 (Dubey et al. 2024, arXiv:2407.21783) Table 4: 38-43% BF16 MFU on 8,192-16,384 H100s.
@@ -103,7 +104,7 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
     key = canonical_gpu(gpu)
     if mfu is None:
         if key not in ACHIEVABLE_MFU:
-            raise ValueError(f"no achievable MFU listed for {gpu!r} (listed: {', '.join(sorted(ACHIEVABLE_MFU))}); "
+            raise ConfigError(f"no achievable MFU listed for {gpu!r} (listed: {', '.join(sorted(ACHIEVABLE_MFU))}); "
                              "pass one (--mfu)")
         mfu = ACHIEVABLE_MFU[key]
     net = network or NETWORKS.get(key, DEFAULT_NETWORK)

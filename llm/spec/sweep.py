@@ -33,6 +33,7 @@ from llm.config import ModelConfig
 from llm.spec.plan import Spec, spec_for_shape
 from llm.spec.scaling import ParametricLaw, PowerLawFrontier, compute_optimal
 from llm.spec.shape import STANDARD, ShapeRules, TargetTooLarge, count_params, design_shape
+from typed_yaml import ConfigError
 
 MIN_SIZES = 3
 """A parabola needs three sizes per budget (llm/spec/fit.py)."""
@@ -124,20 +125,20 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
     with at least `min_steps` steps each, and for sizes_per_budget < MIN_SIZES or spread_dex <= 0.
     """
     if sizes_per_budget < MIN_SIZES:
-        raise ValueError(f"--sizes-per-budget {sizes_per_budget}: a parabola needs at least {MIN_SIZES} sizes")
+        raise ConfigError(f"--sizes-per-budget {sizes_per_budget}: a parabola needs at least {MIN_SIZES} sizes")
     if not spread_dex > 0:
-        raise ValueError(f"--spread {spread_dex} must be positive (half-width of the grid in log10 N)")
+        raise ConfigError(f"--spread {spread_dex} must be positive (half-width of the grid in log10 N)")
     if not budgets:
-        raise ValueError("give at least two budgets (--budgets 1e13 3e13)")
+        raise ConfigError("give at least two budgets (--budgets 1e13 3e13)")
     for c in budgets:
         if not (c > 0 and math.isfinite(c)):
-            raise ValueError(f"budget {c} must be a positive finite number of FLOPs")
+            raise ConfigError(f"budget {c} must be a positive finite number of FLOPs")
     ordered = sorted(float(c) for c in budgets)
     for lo, hi in zip(ordered, ordered[1:]):
         if hi < lo * 1.1:  # fit.py groups runs whose 6ND agree within 5%: budgets this close would merge
-            raise ValueError(f"budgets {lo:.3g} and {hi:.3g} are within 10% of each other: space them further apart")
+            raise ConfigError(f"budgets {lo:.3g} and {hi:.3g} are within 10% of each other: space them further apart")
     if len(ordered) < 2:
-        raise ValueError(f"one budget ({ordered[0]:.3g}) gives one parabola and no power law: give at least two")
+        raise ConfigError(f"one budget ({ordered[0]:.3g}) gives one parabola and no power law: give at least two")
     floor = smallest_shape_params(vocab_size, seq_len, tie_embeddings, rules)
     grid = SweepGrid(budgets=ordered, points=[], law=law.name, spread_dex=spread_dex)
     offsets = [spread_dex * (2 * i / (sizes_per_budget - 1) - 1) for i in range(sizes_per_budget)]
@@ -157,7 +158,7 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
             try:
                 cfg = _shape(t, vocab_size, seq_len, tie_embeddings, rules)
             except TargetTooLarge as e:
-                raise ValueError(f"budget C={c:.3g}: size {_label(t)} is past the largest shape ({e.largest:,} "
+                raise ConfigError(f"budget C={c:.3g}: size {_label(t)} is past the largest shape ({e.largest:,} "
                                  "parameters); lower the budget or --spread") from None
             key = (cfg.n_layers, cfg.d_model, cfg.d_ff)
             shapes.setdefault(key, (t, cfg))
@@ -165,17 +166,17 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
             grid.notes.append(f"budget C={c:.3g}: {len(targets)} target sizes gave {len(shapes)} distinct shapes "
                               "(the designer's width steps are coarse at this size)")
         if len(shapes) < MIN_SIZES:
-            raise ValueError(f"budget C={c:.3g} gives only {len(shapes)} distinct shapes: widen --spread or raise "
+            raise ConfigError(f"budget C={c:.3g} gives only {len(shapes)} distinct shapes: widen --spread or raise "
                              "the budget")
         for t, cfg in sorted(shapes.values(), key=lambda tc: count_params(tc[1])):
             n = count_params(cfg)
             try:
                 spec = spec_for_shape(c, cfg, law, t)
             except ValueError as e:
-                raise ValueError(f"budget C={c:.3g}: {e}") from None
+                raise ConfigError(f"budget C={c:.3g}: {e}") from None
             if spec.total_steps < min_steps:
                 need = 6.0 * n * min_steps * spec.global_batch_size * seq_len
-                raise ValueError(f"budget C={c:.3g} gives the {_label(n)}-parameter point only {spec.total_steps} "
+                raise ConfigError(f"budget C={c:.3g} gives the {_label(n)}-parameter point only {spec.total_steps} "
                                  f"optimizer steps (minimum {min_steps}); raise the budget to about {need:.2g} or "
                                  "lower --spread")
             grid.points.append(SweepPoint(name=f"c{c:.3g}_n{n}".replace("+", ""), budget_index=b, flops=c,

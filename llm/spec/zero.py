@@ -55,6 +55,7 @@ Pure arithmetic, no torch (the planner, llm/spec/memory.py, builds on it).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typed_yaml import ConfigError
 
 ZERO_PAPER_K = 12
 """Optimizer-state bytes per parameter of mixed-precision Adam (Rajbhandari et al. 2019, §3.1)."""
@@ -87,7 +88,7 @@ def paper_zero_bytes(n_params: int, dp: int, zero_stage: int, k: int = ZERO_PAPE
     Raises ValueError for a stage outside 0–3 or a non-positive degree.
     """
     if zero_stage not in (0, 1, 2, 3) or dp < 1 or n_params < 0:
-        raise ValueError(f"zero_stage={zero_stage} must be 0-3, dp={dp} >= 1, n_params={n_params} >= 0")
+        raise ConfigError(f"zero_stage={zero_stage} must be 0-3, dp={dp} >= 1, n_params={n_params} >= 0")
     psi = n_params
     return ZeroBytes(params=round(2 * psi / dp) if zero_stage >= 3 else 2 * psi,
                      grads=round(2 * psi / dp) if zero_stage >= 2 else 2 * psi,
@@ -146,4 +147,4 @@ def deepspeed_zero_bytes(group_numels: list[list[int]], dp: int, zero_stage: int
         # stage3.py pads every parameter to a multiple of dp and keeps its 1/dp slice (`ds_tensor`).
         part = sum(-(-n // dp) for g in group_numels for n in g)
         return ZeroBytes(2 * part, 2 * part, (k_master + k_moments) * part + step_bytes * len(group_numels))
-    raise ValueError(f"zero_stage={zero_stage} must be 0-3")
+    raise ConfigError(f"zero_stage={zero_stage} must be 0-3")

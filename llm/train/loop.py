@@ -28,11 +28,7 @@ from llm.train.progress import Progress
 from llm.train.resume import check_same_run
 from llm.train.schedule import lr_at
 from typed_yaml.disk import disk_full_reason
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN/inf outside an fp16 overflow-skipped step, or the state about to be
-    saved holds NaN/inf. Nothing is saved for that step: the latest checkpoint is from before it."""
+from typed_yaml.errors import TrainingDiverged  # exit 3; raised here, defined with the other user errors
 
 
 class SpikeWatch:

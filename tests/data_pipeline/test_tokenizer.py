@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from data_pipeline.errors import DataError
 from data_pipeline.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -98,7 +99,7 @@ def test_line_sampling_is_bounded_seeded_and_ordered(corpus, tmp_path):
 
 
 def test_missing_model(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.model"):
+    with pytest.raises(DataError, match="nope.model"):
         Tokenizer(tmp_path / "nope.model")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from launch import cli
 from launch.export_hf import main as export_main
 from llm.hf.export import read_checkpoint
 from llm.model import Transformer
@@ -26,7 +27,7 @@ def _ours(step_dir):
 
 def _check_export(step_dir, out, **kw):
     from transformers import AutoModelForCausalLM
-    assert export_main([str(step_dir), str(out), *kw.get("args", [])]) == 0
+    assert cli.call(export_main, [str(step_dir), str(out), *kw.get("args", [])]) == 0
     ours, cfg = _ours(step_dir)
     hf = AutoModelForCausalLM.from_pretrained(out)
     diff = compare_with_hf(ours, hf, cfg.vocab_size, cfg.seq_len)
@@ -78,23 +79,23 @@ def test_zero3_checkpoint_exports_to_an_equal_hf_model(tiny_data, tmp_path):
 def test_user_mistakes_exit_2_with_one_line(debug_checkpoint, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    assert export_main([str(tmp_path), str(tmp_path / "a")]) == 2
-    assert export_main([str(debug_checkpoint), str(tmp_path / "full")]) == 2
+    assert cli.call(export_main, [str(tmp_path), str(tmp_path / "a")]) == 2
+    assert cli.call(export_main, [str(debug_checkpoint), str(tmp_path / "full")]) == 2
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.pt").write_bytes((debug_checkpoint / "model.pt").read_bytes())
     raw = yaml.safe_load((debug_checkpoint / "config.yaml").read_text())
     raw["data"]["tokenizer"] = str(tmp_path / "gone.model")
     (broken / "config.yaml").write_text(yaml.safe_dump(raw))
-    assert export_main([str(broken), str(tmp_path / "b")]) == 2
+    assert cli.call(export_main, [str(broken), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+    assert len(err) == 3 and all(line.startswith("config error: ") for line in err), err
     assert "not a checkpoint" in err[0] and "--force" in err[1] and "gone.model" in err[2]
     # --force replaces only an earlier export (typed_yaml/output_dir.py), never a folder of someone else's.
-    assert export_main([str(debug_checkpoint), str(tmp_path / "full"), "--force"]) == 2
+    assert cli.call(export_main, [str(debug_checkpoint), str(tmp_path / "full"), "--force"]) == 2
     assert (tmp_path / "full" / "x").exists() and "not an output of export_hf.py" in capsys.readouterr().err
-    assert export_main([str(debug_checkpoint), str(tmp_path / "new")]) == 0
-    assert export_main([str(debug_checkpoint), str(tmp_path / "new"), "--force"]) == 0
+    assert cli.call(export_main, [str(debug_checkpoint), str(tmp_path / "new")]) == 0
+    assert cli.call(export_main, [str(debug_checkpoint), str(tmp_path / "new"), "--force"]) == 0
 
 
 def test_alignment_stage_directory_exports(debug_checkpoint, tiny_data, tmp_path):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from data_pipeline.errors import DataError
 from data_pipeline.hf_tokenizer import HFTokenizer, load_tokenizer, save_hf_tokenizer
 from tests.data_pipeline.tiny_data import _texts
 from data_pipeline.tokenizer import Tokenizer, train_tokenizer
@@ -65,5 +66,5 @@ def test_hf_tokenizer_interface(tiny_data, corpus, tmp_path):
     config.pop("pad_token")
     (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(config))
     assert HFTokenizer(tmp_path / "hf").pad_id == -1
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DataError, match="no tokenizer.json nor tokenizer.model"):
         load_tokenizer(tmp_path)

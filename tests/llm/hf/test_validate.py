@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from launch import cli
 from launch.export_hf import main as export_main
 from launch.import_hf import main as import_main
 from llm.config import ConfigError
@@ -31,7 +32,7 @@ def hf_dirs(tiny_data, tmp_path_factory):
     for f in (root / "hf").glob("tokenizer*"):
         (root / "sharded" / f.name).write_bytes(f.read_bytes())
     assert (root / "sharded/model.safetensors.index.json").is_file()
-    assert import_main([str(root / "hf"), str(root / "imported")]) == 0
+    assert cli.call(import_main, [str(root / "hf"), str(root / "imported")]) == 0
     return {"hf": root / "hf", "sharded": root / "sharded", "tied": root / "tied",
             "ckpt": root / "imported" / "step_00000000"}
 
@@ -72,7 +73,7 @@ def _outside(d):
 
 def _one_error_line(capsys) -> str:
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "Writing model shards" not in ln]
-    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], err
+    assert len(err) == 1 and err[0].startswith("config error: ") and "Traceback" not in err[0], err
     return err[0]
 
 
@@ -137,7 +138,7 @@ def test_import_refuses_in_one_line_before_writing(case, base, breaks, names, hf
     src = _copy(hf_dirs[base], tmp_path / "in")
     breaks(src)
     capsys.readouterr()
-    assert import_main([str(src), str(tmp_path / "out")]) == 2
+    assert cli.call(import_main, [str(src), str(tmp_path / "out")]) == 2
     line = _one_error_line(capsys)
     assert all(n in line for n in names), line
     assert not (tmp_path / "out").exists()
@@ -148,13 +149,13 @@ def test_valid_variants_still_import(hf_dirs, tmp_path):
     into a blob store beside it (the hub cache's layout), are valid."""
     tied = _copy(hf_dirs["tied"], tmp_path / "tied")
     _edit_tensors(tied, lambda s: s.update({"lm_head.weight": s["model.embed_tokens.weight"].clone()}))
-    assert import_main([str(tied), str(tmp_path / "out_tied")]) == 0
+    assert cli.call(import_main, [str(tied), str(tmp_path / "out_tied")]) == 0
     sharded = _copy(hf_dirs["sharded"], tmp_path / "snap" / "sharded")
     (tmp_path / "blobs").mkdir()
     shard = sorted(sharded.glob("*.safetensors"))[0]
     shard.rename(tmp_path / "blobs" / "sha")
     shard.symlink_to(tmp_path / "blobs" / "sha")
-    assert import_main([str(sharded), str(tmp_path / "out_sharded")]) == 0
+    assert cli.call(import_main, [str(sharded), str(tmp_path / "out_sharded")]) == 0
 
 
 def test_alignment_base_from_an_hf_directory_gets_the_same_checks(hf_dirs, tmp_path):
@@ -212,7 +213,7 @@ def test_export_refuses_a_corrupt_checkpoint_in_one_line(case, breaks, names, hf
     ckpt = _copy(hf_dirs["ckpt"], tmp_path / "ckpt")
     breaks(ckpt)
     capsys.readouterr()
-    assert export_main([str(ckpt), str(tmp_path / "out")]) == 2
+    assert cli.call(export_main, [str(ckpt), str(tmp_path / "out")]) == 2
     line = _one_error_line(capsys)
     assert all(n in line for n in names), line
     assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()
