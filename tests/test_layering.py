@@ -3,8 +3,8 @@
 Every module of our packages is read with `ast` (so a lazy import inside a function counts too) and placed in a
 layer; a module may import only from its own layer or lower ones:
 
-    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_
-        < {llm.align, llm.audit} < llm.eval < parallel < launch
+    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train
+        < {llm.hf.import_, llm.sweep} < {llm.align, llm.audit} < llm.eval < parallel < launch
 
 data_pipeline imports nothing of ours but typed_yaml; the configs and the spec import no torch; below parallel/
 nothing touches torch.distributed or DeepSpeed.
@@ -28,6 +28,9 @@ LAYERS = {
     "llm.train": 4,
     "llm.hf.import_": 4.5,
     "llm.hf.export": 4.5,  # reads model.pt through llm.train.safe_load (audited, weights-only)
+    # The isoFLOP sweep runs launch/pretrain.py per point (a process, not an import) and reads the runs' metrics and
+    # validation split through llm.train; only launch/sweep.py uses it.
+    "llm.sweep": 4.5,
     "llm.align": 5,
     # The memorization audit reads models (any checkpoint layout, through llm.train) and prepared data folders.
     "llm.audit": 5,
