@@ -11,7 +11,6 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm.train.metrics import valid_utilisation  # noqa: E402  (after the path fix, run as a script)
+from llm.train.metrics import read_rows, valid_utilisation  # noqa: E402  (after the path fix, run as a script)
 from llm.files import read_json  # noqa: E402
 from typed_yaml import ConfigError  # noqa: E402
 
@@ -50,21 +49,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path} does not exist: is {run_dir} the out_dir of a run?")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not a metrics file (not UTF-8 text at byte {e.start})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: a metrics row is a JSON object, not {type(row).__name__}")
-            rows.append(row)
+        rows = read_rows(path, strict=True)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     if not any("step" in r for r in rows):
         raise UserError(f"{path} has no metrics rows yet")
     return rows

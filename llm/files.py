@@ -6,10 +6,14 @@ file, a repeated key (json keeps the last one without a word) and a top level of
 reads the 8-byte length and the JSON header of a safetensors file itself (the format: github.com/huggingface/
 safetensors, "Format") and checks each entry's dtype, shape and byte range against the file's size, so a truncated
 or hand-edited file is named before any tensor is read. No torch at import: the configs' layer may use it.
+
+One writer sits with them: `atomic_write_text`, for a small file that must be whole or absent whenever its writer
+is killed (a marker, a record a rerun reads back).
 """
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +63,23 @@ def read_json(path: str | Path, kind: type = dict, what: str = "JSON file"):
         want = "an object ({...})" if kind is dict else "a list ([...])"
         raise ConfigError(f"{p}: the top level must be {want}, not {_json_kind(raw)}")
     return raw
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a rerun after a kill, even a power cut) finds the old file or the
+    new one, never a part: a temporary file in the same folder (one per process), flushed to disk, then os.replace
+    (atomic within a filesystem, POSIX rename(2)). The temporary file is removed if the write fails."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_kind(value) -> str:

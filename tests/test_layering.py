@@ -4,8 +4,8 @@ Every module of our packages is read with `ast` (so a lazy import inside a funct
 layer; a module may import only from its own layer or lower ones. The layers are the table of docs/architecture.md
 ("## Layers"), read from there:
 
-    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train < llm.hf.import_
-        < {llm.align, llm.audit} < llm.eval < parallel < launch
+    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train
+        < {llm.hf.import_, llm.sweep} < {llm.align, llm.audit} < llm.eval < parallel < launch
 
 data_pipeline imports nothing of ours but typed_yaml; the configs and the spec import no torch; below parallel/
 nothing touches torch.distributed or DeepSpeed.

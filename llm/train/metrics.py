@@ -8,6 +8,10 @@ computed against in the run's start-up line, for a reader who wants it as a rela
 Only the main rank writes. On resume, rows past the resumed step are dropped first, so the file always
 describes one continuous run (a requeued job continues the curve instead of duplicating steps). Every row
 gets `time` (unix seconds) and goes, unchanged, to the TensorBoard / W&B sinks `logging` turns on (loggers.py).
+
+The readers are here too (one owner of the format): `read_rows` for every row (strict for a finished file a user
+names, lenient for one a live run is writing), and on it `last_train_row` and `final_eval_loss`, which the sweep
+watches its points with (llm/sweep/).
 """
 from __future__ import annotations
 
@@ -58,6 +62,56 @@ def _row_step(line: str) -> float:
     except json.JSONDecodeError:
         return math.inf
     return row.get("step", 0) if isinstance(row, dict) else math.inf
+
+
+def read_rows(path: Path, strict: bool = False) -> list[dict]:
+    """The rows of metrics file `path`, in file order; blank lines are skipped.
+
+    Lenient (the default, for a file a running trainer may be appending to): a missing or unreadable file has no
+    rows, and a line that is not a JSON object (one torn mid-write) is skipped. strict: ConfigError naming the file
+    (and the line) when it cannot be read, is not UTF-8, or holds a line that is not a JSON object."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        if strict:
+            raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+        return []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if strict:
+            raise ConfigError(f"{path}: not a metrics file (not UTF-8 text at byte {e.start})") from None
+        text = data.decode("utf-8", errors="replace")
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if strict:
+                raise ConfigError(f"{path}:{n}: not JSON ({e.msg})") from None
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        elif strict:
+            raise ConfigError(f"{path}:{n}: a metrics row is a JSON object, not {type(row).__name__}")
+    return rows
+
+
+def last_train_row(path: Path) -> dict | None:
+    """The last training row (one with a `loss`) of a metrics file being written; None if there is none yet."""
+    return next((row for row in reversed(read_rows(path)) if "loss" in row), None)
+
+
+def final_eval_loss(path: Path, total_steps: int) -> float | None:
+    """The eval loss logged at step `total_steps` of metrics file `path` (the last such row); None if the run did
+    not get there."""
+    loss = None
+    for row in read_rows(path):
+        if row.get("step") == total_steps and "eval_loss" in row:
+            loss = float(row["eval_loss"])
+    return loss
 
 
 class MetricsLogger:

@@ -112,7 +112,8 @@ def test_a_second_sweep_on_one_directory_is_refused(tmp_path, capsys):
 
 
 def test_a_rerun_waits_for_a_trainer_left_by_a_killed_sweep(tmp_path):
-    from launch.sweep import UserError, wait_for_orphan
+    from llm.sweep import UserError
+    from llm.sweep.local import wait_for_orphan
     run_dir = tmp_path / "run"
     said = []
     holder = hold(run_dir / runlock.LOCK_FILE, seconds=1.5)  # an orphan saving its checkpoint, then exiting
@@ -131,7 +132,7 @@ def test_a_rerun_waits_for_a_trainer_left_by_a_killed_sweep(tmp_path):
 
 PARENT = """
 import subprocess, sys, time
-from launch.sweep import die_with_parent
+from llm.sweep.local import die_with_parent
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], preexec_fn=die_with_parent(),
                          start_new_session=True)
 print(child.pid, flush=True)

@@ -6,6 +6,10 @@ the real runs' losses rise with N and no budget has a minimum inside its sizes: 
 still write its report and picture. To test the fit through the command line, the finished points' losses are
 then replaced by those of a known law (plus noise) whose optimum lies inside the sizes run, and the rerun must skip
 every run, re-fit, recover the law's exponent and hand plan.py a law that says where it came from.
+
+Real runs (the first sweep, a rerun that trains a lost point, a killed sweep, the SLURM array) spawn
+launch/sweep.py as a user would; everything that trains nothing (refusals, --fit-only, the re-fit) calls its
+main() in-process. The package's parts have their own tests in tests/llm/sweep/.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from llm.spec.plan import DEEPSEEK_2024_LR
 from llm.spec.scaling import ParametricLaw
 from llm.spec.shape import count_params
 from llm.config import ModelConfig
+from launch.sweep import main as sweep_main
 from tests.launch.test_slurm import cluster, needs_cluster  # noqa: F401  (the local cluster fixture)
 from tests.parallel.launcher_utils import launch_env, launcher_config_dict, write_config
 
@@ -38,6 +43,18 @@ KNOWN = ParametricLaw("known", E=1.5, A=500.0, B=100.0, alpha=0.35, beta=0.35)  
 def sweep(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, str(SWEEP), *args], capture_output=True, text=True, cwd=ROOT,
                           env=env or launch_env(), timeout=timeout)
+
+
+def sweep_here(capsys, *args) -> subprocess.CompletedProcess:
+    """launch/sweep.py's main() in this process, for what trains nothing: its status, stdout and stderr, as sweep()
+    returns them (an argparse error is its SystemExit status)."""
+    capsys.readouterr()
+    try:
+        rc = sweep_main([str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["launch/sweep.py", *args], rc, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +134,7 @@ def test_rerun_skips_finished_points_and_reruns_unfinished_ones(swept, base):
             assert (out / "points" / name / "done.json").stat().st_mtime_ns == markers[name]
 
 
-def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
+def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base, capsys):
     out, _ = swept
     rng = np.random.default_rng(0)
     metrics = {}
@@ -127,7 +144,7 @@ def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
         done["loss"] = KNOWN.loss(p["n_params"], p["n_tokens"]) * (1 + 1e-3 * rng.standard_normal())
         path.write_text(json.dumps(done))
         metrics[p["name"]] = (out / "points" / p["name"] / "run" / "metrics.jsonl").stat().st_mtime_ns
-    proc = sweep(*ARGS, "--config", str(base), "--out", str(out))
+    proc = sweep_here(capsys, *ARGS, "--config", base, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "6/6 points already finished" in proc.stdout and ": N=" not in proc.stdout
     assert all((out / "points" / n / "run" / "metrics.jsonl").stat().st_mtime_ns == t for n, t in metrics.items())
@@ -168,25 +185,25 @@ def test_fit_picture_report_and_plan_with_the_sweeps_law(swept, base):
     (["--budgets", "1e11"], "at least two"),
     (["--budgets", "1e11", "3e11", "--law", "nowhere/law.json"], "no such file"),
 ])
-def test_bad_arguments_are_one_line_errors(base, tmp_path, args, message):
-    proc = sweep(*args, "--config", str(base), "--out", str(tmp_path / "s"), timeout=60)
+def test_bad_arguments_are_one_line_errors(base, tmp_path, args, message, capsys):
+    proc = sweep_here(capsys, *args, "--config", base, "--out", tmp_path / "s")
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
-def test_another_sweeps_directory_is_refused(swept, base):
+def test_another_sweeps_directory_is_refused(swept, base, capsys):
     out, _ = swept
-    proc = sweep("--budgets", "3e10", "9e10", "--sizes-per-budget", "3", "--spread", "0.25", "--config", str(base),
-                 "--out", str(out), timeout=60)
+    proc = sweep_here(capsys, "--budgets", "3e10", "9e10", "--sizes-per-budget", "3", "--spread", "0.25", "--config",
+                      base, "--out", out)
     assert proc.returncode == 2 and "holds another sweep" in proc.stderr
 
 
-def test_small_shapes_are_designed_and_recorded(base, tmp_path):
+def test_small_shapes_are_designed_and_recorded(base, tmp_path, capsys):
     """--shapes small (CPU-scale shapes): the points' configs carry 32-wide heads; --fit-only trains nothing, and
     the same directory under other rules is another sweep."""
     out = tmp_path / "s"
-    proc = sweep("--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--shapes", "small", "--config", str(base),
-                 "--out", str(out), "--fit-only", timeout=120)
+    proc = sweep_here(capsys, "--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--shapes", "small", "--config",
+                      base, "--out", out, "--fit-only")
     assert proc.returncode == 1 and "has finished yet" in proc.stderr, proc.stderr  # nothing has run yet
     assert len(proc.stderr.strip().splitlines()) == 1
     doc = json.loads((out / "sweep.json").read_text())
@@ -198,17 +215,17 @@ def test_small_shapes_are_designed_and_recorded(base, tmp_path):
         g = cfg["train"]["global_batch_size"]
         assert cfg["train"]["eval_batches"] == doc["data"]["valid_samples"] // g == p["eval_samples"] // g
         assert not (out / "points" / p["name"] / "done.json").exists()
-    again = sweep("--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--config", str(base), "--out", str(out),
-                  "--fit-only", timeout=120)
+    again = sweep_here(capsys, "--budgets", "1e11", "3e11", "--sizes-per-budget", "3", "--config", base, "--out", out,
+                       "--fit-only")
     assert again.returncode == 2 and "holds another sweep" in again.stderr
 
 
-def test_seeds_train_each_size_several_times_and_the_fit_takes_every_run(base, tmp_path):
+def test_seeds_train_each_size_several_times_and_the_fit_takes_every_run(base, tmp_path, capsys):
     """--seeds 2: two runs per grid point (train.seed 0 and 1, named _s0/_s1, one size), refused as another sweep
     under another count. Their losses are then set from the known law with a noise per seed, and --fit-only must
     recover the law from all twelve runs and report the seed noise it was given."""
     out = tmp_path / "s"
-    proc = sweep(*ARGS, "--seeds", "2", "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    proc = sweep_here(capsys, *ARGS, "--seeds", "2", "--config", base, "--out", out, "--fit-only")
     assert proc.returncode == 1 and "has finished yet" in proc.stderr, proc.stderr
     doc = json.loads((out / "sweep.json").read_text())
     points = doc["points"]
@@ -222,7 +239,7 @@ def test_seeds_train_each_size_several_times_and_the_fit_takes_every_run(base, t
         loss = KNOWN.loss(p["n_params"], p["n_tokens"]) + 0.002 * rng.standard_normal()
         done = {k: p[k] for k in ("name", "seed", "flops", "n_params", "n_tokens", "tokens_trained", "total_steps")}
         (out / "points" / p["name"] / "done.json").write_text(json.dumps({**done, "loss": loss, "wall_s": 1.0}))
-    fit = sweep(*ARGS, "--seeds", "2", "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    fit = sweep_here(capsys, *ARGS, "--seeds", "2", "--config", base, "--out", out, "--fit-only")
     assert fit.returncode == 0, fit.stderr
     law = json.loads((out / "law.json").read_text())
     assert law["sweep"]["seeds"] == 2 and [b["n_points"] for b in law["budgets"]] == [6, 6]
@@ -231,30 +248,10 @@ def test_seeds_train_each_size_several_times_and_the_fit_takes_every_run(base, t
     assert "every size was trained 2 times (train.seed 0–1" in report and "2 seeds per size" in report
     noise = float(report.split("Seed noise")[1].split("median ")[1].split(" ")[0])
     assert 0.0003 < noise < 0.006  # the 0.002 given, from six pairs
-    one = sweep(*ARGS, "--config", str(base), "--out", str(out), "--fit-only", timeout=120)
+    one = sweep_here(capsys, *ARGS, "--config", base, "--out", out, "--fit-only")
     assert one.returncode == 2 and "holds another sweep" in one.stderr
-    zero = sweep(*ARGS, "--seeds", "0", "--config", str(base), "--out", str(tmp_path / "z"), timeout=60)
+    zero = sweep_here(capsys, *ARGS, "--seeds", "0", "--config", base, "--out", tmp_path / "z")
     assert zero.returncode == 2 and "--seeds 0 must be at least 1" in zero.stderr
-
-
-def test_a_running_point_shows_its_progress(tmp_path, monkeypatch):
-    """While a point trains, the sweep reads its metrics.jsonl: not a terminal here, so a line per quarter of the
-    run with step, loss and the point's ETA, and the run's exit status at the end."""
-    import launch.sweep as sweep_mod
-    monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
-    metrics = tmp_path / "metrics.jsonl"
-    writer = ("import json, sys, time\n"
-              "for step in (10, 20, 30, 40):\n"
-              "    time.sleep(0.4)\n"
-              "    open(sys.argv[1], 'a').write(json.dumps({'step': step, 'loss': 5.0 - step / 100, "
-              "'tokens_per_s': 2000.0}) + '\\n')\n"
-              "time.sleep(0.4)\nsys.exit(3)\n")
-    proc = subprocess.Popen([sys.executable, "-c", writer, str(metrics)])
-    lines = []
-    assert sweep_mod._watch(proc, metrics, 40, "[1/1] p", lines.append) == 3
-    assert lines and all(line.startswith("[1/1] p: step ") and "/40 loss " in line and "ETA" in line
-                         for line in lines)
-    assert len(lines) <= 3 and "step 40/40" not in " ".join(lines)  # quarters only; the end is the sweep's line
 
 
 def test_a_killed_sweep_stops_its_running_point_at_a_checkpoint(base, tmp_path):

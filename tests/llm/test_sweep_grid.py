@@ -189,19 +189,3 @@ def test_a_diverging_parametric_fit_is_reported_not_raised():
     par = doc["parametric"]
     assert "E" not in par and "diverged" in par["skipped"] and "20 runs on 2 budgets" in par["skipped"], par
     assert len(doc["budgets"]) == 2 and math.isfinite(doc["n_opt"]["a"])  # the parabolas' law stands
-
-
-@pytest.mark.parametrize("content, message", [
-    ("", "empty"), ('{"loss": 2.0, "flo', "not valid JSON"), ("[1, 2]", "must be an object"),
-    ('{"loss": NaN, "flops": 1e10, "n_params": 1e5, "n_tokens": 1e6}', "'loss' is nan"),
-    ('{"loss": -1, "flops": 1e10, "n_params": 1e5, "n_tokens": 1e6}', "'loss' is -1"),
-    ('{"loss": 2.0, "flops": "big", "n_params": 1e5, "n_tokens": 1e6}', "'flops' is 'big'"),
-    (None, "is a directory")])
-def test_a_damaged_done_json_is_named_not_fitted(tmp_path, content, message):
-    """A point's done.json is read back by --fit-only and every rerun: damaged, it names itself and the way out."""
-    from launch.sweep import UserError, read_done
-    m = tmp_path / "done.json"
-    m.mkdir() if content is None else m.write_text(content)
-    with pytest.raises(UserError, match=message) as e:
-        read_done(m)
-    assert str(m) in str(e.value) and "delete it" in str(e.value)

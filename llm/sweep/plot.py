@@ -1,0 +1,105 @@
+"""isoflop.png of a sweep's law.json: the two figures of PaLM 2's scaling study (arXiv:2305.10403, Figs. 4 and 5).
+
+Left: final loss against N per budget, log N axis, each budget's runs, its fitted parabola in log10 N and the
+parabola's minimum (a star; hollow when the vertex lies outside the sizes sampled). Right: N_opt and D_opt
+against C, log-log, the sweep's vertices with their bootstrap intervals, the fitted power laws, and the
+Chinchilla Approach 2 (Hoffmann et al. 2022, Table 2) and Besiroglu et al. 2024 frontiers for comparison.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH2  # noqa: E402
+
+FIGSIZE, DPI = (17, 6.5), 100
+
+
+def _budget_label(c: float) -> str:
+    mant, exp = f"{c:.2e}".split("e")
+    return f"C = {float(mant):g}e{int(exp)}"
+
+
+def plot_isoflop(law: dict, out: Path) -> None:
+    """Draw law.json's fit (llm/spec/law.py) into `out` (PNG)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
+    points = law["points"]
+    all_c = sorted({p["flops"] for p in points})
+    color_of = dict(zip(all_c, plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(2, len(all_c))))))
+    for b in law["budgets"]:
+        color = color_of[b["flops"]]
+        runs = [p for p in points if p["flops"] == b["flops"]]
+        n = np.array([p["n_params"] for p in runs], dtype=float)
+        loss = np.array([p["loss"] for p in runs])
+        left.scatter(n, loss, color=color, s=30, zorder=3, label=f"{_budget_label(b['flops'])} ({len(runs)} runs)")
+        par = b["parabola"]
+        lo = min(np.log10(n).min(), np.log10(b["n_opt"])) - 0.1
+        hi = max(np.log10(n).max(), np.log10(b["n_opt"])) + 0.1
+        x = np.linspace(lo, hi, 200)
+        left.plot(10 ** x, par["c0"] + par["c1"] * x + par["c2"] * x ** 2, color=color, lw=1.5)
+        left.scatter([b["n_opt"]], [b["loss_opt"]], marker="*", s=220, zorder=4, edgecolor="black",
+                     color=color if b["vertex_inside"] else "white")
+    for e in law.get("excluded_budgets", []):  # runs joined by a thin line: no parabola was accepted for them
+        runs = sorted((p for p in points if p["flops"] == e["flops"]), key=lambda p: p["n_params"])
+        left.plot([p["n_params"] for p in runs], [p["loss"] for p in runs], "x-", color=color_of[e["flops"]],
+                  lw=0.8, ms=7, label=f"{_budget_label(e['flops'])} ({len(runs)} runs): no minimum inside, not fitted")
+    excluded = {e["flops"] for e in law.get("excluded_budgets", [])}
+    for c in all_c:  # a budget with a minimum inside that no law came of (the other budgets had none)
+        if c not in excluded and c not in {b["flops"] for b in law["budgets"]}:
+            runs = sorted((p for p in points if p["flops"] == c), key=lambda p: p["n_params"])
+            left.plot([p["n_params"] for p in runs], [p["loss"] for p in runs], "o-", color=color_of[c], lw=0.8,
+                      label=f"{_budget_label(c)} ({len(runs)} runs): minimum inside, but no second budget")
+    if law["budgets"]:
+        left.scatter([], [], marker="*", s=150, color="white", edgecolor="black",
+                     label="parabola minimum (hollow: outside the sizes run)")
+    left.set_xscale("log")
+    left.set_xlabel("parameters N (total, embeddings included)")
+    left.set_ylabel("final eval loss (nats/token)")
+    left.set_title("IsoFLOP profiles: parabola in log N per budget, star at its minimum")
+    left.grid(True, which="both", alpha=0.3)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
+
+    if not law["budgets"]:
+        right.text(0.5, 0.5, "no law fitted:\n" + law.get("fit_error", "").replace("; ", ";\n").replace(" (", "\n("),
+                   ha="center", va="center", transform=right.transAxes, fontsize=8, wrap=True)
+        right.set_axis_off()
+        fig.tight_layout()
+        fig.savefig(out)
+        plt.close(fig)
+        return
+    c = np.array([b["flops"] for b in law["budgets"]])
+    span = np.logspace(np.log10(c.min()) - 0.3, np.log10(c.max()) + 0.3, 50)
+    n_opt = np.array([b["n_opt"] for b in law["budgets"]])
+    d_opt = np.array([b["d_opt"] for b in law["budgets"]])
+    ints = [b.get("n_opt_interval") for b in law["budgets"]]
+    if all(ints):
+        err = np.array([[n - i[0] for n, i in zip(n_opt, ints)], [i[1] - n for n, i in zip(n_opt, ints)]])
+        right.errorbar(c, n_opt, yerr=np.clip(err, 0, None), fmt="none", ecolor="tab:blue", alpha=0.6, capsize=3)
+    a, b = law["n_opt"], law["d_opt"]
+    ci = lambda iv: "" if not iv else f" [{iv[0]:.2f}, {iv[1]:.2f}]"  # noqa: E731
+    right.scatter(c, n_opt, color="tab:blue", zorder=3, label="N_opt (parabola minima)")
+    right.plot(span, a["k"] * span ** a["a"], color="tab:blue", label=f"N_opt ∝ C^{a['a']:.2f}{ci(a['a_interval'])}")
+    right.scatter(c, d_opt, color="tab:orange", marker="s", zorder=3, label="D_opt = C / 6 N_opt")
+    right.plot(span, b["k"] * span ** b["b"], color="tab:orange",
+               label=f"D_opt ∝ C^{b['b']:.2f}{ci(b['b_interval'])}")
+    for ref, style in ((HOFFMANN_2022_APPROACH2, "--"), (BESIROGLU_2024, ":")):
+        opt = np.array([ref.optimal(x) for x in span])
+        right.plot(span, opt[:, 0], "k" + style, lw=1, label=f"{ref.name}: N_opt (a = {ref.a:.2f})")
+        right.plot(span, opt[:, 1], style, color="grey", lw=1, label=f"{ref.name}: D_opt")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("budget C (6ND FLOPs)")
+    right.set_ylabel("N_opt (parameters), D_opt (tokens)")
+    right.set_title("Compute-optimal N and D against C (bars: bootstrap interval)")
+    right.grid(True, which="both", alpha=0.3)
+    # Outside the axes: inside, it hides the smallest budget's points whatever the corner.
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
