@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,16 +21,18 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm.train.metrics import read_rows, valid_utilisation  # noqa: E402  (after the path fix, run as a script)
-from llm.files import read_json  # noqa: E402
+from llm.files import read_json  # noqa: E402  (after choosing matplotlib's backend)
+from llm.train.metrics import read_rows, valid_utilisation  # noqa: E402
 from typed_yaml import ConfigError  # noqa: E402
+from typed_yaml.errors import UserError as BaseUserError  # noqa: E402
 
 RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
 
 
-class UserError(Exception):
-    """A mistake in the arguments or the files they name; printed as one line, exit 2."""
+class UserError(BaseUserError):
+    """A mistake in the arguments or the files they name; printed as one line, exit 2 (launch/cli.py)."""
+
+    label = "plot.py: error"  # as argparse's own refusals read
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,19 +194,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if bool(args.runs) == bool(args.chain):
         ap.error("give one or more RUN_DIRs, or --chain CHAIN_OUT_DIR (not both)")
+    _check_out(args.out)
+    fig = plot_chain(args.chain) if args.chain else plot_runs(args.runs)
     try:
-        _check_out(args.out)
-        fig = plot_chain(args.chain) if args.chain else plot_runs(args.runs)
-        try:
-            fig.savefig(args.out)
-        except OSError as e:
-            raise UserError(f"--out {args.out}: {e.strerror or e}") from None
-    except UserError as e:
-        print(f"plot.py: error: {e}", file=sys.stderr)
-        return 2
+        fig.savefig(args.out)
+    except OSError as e:
+        raise UserError(f"--out {args.out}: {e.strerror or e}") from None
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

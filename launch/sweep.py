@@ -14,17 +14,13 @@ resuming, one writer).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llm.spec.scaling import LAWS  # noqa: E402  (after the path fix so `llm` resolves when run as a script)
-from llm.spec.shape import SHAPE_RULES  # noqa: E402
-from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES  # noqa: E402
-from llm.sweep import ROOT, cli  # noqa: E402
-from llm.sweep.points import EVAL_TOKENS  # noqa: E402
-from launch.plan import _Parser, _positive  # noqa: E402  (one-line errors; numbers such as -1e12 read as values)
+from llm.spec.scaling import LAWS
+from llm.spec.shape import SHAPE_RULES
+from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES
+from llm.sweep import ROOT, cli
+from llm.sweep.points import EVAL_TOKENS
+from launch.plan import _Parser, _positive  # one-line errors; numbers such as -1e12 read as values
 
 DEFAULT_BASE = ROOT / "configs" / "debug.yaml"
 
@@ -65,4 +61,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: the points' trainers are launch/pretrain.py, run from here."""
 
 
-class UserError(Exception):
-    """A mistake in the arguments or in DIR; printed as one line, exit 2."""
+from typed_yaml.errors import EXIT_BUG, UserError  # noqa: F401  (re-exported: the sweep's mistakes are UserErrors)
 
 
-class RunFailed(Exception):
-    """A point's training run exited non-zero; printed as one line naming its log, exit 1."""
+class RunFailed(UserError):
+    """A point's training run exited non-zero; printed as one line naming its log, exit 1 (the run's own error is
+    in its log, and may be a bug: not exit 2, which says the sweep's arguments were wrong)."""
+
+    exit_code = EXIT_BUG

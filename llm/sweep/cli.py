@@ -1,15 +1,13 @@
 """A whole sweep as launch/sweep.py runs it, from its parsed arguments to an exit status: 0 done, 1 a failed run
-(or no law), 2 a user error, 130 interrupted; every error printed as one line."""
+(or no law), 2 a user error, 130 interrupted; every error printed as one line (the first two by launch/cli.py)."""
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
 
-from llm.config import ConfigError
-from llm.spec.law import LawFileError
-from llm.sweep import RunFailed, UserError
+from llm.files import read_json
+from llm.sweep import UserError
 from llm.sweep.fit import fit_and_write
 from llm.sweep.local import run_local
 from llm.sweep.points import check_base, prepare
@@ -31,7 +29,7 @@ def preflight(args) -> None:
 def collect(out: Path, name: str) -> None:
     """--collect-point NAME (launch/slurm/sweep.sbatch, after a task's run): write the point's done.json, holding the
     point's lock (against a local run of it)."""
-    doc = json.loads((out / "sweep.json").read_text())
+    doc = read_json(out / "sweep.json", dict, "sweep file")
     point = next((q for q in doc["points"] if q["name"] == name), None)
     if point is None:
         raise UserError(f"--collect-point {name}: not a point of {out / 'sweep.json'}")
@@ -71,7 +69,8 @@ def sweep(args, out: Path) -> None:
 
 
 def run(args) -> int:
-    """Run launch/sweep.py with its parsed arguments `args`; the exit status."""
+    """Run launch/sweep.py with its parsed arguments `args`; the exit status. A mistake raises a UserError (exit 2),
+    a point that failed RunFailed (exit 1); launch/cli.py prints them."""
     out = Path(args.out)
     created = False
     # A kill (SIGTERM: `kill`, a scheduler) stops the sweep the way Ctrl-C does, so the running point is sent
@@ -89,13 +88,7 @@ def run(args) -> int:
         created = not out.exists()  # a refused sweep leaves no directory behind (the lock made it)
         runlock.lock_dir(out, f"--out {out}")  # before the grid's design and any write; held until the end
         sweep(args, out)
-    except (UserError, ConfigError, LawFileError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except RunFailed as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # user errors (2) and a failed point (1) leave as UserErrors (launch/cli.py)
         print(f"{PROG}: interrupted; finished points are kept (done.json), the running one was stopped at a "
               "checkpoint: rerun the same command to resume", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ import torch
 import yaml
 from matplotlib.image import imread
 
+from launch import cli
 from launch import plot as plot_cli
 from llm.config import load_config
 from llm.train.debug import run_debug
@@ -129,7 +130,7 @@ def test_every_user_error_is_one_line_and_exit_2(two_runs, tmp_path, capsys):
     the exit would fail the test, so a traceback cannot hide behind the one line."""
     for name, (args, expected) in _bad_cases(tmp_path, two_runs[0]).items():
         try:
-            rc = plot_cli.main([str(a) for a in args])
+            rc = cli.call(plot_cli.main, [str(a) for a in args])
         except SystemExit as e:  # argparse's own errors
             rc = e.code
         err = capsys.readouterr().err

@@ -1,8 +1,0 @@
-"""DIR/report.md of a sweep: moved to llm/sweep/report.py (the sweep is a package, llm/sweep/); this name stays
-for code that imported it from here."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llm.sweep.report import write_report  # noqa: E402,F401  (after the path fix; re-exported)
