@@ -10,23 +10,36 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 import typed_yaml
-from typed_yaml import ConfigError  # noqa: F401  (re-exported: the error every entry point catches)
+from typed_yaml import ConfigError, Renamed  # noqa: F401  (ConfigError re-exported: every entry point catches it)
 from llm.config.data import DataConfig
 from llm.config.model import ModelConfig
 from llm.config.parallel import ParallelConfig, PrecisionConfig
 from llm.config.training import CheckpointConfig, LoggingConfig, OptimConfig, TrainConfig
 
 __all__ = ["CheckpointConfig", "ConfigError", "DataConfig", "LoggingConfig", "ModelConfig", "OptimConfig",
-           "ParallelConfig", "PrecisionConfig", "RunConfig", "TrainConfig", "config_from_dict", "load_config"]
+           "ParallelConfig", "PrecisionConfig", "RENAMED_KEYS", "RunConfig", "TrainConfig", "config_from_dict",
+           "load_config"]
+
+RENAMED_KEYS = (
+    Renamed("parallel.checkpoint_every_k", "parallel.recompute_every_k", since="2026-12-07"),
+)
+"""Run-config keys that were renamed, oldest first: a config (or a run's saved config.yaml) using an old name still
+loads, and the run prints one line naming the new key at start-up (RunConfig.warnings). Add a rename here, never
+remove one: checkpoints keep their config.yaml for as long as they are kept."""
 
 
 @dataclass
 class RunConfig:
+    """One pretraining run: a section per concern, plus where its outputs go."""
+
+    RENAMED: ClassVar[tuple[Renamed, ...]] = RENAMED_KEYS
+    renamed_keys: ClassVar[tuple[str, ...]] = ()
+    """One line per renamed key the loaded config used (set on the instance by typed_yaml.from_dict)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -57,7 +70,8 @@ class RunConfig:
         t = self.train
         length = (f"train.max_steps={t.max_steps}" if t.max_steps is not None
                   else f"train.tokens={t.tokens} is {self.total_steps} steps")
-        return [w for w in (self.optim.warmup_warning("optim", self.total_steps, length),) if w]
+        return ([f"warning: {note}" for note in self.renamed_keys]
+                + [w for w in (self.optim.warmup_warning("optim", self.total_steps, length),) if w])
 
     @property
     def tokens_per_step(self) -> int:

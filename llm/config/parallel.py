@@ -90,8 +90,8 @@ class ParallelConfig:
     """Parameter offload to CPU (ZeRO stage 3 only)."""
     sequence_parallel: bool = False
     activation_checkpointing: str = "none"
-    """'none', 'full' (every layer) or 'every_k' (every checkpoint_every_k-th layer)."""
-    checkpoint_every_k: int = 1
+    """'none', 'full' (every layer) or 'every_k' (every recompute_every_k-th layer)."""
+    recompute_every_k: int = 1
     pipeline_partition: str = "parameters"
     """DeepSpeed PipelineModule partition method: 'parameters', 'uniform' or 'type:...'."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
@@ -116,8 +116,8 @@ class ParallelConfig:
         if self.activation_checkpointing not in ("none", "full", "every_k"):
             raise ConfigError(f"{where}.activation_checkpointing={self.activation_checkpointing!r} must be "
                               "'none', 'full' or 'every_k'")
-        if self.checkpoint_every_k < 1:
-            raise ConfigError(f"{where}.checkpoint_every_k must be >= 1")
+        if self.recompute_every_k < 1:
+            raise ConfigError(f"{where}.recompute_every_k={self.recompute_every_k} must be >= 1")
         # In every mode: debug mode ignores the block, and a typo accepted there would fail only once launched.
         errors = override_errors(self.deepspeed, f"{where}.deepspeed")
         if errors:
@@ -127,7 +127,7 @@ class ParallelConfig:
     def checkpoint_interval(self) -> int:
         """Activation checkpointing as one number: 0 none, 1 every block ('full'), k for 'every_k'. Blocks
         0, k, 2k, ... are recomputed in the backward pass (DeepSpeed's pipeline: segments of k blocks)."""
-        return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.checkpoint_every_k)
+        return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.recompute_every_k)
 
 
 @dataclass

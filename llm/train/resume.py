@@ -42,7 +42,9 @@ def check_same_run(checkpoint: Path, cfg: RunConfig) -> None:
     saved_file = Path(checkpoint) / "config.yaml"
     if not saved_file.is_file():
         return  # written by a version that saved no config: nothing to compare against
-    saved, current = typed_yaml.read_yaml(saved_file), asdict(cfg)
+    # Under today's key names (llm.config.RENAMED_KEYS): a run saved before a rename compares key for key.
+    saved, _ = typed_yaml.rename_keys(typed_yaml.read_yaml(saved_file), RunConfig.RENAMED, str(saved_file))
+    current = asdict(cfg)
     shape = [k for k in SHAPE_KEYS if _get(saved, k) is not None and _get(saved, k) != _get(current, k)]
     if shape:
         diff = ", ".join(f"{k}: {_get(saved, k)} → {_get(current, k)}" for k in shape)
