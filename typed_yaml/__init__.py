@@ -182,7 +182,9 @@ class Renamed:
     also move to another section."""
 
     old: str
+    """The dotted path configs used to write, e.g. "parallel.checkpoint_every_k"."""
     new: str
+    """The dotted path it loads as; a config giving both is refused."""
     since: str
     """When the rename landed (a date, or the version that made it), so a reader can tell how old a config is."""
 

@@ -41,14 +41,25 @@ class RunConfig:
     renamed_keys: ClassVar[tuple[str, ...]] = ()
     """One line per renamed key the loaded config used (set on the instance by typed_yaml.from_dict)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The model's shape; checkpoints fix it (a resume into another shape is refused)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Prepared datasets (launch/prepare_data.py's output) and the train/validation split."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW and its learning-rate schedule."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+    """Length, batch, seed, evaluation and logging cadence. Defaults to 100 steps, as `train.max_steps` and
+    `train.tokens` have no defaults of their own (exactly one must be set)."""
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """The parallel layout over the launched world, and activation recomputation."""
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    """Numeric format; `precision: bf16` is short for `precision: {dtype: bf16}`."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Saving, resuming and starting from another run's weights."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Where the metrics go besides metrics.jsonl (TensorBoard, W&B)."""
     out_dir: str = "runs/debug"
+    """The run's folder: config.yaml (the resolved config), metrics.jsonl, and checkpoints/ unless checkpoint.dir
+    says otherwise. One run writes it at a time (a lock file)."""
 
     def __post_init__(self) -> None:
         # Derived at construction, not in validate(): validating must leave the config as it found it.
