@@ -74,9 +74,9 @@ def test_renamed_keys_move_within_and_across_sections():
     assert (built.outer.inner.fresh, built.outer.inner.moved) == (1, 2)
     assert raw == {"outer": {"inner": {"stale": 1}, "old_moved": 2}}
     assert built.outer.renamed_keys == (
-        "c.yaml: outer.inner.stale was renamed outer.inner.fresh on v9; it still loads under the old name, but "
+        "c.yaml: outer.inner.stale was renamed outer.inner.fresh (v9); it still loads under the old name, but "
         "write outer.inner.fresh",
-        "c.yaml: outer.old_moved was renamed outer.inner.moved on v9; it still loads under the old name, but "
+        "c.yaml: outer.old_moved was renamed outer.inner.moved (v9); it still loads under the old name, but "
         "write outer.inner.moved")
     assert typed_yaml.from_dict(Section, {}).renamed_keys == ()
     with pytest.raises(ConfigError, match=r"^c.yaml: outer.inner.stale and outer.inner.fresh are both set"):

@@ -189,14 +189,13 @@ class Renamed:
     """When the rename landed (a date, or the version that made it), so a reader can tell how old a config is."""
 
 
-def _pop(raw: dict, dotted: str) -> tuple[bool, Any]:
+def _pop(raw: dict, dotted: str) -> Any:
+    """Remove the value at `dotted` (which `_has` found) and return it."""
     *parents, last = dotted.split(".")
     node = raw
     for p in parents:
-        node = node.get(p) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or last not in node:
-        return False, None
-    return True, node.pop(last)
+        node = node[p]
+    return node.pop(last)
 
 
 def _has(raw: dict, dotted: str) -> bool:
@@ -220,7 +219,7 @@ def rename_keys(raw: dict, renamed, source: str = "<dict>", prefix: str = "") ->
         if _has(raw, r.new):
             raise ConfigError(f"{source}: {at}{r.old} and {at}{r.new} are both set: {at}{r.old} is the old name of "
                               f"{at}{r.new} (renamed {r.since}); keep only {at}{r.new}")
-        _, value = _pop(raw, r.old)
+        value = _pop(raw, r.old)
         *parents, last = r.new.split(".")
         node = raw
         for p in parents:
@@ -228,7 +227,7 @@ def rename_keys(raw: dict, renamed, source: str = "<dict>", prefix: str = "") ->
             if not isinstance(node, dict):  # e.g. a section given as a scalar: from_dict names the mistake
                 raise ConfigError(f"{source}: cannot move {at}{r.old} to {at}{r.new}: '{p}' is not a section")
         node[last] = value
-        notes.append(f"{source}: {at}{r.old} was renamed {at}{r.new} on {r.since}; it still loads under the old "
+        notes.append(f"{source}: {at}{r.old} was renamed {at}{r.new} ({r.since}); it still loads under the old "
                      f"name, but write {at}{r.new}")
     return raw, notes
 

@@ -28,7 +28,7 @@ def test_the_old_name_loads_as_the_new_one_with_one_line(tmp_path):
     assert cfg.parallel.recompute_every_k == 3 and cfg.parallel.checkpoint_interval == 3
     (note,) = cfg.renamed_keys
     assert "\n" not in note and str(path) in note
-    assert "parallel.checkpoint_every_k was renamed parallel.recompute_every_k on 2026-12-07" in note
+    assert "parallel.checkpoint_every_k was renamed parallel.recompute_every_k (2026-12-07)" in note
     assert cfg.warnings() == [f"warning: {note}"]
     assert "checkpoint_every_k" not in cfg.to_yaml()  # what the run saves uses the new name
 
