@@ -90,8 +90,9 @@ class DedupConfig:
 
 
 @dataclass
-class DataConfig:
-    """One data-preparation job: inputs -> ``output`` (tokenizer.model, data.bin/.idx, report.json, dropped/)."""
+class PrepareConfig:
+    """One data-preparation job (launch/prepare_data.py): inputs -> ``output`` (tokenizer.model, data.bin/.idx,
+    report.json, dropped/). Not llm.config.DataConfig, the run's `data` section that reads such an output."""
 
     inputs: list[str] = field(default_factory=list)
     """Raw input files or folders (--input), each given once and none inside another; the reader's format decides
@@ -219,7 +220,7 @@ def _check_thresholds(flt, key: str, where: str) -> None:
             raise DataConfigError(f"{where}: {key}.{low}={values[low]} is above {key}.{high}={values[high]}")
 
 
-def _check_paths(cfg: DataConfig, where: str) -> None:
+def _check_paths(cfg: PrepareConfig, where: str) -> None:
     """Inputs exist, are readable by a known reader, are not empty and are given once; the
     output is a folder (or will be one) outside every input and holding no one else's files."""
     out = Path(cfg.output).resolve()
@@ -229,7 +230,7 @@ def _check_paths(cfg: DataConfig, where: str) -> None:
     if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
         raise DataConfigError(f"{where}: output {cfg.output} cannot be created: {parent} is "
                               f"{'not writable' if parent.is_dir() else 'a file'}")
-    # Every prepared folder has work/ (pipeline.Layout) from its first moment; a non-empty folder
+    # Every prepared folder has work/ (pipeline.PreparedDir) from its first moment; a non-empty folder
     # without one holds someone else's files, which a re-run would mix with ours.
     if out.is_dir() and any(out.iterdir()) and not (out / "work").is_dir():
         raise DataConfigError(f"{where}: output {cfg.output} is a non-empty folder that was not prepared "
@@ -274,7 +275,7 @@ def _check_input(p: str, fmt: str, what: str, where: str) -> None:
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
-                     validate: bool = True) -> DataConfig:
+                     validate: bool = True) -> PrepareConfig:
     """Read ``path`` (YAML; None = all defaults), apply dotted ``overrides``, validate."""
     where = str(path) if path else "defaults"
     try:
@@ -282,7 +283,7 @@ def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
         typed_yaml.apply_overrides(data, overrides)
         if overrides:
             where += " + overrides"
-        cfg = typed_yaml.from_dict(DataConfig, data, "", where)
+        cfg = typed_yaml.from_dict(PrepareConfig, data, "", where)
     except DataConfigError:
         raise
     except ConfigError as e:
@@ -292,5 +293,5 @@ def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
     return cfg
 
 
-def to_dict(cfg: DataConfig) -> dict:
+def to_dict(cfg: PrepareConfig) -> dict:
     return dataclasses.asdict(cfg)

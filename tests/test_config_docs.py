@@ -85,7 +85,7 @@ def undocumented(cls: type) -> list[str]:
 def test_the_walk_finds_the_configs_and_what_they_hold():
     names = {c.__qualname__ for c in config_classes()}
     assert {"RunConfig", "ParallelConfig", "TrainConfig", "ReaderConfig", "MinHashConfig", "C4Filter",
-            "GopherRepetitionFilter", "TokenizeConfig", "CanaryConfig", "Renamed"} <= names
+            "GopherRepetitionFilter", "TokenizeConfig", "CanaryConfig", "PrepareConfig", "Renamed"} <= names
     assert not [c for c in config_classes() if c.__module__.startswith("llm.align")]
 
 
