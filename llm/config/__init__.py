@@ -23,7 +23,7 @@ from llm.config.training import CheckpointConfig, LoggingConfig, OptimConfig, Tr
 
 __all__ = ["CheckpointConfig", "ConfigError", "DataConfig", "LoggingConfig", "ModelConfig", "OptimConfig",
            "ParallelConfig", "PrecisionConfig", "RENAMED_KEYS", "RunConfig", "TrainConfig", "config_from_dict",
-           "load_config"]
+           "load_config", "read_saved_config"]
 
 RENAMED_KEYS = (
     Renamed("parallel.checkpoint_every_k", "parallel.recompute_every_k", since="2026-12-07"),
@@ -103,6 +103,14 @@ class RunConfig:
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
     return typed_yaml.build_validated(RunConfig, raw, source)
+
+
+def read_saved_config(path: str | Path) -> dict:
+    """The mapping of a run's saved config.yaml (a step directory's, an out_dir's) under today's key names
+    (RENAMED_KEYS applied, without a note: the user did not write it), for readers that take a section or a key
+    without building the whole RunConfig. ConfigError when it cannot be read or sets a key under both names."""
+    raw, _ = typed_yaml.rename_keys(typed_yaml.read_yaml(path), RENAMED_KEYS, str(path))
+    return raw
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

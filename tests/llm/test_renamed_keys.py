@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import yaml
 
-from llm.config import RENAMED_KEYS, ConfigError, RunConfig, config_from_dict, load_config
+from llm.config import RENAMED_KEYS, ConfigError, RunConfig, config_from_dict, load_config, read_saved_config
 from llm.train.resume import check_same_run
 from llm.train.setup import prepare_out_dir
 
@@ -96,6 +96,9 @@ def test_a_run_saved_under_the_old_name_resumes(tmp_path):
     cfg = load_config(old_out / "config.yaml")
     assert cfg.parallel.recompute_every_k == 2
     check_same_run(ckpt, cfg)
+    # Readers of single sections (resume, export, audit) see today's names too.
+    parallel = read_saved_config(ckpt / "config.yaml")["parallel"]
+    assert parallel["recompute_every_k"] == 2 and "checkpoint_every_k" not in parallel
     lines = []
     prepare_out_dir(cfg, is_main=True, log=lines.append)
     prepare_out_dir(cfg, is_main=False, log=lines.append)  # the other ranks stay quiet
