@@ -85,8 +85,8 @@ def canary_part(args) -> dict:
             "--candidates", str(args.candidates))
     full = json.loads(audit.read_text())
     keep = ("repeats", "copies_in_train", "exposure_mean", "exposure_sampled_mean", "extraction_rate")
-    import typed_yaml
-    schedule = typed_yaml.read_yaml(last / "config.yaml")["train"]["max_steps"]
+    from llm.config import read_saved_config
+    schedule = read_saved_config(last / "config.yaml")["train"]["max_steps"]
     return {"model": "small (1.44M)" if args.small else "configs/debug.yaml", "steps": args.steps,
             "schedule_steps": schedule, "train_wall_s": wall_s(out_dir, args.steps), "candidates": args.candidates,
             "buckets": {k: {f: b[f] for f in keep} | {"kinds": b["kinds"]} for k, b in full["buckets"].items()},

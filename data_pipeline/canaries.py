@@ -40,6 +40,8 @@ class CanaryConfig:
     """Planted canaries (off by default); see data_pipeline/canaries.py."""
 
     enabled: bool = False
+    """Plant canaries in data.bin and write their sidecar for launch/audit.py. Off by default: they are synthetic
+    text the model is meant to memorise, wanted only in a run that measures memorization."""
     per_bucket: int = 10
     """Canaries of each kind (random tokens, secret sentence) per repetition bucket; as many are held out."""
     repeats: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
@@ -49,6 +51,8 @@ class CanaryConfig:
     secret_digits: int = 9
     """Digits of the secret-sentence number: Carlini et al. 2019 use 9 (a space of 10^9 candidates)."""
     seed: int = 0
+    """Seeds the canaries' draws and the documents their copies go before: the same seed, tokenizer and corpus
+    give the same sidecar and the same data.bin on a re-run."""
     max_position: float = 0.9
     """Copies go before documents drawn among the first this fraction of the corpus, so none lands in the
     validation tail the trainer holds out (data.valid_fraction, 0.05 in our configs)."""

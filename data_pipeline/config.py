@@ -43,7 +43,9 @@ class ReaderConfig:
     format: str = "auto"
     """auto (from the path), jsonl (.jsonl/.gz/.zst), text (folder of .txt), parquet, hf (save_to_disk folder)."""
     text_field: str = "text"
+    """Field of a record (JSONL, parquet, hf) holding the document's text; a record without it is malformed."""
     id_field: str = "id"
+    """Field naming a document in dropped/ and the report; a record without it is named by its file:line."""
     on_error: str = "raise"
     """raise: stop at a malformed record naming file:line; skip: skip it and count it in the report."""
 
@@ -53,9 +55,13 @@ class FiltersConfig:
     """Quality filters, applied in this order; each has its paper's thresholds as defaults."""
 
     gopher_quality: GopherQualityFilter = field(default_factory=GopherQualityFilter)
+    """Gopher's quality rules (Rae et al. 2021, App. A.1.1): length, word length, symbols, bullets, stop words."""
     gopher_repetition: GopherRepetitionFilter = field(default_factory=GopherRepetitionFilter)
+    """Gopher's repetition rules (Table A1): repeated lines, paragraphs and n-grams."""
     c4: C4Filter = field(default_factory=C4Filter)
+    """C4's rules (Raffel et al. 2020, Sec. 2.2); the only filter that edits text (it removes lines)."""
     fineweb: FineWebFilter = field(default_factory=FineWebFilter)
+    """FineWeb's extra rules (Penedo et al. 2024, Sec. 3.4): line punctuation, duplicate and short lines."""
 
     def active(self) -> list:
         return [f for f in (self.gopher_quality, self.gopher_repetition, self.c4, self.fineweb) if f.enabled]
@@ -63,31 +69,53 @@ class FiltersConfig:
 
 @dataclass
 class ExactDedupConfig:
+    """Exact deduplication by a hash of the lower-cased, whitespace-collapsed text (data_pipeline/dedup/exact.py)."""
+
     enabled: bool = True
+    """Keep one document of each group with the same content hash: the one whose id hashes lowest, so the kept
+    copy does not depend on the order of the inputs."""
     num_buckets: int = 1
     """Split content hashes into this many files, bounding a dedup task's memory."""
 
 
 @dataclass
 class DedupConfig:
+    """The three deduplication methods: exact and MinHash drop whole documents (the cluster stage), substring
+    edits the kept ones."""
+
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    """Whole-document duplicates (on by default: cheap, and it drops only copies)."""
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    """Near-duplicates by MinHash LSH over word 5-grams (FineWeb's settings)."""
     substring: SubstringConfig = field(default_factory=SubstringConfig)
+    """Repeated spans inside documents, cut out (off by default)."""
 
 
 @dataclass
-class DataConfig:
-    """One data-preparation job: inputs -> ``output`` (tokenizer.model, data.bin/.idx, report.json, dropped/)."""
+class PrepareConfig:
+    """One data-preparation job (launch/prepare_data.py): inputs -> ``output`` (tokenizer.model, data.bin/.idx,
+    report.json, dropped/). Not llm.config.DataConfig, the run's `data` section that reads such an output."""
 
     inputs: list[str] = field(default_factory=list)
+    """Raw input files or folders (--input), each given once and none inside another; the reader's format decides
+    what a folder means."""
     output: str = ""
+    """Folder the prepared dataset is written to (--output); new, empty, or one this pipeline wrote (a re-run
+    resumes from its work/ markers). Never inside an input nor holding one."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
+    """How raw inputs are read into documents."""
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    """Text normalisation, first of the stages: filters and dedup see its output."""
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    """Quality filters, after normalisation; each dropped document is logged in dropped/ with its reason."""
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    """Drop training documents that overlap evaluation sets (none given: off)."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Exact, near-duplicate and substring deduplication."""
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    """The tokenizer (given, or trained on the kept documents) and the encoding into data.bin/.idx."""
     shards: ShardConfig = field(default_factory=ShardConfig)
+    """How the work is cut into shards and spread over tasks (SLURM arrays, torchrun)."""
     canaries: CanaryConfig = field(default_factory=CanaryConfig)
     """Planted canaries for the memorization audit (launch/audit.py); off by default."""
     progress: bool = True
@@ -194,7 +222,7 @@ def _check_thresholds(flt, key: str, where: str) -> None:
             raise DataConfigError(f"{where}: {key}.{low}={values[low]} is above {key}.{high}={values[high]}")
 
 
-def _check_paths(cfg: DataConfig, where: str) -> None:
+def _check_paths(cfg: PrepareConfig, where: str) -> None:
     """Inputs exist, are readable by a known reader, are not empty and are given once; the
     output is a folder (or will be one) outside every input and holding no one else's files."""
     out = Path(cfg.output).resolve()
@@ -204,7 +232,7 @@ def _check_paths(cfg: DataConfig, where: str) -> None:
     if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
         raise DataConfigError(f"{where}: output {cfg.output} cannot be created: {parent} is "
                               f"{'not writable' if parent.is_dir() else 'a file'}")
-    # Every prepared folder has work/ (pipeline.Layout) from its first moment; a non-empty folder
+    # Every prepared folder has work/ (pipeline.PreparedDir) from its first moment; a non-empty folder
     # without one holds someone else's files, which a re-run would mix with ours.
     if out.is_dir() and any(out.iterdir()) and not (out / "work").is_dir():
         raise DataConfigError(f"{where}: output {cfg.output} is a non-empty folder that was not prepared "
@@ -249,7 +277,7 @@ def _check_input(p: str, fmt: str, what: str, where: str) -> None:
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
-                     validate: bool = True) -> DataConfig:
+                     validate: bool = True) -> PrepareConfig:
     """Read ``path`` (YAML; None = all defaults), apply dotted ``overrides``, validate."""
     where = str(path) if path else "defaults"
     try:
@@ -257,7 +285,7 @@ def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
         typed_yaml.apply_overrides(data, overrides)
         if overrides:
             where += " + overrides"
-        cfg = typed_yaml.from_dict(DataConfig, data, "", where)
+        cfg = typed_yaml.from_dict(PrepareConfig, data, "", where)
     except DataConfigError:
         raise
     except ConfigError as e:
@@ -267,5 +295,5 @@ def load_data_config(path: str | Path | None = None, overrides: list[str] = (),
     return cfg
 
 
-def to_dict(cfg: DataConfig) -> dict:
+def to_dict(cfg: PrepareConfig) -> dict:
     return dataclasses.asdict(cfg)

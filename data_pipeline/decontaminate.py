@@ -25,10 +25,15 @@ class DecontaminateConfig:
     """Evaluation sets to protect (files or folders any reader accepts)."""
 
     eval_paths: list[str] = field(default_factory=list)
+    """Evaluation sets, read with the same readers as the inputs (format from the path); empty: no
+    decontamination. A training document sharing any `ngram`-gram of lowercased words with an example is
+    dropped as ``decontaminate.<example id>``."""
     ngram: int = 13
     """GPT-3's 13-grams (Brown et al. 2020, App. C)."""
     text_field: str = "text"
+    """Field of an evaluation record (JSONL, parquet, hf) holding the text to protect."""
     id_field: str = "id"
+    """Field of an evaluation record naming it in drop reasons; missing, the record's file:line stands in."""
 
 
 def _words(text: str) -> list[str]:

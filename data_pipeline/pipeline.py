@@ -1,6 +1,6 @@
 """Stage orchestration: ingest -> dedup edges -> cluster (+ substring, tokenizer) -> tokenize -> merge.
 
-Layout of the output folder ``DIR``::
+Layout of the output folder ``DIR`` (``PreparedDir`` names its parts)::
 
     DIR/tokenizer.model            trained on a sample of kept documents unless one was given
     DIR/data.bin, DIR/data.idx     the merged Megatron dataset (pretraining: data.paths=[DIR/data])
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipeline import canaries
-from data_pipeline.config import DataConfig, to_dict
+from data_pipeline.config import PrepareConfig, to_dict
 from data_pipeline.hf_tokenizer import copy_tokenizer, load_tokenizer, tokenizer_file
 from data_pipeline.dedup.cluster import load_removals, run_cluster, run_edges, edge_units, _edge_path
 from data_pipeline.dedup.substring import remove_repeats
@@ -45,7 +45,9 @@ PIPELINE_STAGES = ("ingest", "dedup", "cluster", "tokenize", "merge")
 
 
 @dataclass
-class Layout:
+class PreparedDir:
+    """The paths inside a prepared output folder (the layout above); not llm.spec.layout.Layout, a parallel layout."""
+
     root: Path
 
     @property
@@ -60,7 +62,7 @@ class Layout:
     def tokens(self) -> Path: return self.root / "tokens"
 
 
-def _check_manifest(cfg: DataConfig, layout: Layout) -> None:
+def _check_manifest(cfg: PrepareConfig, layout: PreparedDir) -> None:
     """Refuse to resume into a folder prepared with different settings (shards would not match)."""
     body = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "shards")}
     if not cfg.canaries.enabled:  # folders prepared before canaries existed keep their digest
@@ -106,14 +108,14 @@ def _wait(paths: list[Path], what: str, timeout_s: float, task: tuple[int, int],
         time.sleep(poll_s)
 
 
-def _all_shards(cfg: DataConfig, layout: Layout) -> list[str]:
+def _all_shards(cfg: PrepareConfig, layout: PreparedDir) -> list[str]:
     names = []
     for i in range(len(cfg.inputs)):
         names += read_done(layout.ingest / f"file_{i:05d}.done")["shards"]
     return names
 
 
-def final_texts(cfg: DataConfig, layout: Layout, shard: str, removals: dict, edits: dict):
+def final_texts(cfg: PrepareConfig, layout: PreparedDir, shard: str, removals: dict, edits: dict):
     """The kept documents of one shard after dedup and substring edits, in order."""
     for rec in iter_jsonl(layout.ingest / f"{shard}.jsonl"):
         uid = rec["uid"]
@@ -124,12 +126,12 @@ def final_texts(cfg: DataConfig, layout: Layout, shard: str, removals: dict, edi
             yield text
 
 
-def _edits(layout: Layout) -> dict:
+def _edits(layout: PreparedDir) -> dict:
     path = layout.work / "substring" / "edits.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _run_substring(cfg: DataConfig, layout: Layout, shards: list[str], removals: dict) -> dict:
+def _run_substring(cfg: PrepareConfig, layout: PreparedDir, shards: list[str], removals: dict) -> dict:
     """Exact-substring removal over the whole kept corpus (in memory; see dedup/substring.py)."""
     uids, ids, texts = [], [], []
     for shard in shards:
@@ -167,7 +169,7 @@ def _check_kept(ingest: dict[str, StageStats], cluster: dict[str, dict]) -> None
                     "reader.text_field and loosen the settings that dropped them (see configs/data/default.yaml)")
 
 
-def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
+def stage_cluster(cfg: PrepareConfig, layout: PreparedDir, shards: list[str]) -> None:
     """Task 0 only: dedup clustering, substring removal, tokenizer (trained or copied)."""
     marker = layout.work / "cluster.done"
     if is_done(marker):
@@ -189,7 +191,7 @@ def stage_cluster(cfg: DataConfig, layout: Layout, shards: list[str]) -> None:
     mark_done(marker, {"stages": stats})
 
 
-def kept_documents(cfg: DataConfig, layout: Layout, shards: list[str], removals: dict, edits: dict) -> int:
+def kept_documents(cfg: PrepareConfig, layout: PreparedDir, shards: list[str], removals: dict, edits: dict) -> int:
     """How many documents of ``shards`` reach the tokenizer (what ``final_texts`` will yield), from the counts
     already on disk: ingest's kept documents, less dedup removals and documents substring removal emptied."""
     names, size, kept = set(shards), cfg.shards.docs_per_shard, 0
@@ -200,7 +202,7 @@ def kept_documents(cfg: DataConfig, layout: Layout, shards: list[str], removals:
     return kept - sum(1 for uid, text in edits.items() if text is None and shard_of_uid(int(uid), size) in names)
 
 
-def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> None:
+def stage_tokenize(cfg: PrepareConfig, layout: PreparedDir, shards: list[str], task) -> None:
     removals, edits = load_removals(layout), _edits(layout)
     todo = [s for s in my_units(shards, *task) if not is_done(layout.tokens / f"{s}.done")]
     if not todo:
@@ -216,7 +218,7 @@ def stage_tokenize(cfg: DataConfig, layout: Layout, shards: list[str], task) -> 
         bar.close()
 
 
-def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
+def stage_merge(cfg: PrepareConfig, layout: PreparedDir, shards: list[str]) -> dict:
     """Concatenate token shards into DIR/data.bin/.idx (in shard order), with the canaries' copies
     among them when enabled (DIR/canaries.json lists them), and write report.json."""
     tok = load_tokenizer(tokenizer_file(layout.root))
@@ -251,11 +253,11 @@ def stage_merge(cfg: DataConfig, layout: Layout, shards: list[str]) -> dict:
     return report
 
 
-def run(cfg: DataConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 3600.0) -> dict | None:
+def run(cfg: PrepareConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 3600.0) -> dict | None:
     """Run ``stage`` (or all stages) as this task; returns the report on the task that merges."""
     if stage not in ("all",) + PIPELINE_STAGES:
         raise ValueError(f"stage must be 'all' or one of {PIPELINE_STAGES}, got {stage!r}")
-    layout = Layout(Path(cfg.output))
+    layout = PreparedDir(Path(cfg.output))
     layout.work.mkdir(parents=True, exist_ok=True)
     task = task_from_env(cfg.shards)
     # One writer per task of a folder (typed_yaml/runlock.py): the tasks of an array share it, a second copy of
@@ -270,7 +272,7 @@ def run(cfg: DataConfig, stage: str = "all", wait_timeout_s: float = 7 * 24 * 36
         lock.release()
 
 
-def _run_stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: str, wait_timeout_s: float):
+def _run_stages(cfg: PrepareConfig, layout: PreparedDir, task: tuple[int, int], stage: str, wait_timeout_s: float):
     """The stages, after the temporary files a killed run left are removed; a full disk is one DataError naming
     the file (the unit it was writing has no marker, so a rerun redoes that unit only)."""
     alone = task[1] == 1  # we hold the folder's lock, so every temporary file in it is a dead writer's
@@ -286,7 +288,7 @@ def _run_stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: s
             remove_stale_temps(layout.root)
 
 
-def _stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: str, wait_timeout_s: float):
+def _stages(cfg: PrepareConfig, layout: PreparedDir, task: tuple[int, int], stage: str, wait_timeout_s: float):
     _check_manifest(cfg, layout)
     wanted = PIPELINE_STAGES if stage == "all" else (stage,)
     file_markers = [layout.ingest / f"file_{i:05d}.done" for i in range(len(cfg.inputs))]
@@ -315,4 +317,4 @@ def _stages(cfg: DataConfig, layout: Layout, task: tuple[int, int], stage: str, 
     return stage_merge(cfg, layout, shards)
 
 
-__all__ = ["run", "summary", "Layout", "PIPELINE_STAGES"]
+__all__ = ["run", "summary", "PreparedDir", "PIPELINE_STAGES"]

@@ -29,9 +29,12 @@ class TokenizeConfig:
     vocab_size: int = 4096
     """For a trained tokenizer; matches the model config's default vocab_size."""
     model_type: str = "bpe"
+    """SentencePiece algorithm of a trained tokenizer: bpe, unigram, char or word."""
     train_docs: int = 2000
     """Documents (the first kept ones, in shard order) the tokenizer is trained on."""
     train_max_sentences: int = 200_000
+    """Most lines of those documents SentencePiece trains on (a seeded sample): training takes seconds at this
+    size, on one thread, and gives the same model on every run."""
     workers: int = 2
     """Encoding processes; 0 or 1 encodes in the main process."""
     batch_docs: int = 64

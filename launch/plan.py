@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     spec, cluster = None, None
     if args.config is not None:
         run_cfg = load_config(args.config)
+        for note in run_cfg.renamed_keys:
+            print(f"warning: {note}", file=sys.stderr)
         model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
             run_cfg.train.global_batch_size
     else:

@@ -46,3 +46,38 @@ def test_align_config_refuses_repeated_keys(tmp_path):
     p.write_text(recipe + "\nseed: 3\n")
     with pytest.raises(ConfigError, match=rf"key 'seed' is defined twice \(lines {first} and \d+\)"):
         load_align_config(p)
+
+
+def test_renamed_keys_move_within_and_across_sections():
+    """typed_yaml.Renamed: a config class's RENAMED table, dotted paths relative to that class, applied wherever
+    the class is built (here nested under 'outer', which the notes and errors name)."""
+    from dataclasses import dataclass, field
+    from typing import ClassVar
+
+    @dataclass
+    class Inner:
+        fresh: int = 0
+        moved: int = 0
+
+    @dataclass
+    class Section:
+        RENAMED: ClassVar = (typed_yaml.Renamed("inner.stale", "inner.fresh", since="v9"),
+                             typed_yaml.Renamed("old_moved", "inner.moved", since="v9"))
+        inner: Inner = field(default_factory=Inner)
+
+    @dataclass
+    class Outer:
+        outer: Section = field(default_factory=Section)
+
+    raw = {"outer": {"inner": {"stale": 1}, "old_moved": 2}}
+    built = typed_yaml.from_dict(Outer, raw, "", "c.yaml")
+    assert (built.outer.inner.fresh, built.outer.inner.moved) == (1, 2)
+    assert raw == {"outer": {"inner": {"stale": 1}, "old_moved": 2}}
+    assert built.outer.renamed_keys == (
+        "c.yaml: outer.inner.stale was renamed outer.inner.fresh (v9); it still loads under the old name, but "
+        "write outer.inner.fresh",
+        "c.yaml: outer.old_moved was renamed outer.inner.moved (v9); it still loads under the old name, but "
+        "write outer.inner.moved")
+    assert typed_yaml.from_dict(Section, {}).renamed_keys == ()
+    with pytest.raises(ConfigError, match=r"^c.yaml: outer.inner.stale and outer.inner.fresh are both set"):
+        typed_yaml.from_dict(Outer, {"outer": {"inner": {"stale": 1, "fresh": 1}}}, "", "c.yaml")

@@ -2,7 +2,8 @@
 
 Builds nested dataclasses from plain dicts by their type hints, coercing only what YAML gets wrong (1e9
 read as a string, integral floats for int fields, int dict keys read as strings) and raising `ConfigError`
-with the source, the dotted key and the rule for anything else; unknown keys name the closest valid one.
+with the source, the dotted key and the rule for anything else; unknown keys name the closest valid one. A key
+that was renamed still loads under its old name, with a one-line note (`Renamed`, a config class's `RENAMED`).
 No torch here.
 
 A package of its own, below both `llm/` and `data_pipeline/`: the data configs and the run configs share this
@@ -11,11 +12,13 @@ two import each other.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +174,72 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Renamed:
+    """A config key that moved: `old` still loads, as `new`, with a one-line note. Both are dotted paths relative to
+    the config class whose `RENAMED` table lists it (e.g. RunConfig: "parallel.checkpoint_every_k"), so a key may
+    also move to another section."""
+
+    old: str
+    """The dotted path configs used to write, e.g. "parallel.checkpoint_every_k"."""
+    new: str
+    """The dotted path it loads as; a config giving both is refused."""
+    since: str
+    """When the rename landed (a date, or the version that made it), so a reader can tell how old a config is."""
+
+
+def _pop(raw: dict, dotted: str) -> Any:
+    """Remove the value at `dotted` (which `_has` found) and return it."""
+    *parents, last = dotted.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    return node.pop(last)
+
+
+def _has(raw: dict, dotted: str) -> bool:
+    node = raw
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    return True
+
+
+def rename_keys(raw: dict, renamed, source: str = "<dict>", prefix: str = "") -> tuple[dict, list[str]]:
+    """`raw` with every old key of `renamed` (Renamed entries) moved to its new path, and one line per key moved
+    saying so; `raw` itself is left as it was. ConfigError, naming both keys, when a config sets both."""
+    used = [r for r in renamed if _has(raw, r.old)]
+    if not used:
+        return raw, []
+    raw, notes = copy.deepcopy(raw), []
+    at = f"{prefix}." if prefix else ""
+    for r in used:
+        if _has(raw, r.new):
+            raise ConfigError(f"{source}: {at}{r.old} and {at}{r.new} are both set: {at}{r.old} is the old name of "
+                              f"{at}{r.new} (renamed {r.since}); keep only {at}{r.new}")
+        value = _pop(raw, r.old)
+        *parents, last = r.new.split(".")
+        node = raw
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # e.g. a section given as a scalar: from_dict names the mistake
+                raise ConfigError(f"{source}: cannot move {at}{r.old} to {at}{r.new}: '{p}' is not a section")
+        node[last] = value
+        notes.append(f"{source}: {at}{r.old} was renamed {at}{r.new} ({r.since}); it still loads under the old "
+                     f"name, but write {at}{r.new}")
+    return raw, notes
+
+
 def from_dict(cls, raw: dict, prefix: str = "", source: str = "<dict>"):
-    """Build dataclass `cls` from `raw`; unknown keys raise ConfigError naming the closest valid key."""
+    """Build dataclass `cls` from `raw`; unknown keys raise ConfigError naming the closest valid key.
+
+    A class with a `RENAMED` table (Renamed entries) accepts the old keys, as the new ones; the instance built
+    then carries the notes saying so in `renamed_keys` (a tuple of lines, for the caller to print once)."""
+    renamed = getattr(cls, "RENAMED", ())
+    notes: list[str] = []
+    if renamed:
+        raw, notes = rename_keys(raw, renamed, source, prefix)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
@@ -184,7 +251,10 @@ def from_dict(cls, raw: dict, prefix: str = "", source: str = "<dict>"):
                 f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"{source}: unknown key '{key}'{hint}")
         kwargs[k] = coerce(v, hints[k], key, source)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if renamed:
+        object.__setattr__(obj, "renamed_keys", tuple(notes))  # object's: works on a frozen dataclass too
+    return obj
 
 
 def apply_overrides(raw: dict, overrides, source: str = "command line", shorthands: dict[str, str] = {}) -> dict:

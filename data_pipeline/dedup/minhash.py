@@ -26,12 +26,17 @@ class MinHashConfig:
     """Near-dedup settings; defaults follow FineWeb."""
 
     enabled: bool = True
+    """Drop near-duplicates (all but one document of each cluster of candidates)."""
     ngram: int = 5
     """Words per shingle (FineWeb: 5)."""
     bands: int = 14
+    """Two documents are candidates when all `rows` hashes of any one band agree; with `rows` this sets the
+    Jaccard similarity at which half of all pairs are caught, about (1/bands)^(1/rows) = 0.72 by default."""
     rows: int = 8
     """bands x rows = hashes per document (FineWeb: 14 x 8 = 112)."""
     seed: int = 1
+    """Seeds the hash functions. Signatures of different seeds are not comparable: keep it across the tasks and
+    re-runs of one output folder."""
     verify: bool = False
     """Re-check candidates by the exact Jaccard of their shingle sets: a document is dropped only
     when a kept document of its cluster has Jaccard >= ``jaccard_threshold`` with it, otherwise it

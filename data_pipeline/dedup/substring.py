@@ -29,6 +29,9 @@ class SubstringConfig:
     """Exact-substring removal; off by default (it rewrites documents and costs a global pass)."""
 
     enabled: bool = False
+    """Cut every repeat of a span of `min_words` or more words out of the documents, keeping its first occurrence
+    in corpus order (Lee et al. 2021). Off by default: it rewrites documents and holds the whole corpus in RAM
+    (about 40 B per word) in the merge step."""
     min_words: int = 50
     """Lee et al.'s threshold of 50 tokens, applied to whitespace words."""
     min_words_left: int = 5

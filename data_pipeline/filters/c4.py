@@ -28,18 +28,24 @@ class C4Filter:
     """Drop reasons are ``c4.<rule>``."""
 
     enabled: bool = True
+    """Run these rules (false: every document passes them, its text unchanged)."""
     line_end_punct: bool = True
     """Keep only lines that end in a terminal punctuation mark."""
     min_words_per_line: int = 5
     """"we only retained lines that contained at least 5 words"."""
     remove_javascript_lines: bool = True
+    """Remove lines containing "javascript" (any case): the paper's rule against "enable Javascript" notices."""
     remove_policy_lines: bool = True
+    """Remove lines containing cookie or terms-of-use boilerplate (C4_POLICY_SUBSTRINGS, the paper's list)."""
     min_sentences: int = 3
     """"We discarded any page with fewer than 3 sentences"."""
     drop_lorem_ipsum: bool = True
+    """Drop any page containing "lorem ipsum" (placeholder text)."""
     drop_curly_bracket: bool = True
     """"we removed any pages that contained a curly bracket" (code; drops most code docs)."""
     bad_words: list[str] = field(default_factory=list)
+    """Drop any page containing one of these words, compared with the page's lowercased whole words (\\w+ runs):
+    give them lowercase, one word each. Empty by default: the paper's word list is not bundled (licence, size)."""
 
     name = "c4"
 

@@ -21,11 +21,18 @@ class FineWebFilter:
     """Drop reasons are ``fineweb.<rule>``; ``apply`` never changes the text."""
 
     enabled: bool = True
+    """Run these rules (false: every document passes them)."""
     min_line_punct_ratio: float = 0.12
+    """Drop a document when at most this fraction of its non-blank lines end in punctuation (. ! ? quotes ) : ;)."""
     max_dup_line_char_ratio: float = 0.1
+    """Drop when lines repeating an earlier line hold at least this fraction of the line characters (the paper's
+    0.1; datatrove's code uses 0.01)."""
     short_line_length: int = 30
+    """Characters (stripped) up to which a line counts as short, for `max_short_line_ratio`."""
     max_short_line_ratio: float = 0.67
+    """Drop when at least this fraction of the non-blank lines are short: menus, lists of links, tables."""
     max_newline_word_ratio: float = 0.3
+    """Drop when the document has more than this many newlines per word (datatrove's rule for list-like pages)."""
 
     name = "fineweb"
 

@@ -23,12 +23,15 @@ class GopherQualityFilter:
     """Drop reasons are ``gopher_quality.<rule>``; ``apply`` never changes the text."""
 
     enabled: bool = True
+    """Run these rules (false: every document passes them)."""
     min_words: int = 50
     """Rae et al. 2021: "fewer than 50 or greater than 100,000 words" are removed."""
     max_words: int = 100_000
+    """Upper end of that range: longer documents are dropped (whitespace-separated words)."""
     min_mean_word_length: float = 3.0
     """"mean word length is outside the range of 3 to 10 characters"."""
     max_mean_word_length: float = 10.0
+    """Upper end of that range, in characters per word."""
     max_symbol_word_ratio: float = 0.1
     """"symbol-to-word ratio greater than 0.1 for either the hash symbol or the ellipsis"."""
     max_bullet_lines_ratio: float = 0.9
@@ -38,7 +41,11 @@ class GopherQualityFilter:
     min_alpha_words_ratio: float = 0.8
     """"80% of words in a document contain at least one alphabetic character"."""
     min_stop_words: int = 2
+    """Drop a document with fewer occurrences than this of `stop_words` ("does not contain at least two of the
+    following English words"); occurrences are counted, so "the ... the" is two. 0 disables the rule."""
     stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+    """Words `min_stop_words` counts, compared lowercase with whitespace-split words (punctuation attached does not
+    match): Gopher's eight, "the, be, to, of, and, that, have, with". English-only: replace them for other text."""
 
     name = "gopher_quality"
 

@@ -104,13 +104,22 @@ class GopherRepetitionFilter:
     """Drop reasons are ``gopher_repetition.<rule>``; ``apply`` never changes the text."""
 
     enabled: bool = True
+    """Run these rules (false: every document passes them)."""
     max_dup_line_frac: float = 0.30
+    """Drop a document when more than this fraction of its non-blank lines repeat an earlier line (Table A1: 0.30)."""
     max_dup_para_frac: float = 0.30
+    """Drop when more than this fraction of its paragraphs (split at blank lines) repeat an earlier one (0.30)."""
     max_dup_line_char_frac: float = 0.20
+    """Drop when the repeated lines hold more than this fraction of the document's characters (0.20)."""
     max_dup_para_char_frac: float = 0.20
+    """Drop when the repeated paragraphs hold more than this fraction of the document's characters (0.20)."""
     top_ngram_max_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    """{n: limit}: drop when the most frequent word n-gram, counted at every occurrence, covers more than `limit`
+    of the word characters (Table A1's 2/3/4-grams). Drop an entry to skip that n; n >= 1."""
     dup_ngram_max_char_frac: dict[int, float] = field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    """{n: limit}: drop when the words inside any n-gram that occurs more than once hold more than `limit` of the
+    word characters, each word counted once (Table A1's 5..10-grams: longer n-grams get a lower bar)."""
 
     name = "gopher_repetition"
 

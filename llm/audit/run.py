@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import typed_yaml
 from data_pipeline.canaries import KINDS, SIDECAR, sample
 from data_pipeline.hf_tokenizer import load_tokenizer, tokenizer_file
 from data_pipeline.indexed import IndexedDataset
 from llm.audit import exposure as ex
 from llm.audit.memorization import document_memorization, greedy_matches, sample_documents
-from llm.config import ConfigError, DataConfig
+from llm.config import ConfigError, DataConfig, read_saved_config
 from llm.hf.export import read_checkpoint
 from llm.model import Transformer
 from llm.train.checkpoint import latest_checkpoint, read_model_weights
@@ -66,7 +65,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Transforme
         model.load_state_dict(read_model_weights(p))
     except RuntimeError as e:
         raise ConfigError(f"{p}: weights do not fit its config ({str(e).splitlines()[-1].strip()})") from None
-    raw = typed_yaml.read_yaml(p / "config.yaml") if (p / "config.yaml").is_file() else {}
+    raw = read_saved_config(p / "config.yaml") if (p / "config.yaml").is_file() else {}
     valid_fraction = float((raw.get("data") or {}).get("valid_fraction", DataConfig.valid_fraction))
     return model.to(device).eval(), valid_fraction, p
 

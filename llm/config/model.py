@@ -15,8 +15,12 @@ class ModelConfig:
     """Shape of a Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention)."""
 
     n_layers: int = 4
+    """Transformer blocks. The defaults (4 blocks of width 256: 3.2M parameters besides the embeddings) are a debug
+    model that trains in minutes on a CPU, not a recommendation; launch/plan.py sizes a real one."""
     d_model: int = 256
+    """Width of the residual stream (the embedding size)."""
     n_heads: int = 4
+    """Query heads per attention layer; a multiple of n_kv_heads, and divisible by parallel.tensor."""
     n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; defaults to n_heads (plain multi-head attention)."""
     head_dim: int | None = None
@@ -26,13 +30,23 @@ class ModelConfig:
     """SwiGLU hidden size; defaults to 8/3·d_model rounded up to a multiple of 64 (Llama's rule keeps
     the SwiGLU MLP at the parameter count of a 4·d_model GELU MLP)."""
     vocab_size: int = 4096
+    """Rows of the embedding and of the LM head: at least the tokenizer's vocabulary (data.tokenizer), and
+    divisible by parallel.tensor. The default is the size data_pipeline trains its tokenizer to."""
     seq_len: int = 256
+    """Tokens per training sample (the context length); the rotary tables are built for this length."""
     tie_embeddings: bool = False
+    """Share one matrix between the input embedding and the LM head (GPT-2); off as in Llama 2/3, whose 7B+
+    models untie them. Saves vocab_size·d_model parameters."""
     rope_theta: float = 10000.0
+    """Base of the rotary position frequencies (RoFormer's 10,000, as in Llama 2; Llama 3 uses 500,000 for
+    long contexts)."""
     norm_eps: float = 1e-5
+    """Added to the mean square inside every RMSNorm, keeping the division finite (Llama's 1e-5)."""
     init_std: float = 0.02
     """Std of the normal init; output projections are further scaled by 1/sqrt(2·n_layers) (GPT-2)."""
     dropout: float = 0.0
+    """Dropout probability on the attention weights and on each block's two residual branches, in [0, 1). 0 as in
+    Llama and most single-epoch pretraining, which sees too little repeated data to overfit."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:

@@ -43,7 +43,7 @@ GENERATED = {
     "fp16.loss_scale": ("precision.initial_loss_scale", "loss scaling is dynamic, as in debug mode"),
     "fp16.initial_scale_power": ("precision.initial_loss_scale", "debug mode starts from the same scale"),
     "fp16.loss_scale_window": ("precision.loss_scale_window", "debug mode grows the scale on the same window"),
-    "fp16.min_loss_scale": ("precision.min_loss_scale", "debug mode stops at the same floor"),
+    "fp16.min_loss_scale": ("precision.min_loss_scale", "the run's saved config.yaml records it there"),
     "pipeline.activation_checkpoint_interval": ("parallel.activation_checkpointing",
                                                 "HFU counts the recomputed layers from it"),
     "checkpoint.load_universal": ("checkpoint.reshard", "a resume decides it from the saved layout"),
@@ -82,16 +82,30 @@ class ParallelConfig:
     """Layout on the world: tensor × pipeline × data (the data degree is what is left of the world)."""
 
     tensor: int = 1
+    """Tensor-parallel degree (Megatron-style): each layer's heads, d_ff and vocabulary are split over this many
+    ranks, which all-reduce twice per layer, so keep them within a node. Must divide n_heads, n_kv_heads,
+    vocab_size and d_ff."""
     pipeline: int = 1
+    """Pipeline-parallel degree: the blocks are split into this many stages (pipeline_partition), fed micro-batch
+    by micro-batch. At most n_layers; ZeRO stage 0 or 1 only."""
     zero_stage: int = 0
+    """ZeRO stage over the data-parallel ranks (Rajbhandari et al. 2020): 0 replicates everything, 1 shards the
+    optimizer states, 2 also the gradients, 3 also the parameters."""
     offload_optimizer: bool = False
     """ZeRO-Offload of optimizer states to CPU memory (ZeRO stage >= 1)."""
     offload_params: bool = False
     """Parameter offload to CPU (ZeRO stage 3 only)."""
     sequence_parallel: bool = False
+    """Megatron sequence parallelism (Korthikanti et al. 2022): with tensor > 1, the norms and dropout work on a
+    1/tensor slice of the sequence, cutting their activation memory by that factor for the same communication
+    volume. Needs tensor to divide model.seq_len; no effect with tensor=1."""
     activation_checkpointing: str = "none"
-    """'none', 'full' (every layer) or 'every_k' (every checkpoint_every_k-th layer)."""
-    checkpoint_every_k: int = 1
+    """'none', 'full' (every layer) or 'every_k' (every recompute_every_k-th layer)."""
+    recompute_every_k: int = 1
+    """With activation_checkpointing='every_k': blocks 0, k, 2k, ... keep only their inputs and recompute their
+    activations in the backward pass (under pipeline parallelism DeepSpeed recomputes segments of k blocks).
+    >= 1; ignored by the other modes. Trades memory for about one extra forward of those blocks, which HFU counts
+    and MFU does not. Formerly checkpoint_every_k (llm.config.RENAMED_KEYS)."""
     pipeline_partition: str = "parameters"
     """DeepSpeed PipelineModule partition method: 'parameters', 'uniform' or 'type:...'."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
@@ -116,8 +130,8 @@ class ParallelConfig:
         if self.activation_checkpointing not in ("none", "full", "every_k"):
             raise ConfigError(f"{where}.activation_checkpointing={self.activation_checkpointing!r} must be "
                               "'none', 'full' or 'every_k'")
-        if self.checkpoint_every_k < 1:
-            raise ConfigError(f"{where}.checkpoint_every_k must be >= 1")
+        if self.recompute_every_k < 1:
+            raise ConfigError(f"{where}.recompute_every_k={self.recompute_every_k} must be >= 1")
         # In every mode: debug mode ignores the block, and a typo accepted there would fail only once launched.
         errors = override_errors(self.deepspeed, f"{where}.deepspeed")
         if errors:
@@ -127,7 +141,7 @@ class ParallelConfig:
     def checkpoint_interval(self) -> int:
         """Activation checkpointing as one number: 0 none, 1 every block ('full'), k for 'every_k'. Blocks
         0, k, 2k, ... are recomputed in the backward pass (DeepSpeed's pipeline: segments of k blocks)."""
-        return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.checkpoint_every_k)
+        return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.recompute_every_k)
 
 
 @dataclass
@@ -136,11 +150,18 @@ class PrecisionConfig:
 
     SHORTHAND: ClassVar[str] = "dtype"
     dtype: str = "fp32"
+    """'fp32', 'bf16' or 'fp16' for the forward and backward pass; master weights and optimizer states stay fp32.
+    fp32 by default because it is right on every device, CPUs without bf16 instructions included; use bf16 on
+    GPUs that have it."""
     initial_loss_scale: float = 2.0 ** 16
-    """fp16 only: dynamic loss scaling starts here, halves on overflow (the step is skipped)..."""
+    """fp16 only: dynamic loss scaling starts here, halves on overflow (the step is skipped)... DeepSpeed takes
+    it as a power of two (2^floor(log2)), so give one to get the same start in both modes."""
     loss_scale_window: int = 1000
     """...and doubles after this many overflow-free steps (Micikevicius et al. 2018)."""
     min_loss_scale: float = 1.0
+    """fp16 under DeepSpeed only: the scale never halves below this, and an overflow at this floor ends the run
+    (DeepSpeed 0.19's "loss scale already at minimum" exception). Debug mode's torch GradScaler has no floor and
+    ignores it."""
 
     def validate(self, where: str = "precision") -> None:
         if self.dtype not in ("fp32", "bf16", "fp16"):

@@ -12,14 +12,23 @@ class OptimConfig:
     """AdamW with linear warmup then cosine decay to min_lr_ratio·lr (Chinchilla decays to 10%)."""
 
     lr: float = 3e-4
+    """Peak learning rate, reached at the end of the warmup. 3e-4 suits the small debug models; larger models
+    want lower (GPT-3 used 6e-4 at 125M params down to 0.6e-4 at 175B)."""
     min_lr_ratio: float = 0.1
+    """The cosine decays to min_lr_ratio·lr at the last step, in [0, 1] (Chinchilla: 10x decay)."""
     warmup_steps: int = 10
     """Optimizer steps of linear warmup to lr. At most the run's length (refused above it); equal to it, the whole
     run warms up and never decays, which the run warns about at start-up (RunConfig.warnings)."""
     weight_decay: float = 0.1
+    """AdamW's decoupled weight decay, applied to the matrices (embeddings included) and not to the norms' gains
+    (llm/train/optim.py); 0.1 as in GPT-3 and Llama."""
     beta1: float = 0.9
+    """Adam's decay rate of the gradient's running mean, in [0, 1)."""
     beta2: float = 0.95
+    """Adam's decay rate of the squared gradient's running mean, in [0, 1); 0.95 rather than torch's 0.999, as in
+    GPT-3 and Llama, for stability at large batch."""
     eps: float = 1e-8
+    """Added to Adam's denominator, keeping the update finite where a gradient's running variance is ~0."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
     fused: bool = True
@@ -63,15 +72,21 @@ class TrainConfig:
     max_steps: int | None = None
     """Optimizer steps; give this or `tokens` (steps = ceil(tokens / (global_batch_size·seq_len)))."""
     tokens: int | None = None
+    """Training tokens, instead of max_steps: rounded up to whole steps of global_batch_size·seq_len tokens."""
     global_batch_size: int = 8
     """Sequences per optimizer step, summed over data-parallel ranks and accumulation micro-steps."""
     micro_batch_size: int = 2
     """Sequences per forward pass on one rank."""
     seed: int = 0
+    """Seeds the weight init and the shuffle of the training samples, in [0, 2**32). Fixed on resume: it decides
+    which samples each step reads (llm/train/resume.py)."""
     eval_every: int = 50
     """Steps between evaluations on the held-out split; 0 evaluates only at the end."""
     eval_batches: int = 4
+    """Global batches of the held-out split each evaluation reads, the same samples every time and in every
+    layout (eval_batches·global_batch_size sequences)."""
     log_every: int = 1
+    """Steps between metrics lines (metrics.jsonl and the console); the last step is always logged."""
     compile: bool = False
     """torch.compile each transformer block (llm/train/compile.py), in debug mode and under the launcher; in
     debug mode the chunked LM head + loss too.

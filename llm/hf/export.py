@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from llm.config import ConfigError, ModelConfig
+from llm.config import ConfigError, ModelConfig, read_saved_config
 from llm.files import read_json
 from llm.hf.convert import hf_config_dict, parameter_names, to_hf_name
 from llm.hf.validate import check_state_dict
@@ -44,8 +44,7 @@ def step_model_config(step: Path) -> ModelConfig:
     """The model section of step directory `step`'s config.yaml, validated. Only that section is read: the run's
     dataset may be long gone, and an imported checkpoint has no dataset yet, so the whole run config (data.paths,
     logging) need not validate."""
-    import typed_yaml
-    raw = typed_yaml.read_yaml(step / "config.yaml")
+    raw = read_saved_config(step / "config.yaml")
     return _model_section(raw.get("model"), step / "config.yaml")
 
 
@@ -62,13 +61,12 @@ def step_tokenizer(step: Path) -> Path:
     else, for a checkpoint written before step directories carried one, the data.tokenizer its config.yaml names
     (as given at launch: relative to the directory the run started in) when that still resolves from here.
     ConfigError naming what is missing otherwise."""
-    import typed_yaml
     from data_pipeline.hf_tokenizer import tokenizer_file
 
     own = tokenizer_file(step)
     if own.is_file():
         return own
-    data = typed_yaml.read_yaml(step / "config.yaml").get("data") or {}
+    data = read_saved_config(step / "config.yaml").get("data") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{step / 'config.yaml'}: data must be a mapping, not {type(data).__name__}")
     named = data.get("tokenizer")

@@ -48,7 +48,7 @@ class Layout:
         out = {"tensor": self.tp, "pipeline": self.pp, "zero_stage": self.zero_stage,
                "activation_checkpointing": self.activation_checkpointing}
         if self.checkpoint_interval > 1:
-            out["checkpoint_every_k"] = self.checkpoint_interval
+            out["recompute_every_k"] = self.checkpoint_interval
         if self.sequence_parallel:
             out["sequence_parallel"] = True
         if self.offload_optimizer:

@@ -17,8 +17,7 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-import typed_yaml
-from llm.config import ConfigError, RunConfig
+from llm.config import ConfigError, RunConfig, read_saved_config
 
 SHAPE_KEYS = ("model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.head_dim",
               "model.d_ff", "model.vocab_size", "model.tie_embeddings")
@@ -42,7 +41,8 @@ def check_same_run(checkpoint: Path, cfg: RunConfig) -> None:
     saved_file = Path(checkpoint) / "config.yaml"
     if not saved_file.is_file():
         return  # written by a version that saved no config: nothing to compare against
-    saved, current = typed_yaml.read_yaml(saved_file), asdict(cfg)
+    # Under today's key names (llm.config.RENAMED_KEYS): a run saved before a rename compares key for key.
+    saved, current = read_saved_config(saved_file), asdict(cfg)
     shape = [k for k in SHAPE_KEYS if _get(saved, k) is not None and _get(saved, k) != _get(current, k)]
     if shape:
         diff = ", ".join(f"{k}: {_get(saved, k)} → {_get(current, k)}" for k in shape)

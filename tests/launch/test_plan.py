@@ -194,6 +194,19 @@ def test_fixed_config_gets_a_layout():
     assert run("--config", "configs/debug.yaml").returncode == 2
 
 
+def test_a_config_with_a_renamed_key_plans_with_one_warning_line(tmp_path):
+    import yaml
+    raw = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
+    raw.setdefault("parallel", {})["checkpoint_every_k"] = 2
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = run("--config", str(path), "--gpus", "4", "--gpu", "h100", "--json")
+    assert out.returncode == 0, out.stderr
+    json.loads(out.stdout)  # stdout stays the JSON alone
+    (line,) = [ln for ln in out.stderr.splitlines() if "checkpoint_every_k" in ln]
+    assert line.startswith(f"warning: {path}: parallel.checkpoint_every_k was renamed parallel.recompute_every_k")
+
+
 def test_nothing_fits_is_one_line():
     out = run("--flops", "1e24", "--gpus", "1", "--gpu", "a100-40gb")
     assert out.returncode == 2 and "no layout of 1 GPUs fits" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -35,7 +35,7 @@ def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
     from llm.config import ModelConfig, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
     parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero,
                               activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
-                              checkpoint_every_k=max(1, interval),
+                              recompute_every_k=max(1, interval),
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
                                                                "allgather_bucket_size": BUCKET}})
     train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
