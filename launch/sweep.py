@@ -26,7 +26,7 @@ DEFAULT_BASE = ROOT / "configs" / "debug.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=cli.PROG, description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=_positive, nargs="+", help="FLOP budgets C (6ND), at least two")
     p.add_argument("--sizes-per-budget", type=int, default=5, help=f"model sizes per budget (>= {MIN_SIZES})")
     p.add_argument("--spread", type=float, default=DEFAULT_SPREAD_DEX,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from launch import cli
 from data_pipeline.config import load_data_config
 from data_pipeline.errors import DataError
 from launch.export_hf import main as export_main
@@ -40,7 +41,7 @@ def test_force_never_deletes_or_writes_into_the_input(main, where, tmp_path, cap
     (src / "config.yaml").write_text(yaml.safe_dump({"model": MODEL}))
     before = _tree(tmp_path)
     out = {"same": src, "inside": src / "out", "parent": tmp_path}[where]
-    assert main([str(src), str(out), "--force"]) == 2
+    assert cli.call(main, [str(src), str(out), "--force"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(src) in err[0] and ("input" in err[0]), err
     assert _tree(tmp_path) == before
@@ -101,7 +102,7 @@ def test_a_second_sweep_on_one_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "s"
     holder = hold(out / runlock.LOCK_FILE)
     try:
-        rc = sweep_main(["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--fit-only",
+        rc = cli.call(sweep_main, ["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--fit-only",
                          "--out", str(out)])
     finally:
         holder.kill()

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
+from launch import cli
 from llm.spec.plan import DEEPSEEK_2024_LR
 from llm.spec.scaling import ParametricLaw
 from llm.spec.shape import count_params
@@ -50,7 +51,7 @@ def sweep_here(capsys, *args) -> subprocess.CompletedProcess:
     returns them (an argparse error is its SystemExit status)."""
     capsys.readouterr()
     try:
-        rc = sweep_main([str(a) for a in args])
+        rc = cli.call(sweep_main, [str(a) for a in args])
     except SystemExit as e:
         rc = e.code
     out, err = capsys.readouterr()

@@ -7,12 +7,13 @@ import sys
 
 import yaml
 
+from launch import cli
 from launch.evaluate import main
 from tests.conftest import ROOT
 
 
 def _err(capsys, argv) -> str:
-    assert main(argv) == 2
+    assert cli.call(main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     return err
@@ -35,15 +36,15 @@ def test_user_mistakes_are_one_line_exit_2(eval_checkpoint, tmp_path, capsys):
 
 
 def test_missing_lm_eval_names_the_extra(eval_checkpoint):
-    code = ("import sys; sys.modules['lm_eval'] = None; from launch.evaluate import main; "
-            f"sys.exit(main(['--checkpoint', {str(eval_checkpoint)!r}, '--tasks', 'python_docs_ppl']))")
+    code = ("import sys; sys.modules['lm_eval'] = None; from launch.evaluate import main; from launch import cli; "
+            f"sys.exit(cli.call(main, ['--checkpoint', {str(eval_checkpoint)!r}, '--tasks', 'python_docs_ppl']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "pip install -e '.[eval]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_writes_json_and_table(eval_checkpoint, tmp_path, capsys):
     out = tmp_path / "results.json"
-    assert main(["--checkpoint", str(eval_checkpoint), "--tasks", "python_docs_next_line", "--limit", "8",
+    assert cli.call(main, ["--checkpoint", str(eval_checkpoint), "--tasks", "python_docs_next_line", "--limit", "8",
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert 0 <= res["results"]["python_docs_next_line"]["acc,none"] <= 1

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from launch import cli
 from data_pipeline.hf_tokenizer import save_hf_tokenizer
 from launch.export_hf import main as export_main
 from launch.import_hf import main as import_main
@@ -58,7 +59,7 @@ def _safetensors(folder) -> dict:
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_imported_model_equals_hf_and_exports_back_bitwise(shape, tiny_data, tmp_path):
     hf = make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], **dict(SHAPES[shape]))
-    assert import_main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     step = tmp_path / "ours" / "step_00000000"
     cfg = read_hf_config(tmp_path / "hf")
     ours = Transformer(cfg)
@@ -67,16 +68,16 @@ def test_imported_model_equals_hf_and_exports_back_bitwise(shape, tiny_data, tmp
     assert diff["logits"] < LOGITS_ATOL and diff["loss"] < 1e-5 and diff["generate_equal"], diff
     direct = read_model_weights(tmp_path / "hf")  # checkpoint.init_from=HF_DIR reads this
     assert all(torch.equal(direct[k], v) for k, v in ours.state_dict().items())
-    assert export_main([str(step), str(tmp_path / "back")]) == 0
+    assert cli.call(export_main, [str(step), str(tmp_path / "back")]) == 0
     original, back = _safetensors(tmp_path / "hf"), _safetensors(tmp_path / "back")
     assert sorted(original) == sorted(back) and all(original[k] == back[k] for k in original)
 
 
 def test_bf16_round_trip_is_bitwise(tiny_data, tmp_path):
     make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], dtype=torch.bfloat16, **dict(SHAPES["gqa"]))
-    assert import_main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     assert torch.load(tmp_path / "ours/step_00000000/model.pt", weights_only=True)["norm.weight"].dtype == torch.bfloat16
-    assert export_main([str(tmp_path / "ours/step_00000000"), str(tmp_path / "back")]) == 0
+    assert cli.call(export_main, [str(tmp_path / "ours/step_00000000"), str(tmp_path / "back")]) == 0
     assert _safetensors(tmp_path / "hf") == _safetensors(tmp_path / "back")
 
 
@@ -93,7 +94,7 @@ def test_unsupported_architectures_are_refused_naming_the_field(field, value, ti
         config["model_type"] = "mistral"
     (tmp_path / "hf/config.json").write_text(json.dumps(config))
     capsys.readouterr()  # transformers' progress bars of make_hf_model
-    assert import_main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0], err
     assert not (tmp_path / "ours").exists()
@@ -105,7 +106,7 @@ def test_a_tensor_we_have_no_place_for_is_refused(tiny_data, tmp_path, capsys):
     state = load_file(tmp_path / "hf/model.safetensors")
     state["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(64)
     save_file(state, tmp_path / "hf/model.safetensors", metadata={"format": "pt"})
-    assert import_main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
     assert "q_proj.bias" in capsys.readouterr().err
 
 
@@ -113,7 +114,7 @@ def test_continued_pretraining_from_an_hf_directory(tiny_data, tmp_path):
     """checkpoint.init_from=HF_DIR in a real run, and from the imported checkpoint: the same first loss, not a
     fresh init's."""
     make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], **dict(SHAPES["gqa"]))
-    assert import_main([str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     imported = (tmp_path / "ours/step_00000000/config.yaml").read_text()
     assert "tokenizer.json" in imported and "init_from" in imported
     losses = {}

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from launch import cli
 from llm.config import ConfigError, load_config
 from llm.train import checkpoint as ckpt
 from llm.train.debug import run_debug
@@ -48,13 +49,13 @@ def test_step_directory_works_after_the_data_moved(moved_run, tmp_path, monkeypa
     assert (step / "tokenizer.model").read_bytes() == moved.read_bytes()
     assert yaml.safe_load((step / "config.yaml").read_text())["data"]["tokenizer"] == "data/tokenizer.model"
 
-    assert export_main([str(step), str(tmp_path / "hf")]) == 0
+    assert cli.call(export_main, [str(step), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
     ev = load_eval_model(step)
     assert ev.tokenizer.fingerprint() == Tokenizer(moved).fingerprint()
     model, tok, tok_path, cfg = load_pretrained(step)
     assert tok_path == step / "tokenizer.model" and cfg.n_layers == 2
-    assert consolidate_main([str(step), "--output", str(tmp_path / "model.pt")]) == 0
+    assert cli.call(consolidate_main, [str(step), "--output", str(tmp_path / "model.pt")]) == 0
     assert f"its tokenizer is {step / 'tokenizer.model'}" in capsys.readouterr().out
 
 
@@ -94,7 +95,7 @@ def test_unset_tokenizer_is_named_not_dot(moved_run, tmp_path, capsys):
     raw = yaml.safe_load((step / "config.yaml").read_text())
     raw["data"]["tokenizer"] = None
     (bare / "config.yaml").write_text(yaml.safe_dump(raw))
-    assert export_main([str(bare), str(tmp_path / "hf")]) == 2
+    assert cli.call(export_main, [str(bare), str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
     assert "leaves data.tokenizer unset" in err and f"copy the tokenizer the data was prepared with into {bare}" in err
     assert "tokenizer . does not exist" not in err
