@@ -53,6 +53,7 @@ setup(
             "lm_eval>=0.4.5,<0.5",  # tests/llm/eval: the harness against our own log-likelihoods
             "wandb>=0.17",  # the offline-mode test of tests/llm/train/test_loggers.py (no network needed)
             "trl>=1.16,<1.17",  # tests/align/test_trl_oracle.py: TRL's DPO/GRPO/RLOO losses (private methods) as oracle
+            "ruff>=0.6",  # the linter .ci/run runs before the tests (ruff.toml)
         ],
     },
 )

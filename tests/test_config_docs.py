@@ -15,6 +15,8 @@ import typing
 
 import pytest
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CONFIG_MODULES = (
     "typed_yaml",
     "llm.config",

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("llm", "parallel", "data_pipeline", "launch", "typed_yaml", "tests", "bench", "docs")

@@ -13,6 +13,9 @@ nothing touches torch.distributed or DeepSpeed.
 import ast
 import re
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("typed_yaml", "llm", "parallel", "data_pipeline", "launch")

@@ -6,6 +6,8 @@ import pytest
 import typed_yaml
 from typed_yaml import ConfigError
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

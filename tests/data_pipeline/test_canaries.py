@@ -12,6 +12,8 @@ from data_pipeline.indexed import IndexedDataset
 from tests.data_pipeline.corpus import good_doc, write_jsonl
 from tests.data_pipeline.test_resume import outputs, prepare
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CANARIES = ["canaries.enabled=true", "canaries.per_bucket=3", "canaries.repeats=[1,2,5]", "canaries.length=8",
             "canaries.secret_digits=4"]
 

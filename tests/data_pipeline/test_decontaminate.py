@@ -2,6 +2,9 @@
 
 from data_pipeline.decontaminate import DecontaminateConfig, Decontaminator
 from tests.data_pipeline.corpus import good_doc, words, write_jsonl
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 
 def test_shared_13gram_is_caught_and_12gram_is_not(tmp_path):

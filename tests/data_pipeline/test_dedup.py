@@ -11,6 +11,8 @@ from data_pipeline.dedup.exact import content_hash, id_rank
 from data_pipeline.dedup.minhash import MinHashConfig, MinHasher, cluster_removals
 from data_pipeline.dedup.substring import SubstringConfig, remove_repeats
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 _rng = random.Random(0)
 _POOL = [f"w{i}x{_rng.randint(0, 10**6)}" for i in range(200_000)]
 _next = iter(range(len(_POOL)))

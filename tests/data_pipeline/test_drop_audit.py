@@ -17,6 +17,8 @@ from tests.data_pipeline.corpus import good_doc, prose, words, write_jsonl
 from tests.data_pipeline.test_filters import C4_CASES, FINEWEB_CASES, GOPHER_QUALITY_CASES, GOPHER_REPETITION_CASES
 from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "launch"))
 import prepare_data  # noqa: E402

@@ -8,6 +8,8 @@ import pytest
 from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 from tests.data_pipeline.corpus import good_doc, words
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 GOOD = good_doc(0)
 # 10,000 distinct 5-letter words: a fixed length makes the character fractions exact.
 W5 = ["".join(p) for p in product("bdgkmprstv", "aeiou", "bdgkmprstv", "aeiou", "lnrs")]

@@ -9,6 +9,8 @@ import torch
 from data_pipeline.gpt_dataset import BlendedDataset, PackedDataset, build_dataset
 from data_pipeline.indexed import IndexedDatasetBuilder
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def _make_stream(prefix, n_tokens, seed=0):
     """Documents of random length whose tokens are their stream positions (mod 2**16)."""

@@ -13,6 +13,8 @@ from data_pipeline.indexed import (
     dtype_for_vocab,
 )
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 DOCS = [[5, 6, 7], [], [1], list(range(100, 140))]
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from data_pipeline.normalize import NormalizeConfig, dedup_key, fix_cp1252_mojibake, fix_mojibake, normalize_text
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_nfc_composes_combining_marks():
     assert normalize_text("cafe\u0301") == "caf\u00e9"

@@ -15,6 +15,8 @@ from data_pipeline.pipeline import run
 from data_pipeline.tokenizer import Tokenizer
 from tests.data_pipeline.corpus import good_doc, mutate, prose, words, write_jsonl
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "launch"))
 import prepare_data  # noqa: E402  (launch/ is not a package import path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from data_pipeline.config import load_data_config
 from data_pipeline.dedup.cluster import edge_units, load_removals
-from data_pipeline.pipeline import Layout, _all_shards, _edits, kept_documents
+from data_pipeline.pipeline import PreparedDir, _all_shards, _edits, kept_documents
 from tests.data_pipeline.test_pipeline import ROOT, SMALL, make_inputs
 
 ARGS = [a for a in SMALL if a != "progress=false"] + ["reader.on_error=skip", "dedup.substring.enabled=true",
@@ -58,7 +58,7 @@ def test_every_stage_bar_has_its_total(tmp_path):
     report = json.loads((out / "report.json").read_text())
     cfg = load_data_config(None, ARGS + [f"inputs={json.dumps(inputs)}", f"output={json.dumps(str(out))}"])
     docs = report["documents"]
-    layout = Layout(out)
+    layout = PreparedDir(out)
     removed = load_removals(layout)
     assert removed  # the inputs hold duplicates, so the lookup bar has shards to read
     for stage, total in (("ingest", len(inputs)), ("dedup", len(edge_units(cfg))), ("cluster", len(edge_units(cfg))),

@@ -8,6 +8,8 @@ import pytest
 
 from data_pipeline.readers import ReaderError, ReadStats, read_documents
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def _records(n=3):
     return [{"doc_id": f"d{i}", "body": f"text number {i}"} for i in range(n)]

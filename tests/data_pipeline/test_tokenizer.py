@@ -16,6 +16,8 @@ from data_pipeline.tokenizer import (
     train_tokenizer,
 )
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "raw" / "python_docs.jsonl"
 VOCAB_SIZE = 1000
 

@@ -14,6 +14,8 @@ import pytest
 from llm.config import ConfigError
 from parallel.launch_env import LaunchEnv, detect_launch, first_slurm_host
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 needs_scontrol = pytest.mark.skipif(shutil.which("scontrol") is None,
                                     reason="scontrol not installed (apt-get install slurm-client)")
 

@@ -8,6 +8,8 @@ from llm.model import Block
 from llm.spec.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, head_bytes_per_token,
                                   korthikanti_layer_bytes)
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_korthikanti_equations():
     # GPT-3 175B as in their Table 3: s=2048, h=12288, a=96, t=8, b=1.

@@ -17,6 +17,8 @@ from llm.chunked_loss import linear_cross_entropy
 from llm.config import ModelConfig
 from llm.model import Transformer, cross_entropy_loss
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CFG = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=512, seq_len=32)
 
 

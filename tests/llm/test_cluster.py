@@ -16,6 +16,8 @@ from llm.config import ModelConfig
 from llm.spec.cluster import plan_cluster
 from llm.spec.zero import paper_zero_bytes
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 LLAMA2_7B = ModelConfig(n_layers=32, d_model=4096, n_heads=32, d_ff=11008, vocab_size=32000, seq_len=4096)
 LLAMA2_70B = ModelConfig(n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, d_ff=28672, vocab_size=32000,
                          seq_len=4096)

@@ -5,6 +5,8 @@ import pytest
 
 from llm.files import atomic_write_text
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_a_write_replaces_the_file_whole(tmp_path):
     path = tmp_path / "done.json"

@@ -5,6 +5,8 @@ import pytest
 from llm.spec.fit import fit_isoflop, fit_parametric
 from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH3
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20, 3e20, 1e21)  # Chinchilla's isoFLOP range, 6e18-3e21, roughly
 
 

@@ -6,6 +6,8 @@ from llm.spec.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_tok
                             layer_flops_per_token, mfu, mfu_from_flops, palm_flops_per_token, peak_flops)
 from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_palm_540b_worked_example():
     # PaLM (arXiv:2204.02311) App. B: 540B parameters, L=118, H=48, Q=256, T=2048, 238.3K tokens/s on 6144

@@ -9,6 +9,8 @@ from llm.spec.step_time import NETWORKS, step_time
 from parallel.ds_config import deepspeed_config
 from parallel.topology import check_layout
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CFG = ModelConfig(n_layers=8, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=4096, seq_len=256)
 
 

@@ -7,6 +7,8 @@ from llm.spec.layout import Layout, partition_balanced, pipeline_stages
 from llm.spec.memory import memory_per_gpu, stage_params
 from llm.spec.shape import count_params, layer_matmul_params
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CFG = ModelConfig(n_layers=4, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=32)
 TOKENS = 2 * 32  # micro-batch 2
 

@@ -6,6 +6,8 @@ import torch
 from llm.config import ModelConfig
 from llm.model import Transformer, sample_next
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 CFG = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, vocab_size=97, seq_len=32)
 
 

@@ -9,6 +9,8 @@ from llm.config import RENAMED_KEYS, ConfigError, RunConfig, config_from_dict, l
 from llm.train.resume import check_same_run
 from llm.train.setup import prepare_out_dir
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 BASE = {"data": {"paths": ["x"]}, "train": {"max_steps": 20}}
 
 

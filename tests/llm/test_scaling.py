@@ -8,6 +8,8 @@ from llm.spec.scaling import (BESIROGLU_2024, HOFFMANN_2022_APPROACH1, HOFFMANN_
                          HOFFMANN_2022_TABLE_A3_APPROACH3, compute_for_params, compute_optimal, get_law,
                          predicted_loss)
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def rel(x, y):
     return abs(x / y - 1)

@@ -11,6 +11,8 @@ from llm.spec.scaling import BESIROGLU_2024, ParametricLaw, compute_optimal
 from llm.spec.shape import SMALL, count_params
 from llm.spec.sweep import design_grid, smallest_shape_params
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_grid_is_log_spaced_around_the_laws_optimum_with_d_from_c_over_6n():
     budgets = [1e18, 1e19]

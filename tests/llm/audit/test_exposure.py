@@ -9,6 +9,8 @@ from scipy.stats import norm
 from llm.audit import exposure as ex
 from llm.audit.memorization import greedy_matches, passage_memorization, repetition_label
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 V = 8
 
 

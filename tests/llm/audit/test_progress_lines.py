@@ -1,6 +1,9 @@
 """The audit's progress (launch/audit.py's bars) also goes, as lines with done/total and an ETA, to stderr when it
 is not a terminal and to the --out file's <name>.progress.log."""
 from llm.audit.run import progress_factory
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 
 def test_audit_progress_goes_to_stderr_and_the_log(tmp_path, capsys):

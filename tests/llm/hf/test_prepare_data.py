@@ -5,6 +5,9 @@ import json
 
 from data_pipeline.hf_tokenizer import save_hf_tokenizer
 from tests.data_pipeline.test_pipeline import make_inputs, prepare
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 
 def test_hf_tokenizer_directory_gives_the_same_dataset_as_its_sentencepiece_model(tmp_path):

@@ -15,6 +15,8 @@ from llm.sweep.fit import fit_and_write
 from llm.sweep.points import grid_json, seeded_runs
 from llm.sweep.rundir import marker
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 KNOWN = ParametricLaw("known", E=1.5, A=500.0, B=100.0, alpha=0.35, beta=0.35)  # a = 0.5; N_opt(3e10) ≈ 0.7M
 
 

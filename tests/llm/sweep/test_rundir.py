@@ -9,6 +9,8 @@ import pytest
 from llm.sweep import RunFailed, UserError
 from llm.sweep.rundir import collect_point, finished, marker, metrics_file, read_done, run_finished
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 POINT = {"name": "c3e10_n1", "seed": 0, "flops": 3e10, "n_params": 100_000, "n_tokens": 50_000,
          "tokens_trained": 51_200, "total_steps": 50}
 

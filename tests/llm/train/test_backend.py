@@ -14,6 +14,8 @@ from llm.train.backend import Backend, StepResult, Throughput
 from llm.train.local import LocalBackend
 from llm.train.loop import train
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 METHODS = sorted(n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_"))
 ATTRIBUTES = sorted(Backend.__annotations__)
 

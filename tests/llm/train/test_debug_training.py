@@ -12,6 +12,8 @@ from llm.train import checkpoint as ckpt
 from llm.train.debug import run_debug
 from llm.train.loop import TrainingDiverged
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def metrics(out_dir) -> tuple[list[dict], list[dict]]:
     rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]

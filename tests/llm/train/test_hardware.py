@@ -4,6 +4,9 @@ import json
 import torch
 
 from llm.train.hardware import cpu_peak_cache, measure_matmul_flops, peak_flops
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 
 def test_cpu_peak_is_measured_once_and_reused(tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ from llm.train.debug import run_debug
 from llm.train.loggers import scalars
 from llm.train.metrics import MetricsLogger, format_duration
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def rows_of(out_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]

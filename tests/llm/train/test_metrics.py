@@ -8,6 +8,8 @@ import pytest
 from llm.config import ConfigError
 from llm.train.metrics import MetricsLogger, final_eval_loss, last_train_row, read_rows, valid_utilisation
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_mfu_above_one_reads_na_on_the_console_and_stays_in_the_file(tmp_path):
     stream = io.StringIO()

@@ -8,6 +8,9 @@ import torch
 from llm.config import load_config
 from llm.train.debug import run_debug
 from llm.train.progress import Progress
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 
 class Clock:

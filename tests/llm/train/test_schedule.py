@@ -2,6 +2,8 @@ import pytest
 
 from llm.train.schedule import lr_at
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_warmup_is_linear_from_the_first_step():
     assert [lr_at(s, 1.0, 4, 100) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

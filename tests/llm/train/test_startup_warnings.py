@@ -9,6 +9,8 @@ from llm.config import ConfigError, load_config
 from llm.train.debug import cpu_has_fast_bf16, precision_warning, run_debug
 from llm.train.setup import prepare_out_dir
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_a_warmup_as_long_as_the_run_is_named_once_at_start(tiny_config, capsys):
     cfg = load_config(tiny_config(), ["optim.warmup_steps=6", "train.max_steps=6"])
