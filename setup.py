@@ -29,7 +29,7 @@ setup(
         "datasets>=2.19",
         "pyyaml>=6.0",
         "numpy>=1.24",
-        "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/spec/fit.py)
+        "scipy>=1.10",  # L-BFGS for the Chinchilla parametric fit (llm/scaling/fit.py)
         "tqdm>=4.60",
         "zstandard>=0.22",  # .jsonl.zst inputs of the data pipeline (the usual compression of web-scale dumps)
         # torch.utils.tensorboard's SummaryWriter needs it (logging.tensorboard, llm/train/loggers.py); small

@@ -7,7 +7,7 @@ Grid: DP2 with ZeRO 0-3, TP2, PP2 (ZeRO 0 and 1) on 2 ranks and TP2×PP2 on 4, e
 activation checkpointing, for the two models of tests/parallel/layout_memory_probe.py (Ψ ≈ 0.69M and 3.4M),
 and a few of them for the small one at 16× the sequence length ('long'), where activations and logits dominate.
 Measured: the probe's tensor accounting (model states the engine holds + the allocator's peak over a step); the
-worst rank's against the prediction of llm/spec/memory.py (framework allowance and fragmentation set to 0:
+worst rank's against the prediction of llm/cost/memory.py (framework allowance and fragmentation set to 0:
 they are not tensors). --measured re-predicts the measurements of an earlier --json without launching (the
 prediction is recomputed here from each row's layout). The DeepSpeed comparison needs no launch: `estimate_zero2_model_states_mem_needs` and
 `estimate_zero3_model_states_mem_needs` are what their `*_all_cold` wrappers print.
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from llm.config import ModelConfig  # noqa: E402
-from llm.spec.layout import Layout  # noqa: E402
-from llm.spec.memory import memory_per_gpu  # noqa: E402
+from llm.cost.layout import Layout  # noqa: E402
+from llm.cost.memory import memory_per_gpu  # noqa: E402
 from tests.parallel.launcher_utils import free_port, launch_env  # noqa: E402
 from tests.parallel.layout_memory_probe import BUCKET, MICRO_BATCH, MICRO_STEPS, PROBE_MODELS  # noqa: E402
 
@@ -87,17 +87,17 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def deepspeed_estimates(psi: int = 7_500_000_000, gpus: int = 64, largest_layer: int = 200_000_000) -> list[dict]:
-    """Per-GPU model-state bytes: ours (the ZeRO paper's table, llm/spec/zero.py) vs DeepSpeed's estimators."""
+    """Per-GPU model-state bytes: ours (the ZeRO paper's table, llm/cost/zero.py) vs DeepSpeed's estimators."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-    from llm.spec.zero import paper_zero_bytes
+    from llm.cost.zero import paper_zero_bytes
     _, ds2 = estimate_zero2_model_states_mem_needs(psi, gpus, 1, cpu_offload=False)
     _, ds3, _ = estimate_zero3_model_states_mem_needs(psi, largest_layer, gpus, 1, cpu_offload=False,
                                                       cpu_offload_params=False)
     return [{"zero_stage": 2, "ours": paper_zero_bytes(psi, gpus, 2).total, "deepspeed": ds2,
              "why": "DeepSpeed also counts a held fp32 gradient partition (4Ψ/N); ours allocates it only inside "
-                    "the optimizer step (llm/spec/memory.py FP32_GRAD_BYTES)"},
+                    "the optimizer step (llm/cost/memory.py FP32_GRAD_BYTES)"},
             {"zero_stage": 3, "ours": paper_zero_bytes(psi, gpus, 3).total + 2 * largest_layer, "deepspeed": ds3,
              "why": "DeepSpeed's 4·largest + 18Ψ/N counts the fp32 gradient partition (4Ψ/N) but not the 16-bit "
                     "weight partition (2Ψ/N), and 4 bytes per gathered parameter of the largest layer (weights and "
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             for world, layouts in GRID.items():
                 rows += launch(world, layouts, Path(tmp) / f"world{world}.json")
     worst = worst_ranks(rows)
-    print("Peak bytes per rank, worst rank of each layout: measured (tensor accounting) vs llm/spec/memory.py")
+    print("Peak bytes per rank, worst rank of each layout: measured (tensor accounting) vs llm/cost/memory.py")
     print(format_rows(worst))
     within = sum(abs(r["error"]) <= 0.10 for r in worst)
     print(f"max |error| {max(abs(r['error']) for r in worst):.1%}; {within} of {len(worst)} layouts within 10%")

@@ -7,7 +7,7 @@ LlamaForCausalLM on identical weights, and a plain hand-written PyTorch loop.
 All use the same batches, the same fused AdamW with the same parameter groups and clipping. They are timed in
 rounds, one after the other within each round, so drift in the machine's load hits all alike; each round also
 times the fp32 matmul peak (llm/train/hardware.py), and a step's MFU is read against its own round's peak
-(FLOPs per token as PaLM App. B, llm/spec/flops.py). Reported: the fastest and the median round, and the median
+(FLOPs per token as PaLM App. B, llm/cost/flops.py). Reported: the fastest and the median round, and the median
 of the per-round ratios. Targets on 2 CPU cores: compiled >= 1.15x LlamaForCausalLM, MFU >= 55% of the measured
 peak.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
 from llm.hf.convert import hf_config_dict, to_hf_name  # noqa: E402
 from llm.model import Transformer  # noqa: E402
-from llm.spec.flops import flops_per_token  # noqa: E402
+from llm.cost.flops import flops_per_token  # noqa: E402
 from llm.train.hardware import measure_matmul_flops  # noqa: E402
 from llm.train.local import LocalBackend  # noqa: E402
 from llm.train.optim import param_groups  # noqa: E402

@@ -7,7 +7,7 @@ CPU-scale by default: the bundled corpus re-tokenized with a 512-piece tokenizer
 4,096 pieces, and embeddings small enough that models from 150k parameters up are mostly not embeddings), seq_len
 128 (so PaLM App. B's FLOPs, attention in and the input embedding out, stay within 20% of 6ND at every point:
 0.82-1.12x in the default grid) and the shape designer's
-SMALL rules (llm/spec/shape.py); the base config is configs/sweep_cpu.yaml (fp32, seed 0). At the
+SMALL rules (llm/shape.py); the base config is configs/sweep_cpu.yaml (fp32, seed 0). At the
 defaults of the earlier bench (--vocab 4096 --seq-len 256 --shapes standard) the smallest shape is 1.3M
 parameters, compute-optimal only near 3e14 FLOPs, out of a CPU's reach: that bench (5e11-2e12 FLOPs, its report in
 bench/results_sweep/ at commit 3a04201) found every profile falling towards its smallest size and no law.

@@ -7,7 +7,7 @@ Launches tests/parallel/zero_memory_probe.py once per DP degree under `deepspeed
 when there is no GPU), bf16, and prints rank 0's table in units of Ψ bytes, "measured/paper", at two moments
 of a step with two micro-batches: "accumulating" (after the first micro-batch's backward) and "boundary" (after
 the last one's backward, before the optimizer step). Then every rank's difference from the paper, in bytes,
-next to the DeepSpeed-adjusted formula's. Why they differ is in llm/spec/zero.py's docstring.
+next to the DeepSpeed-adjusted formula's. Why they differ is in llm/cost/zero.py's docstring.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 #    MFU against the datasheet peak (llm/train/hardware.py), medians of steps 6-30 of metrics.jsonl.
 # 2. The same under the DeepSpeed launcher on one GPU, ZeRO-0 and ZeRO-2.
 # 3. The launcher runs' peak GPU memory (torch.cuda.max_memory_allocated, in metrics.jsonl) against the planner's
-#    prediction for their layout (llm/train/memory_watch.py → llm/spec/memory.py), the ratio in the table.
+#    prediction for their layout (llm/train/memory_watch.py → llm/cost/memory.py), the ratio in the table.
 # 4. The alignment chain base → SFT → RM → PPO and the critic-free `rl` stage (GRPO) under the DeepSpeed launcher on
 #    one GPU (its DeepSpeedStrategy puts the models and the rollouts on cuda), shortened; its CUDA peak is printed.
 # Checks: every run exits 0; losses finite and falling; compiled within bf16 tolerance (2e-2 relative) of eager;

@@ -46,7 +46,7 @@ PIPELINE_STAGES = ("ingest", "dedup", "cluster", "tokenize", "merge")
 
 @dataclass
 class PreparedDir:
-    """The paths inside a prepared output folder (the layout above); not llm.spec.layout.Layout, a parallel layout."""
+    """The paths inside a prepared output folder (the layout above); not llm.cost.layout.Layout, a parallel layout."""
 
     root: Path
 

@@ -9,7 +9,7 @@
     python launch/plan.py --flops 3e15 --gpu cpu --mfu 0.3              # this machine: its peak timed here
     python launch/plan.py --flops 1e19 --gpu l40s --peak-tflops 362 --mfu 0.35   # a device not in the table
 
-The time is for one device at --mfu of its peak: the datasheet's bf16 peak (llm/spec/flops.py), --peak-tflops, or
+The time is for one device at --mfu of its peak: the datasheet's bf16 peak (llm/cost/flops.py), --peak-tflops, or
 with --gpu cpu the peak of this machine's fp32 matmuls, timed once and cached (llm/train/hardware.py; the config
 written is then fp32, as a CPU trains). A predicted loss outside the law's fitted range, or at or above ln V, is
 flagged with the reason.
@@ -18,11 +18,11 @@ flagged with the reason.
 from --data-path and --tokenizer (default: the bundled corpus that launch/prepare_data.py writes to
 runs/data/python_docs/); a --data-path without --tokenizer takes the tokenizer prepare_data.py left beside it.
 
-With --gpus the planner also chooses the parallel layout (llm/spec/layout_search.py) and predicts memory per
-GPU, step time, wall-clock time, GPU-hours and cost (llm/spec/cluster.py); --write-config then writes that
+With --gpus the planner also chooses the parallel layout (llm/cost/layout_search.py) and predicts memory per
+GPU, step time, wall-clock time, GPU-hours and cost (llm/cost/cluster.py); --write-config then writes that
 layout with the predictions as comments.
 
-The logic lives in llm/spec/plan.py; this file only parses arguments and prints. Any user error prints one line
+The logic lives in llm/scaling/plan.py; this file only parses arguments and prints. Any user error prints one line
 and exits with status 2.
 """
 from __future__ import annotations
@@ -38,13 +38,13 @@ from pathlib import Path
 import yaml
 
 from llm.config import ConfigError, load_config
-from llm.spec.cluster import format_cluster, plan_cluster
-from llm.spec.flops import ALIASES, PEAK_FLOPS
-from llm.spec.law import read_law
-from llm.spec.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table, plan,
+from llm.cost.cluster import format_cluster, plan_cluster
+from llm.cost.flops import ALIASES, PEAK_FLOPS
+from llm.scaling.law import read_law
+from llm.scaling.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict, config_header, format_table, plan,
                            plan_for_hours, repetition_warning)
-from llm.spec.shape import SHAPE_RULES
-from llm.spec.step_time import ACHIEVABLE_MFU, canonical_gpu
+from llm.shape import SHAPE_RULES
+from llm.cost.step_time import ACHIEVABLE_MFU, canonical_gpu
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,13 +166,13 @@ def _device_peak(args) -> tuple[float | None, str]:
 def _prediction_lines(cluster) -> list[str]:
     """The --write-config comment lines of a chosen layout: what was chosen, what it needs, how long it takes."""
     c, m, t = cluster.chosen, cluster.chosen.memory, cluster.chosen.time
-    return [f"Layout chosen by launch/plan.py for {cluster.gpus} x {cluster.gpu} (llm/spec/layout_search.py): "
+    return [f"Layout chosen by launch/plan.py for {cluster.gpus} x {cluster.gpu} (llm/cost/layout_search.py): "
             f"{c.layout.describe()}.",
             f"  Predicted memory per GPU {m.total / 1e9:.1f} GB: params {m.params / 1e9:.1f}, grads {m.grads / 1e9:.1f}, "
             f"optimizer {m.optimizer / 1e9:.1f}, buckets {m.buckets / 1e9:.1f} ({m.buckets_filled / 1e9:.1f} filled by "
             "gradients),",
             f"  activations {m.activations / 1e9:.1f}, logits {m.logits_and_loss / 1e9:.1f}, allowance "
-            f"{m.allowance / 1e9:.1f} (llm/spec/memory.py).",
+            f"{m.allowance / 1e9:.1f} (llm/cost/memory.py).",
             f"  Predicted step {t.total_s:.3g} s, {cluster.tokens_per_s:,.0f} tokens/s, MFU {cluster.mfu:.1%}; "
             f"{cluster.wall_clock_h:,.1f} h wall clock, {cluster.gpu_hours:,.0f} GPU-hours"
             + ("" if cluster.cost is None else f", cost {cluster.cost:,.0f}") + "."]
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", default="h100", help="accelerator for --gpu-hours and the time estimate (default h100); "
                    "'cpu' times this machine's peak")
     p.add_argument("--peak-tflops", type=_positive, metavar="X",
-                   help="dense peak TFLOP/s of one device in bf16, for a device not in llm/spec/flops.py (with --mfu)")
+                   help="dense peak TFLOP/s of one device in bf16, for a device not in llm/cost/flops.py (with --mfu)")
     p.add_argument("--mfu", type=_fraction,
-                   help="model FLOPs utilisation assumed (default: the GPU's achievable MFU, llm/spec/step_time.py)")
+                   help="model FLOPs utilisation assumed (default: the GPU's achievable MFU, llm/cost/step_time.py)")
     p.add_argument("--gpus", type=_positive_int, help="GPUs of the cluster: choose the layout and predict time")
     p.add_argument("--gpus-per-node", type=_positive_int, default=8)
     p.add_argument("--gpu-memory", type=_positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--law", metavar="LAW_JSON", help="plan with the law an isoFLOP sweep fitted (launch/sweep.py "
                    "writes DIR/law.json); the plan says which law and its bootstrap interval")
     p.add_argument("--shapes", choices=sorted(SHAPE_RULES),
-                   help="shape designer rules (llm/spec/shape.py): standard, or small for CPU-scale models "
+                   help="shape designer rules (llm/shape.py): standard, or small for CPU-scale models "
                         "(default: the --law sweep's, else standard)")
     p.add_argument("--vocab-size", type=_positive_int, default=32000)
     p.add_argument("--seq-len", type=_positive_int, default=2048)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"no achievable MFU listed for {args.gpu!r}; pass --mfu (a debug run's metrics.jsonl "
                          "shows what a device reaches)")
     if args.gpus is not None and (args.peak_tflops is not None or canonical_gpu(args.gpu) == "cpu"):
-        raise ConfigError("--gpus plans a GPU cluster from llm/spec's tables; it takes a listed --gpu, not "
+        raise ConfigError("--gpus plans a GPU cluster from llm/cost's tables; it takes a listed --gpu, not "
                          "--peak-tflops or cpu")
     if args.write_config and args.config is None:  # before the CPU's peak is timed
         tokenizer = _tokenizer(args.data_path, args.tokenizer, args.vocab_size)

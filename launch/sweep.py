@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 
-from llm.spec.scaling import LAWS
-from llm.spec.shape import SHAPE_RULES
-from llm.spec.sweep import DEFAULT_SPREAD_DEX, MIN_SIZES
+from llm.scaling.laws import LAWS
+from llm.shape import SHAPE_RULES
+from llm.scaling.grid import DEFAULT_SPREAD_DEX, MIN_SIZES
 from llm.sweep import ROOT, cli
 from llm.sweep.points import EVAL_TOKENS
 from launch.plan import _Parser, _positive  # one-line errors; numbers such as -1e12 read as values
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
                    help="base run config: data, tokenizer, vocab_size, seq_len, precision (default configs/debug.yaml)")
     p.add_argument("--shapes", choices=sorted(SHAPE_RULES), default="standard",
                    help="shape designer rules: standard, or small (32-wide heads, for CPU-scale models; "
-                        "llm/spec/shape.py)")
+                        "llm/shape.py)")
     p.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS,
                    help=f"held-out tokens each point is evaluated on, at most (default {EVAL_TOKENS:,})")
     p.add_argument("--seeds", type=int, default=1,

@@ -1,4 +1,4 @@
-"""Measure the model-state bytes a live DeepSpeed engine holds, to check llm/spec/zero.py's formulas (the ZeRO
+"""Measure the model-state bytes a live DeepSpeed engine holds, to check llm/cost/zero.py's formulas (the ZeRO
 paper's table and DeepSpeed 0.19.8's adjustments, with the reasons they differ, are documented there).
 
 The CPU accelerator's `memory_allocated()` is the process RSS (cpu_accelerator.py), which mixes in
@@ -7,7 +7,7 @@ optimizer reference, deduplicated by storage.
 """
 from __future__ import annotations
 
-from llm.spec.zero import ZeroBytes
+from llm.cost.zero import ZeroBytes
 
 # Attributes of DeepSpeed 0.19.8's optimizer wrappers that hold gradients (views are deduplicated by storage).
 # stage_1_and_2.DeepSpeedZeroOptimizer: partitioned (stage 2, and stage 1 after the boundary reduction).

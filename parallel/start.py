@@ -45,11 +45,11 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
         (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
         print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
               f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
-        # On CPU the unfilled part of DeepSpeed's full-size buckets is never paged in (llm/spec/memory.py), so the
+        # On CPU the unfilled part of DeepSpeed's full-size buckets is never paged in (llm/cost/memory.py), so the
         # headline there is what the rank's resident memory will hold; a GPU's allocator reserves all of it.
         head = predicted.tensors if device.type == "cuda" else predicted.resident
         print(f"predicted peak memory per rank {head / 1e9:.3f} GB{'' if device.type == 'cuda' else ' resident'} "
-              f"(llm/spec/memory.py: "
+              f"(llm/cost/memory.py: "
               + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in predicted.as_dict().items()
                           if k not in ("tensors", "total", "allowance", "stage") and v)
               + f"); {_predicted_step(cfg, dp, device, launch)}", flush=True)
@@ -67,14 +67,14 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
 
 
 def _predicted_step(cfg: RunConfig, dp: int, device, launch: LaunchEnv) -> str:
-    """The start-up line's step-time part: llm/spec/step_time.py's prediction where the GPU is in its tables."""
+    """The start-up line's step-time part: llm/cost/step_time.py's prediction where the GPU is in its tables."""
     import torch
 
-    from llm.spec.step_time import step_time
+    from llm.cost.step_time import step_time
     from llm.train.hardware import accelerator_key
     key = accelerator_key(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     if key is None:
-        return f"no step-time prediction for {device.type} (llm/spec/step_time.py lists GPUs only)"
+        return f"no step-time prediction for {device.type} (llm/cost/step_time.py lists GPUs only)"
     try:
         t = step_time(cfg.model, run_layout(cfg, dp), cfg.train.global_batch_size, key, local_world_size(launch))
     except ValueError as e:

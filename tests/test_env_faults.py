@@ -17,7 +17,7 @@ import torch
 import typed_yaml
 from data_pipeline.shards import remove_stale_temps
 from llm.config import ConfigError, load_config
-from llm.spec.law import LawFileError, read_law
+from llm.scaling.law import LawFileError, read_law
 from llm.train import checkpoint as ckpt
 from llm.train.debug import run_debug
 from tests.conftest import ROOT

@@ -4,7 +4,7 @@ Every module of our packages is read with `ast` (so a lazy import inside a funct
 layer; a module may import only from its own layer or lower ones. The layers are the table of docs/architecture.md
 ("## Layers"), read from there:
 
-    typed_yaml < llm.config < llm.spec < {llm.model, data_pipeline} < llm.hf < llm.train
+    typed_yaml < llm.config < llm.shape < llm.cost < llm.scaling < {llm.model, data_pipeline} < llm.hf < llm.train
         < {llm.hf.import_, llm.sweep} < {llm.align, llm.audit} < llm.eval < parallel < launch
 
 data_pipeline imports nothing of ours but typed_yaml; the configs and the spec import no torch; below parallel/
@@ -32,7 +32,7 @@ def documented_layers() -> dict[str, float]:
 
 
 LAYERS = documented_layers()
-NO_TORCH = ("typed_yaml", "llm.config", "llm.spec")
+NO_TORCH = ("typed_yaml", "llm.config", "llm.shape", "llm.cost", "llm.scaling")
 NO_DISTRIBUTED = ("typed_yaml", "llm", "data_pipeline")  # everything below parallel/
 DISTRIBUTED = ("torch.distributed", "deepspeed")
 

@@ -1,6 +1,6 @@
 """An isoFLOP sweep: run a grid of pretraining points, fit your own scaling law, draw it and report it.
 
-The grid's design is llm/spec/sweep.py (pure arithmetic): per budget C, sizes spread in log10 N around a law's
+The grid's design is llm/scaling/grid.py (pure arithmetic): per budget C, sizes spread in log10 N around a law's
 N_opt, shapes from the shape designer, D = C / 6N, batch and LR from plan.py's rule. This package runs it, in
 modules named for what they hold:
 
@@ -8,7 +8,7 @@ modules named for what they hold:
 - `rundir`: the run directory's state: a point's done.json (its final eval loss), written atomically after its run;
 - `local`: the points one after the other on this machine (debug mode), with their progress; `slurm`: as one job
   array through launch/slurm/sweep.sbatch, one task per point;
-- `fit`: the law (llm/spec/law.py) fitted to the finished points, DIR/law.json; `report`: DIR/report.md;
+- `fit`: the law (llm/scaling/law.py) fitted to the finished points, DIR/law.json; `report`: DIR/report.md;
   `plot`: DIR/isoflop.png;
 - `cli`: a whole sweep as launch/sweep.py runs it, its errors as exit codes.
 

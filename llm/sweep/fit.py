@@ -1,10 +1,10 @@
-"""Fit the sweep's law to its finished points and write what came of it: DIR/law.json (llm/spec/law.py), DIR/report.md
+"""Fit the sweep's law to its finished points and write what came of it: DIR/law.json (llm/scaling/law.py), DIR/report.md
 and DIR/isoflop.png; without a law (no budget with its minimum inside its sizes), the report and the picture say why."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from llm.spec.law import LawFitError, fit_law, write_law
+from llm.scaling.law import LawFitError, fit_law, write_law
 from llm.sweep import RunFailed
 from llm.sweep.rundir import finished
 

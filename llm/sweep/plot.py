@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH2  # noqa: E402
+from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH2  # noqa: E402
 
 FIGSIZE, DPI = (17, 6.5), 100
 
@@ -26,7 +26,7 @@ def _budget_label(c: float) -> str:
 
 
 def plot_isoflop(law: dict, out: Path) -> None:
-    """Draw law.json's fit (llm/spec/law.py) into `out` (PNG)."""
+    """Draw law.json's fit (llm/scaling/law.py) into `out` (PNG)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
     points = law["points"]
     all_c = sorted({p["flops"] for p in points})

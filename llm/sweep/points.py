@@ -9,11 +9,11 @@ import yaml
 
 from llm.config import ConfigError, config_from_dict, load_config
 from llm.files import atomic_write_text, read_json
-from llm.spec.law import read_law
-from llm.spec.plan import config_dict
-from llm.spec.scaling import get_law
-from llm.spec.shape import SHAPE_RULES
-from llm.spec.sweep import SweepGrid, design_grid
+from llm.scaling.law import read_law
+from llm.scaling.plan import config_dict
+from llm.scaling.laws import get_law
+from llm.shape import SHAPE_RULES
+from llm.scaling.grid import SweepGrid, design_grid
 from llm.sweep import UserError
 from llm.sweep.rundir import point_dir
 from typed_yaml import runlock

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
-from llm.spec.shape import SHAPE_RULES, SMALL
+from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
+from llm.shape import SHAPE_RULES, SMALL
 
 
 def _ci(iv, fmt="{:.3f}") -> str:
@@ -56,8 +56,8 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
         "# IsoFLOP sweep report", "",
         f"Budgets (C = 6ND FLOPs): {', '.join(f'{c:.3g}' for c in grid['budgets'])}; "
         f"{len(grid['points'])} points planned, {len(done)} finished. Grid centred on the N_opt of "
-        f"`{grid['law']}`, sizes spread ±{grid['spread_dex']} dex in log10 N (llm/spec/sweep.py); shapes from the "
-        f"shape designer's {shapes} rules (llm/spec/shape.py, one device{small}); N counts all parameters, "
+        f"`{grid['law']}`, sizes spread ±{grid['spread_dex']} dex in log10 N (llm/scaling/grid.py); shapes from the "
+        f"shape designer's {shapes} rules (llm/shape.py, one device{small}); N counts all parameters, "
         "embeddings included (Chinchilla's convention); D = C / 6N from each shape's exact N.",
         "Each run: batch and peak LR from DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; warmup 1% of the "
         "steps, cosine decayed to 10% exactly at the run's last token (Chinchilla §3.1); the loss is the final eval "

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from llm.spec.flops import mfu_from_flops
+from llm.cost.flops import mfu_from_flops
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Device facts for metrics: which device to train on and its peak FLOP/s for MFU.
 
-On a GPU the peak comes from the datasheet table in llm/spec/flops.py. A CPU has no useful datasheet number,
+On a GPU the peak comes from the datasheet table in llm/cost/flops.py. A CPU has no useful datasheet number,
 so its peak is measured by timing large matmuls in the training dtype; MFU on CPU is then "fraction of what
 this machine's BLAS reaches", which is what a user can act on. The measurement is taken once per machine,
 thread count and dtype and kept in a cache file (CPU_PEAK_CACHE): a run started while the machine is busy
@@ -158,7 +158,7 @@ def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str]:
 
 
 def accelerator_key(device_name: str) -> str | None:
-    """Map a CUDA device name ('NVIDIA H100 80GB HBM3') to a key of llm.spec.flops.PEAK_FLOPS, or None."""
+    """Map a CUDA device name ('NVIDIA H100 80GB HBM3') to a key of llm.cost.flops.PEAK_FLOPS, or None."""
     n = device_name.upper()
     for chip in ("H200", "H100", "A100", "V100", "MI300X"):
         if chip in n:
@@ -174,7 +174,7 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
         name = torch.cuda.get_device_name(device)
         key = accelerator_key(name)
         if key is not None:
-            from llm.spec.flops import peak_flops as datasheet_peak
+            from llm.cost.flops import peak_flops as datasheet_peak
             try:
                 return datasheet_peak(key, precision), f"datasheet {key} ({name})"
             except ValueError:

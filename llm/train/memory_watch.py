@@ -1,6 +1,6 @@
 """Predicted vs measured peak memory of this rank, for the start-up line and every metrics.jsonl row.
 
-The prediction is llm/spec/memory.py's tensor count for the run's layout (no framework allowance: the CUDA
+The prediction is llm/cost/memory.py's tensor count for the run's layout (no framework allowance: the CUDA
 allocator's peak does not see the CUDA context either). The measurement on a GPU is
 `torch.cuda.max_memory_allocated`, the caching allocator's peak since start. On a CPU it is skipped: the
 tensor accounting the calibration uses (tests/parallel/layout_memory_probe.py) profiles every allocation of a
@@ -13,19 +13,19 @@ from dataclasses import dataclass
 import torch
 
 from llm.config import RunConfig
-from llm.spec.layout import Layout
-from llm.spec.memory import DEFAULT_REDUCE_BUCKET_SIZE, MemoryPerGPU, memory_per_gpu
+from llm.cost.layout import Layout
+from llm.cost.memory import DEFAULT_REDUCE_BUCKET_SIZE, MemoryPerGPU, memory_per_gpu
 
 
 def run_layout(cfg: RunConfig, dp: int) -> Layout:
-    """The llm.spec Layout of a run config at data-parallel degree dp."""
+    """The llm.cost Layout of a run config at data-parallel degree dp."""
     p = cfg.parallel
     return Layout(p.tensor, p.pipeline, dp, p.zero_stage, cfg.train.micro_batch_size, p.checkpoint_interval,
                   p.sequence_parallel, p.offload_optimizer)
 
 
 def predict_run_memory(cfg: RunConfig, dp: int, device: torch.device) -> MemoryPerGPU:
-    """llm/spec/memory.py's prediction for this run (its DeepSpeed bucket size, torch's AdamW kernels there)."""
+    """llm/cost/memory.py's prediction for this run (its DeepSpeed bucket size, torch's AdamW kernels there)."""
     bucket = cfg.parallel.deepspeed.get("zero_optimization", {}).get("reduce_bucket_size",
                                                                      DEFAULT_REDUCE_BUCKET_SIZE)
     return memory_per_gpu(cfg.model, run_layout(cfg, dp), cfg.train.global_batch_size,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
-from llm.spec.flops import flops_per_token, hfu
+from llm.cost.flops import flops_per_token, hfu
 from typed_yaml import runlock
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from llm.config import load_config
-from llm.spec.plan import config_dict, plan
-from llm.spec.scaling import compute_optimal
-from llm.spec.shape import count_params
+from llm.scaling.plan import config_dict, plan
+from llm.scaling.laws import compute_optimal
+from llm.shape import count_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,9 +213,9 @@ def test_nothing_fits_is_one_line():
 
 
 def test_law_from_a_sweep(tmp_path):
-    """--law plans with a sweep's own law.json (llm/spec/law.py) and says which law it used, with its interval."""
-    from llm.spec.law import fit_law, write_law
-    from llm.spec.scaling import BESIROGLU_2024
+    """--law plans with a sweep's own law.json (llm/scaling/law.py) and says which law it used, with its interval."""
+    from llm.scaling.law import fit_law, write_law
+    from llm.scaling.laws import BESIROGLU_2024
     rng = np.random.default_rng(0)
     runs = []
     for c in (1e18, 1e19, 1e20):
@@ -257,8 +257,8 @@ def test_small_shapes_and_the_floor_error_names_what_sets_it():
 
 def test_a_loss_at_or_above_ln_v_is_called_meaningless():
     """Issue 22: 3e13 FLOPs on small shapes predicted 12.56 nats/token, above ln 4096 = 8.32, without a word."""
-    from llm.spec.plan import format_table
-    from llm.spec.shape import SHAPE_RULES
+    from llm.scaling.plan import format_table
+    from llm.shape import SHAPE_RULES
     spec = plan(3e13, vocab_size=4096, seq_len=256, tp_degrees=(1,), shapes=SHAPE_RULES["small"])
     assert spec.predicted_loss >= np.log(spec.model.vocab_size)
     assert spec.loss_warning.startswith("meaningless: at or above ln V = 8.32")
@@ -272,8 +272,8 @@ def test_a_loss_at_or_above_ln_v_is_called_meaningless():
 
 
 def test_a_sweep_law_is_flagged_outside_its_budgets():
-    from llm.spec.law import SweepLaw
-    from llm.spec.plan import loss_warning
+    from llm.scaling.law import SweepLaw
+    from llm.scaling.plan import loss_warning
     law = SweepLaw("sweep", 0.5, 0.1, flops_range=(1e15, 1e17))
     assert loss_warning(3.0, 1e6, 1e8, 1e16, 4096, law) is None  # N, D far below Chinchilla's: the sweep's range rules
     assert loss_warning(3.0, 1e6, 1e8, 1e19, 4096, law) == \
@@ -298,7 +298,7 @@ def test_time_and_cost_for_a_device_not_in_the_table():
 @pytest.mark.parametrize("seconds,text", [(0.06, "0.06 s"), (42, "42 s"), (90, "1.5 min"), (7200, "2 h"),
                                           (36 * 3600, "36 h"), (3 * 86400, "3 days"), (5000 * 86400, "5,000 days")])
 def test_time_is_shown_at_its_scale(seconds, text):
-    from llm.spec.plan import format_seconds
+    from llm.scaling.plan import format_seconds
     assert format_seconds(seconds) == text
 
 

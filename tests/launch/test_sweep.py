@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from launch import cli
-from llm.spec.plan import DEEPSEEK_2024_LR
-from llm.spec.scaling import ParametricLaw
-from llm.spec.shape import count_params
+from llm.scaling.plan import DEEPSEEK_2024_LR
+from llm.scaling.laws import ParametricLaw
+from llm.shape import count_params
 from llm.config import ModelConfig
 from launch.sweep import main as sweep_main
 from tests.launch.test_slurm import cluster, needs_cluster  # noqa: F401  (the local cluster fixture)

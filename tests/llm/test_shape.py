@@ -4,7 +4,7 @@ import math
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.shape import (SMALL, TargetTooLarge, count_matmul_params, count_params, count_params_non_embedding,
+from llm.shape import (SMALL, TargetTooLarge, count_matmul_params, count_params, count_params_non_embedding,
                             design_shape, embedding_params, layer_matmul_params, layer_params)
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`

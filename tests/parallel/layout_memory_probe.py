@@ -1,5 +1,5 @@
 """Measure the peak per-rank memory of training steps under several layouts in one launch, beside the planner's
-prediction (llm/spec/memory.py).
+prediction (llm/cost/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
@@ -39,7 +39,7 @@ def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
                                                                "allgather_bucket_size": BUCKET}})
     train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
-    # The per-parameter AdamW the memory model's CPU terms were calibrated with (llm/spec/memory.py
+    # The per-parameter AdamW the memory model's CPU terms were calibrated with (llm/cost/memory.py
     # ADAM_TEMP_BYTES); the fused kernel (optim.fused, the default) allocates less, so those runs are over-predicted.
     return RunConfig(model=ModelConfig(**PROBE_MODELS[size]), train=train, parallel=parallel,
                      optim=OptimConfig(fused=False), precision=PrecisionConfig(dtype="bf16"),
@@ -62,8 +62,8 @@ def allocator_peak(fn) -> int:
 
 def measure(spec: str, launch, device) -> dict:
     import torch
-    from llm.spec.layout import Layout
-    from llm.spec.memory import memory_per_gpu
+    from llm.cost.layout import Layout
+    from llm.cost.memory import memory_per_gpu
     from parallel.engine import DeepSpeedBackend
     from parallel.memory import measure_zero_bytes
     from parallel.topology import Topology

@@ -1,4 +1,4 @@
-"""Predicted (llm/spec/memory.py) vs measured peak memory per rank under the real launcher, for a few layouts of
+"""Predicted (llm/cost/memory.py) vs measured peak memory per rank under the real launcher, for a few layouts of
 bench/bench_layout_memory.py's grid (the full grid and its results: bench/results_layout_memory.json).
 
 Measured by tests/parallel/layout_memory_probe.py: the model states the engine holds (the ZeRO probe's

@@ -2,7 +2,7 @@
 DeepSpeed engines (tests/parallel/zero_memory_probe.py under the launcher) against the ZeRO paper's formulas.
 
 Tolerances. Against the DeepSpeed-adjusted formula (`deepspeed_zero_bytes`): exact, to the byte; it models the
-flat-buffer padding, whole-parameter gradient partitions and Adam's step counters (llm/spec/zero.py says
+flat-buffer padding, whole-parameter gradient partitions and Adam's step counters (llm/cost/zero.py says
 why each exists). Against the paper (`paper_zero_bytes`), between micro-batches of an accumulation: parameters
 and optimizer state within 0.1% (padding: a few elements; step counters: 4 B per tensor); gradients within
 GRAD_REL_TOL above, because ZeRO-2 keeps the gradients of every parameter overlapping its partition whole, so
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from llm.spec.zero import ZeroBytes, deepspeed_zero_bytes, paper_zero_bytes, zero12_partition_numels
+from llm.cost.zero import ZeroBytes, deepspeed_zero_bytes, paper_zero_bytes, zero12_partition_numels
 from parallel.memory import format_table
 from tests.parallel.launcher_utils import ROOT, free_port, launch_env
 

@@ -1,8 +1,8 @@
-"""Measure per-rank model-state bytes under ZeRO 0-3 in one launch (see llm/spec/zero.py and parallel/memory.py).
+"""Measure per-rank model-state bytes under ZeRO 0-3 in one launch (see llm/cost/zero.py and parallel/memory.py).
 
     deepspeed --num_gpus N tests/parallel/zero_memory_probe.py OUT.json [--stages 0 1 2 3]
 
-On every rank, for each stage in turn: build llm/model.py's Transformer (Ψ from llm.spec.shape.count_params) and
+On every rank, for each stage in turn: build llm/model.py's Transformer (Ψ from llm.shape.count_params) and
 its engine through `DeepSpeedBackend` (so `parallel.ds_config.deepspeed_config` and `Topology` as mpu), in
 bf16, with two micro-batches per step. Take one full step (Adam's moments exist from then on), then run the
 next step's first micro-batch and measure ("accumulating"), its second and measure ("boundary": gradients
@@ -41,9 +41,9 @@ def group_numels(cfg) -> list[list[int]]:
 
 def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     import torch
-    from llm.spec.shape import count_params
+    from llm.shape import count_params
     from parallel.engine import DeepSpeedBackend
-    from llm.spec.zero import deepspeed_zero_bytes, paper_zero_bytes
+    from llm.cost.zero import deepspeed_zero_bytes, paper_zero_bytes
     from parallel.memory import measure_zero_bytes
 
     cfg = probe_config(zero_stage, topo.dp)
@@ -52,7 +52,7 @@ def measure_stage(zero_stage: int, topo, device) -> list[dict]:
     backend = DeepSpeedBackend(cfg, topo, device)
     engine = backend.engine
     held = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
-    assert held == psi, f"model has {held} parameters, llm.spec.shape.count_params says {psi}"
+    assert held == psi, f"model has {held} parameters, llm.shape.count_params says {psi}"
     gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
 
     def batch():

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from llm.spec.scaling import ParametricLaw, get_law
-from llm.spec.sweep import design_grid
+from llm.scaling.laws import ParametricLaw, get_law
+from llm.scaling.grid import design_grid
 from llm.sweep import RunFailed
 from llm.sweep.fit import fit_and_write
 from llm.sweep.points import grid_json, seeded_runs

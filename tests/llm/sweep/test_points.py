@@ -49,8 +49,8 @@ def test_every_point_gets_a_config_and_the_sweep_a_record(base, tmp_path):
 
 
 def test_a_point_without_a_known_validation_split_keeps_the_base_configs_evaluation(base, tmp_path):
-    from llm.spec.scaling import get_law
-    from llm.spec.sweep import design_grid
+    from llm.scaling.laws import get_law
+    from llm.scaling.grid import design_grid
     point = design_grid([3e10, 6e10], 3, get_law("besiroglu"), 512, 32, spread_dex=0.25).points[0]
     raw_base = yaml.safe_load(base.read_text())
     raw = point_config(point, raw_base, load_config(base), tmp_path / "run", base, None, EVAL_TOKENS, seed=7)

@@ -1,5 +1,5 @@
 """The backend contract (llm/train/backend.py): the loop uses nothing but `Backend`'s members, both backends
-implement all of them, and MFU/HFU come from one formula (llm.spec.flops.mfu_from_flops)."""
+implement all of them, and MFU/HFU come from one formula (llm.cost.flops.mfu_from_flops)."""
 from __future__ import annotations
 
 import inspect
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llm.config import ModelConfig, RunConfig, TrainConfig
-from llm.spec.flops import mfu_from_flops
+from llm.cost.flops import mfu_from_flops
 from llm.train.backend import Backend, StepResult, Throughput
 from llm.train.local import LocalBackend
 from llm.train.loop import train

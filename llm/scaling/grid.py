@@ -2,18 +2,18 @@
 
 This is Chinchilla's Approach 2 (Hoffmann et al. 2022, arXiv:2203.15556, §3.2) and PaLM 2's scaling study
 (arXiv:2305.10403, §2): several sizes per budget, each trained for D = C / 6N tokens with its cosine schedule
-ending at its own last token, then a parabola in log N per budget (llm/spec/fit.py).
+ending at its own last token, then a parabola in log N per budget (llm/scaling/fit.py).
 
 How a point is made:
   * targets N_i = N_opt(C) · 10^(spread · t_i), t_i evenly spaced in [-1, 1]; N_opt from the current law
-    (llm.spec.scaling, or a previous sweep's law.json), N counting all parameters (Chinchilla's convention);
-  * the shape is the shape designer's (llm/spec/shape.py) for N_i, with tp_degrees=(1,) and pp_degrees=(1,): a
+    (llm.scaling.laws, or a previous sweep's law.json), N counting all parameters (Chinchilla's convention);
+  * the shape is the shape designer's (llm/shape.py) for N_i, with tp_degrees=(1,) and pp_degrees=(1,): a
     sweep runs on one device, and those allow the finest width steps; its STANDARD rules, or SMALL ones (32-wide
     heads and steps) for sweeps of models small enough for a CPU;
   * D = C / 6N from the exact N of that shape (C = 6ND, Kaplan et al. 2020 §2.1, as in Chinchilla), so every
     point of a budget spends the same 6ND FLOPs (attention is not counted; PaLM App. B's count is recorded
     beside it);
-  * batch size, peak LR and schedule from plan.py's rule (llm.spec.plan.spec_for_shape: DeepSeek LLM 2024's
+  * batch size, peak LR and schedule from plan.py's rule (llm.scaling.plan.spec_for_shape: DeepSeek LLM 2024's
     B(C) and η(C) at the budget C, cosine over exactly D to 10%).
 
 A budget the shape designer cannot serve is handled so (the notes say which, and the report repeats them):
@@ -30,13 +30,13 @@ import math
 from dataclasses import dataclass, field
 
 from llm.config import ModelConfig
-from llm.spec.plan import Spec, spec_for_shape
-from llm.spec.scaling import ParametricLaw, PowerLawFrontier, compute_optimal
-from llm.spec.shape import STANDARD, ShapeRules, TargetTooLarge, count_params, design_shape
+from llm.scaling.plan import Spec, spec_for_shape
+from llm.scaling.laws import ParametricLaw, PowerLawFrontier, compute_optimal
+from llm.shape import STANDARD, ShapeRules, TargetTooLarge, count_params, design_shape
 from typed_yaml import ConfigError
 
 MIN_SIZES = 3
-"""A parabola needs three sizes per budget (llm/spec/fit.py)."""
+"""A parabola needs three sizes per budget (llm/scaling/fit.py)."""
 MIN_STEPS = 4
 """A point with fewer optimizer steps than this has no schedule to speak of (warmup, then cosine)."""
 DEFAULT_SPREAD_DEX = 0.5
@@ -53,7 +53,7 @@ class SweepPoint:
     flops: float
     n_params_target: float
     spec: Spec
-    """What plan.py would train for this shape and budget: N, D, batch, LR, steps (llm/spec/plan.py)."""
+    """What plan.py would train for this shape and budget: N, D, batch, LR, steps (llm/scaling/plan.py)."""
 
     @property
     def n_params(self) -> int:
@@ -120,7 +120,7 @@ def design_grid(budgets: list[float], sizes_per_budget: int, law: ParametricLaw 
     """The points of an isoFLOP sweep over `budgets` (6ND FLOPs), `sizes_per_budget` sizes each (see the module
     docstring for the rules and what happens at the edges).
 
-    rules: the shape designer's conventions (llm.spec.shape.STANDARD, or SMALL for CPU-scale models).
+    rules: the shape designer's conventions (llm.shape.STANDARD, or SMALL for CPU-scale models).
     Raises ValueError for budgets that are not positive, repeated, or that cannot give `MIN_SIZES` distinct shapes
     with at least `min_steps` steps each, and for sizes_per_budget < MIN_SIZES or spread_dex <= 0.
     """

@@ -2,7 +2,7 @@
 pipeline splits the model into stages.
 
 The rules are those `parallel/topology.py` `check_layout` and `ParallelConfig.validate` enforce, restated here
-without torch so that the planner can enumerate layouts before anything is launched; tests/llm/test_layout.py
+without torch so that the planner can enumerate layouts before anything is launched; tests/llm/cost/test_layout.py
 checks every layout the planner emits against the real `check_layout` and `deepspeed_config`.
 No torch here.
 """
@@ -12,7 +12,7 @@ import functools
 from dataclasses import asdict, dataclass
 
 from llm.config import ModelConfig
-from llm.spec.shape import layer_params
+from llm.shape import layer_params
 
 
 @dataclass(frozen=True)

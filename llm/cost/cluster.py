@@ -1,8 +1,8 @@
 """A run on a cluster: the chosen layout of a model and batch on N GPUs, with its memory, time and cost.
 
-Throughput and MFU come from the predicted step time (llm/spec/step_time.py); wall-clock time is the steps of
+Throughput and MFU come from the predicted step time (llm/cost/step_time.py); wall-clock time is the steps of
 the run times that; GPU-hours are wall-clock × GPUs; cost is GPU-hours × the price given. MFU here is PaLM's
-(llm/spec/flops.py), the count the achievable-MFU table is quoted in, so hours and MFU agree.
+(llm/cost/flops.py), the count the achievable-MFU table is quoted in, so hours and MFU agree.
 No torch here.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.spec.flops import flops_per_token, peak_flops
-from llm.spec.layout_search import Candidate, choose_layout, rank_layouts
+from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.layout_search import Candidate, choose_layout, rank_layouts
 from typed_yaml import ConfigError
 
 GPU_MEMORY_GB = {

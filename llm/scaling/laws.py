@@ -17,7 +17,7 @@ Two kinds of frontier:
     under C = 6ND has the closed form of Chinchilla eq. 4:
         N_opt = G·(C/6)^a,  D_opt = G⁻¹·(C/6)^b,  G = (αA / (βB))^(1/(α+β)),  a = β/(α+β),  b = α/(α+β).
 
-No torch here: this is the cheap spec layer.
+No torch here: a plan is made before anything trains.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A scaling law fitted from a sweep's runs, as DIR/law.json, and read back as a law plan() can use.
 
-`fit_law(points)` takes each finished run's (budget C, N, D, final eval loss) and fits, with llm/spec/fit.py:
+`fit_law(points)` takes each finished run's (budget C, N, D, final eval loss) and fits, with llm/scaling/fit.py:
   * per budget, the parabola of loss in log10 N and its vertex (N_opt, D_opt = C / 6N_opt, the minimum loss):
     Chinchilla Approach 2 (Hoffmann et al. 2022, arXiv:2203.15556, §3.2) and PaLM 2 (arXiv:2305.10403, §2);
   * N_opt ∝ C^a and D_opt ∝ C^b through the vertices, with percentile bootstrap intervals: the runs of each
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llm.spec.fit import fit_isoflop, fit_parametric
-from llm.spec.scaling import ParametricLaw, PowerLawFrontier
-from llm.spec.shape import SHAPE_RULES
+from llm.scaling.fit import fit_isoflop, fit_parametric
+from llm.scaling.laws import ParametricLaw, PowerLawFrontier
+from llm.shape import SHAPE_RULES
 from typed_yaml import ConfigError
 
 LAW_FORMAT = "llm-forge isoflop law v1"
@@ -121,7 +121,7 @@ class SweepLaw(PowerLawFrontier):
     loss_law: ParametricLaw | None = None
     """The sweep's parametric fit: what plan() predicts the loss with (on the sweep's data and tokenizer)."""
     shapes: str = "standard"
-    """The shape rules (llm/spec/shape.py SHAPE_RULES) of the sweep's models: what plan.py designs with by default."""
+    """The shape rules (llm/shape.py SHAPE_RULES) of the sweep's models: what plan.py designs with by default."""
 
     def n_opt_interval(self, flops: float) -> tuple[float, float] | None:
         """The bootstrap interval of N_opt at `flops` (None without samples)."""

@@ -35,7 +35,7 @@ the paper, and why:
   gradient larger than the bucket bypasses it. Reported as `buffers`, outside the paper's model states. On
   the CPU accelerator it is a lazily committed `torch.empty`: only the pages gradients write (≤ 2Ψ bytes)
   become resident, so the process RSS does not grow by 1 GB; on a GPU the caching allocator reserves it all
-  (llm/spec/memory.py counts both: `buckets` and `buckets_filled`).
+  (llm/cost/memory.py counts both: `buckets` and `buckets_filled`).
 - Padding. Flat buffers are padded so every rank's partition has the same length (stages 1–2: per
   parameter group, to a multiple of N_d × 2 elements for 4-byte alignment; stage 3: per parameter, to a
   multiple of N_d). Counted as held; at most a few elements per rank per group or parameter.
@@ -50,7 +50,7 @@ the paper, and why:
 - The CPU accelerator's `memory_allocated()` is the process RSS (cpu_accelerator.py), which mixes in
   activations, the allocator and libraries, so the bytes are counted from the tensors the engine and
   optimizer reference, deduplicated by storage.
-Pure arithmetic, no torch (the planner, llm/spec/memory.py, builds on it).
+Pure arithmetic, no torch (the planner, llm/cost/memory.py, builds on it).
 """
 from __future__ import annotations
 

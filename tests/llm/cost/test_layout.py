@@ -2,10 +2,10 @@
 import pytest
 
 from llm.config import ConfigError, ModelConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
-from llm.spec.flops import flops_per_token, peak_flops
-from llm.spec.layout import Layout, layout_errors
-from llm.spec.layout_search import choose_layout, enumerate_layouts, evaluate, rank_layouts
-from llm.spec.step_time import NETWORKS, step_time
+from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.layout import Layout, layout_errors
+from llm.cost.layout_search import choose_layout, enumerate_layouts, evaluate, rank_layouts
+from llm.cost.step_time import NETWORKS, step_time
 from parallel.ds_config import deepspeed_config
 from parallel.topology import check_layout
 

@@ -13,8 +13,8 @@ Recipes (model shape, batch, sequence length and cluster from the papers):
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.cluster import plan_cluster
-from llm.spec.zero import paper_zero_bytes
+from llm.cost.cluster import plan_cluster
+from llm.cost.zero import paper_zero_bytes
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 

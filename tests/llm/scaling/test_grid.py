@@ -1,15 +1,15 @@
-"""llm/spec/sweep.py (the isoFLOP grid) and llm/spec/law.py (fitting, law.json, the law plan() uses): pure Python."""
+"""llm/scaling/grid.py (the isoFLOP grid) and llm/scaling/law.py (fitting, law.json, the law plan() uses): pure Python."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from llm.spec.law import LawFileError, SweepLaw, fit_law, read_law, write_law
-from llm.spec.plan import DEEPSEEK_2024_LR, plan
-from llm.spec.scaling import BESIROGLU_2024, ParametricLaw, compute_optimal
-from llm.spec.shape import SMALL, count_params
-from llm.spec.sweep import design_grid, smallest_shape_params
+from llm.scaling.law import LawFileError, SweepLaw, fit_law, read_law, write_law
+from llm.scaling.plan import DEEPSEEK_2024_LR, plan
+from llm.scaling.laws import BESIROGLU_2024, ParametricLaw, compute_optimal
+from llm.shape import SMALL, count_params
+from llm.scaling.grid import design_grid, smallest_shape_params
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
@@ -133,15 +133,15 @@ def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
     assert spec.law == law.name and spec.loss_law == "sweep-parametric"
     assert spec.n_params_target == pytest.approx(law.optimal(c)[0])
     assert spec.predicted_loss == pytest.approx(law.loss_law.loss(spec.n_params, spec.n_tokens))
-    from llm.spec.plan import format_table
+    from llm.scaling.plan import format_table
     assert "sweep-parametric, the sweep's own data" in format_table(spec)  # not Chinchilla's MassiveText
     assert law.shapes == "standard"  # a law.json without the sweep's shape rules (written before --shapes)
 
 
 def test_a_small_shapes_law_plans_small_shapes(tmp_path, fitted):
     """The law records the sweep's shape rules; planned under them, the shape, table and config header say so."""
-    from llm.spec.plan import config_header, format_table
-    from llm.spec.shape import SHAPE_RULES
+    from llm.scaling.plan import config_header, format_table
+    from llm.shape import SHAPE_RULES
     _, doc = fitted
     write_law(tmp_path / "law.json", {**doc, "sweep": {"shapes": "small"}})
     law = read_law(tmp_path / "law.json")

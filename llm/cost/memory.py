@@ -3,27 +3,27 @@
 The peak of a rank is taken at the end of the forward pass of the last micro-batch it holds in flight, during an
 accumulation (so the gradients of the earlier micro-batches are held):
 
-  * model states: the ZeRO paper's table (llm/spec/zero.py `paper_zero_bytes`, bf16 mixed precision, K = 12)
-    for the parameters of this rank: its pipeline stage (DeepSpeed's 'parameters' split, llm/spec/layout.py)
+  * model states: the ZeRO paper's table (llm/cost/zero.py `paper_zero_bytes`, bf16 mixed precision, K = 12)
+    for the parameters of this rank: its pipeline stage (DeepSpeed's 'parameters' split, llm/cost/layout.py)
     and its tensor-parallel shard (block matrices, embedding and lm_head split tp ways; norm gains replicated).
     ZeRO-1 holds full gradients while accumulating (2Ψ), as the paper says. With optimizer offload the fp32
     master weights and Adam's moments live in CPU memory (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840).
   * buckets: DeepSpeed's reduction bucket of `reduce_bucket_size` elements (default 5e8; 2 bytes each), allocated
-    per backward pass at ZeRO 1-2 and once at ZeRO-3, whatever the model size (llm/spec/zero.py docstring).
+    per backward pass at ZeRO 1-2 and once at ZeRO-3, whatever the model size (llm/cost/zero.py docstring).
     Gradients fill it from the start, so a rank whose Ψ gradients are fewer than the bucket writes only the
     first 2Ψ bytes of it (`buckets_filled`). A GPU's caching allocator reserves the whole bucket; a CPU rank
     maps its pages lazily (Linux commits a page on its first write), so its resident memory holds only the
     filled part: `MemoryPerGPU.resident` is the count without the rest.
     ZeRO-3 also gathers full parameters layer by layer: one layer plus the prefetch bucket we configure
     (parallel/ds_config.py: 5e7 elements), at most the whole stage.
-  * activations: llm/spec/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
+  * activations: llm/cost/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
     batch; 1F1B (Narayanan et al. 2021, arXiv:2104.04473 §2.2) keeps min(pp − i, m) on stage i, so the first
     stage holds up to pp. Each in-flight micro-batch also keeps the stage's received input and sent output
     (DeepSpeed's pipe buffers; on the last stage the output kept is the logits, e·V per token). Checkpointed
     blocks keep their input only, and the backward pass recomputes one checkpointed unit at a time (a block
     without a pipeline; a segment of k blocks in DeepSpeed's pipeline). That recomputation comes after the
     loss's backward has freed the logits' buffers, so the larger of the two transients counts, not their sum.
-  * logits and loss: llm/spec/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
+  * logits and loss: llm/cost/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
   * the optimizer step: a second peak, once the activations are freed, over the model states (with the
     gradients as held at the boundary: ZeRO-1 holds only its partition by then). ZeRO 1-3 convert the
     rank's gradient partition p to fp32 (4 bytes per element); torch's AdamW then allocates sqrt(v) for the
@@ -44,11 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.spec.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
+from llm.cost.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
                                   head_bytes_per_token)
-from llm.spec.layout import Layout, pipeline_stages
-from llm.spec.shape import layer_matmul_params
-from llm.spec.zero import paper_zero_bytes
+from llm.cost.layout import Layout, pipeline_stages
+from llm.shape import layer_matmul_params
+from llm.cost.zero import paper_zero_bytes
 
 DEFAULT_REDUCE_BUCKET_SIZE = 500_000_000
 """DeepSpeed 0.19.8 zero_optimization.reduce_bucket_size default, in elements (runtime/zero/config.py)."""

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.spec.layout import Layout, layout_errors
-from llm.spec.memory import FRAGMENTATION, FRAMEWORK_BYTES, MemoryPerGPU, memory_per_gpu
-from llm.spec.step_time import StepTime, step_time
+from llm.cost.layout import Layout, layout_errors
+from llm.cost.memory import FRAGMENTATION, FRAMEWORK_BYTES, MemoryPerGPU, memory_per_gpu
+from llm.cost.step_time import StepTime, step_time
 from typed_yaml import ConfigError
 
 CHECKPOINT_INTERVALS = (0, 2, 1)

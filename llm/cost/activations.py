@@ -29,7 +29,7 @@ q = n_heads·head_dim, kv = n_kv_heads·head_dim, f = d_ff, per token:
 Under tensor parallelism without sequence parallelism the norms and matmul inputs are replicated on every
 rank and the rest is split t ways, as in eq. 2. With sequence parallelism the norms are split too, but our
 column-parallel layers keep the all-gathered input they multiplied (they do not re-gather it in backward, as
-Megatron does), so the matmul inputs stay whole. tests/llm/test_activations.py checks these counts against the
+Megatron does), so the matmul inputs stay whole. tests/llm/cost/test_activations.py checks these counts against the
 tensors torch's autograd actually saves. No torch here.
 """
 from __future__ import annotations

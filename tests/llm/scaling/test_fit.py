@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from llm.spec.fit import fit_isoflop, fit_parametric
-from llm.spec.scaling import BESIROGLU_2024, HOFFMANN_2022_APPROACH3
+from llm.scaling.fit import fit_isoflop, fit_parametric
+from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH3
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 

@@ -2,9 +2,9 @@
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, hfu_flops_per_token,
+from llm.cost.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, hfu_flops_per_token,
                             layer_flops_per_token, mfu, mfu_from_flops, palm_flops_per_token, peak_flops)
-from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
+from llm.shape import count_matmul_params, count_params, layer_matmul_params
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 

@@ -2,10 +2,10 @@
 import pytest
 
 from llm.config import ModelConfig
-from llm.spec.activations import block_bytes_per_token, head_bytes_per_token
-from llm.spec.layout import Layout, partition_balanced, pipeline_stages
-from llm.spec.memory import memory_per_gpu, stage_params
-from llm.spec.shape import count_params, layer_matmul_params
+from llm.cost.activations import block_bytes_per_token, head_bytes_per_token
+from llm.cost.layout import Layout, partition_balanced, pipeline_stages
+from llm.cost.memory import memory_per_gpu, stage_params
+from llm.shape import count_params, layer_matmul_params
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
@@ -40,7 +40,7 @@ def test_buckets_and_zero3_gathers():
 
 def test_a_bucket_larger_than_the_model_is_filled_only_by_its_gradients():
     """Issue 22: a 5M model predicted 1.25 GB per rank, 1 GB of it the 5e8-element bucket DeepSpeed allocates in
-    full (llm/spec/zero.py) but a CPU rank only touches as far as its 2Ψ bytes of gradients reach."""
+    full (llm/cost/zero.py) but a CPU rank only touches as far as its 2Ψ bytes of gradients reach."""
     psi = count_params(CFG)
     big = predict(Layout(1, 1, 2, 1, 2))  # DeepSpeed's default bucket, 5e8 elements
     assert (big.buckets, big.buckets_filled) == (10 ** 9, 2 * psi)

@@ -2,7 +2,7 @@
 
 Two counts of training FLOPs per token (forward + backward = 3× forward, each multiply-add 2 FLOPs):
   * "6N"   6 · N with N the *total* parameter count. This is Chinchilla's C = 6·N·D, the convention the
-           scaling laws in llm.spec.scaling were fitted under, so the planner budgets with it.
+           scaling laws in llm.scaling.laws were fitted under, so the planner budgets with it.
   * "palm" PaLM (Chowdhery et al. 2022, arXiv:2204.02311) App. B: 6·N + 12·L·H·Q·T, where L layers, H heads,
            Q head_dim, T sequence length; the second term is the attention score and value matmuls (full,
            non-causal T×T, as PaLM counts them). PaLM's N there is the parameters that take part in matmuls;
@@ -16,7 +16,7 @@ arXiv:2205.05198; PaLM App. B). No torch here.
 from __future__ import annotations
 
 from llm.config import ModelConfig
-from llm.spec.shape import count_matmul_params, count_params, layer_matmul_params
+from llm.shape import count_matmul_params, count_params, layer_matmul_params
 from typed_yaml import ConfigError
 
 # Dense (no structured sparsity) peak FLOP/s per chip, by numeric format. Vendor datasheets quote the

@@ -5,7 +5,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.model import Block
-from llm.spec.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, head_bytes_per_token,
+from llm.cost.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, head_bytes_per_token,
                                   korthikanti_layer_bytes)
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`

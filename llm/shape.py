@@ -12,7 +12,7 @@ The model counted is `llm.model.Transformer` (Llama-style, no biases anywhere):
   final RMSNorm                      d_model
   lm_head                            vocab_size · d_model  (absent when tie_embeddings)
 
-Counting conventions: Chinchilla's N (used by llm.spec.scaling) is the *total*, embeddings included; Kaplan et al.
+Counting conventions: Chinchilla's N (used by llm.scaling.laws) is the *total*, embeddings included; Kaplan et al.
 2020's N is the *non-embedding* count (everything but the token embedding and an untied lm_head).
 No torch here.
 """
@@ -66,7 +66,7 @@ def count_params_non_embedding(cfg: ModelConfig) -> int:
 def count_matmul_params(cfg: ModelConfig) -> int:
     """Weights that take part in a matrix multiply per token: every linear in the blocks plus the output
     projection (tied or not). The input embedding is a lookup and the norms are elementwise, so neither
-    costs matmul FLOPs; this is the N of PaLM App. B's 6N (see llm.spec.flops)."""
+    costs matmul FLOPs; this is the N of PaLM App. B's 6N (see llm.cost.flops)."""
     return cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from llm.spec.scaling import (BESIROGLU_2024, HOFFMANN_2022_APPROACH1, HOFFMANN_2022_APPROACH2, HOFFMANN_2022_APPROACH3,
+from llm.scaling.laws import (BESIROGLU_2024, HOFFMANN_2022_APPROACH1, HOFFMANN_2022_APPROACH2, HOFFMANN_2022_APPROACH3,
                          HOFFMANN_2022_APPROACH3_ROUNDED, HOFFMANN_2022_TABLE3, HOFFMANN_2022_TABLE_A3_APPROACH2,
                          HOFFMANN_2022_TABLE_A3_APPROACH3, compute_for_params, compute_optimal, get_law,
                          predicted_loss)

@@ -4,7 +4,7 @@ bandwidths, and the pipeline bubble.
     step = compute / (1 − bubble) + tensor-parallel + pipeline point-to-point + exposed data-parallel traffic
 
   * compute: the FLOPs the hardware runs per step on one GPU (PaLM App. B's model FLOPs plus the forward
-    passes activation checkpointing recomputes, llm/spec/flops.py) over peak × the GPU's achievable MFU
+    passes activation checkpointing recomputes, llm/cost/flops.py) over peak × the GPU's achievable MFU
     (ACHIEVABLE_MFU, cited; overridable). Those published MFUs are end to end, so they already carry some
     communication: adding ours on top makes the prediction conservative for the layouts they used.
   * bubble: 1F1B's (p − 1)/(m + p − 1) of the step idle (Narayanan et al. 2021, arXiv:2104.04473 §2.2).
@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.spec.flops import hfu_flops_per_token, peak_flops
-from llm.spec.layout import Layout, pipeline_stages
-from llm.spec.memory import PARAM_BYTES, stage_params
+from llm.cost.flops import hfu_flops_per_token, peak_flops
+from llm.cost.layout import Layout, pipeline_stages
+from llm.cost.memory import PARAM_BYTES, stage_params
 from typed_yaml import ConfigError
 
 ACHIEVABLE_MFU = {
@@ -42,7 +42,7 @@ ACHIEVABLE_MFU = {
     # PaLM (Chowdhery et al. 2022, arXiv:2204.02311) Table 3: 46.2% MFU on 6,144 TPU v4 chips.
     "tpu-v4": 0.46,
 }
-"""End-to-end MFU of published large runs, by accelerator (llm.spec.flops.PEAK_FLOPS names). The planner trains
+"""End-to-end MFU of published large runs, by accelerator (llm.cost.flops.PEAK_FLOPS names). The planner trains
 in bf16, so accelerators without it (V100) have no entry."""
 
 
@@ -70,7 +70,7 @@ CPU_ADAM_PARAMS_PER_S = 1e9
 
 
 def canonical_gpu(name: str) -> str:
-    from llm.spec.flops import ALIASES
+    from llm.cost.flops import ALIASES
     key = name.strip().lower().replace("_", "-").replace(" ", "-")
     return ALIASES.get(key, key)
 

@@ -1,6 +1,6 @@
 """Budget → compute-optimal spec → table, JSON, or a pretraining config.
 
-`plan(flops)` picks N and D from a scaling law (llm.spec.scaling), turns N into a concrete shape (llm.spec.shape),
+`plan(flops)` picks N and D from a scaling law (llm.scaling.laws), turns N into a concrete shape (llm.shape),
 re-derives D = C / 6N from the exact N of that shape so the budget holds, and attaches the batch size and
 learning rate of a stated rule. `config_dict(spec)` writes that as a run config in llm.config's schema.
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm.config import ModelConfig, config_from_dict
-from llm.spec.flops import flops_per_token, peak_flops
-from llm.spec.layout import Layout
-from llm.spec.scaling import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
+from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.layout import Layout
+from llm.scaling.laws import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
                               compute_for_params, compute_optimal, get_law)
-from llm.spec.shape import (MAX_TARGET_OVERSHOOT, SHAPE_RULES, STANDARD, ShapeRules, TargetTooLarge, count_params,
+from llm.shape import (MAX_TARGET_OVERSHOOT, SHAPE_RULES, STANDARD, ShapeRules, TargetTooLarge, count_params,
                             count_params_non_embedding, design_shape)
 from typed_yaml import ConfigError
 
@@ -82,7 +82,7 @@ class Spec:
     loss_warning: str | None = None
     """Why `predicted_loss` should not be trusted (outside the law's fitted range, or at or above ln V), or None."""
     accelerator: str | None = None
-    """The device the time is for: a llm/spec/flops.py name, a name given with its peak, or a measured CPU."""
+    """The device the time is for: a llm/cost/flops.py name, a name given with its peak, or a measured CPU."""
     mfu: float | None = None
     peak_flops: float | None = None
     """Dense peak FLOP/s of one device the time is computed with: the datasheet's bf16 peak of `accelerator`,
@@ -101,7 +101,7 @@ class Spec:
     data_warning: str | None = None
     """Why D is more than that data gives without costly repetition (repetition_warning), or None."""
     shape_rules: str = STANDARD.name
-    """The llm/spec/shape.py rules the shape was designed under (SHAPE_RULES)."""
+    """The llm/shape.py rules the shape was designed under (SHAPE_RULES)."""
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -144,9 +144,9 @@ def plan(flops: float, approach: str | ParametricLaw | PowerLawFrontier = DEFAUL
          law_note: str | None = None, shapes: ShapeRules = STANDARD, peak: float | None = None,
          price_per_hour: float | None = None) -> Spec:
     """Plan a compute-optimal run for `flops` training FLOPs (C = 6ND). Raises ValueError on bad input.
-    approach: a law name of llm.spec.scaling or a law object (e.g. a sweep's, llm/spec/law.py); law_note: a line
+    approach: a law name of llm.scaling.laws or a law object (e.g. a sweep's, llm/scaling/law.py); law_note: a line
     about that law (its interval) to print with the plan. pp_degrees: pipeline degrees the layer count should
-    split into; shapes: the rules the shape is designed under (llm/spec/shape.py `design_shape`).
+    split into; shapes: the rules the shape is designed under (llm/shape.py `design_shape`).
     accelerator, mfu, peak, price_per_hour: see `spec_for_shape`."""
     law = get_law(approach)
     n_target, _ = compute_optimal(flops, law)
@@ -166,17 +166,17 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
                    law_note: str | None = None, shape_rules: str = STANDARD.name, peak: float | None = None,
                    price_per_hour: float | None = None) -> Spec:
     """The spec of training the shape `cfg` on a budget of `flops`: D = C / 6N from its exact N, batch and LR from
-    the DeepSeek rule, the schedule. plan() calls this for the law's shape, llm/spec/sweep.py for each grid point.
+    the DeepSeek rule, the schedule. plan() calls this for the law's shape, llm/scaling/grid.py for each grid point.
     n_target: the N the shape was designed for. accelerator: the device the time is for (a name for the table
     and JSON); with `mfu` the time is predicted, against `peak` FLOP/s when given (a measured CPU, a device not
-    in llm/spec/flops.py), else the datasheet bf16 peak of `accelerator`. price_per_hour: per device-hour, for
+    in llm/cost/flops.py), else the datasheet bf16 peak of `accelerator`. price_per_hour: per device-hour, for
     the cost. Raises ValueError when the budget buys less than one sequence."""
     n, seq_len = count_params(cfg), cfg.seq_len
     d = int(flops // (6 * n))
     if d < seq_len:
         raise ConfigError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
                          f"sequence of {seq_len}; raise the budget")
-    # A sweep's law (llm/spec/law.py) carries its own parametric fit, on its own data, to predict the loss with.
+    # A sweep's law (llm/scaling/law.py) carries its own parametric fit, on its own data, to predict the loss with.
     loss_law = law if isinstance(law, ParametricLaw) else getattr(law, "loss_law", None) or BESIROGLU_2024
     gbs, lr = _batch_and_lr(flops, seq_len)
     gbs = min(gbs, max(1, 2 ** int(math.log2(d // seq_len))))  # at least one step
@@ -339,7 +339,7 @@ def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | 
 def config_header(spec: Spec, predictions: list[str] | None = None) -> str:
     """The comment block `launch/plan.py --write-config` puts above the YAML: how every number was chosen,
     with the TP degrees the shape and the vocabulary padding were actually computed for. predictions: lines
-    describing the chosen layout and its predicted memory and time (llm/spec/cluster.py), if one was chosen."""
+    describing the chosen layout and its predicted memory and time (llm/cost/cluster.py), if one was chosen."""
     rules = SHAPE_RULES[spec.shape_rules]
     m, (lo, hi), (flo, fhi) = spec.model, rules.aspect_band, rules.fallback_band
     head_rule = "64 below d_model 2048, else 128" if rules.head_dim is None else f"fixed by the {rules.name} rules"
@@ -349,7 +349,7 @@ def config_header(spec: Spec, predictions: list[str] | None = None) -> str:
         f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
         f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
         f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
-        f"Shape (llm/spec/shape.py, {rules.name} rules): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
+        f"Shape (llm/shape.py, {rules.name} rules): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
         f"(rule: {lo} to {hi}, else {flo} to {fhi}), head_dim {m.head_dim} ({head_rule}),",
         f"  n_heads, n_kv_heads and d_ff divisible by each TP degree in ({tp}), d_ff = 8/3 d_model rounded up to "
         f"{math.lcm(rules.d_ff_multiple, *spec.tp_degrees)},",

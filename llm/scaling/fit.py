@@ -7,7 +7,7 @@ Two estimators, as in Hoffmann et al. 2022 (arXiv:2203.15556):
   * `fit_parametric` (Approach 3, App. D.2): L(N, D) = E + A/N^α + B/D^β, fitted by minimising the Huber loss
     (δ = 1e-3) between log L̂ and log L with L-BFGS, started from the best points of Chinchilla's grid.
 
-N is whatever the caller counts (use total parameters to match llm.spec.scaling's laws). Requires numpy and
+N is whatever the caller counts (use total parameters to match llm.scaling.laws's laws). Requires numpy and
 scipy (scipy.optimize L-BFGS-B); no torch.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from llm.spec.scaling import ParametricLaw
+from llm.scaling.laws import ParametricLaw
 from typed_yaml import ConfigError
 
 
@@ -219,7 +219,7 @@ def fit_parametric(rows, delta: float = HUBER_DELTA, grid: dict[str, np.ndarray]
     with np.errstate(over="ignore"):  # a log-constant past ~709 (a fit run off) comes back as inf, not an error
         big_e, big_a, big_b = (float(x) for x in np.exp([e, a, b]))
     law = ParametricLaw(name, E=big_e, A=big_a, B=big_b, alpha=float(alpha), beta=float(beta),
-                        source="fitted with llm.spec.fit.fit_parametric")
+                        source="fitted with llm.scaling.fit.fit_parametric")
     # In log space, as the objective: exponents the data cannot pin down may overflow N^α in linear space.
     resid = np.logaddexp(e, np.logaddexp(a - alpha * log_n, b - beta * log_d)) - log_l
     grad_norm = float(np.linalg.norm(_objective(best.x, log_n, log_d, log_l, delta)[1]))
