@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import yaml
 
 import typed_yaml
-from typed_yaml import ConfigError, Renamed  # noqa: F401  (ConfigError re-exported: every entry point catches it)
+from typed_yaml import ConfigError, Renamed  # ConfigError re-exported: every entry point catches it
 from llm.config.data import DataConfig
 from llm.config.model import ModelConfig
 from llm.config.parallel import ParallelConfig, PrecisionConfig
