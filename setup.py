@@ -16,7 +16,8 @@ setup(
     # `llm-forge plan|prepare-data|pretrain|...`: the entry points of launch/ behind one command (launch/cli.py).
     entry_points={"console_scripts": ["llm-forge=launch.cli:console_main"]},
     install_requires=[
-        "torch>=2.6",  # weights-only unpickling with allow-lists (torch.serialization.safe_globals), the checkpoint loads
+        # weights-only unpickling with allow-lists (torch.serialization.safe_globals), the checkpoint loads
+        "torch>=2.6",
         "deepspeed>=0.15",
         "accelerate>=0.30",  # init_empty_weights: the HF model of an export is built on the meta device
         "sentencepiece>=0.2",

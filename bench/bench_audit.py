@@ -205,8 +205,8 @@ def dedup_part(args) -> dict:
         last = pretrain(data, work / f"train_{name}", args.dedup_steps, model)
         rows = measure_planted(last, data, plan["passages"])
         result["runs"][name] = {"tokens_in_data": report["tokens"], "documents_in_data": report["documents"],
-                                "train_wall_s": wall_s(work / f"train_{name}", args.dedup_steps), "by_repeats": by_repeats(rows),
-                                "passages": rows}
+                                "train_wall_s": wall_s(work / f"train_{name}", args.dedup_steps),
+                                "by_repeats": by_repeats(rows), "passages": rows}
     return result
 
 
@@ -253,7 +253,8 @@ def model_card_figure(canaries: dict | None, dedup: dict | None):
     if canaries:
         draw_audit(axes[0], canaries)
         steps = canaries["steps"]
-        of = f"step {steps} of {canaries['schedule_steps']}" if canaries["schedule_steps"] != steps else f"{steps} steps"
+        of = (f"step {steps} of {canaries['schedule_steps']}" if canaries["schedule_steps"] != steps
+              else f"{steps} steps")
         axes[0][0].set_title(f"Canary exposure: {canaries['model']}, {of}")
     if dedup:
         draw_dedup(axes[-1], dedup)

@@ -154,7 +154,8 @@ def datatrove_minhash(texts: list[str]) -> tuple[set, float]:
             for b in range(cfg.num_buckets):
                 MinhashDedupBuckets(input_folder=f"{tmp}/sigs", output_folder=f"{tmp}/buckets",
                                     config=cfg).run(None, b, cfg.num_buckets)
-            MinhashDedupCluster(input_folder=f"{tmp}/buckets", output_folder=f"{tmp}/remove", config=cfg).run(None, 0, 1)
+            MinhashDedupCluster(input_folder=f"{tmp}/buckets", output_folder=f"{tmp}/remove",
+                                config=cfg).run(None, 0, 1)
             list(MinhashDedupFilter(input_folder=f"{tmp}/remove").run(iter(docs), 0, 1))
             edges = []
             for f in glob.glob(f"{tmp}/buckets/*.dups"):
@@ -210,10 +211,12 @@ def main() -> None:
         "minhash_speedup_vs_datatrove": round(t_dt / t_ours, 2),
         "pairs": {"ours": len(ours_pairs), "datasketch": len(ds_pairs), "datatrove": len(dt_pairs), "both": len(both),
                   "agreement_jaccard": round(len(both) / max(len(ours_pairs | ds_pairs), 1), 4),
-                  "agreement_jaccard_datatrove": round(len(ours_pairs & dt_pairs) / max(len(ours_pairs | dt_pairs), 1), 4),
+                  "agreement_jaccard_datatrove": round(len(ours_pairs & dt_pairs)
+                                                       / max(len(ours_pairs | dt_pairs), 1), 4),
                   "planted_recall": recall_by_similarity(texts, planted, {"ours": ours_pairs, "datasketch": ds_pairs,
                                                                           "datatrove": dt_pairs}),
-                  "only_ours": sorted(ours_pairs - ds_pairs)[:10], "only_datasketch": sorted(ds_pairs - ours_pairs)[:10]},
+                  "only_ours": sorted(ours_pairs - ds_pairs)[:10],
+                  "only_datasketch": sorted(ds_pairs - ours_pairs)[:10]},
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -9,8 +9,9 @@ and a few of them for the small one at 16× the sequence length ('long'), where 
 Measured: the probe's tensor accounting (model states the engine holds + the allocator's peak over a step); the
 worst rank's against the prediction of llm/cost/memory.py (framework allowance and fragmentation set to 0:
 they are not tensors). --measured re-predicts the measurements of an earlier --json without launching (the
-prediction is recomputed here from each row's layout). The DeepSpeed comparison needs no launch: `estimate_zero2_model_states_mem_needs` and
-`estimate_zero3_model_states_mem_needs` are what their `*_all_cold` wrappers print.
+prediction is recomputed here from each row's layout). The DeepSpeed comparison needs no launch:
+`estimate_zero2_model_states_mem_needs` and `estimate_zero3_model_states_mem_needs` are what their `*_all_cold`
+wrappers print.
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def format_rows(rows: list[dict]) -> str:
                                                                "gathered_params", "activations", "logits_and_loss",
                                                                "optimizer_step"))
         lines.append(f"{r['layout']:<18} {r['tp']:>2} {r['pp']:>2} {r['dp']:>2} {r['zero_stage']:>4} "
-                     f"{r['checkpoint_interval']:>4} | {r['measured_peak'] / 1e6:11.2f} {r['predicted_peak'] / 1e6:12.2f}"
+                     f"{r['checkpoint_interval']:>4} | {r['measured_peak'] / 1e6:11.2f}"
+                     f" {r['predicted_peak'] / 1e6:12.2f}"
                      f" {r['error']:+7.1%} {r['peak_at']:>14} | {items}")
     return "\n".join(lines)
 

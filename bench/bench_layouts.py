@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.parallel.launcher_utils import (launcher_config_dict, prepare_tiny_data, read_metrics,  # noqa: E402
+from tests.parallel.launcher_utils import (launcher_config_dict, prepare_tiny_data, read_metrics,
                                            run_deepspeed, run_single, write_config)
 
 LAYOUTS = {

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
-from llm.hf.convert import hf_config_dict, to_hf_name  # noqa: E402
-from llm.model import Transformer  # noqa: E402
-from llm.cost.flops import flops_per_token  # noqa: E402
-from llm.train.hardware import measure_matmul_flops  # noqa: E402
-from llm.train.local import LocalBackend  # noqa: E402
-from llm.train.optim import param_groups  # noqa: E402
+from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
+from llm.hf.convert import hf_config_dict, to_hf_name
+from llm.model import Transformer
+from llm.cost.flops import flops_per_token
+from llm.train.hardware import measure_matmul_flops
+from llm.train.local import LocalBackend
+from llm.train.optim import param_groups
 
 
 def hand_step(model, opt, batches, logits_of):
@@ -59,7 +59,6 @@ def adamw(model):
 
 def compile_variants(backend) -> dict:
     """Other ways to compile the same debug step, for --compile-variants: what train.compile chose between."""
-    from llm.chunked_loss import chunk_loss_and_grads
     from llm.train.compile import compile_blocks
     blocks, whole, whole_fg = backend(False), backend(False), backend(False)
     compile_blocks(blocks.model.layers)  # the blocks alone, the head + loss eager

@@ -159,7 +159,8 @@ def _check_tokenize(tok: TokenizeConfig, where: str) -> None:
     if tok.workers < 0:
         raise DataConfigError(f"{where}: tokenize.workers={tok.workers} must be >= 0 (0 or 1: no worker processes)")
     if tok.model_type not in MODEL_TYPES:
-        raise DataConfigError(f"{where}: tokenize.model_type={tok.model_type!r} must be one of {', '.join(MODEL_TYPES)}")
+        raise DataConfigError(f"{where}: tokenize.model_type={tok.model_type!r} must be one of "
+                              f"{', '.join(MODEL_TYPES)}")
     if tok.tokenizer is None:
         if tok.vocab_size < MIN_VOCAB_SIZE:
             raise DataConfigError(f"{where}: tokenize.vocab_size={tok.vocab_size} must be >= {MIN_VOCAB_SIZE} "

@@ -50,7 +50,8 @@ def sentencepiece_to_hf(model_path: str | Path):
     if _is_unigram(sp):
         # tokenizers' Unigram breaks ties between equal-score segmentations (runs of one character) otherwise
         # than SentencePiece: 1 line in 300 of the bundled corpus differed.
-        raise ValueError(f"{model_path} is a unigram model; only BPE models (train_tokenizer's default) convert exactly")
+        raise ValueError(f"{model_path} is a unigram model; only BPE models (train_tokenizer's default) "
+                         "convert exactly")
     vocab = {p: i for i, p in enumerate(pieces)}
     # SentencePiece's BPE applies the merge whose result has the highest score; byte and special pieces are never
     # the result of a merge.
@@ -182,6 +183,7 @@ def copy_tokenizer(src: str | Path, out_dir: str | Path) -> Path:
 
 
 def tokenizer_file(folder: str | Path) -> Path:
-    """The tokenizer copy_tokenizer (or tokenizer training) left in folder: tokenizer.json if any, else tokenizer.model."""
+    """The tokenizer copy_tokenizer (or tokenizer training) left in folder: tokenizer.json if any, else
+    tokenizer.model."""
     folder = Path(folder)
     return folder / TOKENIZER_JSON if (folder / TOKENIZER_JSON).is_file() else folder / SPM_FILE

@@ -168,7 +168,8 @@ def _prediction_lines(cluster) -> list[str]:
     c, m, t = cluster.chosen, cluster.chosen.memory, cluster.chosen.time
     return [f"Layout chosen by launch/plan.py for {cluster.gpus} x {cluster.gpu} (llm/cost/layout_search.py): "
             f"{c.layout.describe()}.",
-            f"  Predicted memory per GPU {m.total / 1e9:.1f} GB: params {m.params / 1e9:.1f}, grads {m.grads / 1e9:.1f}, "
+            f"  Predicted memory per GPU {m.total / 1e9:.1f} GB: params {m.params / 1e9:.1f}, "
+            f"grads {m.grads / 1e9:.1f}, "
             f"optimizer {m.optimizer / 1e9:.1f}, buckets {m.buckets / 1e9:.1f} ({m.buckets_filled / 1e9:.1f} filled by "
             "gradients),",
             f"  activations {m.activations / 1e9:.1f}, logits {m.logits_and_loss / 1e9:.1f}, allowance "

@@ -17,14 +17,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt  # after choosing the backend
+from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from llm.files import read_json  # noqa: E402  (after choosing matplotlib's backend)
-from llm.train.metrics import read_rows, valid_utilisation  # noqa: E402
-from typed_yaml import ConfigError  # noqa: E402
-from typed_yaml.errors import UserError as BaseUserError  # noqa: E402
+from llm.files import read_json  # after choosing matplotlib's backend
+from llm.train.metrics import read_rows, valid_utilisation
+from typed_yaml import ConfigError
+from typed_yaml.errors import UserError as BaseUserError
 
 RUN_FIGSIZE, CHAIN_FIGSIZE, DPI = (12, 8), (15, 8), 100  # inches, and pixels per inch: 1200×800 and 1500×800
 
@@ -141,7 +141,8 @@ CHAIN_PANELS = [
      [(s, k, f"{s} {label}") for s in SAMPLED
       for k, label in (("rm_reward_correct", "correct"), ("rm_reward_wrong", "wrong"), ("rm_reward", "all"))]),
     ("Losses", "cross-entropy (nats/token)",
-     [("base", "pretrain_eval_loss", "base eval"), ("sft", "train_loss", "sft train"), ("sft", "eval_loss", "sft eval")]),
+     [("base", "pretrain_eval_loss", "base eval"), ("sft", "train_loss", "sft train"),
+      ("sft", "eval_loss", "sft eval")]),
     ("Wall time", "seconds", [(s, "wall_s", s) for s in ("base", "sft", "rm", *TUNED)]),
 ]
 UNIT_INTERVAL = {"Checker accuracy (held-out prompts)", "Reward model"}

@@ -14,7 +14,7 @@ from llm.config import ConfigError, OptimConfig, ParallelConfig, PrecisionConfig
 
 # The keys and the check live with the config field they police (llm/config/parallel.py), so that every mode, debug
 # mode included, refuses the same mistakes; re-exported here, where the JSON is generated.
-from llm.config.parallel import DEEPSPEED_KEYS, GENERATED, override_errors  # noqa: E402,F401
+from llm.config.parallel import DEEPSPEED_KEYS, GENERATED, override_errors  # noqa: F401
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -45,7 +45,8 @@ def first_slurm_host(nodelist: str) -> str:
     try:
         socket.getaddrinfo(out[0], None)
     except OSError as e:
-        raise ConfigError(f"master host {out[0]!r} (first of SLURM_JOB_NODELIST={nodelist!r}) does not resolve: {e}") from None
+        raise ConfigError(f"master host {out[0]!r} (first of SLURM_JOB_NODELIST={nodelist!r}) does not resolve: "
+                          f"{e}") from None
     return out[0]
 
 

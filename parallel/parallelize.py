@@ -30,7 +30,8 @@ def parallelize(cfg: RunConfig, topo: Topology) -> nn.Module:
     3. Activation checkpointing, after tensor parallelism so that the recomputed forward is the sharded one.
     4. train.compile: each block's forward compiled (llm/train/compile.py), after 1-3 so that the graph is the
        sharded, checkpointed one. Measured to train within fp32 rounding of eager (<1e-7 relative over 5 steps)
-       under DP ZeRO-1/2/3, TP2, PP2 and activation checkpointing with deepspeed 0.19.8 (tests/llm/train/test_compile.py).
+       under DP ZeRO-1/2/3, TP2, PP2 and activation checkpointing with deepspeed 0.19.8
+       (tests/llm/train/test_compile.py).
     5. checkpoint.init_from: the consolidated weights of any layout copied into this rank's shards, by
        llm/model.py names (parallel/consolidate.py).
     6. The tensor-parallel partition patterns of DeepSpeed's universal checkpoint, saved with every checkpoint,

@@ -205,11 +205,12 @@ def build_pipeline_module(cfg: RunConfig, topo):
     'type:BlockPipe' to balance blocks only), with `cfg.parallel.checkpoint_interval` as DeepSpeed's
     activation_checkpoint_interval: the length of the checkpointed segments, so with k every run of k
     consecutive blocks keeps only its input and is recomputed in the backward pass (memory ~ n_layers/k
-    boundary activations), the pipeline analogue of checkpointing every k-th block. Only runs made entirely of blocks are recomputed (torch's non-reentrant checkpoint),
-    as in single-process mode; a segment that also holds the embedding, norm or head runs plainly. With
-    `topo.tp > 1` every stage is tensor-parallel and the loss is the vocab-parallel cross-entropy. Weights
-    equal the single-process model's (per-name seeded init); tied embeddings are one `TiedLayerSpec` whose
-    gradients DeepSpeed all-reduces between the first and last stage.
+    boundary activations), the pipeline analogue of checkpointing every k-th block. Only runs made entirely of
+    blocks are recomputed (torch's non-reentrant checkpoint), as in single-process mode; a segment that also
+    holds the embedding, norm or head runs plainly. With `topo.tp > 1` every stage is tensor-parallel and the
+    loss is the vocab-parallel cross-entropy. Weights equal the single-process model's (per-name seeded init);
+    tied embeddings are one `TiedLayerSpec` whose gradients DeepSpeed all-reduces between the first and last
+    stage.
     """
     check_pipeline_transfers(cfg, topo)
     cls = _pipeline_module_class()

@@ -1,8 +1,9 @@
 """The tensor × pipeline × data layout of a run and its process groups.
 
 `check_layout` validates a layout against the world size, the model shape, the batch sizes and the DeepSpeed
-pass-through keys without touching any process group, so launchers can fail before spawning anything. `Topology` builds the groups once
-`torch.distributed` is initialised and is passed explicitly to whatever needs them (no module globals).
+pass-through keys without touching any process group, so launchers can fail before spawning anything.
+`Topology` builds the groups once `torch.distributed` is initialised and is passed explicitly to whatever needs
+them (no module globals).
 
 Rank order is DeepSpeed's `PipeModelDataParallelTopology`: axes (pipe, data, model), row-major, so the
 tensor-parallel ranks of a group are adjacent global ranks (the same node, the fastest links: TP

@@ -14,8 +14,8 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "unit: in-process only (no subprocess, no launcher, no ranks): `pytest -m unit`, "
-                                       "a tier of about a minute beside the full suite")
+    config.addinivalue_line("markers", "unit: in-process only (no subprocess, no launcher, no ranks): "
+                                       "`pytest -m unit`, a tier of about a minute beside the full suite")
 
 
 # Test files that must run on one worker, one after the other: both start a local SLURM cluster.

@@ -92,7 +92,8 @@ def test_unknown_deepspeed_keys_are_refused_in_debug_mode_too(tiny_config):
 @pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA build of PyTorch")
 def test_device_cuda_on_a_cpu_build_is_one_line():
     from llm.train.hardware import parse_device
-    with pytest.raises(ConfigError, match=r"--device cuda: this PyTorch \(.*\) is built without CUDA; use --device cpu"):
+    with pytest.raises(ConfigError,
+                       match=r"--device cuda: this PyTorch \(.*\) is built without CUDA; use --device cpu"):
         parse_device("cuda")
     with pytest.raises(ConfigError, match="--device tpu: not a torch device"):
         parse_device("tpu")
@@ -115,7 +116,8 @@ FULL_DISK_CHILD = textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, as a full disk gives ENOSPC
     resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
     for what, write in (("checkpoint", lambda: save_checkpoint(backend, cfg, 2, 0)),
-                        ("metrics", lambda: MetricsLogger(Path(cfg.out_dir) / "m.jsonl").log({"step": 2, "x": "y" * size}))):
+                        ("metrics",
+                         lambda: MetricsLogger(Path(cfg.out_dir) / "m.jsonl").log({"step": 2, "x": "y" * size}))):
         try:
             write()
         except DiskFull as e:

@@ -130,7 +130,8 @@ def test_entry_point_catches_no_broad_error_around_library_code(path):
         for handler in node.handlers:
             caught = _caught(handler)
             reraises = any(isinstance(n, ast.Raise) for stmt in handler.body for n in ast.walk(stmt))
-            if caught & {"ValueError", "Exception", "BaseException"} and not calls <= {"int", "float", "tuple", "text.split", "t.strip"}:
+            if (caught & {"ValueError", "Exception", "BaseException"}
+                    and not calls <= {"int", "float", "tuple", "text.split", "t.strip"}):
                 offenders.append(f"line {handler.lineno}: except {', '.join(sorted(caught))} around {sorted(calls)}")
             elif caught & {"OSError", "RuntimeError"} and not reraises:
                 offenders.append(f"line {handler.lineno}: except {', '.join(sorted(caught))} swallowed")
@@ -160,4 +161,5 @@ def test_llm_forge_runs_the_same_entry_point_as_the_file():
     assert via_file.stdout == via_cli.stdout and via_file.stdout.startswith("{")
     bad = subprocess.run([sys.executable, "-c", "from launch.cli import console_main; console_main()", "plan",
                           "--flops", "1e60"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("config error: budget C=1e+60") and "Traceback" not in bad.stderr
+    assert (bad.returncode == 2 and bad.stderr.startswith("config error: budget C=1e+60")
+            and "Traceback" not in bad.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 
-from typed_yaml.errors import ConfigError  # noqa: F401  (the error contract: typed_yaml/errors.py)
+from typed_yaml.errors import ConfigError  # the error contract: typed_yaml/errors.py
 
 
 class DuplicateKeyError(yaml.YAMLError):

@@ -94,7 +94,8 @@ class Bench:
         s.mkdir(parents=True)
         small = ["base.steps=5", "task.n_train=200", "task.n_dev=40", "task.n_eval_prompts=8", "eval.max_new_tokens=6"]
         for out, extra in ((s / "run", []), (s / "run2", ["seed=1", 'task.template_prompt="order {prompt}:"'])):
-            rc, o, e, _ = self.run("chain", ["--config", str(RECIPE), f"out_dir={out}", "stages=[base]"] + small + extra,
+            rc, o, e, _ = self.run("chain",
+                                   ["--config", str(RECIPE), f"out_dir={out}", "stages=[base]"] + small + extra,
                                    timeout=600)
             assert rc == 0, e[-3000:]
         jl(self.ep, prompts(8))
@@ -148,8 +149,8 @@ class Bench:
     def sft(self, d, data=None, *extra):
         data = data or jl(d / "sft.jsonl", convs())
         return self.common(d) + [f"sft.init={self.base}", f"sft.data={data}", f"sft.eval_data={data}", "sft.steps=2",
-                                 "sft.batch_size=4", "sft.eval_every=1", "sft.checkpoint_every=0", "sft.optim.warmup_steps=0",
-                                 *extra]
+                                 "sft.batch_size=4", "sft.eval_every=1", "sft.checkpoint_every=0",
+                                 "sft.optim.warmup_steps=0", *extra]
 
     def rl(self, d, reward=None, data=None, *extra):
         data = data or jl(d / "prompts.jsonl", prompts())
@@ -267,43 +268,46 @@ def cases(b: Bench) -> list[Case]:
         lambda d: b.dpo(d, write_bytes("pairs.jsonl.gz", __import__("gzip").compress(latin))(d)),
         ["dpo.data", "pairs.jsonl.gz"])
     add("dpo.data: UTF-16 JSONL", "dpo",
-        lambda d: b.dpo(d, write_bytes("u16.jsonl", "".join(json.dumps(r) + "\n" for r in pairs()).encode("utf-16"))(d)),
+        lambda d: b.dpo(d, write_bytes("u16.jsonl",
+                                       "".join(json.dumps(r) + "\n" for r in pairs()).encode("utf-16"))(d)),
         ["dpo.data", "u16.jsonl"])
     add("chain sft+dpo: non-UTF-8 dpo.data found before sft trains", "chain",
         lambda d: b.chain(d, ["sft", "dpo"], f"sft.init={b.base}", f"sft.data={jl(d / 's.jsonl', convs())}",
-                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4", "sft.optim.warmup_steps=0",
-                          f"dpo.data={write_bytes('latin1.jsonl', latin)(d)}"),
+                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4",
+                          "sft.optim.warmup_steps=0", f"dpo.data={write_bytes('latin1.jsonl', latin)(d)}"),
         ["stage dpo", "dpo.data", "latin1.jsonl"])
     add("chain sft+dpo: corrupt parquet dpo.data found before sft trains", "chain",
         lambda d: b.chain(d, ["sft", "dpo"], f"sft.init={b.base}", f"sft.data={jl(d / 's.jsonl', convs())}",
-                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4", "sft.optim.warmup_steps=0",
-                          f"dpo.data={write_bytes('bad.parquet', b'PAR1xx')(d)}"),
+                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4",
+                          "sft.optim.warmup_steps=0", f"dpo.data={write_bytes('bad.parquet', b'PAR1xx')(d)}"),
         ["stage dpo", "dpo.data", "bad.parquet"])
 
     # -- parameters with no meaning ---------------------------------------------------------------------------------
     params = [
-        ("dpo", ["dpo.beta=-1"], "dpo.beta"), ("dpo", ["dpo.beta=0"], "dpo.beta"), ("dpo", ["dpo.beta=.nan"], "dpo.beta"),
+        ("dpo", ["dpo.beta=-1"], "dpo.beta"), ("dpo", ["dpo.beta=0"], "dpo.beta"),
+        ("dpo", ["dpo.beta=.nan"], "dpo.beta"),
         ("dpo", ["dpo.optim.lr=-1"], "dpo.optim.lr"),
-        
+
         ("rl", ["rl.beta=-0.1"], "rl.beta"), ("rl", ["rl.clip_eps=0"], "rl.clip_eps"),
         ("rl", ["rl.clip_eps=1.5"], "rl.clip_eps"), ("rl", ["rl.group_size=1"], "group_size"),
         ("rl", ["rl.temperature=0"], "rl.temperature"), ("rl", ["rl.temperature=-1"], "rl.temperature"),
         ("rl", ["rl.mini_batch=0"], "rl.mini_batch"), ("rl", ["rl.max_new_tokens=0"], "rl.max_new_tokens"),
         ("rl", ["rl.optim.lr=0"], "rl.optim.lr"), ("rl", ["rl.reward_weights=[.nan]"], "rl.reward_weights"),
-        
-        
+
+
         ("dpo", ["ppo.temperature=0"], "ppo.temperature"), ("dpo", ["eval.temperature=-1"], "eval.temperature"),
-        ("dpo", ["ppo.mini_batch=0"], "ppo.mini_batch"), 
+        ("dpo", ["ppo.mini_batch=0"], "ppo.mini_batch"),
         ("dpo", ["ppo.kl_target=-1"], "ppo"), ("dpo", ["ppo.kl_horizon=0"], "ppo.kl_horizon"),
         ("dpo", ["ppo.ppo_epochs=0"], "ppo.ppo_epochs"), ("dpo", ["ppo.iterations=0"], "ppo.iterations"),
         ("dpo", ["ppo.rollout_batch=0"], "ppo.rollout_batch"), ("dpo", ["ppo.value_clip=-1"], "ppo.value_clip"),
         ("dpo", ["ppo.reward_clip=0"], "ppo.reward_clip"), ("dpo", ["ppo.beta=.inf"], "ppo.beta"),
         ("dpo", ["ppo.max_new_tokens=0"], "ppo.max_new_tokens"),
-        ("dpo", ["eval.max_new_tokens=0"], "eval.max_new_tokens"), ("dpo", ["eval.correct_reward=.nan"], "eval.correct_reward"),
+        ("dpo", ["eval.max_new_tokens=0"], "eval.max_new_tokens"),
+        ("dpo", ["eval.correct_reward=.nan"], "eval.correct_reward"),
         ("dpo", ["rm.margin=-1"], "rm.margin"), ("dpo", ["rm.policy_samples=-1"], "rm.policy_samples"),
         ("dpo", ["sft.eval_every=-1"], "sft.eval_every"), ("dpo", ["task.n_train=0"], "task.n_train"),
         ("dpo", ["base.steps=0"], "base.steps"), ("dpo", ["base.lr=-1"], "base.lr"),
-        
+
     ]
     for _, extra, key in params:
         add(f"chain (config only): {' '.join(extra)}", "chain", lambda d, e=extra: b.chain(d, [], *e), [key])
@@ -336,8 +340,9 @@ def cases(b: Bench) -> list[Case]:
         expect_trained_first=True, timeout_s=60, extra_after=["reward_timeout_s=5"])
     add("chain: eval.reward sys.exit(0) before sft trains", "chain",
         lambda d: b.chain(d, ["sft"], f"sft.init={b.base}", f"sft.data={jl(d / 's.jsonl', convs())}",
-                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4", "sft.optim.warmup_steps=0",
-                          f"eval.reward=[{reward_file(exits)(d)}]"), ["eval.reward", "user_reward.py"])
+                          f"sft.eval_data={d / 's.jsonl'}", "sft.steps=2", "sft.batch_size=4",
+                          "sft.optim.warmup_steps=0", f"eval.reward=[{reward_file(exits)(d)}]"),
+        ["eval.reward", "user_reward.py"])
 
     # -- corrupt checkpoints --------------------------------------------------------------------------------------
     def broken_base(d, mutate):
@@ -413,7 +418,8 @@ def cases(b: Bench) -> list[Case]:
         ["ppo.reward_model", "not a reward model"])
     add("rlhf: reward_model missing", "rlhf", lambda d: b.ppo(d, None, rm=str(d / "no_rm")), ["ppo.reward_model",
                                                                                                 "no_rm"])
-    add("rlhf: actor missing", "rlhf", lambda d: b.ppo(d, None, f"ppo.actor={d / 'no_actor'}"), ["ppo.actor", "no_actor"])
+    add("rlhf: actor missing", "rlhf", lambda d: b.ppo(d, None, f"ppo.actor={d / 'no_actor'}"),
+        ["ppo.actor", "no_actor"])
     add("rlhf: prompts file missing", "rlhf", lambda d: b.ppo(d, d / "none.jsonl"), ["ppo.prompts", "none.jsonl"])
     add("rlhf: prompts are binary", "rlhf", lambda d: b.ppo(d, write_bytes("bin.jsonl", binary)(d)),
         ["ppo.prompts", "bin.jsonl"])
@@ -459,7 +465,8 @@ def main():
     from llm.align.config import AlignConfig
     fixed = "reward_timeout_s" in AlignConfig.__dataclass_fields__
     todo = [c for c in cases(b) if args.only is None or re.search(args.only, c.name)]
-    runs = args.work / (("cases_after" if fixed else "cases") + ("_only" if args.only else ""))  # a before and an after run may share one setup
+    # a before and an after run may share one setup
+    runs = args.work / (("cases_after" if fixed else "cases") + ("_only" if args.only else ""))
     shutil.rmtree(runs, ignore_errors=True)
 
     def one(i_case):

@@ -1,6 +1,7 @@
 """Bad inputs on the Hugging Face and export paths, each run against the real entry points as a user would.
 
-    python bench/hardening/hf.py [--root REPO] [--only SUBSTR] [--entry import|export|eval] [--jobs 2] [--out results.json]
+    python bench/hardening/hf.py [--root REPO] [--only SUBSTR] [--entry import|export|eval] [--jobs 2]
+                                 [--out results.json]
 
 Builds (once, under a temp dir) a random-init LlamaForCausalLM saved by transformers with our tiny tokenizer, a
 sharded copy, a tied copy and an imported checkpoint; then every case copies one of them, breaks one thing, and runs
@@ -30,7 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -589,7 +590,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.root.resolve(), args.worker[0], Path(args.worker[1]))
-    selected = [c for c in cases() if (not args.only or args.only in c.name) and (not args.entry or c.entry in args.entry)]
+    selected = [c for c in cases()
+                if (not args.only or args.only in c.name) and (not args.entry or c.entry in args.entry)]
     with tempfile.TemporaryDirectory(prefix="hf_hardening_") as tmp:
         work = Path(tmp)
         bases = prepare(work, args.root.resolve())

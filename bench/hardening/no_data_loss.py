@@ -338,7 +338,7 @@ def _kill_mid_write(w: Path, tool: str):
 @case("export", "kill -9 mid-write, then rerun the same command")
 def _(w):
     src, out = _kill_mid_write(w, "export")
-    half = out.exists() and not hf_loads(out)() is None
+    half = out.exists() and hf_loads(out)() is not None
     proc = export(src, out)
     if half and proc.returncode != 0:
         return "late-or-misleading", f"the killed run left a half export at {out}, which blocks the rerun"
@@ -767,7 +767,7 @@ def main() -> int:
         t0 = time.monotonic()
         try:
             outcome, detail = fn(w)
-        except Exception as e:  # noqa: BLE001  (a bench bug is reported, not fatal)
+        except Exception as e:  # a bench bug is reported, not fatal
             outcome, detail = "bench-error", f"{type(e).__name__}: {e}"
         print(f"{outcome:20s} {area:12s} {name}  [{time.monotonic() - t0:.0f}s] {detail}", flush=True)
         return {"area": area, "case": name, "outcome": outcome, "detail": detail}

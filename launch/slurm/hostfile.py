@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from llm.config import ConfigError  # noqa: E402
-from parallel.launch_env import slurm_hostnames  # noqa: E402
+from llm.config import ConfigError
+from parallel.launch_env import slurm_hostnames
 
 
 class AllocationError(RuntimeError):

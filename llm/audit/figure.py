@@ -5,9 +5,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # after choosing the backend
 
-from data_pipeline.canaries import KINDS  # noqa: E402
+from data_pipeline.canaries import KINDS
 
 FIGSIZE, DPI = (15, 4.8), 100  # inches, and pixels per inch: 1500×480
 KIND_LABELS = {"random": "random tokens", "secret": "secret sentence"}
@@ -70,7 +70,8 @@ def draw_audit(axes, results: dict) -> None:
         mem_ax.axhline(100 * baseline["rate"], color="black", ls="--", lw=1,
                        label=f"held-out documents ({100 * baseline['rate']:.1f}%, n={baseline['documents']})")
     mem_ax.set(title=f"Document memorization (k = {mem.get('k', '?')})",
-               xlabel="identical copies of the document in the corpus", ylabel="next k tokens after a k-token prompt exact (%)")
+               xlabel="identical copies of the document in the corpus",
+               ylabel="next k tokens after a k-token prompt exact (%)")
     mem_ax.set_ylim(0, max(10, max((100 * by[k]["rate"] for k in labels), default=0) * 1.3))
     for ax in (exp_ax, ext_ax, mem_ax):
         ax.grid(True, which="both", alpha=0.3)

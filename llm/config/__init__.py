@@ -1,6 +1,7 @@
 """Typed run configuration: one dataclass per concern, YAML as serialisation.
 
-No torch here (the planner, llm/cost and llm/scaling, and the launchers import it cheaply). `load_config` turns a YAML file plus
+No torch here (the planner, llm/cost and llm/scaling, and the launchers import it cheaply).
+`load_config` turns a YAML file plus
 dotted command-line overrides into a validated `RunConfig` (through the `typed_yaml` package); every error is a
 `ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
 stack trace.
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 import yaml
 
 import typed_yaml
-from typed_yaml import ConfigError, Renamed  # noqa: F401  (ConfigError re-exported: every entry point catches it)
+from typed_yaml import ConfigError, Renamed  # ConfigError re-exported: every entry point catches it
 from llm.config.data import DataConfig
 from llm.config.model import ModelConfig
 from llm.config.parallel import ParallelConfig, PrecisionConfig

@@ -23,7 +23,8 @@ class DataConfig:
             raise ConfigError(f"{where}.paths is empty: name at least one prepared dataset prefix "
                               "(the output of launch/prepare_data.py, e.g. runs/data/python_docs/data)")
         if self.weights is not None and len(self.weights) != len(self.paths):
-            raise ConfigError(f"{where}.weights has {len(self.weights)} entries but {where}.paths has {len(self.paths)}")
+            raise ConfigError(f"{where}.weights has {len(self.weights)} entries but {where}.paths has "
+                              f"{len(self.paths)}")
         if self.weights is not None and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
             raise ConfigError(f"{where}.weights must be non-negative with a positive sum")
         if not 0.0 < self.valid_fraction < 1.0:

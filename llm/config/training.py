@@ -96,7 +96,8 @@ class TrainConfig:
     ratios: compiled / eager 1.15 / 1.17, compiled / LlamaForCausalLM 1.12 / 1.15 at load 2-4 (1.22-1.34 at
     load 11-13). Off by default all the same: compiling costs 15-90 s per process on those cores (170 s for a cold
     cache at load 12), while configs/debug.yaml's 200 steps of 4,096 tokens take ~170 s eager (4,860 tokens/s at
-    load 2-4), so a 1.15x step saves ~22 s, less than it costs. Turn it on for runs of thousands of steps, where the compile is paid once."""
+    load 2-4), so a 1.15x step saves ~22 s, less than it costs. Turn it on for runs of thousands of steps, where
+    the compile is paid once."""
 
     def validate(self, where: str = "train") -> None:
         if (self.max_steps is None) == (self.tokens is None):

@@ -41,7 +41,8 @@ class Layout:
     def describe(self) -> str:
         ac = self.activation_checkpointing + (f"(k={self.checkpoint_interval})" if self.checkpoint_interval > 1 else "")
         return (f"tp={self.tp} pp={self.pp} dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
-                f"ckpt={ac}" + (" sp" if self.sequence_parallel else "") + (" offload" if self.offload_optimizer else ""))
+                f"ckpt={ac}" + (" sp" if self.sequence_parallel else "")
+                + (" offload" if self.offload_optimizer else ""))
 
     def parallel_dict(self) -> dict:
         """The `parallel` section of a run config (llm.config.ParallelConfig) for this layout."""

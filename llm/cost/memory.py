@@ -110,7 +110,8 @@ class MemoryPerGPU:
 
     def as_dict(self) -> dict:
         return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
-                "gathered_params": self.gathered_params, "activations": self.activations, "logits_and_loss": self.logits_and_loss,
+                "gathered_params": self.gathered_params, "activations": self.activations,
+                "logits_and_loss": self.logits_and_loss,
                 "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
                 "total": self.total, "stage": self.stage, "buckets_filled": self.buckets_filled,
                 "resident": self.resident}

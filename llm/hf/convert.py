@@ -114,7 +114,8 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
         raise ConfigError(f"{where}: the top level must be an object, not {type(raw).__name__}")
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"{where}: model_type={model_type!r} is not supported (only {', '.join(SUPPORTED_MODEL_TYPES)})")
+        raise ConfigError(f"{where}: model_type={model_type!r} is not supported "
+                          f"(only {', '.join(SUPPORTED_MODEL_TYPES)})")
     refuse = {
         "hidden_act": lambda v: v not in (None, "silu"),
         "attention_bias": bool, "mlp_bias": bool,

@@ -7,9 +7,9 @@ stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py wro
 model.pt). `read_checkpoint` is the one reader of those three kinds that export, evaluation, the audit and the
 alignment chain's outside base share; stage.json is read by llm/files.py `read_json` and model.pt through
 llm/train/safe_load.py (audited, weights-only), then checked against its config (llm/hf/validate.py
-`check_state_dict`: names, shapes, floating point, finite) before anything is written. What is written: config.json (LlamaConfig), safetensors weights
-(sharded with an index past `max_shard_size`) and generation_config.json, all by transformers' save_pretrained,
-and the tokenizer files (data_pipeline/hf_tokenizer.py).
+`check_state_dict`: names, shapes, floating point, finite) before anything is written. What is written:
+config.json (LlamaConfig), safetensors weights (sharded with an index past `max_shard_size`) and
+generation_config.json, all by transformers' save_pretrained, and the tokenizer files (data_pipeline/hf_tokenizer.py).
 """
 from __future__ import annotations
 
@@ -149,7 +149,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False, 
         raise ConfigError(f"{checkpoint}: LlamaForCausalLM wants {missing[:3]}, got extra {result.unexpected_keys[:3]}")
     model.tie_weights()
     model.generation_config = GenerationConfig(**{k: v for k, v in (("bos_token_id", tok.bos_id),
-                                                  ("eos_token_id", tok.eos_id), ("pad_token_id", tok.pad_id)) if v >= 0})
+                                                                    ("eos_token_id", tok.eos_id),
+                                                                    ("pad_token_id", tok.pad_id)) if v >= 0})
     model.save_pretrained(str(out), max_shard_size=max_shard_size)
     if is_hf_tokenizer(src.tokenizer):
         folder = src.tokenizer if src.tokenizer.is_dir() else src.tokenizer.parent

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typed_yaml.errors import EXIT_BUG, UserError  # re-exported: the sweep's mistakes are UserErrors
+
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: the points' trainers are launch/pretrain.py, run from here."""
-
-
-from typed_yaml.errors import EXIT_BUG, UserError  # noqa: F401  (re-exported: the sweep's mistakes are UserErrors)
 
 
 class RunFailed(UserError):

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # after choosing the backend
+import numpy as np
 
-from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH2  # noqa: E402
+from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
 
 FIGSIZE, DPI = (17, 6.5), 100
 

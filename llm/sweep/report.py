@@ -139,8 +139,8 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
                   f"rms log residual {par['rms_residual']:.4f}, max {par['max_abs_residual']:.4f}, "
                   f"{'converged' if par['converged'] else 'NOT converged'}. Per-run residuals (log L̂ − log L):", "",
                   "| point | N | D | loss | predicted | residual |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['n_params']:,} | {r['n_tokens']:,.0f} | {r['loss']:.4f} | {r['predicted']:.4f} | "
-                  f"{r['log_residual']:+.4f} |" for r in par["residuals"]]
+        lines += [f"| {r['name']} | {r['n_params']:,} | {r['n_tokens']:,.0f} | {r['loss']:.4f} | "
+                  f"{r['predicted']:.4f} | {r['log_residual']:+.4f} |" for r in par["residuals"]]
         lines += [""]
     max_epochs = max((p["tokens_trained"] / train_tokens for p in grid["points"]), default=0) if train_tokens else None
     lines += ["## Caveats", "",
@@ -148,7 +148,8 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
                + (" (no token repeated). " if max_epochs <= 1 else ". ") if max_epochs
                else "Repetition: the epochs per point are unknown. ")
               + "Muennighoff et al. 2023 (arXiv:2305.16264) find up to about 4 epochs of repeated data nearly as "
-              "good as unique data, and the value of further repetition decaying towards zero beyond. Within a budget the smallest models train on the most tokens, so they repeat "
+              "good as unique data, and the value of further repetition decaying towards zero beyond. Within a "
+              "budget the smallest models train on the most tokens, so they repeat "
               "the most: past a few epochs their losses are higher than fresh data would give, which moves each "
               "parabola's minimum towards larger N and, as the repetition grows with C, steepens a (and flattens b). "
               "Fits of points beyond ~4 epochs describe this corpus' data-constrained regime, not the "

@@ -277,4 +277,5 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
     try:
         model.load_state_dict(read_model_weights(path))
     except RuntimeError as e:
-        raise ConfigError(f"{path} does not fit this model (another shape?): {str(e).splitlines()[-1].strip()}") from None
+        raise ConfigError(f"{path} does not fit this model (another shape?): "
+                          f"{str(e).splitlines()[-1].strip()}") from None

@@ -114,7 +114,8 @@ class PreemptionFlag:
         self.raised = signal.Signals(signum).name
 
 
-def micro_batches(dataset, step: int, cfg: RunConfig, dp_rank: int, dp_size: int, offset: int = 0) -> list[torch.Tensor]:
+def micro_batches(dataset, step: int, cfg: RunConfig, dp_rank: int, dp_size: int,
+                  offset: int = 0) -> list[torch.Tensor]:
     """This rank's micro-batches of global step `step`: a contiguous share of the step's G samples."""
     g, m = cfg.train.global_batch_size, cfg.train.micro_batch_size
     per_rank = g // dp_size
@@ -216,8 +217,8 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             (Path(cfg.out_dir) / "eval.json").write_text(json.dumps({"step": step, "eval_loss": eval_loss}))
             log(f"eval loss {eval_loss:.6f} at step {step}")
         return TrainOutcome(step, "evaluated", None, eval_loss, latest)
-    metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step, logging=cfg.logging, total_steps=total,
-                            run_config=asdict(cfg))
+    metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step,
+                            logging=cfg.logging, total_steps=total, run_config=asdict(cfg))
     preempt = PreemptionFlag.install()
     # Until the first metrics line (a multiple of log_every), which may be minutes away on a slow start: a line
     # after the first step (its time holds compilation and warm-up) and every ~30 s, also in <out_dir>/progress.log.

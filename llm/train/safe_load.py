@@ -62,8 +62,8 @@ def audit(path: str | Path) -> None:
                                 f"({type(e).__name__}: {str(e).split('. ')[0] if str(e) else 'truncated'})") from None
     if unsafe:
         raise CheckpointRefused(f"refusing to load {path}: its pickle calls {', '.join(sorted(unsafe))} on load, which "
-                                "could run any code (a checkpoint holds only tensors, numbers, strings and containers); "
-                                "if you trust whoever wrote it, convert it to plain tensors yourself")
+                                "could run any code (a checkpoint holds only tensors, numbers, strings and "
+                                "containers); if you trust whoever wrote it, convert it to plain tensors yourself")
 
 
 def pickle_files(root: str | Path) -> list[Path]:

@@ -15,8 +15,8 @@ import torch
 from llm.config import RunConfig
 from llm.train.backend import Backend, Throughput
 from llm.train.loop import TrainOutcome, train
-from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer, hardware_flops_per_token, model_flops_per_token,
-                             prepare_out_dir, release_run)
+from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer, hardware_flops_per_token,
+                             model_flops_per_token, prepare_out_dir, release_run)
 
 
 def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Callable[[], tuple[float, str]],

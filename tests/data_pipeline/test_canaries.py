@@ -60,7 +60,8 @@ def test_report_counts_the_canaries_and_the_corpus_apart(prepared):
     assert {b: row["copies"] for b, row in section["buckets"].items()} == {"1": 6, "2": 12, "5": 30}
     ds = IndexedDataset(out / "data")
     assert report["documents"] == len(ds) == report["stages"]["tokenize"]["docs_out"] + 48
-    assert report["tokens"] == ds.num_tokens() == report["stages"]["tokenize"]["tokens_out"] + section["inserted_tokens"]
+    assert report["tokens"] == ds.num_tokens() == (report["stages"]["tokenize"]["tokens_out"]
+                                                   + section["inserted_tokens"])
 
 
 @pytest.mark.parametrize("crash_after", [10, 21])

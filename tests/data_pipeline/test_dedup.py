@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from data_pipeline.dedup.buckets import SIG_DTYPE, SignatureFileError, bucket_dir, find_edges, load_checked, save_atomic, write_signatures
+from data_pipeline.dedup.buckets import (SIG_DTYPE, SignatureFileError, bucket_dir, find_edges, load_checked,
+                                         save_atomic, write_signatures)
 from data_pipeline.dedup.exact import content_hash, id_rank
 from data_pipeline.dedup.minhash import MinHashConfig, MinHasher, cluster_removals
 from data_pipeline.dedup.substring import SubstringConfig, remove_repeats

@@ -106,7 +106,8 @@ def test_two_tasks_match_one_task(prepared, tmp_path):
         for index in (1, 0):  # task 1 first: nothing may depend on task 0 having run
             if stage in ("cluster", "merge") and index == 1:
                 continue
-            cfg = load_data_config(prepare_data.DEFAULT_CONFIG, cfg_args + [f"shards.task_index={index}", "shards.task_count=2"])
+            cfg = load_data_config(prepare_data.DEFAULT_CONFIG,
+                                   cfg_args + [f"shards.task_index={index}", "shards.task_count=2"])
             run(cfg, stage, wait_timeout_s=5)
     for name in ("data.bin", "data.idx", "report.json", "tokenizer.model"):
         assert (tmp_path / "multi" / name).read_bytes() == (base / "out" / name).read_bytes(), name

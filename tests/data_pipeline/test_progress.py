@@ -11,7 +11,6 @@ import subprocess
 import sys
 import termios
 import threading
-from pathlib import Path
 
 from data_pipeline.config import load_data_config
 from data_pipeline.dedup.cluster import edge_units, load_removals

@@ -113,7 +113,8 @@ CASES = [
     ("unknown key", _io("{d}/good.jsonl", "{d}/o30", "dedup.minhash.band=3"), "did you mean 'dedup.minhash.bands'"),
     ("override without =", _io("{d}/good.jsonl", "{d}/o31", "dedup.minhash.bands"), "must look like key.sub=value"),
     ("bands=0", _io("{d}/good.jsonl", "{d}/o32", "dedup.minhash.bands=0"), "dedup.minhash.bands=0 must be >= 1"),
-    ("vocab_size=10", _io("{d}/good.jsonl", "{d}/o33", "tokenize.vocab_size=10"), "tokenize.vocab_size=10 must be >= 261"),
+    ("vocab_size=10", _io("{d}/good.jsonl", "{d}/o33", "tokenize.vocab_size=10"),
+     "tokenize.vocab_size=10 must be >= 261"),
     ("negative threshold", _io("{d}/good.jsonl", "{d}/o34", "filters.fineweb.max_short_line_ratio=-0.5"),
      "filters.fineweb.max_short_line_ratio=-0.5 must be >= 0"),
     ("minimum fraction above 1", _io("{d}/good.jsonl", "{d}/o35", "filters.gopher_quality.min_alpha_words_ratio=2"),
@@ -147,7 +148,8 @@ CASES = [
     ("stage before its predecessor", _io("{d}/good.jsonl", "{d}/o48", "--stage", "cluster"),
      "this is the only task and"),
     ("blend: missing dataset", ["blend", "--paths", "{d}/nope/data", "--weights", "1"], "{d}/nope/data.bin not found"),
-    ("blend: weights mismatch", ["blend", "--paths", "{d}/nope/data", "--weights", "1", "2"], "--weights has 2 values for 1 --paths"),
+    ("blend: weights mismatch", ["blend", "--paths", "{d}/nope/data", "--weights", "1", "2"],
+     "--weights has 2 values for 1 --paths"),
 ]
 
 

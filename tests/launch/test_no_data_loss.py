@@ -102,8 +102,8 @@ def test_a_second_sweep_on_one_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "s"
     holder = hold(out / runlock.LOCK_FILE)
     try:
-        rc = cli.call(sweep_main, ["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25", "--fit-only",
-                         "--out", str(out)])
+        rc = cli.call(sweep_main, ["--budgets", "3e10", "6e10", "--sizes-per-budget", "3", "--spread", "0.25",
+                                   "--fit-only", "--out", str(out)])
     finally:
         holder.kill()
         holder.wait()

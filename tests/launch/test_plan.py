@@ -164,7 +164,8 @@ def test_cluster_json_has_the_predictions():
     assert lay["tp"] * lay["pp"] * lay["dp"] == 16
     assert {"params", "grads", "optimizer", "buckets", "activations", "logits_and_loss", "allowance"} <= set(mem)
     assert mem["total"] <= 80e9
-    assert got["gpu_hours"] == pytest.approx(got["wall_clock_h"] * 16) and got["cost"] == pytest.approx(2 * got["gpu_hours"])
+    assert (got["gpu_hours"] == pytest.approx(got["wall_clock_h"] * 16)
+            and got["cost"] == pytest.approx(2 * got["gpu_hours"]))
     assert got["tokens_per_s"] == pytest.approx(got["global_batch_size"] * got["model"]["seq_len"] / got["step_time_s"])
     assert 0 < got["mfu"] <= got["mfu_assumed"] * (1 + 1e-9)  # communication and bubble only add time
 
@@ -209,7 +210,8 @@ def test_a_config_with_a_renamed_key_plans_with_one_warning_line(tmp_path):
 
 def test_nothing_fits_is_one_line():
     out = run("--flops", "1e24", "--gpus", "1", "--gpu", "a100-40gb")
-    assert out.returncode == 2 and "no layout of 1 GPUs fits" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert (out.returncode == 2 and "no layout of 1 GPUs fits" in out.stderr
+            and len(out.stderr.strip().splitlines()) == 1)
 
 
 def test_law_from_a_sweep(tmp_path):

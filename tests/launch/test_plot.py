@@ -112,7 +112,8 @@ def _bad_cases(tmp_path, run_dir):
                                                                                         "report (not UTF-8"),
         "one bad run of two": ([run_dir, tmp_path / "empty", "--out", out], "has no metrics rows yet"),
         "no chain report": (["--chain", tmp_path / "no_report", "--out", out], "chain_report.json does not exist"),
-        "garbled chain report": (["--chain", tmp_path / "bad_report", "--out", out], "chain_report.json: not valid JSON"),
+        "garbled chain report": (["--chain", tmp_path / "bad_report", "--out", out],
+                                 "chain_report.json: not valid JSON"),
         "chain report without stages": (["--chain", tmp_path / "no_stages", "--out", out], "has no stages"),
         "out in a missing folder": ([run_dir, "--out", tmp_path / "nope" / "x.png"], "is not an existing folder"),
         "out under a file": ([run_dir, "--out", tmp_path / "a_file" / "x.png"], "is not an existing folder"),
@@ -142,7 +143,8 @@ def test_every_user_error_is_one_line_and_exit_2(two_runs, tmp_path, capsys):
 
 def test_an_error_from_the_script_is_one_line(tmp_path):
     r = plot(tmp_path / "nope", "--out", tmp_path / "out.png")
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"plot.py: error: {tmp_path / 'nope'} is not a directory"]
+    assert (r.returncode == 2
+            and r.stderr.strip().splitlines() == [f"plot.py: error: {tmp_path / 'nope'} is not a directory"])
 
 
 def _bar_labels(fig):

@@ -91,7 +91,8 @@ def test_sweep_writes_configs_runs_every_point_and_says_why_no_law(swept):
         assert cfg["optim"]["lr"] == pytest.approx(DEEPSEEK_2024_LR[0] * p["flops"] ** DEEPSEEK_2024_LR[1], rel=1e-3)
         # Every point evaluates the whole validation split, distinct samples, in global batches; no accumulation
         # the base config did not ask for.
-        g, valid = cfg["train"]["global_batch_size"], json.loads((out / "sweep.json").read_text())["data"]["valid_samples"]
+        g = cfg["train"]["global_batch_size"]
+        valid = json.loads((out / "sweep.json").read_text())["data"]["valid_samples"]
         want = min(valid, 8192 // cfg["model"]["seq_len"])  # --eval-tokens 8192, or all of a smaller split
         assert valid > 8192 // cfg["model"]["seq_len"] and cfg["train"]["eval_batches"] == want // g
         assert p["eval_samples"] == cfg["train"]["eval_batches"] * g

@@ -14,6 +14,7 @@ what `torch.cuda.max_memory_allocated` reports on a GPU. Rank 0 writes every ran
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import sys
 from pathlib import Path
@@ -84,7 +85,8 @@ def measure(spec: str, launch, device) -> dict:
     states = measure_zero_bytes(backend.engine)
     held = states.total + states.buffers
     step_batches = batches()
-    peak = held + allocator_peak(lambda: backend.train_step(step_batches, lr=cfg.optim.lr))
+    # A partial, not a lambda: no closure over `backend`, which is deleted below to free the engine.
+    peak = held + allocator_peak(functools.partial(backend.train_step, step_batches, lr=cfg.optim.lr))
     layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval)
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")

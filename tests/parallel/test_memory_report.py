@@ -4,7 +4,8 @@ import json
 
 from llm.config import load_config
 from llm.train.memory_watch import predict_run_memory
-from tests.parallel.launcher_utils import launcher_config_dict, prepare_tiny_data, read_metrics, run_deepspeed, write_config
+from tests.parallel.launcher_utils import (launcher_config_dict, prepare_tiny_data, read_metrics, run_deepspeed,
+                                           write_config)
 
 
 def test_launched_run_reports_predicted_memory(tmp_path):

@@ -32,7 +32,8 @@ def test_user_mistakes_are_one_line_exit_2(eval_checkpoint, tmp_path, capsys):
     (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert "gone.model does not exist" in _err(capsys, ["--checkpoint", str(bad), "--tasks", "python_docs_ppl"])
     assert "is a directory" in _err(capsys, ck + ["--tasks", "python_docs_ppl", "--out", str(tmp_path)])
-    assert "does not exist" in _err(capsys, ck + ["--tasks", "python_docs_ppl", "--out", str(tmp_path / "a" / "r.json")])
+    assert "does not exist" in _err(capsys, ck + ["--tasks", "python_docs_ppl", "--out",
+                                                  str(tmp_path / "a" / "r.json")])
 
 
 def test_missing_lm_eval_names_the_extra(eval_checkpoint):

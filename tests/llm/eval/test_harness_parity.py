@@ -45,7 +45,8 @@ def test_prefix_is_eos_and_nothing_is_added(loaded):
     text = "The tutorial ends here."
     (got,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
     ids = tok.encode(text)
-    assert got == pytest.approx(rolling_loglikelihood(loaded.model, ids, tok.eos_id, loaded.config.seq_len), rel=REL_TOL)
+    assert got == pytest.approx(rolling_loglikelihood(loaded.model, ids, tok.eos_id, loaded.config.seq_len),
+                                rel=REL_TOL)
     assert abs(got - rolling_loglikelihood(loaded.model, ids, tok.bos_id, loaded.config.seq_len)) > 1e-3
 
 
@@ -55,7 +56,8 @@ def test_multiple_choice_accuracy_equals_our_argmax(eval_checkpoint, loaded):
     tok, model = loaded.tokenizer, loaded.model
     hits = hits_norm = 0
     for item in items:
-        lls = [continuation_loglikelihood(model, tok, item["context"], c, loaded.config.seq_len) for c in item["choices"]]
+        lls = [continuation_loglikelihood(model, tok, item["context"], c, loaded.config.seq_len)
+               for c in item["choices"]]
         hits += max(range(len(lls)), key=lls.__getitem__) == item["label"]
         norm = [ll / len(c) for ll, c in zip(lls, item["choices"])]
         hits_norm += max(range(len(norm)), key=norm.__getitem__) == item["label"]

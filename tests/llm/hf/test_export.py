@@ -65,7 +65,8 @@ def test_sharded_export_and_tokenizer(debug_checkpoint, tiny_data, tmp_path):
     index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     text = " def f(x):\n    return x  # </s>\n"
-    assert AutoTokenizer.from_pretrained(tmp_path / "hf")(text)["input_ids"] == Tokenizer(tiny_data["tokenizer"]).encode(text)
+    assert (AutoTokenizer.from_pretrained(tmp_path / "hf")(text)["input_ids"]
+            == Tokenizer(tiny_data["tokenizer"]).encode(text))
 
 
 def test_zero3_checkpoint_exports_to_an_equal_hf_model(tiny_data, tmp_path):

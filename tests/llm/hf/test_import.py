@@ -76,7 +76,8 @@ def test_imported_model_equals_hf_and_exports_back_bitwise(shape, tiny_data, tmp
 def test_bf16_round_trip_is_bitwise(tiny_data, tmp_path):
     make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], dtype=torch.bfloat16, **dict(SHAPES["gqa"]))
     assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
-    assert torch.load(tmp_path / "ours/step_00000000/model.pt", weights_only=True)["norm.weight"].dtype == torch.bfloat16
+    assert torch.load(tmp_path / "ours/step_00000000/model.pt",
+                      weights_only=True)["norm.weight"].dtype == torch.bfloat16
     assert cli.call(export_main, [str(tmp_path / "ours/step_00000000"), str(tmp_path / "back")]) == 0
     assert _safetensors(tmp_path / "hf") == _safetensors(tmp_path / "back")
 

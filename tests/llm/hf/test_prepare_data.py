@@ -1,4 +1,5 @@
-"""prepare_data.py --tokenizer HF_DIR: a corpus tokenized with a Hugging Face tokenizer.json for continued pretraining."""
+"""prepare_data.py --tokenizer HF_DIR: a corpus tokenized with a Hugging Face tokenizer.json for continued
+pretraining."""
 from __future__ import annotations
 
 import json

@@ -14,7 +14,6 @@ from launch import cli
 from launch.export_hf import main as export_main
 from launch.import_hf import main as import_main
 from llm.config import ConfigError
-from llm.hf.load import read_hf_config
 from llm.hf.validate import expected_shapes
 from llm.model import Transformer
 from tests.llm.hf.test_import import SHAPES, make_hf_model

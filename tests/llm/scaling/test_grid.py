@@ -1,4 +1,5 @@
-"""llm/scaling/grid.py (the isoFLOP grid) and llm/scaling/law.py (fitting, law.json, the law plan() uses): pure Python."""
+"""llm/scaling/grid.py (the isoFLOP grid) and llm/scaling/law.py (fitting, law.json, the law plan() uses): pure
+Python."""
 import json
 import math
 

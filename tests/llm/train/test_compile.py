@@ -52,7 +52,8 @@ def test_compiled_model_keeps_names_and_generate(backends):
     compiled.model.load_state_dict(eager.model.state_dict())
     prompt = torch.randint(0, MODEL.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
     # generate() runs the blocks eagerly (a KV cache is passed), so it is the eager model's token for token.
-    assert torch.equal(compiled.model.generate(prompt, 8, temperature=0), eager.model.generate(prompt, 8, temperature=0))
+    assert torch.equal(compiled.model.generate(prompt, 8, temperature=0),
+                       eager.model.generate(prompt, 8, temperature=0))
 
 
 def test_compiled_loss_chunk_step_is_one_graph_and_matches_the_plain_loss():

@@ -1,4 +1,5 @@
-"""TensorBoard and W&B (offline) carry the same scalars as metrics.jsonl; rows are timestamped; the console has an ETA."""
+"""TensorBoard and W&B (offline) carry the same scalars as metrics.jsonl; rows are timestamped; the console has
+an ETA."""
 import io
 import json
 import sys
