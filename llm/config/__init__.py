@@ -1,9 +1,8 @@
 """Typed run configuration: one dataclass per concern, YAML as serialisation.
 
-No torch here (the planner, llm/cost and llm/scaling, and the launchers import it cheaply).
-`load_config` turns a YAML file plus
-dotted command-line overrides into a validated `RunConfig` (through the `typed_yaml` package); every error is a
-`ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
+No torch here (the planner, llm/cost and llm/scaling, and the launchers import it cheaply). `load_config` turns a
+YAML file plus dotted command-line overrides into a validated `RunConfig` (through the `typed_yaml` package); every
+error is a `ConfigError` whose message names the file, the key and the rule, so entry points can print it without a
 stack trace.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Fit the sweep's law to its finished points and write what came of it: DIR/law.json (llm/scaling/law.py),
-DIR/report.md and DIR/isoflop.png; without a law (no budget with its minimum inside its sizes), the report and the picture say why."""
+DIR/report.md and DIR/isoflop.png; without a law (no budget with its minimum inside its sizes), the report and the
+picture say why."""
 from __future__ import annotations
 
 from pathlib import Path
