@@ -5,7 +5,6 @@ re-check (dedup.minhash.verify) keeps the members of a chain that are not near t
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,11 @@ from tests.data_pipeline.corpus import good_doc, prose, words, write_jsonl
 from tests.data_pipeline.test_filters import C4_CASES, FINEWEB_CASES, GOPHER_QUALITY_CASES, GOPHER_REPETITION_CASES
 from data_pipeline.filters import C4Filter, FineWebFilter, GopherQualityFilter, GopherRepetitionFilter
 
+from launch import cli, prepare_data
+
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "launch"))
-import prepare_data  # noqa: E402
 
 SMALL = ["tokenize.vocab_size=400", "tokenize.workers=0", "progress=false"]
 
@@ -101,10 +100,10 @@ def test_inspect_prints_drops_with_their_evidence(chained, capsys):
     assert prepare_data.main(["inspect", str(out["true"]), "--json", "--rule", "minhash_dedup"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["id"] for r in rows) == sorted([b, c, e])
-    assert prepare_data.main(["inspect", str(out["true"] / "nope")]) == 2
+    assert cli.call(prepare_data.main, ["inspect", str(out["true"] / "nope")]) == 2
     # A rule naming no reason or stage of the folder is a typo (one line, exit 2), not "0 dropped".
     capsys.readouterr()
-    assert prepare_data.main(["inspect", str(out["true"]), "--rule", "minhash_dedupe"]) == 2
+    assert cli.call(prepare_data.main, ["inspect", str(out["true"]), "--rule", "minhash_dedupe"]) == 2
     err = capsys.readouterr().err
     assert "--rule minhash_dedupe: no drop of" in err and "minhash_dedup.near_duplicate" in err
     assert prepare_data.main(["inspect", str(out["true"]), "--rule", "tokenize"]) == 0  # a stage with no drops

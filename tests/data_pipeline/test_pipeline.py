@@ -3,7 +3,6 @@ dedup across shards and input files, multi-task splitting equal to one task, and
 that the pretraining dataset reads."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,10 @@ from data_pipeline.pipeline import run
 from data_pipeline.tokenizer import Tokenizer
 from tests.data_pipeline.corpus import good_doc, mutate, prose, words, write_jsonl
 
-pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+from launch import prepare_data
+
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "launch"))
-import prepare_data  # noqa: E402  (launch/ is not a package import path)
 
 SMALL = ["tokenize.vocab_size=400", "tokenize.workers=2", "shards.docs_per_shard=7", "progress=false"]
 
