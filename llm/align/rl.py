@@ -3,7 +3,7 @@
 Two models: the actor, trained, and a frozen copy of it, the reference; a reward model only when `rl.reward` lists
 'rm'. No critic, no GAE: each iteration samples `group_size` answers to each of `prompts_per_iteration` prompts,
 scores them with the reward functions (llm/align/rewards.py; the bundled task's checker by default) and/or the RM,
-and turns each group's rewards into one advantage per answer (llm/align/rl_losses.py): GRPO's group-normalised
+and turns each group's rewards into one advantage per answer (llm/align/losses.py): GRPO's group-normalised
 reward with the KL to the reference as a loss term, or RLOO's leave-one-out baseline of the KL-penalised reward.
 Then `epochs` passes of clipped updates over mini-batches of sequences. Evaluated like PPO: eval reward and checker
 accuracy on held-out prompts, KL to the reference, response length.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from llm.align import handoff
-from llm.align import rl_losses as RL
+from llm.align import losses as L
 from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
 from llm.align.data import decode_response, encode_prompt
@@ -110,9 +110,9 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
             ref_logp = d.gather_rows(response_logprobs(reference(tokens), tokens)) * mask
         kl_seq = ((old_logp - ref_logp) * mask).sum(1)
         if r.algorithm == "rloo":
-            adv = RL.rloo_advantages((reward - r.beta * kl_seq).view(-1, r.group_size))
+            adv = L.rloo_advantages((reward - r.beta * kl_seq).view(-1, r.group_size))
         else:
-            adv = RL.group_advantages(reward.view(-1, r.group_size), scale=r.loss_type == "grpo")
+            adv = L.group_advantages(reward.view(-1, r.group_size), scale=r.loss_type == "grpo")
         stats = {"loss": 0.0, "clip_frac": 0.0}
         for _ in range(r.epochs):
             perm = torch.randperm(n_rollout, generator=shuffle)
@@ -122,9 +122,9 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                 trainer.train()
                 logp = response_logprobs(trainer(b.tokens[j]), b.tokens[j])
                 if r.algorithm == "rloo":
-                    loss, cf = RL.rloo_loss(logp, old_logp[j], adv[j], mask[j], r.clip_eps, n_seq)
+                    loss, cf = L.rloo_loss(logp, old_logp[j], adv[j], mask[j], r.clip_eps, n_seq)
                 else:
-                    loss, cf = RL.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
+                    loss, cf = L.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
                                             n_seq, r.loss_type == "dr_grpo", r.max_new_tokens)
                 trainer.step(loss)
                 stats["loss"] += float(loss.detach())
