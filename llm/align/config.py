@@ -37,7 +37,7 @@ DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data":
 DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.data": "pair", "rm.eval_data": "pair",
               "dpo.data": "pair", "ppo.prompts": "prompt", "rl.prompts": "prompt", "eval.prompts": "prompt"}
 """The format each data key holds (llm/align/formats.py PARSERS); a stage may read a key as another kind
-(llm/align/stage.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
+(llm/align/stages.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
 
 
 INF = math.inf
@@ -104,7 +104,7 @@ class AlignConfig:
     by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
     reward_timeout_s: float = 60.0
     """Seconds one call of a reward function (rl.reward, eval.reward; on a batch of completions) may take before the
-    stage stops, naming it (llm/align/rewards.py); 0: no limit. Must be >= 0."""
+    stage stops, naming it (llm/align/reward_functions.py); 0: no limit. Must be >= 0."""
     base: BaseConfig = field(default_factory=BaseConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)

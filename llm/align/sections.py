@@ -82,7 +82,7 @@ class BaseConfig:
     """Start from an existing model instead of pretraining one: a stage checkpoint (llm/align/handoff.py), used as
     <out_dir>/base is, a step directory written by launch/pretrain.py (model.pt, config.yaml and the tokenizer
     its data.tokenizer names) or a Hugging Face LlamaForCausalLM directory (config.json, safetensors and its
-    tokenizer.json), which the base stage imports into <out_dir>/base (llm/align/pretrained.py)."""
+    tokenizer.json), which the base stage imports into <out_dir>/base (llm/align/base_stage.py)."""
 
 
 @dataclass
@@ -206,7 +206,7 @@ class RLConfig:
     prompts: str | None = None
     """Rollout prompts, as ppo.prompts (extra fields go to the reward functions); null: the bundled sft_train."""
     reward: list[str] = field(default_factory=lambda: ["llm.align.task:sort_reward"])
-    """Reward functions `path/file.py:fn` or `package.module:fn` (llm/align/rewards.py) and/or 'rm' (the RM's
+    """Reward functions `path/file.py:fn` or `package.module:fn` (llm/align/reward_functions.py) and/or 'rm' (the RM's
     score normalised by its mean/std, an unfinished answer scored -ppo.reward_clip), summed with reward_weights."""
     reward_weights: list[float] | None = None
     """One weight per `reward` entry; null: all 1."""

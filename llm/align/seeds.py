@@ -5,10 +5,14 @@ A draw never picks a number of its own, so two draws cannot share a stream by ac
 source of randomness in `Stream`. The offsets and index multipliers in `_DERIVATION` are the numbers the stages
 used before the streams had names, kept so that runs reproduce bit for bit (the accuracy margins in
 tests/align/test_chain.py were measured with them).
+
+`batch_indices` is the sample order every stage draws its batches in, from an *_ORDER or *_PROMPTS stream.
 """
 from __future__ import annotations
 
 from enum import Enum
+
+import torch
 
 
 class Stream(Enum):
@@ -73,3 +77,18 @@ def seed_for(seed: int, stream: Stream, *index: int) -> int:
     for i in index:
         s = s * multiplier + i
     return s % 2**63
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int, stream: Stream) -> list[int]:
+    """Indices of the global batch of `step`: consecutive slices of per-epoch permutations of range(n), each seeded
+    by (seed, stream, epoch). A pure function of its arguments, so every rank and every layout draws the same
+    samples."""
+    out: list[int] = []
+    pos = step * batch
+    while len(out) < batch:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, stream, epoch))).tolist()
+        take = perm[offset:offset + batch - len(out)]
+        out += take
+        pos += len(take)
+    return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from llm.align.common import batch_indices, checker_eval
 from llm.align.config import AlignConfig
 from llm.align.data import sft_batch
+from llm.align.evaluation import checker_eval
 from llm.align.losses import IGNORE_INDEX, sft_loss
-from llm.align.seeds import Stream
-from llm.align.stage import Stage, StageContext
+from llm.align.seeds import Stream, batch_indices
+from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy
 
 

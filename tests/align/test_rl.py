@@ -1,12 +1,12 @@
 """GRPO / Dr. GRPO / RLOO advantages and losses (llm/align/losses.py) on hand-computed cases, and the reward
-functions of llm/align/rewards.py (path and module forms, weights, every error named)."""
+functions of llm/align/reward_functions.py (path and module forms, weights, every error named)."""
 import math
 
 import pytest
 import torch
 
 from llm.align import losses as L
-from llm.align.rewards import RewardError, RewardFunctions, load_function
+from llm.align.reward_functions import RewardError, RewardFunctions, load_function
 
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 

@@ -85,8 +85,7 @@ def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
 
 
 def test_local_strategy_trains_with_the_configured_adamw():
-    from llm.align.strategy import LocalStrategy
-    from llm.align.trainer import Trainer
+    from llm.align.strategy import LocalStrategy, Trainer
 
     mcfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=24, seq_len=8)
     optim = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.1, min_lr_ratio=1.0, beta1=0.8, beta2=0.5, eps=1e-6,

@@ -19,7 +19,7 @@ import torch
 
 from llm.align import losses as L
 from llm.align.dpo import sequence_logprobs
-from llm.align.ppo import response_logprobs
+from llm.align.rollout import response_logprobs
 
 # Per-token log-probs of the two models agree to ~1e-6 (fp32 rounding); the losses then to ~1e-6 relative.
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-7
