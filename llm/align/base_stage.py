@@ -33,8 +33,8 @@ from llm.align.evaluation import checker_eval
 from llm.align.seeds import Stream, seed_for
 from llm.align.stages import Stage
 from llm.align.strategy import Strategy
-from llm.align.template import ChatTemplate
 from llm.align.task import DATA_FILES, generate_task_data, read_jsonl, train_task_tokenizer
+from llm.align.template import ChatTemplate
 from llm.config import ConfigError, ModelConfig
 from llm.train import safe_load
 from llm.train.loop import PreemptionFlag

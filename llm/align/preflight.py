@@ -138,5 +138,5 @@ class Preflight:
                 handoff.check_template(info, path, self.template.to_dict())
             except handoff.HandoffError as e:
                 raise handoff.HandoffError(f"{where}: {e}") from None
-            if key == "reward_model" and info.kind != "reward":
-                raise handoff.HandoffError(f"{where} is a {info.kind} checkpoint ({info.stage}), not a reward model")
+            if key == "reward_model":
+                handoff.reward_stats(info, f"stage {stage.name}: {stage.name}.{key}", path)
