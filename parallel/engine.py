@@ -173,7 +173,7 @@ class DeepSpeedBackend:
 
 def initialize_engine(model: torch.nn.Module, ds_config: dict, mpu=None):
     """`deepspeed.initialize` for a plain model with our parameter groups (weight decay on matrices only, frozen
-    parameters left out); returns the engine. The alignment stages (llm/align/engine.py) wrap each trainable
+    parameters left out); returns the engine. The alignment stages (llm/align/strategy.py) wrap each trainable
     model with it, so this module stays the one place that calls `deepspeed.initialize`."""
     import deepspeed
     wd = ds_config["optimizer"]["params"]["weight_decay"]

@@ -233,7 +233,7 @@ ALIGN_FULL_DISK_CHILD = textwrap.dedent("""
     from llm.align import handoff
     from llm.align.resume import StageResume
     from llm.align.strategy import LocalStrategy
-    from llm.align.trainer import Trainer
+    from llm.align.strategy import Trainer
     from llm.config import ModelConfig
     from llm.config.training import OptimConfig
     from llm.model import Transformer

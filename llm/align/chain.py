@@ -3,7 +3,7 @@ checkpoint to the next by path.
 
 A stage whose directory is complete (stage.json written last, llm/align/handoff.py) is skipped and its
 recorded metrics reused, so a re-run after a crash resumes at the first unfinished stage. Before anything runs,
-every input a stage declares (llm/align/stage.py) must exist or be written by an earlier stage of the run, and the
+every input a stage declares (llm/align/stages.py) must exist or be written by an earlier stage of the run, and the
 pre-flight (llm/align/preflight.py) parses every data file each stage will read as that stage reads it and tries
 its reward functions, so a chain that cannot finish fails at once, naming the stage, the key and the file (what
 only exists once the base stage has run, its tokenizer and the bundled data, is checked as soon as it has). A
@@ -22,8 +22,7 @@ from pathlib import Path
 from llm.align import handoff
 from llm.align.config import AlignConfig
 from llm.align.preflight import Preflight
-from llm.align.stage import Stage
-from llm.align.stages import REGISTRY
+from llm.align.stages import REGISTRY, Stage
 from llm.align.strategy import LocalStrategy, Strategy
 
 

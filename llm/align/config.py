@@ -1,5 +1,5 @@
 """Typed config of the alignment chain (SFT → reward model → PPO, DPO or RL); its sections, one dataclass per
-stage, are in llm/align/sections.py.
+stage, each validating its own fields, are in llm/align/sections.py and llm/align/rl_sections.py.
 
 No torch here. YAML is the serialisation; `load_align_config` applies dotted overrides and validates with
 the same habits as llm/config/ (unknown keys named with their closest match, errors as ConfigError naming
@@ -9,7 +9,6 @@ and `<out_dir>/<stage>/` for each stage's checkpoint, so each stage finds the pr
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ from typing import Any
 import yaml
 
 import typed_yaml
-from llm.align.sections import (BaseConfig, DPOConfig, EvalConfig, PPOConfig, RLConfig, RMConfig, SFTConfig,
-                                TaskConfig, TemplateConfig)
+from llm.align.rl_sections import PPOConfig, RLConfig
+from llm.align.sections import (NON_NEGATIVE, BaseConfig, DPOConfig, EvalConfig, RMConfig, SFTConfig, TaskConfig,
+                                TemplateConfig, check_range)
 from llm.config import ConfigError
 
 STAGES = ("base", "sft", "rm", "ppo", "dpo", "rl")
@@ -37,53 +37,7 @@ DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data":
 DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.data": "pair", "rm.eval_data": "pair",
               "dpo.data": "pair", "ppo.prompts": "prompt", "rl.prompts": "prompt", "eval.prompts": "prompt"}
 """The format each data key holds (llm/align/formats.py PARSERS); a stage may read a key as another kind
-(llm/align/stage.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
-
-
-INF = math.inf
-POSITIVE, NON_NEGATIVE, ONE_OR_MORE = ((0, True), (INF, True)), ((0, False), (INF, True)), ((1, False), (INF, True))
-OPEN_UNIT = ((0, True), (1, True))
-SAMPLED = "rollouts are sampled; 0 would be greedy: no exploration, every answer to a prompt the same"
-
-
-def numeric_ranges(c: "AlignConfig") -> list[tuple[str, float, tuple, tuple, str]]:
-    """(key, value, (low, open), (high, open), why) of each numeric parameter with a range outside which it has no
-    meaning; checked by AlignConfig.validate (the divisibility and cross-key checks are there too)."""
-    p, r, d, e = c.ppo, c.rl, c.dpo, c.eval
-    rows = [
-        ("reward_timeout_s", c.reward_timeout_s, *NON_NEGATIVE, "0: no limit"),
-        ("task.n_train", c.task.n_train, *ONE_OR_MORE, ""), ("task.n_dev", c.task.n_dev, *ONE_OR_MORE, ""),
-        ("task.n_eval_prompts", c.task.n_eval_prompts, *ONE_OR_MORE, ""),
-        ("base.steps", c.base.steps, *ONE_OR_MORE, ""), ("base.lr", c.base.lr, *POSITIVE, ""),
-        ("base.batch_size", c.base.batch_size, *ONE_OR_MORE, ""),
-        ("sft.eval_every", c.sft.eval_every, *NON_NEGATIVE, "steps between held-out losses; 0: only at the end"),
-        ("rm.margin", c.rm.margin, *NON_NEGATIVE, "a negative margin rewards ranking the rejected reply higher"),
-        ("rm.policy_samples", c.rm.policy_samples, *NON_NEGATIVE, "0: the demo pairs only"),
-        ("dpo.beta", d.beta, *POSITIVE, "β <= 0 reverses or removes DPO's preference term"),
-        ("ppo.iterations", p.iterations, *ONE_OR_MORE, ""), ("ppo.rollout_batch", p.rollout_batch, *ONE_OR_MORE, ""),
-        ("ppo.ppo_epochs", p.ppo_epochs, *ONE_OR_MORE, ""), ("ppo.mini_batch", p.mini_batch, *ONE_OR_MORE, ""),
-        ("ppo.max_new_tokens", p.max_new_tokens, *ONE_OR_MORE, ""),
-        ("ppo.temperature", p.temperature, *POSITIVE, SAMPLED),
-        ("ppo.beta", p.beta, *NON_NEGATIVE, "the KL penalty; 0: none"),
-        ("ppo.kl_horizon", p.kl_horizon, *ONE_OR_MORE, "the adaptive controller's horizon in sequences"),
-        ("ppo.gamma", p.gamma, (0, False), (1, False), ""), ("ppo.lam", p.lam, (0, False), (1, False), ""),
-        ("ppo.clip_eps", p.clip_eps, *OPEN_UNIT, ""), ("ppo.value_clip", p.value_clip, *POSITIVE, ""),
-        ("ppo.reward_clip", p.reward_clip, *POSITIVE, ""), ("ppo.ema", p.ema, (0, False), (1, True), "0: off"),
-        ("rl.iterations", r.iterations, *ONE_OR_MORE, ""),
-        ("rl.prompts_per_iteration", r.prompts_per_iteration, *ONE_OR_MORE, ""),
-        ("rl.group_size", r.group_size, (2, False), (INF, True), "group baselines need two samples per prompt"),
-        ("rl.epochs", r.epochs, *ONE_OR_MORE, ""), ("rl.mini_batch", r.mini_batch, *ONE_OR_MORE, ""),
-        ("rl.max_new_tokens", r.max_new_tokens, *ONE_OR_MORE, ""),
-        ("rl.temperature", r.temperature, *POSITIVE, SAMPLED),
-        ("rl.beta", r.beta, *NON_NEGATIVE, "the KL coefficient; 0: none"),
-        ("rl.clip_eps", r.clip_eps, *OPEN_UNIT, ""),
-        ("eval.temperature", e.temperature, *NON_NEGATIVE, "0: greedy"),
-        ("eval.max_new_tokens", e.max_new_tokens, *ONE_OR_MORE, ""),
-        ("eval.correct_reward", e.correct_reward, (-INF, True), (INF, True), "a finite reward"),
-    ]
-    if p.kl_target is not None:
-        rows.append(("ppo.kl_target", p.kl_target, *POSITIVE, "nats per sequence; null keeps β fixed"))
-    return rows
+(llm/align/stages.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
 
 
 @dataclass
@@ -104,7 +58,7 @@ class AlignConfig:
     by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
     reward_timeout_s: float = 60.0
     """Seconds one call of a reward function (rl.reward, eval.reward; on a batch of completions) may take before the
-    stage stops, naming it (llm/align/rewards.py); 0: no limit. Must be >= 0."""
+    stage stops, naming it (llm/align/reward_functions.py); 0: no limit. Must be >= 0."""
     base: BaseConfig = field(default_factory=BaseConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
@@ -114,37 +68,18 @@ class AlignConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        """Each section's own checks (sections.py, rl_sections.py), then those that read several sections."""
         self.task.validate()
         self.template.validate()
         if self.bad_rows not in ("skip", "refuse"):
             raise ConfigError(f"bad_rows={self.bad_rows!r} must be 'skip' or 'refuse'")
-        self.base.model.validate("base.model")
+        check_range("reward_timeout_s", self.reward_timeout_s, *NON_NEGATIVE, "0: no limit")
+        self.base.validate()
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
             raise ConfigError(f"stages: unknown stage(s) {bad}; valid: {list(STAGES)}")
-        for name in ("sft", "rm", "dpo"):
-            s = getattr(self, name)
-            if s.steps <= 0 or s.batch_size <= 0:
-                raise ConfigError(f"{name}.steps and {name}.batch_size must be positive")
-        for section, key in OPTIM_SECTIONS:
-            stage = getattr(self, section)
-            getattr(stage, key).validate(f"{section}.{key}", total_steps=getattr(stage, "steps", None))
-        for name in ("sft", "rm", "ppo", "dpo", "rl"):
-            if getattr(self, name).checkpoint_every < 0:
-                raise ConfigError(f"{name}.checkpoint_every must be >= 0 (0: no in-stage checkpoints)")
-        for section, key in ZERO_STAGES:
-            z = getattr(getattr(self, section), key)
-            # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
-            if z not in (0, 1, 2):
-                raise ConfigError(f"{section}.{key}={z} must be 0, 1 or 2 (ZeRO-3 is not supported for the "
-                                  "alignment stages)")
-        self._validate_ranges()
-        p = self.ppo
-        if p.rollout_batch % p.mini_batch != 0:
-            raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not divide ppo.rollout_batch={p.rollout_batch}")
-        if p.kl_estimator not in ("k1", "k3"):
-            raise ConfigError(f"ppo.kl_estimator={p.kl_estimator!r} must be 'k1' or 'k3'")
-        self._validate_rl()
+        for name in ("sft", "rm", "ppo", "dpo", "rl", "eval"):
+            getattr(self, name).validate()
         if self.task.name == "none":
             if "base" in self.stages and self.base.path is None:
                 raise ConfigError("base: with task.name: none there is no text to pretrain a base on; set base.path")
@@ -152,44 +87,9 @@ class AlignConfig:
                 raise ConfigError("rm.eval_data: the RM's held-out accuracy and its score mean/std (what PPO "
                                   "normalises rewards by) need held-out pairs")
         prompt_tokens = 1 + len(self.task.template_prompt) + self.task.max_len
-        if prompt_tokens + max(p.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
+        if prompt_tokens + max(self.ppo.max_new_tokens, self.eval.max_new_tokens) > self.base.model.seq_len:
             raise ConfigError(f"base.model.seq_len={self.base.model.seq_len} is too short for prompts of "
                               f"~{prompt_tokens} tokens plus max_new_tokens")
-
-    def _validate_ranges(self) -> None:
-        """Every numeric alignment parameter against the range where it means something (NaN and inf refused
-        wherever a finite number is meant); the messages name the key, its value and the range."""
-        for key, value, (lo, lo_open), (hi, hi_open), why in numeric_ranges(self):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-            ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-            if not ok:
-                interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-                raise ConfigError(f"{key}={value:g} must be in {interval}{f' ({why})' if why else ''}")
-        r = self.rl
-        for where, weights in (("rl", r.reward_weights), ("eval", self.eval.reward_weights)):
-            if weights is not None and not all(math.isfinite(w) for w in weights):
-                raise ConfigError(f"{where}.reward_weights={weights} must be finite numbers")
-
-    def _validate_rl(self) -> None:
-        r = self.rl
-        if r.algorithm not in ("grpo", "rloo"):
-            hint = "; PPO is the `ppo` stage (stages: [..., ppo])" if r.algorithm == "ppo" else ""
-            raise ConfigError(f"rl.algorithm={r.algorithm!r} must be 'grpo' or 'rloo'{hint}")
-        if r.loss_type not in ("grpo", "dr_grpo"):
-            raise ConfigError(f"rl.loss_type={r.loss_type!r} must be 'grpo' or 'dr_grpo'")
-        if r.group_size < 2 or r.prompts_per_iteration < 1 or r.iterations < 1 or r.epochs < 1:
-            raise ConfigError("rl: need group_size >= 2 and positive prompts_per_iteration, iterations, epochs")
-        if (r.prompts_per_iteration * r.group_size) % r.mini_batch:
-            raise ConfigError(f"rl.mini_batch={r.mini_batch} does not divide the rollout of prompts_per_iteration × "
-                              f"group_size = {r.prompts_per_iteration * r.group_size} sequences")
-        if not r.reward:
-            raise ConfigError("rl.reward: give at least one reward ('rm' or a function)")
-        if "rm" in self.eval.reward:
-            raise ConfigError("eval.reward: 'rm' is not an evaluation reward (the RM is what RL optimises)")
-        for where, specs, weights in (("rl", r.reward, r.reward_weights),
-                                      ("eval", self.eval.reward, self.eval.reward_weights)):
-            if weights is not None and len(weights) != len(specs):
-                raise ConfigError(f"{where}.reward_weights has {len(weights)} entries for {len(specs)} rewards")
 
     # Paths derived from out_dir: the hand-off between stages is by path.
     def data_path(self, name: str) -> str:

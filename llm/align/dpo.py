@@ -10,13 +10,12 @@ from __future__ import annotations
 import torch
 
 from llm.align import losses as L
-from llm.align.common import batch_indices, checker_eval
+from llm.align.batches import pair_batch
 from llm.align.config import AlignConfig
-from llm.align.data import pair_batch
-from llm.align.seeds import Stream
-from llm.align.stage import Stage, StageContext
-from llm.align.strategy import Strategy
-from llm.align.trainer import frozen
+from llm.align.evaluation import checker_eval, held_out_kl
+from llm.align.seeds import Stream, batch_indices
+from llm.align.stages import Stage, StageContext
+from llm.align.strategy import Strategy, frozen
 
 
 def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -26,8 +25,6 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    from llm.align.ppo import held_out_kl
-
     ctx = StageContext(cfg, STAGE, strategy, log)
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")

@@ -64,6 +64,29 @@ def tokenizer_path(path: str | Path) -> Path:
     return Path(path) / TOKENIZER_FILES[read_info(path).tokenizer]
 
 
+def checkpoint_tokenizer(path: str | Path):
+    """The tokenizer of stage directory `path`: a SentencePiece `Tokenizer` or an `HFTokenizer`, as its stage.json
+    records."""
+    from data_pipeline.hf_tokenizer import load_tokenizer
+    file = tokenizer_path(path)
+    try:
+        return load_tokenizer(file)
+    # Only the tokenizer's own file is read here: a missing one (FileNotFoundError) or one that does not parse
+    # (ValueError, data_pipeline/tokenizer.py) is a damaged checkpoint, not a bug.
+    except (OSError, ValueError) as e:
+        raise HandoffError(f"{path}: its tokenizer {file.name} cannot be read ({' '.join(str(e).split())[:200]}); "
+                           "the checkpoint is damaged: copy it again or run the stage that writes it") from None
+
+
+def reward_stats(info: StageInfo, key: str, path) -> tuple[float, float]:
+    """(mean, std) of the scores the reward model read as config key `key` (at `path`, described by `info`)
+    recorded on held-out responses, by which its score is normalised. Raises HandoffError unless it is a reward
+    model."""
+    if info.kind != "reward":
+        raise HandoffError(f"{key}={path} is a {info.kind} checkpoint ({info.stage}), not a reward model")
+    return info.extra["reward_mean"], info.extra["reward_std"]
+
+
 def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_path: str | Path,
                config_yaml: str = "", metrics: dict | None = None, extra: dict | None = None,
                template: dict | None = None) -> Path:

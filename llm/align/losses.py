@@ -1,12 +1,27 @@
-"""Losses and estimators of the alignment stages, as pure functions of tensors (no models, no state).
+"""Losses and estimators of every alignment method, as pure functions of tensors (no models, no state).
 
 Conventions: `mask` tensors are 1.0 on the tokens that count (response tokens) and 0.0 elsewhere; per-token
 tensors are (batch, T) with T the response length; sequence log-probabilities are sums over response tokens.
 
+The clipped surrogate is written once (`clipped_token_terms`) and reduced by `aggregate` (OpenRLHF's PolicyLoss):
+PPO takes the token mean, GRPO each sequence's token mean, Dr. GRPO token sums over a constant, RLOO sequence sums.
+
 Sources: Ouyang et al. 2022 (InstructGPT, arXiv:2203.02155) for the SFT → RM → PPO chain and the
 per-token KL penalty; Schulman et al. 2017 (PPO, arXiv:1707.06347) for the clipped surrogate; Schulman
 et al. 2015 (GAE, arXiv:1506.02438); Ziegler et al. 2019 (arXiv:1909.08593) for the adaptive KL
-controller; Rafailov et al. 2023 (DPO, arXiv:2305.18290).
+controller; Rafailov et al. 2023 (DPO, arXiv:2305.18290). The critic-free methods:
+- GRPO (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300, §4.1, eq. 3): G samples per prompt, the advantage of
+  every token of sample i the group-normalised outcome reward (r_i − mean(r)) / std(r); the clipped surrogate plus
+  β·KL to the reference as a loss term, with the k3 estimator π_ref/π − log(π_ref/π) − 1 (their eq. 4); each
+  sequence's token mean, then the mean over sequences.
+- Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training", arXiv:2503.20783, §3.1): the same without the
+  two normalisations that bias towards long wrong answers: no division by std(r), and token sums divided by a
+  constant (the batch's sequences × max_new_tokens) instead of each sequence's length.
+- RLOO (Ahmadian et al. 2024, "Back to basics", arXiv:2402.14740, §3.2): k samples per prompt, the baseline of
+  sample i the mean reward of the other k − 1; the KL penalty is part of the sequence reward (r − β·KL_seq) and the
+  loss is REINFORCE on the sequence's log-probability (the clipped ratio, which is REINFORCE on the first update).
+The group std is torch's unbiased one, plus STD_EPS = 1e-4 (as TRL's GRPOTrainer), so a group of equal rewards
+gets advantage 0.
 """
 from __future__ import annotations
 
@@ -14,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+STD_EPS = 1e-4
+"""Added to a group's reward std (GRPO's advantages), as TRL's GRPOTrainer."""
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, denom: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -95,19 +112,45 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     return (out if shift_mean else out + mean) * mask
 
 
+def clipped_token_terms(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip_eps: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped surrogate (Schulman et al. 2017, eq. 7), negated for minimisation, per token: (batch, T)
+    −min(ρ·A, clip(ρ, 1 ± ε)·A) with ρ = exp(logp − old_logp), and the (batch, T) indicator of ratios outside
+    [1 − ε, 1 + ε]. adv: per token (batch, T) (PPO's GAE), or per sequence (batch,), then on every token of it."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv if adv.dim() == ratio.dim() else adv[:, None]
+    terms = -torch.minimum(ratio * a, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * a)
+    return terms, ((ratio - 1.0).abs() > clip_eps).float()
+
+
+def aggregate(terms: torch.Tensor, mask: torch.Tensor, loss_type: str, n: float | None = None,
+              max_new_tokens: int = 0) -> torch.Tensor:
+    """The loss from per-token terms. n: the normaliser's count, of tokens for 'token_mean' (default: here, see
+    `masked_mean`), of sequences otherwise (a data-parallel caller passes the global mini-batch's count / world,
+    llm/align/strategy.py).
+
+    'token_mean' (PPO): Σ terms·mask / n_tokens; 'seq_mean' (GRPO): Σ_i (Σ_t terms·mask / |o_i|) / n_sequences;
+    'seq_sum' (RLOO: REINFORCE on the sequence): Σ_i Σ_t terms·mask / n_sequences; 'constant' (Dr. GRPO):
+    Σ terms·mask / (n_sequences · max_new_tokens).
+    """
+    if loss_type == "token_mean":
+        return masked_mean(terms, mask, n)
+    per_seq = (terms * mask).sum(1)
+    if loss_type == "seq_mean":
+        return (per_seq / mask.sum(1).clamp(min=1.0)).sum() / n
+    if loss_type == "seq_sum":
+        return per_seq.sum() / n
+    if loss_type == "constant":
+        return per_seq.sum() / (n * max_new_tokens)
+    raise ValueError(f"unknown loss aggregation {loss_type!r}")
+
+
 def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                     clip_eps: float = 0.2, n_tokens: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped surrogate (Schulman et al. 2017, eq. 7), negated for minimisation, token mean over the mask.
-
-    Returns (loss, clip fraction: share of tokens whose ratio left [1 − ε, 1 + ε]); n_tokens: the normaliser of
-    both, see `masked_mean`.
-    """
-    ratio = torch.exp(logp - old_logp)
-    unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
-    loss = masked_mean(-torch.minimum(unclipped, clipped), mask, n_tokens)
-    clip_frac = masked_mean(((ratio - 1.0).abs() > clip_eps).float(), mask, n_tokens)
-    return loss, clip_frac.detach()
+    """PPO's clipped surrogate, token mean over the mask. Returns (loss, clip fraction: share of tokens whose ratio
+    left [1 − ε, 1 + ε]); n_tokens: the normaliser of both, see `masked_mean`."""
+    terms, clipped = clipped_token_terms(logp, old_logp, adv, clip_eps)
+    return aggregate(terms, mask, "token_mean", n_tokens), aggregate(clipped, mask, "token_mean", n_tokens).detach()
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -135,3 +178,42 @@ class AdaptiveKLController:
             error = max(-0.2, min(0.2, kl / self.target - 1.0))
             self.beta *= 1.0 + error * n_steps / self.horizon
         return self.beta
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool = True) -> torch.Tensor:
+    """GRPO's (batch,) advantages from (prompts, G) rewards, rows being groups: r − group mean, divided by the
+    group's std + STD_EPS when `scale` (GRPO), not divided (Dr. GRPO)."""
+    centred = rewards - rewards.mean(1, keepdim=True)
+    if scale:
+        centred = centred / (rewards.std(1, keepdim=True) + STD_EPS)
+    return centred.reshape(-1)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO's (batch,) advantages from (prompts, k) rewards: r_i − mean_{j≠i} r_j. Needs k ≥ 2."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 samples per prompt")
+    baseline = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+    return (rewards - baseline).reshape(-1)
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor,
+              mask: torch.Tensor, clip_eps: float, beta: float, n_sequences: float, dr_grpo: bool = False,
+              max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO's loss (the negated eq. 3 objective): clipped surrogate + β·k3 KL to the reference per token, aggregated
+    per sequence ('seq_mean') or, with dr_grpo, over a constant ('constant'). Returns (loss, clip fraction)."""
+    terms, clipped = clipped_token_terms(logp, old_logp, adv, clip_eps)
+    if beta:
+        terms = terms + beta * kl_penalty(logp, ref_logp, "k3")
+    kind = "constant" if dr_grpo else "seq_mean"
+    return aggregate(terms, mask, kind, n_sequences, max_new_tokens), \
+        aggregate(clipped, mask, "seq_mean", n_sequences).detach()
+
+
+def rloo_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip_eps: float,
+              n_sequences: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLOO's loss: the clipped surrogate of the sequence (token sums), advantages from `rloo_advantages` of the
+    KL-penalised rewards. Returns (loss, clip fraction)."""
+    terms, clipped = clipped_token_terms(logp, old_logp, adv, clip_eps)
+    return aggregate(terms, mask, "seq_sum", n_sequences), aggregate(clipped, mask, "seq_mean", n_sequences).detach()

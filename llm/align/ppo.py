@@ -26,18 +26,17 @@ import torch
 
 from llm.align import handoff
 from llm.align import losses as L
-from llm.align.common import batch_indices, checker_eval, checkpoint_tokenizer
+from llm.align.batches import encode_prompt
 from llm.align.config import AlignConfig
-from llm.align.data import encode_prompt
-from llm.align.reward_model import RewardModel
+from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
-from llm.align.rollout import RolloutBatch, make_batch, sample, sample_seeded
-from llm.align.seeds import Stream, seed_for
-from llm.align.stage import Stage, StageContext
-from llm.align.strategy import LocalStrategy, Strategy
+from llm.align.reward_model import RewardModel
+from llm.align.rollout import (RolloutBatch, gathered_logprobs, make_batch, response_logprobs, reward_model_scores,
+                               sample_seeded)
+from llm.align.seeds import Stream, batch_indices, seed_for
+from llm.align.stages import Stage, StageContext
+from llm.align.strategy import LocalStrategy, Strategy, check_split, frozen
 from llm.align.template import ChatTemplate
-from llm.align.trainer import frozen
-from llm.config import ConfigError
 from llm.model import Transformer
 
 
@@ -56,12 +55,10 @@ def build_models(cfg: AlignConfig, device: torch.device | str = "cpu") -> PPOMod
     """Load the four models by path onto `device`, refusing an actor and RM that do not share a tokenizer and
     vocabulary."""
     actor_path, rm_path = STAGE.checkpoint_path(cfg, "actor"), STAGE.checkpoint_path(cfg, "reward_model")
-    tok = checkpoint_tokenizer(actor_path)
+    tok = handoff.checkpoint_tokenizer(actor_path)
     a_info, r_info = handoff.read_info(actor_path), handoff.read_info(rm_path)
     handoff.check_compatible(a_info, actor_path, r_info, rm_path)
-    if r_info.kind != "reward":
-        raise handoff.HandoffError(f"ppo.reward_model={rm_path} is a {r_info.kind} checkpoint ({r_info.stage}), "
-                                   "not a reward model")
+    stats = handoff.reward_stats(r_info, "ppo.reward_model", rm_path)
     actor, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
     reference, _ = handoff.load_stage(actor_path, "lm", tok.fingerprint())
     reward_model, _ = handoff.load_stage(rm_path, "reward", tok.fingerprint())
@@ -69,14 +66,8 @@ def build_models(cfg: AlignConfig, device: torch.device | str = "cpu") -> PPOMod
     template = ChatTemplate.from_config(cfg).to_dict()
     handoff.check_template(a_info, actor_path, template)
     handoff.check_template(r_info, rm_path, template)
-    stats = (r_info.extra["reward_mean"], r_info.extra["reward_std"])
     actor, reference, critic, reward_model = (x.to(device) for x in (actor, reference, critic, reward_model))
     return PPOModels(actor, frozen(reference), critic, frozen(reward_model), stats, actor_path, rm_path)
-
-
-def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """(batch, width − 1) log-probs of tokens[:, 1:] under logits[:, :-1] (mask to the response afterwards)."""
-    return L.token_logprobs(logits[:, :-1], tokens[:, 1:])
 
 
 @torch.no_grad()
@@ -91,19 +82,13 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
     d = strategy or LocalStrategy()
     p = cfg.ppo
     mask = b.action_mask
-    rows = d.shard(len(b.tokens))
-    tokens = b.tokens[rows]
+    tokens = b.tokens[d.shard(len(b.tokens))]
     m.actor.eval()
     m.critic.eval()
-    old_logp = d.gather_rows(response_logprobs(m.actor(tokens), tokens)) * mask
-    ref_logp = d.gather_rows(response_logprobs(m.reference(tokens), tokens)) * mask
+    old_logp = gathered_logprobs(m.actor, b, d)
+    ref_logp = gathered_logprobs(m.reference, b, d)
     values = d.gather_rows(m.critic(tokens)[:, :-1]) * mask
-    mean, std = m.reward_stats
-    raw = d.gather_rows(m.reward_model.score(tokens, b.last_index[rows]))
-    score = ((raw - mean) / std).clamp(-p.reward_clip, p.reward_clip)
-    # The RM only ever scored EOS-terminated answers; an unfinished one gets the lowest score instead of the
-    # RM's extrapolation (which PPO otherwise learns to exploit; TRL's `missing_eos_penalty` does the same).
-    score = torch.where(b.ended, score, torch.full_like(score, -p.reward_clip))
+    score = reward_model_scores(m.reward_model, m.reward_stats, p.reward_clip, b, d)
     kl = L.kl_penalty(old_logp, ref_logp, p.kl_estimator) * mask
     rewards = -beta * kl
     # The score is the reward of the last action: the token at last_index, predicted at position last_index − 1.
@@ -115,37 +100,13 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
             "adv": adv, "returns": returns}
 
 
-@torch.no_grad()
-def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> float:
-    """Mean over sequences of Σ_t (log π − log π_ref) on responses sampled from π: KL(π ‖ π_ref) in nats."""
-    lp = response_logprobs(actor(b.tokens), b.tokens)
-    ref = response_logprobs(reference(b.tokens), b.tokens)
-    return float(((lp - ref) * b.action_mask).sum(1).mean())
-
-
-def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) -> dict:
-    """{"kl": KL(π ‖ π_ref)} on samples of the held-out prompts (the same seed for every stage), or {} without
-    held-out prompts."""
-    cfg, tok = ctx.cfg, ctx.tokenizer
-    rows = ctx.data("eval.prompts", "prompt", policy.cfg.seq_len)
-    if rows is None:
-        return {}
-    ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in rows]
-    device = next(policy.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
-    b = make_batch(ids, sample(policy, ids, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id, gen),
-                   tok.eos_id, device)
-    return {"kl": sequence_kl(policy, reference, b)}
-
-
 def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
     <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
     p = cfg.ppo
     ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
     d, tok = ctx.strategy, ctx.tokenizer
-    if p.mini_batch % d.world:
-        raise ConfigError(f"ppo.mini_batch={p.mini_batch} does not split over {d.world} data-parallel ranks")
+    check_split("ppo.mini_batch", p.mini_batch, d.world)
     m = build_models(cfg, d.device)
     eos = tok.eos_id
     prompts = ctx.data("ppo.prompts", "prompt", m.actor.cfg.seq_len)

@@ -2,7 +2,7 @@
 stage will read is opened and checked against what that stage needs, so a mistake in the input of the last stage
 is not found after the first ones have trained.
 
-For each stage to run and each data key it reads (llm/align/stage.py `Stage.data_read`), the whole file is parsed
+For each stage to run and each data key it reads (llm/align/stages.py `Stage.data_read`), the whole file is parsed
 as the kind the stage reads it as (llm/align/formats.py), under `bad_rows` as the stage would: a refused row, or a
 file with no usable row, raises DataError in one line, "stage <name>: <key>: <file>:<line>: <reason>; expected
 <format>". Rows the stage would skip are counted in a line of the log. Token lengths are checked with the tokenizer
@@ -22,8 +22,8 @@ from pathlib import Path
 from llm.align import handoff
 from llm.align.config import AlignConfig
 from llm.align.formats import EXPECTED, DataError, Loaded, load
-from llm.align.rewards import RewardError, RewardFunctions, function_specs
-from llm.align.stage import Stage
+from llm.align.reward_functions import RewardError, RewardFunctions, function_specs
+from llm.align.stages import Stage
 from llm.align.template import ChatTemplate
 
 SCORED_ROWS = 8
@@ -32,8 +32,8 @@ SCORED_ROWS = 8
 
 def scored_by(stage: str, key: str) -> str | None:
     """The reward key whose functions score `stage`'s rows of data key `key`, or None: eval.prompts by eval.reward in
-    every stage (llm/align/common.py checker_eval); rl.prompts by rl.reward; the RM's policy samples of ppo.prompts
-    and sft.eval_data by eval.reward (llm/align/rm.py). PPO's rollouts are scored by the RM only."""
+    every stage (llm/align/evaluation.py checker_eval); rl.prompts by rl.reward; the RM's policy samples of ppo.prompts
+    and sft.eval_data by eval.reward (llm/align/reward_training.py). PPO's rollouts are scored by the RM only."""
     if key == "eval.prompts" or (stage == "rm" and key in ("ppo.prompts", "sft.eval_data")):
         return "eval.reward"
     if stage == "rl" and key == "rl.prompts":
@@ -92,7 +92,7 @@ class Preflight:
         return None
 
     def _tokenizer(self, path: Path):
-        from llm.align.common import checkpoint_tokenizer
+        from llm.align.handoff import checkpoint_tokenizer
         if path not in self.tokenizers:
             self.tokenizers[path] = (checkpoint_tokenizer(path), handoff.read_info(path).model_config.seq_len)
         return self.tokenizers[path]
@@ -138,5 +138,5 @@ class Preflight:
                 handoff.check_template(info, path, self.template.to_dict())
             except handoff.HandoffError as e:
                 raise handoff.HandoffError(f"{where}: {e}") from None
-            if key == "reward_model" and info.kind != "reward":
-                raise handoff.HandoffError(f"{where} is a {info.kind} checkpoint ({info.stage}), not a reward model")
+            if key == "reward_model":
+                handoff.reward_stats(info, f"stage {stage.name}: {stage.name}.{key}", path)

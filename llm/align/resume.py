@@ -122,7 +122,7 @@ class StageResume:
         return ckpt.latest_checkpoint(self.root)
 
     def load(self, trainers: dict, modules: dict[str, torch.nn.Module]) -> dict | None:
-        """Restore the latest checkpoint into `trainers` (name → llm/align/trainer.py Trainer), `modules` and the
+        """Restore the latest checkpoint into `trainers` (name → llm/align/strategy.py Trainer), `modules` and the
         global RNGs; returns its trainer_state.json ({step, loop, rows, ...}), or None when there is none."""
         path = self.latest()
         if path is None:
@@ -194,3 +194,8 @@ class StageResume:
         """Remove the stage's checkpoints (main rank), once its stage directory is complete."""
         if self.strategy.is_main:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stage_resume_dir(cfg, stage: str) -> Path:
+    """Where the in-stage checkpoints of `stage` under AlignConfig `cfg` go: next to the stage directory, as its log."""
+    return Path(cfg.out_dir) / "resume" / stage

@@ -4,7 +4,9 @@
 checkpoint loads into it by name); `v_head` maps the final-norm hidden state of each position to a scalar.
 The RM's reward for a sequence is the value at its last token (the EOS that closes the response), as in
 InstructGPT; the critic uses the values at every response position. The body's `lm_head` is kept (the
-state dict stays that of the LM) but frozen, since no loss reaches it.
+state dict stays that of the LM) but frozen, since no loss reaches it. `normalised_score` is the reward the RL
+stages read from it. (The `rm` stage that trains it: llm/align/reward_training.py; reward functions:
+llm/align/reward_functions.py.)
 """
 from __future__ import annotations
 
@@ -44,3 +46,14 @@ class RewardModel(nn.Module):
         """Reward of each right-padded sequence: the value at `last_index` (its EOS position), shape (batch,)."""
         values = self(tokens)
         return values.gather(1, last_index[:, None]).squeeze(1)
+
+
+def normalised_score(raw: torch.Tensor, stats: tuple[float, float], clip: float, ended: torch.Tensor) -> torch.Tensor:
+    """The reward PPO and the rl stage take from the RM: its raw score normalised by the (mean, std) it recorded on
+    held-out responses (llm/align/handoff.py `reward_stats`; InstructGPT normalises its RM so that demonstrations
+    score 0), clipped to ±clip. The RM only ever scored EOS-terminated answers; an unfinished one (`ended` False)
+    gets the lowest score, -clip, instead of the RM's extrapolation (which PPO otherwise learns to exploit; TRL's
+    `missing_eos_penalty` does the same)."""
+    mean, std = stats
+    score = ((raw - mean) / std).clamp(-clip, clip)
+    return torch.where(ended, score, torch.full_like(score, -clip))

@@ -2,34 +2,32 @@
 
 Two models: the actor, trained, and a frozen copy of it, the reference; a reward model only when `rl.reward` lists
 'rm'. No critic, no GAE: each iteration samples `group_size` answers to each of `prompts_per_iteration` prompts,
-scores them with the reward functions (llm/align/rewards.py; the bundled task's checker by default) and/or the RM,
-and turns each group's rewards into one advantage per answer (llm/align/rl_losses.py): GRPO's group-normalised
+scores them with the reward functions (llm/align/reward_functions.py; the bundled task's checker by default) and/or
+the RM, and turns each group's rewards into one advantage per answer (llm/align/losses.py): GRPO's group-normalised
 reward with the KL to the reference as a loss term, or RLOO's leave-one-out baseline of the KL-penalised reward.
 Then `epochs` passes of clipped updates over mini-batches of sequences. Evaluated like PPO: eval reward and checker
 accuracy on held-out prompts, KL to the reference, response length.
 
-Data parallelism as in PPO (llm/align/ppo.py): each rank samples its contiguous share of the rollout with a noise
-seed per (iteration, position), the shares are gathered, rewards and group statistics are computed over the whole
-rollout on every rank, and each global mini-batch is split over the ranks with losses normalised by global counts.
+Data parallelism as in PPO (llm/align/ppo.py), through the same helpers (llm/align/rollout.py): each rank samples
+its contiguous share of the rollout with a noise seed per (iteration, position), the shares are gathered, rewards
+and group statistics are computed over the whole rollout on every rank, and each global mini-batch is split over
+the ranks with losses normalised by global counts.
 """
 from __future__ import annotations
 
 import torch
 
 from llm.align import handoff
-from llm.align import rl_losses as RL
-from llm.align.common import batch_indices, checker_eval
+from llm.align import losses as L
+from llm.align.batches import decode_response, encode_prompt
 from llm.align.config import AlignConfig
-from llm.align.data import decode_response, encode_prompt
-from llm.align.ppo import held_out_kl, response_logprobs
+from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
-from llm.align.rewards import RM, RewardFunctions
-from llm.align.rollout import make_batch, sample_seeded
-from llm.align.seeds import Stream, seed_for
-from llm.align.stage import Stage, StageContext
-from llm.align.strategy import Strategy
-from llm.align.trainer import frozen
-from llm.config import ConfigError
+from llm.align.reward_functions import RM, RewardFunctions
+from llm.align.rollout import gathered_logprobs, make_batch, response_logprobs, reward_model_scores, sample_seeded
+from llm.align.seeds import Stream, batch_indices, seed_for
+from llm.align.stages import Stage, StageContext
+from llm.align.strategy import Strategy, check_split, frozen
 
 
 class Rewards:
@@ -46,10 +44,8 @@ class Rewards:
         self.rm, self.stats, self.clip = None, (0.0, 1.0), cfg.ppo.reward_clip
         if RM in r.reward:
             rm, info = ctx.load("reward", "reward_model")
-            if info.kind != "reward":
-                raise handoff.HandoffError(f"rl.reward_model={STAGE.checkpoint_path(cfg, 'reward_model')} is a "
-                                           f"{info.kind} checkpoint ({info.stage}), not a reward model")
-            self.rm, self.stats = frozen(rm), (info.extra["reward_mean"], info.extra["reward_std"])
+            self.stats = handoff.reward_stats(info, "rl.reward_model", STAGE.checkpoint_path(cfg, "reward_model"))
+            self.rm = frozen(rm)
 
     @torch.no_grad()
     def __call__(self, rows: list[dict], texts: list[str], b, d) -> torch.Tensor:
@@ -60,11 +56,7 @@ class Rewards:
             total += torch.tensor(self.functions([r["raw"] for r in rows], texts, [r["fields"] for r in rows]),
                                   device=b.tokens.device)
         if self.rm is not None:
-            share = d.shard(len(texts))
-            raw = d.gather_rows(self.rm.score(b.tokens[share], b.last_index[share]))
-            mean, std = self.stats
-            score = ((raw - mean) / std).clamp(-self.clip, self.clip)
-            total += self.rm_weight * torch.where(b.ended, score, torch.full_like(score, -self.clip))
+            total += self.rm_weight * reward_model_scores(self.rm, self.stats, self.clip, b, d)
         return total
 
 
@@ -73,8 +65,7 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     r = cfg.rl
     ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
     d, tok, template = ctx.strategy, ctx.tokenizer, ctx.template
-    if r.mini_batch % d.world:
-        raise ConfigError(f"rl.mini_batch={r.mini_batch} does not split over {d.world} data-parallel ranks")
+    check_split("rl.mini_batch", r.mini_batch, d.world)
     actor, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])
     rewards = Rewards(cfg, ctx)
@@ -104,15 +95,13 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         mask = b.action_mask
         reward = rewards(rows, [decode_response(tok, x, template) for x in responses], b, d)
         actor.eval()
-        with torch.no_grad():
-            tokens = b.tokens[mine]
-            old_logp = d.gather_rows(response_logprobs(actor(tokens), tokens)) * mask
-            ref_logp = d.gather_rows(response_logprobs(reference(tokens), tokens)) * mask
+        old_logp = gathered_logprobs(actor, b, d)
+        ref_logp = gathered_logprobs(reference, b, d)
         kl_seq = ((old_logp - ref_logp) * mask).sum(1)
         if r.algorithm == "rloo":
-            adv = RL.rloo_advantages((reward - r.beta * kl_seq).view(-1, r.group_size))
+            adv = L.rloo_advantages((reward - r.beta * kl_seq).view(-1, r.group_size))
         else:
-            adv = RL.group_advantages(reward.view(-1, r.group_size), scale=r.loss_type == "grpo")
+            adv = L.group_advantages(reward.view(-1, r.group_size), scale=r.loss_type == "grpo")
         stats = {"loss": 0.0, "clip_frac": 0.0}
         for _ in range(r.epochs):
             perm = torch.randperm(n_rollout, generator=shuffle)
@@ -122,9 +111,9 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                 trainer.train()
                 logp = response_logprobs(trainer(b.tokens[j]), b.tokens[j])
                 if r.algorithm == "rloo":
-                    loss, cf = RL.rloo_loss(logp, old_logp[j], adv[j], mask[j], r.clip_eps, n_seq)
+                    loss, cf = L.rloo_loss(logp, old_logp[j], adv[j], mask[j], r.clip_eps, n_seq)
                 else:
-                    loss, cf = RL.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
+                    loss, cf = L.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
                                             n_seq, r.loss_type == "dr_grpo", r.max_new_tokens)
                 trainer.step(loss)
                 stats["loss"] += float(loss.detach())

@@ -1,5 +1,7 @@
-"""Sampling responses with the model's KV-cached `generate()`, padding them into batches, and the checker
-evaluation every stage reports.
+"""What every RL method does with a rollout, written once below the methods (none imports another): sampling
+responses with the model's KV-cached `generate()`, padding them into batches, their log-probabilities and KL to
+the reference, the reward model's normalised scores. The check that a checkpoint is a reward model is
+llm/align/handoff.py `reward_stats`, the mini-batch check llm/align/strategy.py `check_split`.
 
 A response is the generated tokens up to and including the first EOS (or all max_new_tokens if none came).
 Every tensor is made on the model's device (the sampling noise and generators too): the one host round trip of a
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from data_pipeline.tokenizer import PAD_ID, Tokenizer
-from llm.align.data import decode_response, encode_prompt, group_by_length
+from data_pipeline.tokenizer import PAD_ID
+from llm.align.batches import group_by_length
+from llm.align.losses import token_logprobs
+from llm.align.reward_model import normalised_score
 from llm.model import Transformer
 
 
@@ -102,36 +106,33 @@ def make_batch(prompt_ids: list[list[int]], responses: list[list[int]], eos_id: 
                         torch.tensor([bool(r) and r[-1] == eos_id for r in responses], dtype=torch.bool, device=device))
 
 
+def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(batch, width − 1) log-probs of tokens[:, 1:] under logits[:, :-1] (mask to the response afterwards)."""
+    return token_logprobs(logits[:, :-1], tokens[:, 1:])
+
+
 @torch.no_grad()
-def evaluate_checker(model: Transformer, tok: Tokenizer, template, prompts: list[dict], reward, correct_reward: float,
-                     max_new_tokens: int, temperature: float, seed: int, reward_model=None,
-                     reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128, progress=None) -> dict:
-    """The eval reward of `model` on held-out prompt rows (llm/align/formats.py `prompt`; samples at `temperature`,
-    a fixed seed): its mean (eval_reward) and the share of answers reaching `correct_reward` (checker_accuracy), the
-    mean response length, and with a reward model the normalised RM score overall, on correct and on wrong
-    answers, and the RM/eval-reward agreement (RM score > 0 ⇔ correct): the gap that exposes reward hacking.
-    reward: llm/align/rewards.py RewardFunctions. progress: a llm/train/progress.py Progress fed per batch sampled."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
-    responses: list[list[int]] = []
-    for s in range(0, len(prompts), batch_size):
-        responses += sample(model, prompt_ids[s:s + batch_size], max_new_tokens, temperature, tok.eos_id, gen)
-        if progress is not None:
-            progress.update(len(prompt_ids[s:s + batch_size]))
-    rewards = reward([p["raw"] for p in prompts], [decode_response(tok, r, template) for r in responses],
-                     [p["fields"] for p in prompts])
-    correct = [r >= correct_reward for r in rewards]
-    out = {"checker_accuracy": sum(correct) / len(correct), "eval_reward": sum(rewards) / len(rewards),
-           "response_length": sum(len(r) for r in responses) / len(responses)}
-    if reward_model is not None:
-        b = make_batch(prompt_ids, responses, tok.eos_id, next(reward_model.parameters()).device)
-        mean, std = reward_stats
-        scores = (reward_model.score(b.tokens, b.last_index) - mean) / std
-        scores = torch.where(b.ended, scores, torch.full_like(scores, float("-inf"))).clamp(min=-5.0).tolist()
-        good = [s for s, c in zip(scores, correct) if c]
-        bad = [s for s, c in zip(scores, correct) if not c]
-        out.update(rm_reward=sum(scores) / len(scores),
-                   rm_reward_correct=sum(good) / len(good) if good else None,
-                   rm_reward_wrong=sum(bad) / len(bad) if bad else None,
-                   rm_checker_agreement=sum((s > 0) == c for s, c in zip(scores, correct)) / len(scores))
-    return out
+def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> float:
+    """Mean over sequences of Σ_t (log π − log π_ref) on responses sampled from π: KL(π ‖ π_ref) in nats."""
+    lp = response_logprobs(actor(b.tokens), b.tokens)
+    ref = response_logprobs(reference(b.tokens), b.tokens)
+    return float(((lp - ref) * b.action_mask).sum(1).mean())
+
+
+@torch.no_grad()
+def gathered_logprobs(model: Transformer, b: RolloutBatch, strategy) -> torch.Tensor:
+    """(batch, width − 1) log-probs of the global rollout `b`'s response tokens under `model` (0 elsewhere): each
+    rank scores its contiguous share of the rows and the shares are gathered, so every rank holds them all."""
+    rows = strategy.shard(len(b.tokens))
+    tokens = b.tokens[rows]
+    return strategy.gather_rows(response_logprobs(model(tokens), tokens)) * b.action_mask
+
+
+@torch.no_grad()
+def reward_model_scores(reward_model, stats: tuple[float, float], clip: float, b: RolloutBatch, strategy
+                        ) -> torch.Tensor:
+    """(batch,) normalised, clipped RM scores of the global rollout `b` (llm/align/reward_model.py
+    `normalised_score`), each rank scoring its share as `gathered_logprobs`."""
+    rows = strategy.shard(len(b.tokens))
+    raw = strategy.gather_rows(reward_model.score(b.tokens[rows], b.last_index[rows]))
+    return normalised_score(raw, stats, clip, b.ended)

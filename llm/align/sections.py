@@ -1,10 +1,55 @@
-"""The sections of the alignment config (llm/align/config.py): the bundled task, the chat template, and one
-dataclass per stage, each field documented with its unit and constraint. No torch here."""
+"""The sections of the alignment config (llm/align/config.py): the bundled task, the chat template, the base, the
+held-out evaluation and the SFT, RM and DPO stages, one dataclass each, its fields documented with their unit and
+constraint and checked by its own `validate` (the sections of the RL stages, ppo and rl: llm/align/rl_sections.py).
+No torch here."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from llm.config import ConfigError, ModelConfig, OptimConfig
+
+INF = math.inf
+POSITIVE, NON_NEGATIVE, ONE_OR_MORE = ((0, True), (INF, True)), ((0, False), (INF, True)), ((1, False), (INF, True))
+OPEN_UNIT = ((0, True), (1, True))
+"""(bound, open) pairs of `check_range`."""
+SAMPLED = "rollouts are sampled; 0 would be greedy: no exploration, every answer to a prompt the same"
+
+
+def check_range(key: str, value, low: tuple, high: tuple, why: str = "") -> None:
+    """Refuse `value` of config key `key` outside the interval (low, high), each bound a (number, open) pair: a
+    parameter with no meaning there (NaN and inf refused wherever a finite number is meant). The message names the
+    key, its value and the range, and `why`."""
+    (lo, lo_open), (hi, hi_open) = low, high
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ConfigError(f"{key}={value:g} must be in {interval}{f' ({why})' if why else ''}")
+
+
+def check_trained(section, where: str, optims: tuple[str, ...] = ("optim",),
+                  zero_stages: tuple[str, ...] = ("zero_stage",)) -> None:
+    """The checks of a stage section that trains models: a positive steps and batch_size where it has them, each
+    optimizer section (against the stage's steps), checkpoint_every >= 0 and each ZeRO stage 0, 1 or 2."""
+    if hasattr(section, "steps") and (section.steps <= 0 or section.batch_size <= 0):
+        raise ConfigError(f"{where}.steps and {where}.batch_size must be positive")
+    for key in optims:
+        getattr(section, key).validate(f"{where}.{key}", total_steps=getattr(section, "steps", None))
+    if section.checkpoint_every < 0:
+        raise ConfigError(f"{where}.checkpoint_every must be >= 0 (0: no in-stage checkpoints)")
+    for key in zero_stages:
+        z = getattr(section, key)
+        # ZeRO-3 would partition the weights that generate() and the hand-off's state dict read whole.
+        if z not in (0, 1, 2):
+            raise ConfigError(f"{where}.{key}={z} must be 0, 1 or 2 (ZeRO-3 is not supported for the alignment "
+                              "stages)")
+
+
+def check_weights(where: str, specs: list[str], weights: list[float] | None) -> None:
+    """reward_weights: finite numbers, one per reward."""
+    if weights is not None and not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"{where}.reward_weights={weights} must be finite numbers")
 
 
 @dataclass
@@ -41,6 +86,8 @@ class TaskConfig:
                               "[swap, drop, replace, insert]")
         if "{prompt}" not in self.template_prompt or "{response}" not in self.template_response:
             raise ConfigError(f"{where}: template_prompt needs '{{prompt}}' and template_response '{{response}}'")
+        for key in ("n_train", "n_dev", "n_eval_prompts"):
+            check_range(f"{where}.{key}", getattr(self, key), *ONE_OR_MORE)
 
 
 @dataclass
@@ -82,7 +129,13 @@ class BaseConfig:
     """Start from an existing model instead of pretraining one: a stage checkpoint (llm/align/handoff.py), used as
     <out_dir>/base is, a step directory written by launch/pretrain.py (model.pt, config.yaml and the tokenizer
     its data.tokenizer names) or a Hugging Face LlamaForCausalLM directory (config.json, safetensors and its
-    tokenizer.json), which the base stage imports into <out_dir>/base (llm/align/pretrained.py)."""
+    tokenizer.json), which the base stage imports into <out_dir>/base (llm/align/base_stage.py)."""
+
+    def validate(self, where: str = "base") -> None:
+        self.model.validate(f"{where}.model")
+        check_range(f"{where}.steps", self.steps, *ONE_OR_MORE)
+        check_range(f"{where}.lr", self.lr, *POSITIVE)
+        check_range(f"{where}.batch_size", self.batch_size, *ONE_OR_MORE)
 
 
 @dataclass
@@ -107,6 +160,11 @@ class SFTConfig:
     """ZeRO stage of the model's DeepSpeed engine under the launcher: 0, 1 or 2 (ignored in debug mode)."""
     checkpoint_every: int = 50
     """An in-stage checkpoint every this many steps (llm/align/resume.py): a killed stage resumes there; 0 = none."""
+
+    def validate(self, where: str = "sft") -> None:
+        check_trained(self, where)
+        check_range(f"{where}.eval_every", self.eval_every, *NON_NEGATIVE,
+                    "steps between held-out losses; 0: only at the end")
 
 
 @dataclass
@@ -135,45 +193,11 @@ class RMConfig:
     checkpoint_every: int = 50
     """As sft.checkpoint_every."""
 
-
-@dataclass
-class PPOConfig:
-    actor: str | None = None
-    """Actor and frozen reference; defaults to <out_dir>/sft."""
-    reward_model: str | None = None
-    """Frozen RM and the critic's initialisation; defaults to <out_dir>/rm."""
-    prompts: str | None = None
-    """Rollout prompts {"prompt": ... or "messages": [...], other fields}, as sft.data; null: the bundled
-    sft_train.jsonl's prompts."""
-    iterations: int = 40
-    rollout_batch: int = 64
-    ppo_epochs: int = 4
-    mini_batch: int = 32
-    max_new_tokens: int = 8
-    temperature: float = 1.0
-    beta: float = 0.1
-    """KL penalty coefficient (initial value when kl_target is set)."""
-    kl_target: float | None = None
-    """Adaptive controller target in nats per sequence (Ziegler et al. 2019); null keeps β fixed."""
-    kl_horizon: int = 10000
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_eps: float = 0.2
-    value_clip: float = 0.2
-    reward_clip: float = 5.0
-    """Clip the normalised RM score to ±this."""
-    whiten_advantages: bool = True
-    ema: float = 0.0
-    """EMA decay of an actor copy (e.g. 0.99); evaluated in place of the actor when > 0."""
-    actor_optim: OptimConfig = field(default_factory=lambda: _optim(lr=5e-4, min_lr_ratio=1.0))
-    critic_optim: OptimConfig = field(default_factory=lambda: _optim(lr=1e-3, min_lr_ratio=1.0))
-    actor_zero_stage: int = 0
-    """As sft.zero_stage, for the actor's engine..."""
-    critic_zero_stage: int = 0
-    """...and the critic's (the reference and the reward model are frozen: no engine)."""
-    checkpoint_every: int = 10
-    """As sft.checkpoint_every, in iterations."""
+    def validate(self, where: str = "rm") -> None:
+        check_trained(self, where)
+        check_range(f"{where}.margin", self.margin, *NON_NEGATIVE,
+                    "a negative margin rewards ranking the rejected reply higher")
+        check_range(f"{where}.policy_samples", self.policy_samples, *NON_NEGATIVE, "0: the demo pairs only")
 
 
 @dataclass
@@ -191,46 +215,9 @@ class DPOConfig:
     checkpoint_every: int = 50
     """As sft.checkpoint_every."""
 
-
-@dataclass
-class RLConfig:
-    """The critic-free RL stage `rl` (llm/align/rl.py): GRPO or RLOO from the SFT policy, rewarded by functions
-    and/or the RM."""
-
-    algorithm: str = "grpo"
-    """'grpo' (Shao et al. 2024) or 'rloo' (Ahmadian et al. 2024). PPO (critic, GAE) is the `ppo` stage."""
-    actor: str | None = None
-    """Policy and frozen reference; defaults to <out_dir>/sft."""
-    reward_model: str | None = None
-    """The RM, read only when `reward` lists 'rm'; defaults to <out_dir>/rm."""
-    prompts: str | None = None
-    """Rollout prompts, as ppo.prompts (extra fields go to the reward functions); null: the bundled sft_train."""
-    reward: list[str] = field(default_factory=lambda: ["llm.align.task:sort_reward"])
-    """Reward functions `path/file.py:fn` or `package.module:fn` (llm/align/rewards.py) and/or 'rm' (the RM's
-    score normalised by its mean/std, an unfinished answer scored -ppo.reward_clip), summed with reward_weights."""
-    reward_weights: list[float] | None = None
-    """One weight per `reward` entry; null: all 1."""
-    loss_type: str = "grpo"
-    """GRPO's aggregation: 'grpo' (std-normalised advantages, per-sequence token mean) or 'dr_grpo' (Liu et al.
-    2025: neither normalisation, token sums over a constant)."""
-    iterations: int = 40
-    prompts_per_iteration: int = 16
-    group_size: int = 4
-    """Samples per prompt (GRPO's G, RLOO's k >= 2): a rollout is prompts_per_iteration × group_size sequences."""
-    epochs: int = 2
-    """Passes over each rollout."""
-    mini_batch: int = 32
-    """Sequences per update; divides the rollout."""
-    max_new_tokens: int = 8
-    temperature: float = 1.0
-    beta: float = 0.04
-    """KL coefficient: GRPO's loss term (DeepSeekMath §4.2 uses 0.04), RLOO's sequence-reward penalty."""
-    clip_eps: float = 0.2
-    optim: OptimConfig = field(default_factory=lambda: _optim(lr=5e-4, min_lr_ratio=1.0))
-    zero_stage: int = 0
-    """As sft.zero_stage."""
-    checkpoint_every: int = 10
-    """As sft.checkpoint_every, in iterations."""
+    def validate(self, where: str = "dpo") -> None:
+        check_trained(self, where)
+        check_range(f"{where}.beta", self.beta, *POSITIVE, "β <= 0 reverses or removes DPO's preference term")
 
 
 @dataclass
@@ -245,3 +232,14 @@ class EvalConfig:
     temperature: float = 1.0
     """Checker accuracy is measured on samples at this temperature: the policy PPO optimises (0 = greedy)."""
     max_new_tokens: int = 8
+
+    def validate(self, where: str = "eval") -> None:
+        check_range(f"{where}.temperature", self.temperature, *NON_NEGATIVE, "0: greedy")
+        check_range(f"{where}.max_new_tokens", self.max_new_tokens, *ONE_OR_MORE)
+        check_range(f"{where}.correct_reward", self.correct_reward, (-INF, True), (INF, True), "a finite reward")
+        check_weights(where, self.reward, self.reward_weights)
+        if "rm" in self.reward:
+            raise ConfigError(f"{where}.reward: 'rm' is not an evaluation reward (the RM is what RL optimises)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward):
+            raise ConfigError(f"{where}.reward_weights has {len(self.reward_weights)} entries for "
+                              f"{len(self.reward)} rewards")

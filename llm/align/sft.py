@@ -1,7 +1,7 @@
 """Supervised fine-tuning on prompt/response pairs, the loss on response tokens only.
 
 DeepSpeed-Chat's SFT trains on the prompt tokens too; here the prompt's targets are IGNORE_INDEX
-(llm/align/data.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
+(llm/align/batches.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
 loss is the mean over the global batch's response tokens (each rank divides its sum by the global count /
 world, so data-parallel training computes debug mode's update).
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from llm.align.common import batch_indices, checker_eval
+from llm.align.batches import sft_batch
 from llm.align.config import AlignConfig
-from llm.align.data import sft_batch
+from llm.align.evaluation import checker_eval
 from llm.align.losses import IGNORE_INDEX, sft_loss
-from llm.align.seeds import Stream
-from llm.align.stage import Stage, StageContext
+from llm.align.seeds import Stream, batch_indices
+from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy
 
 

@@ -9,6 +9,9 @@ in, so no module of llm/align depends on DeepSpeed or torch.distributed.
 Data parallelism is the stages' business: each rank takes its contiguous share of a global batch (`shard`) and
 normalises its loss by the global count / world size, so the engine's gradient average is the global mean and a
 layout computes debug mode's update.
+
+A stage drives each model it trains through a `Trainer` (its engine stepped at the scheduled learning rate); the
+models it only evaluates (reference policy, reward model) are `frozen`.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ from typing import Protocol
 
 import torch
 
-from llm.config import OptimConfig
+from llm.config import ConfigError, OptimConfig
 from llm.train import safe_load
 from llm.train.optim import make_optimizer
+from llm.train.schedule import lr_at
 
 
 def shard(n: int, rank: int, world: int) -> slice:
@@ -29,6 +33,12 @@ def shard(n: int, rank: int, world: int) -> slice:
         raise ValueError(f"batch of {n} does not split over {world} data-parallel ranks")
     per = n // world
     return slice(rank * per, (rank + 1) * per)
+
+
+def check_split(key: str, n: int, world: int) -> None:
+    """Raise ConfigError unless the `world` data-parallel ranks split the config value `key`=n (a mini-batch)."""
+    if n % world:
+        raise ConfigError(f"{key}={n} does not split over {world} data-parallel ranks")
 
 
 class ModelEngine(Protocol):
@@ -143,3 +153,40 @@ class LocalStrategy:
 
     def prepare(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int) -> LocalEngine:
         return LocalEngine(module, optim)
+
+
+class Trainer:
+    """`trainer(x)` runs the forward through the engine, `trainer.step(loss)` backpropagates, clips and steps at
+    the LR of llm/train/schedule.py (warmup, cosine to optim.min_lr_ratio over total_steps). `module` is the plain
+    nn.Module, for generate(), state dicts and evaluation."""
+
+    def __init__(self, engine: ModelEngine, optim: OptimConfig, total_steps: int):
+        self.engine, self.optim, self.total_steps = engine, optim, total_steps
+        self.module = engine.module
+        self.steps = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.train(mode)
+
+    def current_lr(self) -> float:
+        o = self.optim
+        return lr_at(self.steps, o.lr, o.warmup_steps, self.total_steps, o.min_lr_ratio)
+
+    def step(self, loss: torch.Tensor) -> float:
+        """One optimizer step at the scheduled LR; returns the gradient norm (ModelEngine.backward_step)."""
+        lr = self.current_lr()
+        for g in self.engine.optimizer.param_groups:
+            g["lr"] = lr
+        self.steps += 1
+        return self.engine.backward_step(loss)
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """A model that is only evaluated (reference policy, reward model): eval mode, no gradients."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

@@ -30,7 +30,7 @@ def check(prompt: str, response: str) -> bool:
 
 
 def sort_reward(prompts: list, completions: list[str], **fields) -> list[float]:
-    """The checker as a reward function (llm/align/rewards.py's convention): 1.0 for the prompt's digits in ascending
+    """The checker as a reward function (llm/align/reward_functions.py's convention): 1.0 for the prompt's digits in ascending
     order, else 0.0. A prompt given as messages is read from its last turn."""
     return [float(check(p if isinstance(p, str) else p[-1]["content"], c)) for p, c in zip(prompts, completions)]
 

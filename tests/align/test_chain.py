@@ -87,7 +87,7 @@ def test_chain_skips_finished_stages(chain):
 
 def test_shuffled_label_rm_gives_no_ppo_gain(chain, tmp_path):
     from llm.align.ppo import run_ppo
-    from llm.align.rm import run_rm
+    from llm.align.reward_training import run_rm
     cfg, report = chain
     ctrl = _control(cfg, tmp_path, ["rm.shuffle_labels=true"])
     rm = run_rm(ctrl, log=lambda s: None)

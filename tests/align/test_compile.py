@@ -21,7 +21,7 @@ FP32_TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    from llm.align.base import run_base
+    from llm.align.base_stage import run_base
     out = tmp_path_factory.mktemp("compile_base")
     torch.set_num_threads(1)
     run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=10"]), log=lambda s: None)
@@ -56,8 +56,7 @@ def test_a_reward_models_body_blocks_are_compiled(base_dir):
     """The RM and the PPO critic are RewardModels: their `.body` blocks are what compile_blocks replaces (the
     training run itself is test_sft_losses_under_compile_equal_eager's, on the Transformer's blocks)."""
     from llm.align.reward_model import RewardModel
-    from llm.align.stage import StageContext
-    from llm.align.stages import REGISTRY
+    from llm.align.stages import REGISTRY, StageContext
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "compile=true", "rm.init=" + str(base_dir / "base")])
     ctx = StageContext(cfg, REGISTRY["rm"], log=lambda s: None)
     model = ctx.load("reward")[0]

@@ -16,7 +16,7 @@ from llm.align.config import load_align_config
 from llm.align.formats import DataError, load
 from llm.align.preflight import Preflight
 from llm.align.resume import read_trainer_state
-from llm.align.rewards import RewardError, RewardFunctions
+from llm.align.reward_functions import RewardError, RewardFunctions
 from llm.align.stages import REGISTRY
 from llm.align.template import ChatTemplate
 from llm.train import checkpoint as ckpt

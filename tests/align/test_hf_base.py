@@ -67,7 +67,7 @@ def chain_from_hf(tmp_path_factory):
 
 def test_every_stage_carries_the_hf_tokenizer(chain_from_hf):
     from transformers import AutoTokenizer
-    from llm.align.common import checkpoint_tokenizer
+    from llm.align.handoff import checkpoint_tokenizer
     hf, out, report, lines = chain_from_hf
     assert report["stages"]["base"]["imported_from"] == str(hf) and any("base: imported" in s for s in lines)
     original = HFTokenizer(hf)
@@ -100,7 +100,7 @@ def test_the_imported_base_holds_the_hf_weights(chain_from_hf):
 
 
 def test_chat_template_round_trip_with_the_hf_tokenizer(chain_from_hf):
-    from llm.align.common import checkpoint_tokenizer
+    from llm.align.handoff import checkpoint_tokenizer
     from llm.align.losses import IGNORE_INDEX
     from llm.align.template import ChatTemplate
     _, out, _, _ = chain_from_hf
@@ -132,7 +132,7 @@ def test_an_exported_stage_loads_in_transformers(chain_from_hf, tmp_path):
 
 def test_a_step_directory_imported_from_hf_keeps_its_tokenizer(tmp_path):
     """launch/import_hf.py's step directory (its data.tokenizer a tokenizer.json) as base.path."""
-    from llm.align.base import run_base
+    from llm.align.base_stage import run_base
     from llm.hf.import_ import import_hf
     hf = make_hf_base(tmp_path / "hf")
     step = import_hf(hf, tmp_path / "imported")
@@ -145,7 +145,7 @@ def test_a_step_directory_imported_from_hf_keeps_its_tokenizer(tmp_path):
 
 
 def test_bundled_from_hf_recipe(tmp_path):
-    from llm.align.base import run_base
+    from llm.align.base_stage import run_base
     hf = make_hf_base(tmp_path / "hf")
     cfg = load_align_config(ROOT / "configs" / "align" / "from_hf.yaml",
                             [f"out_dir={tmp_path / 'out'}", f"base.path={hf}", "task.n_train=50", "task.n_dev=10",

@@ -39,7 +39,7 @@ def base_dir(tmp_path_factory):
 def rm_dir(base_dir):
     """base_dir plus a debug-mode SFT (20 steps) and reward model (10 steps) next to the base checkpoint."""
     from llm.align.config import load_align_config
-    from llm.align.rm import run_rm
+    from llm.align.reward_training import run_rm
     from llm.align.sft import run_sft
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "sft.steps=20", "sft.eval_every=0", "rm.steps=10",
                                      "rm.policy_samples=1"])

@@ -14,7 +14,7 @@ from llm.align.chain import run_chain
 from llm.align.config import load_align_config
 from llm.align.formats import DataError, load
 from llm.align.preflight import Preflight
-from llm.align.rewards import RewardError
+from llm.align.reward_functions import RewardError
 from llm.align.stages import REGISTRY
 from llm.align.template import ChatTemplate
 from tests.align.helpers import make_base
@@ -152,7 +152,7 @@ def test_token_lengths_and_checkpoints_once_the_base_exists(base_dir, tmp_path, 
 def test_the_rm_samples_conversation_prompts(base_dir, tmp_path, own_data):
     """Issue 22's failure itself: the RM stage with rm.policy_samples on a messages-format sft.eval_data (before,
     every row was refused as 'ends with an assistant turn' and the stage died with no usable prompt rows)."""
-    from llm.align.rm import run_rm
+    from llm.align.reward_training import run_rm
     seen = tmp_path / "seen.jsonl"
     fn = tmp_path / "alternate.py"  # scores a prompt's samples 1, 0, 1, ...: one pair per prompt; records the prompt
     fn.write_text(f"import json\ndef f(prompts, completions, **kw):\n    open({str(seen)!r}, 'a').write("

@@ -19,7 +19,7 @@ RECIPE = ROOT / "configs" / "align" / "default.yaml"
 
 @pytest.fixture(scope="module")
 def made_inside(tmp_path_factory):
-    from llm.align.base import run_base
+    from llm.align.base_stage import run_base
     out = tmp_path_factory.mktemp("inside")
     torch.set_num_threads(1)
     run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20"]), log=lambda s: None)
@@ -56,7 +56,7 @@ def test_a_stage_checkpoint_as_base_path_is_used_as_it_is(made_inside, tmp_path)
 
 
 def test_a_pretrain_directory_missing_its_tokenizer_is_named(made_inside, tmp_path):
-    from llm.align.base import run_base
+    from llm.align.base_stage import run_base
     inside, step = made_inside
     copy = tmp_path / "step_copy"
     shutil.copytree(step, copy)

@@ -83,7 +83,7 @@ def test_sft_resumes_bitwise(reference, tmp_path):
 
 
 def test_rm_resumes_bitwise(reference, tmp_path):
-    from llm.align.rm import run_rm
+    from llm.align.reward_training import run_rm
     _resumed_equals_reference(reference, tmp_path, "rm", run_rm, ("data", "base", "sft"), stop_step=30,
                               resumed_from=20)
 

@@ -38,3 +38,10 @@ def test_greedy_matches_generate_and_responses_end_at_the_first_eos():
         model.lm_head.weight[EOS] += 0.5  # make EOS frequent, so some responses end early
     for r in sample_seeded(model, prompts, 8, 1.0, EOS, list(range(6))):
         assert 1 <= len(r) <= 8 and EOS not in r[:-1]
+
+
+def test_reward_model_score_is_normalised_clipped_and_lowest_for_an_unfinished_answer():
+    from llm.align.reward_model import normalised_score
+    raw = torch.tensor([1.0, 3.0, 100.0, 3.0])
+    ended = torch.tensor([True, True, True, False])
+    assert torch.equal(normalised_score(raw, (1.0, 2.0), 5.0, ended), torch.tensor([0.0, 1.0, 5.0, -5.0]))

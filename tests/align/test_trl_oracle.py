@@ -10,7 +10,7 @@ are the same tensors for both. What differs is then only the two models' fp32 ro
 tests/llm/hf) and the loss code under test.
 
 TRL computes GRPO's and RLOO's advantages inline in `_generate_and_score_completions`, which also generates and
-scores: there is no callable piece to compare ours (llm/align/rl_losses.py, tested on hand-computed cases) with.
+scores: there is no callable piece to compare ours (llm/align/losses.py, tested on hand-computed cases) with.
 """
 from collections import defaultdict
 
@@ -18,9 +18,8 @@ import pytest
 import torch
 
 from llm.align import losses as L
-from llm.align import rl_losses as RL
 from llm.align.dpo import sequence_logprobs
-from llm.align.ppo import response_logprobs
+from llm.align.rollout import response_logprobs
 
 # Per-token log-probs of the two models agree to ~1e-6 (fp32 rounding); the losses then to ~1e-6 relative.
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-7
@@ -89,7 +88,7 @@ def test_grpo_loss_equals_trls(models, loss_type):
         logp = _our_completion_logprobs(ours, prompt, completion)
     old = (logp + 0.3 * torch.randn(logp.shape, generator=g)) * mask
     ref = (logp + 0.5 * torch.randn(logp.shape, generator=g)) * mask
-    adv = RL.group_advantages(3 * torch.randn(BATCH // 4, 4, generator=g), scale=loss_type == "grpo")
+    adv = L.group_advantages(3 * torch.randn(BATCH // 4, 4, generator=g), scale=loss_type == "grpo")
     trainer = _trainer(GRPOTrainer, hf, args=args, beta=args.beta, loss_type=args.loss_type,
                        epsilon_low=args.epsilon, epsilon_high=args.epsilon, max_completion_length=COMPLETION,
                        top_entropy_quantile=args.top_entropy_quantile, use_vllm=False,
@@ -100,7 +99,7 @@ def test_grpo_loss_equals_trls(models, loss_type):
                                         "completion_ids": completion, "completion_mask": mask,
                                         "advantages": adv, "old_per_token_logps": old,
                                         "ref_per_token_logps": ref})
-    mine, _ = RL.grpo_loss(_our_completion_logprobs(ours, prompt, completion), old, ref, adv, mask.float(),
+    mine, _ = L.grpo_loss(_our_completion_logprobs(ours, prompt, completion), old, ref, adv, mask.float(),
                            args.epsilon, args.beta, BATCH, dr_grpo=loss_type == "dr_grpo",
                            max_new_tokens=COMPLETION)
     torch.testing.assert_close(mine, theirs, rtol=LOSS_RTOL, atol=LOSS_ATOL)
@@ -133,7 +132,7 @@ def test_dpo_loss_equals_trls(models):
 
 def test_rloo_gradient_equals_trls_on_policy(models):
     """TRL's RLOO clips the sequence's ratio exp(Σ log π − Σ log π_old); ours clips each token's ratio and sums
-    the terms (llm/align/rl_losses.py). The two are REINFORCE on the sequence log-probability at the first update
+    the terms (llm/align/losses.py). The two are REINFORCE on the sequence log-probability at the first update
     (π = π_old): equal gradients, while the loss values differ by each sequence's length (TRL: −A, ours: −A·|o|).
     Past the first update (rl.epochs > 1) they are different objectives, which is why only the gradient at π = π_old
     is compared."""
@@ -142,7 +141,7 @@ def test_rloo_gradient_equals_trls_on_policy(models):
     hf, ours = models
     prompt, completion, mask, g = _rollout(seed=3)
     args = RLOOConfig(output_dir="unused", report_to=[], use_cpu=True)
-    adv = RL.rloo_advantages(torch.rand(BATCH // 4, 4, generator=g))
+    adv = L.rloo_advantages(torch.rand(BATCH // 4, 4, generator=g))
     with torch.no_grad():
         old_seq = (_our_completion_logprobs(ours, prompt, completion) * mask).sum(1)
     trainer = _trainer(RLOOTrainer, hf, epsilon_low=args.epsilon, epsilon_high=args.epsilon)
@@ -152,7 +151,7 @@ def test_rloo_gradient_equals_trls_on_policy(models):
                                "old_logps": old_seq}).backward()
     ours.zero_grad()
     logp = _our_completion_logprobs(ours, prompt, completion)
-    RL.rloo_loss(logp, logp.detach(), adv, mask.float(), args.epsilon, BATCH)[0].backward()
+    L.rloo_loss(logp, logp.detach(), adv, mask.float(), args.epsilon, BATCH)[0].backward()
     theirs = dict(hf.named_parameters())
     worst = max(((p.grad - theirs[to_hf_name(k)].grad).abs().max() / theirs[to_hf_name(k)].grad.abs().max()).item()
                 for k, p in ours.named_parameters())

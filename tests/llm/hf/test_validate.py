@@ -159,7 +159,7 @@ def test_valid_variants_still_import(hf_dirs, tmp_path):
 
 def test_alignment_base_from_an_hf_directory_gets_the_same_checks(hf_dirs, tmp_path):
     from llm.align.handoff import HandoffError
-    from llm.align.pretrained import load_pretrained
+    from llm.align.base_stage import load_pretrained
     src = _copy(hf_dirs["hf"], tmp_path / "in")
     _edit_tensors(src, lambda s: s.update({"model.norm.weight": _nan(s["model.norm.weight"])}))
     with pytest.raises(HandoffError, match=r"model\.safetensors: tensor model\.norm\.weight holds 1 NaN"):

@@ -41,7 +41,7 @@ def test_step_directory_works_after_the_data_moved(moved_run, tmp_path, monkeypa
     from data_pipeline.tokenizer import Tokenizer
     from launch.consolidate import main as consolidate_main
     from launch.export_hf import main as export_main
-    from llm.align.pretrained import load_pretrained
+    from llm.align.base_stage import load_pretrained
     from llm.eval.checkpoint import load_eval_model
 
     root, step, moved = moved_run

@@ -1,5 +1,6 @@
-"""Reward model: the SFT transformer with a scalar head on the last (EOS) token, trained on checker-labelled
-pairs with the Bradley–Terry loss −log σ(r_chosen − r_rejected − margin) (InstructGPT §3.5).
+"""The `rm` stage, reward-model training: the SFT transformer with a scalar head on the last (EOS) token
+(llm/align/reward_model.py), trained on checker-labelled pairs with the Bradley–Terry loss
+−log σ(r_chosen − r_rejected − margin) (InstructGPT §3.5).
 
 The checkpoint records the mean and std of the RM's scores on held-out responses, so PPO can normalise
 rewards (InstructGPT normalises its RM so that demonstrations score 0 on average), and the held-out
@@ -13,14 +14,14 @@ import random
 
 import torch
 
-from llm.align.common import batch_indices, phase_progress
+from llm.align.batches import pair_batch
 from llm.align.config import AlignConfig
-from llm.align.data import pair_batch
+from llm.align.evaluation import phase_progress
 from llm.align.losses import bradley_terry_loss
+from llm.align.reward_functions import RewardFunctions
 from llm.align.reward_model import RewardModel
-from llm.align.rewards import RewardFunctions
-from llm.align.seeds import Stream, seed_for
-from llm.align.stage import Stage, StageContext
+from llm.align.seeds import Stream, batch_indices, seed_for
+from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy
 
 
@@ -47,7 +48,7 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
     does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
-    from llm.align.data import decode_response, encode_prompt, sft_example
+    from llm.align.batches import decode_response, encode_prompt, sft_example
     from llm.align.rollout import sample
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)

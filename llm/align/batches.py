@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from data_pipeline.tokenizer import PAD_ID, Tokenizer
-from llm.align.sections import TaskConfig
 from llm.align.losses import IGNORE_INDEX
+from llm.align.sections import TaskConfig
 from llm.align.template import ChatTemplate, as_messages
 
 
