@@ -13,7 +13,6 @@ stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def make_strategy():
@@ -38,31 +37,17 @@ def main_for(name: str, doc: str, argv=None) -> int:
     PreemptionFlag.install(startup=True)  # as launch/pretrain.py: an early SIGUSR1 is remembered, not fatal
     from llm.align.chain import run_chain
     from llm.align.config import load_align_config
-    from llm.align.handoff import HandoffError
-    from llm.align.resume import EXIT_PREEMPTED, StagePreempted
     from llm.align.stages import REGISTRY
-    from llm.config import ConfigError
     run = run_chain if name == "chain" else REGISTRY[name].run
-    try:
-        cfg = load_align_config(args.config, args.overrides)
-        strategy = make_strategy()
-        if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
-            from llm.align.chain import check_inputs
-            from llm.align.preflight import Preflight
-            Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
-            check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
-        run(cfg, strategy, print)
-        strategy.close()
-    except ConfigError as e:
-        from typed_yaml.disk import DiskFull
-        if getattr(e, "announce", None) is not False:  # a collective write's failure: its first failing rank says it
-            print(f"{'error' if isinstance(e, DiskFull) else 'config error'}: {e}", file=sys.stderr)
-        return 2
-    except HandoffError as e:
-        print(f"hand-off error: {e}", file=sys.stderr)
-        return 4
-    except StagePreempted as e:
-        if strategy.is_main:
-            print(f"preempted: {e}", file=sys.stderr, flush=True)
-        return EXIT_PREEMPTED
+    # A config or data mistake (2), a hand-off mismatch (4) and a preemption (75) leave as UserErrors, printed by
+    # launch/cli.py (typed_yaml/errors.py).
+    cfg = load_align_config(args.config, args.overrides)
+    strategy = make_strategy()
+    if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
+        from llm.align.chain import check_inputs
+        from llm.align.preflight import Preflight
+        Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
+        check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
+    run(cfg, strategy, print)
+    strategy.close()
     return 0

@@ -125,8 +125,8 @@ def read_chain(out_dir: Path) -> dict:
 
 
 # The chain figure's panels: title, y label, and per bar (stage, metric key, bar label). Keys are those the
-# stages record (llm/align/{base_stage,sft,reward_training,ppo,dpo,rl}.py, names in llm/align/config.py STAGES); a bar whose stage
-# or key is absent is left out.
+# stages record (llm/align/{base_stage,sft,reward_training,ppo,dpo,rl}.py, names in llm/align/config.py STAGES);
+# a bar whose stage or key is absent is left out.
 TUNED = ("ppo", "dpo", "rl")  # the stages that tune the SFT policy further
 SAMPLED = ("ppo", "rl")  # ...by sampling answers and scoring them (the RM's score, where an RM rewards them)
 CHAIN_PANELS = [

@@ -5,13 +5,13 @@
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from launch.align_common import main_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.align_common import main_for  # noqa: E402
+def main(argv=None) -> int:
+    return main_for("rl", __doc__, argv)
+
 
 if __name__ == "__main__":
-    from parallel.rank_exit import exit_rank
-    exit_rank(main_for("rl", __doc__))
+    from launch.cli import run
+    run(main)

@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from llm.config import ConfigError
 from parallel.launch_env import slurm_hostnames
+from typed_yaml.errors import UserError
 
 
-class AllocationError(RuntimeError):
-    """The SLURM environment does not describe a usable allocation."""
+class AllocationError(UserError, RuntimeError):
+    """The SLURM environment does not describe a usable allocation (exit 2, one line: launch/cli.py)."""
 
 
 def hostnames(nodelist: str) -> list[str]:
@@ -83,13 +80,10 @@ def main(argv=None) -> int:
     ap.add_argument("--slots", type=int, default=None, help="slots per node (default: SLURM_TASKS_PER_NODE)")
     ap.add_argument("--master", action="store_true", help="print the master host instead of the hostfile")
     args = ap.parse_args(argv)
-    try:
-        print(master_host(os.environ) if args.master else "\n".join(hostfile_lines(os.environ, args.slots)))
-    except AllocationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(master_host(os.environ) if args.master else "\n".join(hostfile_lines(os.environ, args.slots)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.cli import run
+    run(main)

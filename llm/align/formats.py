@@ -15,9 +15,9 @@ A row that cannot be used — not JSON, a missing or mistyped field, an unknown 
 whose chosen and rejected replies are the same text (whitespace aside: it carries no preference, so the RM and DPO
 losses learn nothing from it), tokens beyond seq_len — is named by where it is (file:line for JSONL, file[row i]
 otherwise) with the reason. Under `bad_rows: skip` it is left out and counted (`Loaded.skipped`, reported by the
-stage); under `refuse` the first one raises DataError. Nothing is truncated. A source that cannot be read at all —
+stage); under `refuse` the first one raises DataFileError. Nothing is truncated. A source that cannot be read at all —
 a JSONL file that is not UTF-8 (binary, compressed, UTF-16, Latin-1), a corrupt or truncated parquet file, a
-directory that is not a readable `save_to_disk` dataset — raises DataError naming it (and the line), whatever
+directory that is not a readable `save_to_disk` dataset — raises DataFileError naming it (and the line), whatever
 `bad_rows` says.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from llm.align.template import ROLES, ChatTemplate, as_messages
 from llm.config import ConfigError
 
 
-class DataError(ConfigError):
+class DataFileError(ConfigError):
     """A data file that cannot be read, or a bad row under bad_rows: refuse; the message names where."""
 
 
@@ -55,7 +55,7 @@ class Loaded:
 
 def read_records(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
     """(where, row) for every record of a data source; a JSONL line that is not a JSON object comes as a BadRow.
-    Raises DataError when the source does not exist or is not a format we read."""
+    Raises DataFileError when the source does not exist or is not a format we read."""
     p = Path(path)
     if p.is_dir():
         import datasets
@@ -64,14 +64,14 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
             ds = datasets.load_from_disk(str(p))
             if isinstance(ds, datasets.DatasetDict):
                 if list(ds) != ["train"]:
-                    raise DataError(f"{p}: a DatasetDict with splits {list(ds)}; give one split's directory")
+                    raise DataFileError(f"{p}: a DatasetDict with splits {list(ds)}; give one split's directory")
                 ds = ds["train"]
             rows = ds.to_list()
         # The directory's files, not our code: missing, foreign or corrupt arrow/JSON files.
         except (FileNotFoundError, ValueError, pyarrow.ArrowException, OSError) as e:
-            if isinstance(e, DataError):
+            if isinstance(e, DataFileError):
                 raise
-            raise DataError(f"{p}: not a readable datasets save_to_disk directory ({type(e).__name__}: "
+            raise DataFileError(f"{p}: not a readable datasets save_to_disk directory ({type(e).__name__}: "
                             f"{' '.join(str(e).split())[:200]})") from None
         for i, row in enumerate(rows):
             yield f"{p}[row {i}]", row
@@ -81,17 +81,17 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
         try:
             rows = pq.read_table(p).to_pylist()
         except (pyarrow.ArrowException, OSError) as e:  # the file's bytes, not our code: a truncated or foreign file
-            raise DataError(f"{p}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
+            raise DataFileError(f"{p}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
         for i, row in enumerate(rows):
             yield f"{p}[row {i}]", row
     elif p.is_file():
         yield from _jsonl_records(p)
     else:
-        raise DataError(f"{p}: no such data file or directory")
+        raise DataFileError(f"{p}: no such data file or directory")
 
 
 def _jsonl_records(p: Path) -> Iterator[tuple[str, dict | BadRow]]:
-    """The records of a JSONL file; DataError at the first line that is not UTF-8 text (a binary, compressed,
+    """The records of a JSONL file; DataFileError at the first line that is not UTF-8 text (a binary, compressed,
     UTF-16 or Latin-1 file): no row of such a file can be trusted, so it is refused whatever bad_rows says."""
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -100,9 +100,9 @@ def _jsonl_records(p: Path) -> Iterator[tuple[str, dict | BadRow]]:
                     raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
                 line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{p}:{n}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}: "
-                                "a binary, compressed, UTF-16 or Latin-1 file?); give UTF-8 JSONL, parquet or a "
-                                "datasets save_to_disk directory") from None
+                raise DataFileError(f"{p}:{n}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column "
+                                    f"{e.start + 1}: a binary, compressed, UTF-16 or Latin-1 file?); give UTF-8 JSONL, "
+                                    "parquet or a datasets save_to_disk directory") from None
             if not line.strip():
                 continue
             try:
@@ -224,11 +224,11 @@ def load(path: str | Path, kind: str, template: ChatTemplate, tok, seq_len: int 
                     raise BadRow(f"{n_tokens} tokens, longer than seq_len={seq_len}")
         except BadRow as e:
             if bad_rows == "refuse":
-                raise DataError(f"{where}: {e} (bad_rows: refuse)") from None
+                raise DataFileError(f"{where}: {e} (bad_rows: refuse)") from None
             out.skipped.append(f"{where}: {e}")
             continue
         out.rows.append(parsed)
     if not out.rows:
         first = f"; first problems: {out.skipped[:3]}" if out.skipped else ""
-        raise DataError(f"{path}: no usable {kind} rows{first}")
+        raise DataFileError(f"{path}: no usable {kind} rows{first}")
     return out

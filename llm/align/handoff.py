@@ -26,14 +26,11 @@ import torch
 from llm.config import ModelConfig
 from llm.train import safe_load
 from typed_yaml.disk import disk_full_as
+from typed_yaml.errors import HandoffError  # exit 4; raised here, defined with the other user errors
 
 STAGE_FILE = "stage.json"
 TOKENIZER_FILES = {"sentencepiece": "tokenizer.model", "hf": "tokenizer.json"}
 """The tokenizer file of a stage directory, by the kind stage.json records."""
-
-
-class HandoffError(ValueError):
-    """A checkpoint cannot be used by the stage that asked for it; the message says why."""
 
 
 @dataclass

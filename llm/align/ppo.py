@@ -13,8 +13,8 @@ target (Ziegler et al. 2019). The checkpoint is evaluated with the checker on he
 Data parallelism computes debug mode's iteration: each rank samples its contiguous share of the rollout batch
 with a noise seed per (iteration, prompt position) (llm/align/seeds.py `Stream.PPO_ROLLOUT`), the shares are
 gathered, every statistic (GAE, whitening, rewards, KL for the controller) is taken over the whole batch, each
-global mini-batch is split over the ranks, and the losses are normalised by global token counts so the engine's gradient average is the
-global mean.
+global mini-batch is split over the ranks, and the losses are normalised by global token counts so the engine's
+gradient average is the global mean.
 """
 from __future__ import annotations
 

@@ -4,16 +4,16 @@ is not found after the first ones have trained.
 
 For each stage to run and each data key it reads (llm/align/stages.py `Stage.data_read`), the whole file is parsed
 as the kind the stage reads it as (llm/align/formats.py), under `bad_rows` as the stage would: a refused row, or a
-file with no usable row, raises DataError in one line, "stage <name>: <key>: <file>:<line>: <reason>; expected
+file with no usable row, raises DataFileError in one line, "stage <name>: <key>: <file>:<line>: <reason>; expected
 <format>". Rows the stage would skip are counted in a line of the log. Token lengths are checked with the tokenizer
 and seq_len of the checkpoint the stage starts from (or of the checkpoint that one will be trained from); before the
 base stage has written its tokenizer they cannot be, and `check` returns the stages left to check again once it
 has. Reward functions are imported and called on the first SCORED_ROWS rows of the prompts they score, with an
 empty completion (a policy can answer with EOS at once, so a reward must score it): a function that needs a field
 the rows lack, raises, calls sys.exit, runs past reward_timeout_s or returns anything but one finite number per
-completion fails here, as RewardError naming the stage, the reward key, the data key and the sample. Each complete checkpoint
-a stage reads must carry its tokenizer and this config's chat template, and an RM key must hold a reward model
-(HandoffError).
+completion fails here, as RewardError naming the stage, the reward key, the data key and the sample. Each complete
+checkpoint a stage reads must carry its tokenizer and this config's chat template, and an RM key must hold a reward
+model (HandoffError).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from llm.align import handoff
 from llm.align.config import AlignConfig
-from llm.align.formats import EXPECTED, DataError, Loaded, load
+from llm.align.formats import EXPECTED, DataFileError, Loaded, load
 from llm.align.reward_functions import RewardError, RewardFunctions, function_specs
 from llm.align.stages import Stage
 from llm.align.template import ChatTemplate
@@ -54,7 +54,7 @@ class Preflight:
         """The data files parsed so far."""
 
     def check(self, stages: list[Stage]) -> list[Stage]:
-        """Check `stages` (raising DataError, RewardError or HandoffError, each one line naming the stage); returns
+        """Check `stages` (raising DataFileError, RewardError or HandoffError, each one line naming the stage); returns
         those whose data is not written yet or whose token lengths cannot be checked before the base stage runs."""
         later = []
         for stage in stages:
@@ -103,8 +103,8 @@ class Preflight:
         if cached not in self.loaded:
             try:
                 self.loaded[cached] = load(path, kind, self.template, tok, seq_len, self.cfg.bad_rows)
-            except DataError as e:
-                raise DataError(f"stage {stage.name}: {key}: {e}; expected {EXPECTED[kind]}") from None
+            except DataFileError as e:
+                raise DataFileError(f"stage {stage.name}: {key}: {e}; expected {EXPECTED[kind]}") from None
             self.files.add(path)
             got = self.loaded[cached]
             if got.skipped and tok is not None and self.log is not None:  # with lengths: the stage's own count

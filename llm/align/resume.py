@@ -35,9 +35,7 @@ from llm.train import safe_load
 from llm.train.loop import PreemptionFlag
 from llm.train.progress import Progress
 from typed_yaml.disk import disk_full_reason
-
-EXIT_PREEMPTED = 75
-"""Exit status of a preempted stage (EX_TEMPFAIL, as launch/pretrain.py): re-running the command resumes it."""
+from typed_yaml.errors import Preempted
 
 PER_ITERATION = ("ppo", "rl")
 """Stages whose steps are slow RL iterations: a progress line after each one."""
@@ -47,9 +45,10 @@ PROGRESS_KEYS = ("loss", "eval_loss", "train_accuracy", "eval_accuracy", "reward
 """The numbers of a metrics row a progress line shows, in this order, when the row has them."""
 
 
-class StagePreempted(Exception):
+class StagePreempted(Preempted):
     """A stage stopped on SIGTERM/SIGUSR1 after saving its in-stage checkpoint `path` at `step` (None: the stage
-    keeps nothing and starts again, e.g. the bundled base's seconds of pretraining)."""
+    keeps nothing and starts again, e.g. the bundled base's seconds of pretraining). Exit 75 (typed_yaml/errors.py):
+    re-running the command resumes it."""
 
     def __init__(self, stage: str, step: int, path: Path | None, signal_name: str):
         self.stage, self.step, self.path, self.signal_name = stage, step, path, signal_name

@@ -30,8 +30,8 @@ def check(prompt: str, response: str) -> bool:
 
 
 def sort_reward(prompts: list, completions: list[str], **fields) -> list[float]:
-    """The checker as a reward function (llm/align/reward_functions.py's convention): 1.0 for the prompt's digits in ascending
-    order, else 0.0. A prompt given as messages is read from its last turn."""
+    """The checker as a reward function (llm/align/reward_functions.py's convention): 1.0 for the prompt's digits in
+    ascending order, else 0.0. A prompt given as messages is read from its last turn."""
     return [float(check(p if isinstance(p, str) else p[-1]["content"], c)) for p, c in zip(prompts, completions)]
 
 
@@ -75,8 +75,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def generate_task_data(cfg: TaskConfig, out_dir: str | Path, seed: int) -> dict[str, str]:
     """Write the task's jsonl files under out_dir; returns {name: path}.
 
-    Files (llm/align/formats.py's formats): base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, completion}; pairs_train/pairs_eval.jsonl
-    {prompt, chosen, rejected}; prompts_eval.jsonl {prompt} (held out from everything else).
+    Files (llm/align/formats.py's formats): base.jsonl {text}; sft_train/sft_eval.jsonl {prompt, completion};
+    pairs_train/pairs_eval.jsonl {prompt, chosen, rejected}; prompts_eval.jsonl {prompt} (held out from everything
+    else).
     """
     out = Path(out_dir)
     rng = random.Random(seed)

@@ -9,7 +9,7 @@ import pytest
 from llm.align import handoff
 from llm.align.config import load_align_config
 from llm.align.sections import TaskConfig
-from llm.align.formats import DataError, load, read_records
+from llm.align.formats import DataFileError, load, read_records
 from llm.align.losses import IGNORE_INDEX
 from llm.align.task import generate_task_data, train_task_tokenizer
 from llm.align.template import ChatTemplate
@@ -59,7 +59,7 @@ def test_conversations_good_and_bad_rows_named_by_line(tok, tmp_path):
     tokens, targets = got.rows[1]
     trained = [t for t in targets if t != IGNORE_INDEX]
     assert trained == tok.encode("12") + [tok.eos_id] + tok.encode("34") + [tok.eos_id]
-    with pytest.raises(DataError, match=f"{f}:3: not JSON .*bad_rows: refuse"):
+    with pytest.raises(DataFileError, match=f"{f}:3: not JSON .*bad_rows: refuse"):
         load(f, "conversation", SORT, tok, seq_len=32, bad_rows="refuse")
 
 
@@ -85,9 +85,9 @@ def test_pairs_and_prompts(tok, tmp_path):
                            "fields": {"answer": "1358", "level": 2}}
     assert got.rows[1]["fields"] == {"answer": "12"} and len(got.skipped) == 2
     assert "ends with an assistant turn" in got.skipped[0] and "missing 'prompt'" in got.skipped[1]
-    with pytest.raises(DataError, match="no usable pair rows"):
+    with pytest.raises(DataFileError, match="no usable pair rows"):
         load(_jsonl(tmp_path / "bad.jsonl", [{"x": 1}]), "pair", SORT, tok, seq_len=32)
-    with pytest.raises(DataError, match="no such data file"):
+    with pytest.raises(DataFileError, match="no such data file"):
         load(tmp_path / "absent.jsonl", "pair", SORT, tok, seq_len=32)
 
 
@@ -97,7 +97,7 @@ def test_a_pair_counts_its_eos_against_seq_len(tok, tmp_path):
     f = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "5183", "chosen": "1358", "rejected": "1385"}])
     n = len(SORT.encode(tok, [{"role": "user", "content": "5183"}, {"role": "assistant", "content": "1358"}])[0])
     assert len(load(f, "pair", SORT, tok, seq_len=n).rows) == 1
-    with pytest.raises(DataError, match=f"{f}:1: {n} tokens, longer than seq_len={n - 1}"):
+    with pytest.raises(DataFileError, match=f"{f}:1: {n} tokens, longer than seq_len={n - 1}"):
         load(f, "pair", SORT, tok, seq_len=n - 1, bad_rows="refuse")
 
 
@@ -114,7 +114,7 @@ def test_save_to_disk_and_parquet_read_like_jsonl(tok, tmp_path):
                                              {"role": "assistant", "content": "1358"}])], source
         assert got.skipped == [f"{tmp_path / source}[row 1]: missing 'completion' (fields: ['completion', 'prompt'])"]
     datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "two"))
-    with pytest.raises(DataError, match="splits \\['train', 'test'\\]"):
+    with pytest.raises(DataFileError, match="splits \\['train', 'test'\\]"):
         list(read_records(tmp_path / "two"))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from llm.align import handoff
 from llm.align.config import load_align_config
-from llm.align.formats import DataError, load
+from llm.align.formats import DataFileError, load
 from llm.align.preflight import Preflight
 from llm.align.resume import read_trainer_state
 from llm.align.reward_functions import RewardError, RewardFunctions
@@ -38,18 +38,18 @@ def test_pair_whose_chosen_equals_rejected_is_refused_or_skipped_and_counted(tmp
     same = {"prompt": [{"role": "user", "content": "21"}], "chosen": [{"role": "assistant", "content": "12"}],
             "rejected": [{"role": "assistant", "content": " 12 "}]}
     f = _jsonl(tmp_path / "pairs.jsonl", PAIRS + [same])
-    with pytest.raises(DataError, match=r"pairs.jsonl:3: 'chosen' equals 'rejected'.*no preference"):
+    with pytest.raises(DataFileError, match=r"pairs.jsonl:3: 'chosen' equals 'rejected'.*no preference"):
         load(f, "pair", TEMPLATE, None, None, "refuse")
     got = load(f, "pair", TEMPLATE, None, None, "skip")
     assert len(got.rows) == 2 and "pairs.jsonl:3: 'chosen' equals 'rejected'" in got.skipped[0]
-    with pytest.raises(DataError, match="no usable pair rows"):
+    with pytest.raises(DataFileError, match="no usable pair rows"):
         load(_jsonl(tmp_path / "all_same.jsonl", [same] * 3), "pair", TEMPLATE, None, None, "skip")
 
 
 def test_preflight_names_the_stage_of_pairs_that_teach_nothing_before_anything_trains(tmp_path):
     same = _jsonl(tmp_path / "same.jsonl", [{"prompt": "21", "chosen": "12", "rejected": "12"}] * 4)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,dpo]", f"dpo.data={same}"])
-    with pytest.raises(DataError, match=r"stage dpo: dpo.data: .*same.jsonl: no usable pair rows.*'chosen' equals"):
+    with pytest.raises(DataFileError, match=r"stage dpo: dpo.data: .*same.jsonl: no usable pair rows.*'chosen' equals"):
         Preflight(cfg, log=None).check([REGISTRY["dpo"]])
 
 
@@ -65,7 +65,7 @@ def test_preflight_names_the_stage_of_pairs_that_teach_nothing_before_anything_t
 ])
 def test_unreadable_file_is_one_data_error_naming_it(tmp_path, name, data, message):
     (tmp_path / name).write_bytes(data)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataFileError, match=message):
         load(tmp_path / name, "pair", TEMPLATE, None, None, "skip")
 
 
@@ -79,7 +79,7 @@ def test_corrupt_save_to_disk_directory_is_one_data_error(tmp_path):
     datasets.Dataset.from_list(PAIRS).save_to_disk(str(tmp_path / "ds"))
     for f in (tmp_path / "ds").glob("*.arrow"):
         f.write_bytes(b"garbage" * 10)
-    with pytest.raises(DataError, match=r"ds: not a readable datasets save_to_disk directory"):
+    with pytest.raises(DataFileError, match=r"ds: not a readable datasets save_to_disk directory"):
         load(tmp_path / "ds", "pair", TEMPLATE, None, None, "skip")
 
 

@@ -155,10 +155,10 @@ def test_bundled_from_hf_recipe(tmp_path):
 
 
 def _chain_cli(capsys, tmp_path, base):
-    from launch.align_common import main_for
+    from launch import chain, cli
     capsys.readouterr()  # what building the directories printed
-    rc = main_for("chain", "", ["--config", str(RECIPE), f"out_dir={tmp_path / 'out'}", f"base.path={base}",
-                                "stages=[base]"])
+    rc = cli.call(chain.main, ["--config", str(RECIPE), f"out_dir={tmp_path / 'out'}", f"base.path={base}",
+                               "stages=[base]"])
     err = capsys.readouterr().err.strip()
     return rc, err
 

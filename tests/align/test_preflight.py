@@ -12,7 +12,7 @@ import pytest
 from llm.align import handoff
 from llm.align.chain import run_chain
 from llm.align.config import load_align_config
-from llm.align.formats import DataError, load
+from llm.align.formats import DataFileError, load
 from llm.align.preflight import Preflight
 from llm.align.reward_functions import RewardError
 from llm.align.stages import REGISTRY
@@ -78,7 +78,7 @@ def test_a_bad_file_of_a_late_stage_fails_before_the_first_stage_runs(tmp_path, 
     lines = []
     # DPO given SFT conversations where it needs pairs: named before base, sft and rm train.
     cfg = _cfg(tmp_path, {**own_data, "dpo.data": own_data["sft.data"]})
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataFileError) as e:
         run_chain(cfg, log=lines.append)
     msg = str(e.value)
     assert msg.startswith(f"stage dpo: dpo.data: {own_data['sft.data']}: no usable pair rows; first problems: "
@@ -87,12 +87,12 @@ def test_a_bad_file_of_a_late_stage_fails_before_the_first_stage_runs(tmp_path, 
     assert "\n" not in msg and not (tmp_path / "base").exists() and lines == []
     # Under bad_rows: refuse the first bad row is named by line.
     bad = _jsonl(tmp_path / "mixed.jsonl", [_chat("21"), {"messages": [{"role": "user", "content": "21"}]}])
-    with pytest.raises(DataError, match=f"^stage sft: sft.eval_data: {bad}:2: a conversation with no assistant "
+    with pytest.raises(DataFileError, match=f"^stage sft: sft.eval_data: {bad}:2: a conversation with no assistant "
                                         "turn .*bad_rows: refuse.*; expected {\"messages\""):
         run_chain(_cfg(tmp_path, {**own_data, "sft.eval_data": bad}, "bad_rows=refuse"), log=lines.append)
     # Prompts given where the RM samples SFT's held-out conversations: no reply to drop.
     prompts = own_data["ppo.prompts"]
-    with pytest.raises(DataError, match=f"^stage sft: sft.eval_data: {prompts}: no usable conversation rows"):
+    with pytest.raises(DataFileError, match=f"^stage sft: sft.eval_data: {prompts}: no usable conversation rows"):
         run_chain(_cfg(tmp_path, {**own_data, "sft.eval_data": prompts}), log=lines.append)
     assert not (tmp_path / "base").exists()
 
@@ -133,7 +133,7 @@ def test_token_lengths_and_checkpoints_once_the_base_exists(base_dir, tmp_path, 
     cfg = _cfg(tmp_path, {**own_data, "rm.data": long}, "bad_rows=refuse")
     pre = Preflight(cfg, None)
     assert pre.start_checkpoint(REGISTRY["rm"]) == tmp_path / "base"  # sft not trained yet: the base's tokenizer
-    with pytest.raises(DataError, match=f"^stage rm: rm.data: {long}:2: .* tokens, longer than seq_len=32"):
+    with pytest.raises(DataFileError, match=f"^stage rm: rm.data: {long}:2: .* tokens, longer than seq_len=32"):
         pre.check([REGISTRY["rm"]])
     lines = []
     assert Preflight(_cfg(tmp_path, {**own_data, "rm.data": long}), lines.append).check([REGISTRY["rm"]]) == []

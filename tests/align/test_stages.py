@@ -93,7 +93,8 @@ def test_zero_stage_is_a_stage_setting_and_the_old_key_names_the_new_one():
 def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
     from llm.align.chain import check_inputs, run_chain
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,rm]"])
-    with pytest.raises(HandoffError, match=fr"stage sft reads {tmp_path}/base \(sft.init\), which does not exist; no earlier"):
+    with pytest.raises(HandoffError,
+                       match=fr"stage sft reads {tmp_path}/base \(sft.init\), which does not exist; no earlier"):
         run_chain(cfg, log=lambda s: None)
     assert list(tmp_path.iterdir()) == []
     # Inputs written by an earlier stage of the run are fine: base writes the data and <out_dir>/base.
