@@ -43,11 +43,19 @@ DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.d
 @dataclass
 class AlignConfig:
     out_dir: str = "runs/align/default"
+    """Root directory of the chain: the bundled task data under <out_dir>/data, each stage's checkpoint under
+    <out_dir>/<stage>/ (how a stage finds the previous one's), progress logs under <out_dir>/logs. A run that finds
+    a stage's checkpoint there skips that stage."""
     seed: int = 0
+    """The chain's one seed: every random draw (task data, tokenizer, base init, batch orders, rollout noise,
+    held-out samples) takes its seed from it and a named stream (llm/align/seeds.py). The accuracy margins of
+    tests/align/test_chain.py were measured with the default, 0."""
     stages: list[str] = field(default_factory=lambda: ["base", "sft", "rm", "ppo"])
     """Stages `launch/chain.py` runs, in this order; add 'dpo' for the alternative third stage."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    """The bundled synthetic task and its data (TaskConfig): 'sort_digits', or 'none' for your own data."""
     template: TemplateConfig = field(default_factory=TemplateConfig)
+    """The chat template of every stage and of evaluation (TemplateConfig)."""
     compile: bool = False
     """torch.compile each transformer block of every model a stage trains (llm/train/compile.py; a reward model's
     and critic's `.body` blocks), in debug mode and under the launcher. Off by default, as train.compile: compiling
@@ -60,12 +68,19 @@ class AlignConfig:
     """Seconds one call of a reward function (rl.reward, eval.reward; on a batch of completions) may take before the
     stage stops, naming it (llm/align/reward_functions.py); 0: no limit. Must be >= 0."""
     base: BaseConfig = field(default_factory=BaseConfig)
+    """Stage `base`: the tiny pretrained base model, or an existing model to start from (BaseConfig)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
+    """Stage `sft`: supervised fine-tuning of the base on demonstrations (SFTConfig)."""
     rm: RMConfig = field(default_factory=RMConfig)
+    """Stage `rm`: the reward model, trained on preference pairs (RMConfig)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Stage `ppo`: PPO of the SFT policy against the reward model (llm/align/rl_sections.py PPOConfig)."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    """Stage `dpo`: direct preference optimisation of the SFT policy, the alternative to rm + ppo (DPOConfig)."""
     rl: RLConfig = field(default_factory=RLConfig)
+    """Stage `rl`: critic-free RL (GRPO or RLOO) of the SFT policy (llm/align/rl_sections.py RLConfig)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """The held-out evaluation every stage reports: prompts, reward functions, sampling (EvalConfig)."""
 
     def validate(self) -> None:
         """Each section's own checks (sections.py, rl_sections.py), then those that read several sections."""
