@@ -89,7 +89,8 @@ class PPOConfig:
             check_range(f"{where}.{key}", getattr(self, key), *ONE_OR_MORE)
         check_range(f"{where}.temperature", self.temperature, *POSITIVE, SAMPLED)
         check_range(f"{where}.beta", self.beta, *NON_NEGATIVE, "the KL penalty; 0: none")
-        check_range(f"{where}.kl_horizon", self.kl_horizon, *ONE_OR_MORE, "the adaptive controller's horizon in sequences")
+        check_range(f"{where}.kl_horizon", self.kl_horizon, *ONE_OR_MORE,
+                    "the adaptive controller's horizon in sequences")
         check_range(f"{where}.gamma", self.gamma, (0, False), (1, False))
         check_range(f"{where}.lam", self.lam, (0, False), (1, False))
         check_range(f"{where}.clip_eps", self.clip_eps, *OPEN_UNIT)
