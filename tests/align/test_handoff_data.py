@@ -10,6 +10,8 @@ from llm.align.task import check, generate_task_data, read_jsonl, train_task_tok
 from llm.config import ConfigError, ModelConfig
 from llm.model import Transformer
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory):

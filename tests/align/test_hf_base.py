@@ -17,6 +17,8 @@ from llm.align.config import load_align_config
 from tests.conftest import ROOT
 from tests.llm.hf.helpers import LOGITS_ATOL
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
 TEXT = "sort 90817: 01789"
 

@@ -6,6 +6,8 @@ import torch
 
 from llm.align import losses as L
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 
 def test_sft_loss_ignores_prompt_and_padding():
     # Uniform logits over 4 tokens: every counted position costs log 4; ignored ones cost nothing.

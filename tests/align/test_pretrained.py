@@ -14,6 +14,8 @@ from llm.align import handoff
 from llm.align.config import load_align_config
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
 
 

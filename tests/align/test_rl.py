@@ -8,6 +8,8 @@ import torch
 from llm.align import losses as L
 from llm.align.reward_functions import RewardError, RewardFunctions, load_function
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 
 

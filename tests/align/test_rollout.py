@@ -6,6 +6,9 @@ import torch
 from llm.align.rollout import sample, sample_seeded
 from llm.config import ModelConfig
 from llm.model import Transformer
+import pytest
+
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 EOS = 2
 

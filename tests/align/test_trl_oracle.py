@@ -21,6 +21,8 @@ from llm.align import losses as L
 from llm.align.dpo import sequence_logprobs
 from llm.align.rollout import response_logprobs
 
+pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
+
 # Per-token log-probs of the two models agree to ~1e-6 (fp32 rounding); the losses then to ~1e-6 relative.
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-7
 PROMPT, COMPLETION, BATCH = 5, 7, 8
