@@ -36,7 +36,7 @@ setup(
         # torch.utils.tensorboard's SummaryWriter needs it (logging.tensorboard, llm/train/loggers.py); small
         # next to torch, and TensorBoard is the one viewer that works on a cluster without an account.
         "tensorboard>=2.14",
-        "matplotlib>=3.7",  # launch/plot.py: loss/LR/throughput curves and the alignment chain report as PNGs
+        "matplotlib>=3.7",  # llm/train/plots.py: loss/LR/throughput curves and the alignment chain report as PNGs
     ],
     extras_require={
         # logging.wandb (llm/train/loggers.py); optional, as it pulls in a service binary and a web client.
