@@ -14,6 +14,7 @@ from data_pipeline.pipeline import run
 from data_pipeline.tokenizer import Tokenizer
 from tests.data_pipeline.corpus import good_doc, mutate, prose, words, write_jsonl
 
+from data_pipeline.cli import DEFAULT_CONFIG
 from launch import prepare_data
 
 
@@ -104,7 +105,7 @@ def test_two_tasks_match_one_task(prepared, tmp_path):
         for index in (1, 0):  # task 1 first: nothing may depend on task 0 having run
             if stage in ("cluster", "merge") and index == 1:
                 continue
-            cfg = load_data_config(prepare_data.DEFAULT_CONFIG,
+            cfg = load_data_config(DEFAULT_CONFIG,
                                    cfg_args + [f"shards.task_index={index}", "shards.task_count=2"])
             run(cfg, stage, wait_timeout_s=5)
     for name in ("data.bin", "data.idx", "report.json", "tokenizer.model"):
