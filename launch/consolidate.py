@@ -11,7 +11,6 @@ debug mode (`checkpoint.init_from=`) and `Transformer.generate()` load. Exit 2 o
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -61,11 +60,11 @@ def main(argv=None) -> int:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     state = {k: v.to(dtype) for k, v in state.items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")  # one per writer: the last one wins
     from typed_yaml.disk import disk_full_as
-    with disk_full_as(args.output, "the consolidated weights", remove=tmp):  # a full disk: one line, no file
+    from typed_yaml.files import atomic_path
+    # One temporary file per writer: the last one wins. A full disk: one line, no file.
+    with atomic_path(args.output) as tmp, disk_full_as(args.output, "the consolidated weights", remove=tmp):
         torch.save(state, tmp)
-    os.replace(tmp, args.output)
     from data_pipeline.hf_tokenizer import tokenizer_file
     tok = tokenizer_file(args.checkpoint)
     # The file holds weights only; the tokenizer they were trained with stays in the step directory.

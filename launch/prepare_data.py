@@ -94,7 +94,7 @@ def _check_rule(root: str, rule: str) -> None:
     from data_pipeline.report import read_drops
 
     reasons = {row["reason"] for row in read_drops(root)}
-    from llm.files import read_json
+    from typed_yaml.files import read_json
     try:
         stages = set(read_json(Path(root) / "report.json", dict, "report").get("stages", {}))
     except ConfigError:  # no report (yet), or a damaged one: the drops' reasons alone decide

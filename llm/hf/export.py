@@ -5,7 +5,7 @@ weights as model.pt (llm/model.py names), config.yaml (the resolved run config) 
 (llm/train/checkpoint.py `save_tokenizer`); so does an alignment stage directory (model.pt, tokenizer.model,
 stage.json; llm/align/handoff.py), and a checkpoint that launch/import_hf.py wrote (its tokenizer.json beside
 model.pt). `read_checkpoint` is the one reader of those three kinds that export, evaluation, the audit and the
-alignment chain's outside base share; stage.json is read by llm/files.py `read_json` and model.pt through
+alignment chain's outside base share; stage.json is read by typed_yaml/files.py `read_json` and model.pt through
 llm/train/safe_load.py (audited, weights-only), then checked against its config (llm/hf/validate.py
 `check_state_dict`: names, shapes, floating point, finite) before anything is written. What is written:
 config.json (LlamaConfig), safetensors weights (sharded with an index past `max_shard_size`) and
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from llm.config import ConfigError, ModelConfig, read_saved_config
-from llm.files import read_json
+from typed_yaml.files import read_json
 from llm.hf.convert import hf_config_dict, parameter_names, to_hf_name
 from llm.hf.validate import check_state_dict
 from llm.train import safe_load
