@@ -10,6 +10,8 @@ from pathlib import Path
 from data_pipeline.config import load_data_config
 from data_pipeline.errors import DataError
 from data_pipeline.pipeline import PIPELINE_STAGES, run, summary
+from typed_yaml import ConfigError
+from typed_yaml.files import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "data" / "default.yaml"
@@ -74,8 +76,8 @@ def _check_rule(root: str, rule: str) -> None:
 
     reasons = {row["reason"] for row in read_drops(root)}
     try:
-        stages = set(json.loads((Path(root) / "report.json").read_text()).get("stages", {}))
-    except (OSError, ValueError, AttributeError):  # no report (yet), or a damaged one: the drops' reasons decide
+        stages = set(read_json(Path(root) / "report.json", dict, "report").get("stages", {}))
+    except ConfigError:  # no report (yet), or a damaged one: the drops' reasons alone decide
         stages = set()
     known = reasons | {r.split(".")[0] for r in reasons} | stages
     if rule not in known and not any(r.startswith(rule + ".") for r in reasons):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import DataError
+from typed_yaml.files import atomic_path
 
 INDEX_MAGIC = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -129,8 +130,7 @@ class IndexedDatasetBuilder:
 
         self.idx_path.unlink(missing_ok=True)
         os.replace(self._tmp_bin, self.bin_path)
-        tmp_idx = self.idx_path.with_name(self.idx_path.name + ".tmp")
-        with open(tmp_idx, "wb") as f:
+        with atomic_path(self.idx_path) as tmp_idx, open(tmp_idx, "wb") as f:
             f.write(INDEX_MAGIC)
             f.write(struct.pack("<Q", INDEX_VERSION))
             f.write(struct.pack("<B", _CODE_OF_DTYPE[self.dtype]))
@@ -139,9 +139,6 @@ class IndexedDatasetBuilder:
             f.write(sizes.astype(np.int32).tobytes(order="C"))
             f.write(pointers.tobytes(order="C"))
             f.write(doc_index.tobytes(order="C"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_idx, self.idx_path)
 
     def _abort(self) -> None:
         if self._file is not None:

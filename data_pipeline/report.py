@@ -7,7 +7,6 @@ are tokenizer tokens (including the appended EOD), counted only from the tokeniz
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Iterator
 
 from data_pipeline.errors import DataError
 from data_pipeline.filters.drop import Drop
+from typed_yaml.files import read_jsonl
 
 SNIPPET_CHARS = 240
 """Characters of a dropped document's text kept in its ``dropped/*.jsonl`` row."""
@@ -131,11 +131,9 @@ def read_drops(root, rule: str | None = None) -> Iterator[dict]:
     if not folder.is_dir():
         raise DataError(f"{root} has no dropped/ folder; pass a folder written by prepare_data.py --output")
     for path in sorted(folder.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if rule is None or row["reason"] == rule or row["reason"].startswith(rule + "."):
-                    yield row
+        for row in read_jsonl(path, what="drop record file", row="a drop record"):
+            if rule is None or row["reason"] == rule or row["reason"].startswith(rule + "."):
+                yield row
 
 
 def below_threshold(row: dict) -> bool:
@@ -175,11 +173,9 @@ def kept_snippets(root, ids: set[str]) -> dict[str, str]:
     to show a near duplicate beside the document it names."""
     found: dict[str, str] = {}
     for path in sorted((Path(root) / "work" / "ingest").glob("*.ids.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if row[1] in ids and len(row) > 3:
-                    found[row[1]] = row[3]
+        for row in read_jsonl(path, kind=list, what="ids file", row="an ids row"):
+            if row[1] in ids and len(row) > 3:
+                found[row[1]] = row[3]
     return found
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, TypeVar
 
 from data_pipeline.errors import DataError
+from typed_yaml.files import atomic_write_text, read_jsonl
 
 T = TypeVar("T")
 
@@ -114,13 +115,7 @@ def remove_stale_temps(root: Path) -> int:
 
 def write_json_atomic(path: Path, obj: object, sort_keys: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")
-    except OSError:
-        tmp.unlink(missing_ok=True)  # half a file on a full disk: give the space back
-        raise
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")  # a full disk leaves no part
 
 
 class AtomicJsonl:
@@ -148,7 +143,6 @@ class AtomicJsonl:
         os.replace(self.tmp, self.path)
 
 
-def iter_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+def iter_jsonl(path: Path) -> Iterable:
+    """The values of one of our own JSONL files (documents, or ids rows); ConfigError naming file:line if corrupt."""
+    return read_jsonl(path, kind=object, what="shard")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from data_pipeline.errors import DataError
+from typed_yaml.files import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # The smallest vocabulary train_tokenizer can build: the 4 specials, the 256 byte-fallback
@@ -118,12 +118,7 @@ def train_tokenizer(
         raise ValueError(f"SentencePiece training for {model_path} failed "
                          f"(vocab_size={vocab_size}, {len(lines)} lines): {reason}") from None
 
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, model_path)
+    atomic_write_bytes(model_path, buffer.getvalue())
     return model_path
 
 

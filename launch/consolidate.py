@@ -4,14 +4,14 @@
 
 Every checkpoint written by launch/pretrain.py already holds the consolidated weights (`model.pt`, gathered
 at save time across tensor-parallel shards, pipeline stages and ZeRO-3 partitions). For a DeepSpeed
-pipeline checkpoint without one, the per-layer files are merged (parallel/pipeline.py). The result is
-checked by loading it into the model described by the checkpoint's `config.yaml`, so what this writes is what
-debug mode (`checkpoint.init_from=`) and `Transformer.generate()` load. Exit 2 on a user mistake.
+pipeline checkpoint without one, the per-layer files are merged (parallel/pipeline.py). The directory is read by
+llm/train/checkpoint_reader.py `open_checkpoint`, and the result checked by loading it into the model described by
+the checkpoint's `config.yaml`, so what this writes is what debug mode (`checkpoint.init_from=`) and
+`Transformer.generate()` load. Exit 2 on a user mistake.
 """
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -20,28 +20,17 @@ from llm.config import ConfigError
 
 def consolidate(step_dir: Path) -> dict:
     """The llm/model.py state dict of a checkpoint directory; ConfigError if it holds none we can read."""
-    from llm.model import Transformer
-    from llm.train import safe_load
-
-    from llm.hf.export import step_model_config
+    from llm.train.checkpoint_reader import open_checkpoint
 
     if not (step_dir / "config.yaml").is_file():
         raise ConfigError(f"{step_dir} is not a checkpoint directory of launch/pretrain.py (no config.yaml)")
-    # The model section alone: data.paths and the rest of the run may name files long moved or gone.
-    model_cfg = step_model_config(step_dir)
-    if (step_dir / "model.pt").is_file():
-        state = safe_load.load(step_dir / "model.pt")
-    elif (step_dir / "deepspeed").is_dir() and list((step_dir / "deepspeed").glob("layer_*-model_states.pt")):
+    # The model section alone (the reader's): data.paths and the rest of the run may name files long moved or gone.
+    ckpt = open_checkpoint(step_dir)
+    state = None
+    if ckpt.pipeline_dir is not None:
         from parallel.pipeline import load_pipeline_checkpoint
-        state = load_pipeline_checkpoint(step_dir / "deepspeed", model_cfg)
-    else:
-        raise ConfigError(f"{step_dir} holds neither model.pt nor DeepSpeed pipeline layer files")
-    model = Transformer(model_cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ConfigError(f"{step_dir}: weights do not fit its config.yaml: {str(e).splitlines()[-1]}") from None
-    return model.state_dict()
+        state = load_pipeline_checkpoint(ckpt.pipeline_dir, ckpt.model)
+    return ckpt.build_model(state).state_dict()
 
 
 def main(argv=None) -> int:
@@ -61,11 +50,11 @@ def main(argv=None) -> int:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     state = {k: v.to(dtype) for k, v in state.items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")  # one per writer: the last one wins
     from typed_yaml.disk import disk_full_as
-    with disk_full_as(args.output, "the consolidated weights", remove=tmp):  # a full disk: one line, no file
+    from typed_yaml.files import atomic_path
+    # One temporary file per writer: the last one wins. A full disk: one line, no file.
+    with atomic_path(args.output) as tmp, disk_full_as(args.output, "the consolidated weights", remove=tmp):
         torch.save(state, tmp)
-    os.replace(tmp, args.output)
     from data_pipeline.hf_tokenizer import tokenizer_file
     tok = tokenizer_file(args.checkpoint)
     # The file holds weights only; the tokenizer they were trained with stays in the step directory.

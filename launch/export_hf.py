@@ -25,9 +25,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-shard-size", default="5GB", help="safetensors shard size past which weights are split "
                     "with an index (default: %(default)s)")
     args = ap.parse_args(argv)
-    from llm.hf.export import export_hf, read_checkpoint
+    from llm.hf.export import export_hf
+    from llm.train.checkpoint_reader import open_checkpoint
     from typed_yaml.output_dir import staged_output
-    tokenizer = read_checkpoint(args.checkpoint).tokenizer  # may lie outside the checkpoint (data.tokenizer)
+    tokenizer = open_checkpoint(args.checkpoint).tokenizer  # may lie outside the checkpoint (data.tokenizer)
     inputs = [("checkpoint", args.checkpoint), ("tokenizer", tokenizer)]
     with staged_output(args.out_dir, "export_hf.py", inputs, force=args.force,
                        source=str(args.checkpoint.resolve())) as tmp:

@@ -1,24 +1,23 @@
-"""Readers of the JSON and safetensors files that others write (Hugging Face directories, stage.json), whose every
-error is one ConfigError naming the file, and the key or tensor where there is one.
+"""The reader of the safetensors files that others write (Hugging Face directories), whose every error is one
+ConfigError naming the file, and the tensor where there is one.
 
-A corrupt file is a user's problem to fix, not a bug of ours: `read_json` refuses an empty, truncated or non-UTF-8
-file, a repeated key (json keeps the last one without a word) and a top level of the wrong kind; `safetensors_header`
-reads the 8-byte length and the JSON header of a safetensors file itself (the format: github.com/huggingface/
-safetensors, "Format") and checks each entry's dtype, shape and byte range against the file's size, so a truncated
-or hand-edited file is named before any tensor is read. No torch at import: the configs' layer may use it.
+A corrupt file is a user's problem to fix, not a bug of ours: `safetensors_header` reads the 8-byte length and the
+JSON header of a safetensors file itself (the format: github.com/huggingface/safetensors, "Format") and checks each
+entry's dtype, shape and byte range against the file's size, so a truncated or hand-edited file is named before any
+tensor is read. No torch at import: the configs' layer may use it.
 
-One writer sits with them: `atomic_write_text`, for a small file that must be whole or absent whenever its writer
-is killed (a marker, a record a rerun reads back).
+The JSON and JSONL readers and the atomic writers live below, in typed_yaml/files.py, where data_pipeline can use
+them too.
 """
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from typed_yaml import ConfigError
+from typed_yaml.files import json_kind, unique_keys
 
 # Bytes per element of each safetensors dtype (safetensors/src/tensor.rs `Dtype::size`).
 SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
@@ -26,65 +25,6 @@ SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3":
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 # The Rust reader refuses headers past 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE); so do we, before reading.
 MAX_HEADER_BYTES = 100_000_000
-
-
-def _unique_keys(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"key {k!r} appears twice")
-        out[k] = v
-    return out
-
-
-def read_json(path: str | Path, kind: type = dict, what: str = "JSON file"):
-    """The parsed content of JSON file `path`, whose top level must be a `kind` (dict or list). ConfigError naming
-    the file (and the line and column, or the repeated key) when it is missing, unreadable, empty or malformed."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, not a {what}")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such {what}") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not a {what} (not UTF-8 text at byte {e.start})") from None
-    if not text.strip():
-        raise ConfigError(f"{p}: empty (expected a {what})")
-    try:
-        raw = json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except ValueError as e:
-        raise ConfigError(f"{p}: {e}") from None
-    if not isinstance(raw, kind):
-        want = "an object ({...})" if kind is dict else "a list ([...])"
-        raise ConfigError(f"{p}: the top level must be {want}, not {_json_kind(raw)}")
-    return raw
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` so that a reader (or a rerun after a kill, even a power cut) finds the old file or the
-    new one, never a part: a temporary file in the same folder (one per process), flushed to disk, then os.replace
-    (atomic within a filesystem, POSIX rename(2)). The temporary file is removed if the write fails."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _json_kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -117,11 +57,11 @@ def safetensors_header(path: str | Path) -> dict[str, TensorEntry]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
     try:
-        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_unique_keys)
+        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, ValueError):
         raise ConfigError(f"{p}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
-        raise ConfigError(f"{p}: not a safetensors file (its header is {_json_kind(header)}, not an object)")
+        raise ConfigError(f"{p}: not a safetensors file (its header is {json_kind(header)}, not an object)")
     data_bytes = size - 8 - n
     entries, spans = {}, []
     for name, entry in header.items():

@@ -16,10 +16,11 @@ which copy survives does not depend on input order or sharding.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from typed_yaml.files import atomic_path
 
 SIG_DTYPE = np.dtype([("hash", "<u8"), ("rank", "<u8"), ("uid", "<u8")])
 EDGE_DTYPE = np.dtype([("keep_rank", "<u8"), ("keep_uid", "<u8"), ("dup_rank", "<u8"), ("dup_uid", "<u8")])
@@ -37,12 +38,8 @@ class SignatureFileError(RuntimeError):
 def save_atomic(path: Path, array: np.ndarray) -> None:
     """``np.save`` to ``path`` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def bucket_dir(root: Path, band: int, bucket: int) -> Path:

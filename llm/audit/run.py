@@ -26,9 +26,9 @@ from data_pipeline.indexed import IndexedDataset
 from llm.audit import exposure as ex
 from llm.audit.memorization import document_memorization, greedy_matches, sample_documents
 from llm.config import ConfigError, DataConfig, read_saved_config
-from llm.hf.export import read_checkpoint
 from llm.model import Transformer
-from llm.train.checkpoint import latest_checkpoint, read_model_weights
+from llm.train.checkpoint import latest_checkpoint
+from llm.train.checkpoint_reader import open_checkpoint
 from llm.train.progress import bar_progress
 
 
@@ -59,12 +59,9 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Transforme
         if not (root / "model.pt").is_file() and root.is_dir() and latest_checkpoint(root) is not None:
             p = latest_checkpoint(root)
             break
-    source = read_checkpoint(p)
-    model = Transformer(source.model)
-    try:
-        model.load_state_dict(read_model_weights(p))
-    except RuntimeError as e:
-        raise ConfigError(f"{p}: weights do not fit its config ({str(e).splitlines()[-1].strip()})") from None
+    source = open_checkpoint(p)
+    source.tokenizer  # a missing tokenizer is named before the weights are read
+    model = source.build_model()
     raw = read_saved_config(p / "config.yaml") if (p / "config.yaml").is_file() else {}
     valid_fraction = float((raw.get("data") or {}).get("valid_fraction", DataConfig.valid_fraction))
     return model.to(device).eval(), valid_fraction, p
@@ -73,7 +70,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Transforme
 def check_same_tokenizer(data_tok, data_tok_path: Path, ckpt: Path) -> None:
     """Refuse a data folder tokenized with another tokenizer than the checkpoint's: its token ids mean other text to
     the model, and every exposure and memorization rate would be measured on noise (near zero, not a finding)."""
-    source = read_checkpoint(ckpt).tokenizer
+    source = open_checkpoint(ckpt).tokenizer
     if not Path(source).exists():
         return  # a pretraining step directory whose data.tokenizer moved: nothing to compare against
     own = load_tokenizer(tokenizer_file(source) if Path(source).is_dir() else source)

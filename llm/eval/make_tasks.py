@@ -21,6 +21,8 @@ import json
 import random
 from pathlib import Path
 
+from typed_yaml.files import read_jsonl
+
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 HELDOUT_FILE = "python_docs_heldout.jsonl"
 NEXT_LINE_FILE = "python_docs_next_line.jsonl"
@@ -62,8 +64,7 @@ def _source_ids(root: Path) -> dict[str, str]:
     """text -> source id of the kept documents (the pipeline's ingest shards), to name the held-out ones."""
     out = {}
     for f in sorted((root / "work" / "ingest").glob("shard_*[0-9].jsonl")):
-        for line in f.read_text().splitlines():
-            rec = json.loads(line)
+        for rec in read_jsonl(f, what="ingest shard", row="a document"):
             out[rec["text"]] = rec["id"]
     return out
 

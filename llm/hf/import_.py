@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from llm.config import CheckpointConfig, ConfigError, DataConfig, RunConfig
-from llm.files import read_json
+from typed_yaml.files import read_json
 from llm.hf.load import read_hf_config, read_hf_weights
 from llm.train import checkpoint as ckpt
 

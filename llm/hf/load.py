@@ -13,7 +13,8 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from llm.config import ConfigError, ModelConfig
-from llm.files import TensorEntry, read_json, read_safetensors, safetensors_header
+from llm.files import TensorEntry, read_safetensors, safetensors_header
+from typed_yaml.files import read_json
 from llm.hf.convert import from_hf_name, model_config_from_hf
 from llm.hf.validate import check_headers, check_tied, check_values
 

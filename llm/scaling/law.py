@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from llm.scaling.fit import fit_isoflop, fit_parametric
 from llm.scaling.laws import ParametricLaw, PowerLawFrontier
 from llm.shape import SHAPE_RULES
 from typed_yaml import ConfigError
+from typed_yaml.files import atomic_write_text
 
 LAW_FORMAT = "llm-forge isoflop law v1"
 PARAMETRIC_MIN_POINTS = 10
@@ -287,10 +287,7 @@ def _parametric(points: list[dict]) -> dict:
 
 def write_law(path: str | Path, doc: dict) -> None:
     """Write law.json atomically (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def read_law(path: str | Path, name: str | None = None) -> SweepLaw:

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from llm.files import read_json
+from typed_yaml.files import read_json
 from llm.sweep import UserError
 from llm.sweep.fit import fit_and_write
 from llm.sweep.local import run_local

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from llm.config import ConfigError, config_from_dict, load_config
-from llm.files import atomic_write_text, read_json
+from typed_yaml.files import atomic_write_text, read_json
 from llm.scaling.law import read_law
 from llm.scaling.plan import config_dict
 from llm.scaling.laws import get_law

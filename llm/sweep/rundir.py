@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from llm.config import ConfigError
-from llm.files import atomic_write_text, read_json
+from typed_yaml.files import atomic_write_text, read_json
 from llm.sweep import RunFailed, UserError
 from llm.train.metrics import final_eval_loss
 

@@ -23,6 +23,7 @@ import torch
 
 from llm.train import safe_load
 from typed_yaml.disk import DiskFull, disk_full_as, disk_full_message
+from typed_yaml.files import atomic_write_text
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -197,9 +198,7 @@ def shard_write_failed(exc: BaseException | None, tmp: Path, step: int, root: st
 
 
 def write_state(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(state, indent=1))
 
 
 def read_state(ckpt: Path) -> dict:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from typed_yaml.files import atomic_write_text
+
 MATMUL_SIZES = (512, 1024, 2048)
 """Square matmul sizes the CPU peak is timed at, the best kept: a BLAS reaches its peak only on large enough
 matrices (on 2 cores of this project's CI machine, n=1024 ran at 24 GFLOP/s and n=2048 at 44)."""
@@ -149,9 +151,7 @@ def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str]:
     what += f", measured now{_busy(entry)}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: ranks of several jobs may write at once
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(cache, indent=1))  # ranks of several jobs may write at once
     except OSError:
         return flops, f"{what} ({path} is not writable)"
     return flops, f"{what} (cached in {path}; delete it to measure again)"

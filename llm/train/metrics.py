@@ -24,6 +24,7 @@ from pathlib import Path
 from llm.config import ConfigError, LoggingConfig
 from llm.train.loggers import open_sinks
 from typed_yaml.disk import disk_full_as, disk_full_reason
+from typed_yaml.files import read_jsonl
 
 
 def _fmt(key: str, value) -> str:
@@ -70,33 +71,7 @@ def read_rows(path: Path, strict: bool = False) -> list[dict]:
     Lenient (the default, for a file a running trainer may be appending to): a missing or unreadable file has no
     rows, and a line that is not a JSON object (one torn mid-write) is skipped. strict: ConfigError naming the file
     (and the line) when it cannot be read, is not UTF-8, or holds a line that is not a JSON object."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        if strict:
-            raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
-        return []
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if strict:
-            raise ConfigError(f"{path}: not a metrics file (not UTF-8 text at byte {e.start})") from None
-        text = data.decode("utf-8", errors="replace")
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if strict:
-                raise ConfigError(f"{path}:{n}: not JSON ({e.msg})") from None
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        elif strict:
-            raise ConfigError(f"{path}:{n}: a metrics row is a JSON object, not {type(row).__name__}")
-    return rows
+    return list(read_jsonl(path, strict, what="metrics file", row="a metrics row"))
 
 
 def last_train_row(path: Path) -> dict | None:

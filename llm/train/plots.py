@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from llm.files import read_json
+from typed_yaml.files import read_json
 from llm.train.metrics import read_rows, valid_utilisation
 from typed_yaml import ConfigError
 from typed_yaml.errors import UserError as BaseUserError

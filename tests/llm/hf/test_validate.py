@@ -87,11 +87,12 @@ def test_expected_shapes_are_the_models():
 
 
 def test_file_readers_name_the_file_and_the_key(tmp_path):
-    """llm/files.py: a repeated JSON key (json keeps the last silently) and bytes a safetensors header does not
-    account for are refused, naming the file; a valid file reads back."""
+    """typed_yaml/files.py, llm/files.py: a repeated JSON key (json keeps the last silently) and bytes a safetensors
+    header does not account for are refused, naming the file; a valid file reads back."""
     from safetensors.torch import save_file
 
-    from llm.files import read_json, read_safetensors, safetensors_header
+    from llm.files import read_safetensors, safetensors_header
+    from typed_yaml.files import read_json
     (tmp_path / "c.json").write_text('{"vocab_size": 512, "vocab_size": 600}')
     with pytest.raises(ConfigError, match=r"c\.json: key 'vocab_size' appears twice"):
         read_json(tmp_path / "c.json")
