@@ -7,8 +7,8 @@ Builds (once, under a temp dir) a random-init LlamaForCausalLM saved by transfor
 sharded copy, a tied copy and an imported checkpoint; then every case copies one of them, breaks one thing, and runs
 launch/import_hf.py, launch/export_hf.py or launch/evaluate.py of REPO (default: this checkout; point it at a
 pristine `git archive HEAD` copy to measure "before"): the `main(argv)` of each, called in one worker subprocess per
-entry point (as `sys.exit(main())` would run it; a subprocess per case costs ~8 CPU-s of imports). Each outcome is
-one of:
+entry point (as `run(main)` or, before launch/cli.py, `sys.exit(main())` would run it; a subprocess per case costs
+~8 CPU-s of imports). Each outcome is one of:
 
 - ok          a valid input (a control) accepted, or a bad one refused with one line naming what it must name;
 - clear       a bad input refused: non-zero exit, no traceback, the line names the file (and key or tensor);
@@ -515,6 +515,13 @@ def worker(root: Path, entry: str, jobs_file: Path) -> int:
     spec = importlib.util.spec_from_file_location(f"entry_{entry}", root / ENTRY_FILES[entry])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # A checkout with launch/cli.py ends every command through it (`run(main)`): a user error leaves main() as an
+    # exception that the wrapper prints as one line; older checkouts return the code from main() themselves.
+    def call(argv):
+        if (root / "launch" / "cli.py").is_file():
+            from launch.cli import call as cli_call
+            return cli_call(module.main, argv)
+        return module.main(argv)
     results = []
     for job in json.loads(jobs_file.read_text()):
         buf = io.StringIO()
@@ -522,7 +529,7 @@ def worker(root: Path, entry: str, jobs_file: Path) -> int:
         saved_env = dict(os.environ)
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             try:
-                rc = module.main(job["argv"])
+                rc = call(job["argv"])
             except SystemExit as e:
                 rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             except BaseException:
@@ -536,7 +543,7 @@ def worker(root: Path, entry: str, jobs_file: Path) -> int:
 
 
 def classify(case: Case, rc: int, text: str, out: Path, case_dir: Path) -> dict:
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    errors = [ln for ln in text.splitlines() if ln.startswith(("error:", "config error:"))]
     if rc == 0:
         outcome = "ok" if case.control else "silent"
     elif case.control:
