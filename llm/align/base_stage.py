@@ -9,14 +9,13 @@ stage is then complete, and skipped); a step directory written by launch/pretrai
 directory is imported into <out_dir>/base (`load_pretrained`) with its own tokenizer (SentencePiece or
 tokenizer.json), and evaluated like the pretrained base.
 
-A step directory holds the consolidated weights (`model.pt`, whatever the layout it was trained in; read by
-llm/train/checkpoint.py `read_model_weights`), the run's `config.yaml` (its `model` section is the shape) and its
-own copy of the tokenizer (tokenizer.model or tokenizer.json; older step directories only name it in
-`data.tokenizer`, a path as the run was given it): llm/hf/export.py `read_checkpoint`, which export and
-evaluation read step directories with too. A Hugging Face directory is a LlamaForCausalLM `save_pretrained` directory
-(config.json, safetensors) with its tokenizer saved beside it (tokenizer.json, tokenizer_config.json); its weights
-are read by llm/hf/load.py, the import launch/import_hf.py does. Either tokenizer kind is opened by
-data_pipeline/hf_tokenizer.py `load_tokenizer`, and the stage checkpoints carry it on (llm/align/handoff.py), so
+A step directory holds the consolidated weights (`model.pt`, whatever the layout it was trained in), the run's
+`config.yaml` (its `model` section is the shape) and its own copy of the tokenizer (tokenizer.model or tokenizer.json;
+older step directories only name it in `data.tokenizer`, a path as the run was given it). A Hugging Face directory is
+a LlamaForCausalLM `save_pretrained` directory (config.json, safetensors) with its tokenizer saved beside it
+(tokenizer.json, tokenizer_config.json). Both are read by llm/train/checkpoint_reader.py `open_checkpoint`, as export,
+evaluation and the audit read them; either tokenizer kind is opened by data_pipeline/hf_tokenizer.py
+`load_tokenizer`, and the stage checkpoints carry it on (llm/align/handoff.py), so
 every later stage reads an imported base like one made inside the chain.
 """
 from __future__ import annotations
@@ -58,19 +57,20 @@ def is_pretrain_dir(path: str | Path) -> bool:
 
 
 def _from_step_dir(src: Path) -> tuple[dict, ModelConfig, Path]:
-    from llm.hf.export import read_checkpoint
-    from llm.train.checkpoint import read_model_weights
+    from llm.train.checkpoint_reader import open_checkpoint
     try:
-        found = read_checkpoint(src)
+        found = open_checkpoint(src)
+        tokenizer = found.tokenizer
     except ConfigError as e:
         raise handoff.HandoffError(f"base.path: {e}") from None
-    return read_model_weights(src), found.model, found.tokenizer
+    return found.state_dict(), found.model, tokenizer  # unreadable weights: the checkpoint's ConfigError (exit 2)
 
 
 def _from_hf_dir(src: Path) -> tuple[dict, ModelConfig, Path]:
-    from llm.hf.load import read_hf_config, read_hf_weights
+    from llm.train.checkpoint_reader import open_checkpoint
     try:
-        cfg, weights = read_hf_config(src), read_hf_weights(src)
+        found = open_checkpoint(src)
+        cfg, weights = found.model, found.state_dict()
     except ConfigError as e:
         raise handoff.HandoffError(f"base.path (a Hugging Face directory): {e}") from None
     if not (src / "tokenizer.json").is_file():

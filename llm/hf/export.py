@@ -6,14 +6,13 @@ tokenizer), an alignment stage directory, a checkpoint that launch/import_hf.py 
 llm/train/checkpoint_reader.py `open_checkpoint`, the one reader that evaluation, the audit and consolidation share:
 model.pt through llm/train/safe_load.py (audited, weights-only, memory-mapped here), checked against its config
 (llm/hf/validate.py `check_state_dict`: names, shapes, floating point, finite) before anything is written.
-`read_checkpoint` is its older face, kept for llm/align/pretrained.py. What is written:
+What is written:
 config.json (LlamaConfig), safetensors weights (sharded with an index past `max_shard_size`) and
 generation_config.json, all by transformers' save_pretrained, and the tokenizer files (data_pipeline/hf_tokenizer.py).
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,25 +22,6 @@ from llm.hf.convert import hf_config_dict, parameter_names, to_hf_name
 from llm.train.checkpoint_reader import open_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-
-
-@dataclass
-class CheckpointSource:
-    """What read_checkpoint gives: the model file, its shape, and the tokenizer (a .model file, a tokenizer.json, or
-    an HF directory holding one)."""
-
-    weights: Path
-    model: ModelConfig
-    tokenizer: Path
-
-
-def read_checkpoint(path: str | Path) -> CheckpointSource:
-    """The model.pt, model config and tokenizer of a step or stage directory (llm/train/checkpoint_reader.py
-    `open_checkpoint`, which new code calls itself); ConfigError otherwise, a Hugging Face directory included."""
-    ckpt = open_checkpoint(path)
-    if ckpt.weights is None:
-        raise ConfigError(f"{path} is not a checkpoint directory (no model.pt)")
-    return CheckpointSource(ckpt.weights, ckpt.model, ckpt.tokenizer)
 
 
 def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import yaml
 
 from launch import cli
 from launch.export_hf import main as export_main
-from llm.hf.export import read_checkpoint
+from llm.train.checkpoint_reader import open_checkpoint
 from llm.model import Transformer
 from llm.train.checkpoint import latest_checkpoint, load_model_weights
 from tests.conftest import tiny_config_dict
@@ -19,7 +19,7 @@ from tests.parallel.launcher_utils import run_deepspeed, run_single, write_confi
 
 
 def _ours(step_dir):
-    src = read_checkpoint(step_dir)
+    src = open_checkpoint(step_dir)
     model = Transformer(src.model)
     load_model_weights(model, step_dir)
     return model, src.model
