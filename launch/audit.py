@@ -19,16 +19,11 @@ import json
 from pathlib import Path
 
 
-from typed_yaml.errors import EXIT_USER as USER_ERROR
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(USER_ERROR, f"{self.prog}: error: {message}\n")
+from launch.cli import OneLineParser
 
 
 def main(argv=None) -> int:
-    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory (any layout) or run out_dir")
     ap.add_argument("--data", required=True, type=Path, help="the prepared data folder (launch/prepare_data.py)")
     ap.add_argument("--out", type=Path, default=None, help="write the results here as JSON (default: print them)")

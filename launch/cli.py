@@ -21,15 +21,19 @@ launch/ file; `--master-port P` picks its rendezvous port (default 29500, DeepSp
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import importlib.util
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from typed_yaml.errors import EXIT_INTERRUPTED, UserError, one_line
+from typed_yaml.errors import EXIT_INTERRUPTED, EXIT_USER, UserError, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +59,32 @@ LAUNCHED = ("pretrain", "align")
 TEST_COMMAND = ["-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "tests"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line, `prog: error: ...` with exit 2 and no usage block, and which reads a
+    number-looking token as a value: argparse takes "-1e19" (exponent) or "-inf" for an option name and reports
+    "expected one argument"; no option of ours looks like a number, so the type's own message ("must be positive")
+    is what the user sees. Widening this matcher is the only hook argparse has."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                                                   re.IGNORECASE)
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
+
+
+def positive(text: str) -> float:
+    """An argparse type: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+    return value
+
+
 def _announces(e: UserError) -> bool:
     """Whether this process prints `e`: every rank of a launched job reaches the same verdict, so the first rank of
     each node speaks, unless a collective operation named the rank that saw the failure first."""
@@ -76,14 +106,10 @@ def call(main: Callable[[list[str] | None], int], argv: list[str] | None = None)
         return EXIT_INTERRUPTED
 
 
-def exit_with(code: int) -> NoReturn:
-    from parallel.rank_exit import exit_rank  # imports nothing heavy
-    exit_rank(code)
-
-
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
     """Run entry point `main` and exit with its code (see the module docstring)."""
-    exit_with(call(main, argv))
+    from parallel.rank_exit import exit_rank  # imports nothing heavy
+    exit_rank(call(main, argv))
 
 
 def _usage() -> str:
@@ -120,7 +146,7 @@ def _deepspeed(module: str, gpus: int, port: str | None, args: list[str]) -> int
     launcher = shutil.which("deepspeed")
     if launcher is None:
         raise UserError("--gpus needs the `deepspeed` launcher on PATH (pip install deepspeed)")
-    script = importlib.import_module(module).__file__
+    script = importlib.util.find_spec(module).origin  # the file, without running its imports here
     cmd = [launcher, "--num_gpus", str(gpus)] + (["--master_port", port] if port else []) + [script] + args
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd)

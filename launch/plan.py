@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import re
 import sys
 from pathlib import Path
 
@@ -45,29 +43,7 @@ from llm.scaling.plan import (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER, config_dict,
                            plan_for_hours, repetition_warning)
 from llm.shape import SHAPE_RULES
 from llm.cost.step_time import ACHIEVABLE_MFU, canonical_gpu
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # argparse takes "-1e19" (exponent) or "-inf" for an option name and reports "expected one argument";
-        # no option here looks like a number, so every number-looking token is a value and the type's own
-        # message ("must be positive") is what the user sees. Widening this matcher is the only hook argparse has.
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
-                                                   re.IGNORECASE)
-
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
-    return value
+from launch.cli import OneLineParser, positive
 
 
 def _fraction(text: str) -> float:
@@ -180,21 +156,21 @@ def _prediction_lines(cluster) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(description=__doc__.split("\n\n")[0])  # prog: plan.py, or "llm-forge plan"
+    p = OneLineParser(description=__doc__.split("\n\n")[0])  # prog: plan.py, or "llm-forge plan"
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--flops", type=_positive, help="training budget C in FLOPs (C = 6ND)")
-    budget.add_argument("--gpu-hours", type=_positive, help="budget in accelerator-hours (with --gpu and --mfu)")
+    budget.add_argument("--flops", type=positive, help="training budget C in FLOPs (C = 6ND)")
+    budget.add_argument("--gpu-hours", type=positive, help="budget in accelerator-hours (with --gpu and --mfu)")
     p.add_argument("--config", type=Path, help="a fixed run config: choose only its layout (needs --gpus)")
     p.add_argument("--gpu", default="h100", help="accelerator for --gpu-hours and the time estimate (default h100); "
                    "'cpu' times this machine's peak")
-    p.add_argument("--peak-tflops", type=_positive, metavar="X",
+    p.add_argument("--peak-tflops", type=positive, metavar="X",
                    help="dense peak TFLOP/s of one device in bf16, for a device not in llm/cost/flops.py (with --mfu)")
     p.add_argument("--mfu", type=_fraction,
                    help="model FLOPs utilisation assumed (default: the GPU's achievable MFU, llm/cost/step_time.py)")
     p.add_argument("--gpus", type=_positive_int, help="GPUs of the cluster: choose the layout and predict time")
     p.add_argument("--gpus-per-node", type=_positive_int, default=8)
-    p.add_argument("--gpu-memory", type=_positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
-    p.add_argument("--price-per-gpu-hour", type=_positive, metavar="X", help="per device-hour, for the cost estimate")
+    p.add_argument("--gpu-memory", type=positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
+    p.add_argument("--price-per-gpu-hour", type=positive, metavar="X", help="per device-hour, for the cost estimate")
     p.add_argument("--explain", action="store_true", help="with --gpus: the ranked candidates and why rejected")
     p.add_argument("--approach", choices=["1", "2", "3", "3-rounded", "besiroglu"],
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")

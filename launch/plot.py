@@ -10,19 +10,14 @@ exits with status 2.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from launch.cli import OneLineParser
 from llm.train.plots import UserError, check_out, plot_chain, plot_runs
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv=None) -> int:
-    ap = _Parser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="out_dir of a pretraining run")
     ap.add_argument("--chain", type=Path, metavar="CHAIN_OUT_DIR", help="out_dir of launch/chain.py")
     ap.add_argument("--out", type=Path, required=True, help="image to write, e.g. curves.png")

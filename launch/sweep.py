@@ -20,14 +20,14 @@ from llm.shape import SHAPE_RULES
 from llm.scaling.grid import DEFAULT_SPREAD_DEX, MIN_SIZES
 from llm.sweep import ROOT, cli
 from llm.sweep.points import EVAL_TOKENS
-from launch.plan import _Parser, _positive  # one-line errors; numbers such as -1e12 read as values
+from launch.cli import OneLineParser, positive
 
 DEFAULT_BASE = ROOT / "configs" / "debug.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", type=_positive, nargs="+", help="FLOP budgets C (6ND), at least two")
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budgets", type=positive, nargs="+", help="FLOP budgets C (6ND), at least two")
     p.add_argument("--sizes-per-budget", type=int, default=5, help=f"model sizes per budget (>= {MIN_SIZES})")
     p.add_argument("--spread", type=float, default=DEFAULT_SPREAD_DEX,
                    help=f"half-width of each budget's grid in log10 N (default {DEFAULT_SPREAD_DEX}: 10x end to end)")

@@ -517,11 +517,12 @@ def worker(root: Path, entry: str, jobs_file: Path) -> int:
     spec.loader.exec_module(module)
     # A checkout with launch/cli.py ends every command through it (`run(main)`): a user error leaves main() as an
     # exception that the wrapper prints as one line; older checkouts return the code from main() themselves.
-    def call(argv):
-        if (root / "launch" / "cli.py").is_file():
-            from launch.cli import call as cli_call
+    call = module.main
+    if (root / "launch" / "cli.py").is_file():
+        from launch.cli import call as cli_call
+
+        def call(argv):
             return cli_call(module.main, argv)
-        return module.main(argv)
     results = []
     for job in json.loads(jobs_file.read_text()):
         buf = io.StringIO()
