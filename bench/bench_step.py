@@ -30,7 +30,7 @@ from llm.hf.convert import hf_config_dict, to_hf_name
 from llm.model import Transformer
 from llm.cost.flops import flops_per_token
 from llm.train.hardware import measure_matmul_flops
-from llm.train.local import LocalBackend
+from llm.train.single_process import SingleProcessBackend
 from llm.train.optim import param_groups
 
 
@@ -89,7 +89,7 @@ def main():
     def backend(compile):
         cfg = RunConfig(model=mcfg, optim=OptimConfig(fused=True), train=TrainConfig(
             max_steps=1, global_batch_size=args.batch * args.accum, micro_batch_size=args.batch, compile=compile))
-        return LocalBackend(cfg, device)
+        return SingleProcessBackend(cfg, device)
 
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=gen) for _ in range(args.accum)]

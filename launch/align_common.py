@@ -3,7 +3,7 @@
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
 where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
-parallel/align_engine.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
+parallel/runtime.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
 (llm/align/preflight.py): its data files and reward functions are checked before its models are loaded.
 Exit codes: 0 done, 2 config error (a bad parameter, data file or row, or a reward function that raised, exited,
 hung or returned no finite number), 4 hand-off error (a checkpoint that does not fit the stage, or a damaged
@@ -22,8 +22,8 @@ def make_strategy():
     if launch.mode == "python":
         from llm.align.strategy import LocalStrategy
         return LocalStrategy()
-    from parallel.align_engine import DeepSpeedStrategy
-    return DeepSpeedStrategy.from_launch(launch)
+    from parallel.runtime import DistributedRuntime
+    return DistributedRuntime.join(launch)
 
 
 def main_for(name: str, doc: str, argv=None) -> int:

@@ -1,4 +1,4 @@
-"""The DeepSpeed backend of the training loop, and the one place that calls `deepspeed.initialize`.
+"""The DeepSpeed backend of the training loop: parallel/runtime.py's runtime with the loop's steps on top.
 
 `DeepSpeedBackend` drives the engine of a model that parallel/parallelize.py has already laid out (tensor
 parallelism, pipeline stages, activation checkpointing); DeepSpeed adds ZeRO sharding, mixed precision and
@@ -11,27 +11,26 @@ from pathlib import Path
 import torch
 
 from llm.config import RunConfig
-from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
-from llm.train.optim import param_groups
+from llm.train.runtime import StepResult, first_nonfinite, first_nonfinite_state
 from parallel import universal
 from parallel.consolidate import gather_full_state_dict
 from parallel.ds_config import deepspeed_config
 from parallel.names import stage_param_names
 from parallel.parallelize import parallelize
+from parallel.runtime import DistributedRuntime, initialize_engine
 from parallel.topology import Topology
 from typed_yaml.disk import disk_full_reason
 
 
-class DeepSpeedBackend:
-    """The `Backend` (llm/train/backend.py) of a launched job: this rank's DeepSpeed engine, plain or pipeline."""
+class DeepSpeedBackend(DistributedRuntime):
+    """The `Backend` (llm/train/backend.py) of a launched job: this rank's DeepSpeed engine, plain or pipeline, with
+    the collectives of its runtime over the topology's data-parallel group."""
 
     def __init__(self, cfg: RunConfig, topo: Topology, device: torch.device):
         import torch.distributed as dist
 
-        self.cfg, self.topo, self.device, self.dist = cfg, topo, device, dist
-        self.rank = dist.get_rank()
-        self.is_main = self.rank == 0
-        self.dp_rank, self.dp_size = topo.dp_rank, topo.dp
+        super().__init__(device, topo.dp_group, topo.dp_rank, topo.dp)
+        self.cfg, self.topo, self.dist = cfg, topo, dist
         self.pipelined = topo.pp > 1
         self.layout = {"backend": "deepspeed", "tp": topo.tp, "pp": topo.pp, "dp": topo.dp,
                        "zero_stage": cfg.parallel.zero_stage}
@@ -45,27 +44,11 @@ class DeepSpeedBackend:
         # The pipeline engine builds its grid from the module's topology; a plain engine takes ours as its mpu.
         self.engine = initialize_engine(self.model, self.ds_config, None if self.pipelined else topo)
 
-    def barrier(self) -> None:
-        self.dist.barrier()
-
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         return universal.can_reshard(saved, current)
 
     def _dp_mean(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        self.dist.all_reduce(t, group=self.topo.dp_group)
-        return float(t.item()) / self.dp_size
-
-    def any_rank(self, flag: bool) -> bool:
-        t = torch.tensor([int(flag)], device=self.device)
-        self.dist.all_reduce(t)
-        return bool(t.item())
-
-    def first_rank_with(self, flag: bool) -> int | None:
-        world = self.dist.get_world_size()
-        t = torch.tensor([self.rank if flag else world], device=self.device)
-        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
-        return None if int(t.item()) == world else int(t.item())
+        return self.sum(value) / self.dp_size
 
     @property
     def _engine_keeps_no_norm(self) -> bool:
@@ -169,14 +152,3 @@ class DeepSpeedBackend:
         load_path, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
-
-
-def initialize_engine(model: torch.nn.Module, ds_config: dict, mpu=None):
-    """`deepspeed.initialize` for a plain model with our parameter groups (weight decay on matrices only, frozen
-    parameters left out); returns the engine. The alignment stages (llm/align/strategy.py) wrap each trainable
-    model with it, so this module stays the one place that calls `deepspeed.initialize`."""
-    import deepspeed
-    wd = ds_config["optimizer"]["params"]["weight_decay"]
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, wd), config=ds_config,
-                                           mpu=mpu)
-    return engine

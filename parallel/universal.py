@@ -139,7 +139,7 @@ def load_resharded(engine, step_dir: str | Path, is_main: bool, any_rank) -> Non
     Two repairs after DeepSpeed 0.19.8's ZeRO-3 universal loader (stage3.py
     `load_hp_checkpoint_state_from_checkpoint_dir_stage3`), harmless under ZeRO-1/2:
     - it gives every parameter group the first group's hyperparameters, which would put weight decay on the
-      no-decay group (llm/train/local.py `param_groups`): the run's own are put back (the loop sets the LR);
+      no-decay group (llm/train/optim.py `param_groups`): the run's own are put back (the loop sets the LR);
     - it gives every group the same `step` tensor, which torch's Adam increments in place once per group,
       so the bias correction runs ahead: each group gets its own copy.
     """

@@ -105,12 +105,12 @@ FULL_DISK_CHILD = textwrap.dedent("""
     from pathlib import Path
     import torch
     from llm.config import load_config
-    from llm.train.local import LocalBackend
+    from llm.train.single_process import SingleProcessBackend
     from llm.train.loop import save_checkpoint
     from llm.train.metrics import MetricsLogger
     from typed_yaml.disk import DiskFull
     cfg = load_config(sys.argv[1])
-    backend = LocalBackend(cfg, torch.device("cpu"))
+    backend = SingleProcessBackend(cfg, torch.device("cpu"))
     save_checkpoint(backend, cfg, 1, 0)  # fits: the limit is set below, from its size
     size = (Path(cfg.checkpoint.dir) / "step_00000001" / "optimizer.pt").stat().st_size
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, as a full disk gives ENOSPC

@@ -1,6 +1,6 @@
 """What the training loop (llm/train/loop.py) needs of a backend, and the types every backend shares.
 
-The single-process backend (llm/train/local.py) and the DeepSpeed one (parallel/engine.py) implement `Backend`;
+The single-process backend (llm/train/single_process.py) and the DeepSpeed one (parallel/engine.py) implement `Backend`;
 the loop calls nothing else on them, so a test can drive the loop with any object that does.
 """
 from __future__ import annotations
@@ -12,35 +12,17 @@ from typing import Protocol
 import torch
 
 from llm.cost.flops import mfu_from_flops
+from llm.train.runtime import Runtime, StepResult
 
 
-@dataclass
-class StepResult:
-    loss: float
-    """Mean training loss over the global batch (before loss scaling)."""
-    grad_norm: float | None
-    """Global gradient norm before clipping; None where the backend cannot see it."""
-    skipped: bool = False
-    """True when fp16 overflow made the optimizer skip this step."""
-    loss_scale: float | None = None
-    nonfinite: str | None = None
-    """For a NaN/inf loss: the first non-finite parameter or gradient, found before the optimizer step."""
+class Backend(Runtime, Protocol):
+    """The model and optimizer of one run on one rank, as the training loop drives them: a runtime
+    (llm/train/runtime.py: rank, collectives) that also takes the loop's steps.
 
-
-class Backend(Protocol):
-    """The model and optimizer of one run on one rank, as the training loop drives them.
-
-    Collective methods (train_step, eval_loss, save, load, barrier, any_rank) must be called on every rank in
-    the same order; a single-process backend implements barrier and any_rank trivially.
+    Collective methods (train_step, eval_loss, save, load, and the runtime's) must be called on every rank in the
+    same order.
     """
 
-    rank: int
-    """Global rank of this process (0 in a single process); names the per-rank RNG file of a checkpoint."""
-    dp_rank: int
-    dp_size: int
-    """Data-parallel coordinate and degree: which share of each global batch this rank trains on."""
-    is_main: bool
-    """True on the one rank that logs and writes the shared checkpoint files."""
     layout: dict
     """What a checkpoint must be resumed with (backend and degrees); saved in trainer_state.json."""
 
@@ -55,15 +37,6 @@ class Backend(Protocol):
 
     def load(self, path: Path) -> None:
         """Restore model and optimizer state from a checkpoint directory written by save (or resharded)."""
-
-    def barrier(self) -> None:
-        """Wait for every rank."""
-
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank when flag is true on at least one."""
-
-    def first_rank_with(self, flag: bool) -> int | None:
-        """On every rank: the lowest rank where flag is true, or None when it is true nowhere."""
 
     def diagnose_nonfinite(self) -> str | None:
         """The first parameter, gradient or optimizer state holding NaN/inf (llm/model.py name), or None.
@@ -91,27 +64,3 @@ class Throughput:
 
     def hfu(self, tokens_per_s: float) -> float:
         return mfu_from_flops(tokens_per_s, self.hardware_flops_per_token, self.peak_flops, self.n_devices)
-
-
-def first_nonfinite(model: torch.nn.Module) -> str | None:
-    """Name of the first parameter or gradient holding NaN/inf, for a divergence error message."""
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            return f"parameter {name}"
-        if p.grad is not None and not torch.isfinite(p.grad).all():
-            return f"gradient of {name}"
-    return None
-
-
-def first_nonfinite_state(optimizer: torch.optim.Optimizer) -> str | None:
-    """The first tensor of an optimizer holding NaN/inf, for refusing to save it: the parameters it updates (under
-    ZeRO the fp32 master partitions) and its state (Adam's moments)."""
-    for g, group in enumerate(optimizer.param_groups):
-        for p in group["params"]:
-            if not torch.isfinite(p).all():
-                return f"an optimizer parameter of group {g}"
-    for i, state in enumerate(optimizer.state.values()):
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
-                return f"optimizer state {key} of parameter #{i}"
-    return None

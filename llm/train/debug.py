@@ -8,7 +8,7 @@ import torch
 from llm.config import ConfigError, RunConfig
 from llm.train import start
 from llm.train.hardware import default_device, peak_flops
-from llm.train.local import LocalBackend
+from llm.train.single_process import SingleProcessBackend
 from llm.train.loop import TrainOutcome
 
 
@@ -53,11 +53,11 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eva
     if slow:  # before the model is built and the peak measured in bf16, which are slow already
         log(slow)
 
-    def announce(backend: LocalBackend, peak: float, source: str) -> None:
+    def announce(backend: SingleProcessBackend, peak: float, source: str) -> None:
         n_params = sum(p.numel() for p in backend.model.parameters())
         log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
             f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s "
             f"({source})")
 
-    return start.run(cfg, lambda: LocalBackend(cfg, device), lambda: peak_flops(device, cfg.precision.dtype),
+    return start.run(cfg, lambda: SingleProcessBackend(cfg, device), lambda: peak_flops(device, cfg.precision.dtype),
                      announce, log=log, eval_only=eval_only)

@@ -128,7 +128,7 @@ def test_sft_killed_under_deepspeed_resumes_from_its_checkpoint(base_dir, tmp_pa
     optimizer state (fresh AdamW moments) would move the next losses by far more. ZeRO-2 only, the partitioned case
     (DeepSpeed's ZeRO optimizer, a shard per rank): under stage 0 the engine's optimizer is torch's own AdamW
     (torch_adam, parallel/ds_config.py), whose state round trip the debug-mode kill test covers
-    (tests/align/test_resume.py), through the same save_state/load_state (parallel/align_engine.py)."""
+    (tests/align/test_resume.py), through the same save_state/load_state (parallel/runtime.py)."""
     import os
     import signal
     import time

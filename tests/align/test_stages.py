@@ -1,5 +1,5 @@
 """The seams of the alignment chain: the stage registry, named seed streams, the optimizer sections, the input
-check of the chain, and the strategies (llm/align/strategy.py, parallel/align_engine.py)."""
+check of the chain, and the strategies (llm/align/strategy.py, parallel/runtime.py)."""
 import pytest
 import torch
 
@@ -134,7 +134,7 @@ def test_local_strategy_trains_with_the_configured_adamw():
 def test_strategy_choice_and_deepspeed_json():
     from launch.align_common import make_strategy
     from llm.align.strategy import LocalStrategy
-    from parallel.align_engine import model_ds_config
+    from parallel.runtime import model_ds_config
 
     assert isinstance(make_strategy(), LocalStrategy)  # plain python: debug mode, no process group
     ds = model_ds_config(OptimConfig(lr=5e-4, beta2=0.99, grad_clip=0.5), zero_stage=2, world=4)

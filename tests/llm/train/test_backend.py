@@ -10,31 +10,37 @@ import torch
 
 from llm.config import ModelConfig, RunConfig, TrainConfig
 from llm.cost.flops import mfu_from_flops
-from llm.train.backend import Backend, StepResult, Throughput
-from llm.train.local import LocalBackend
+from llm.train.backend import Backend, Throughput
+from llm.train.runtime import StepResult
+from llm.train.single_process import SingleProcessBackend
 from llm.train.loop import train
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
-METHODS = sorted(n for n, v in vars(Backend).items() if inspect.isfunction(v) and not n.startswith("_"))
-ATTRIBUTES = sorted(Backend.__annotations__)
+# Backend's own members and those it inherits from the Runtime protocol (llm/train/runtime.py).
+CONTRACT = [c for c in Backend.__mro__ if c.__module__.startswith("llm.")]
+METHODS = sorted({n for c in CONTRACT for n, v in vars(c).items() if inspect.isfunction(v) and not n.startswith("_")})
+ATTRIBUTES = sorted({a for c in CONTRACT for a in vars(c).get("__annotations__", {})})
 
 
-def test_the_contract_is_what_the_loop_needs():
-    assert METHODS == ["any_rank", "barrier", "can_reshard", "diagnose_nonfinite", "eval_loss", "first_rank_with",
-                       "load", "save", "train_step"]
-    assert ATTRIBUTES == ["dp_rank", "dp_size", "is_main", "layout", "rank"]
+def test_the_contract_is_the_runtime_and_the_loops_steps():
+    assert [c.__name__ for c in CONTRACT] == ["Backend", "Runtime"]
+    assert METHODS == ["any_rank", "barrier", "can_reshard", "close", "diagnose_nonfinite", "eval_loss",
+                       "first_rank_with", "gather", "gather_rows", "load", "prepare", "save", "shard", "sum",
+                       "train_step"]
+    assert ATTRIBUTES == ["device", "dp_rank", "dp_size", "is_main", "layout", "rank", "world"]
 
 
 def test_both_backends_implement_the_whole_contract():
     from parallel.engine import DeepSpeedBackend
-    for cls in (LocalBackend, DeepSpeedBackend):
+    for cls in (SingleProcessBackend, DeepSpeedBackend):
         missing = [m for m in METHODS if not inspect.isfunction(getattr(cls, m, None))]
         assert missing == [], cls
-    # DeepSpeedBackend sets its attributes in __init__ (a process group is needed); LocalBackend's are fixed.
-    source = inspect.getsource(DeepSpeedBackend.__init__)
+    # DeepSpeedBackend sets its attributes in __init__s (a process group is needed); SingleProcessBackend's are fixed.
+    source = "".join(inspect.getsource(c.__init__) for c in DeepSpeedBackend.__mro__ if "__init__" in vars(c)
+                     and c.__module__.startswith("parallel."))
     assert all(f"self.{a}" in source for a in ATTRIBUTES)
-    local = LocalBackend(_cfg(), torch.device("cpu"))
+    local = SingleProcessBackend(_cfg(), torch.device("cpu"))
     assert (local.rank, local.dp_rank, local.dp_size, local.is_main, local.layout) == (0, 0, 1, True,
                                                                                        {"backend": "local"})
     assert local.any_rank(True) and not local.any_rank(False)
@@ -43,8 +49,8 @@ def test_both_backends_implement_the_whole_contract():
 
 
 class ContractOnly:
-    """A backend with exactly the contract's members: anything else the loop asked for would raise here
-    (AssertionError, which getattr(..., default) does not swallow)."""
+    """A backend with just the members the loop uses (no prepare, no gathers): anything else the loop asked for would
+    raise here (AssertionError, which getattr(..., default) does not swallow)."""
 
     rank, dp_rank, dp_size, is_main, layout = 0, 0, 1, True, {"backend": "contract"}
 

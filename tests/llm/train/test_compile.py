@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 from llm.model import cross_entropy_loss
-from llm.train.local import LocalBackend
+from llm.train.single_process import SingleProcessBackend
 from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, prepare_tiny_data,
                                            run_deepspeed, run_single, train_losses, write_config)
 
@@ -22,10 +22,10 @@ FP32_TOL = 1e-5
 MODEL = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=512, seq_len=32)
 
 
-def _backend(compile: bool) -> LocalBackend:
+def _backend(compile: bool) -> SingleProcessBackend:
     cfg = RunConfig(model=MODEL, optim=OptimConfig(lr=3e-3, warmup_steps=0),
                     train=TrainConfig(max_steps=20, global_batch_size=4, micro_batch_size=2, compile=compile))
-    return LocalBackend(cfg, torch.device("cpu"))
+    return SingleProcessBackend(cfg, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

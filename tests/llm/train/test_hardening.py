@@ -12,7 +12,7 @@ from llm.config import ConfigError, load_config
 from llm.train import checkpoint as ckpt
 from llm.train.backend import Throughput
 from llm.train.debug import run_debug
-from llm.train.local import LocalBackend
+from llm.train.single_process import SingleProcessBackend
 from llm.train.loop import SpikeWatch, TrainingDiverged, save_checkpoint, train
 from llm.train.metrics import MetricsLogger
 from llm.train.setup import build_datasets
@@ -29,7 +29,7 @@ def run(path, *overrides, **kw):
 def test_nonfinite_gradient_stops_at_that_step_and_saves_nothing(tiny_config):
     """A finite loss whose gradients are inf: the step is not applied, the run stops there, no checkpoint."""
     cfg = load_config(tiny_config(), ["checkpoint.every=1"])
-    backend = LocalBackend(cfg, torch.device("cpu"))
+    backend = SingleProcessBackend(cfg, torch.device("cpu"))
     before = {k: v.clone() for k, v in backend.model.state_dict().items()}
     backend.model.layers[1].mlp.w_up.weight.register_hook(lambda g: g * math.inf)
     train_set, valid_set = build_datasets(cfg)
@@ -43,7 +43,7 @@ def test_nonfinite_gradient_stops_at_that_step_and_saves_nothing(tiny_config):
 
 def test_a_checkpoint_with_nonfinite_state_is_never_written(tiny_config):
     cfg = load_config(tiny_config())
-    backend = LocalBackend(cfg, torch.device("cpu"))
+    backend = SingleProcessBackend(cfg, torch.device("cpu"))
     with torch.no_grad():
         backend.model.norm.weight[0] = math.nan
     with pytest.raises(TrainingDiverged, match=r"state at step 3 holds non-finite values \(parameter norm.weight\)"):
@@ -208,7 +208,7 @@ def test_rerun_after_kill_resumes_bitwise(tiny_config, tmp_path):
 def test_mfu_above_one_is_called_out(tiny_config):
     """A peak timed while the machine was busy makes MFU exceed 100%: say so once instead of logging nonsense."""
     cfg = load_config(tiny_config(), ["train.max_steps=3"])
-    backend = LocalBackend(cfg, torch.device("cpu"))
+    backend = SingleProcessBackend(cfg, torch.device("cpu"))
     lines = []
     train(cfg, backend, *build_datasets(cfg), Throughput(1e9, 1e9, 1.0), log=lines.append)
     warnings = [line for line in lines if "is above 100%" in line]

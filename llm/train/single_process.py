@@ -1,12 +1,12 @@
-"""Single-process backend (debug mode): plain PyTorch AdamW, accumulation, clipping, autocast, fp16 scaling.
+"""The single-process backend (debug mode): plain PyTorch AdamW, accumulation, clipping, autocast, fp16 scaling.
 
-It implements the `Backend` contract of llm/train/backend.py that the training loop (llm/train/loop.py)
-drives; parallel/engine.py provides the DeepSpeed one. This one is deliberately the textbook loop, so `bench/`
-can hold it against a hand-written PyTorch loop and the parallel engine can be checked against it.
+It is the `Backend` (llm/train/backend.py) that the training loop (llm/train/loop.py) drives in a single process,
+on llm/train/runtime.py's `SingleProcess` runtime and `optimizer_step`; parallel/engine.py provides the DeepSpeed
+one. This one is deliberately the textbook loop, so `bench/` can hold it against a hand-written PyTorch loop and the
+parallel engine can be checked against it.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -15,20 +15,19 @@ from llm.config import RunConfig
 from llm.model import Transformer
 from llm.train import precision as prec
 from llm.train import safe_load
-from llm.train.backend import StepResult, first_nonfinite, first_nonfinite_state
 from llm.train.compile import compile_model
 from llm.train.optim import make_optimizer
+from llm.train.runtime import SingleProcess, StepResult, first_nonfinite, first_nonfinite_state, optimizer_step
 
 
-class LocalBackend:
+class SingleProcessBackend(SingleProcess):
     """The whole model on one device: rank 0 of a world of one."""
 
-    rank, dp_rank, dp_size = 0, 0, 1
-    is_main = True
     layout = {"backend": "local"}
 
     def __init__(self, cfg: RunConfig, device: torch.device):
-        self.cfg, self.device = cfg, device
+        super().__init__(device)
+        self.cfg = cfg
         self.model = Transformer(cfg.model, seed=cfg.train.seed)
         if cfg.checkpoint.init_from:
             from llm.train.checkpoint import load_model_weights
@@ -52,37 +51,7 @@ class LocalBackend:
             scaled = loss / n
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
-        if not self.scaler and not math.isfinite(total):
-            # Diagnose before stepping: afterwards every parameter would be NaN and the culprit lost.
-            where = first_nonfinite(self.model)
-            self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(total / n, float("nan"), nonfinite=where)
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.grad_clip
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if clip > 0:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-        if not self.scaler and not torch.isfinite(grad_norm):
-            # A finite loss with non-finite gradients: stepping would make every parameter NaN. Name the culprit
-            # now, while the gradients are still the ones backward produced, and leave the weights as they were.
-            where = first_nonfinite(self.model)
-            self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(total / n, float(grad_norm), nonfinite=where)
-        if clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(params, clip, grad_norm)  # with the norm: clip_grad_norm_'s two halves
-        skipped, scale = False, None
-        if self.scaler:
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)  # skips the step if unscale_ found inf/NaN
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < scale
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(total / n, float(grad_norm), skipped, scale)
+        return optimizer_step(self.model, self.optimizer, self.cfg.optim.grad_clip, total / n, self.scaler)
 
     @torch.no_grad()
     def eval_loss(self, micro_batches: list[torch.Tensor]) -> float:
@@ -96,15 +65,6 @@ class LocalBackend:
 
     def diagnose_nonfinite(self) -> str | None:
         return first_nonfinite(self.model) or first_nonfinite_state(self.optimizer)
-
-    def barrier(self) -> None:
-        pass  # one process: nothing to wait for
-
-    def any_rank(self, flag: bool) -> bool:
-        return flag
-
-    def first_rank_with(self, flag: bool) -> int | None:
-        return 0 if flag else None
 
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         return False, "only the DeepSpeed backend reshards optimizer state"
