@@ -150,4 +150,5 @@ def test_the_checks_see_lazy_imports_and_cycles():
     assert "llm.train.checkpoint" in graph["parallel.parallelize"]  # imported inside parallelize()
     assert "parallel.names" in graph["parallel.consolidate"] and "parallel.names" in graph["parallel.pipeline"]
     planted = dict(graph, **{"parallel.names": graph["parallel.names"] | {"parallel.consolidate"}})
-    assert ["parallel.consolidate", "parallel.names", "parallel.consolidate"] in find_cycles(planted)
+    # The cycle is reported from whichever of its modules the walk reaches first.
+    assert [c for c in find_cycles(planted) if sorted(c[:-1]) == ["parallel.consolidate", "parallel.names"]]
