@@ -24,7 +24,7 @@ from data_pipeline.normalize import NormalizeConfig
 from data_pipeline.readers import ReaderError, detect_format
 from data_pipeline.shards import ShardConfig
 from data_pipeline.hf_tokenizer import is_hf_tokenizer, load_tokenizer
-from data_pipeline.tokenize import TokenizeConfig
+from data_pipeline.encode import TokenizeConfig
 from data_pipeline.tokenizer import MIN_VOCAB_SIZE
 
 MODEL_TYPES = ("bpe", "unigram", "char", "word")  # SentencePiece's trainer_spec model types

@@ -37,7 +37,7 @@ from data_pipeline.ingest import UID_FILE_SHIFT, run_ingest, shard_of_uid
 from data_pipeline.report import STAGES, StageStats, drop_row, merge_stage_dicts, ordered, progress, summary
 from data_pipeline.shards import (AtomicJsonl, is_done, iter_jsonl, mark_done, my_units, read_done,
                                   remove_stale_temps, task_from_env, write_json_atomic)
-from data_pipeline.tokenize import TokenizerPool, train_from_texts
+from data_pipeline.encode import TokenizerPool, train_from_texts
 from typed_yaml import ConfigError, runlock
 from typed_yaml.disk import disk_full_as
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm.config import ModelConfig, config_from_dict
-from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.flops import datasheet_peak_flops, flops_per_token
 from llm.cost.layout import Layout
 from llm.scaling.laws import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
                               compute_for_params, compute_optimal, get_law)
@@ -185,7 +185,7 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
     if accelerator is not None:
         if mfu is None or not 0 < mfu <= 1:
             raise ConfigError(f"mfu={mfu} must be in (0, 1]")
-        peak = peak if peak is not None else peak_flops(accelerator, "bf16")
+        peak = peak if peak is not None else datasheet_peak_flops(accelerator, "bf16")
         # MFU is measured with PaLM's count (attention included), so the time must come from it too: with 6N
         # it comes out 7-9% short at these shapes.
         seconds = flops_per_token(cfg, "palm") * d / (peak * mfu)
@@ -233,7 +233,7 @@ def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "b
         raise ConfigError(f"gpu-hours={hours} must be positive")
     if not 0 < mfu <= 1:
         raise ConfigError(f"mfu={mfu} must be in (0, 1]")
-    return hours * 3600.0 * (peak if peak is not None else peak_flops(accelerator, dtype)) * mfu
+    return hours * 3600.0 * (peak if peak is not None else datasheet_peak_flops(accelerator, dtype)) * mfu
 
 
 def plan_for_hours(hours: float, accelerator: str, mfu: float, **kwargs) -> Spec:
