@@ -85,6 +85,39 @@ def positive(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type: a comma-separated list of positive integers, e.g. 1,2,4,8."""
+    try:
+        degrees = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not degrees or min(degrees) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
+    return degrees
+
+
 def _announces(e: UserError) -> bool:
     """Whether this process prints `e`: every rank of a launched job reaches the same verdict, so the first rank of
     each node speaks, unless a collective operation named the rank that saw the failure first."""

@@ -186,3 +186,10 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
             dtype = torch.float32  # CPU fp16 matmul is emulated; autocast runs the heavy ops in what BLAS offers
         return cpu_peak_flops(dtype)
     return measure_matmul_flops(device, dtype), f"measured {dtype} matmul peak on {device.type}"
+
+
+def cpu_plan_peak() -> tuple[float, str]:
+    """(this CPU's fp32 matmul peak in FLOP/s, the device's name in a plan): what `llm-forge plan --gpu cpu` times
+    against, since a CPU trains in fp32 (the config it writes says so). Timed once and cached, as `peak_flops`."""
+    peak, _ = peak_flops(torch.device("cpu"), "fp32")
+    return peak, f"cpu ({torch.get_num_threads()} threads, fp32 peak measured)"

@@ -134,14 +134,14 @@ def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
     assert spec.law == law.name and spec.loss_law == "sweep-parametric"
     assert spec.n_params_target == pytest.approx(law.optimal(c)[0])
     assert spec.predicted_loss == pytest.approx(law.loss_law.loss(spec.n_params, spec.n_tokens))
-    from llm.scaling.plan import format_table
+    from llm.scaling.plan_output import format_table
     assert "sweep-parametric, the sweep's own data" in format_table(spec)  # not Chinchilla's MassiveText
     assert law.shapes == "standard"  # a law.json without the sweep's shape rules (written before --shapes)
 
 
 def test_a_small_shapes_law_plans_small_shapes(tmp_path, fitted):
     """The law records the sweep's shape rules; planned under them, the shape, table and config header say so."""
-    from llm.scaling.plan import config_header, format_table
+    from llm.scaling.plan_output import config_header, format_table
     from llm.shape import SHAPE_RULES
     _, doc = fitted
     write_law(tmp_path / "law.json", {**doc, "sweep": {"shapes": "small"}})
