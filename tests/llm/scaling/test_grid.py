@@ -1,12 +1,13 @@
-"""llm/scaling/grid.py (the isoFLOP grid) and llm/scaling/law.py (fitting, law.json, the law plan() uses): pure
-Python."""
+"""llm/scaling/grid.py (the isoFLOP grid), llm/scaling/law_fit.py and law.py (fitting, law.json, the law plan()
+uses): pure Python."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from llm.scaling.law import LawFileError, SweepLaw, fit_law, read_law, write_law
+from llm.scaling.law import LawFileError, SweepLaw, read_law, write_law
+from llm.scaling.law_fit import fit_law
 from llm.scaling.plan import DEEPSEEK_2024_LR, plan
 from llm.scaling.laws import BESIROGLU_2024, ParametricLaw, compute_optimal
 from llm.shape import SMALL, count_params
