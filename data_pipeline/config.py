@@ -233,7 +233,7 @@ def _check_paths(cfg: PrepareConfig, where: str) -> None:
     if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
         raise DataConfigError(f"{where}: output {cfg.output} cannot be created: {parent} is "
                               f"{'not writable' if parent.is_dir() else 'a file'}")
-    # Every prepared folder has work/ (pipeline.PreparedDir) from its first moment; a non-empty folder
+    # Every prepared folder has work/ (prepared_dir.PreparedDir) from its first moment; a non-empty folder
     # without one holds someone else's files, which a re-run would mix with ours.
     if out.is_dir() and any(out.iterdir()) and not (out / "work").is_dir():
         raise DataConfigError(f"{where}: output {cfg.output} is a non-empty folder that was not prepared "
