@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_pipeline.config import load_data_config  # noqa: E402
-from data_pipeline import pipeline  # noqa: E402
+from data_pipeline import final_stages, pipeline  # noqa: E402
 from data_pipeline.dedup import cluster as cluster_mod  # noqa: E402
 from data_pipeline.dedup.minhash import MinHashConfig, MinHasher  # noqa: E402
 from data_pipeline.dedup.verify import exact_jaccard  # noqa: E402
@@ -135,7 +135,7 @@ def prepare(corpus: Path, config: Path, out: Path, verify: bool, tokenizer: Path
     cfg = load_data_config(config, [f"inputs=[{corpus}]", f"output={out}", "progress=false",
                                     f"tokenize.tokenizer={tokenizer}", f"dedup.minhash.verify={str(verify).lower()}"])
     timings = {}
-    real = (_timed(pipeline, "run_cluster", timings), _timed(cluster_mod, "near_duplicates", timings))
+    real = (_timed(final_stages, "run_cluster", timings), _timed(cluster_mod, "near_duplicates", timings))
     try:
         t0 = time.perf_counter()
         for stage in ("ingest", "dedup"):
@@ -143,7 +143,7 @@ def prepare(corpus: Path, config: Path, out: Path, verify: bool, tokenizer: Path
         t1 = time.perf_counter()
         pipeline.run(cfg, "cluster")
     finally:
-        pipeline.run_cluster, cluster_mod.near_duplicates = real
+        final_stages.run_cluster, cluster_mod.near_duplicates = real
     near = [r for r in read_drops(out) if r["reason"] == "minhash_dedup.near_duplicate"]
     stages = json.loads((out / "work" / "cluster.done").read_text())["stages"]
     j = sorted(r["jaccard"] for r in near if r["jaccard"] is not None)

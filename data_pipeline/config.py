@@ -24,7 +24,7 @@ from data_pipeline.normalize import NormalizeConfig
 from data_pipeline.readers import ReaderError, detect_format
 from data_pipeline.shards import ShardConfig
 from data_pipeline.hf_tokenizer import is_hf_tokenizer, load_tokenizer
-from data_pipeline.tokenize import TokenizeConfig
+from data_pipeline.encode import TokenizeConfig
 from data_pipeline.tokenizer import MIN_VOCAB_SIZE
 
 MODEL_TYPES = ("bpe", "unigram", "char", "word")  # SentencePiece's trainer_spec model types
@@ -233,7 +233,7 @@ def _check_paths(cfg: PrepareConfig, where: str) -> None:
     if not out.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
         raise DataConfigError(f"{where}: output {cfg.output} cannot be created: {parent} is "
                               f"{'not writable' if parent.is_dir() else 'a file'}")
-    # Every prepared folder has work/ (pipeline.PreparedDir) from its first moment; a non-empty folder
+    # Every prepared folder has work/ (prepared_dir.PreparedDir) from its first moment; a non-empty folder
     # without one holds someone else's files, which a re-run would mix with ours.
     if out.is_dir() and any(out.iterdir()) and not (out / "work").is_dir():
         raise DataConfigError(f"{where}: output {cfg.output} is a non-empty folder that was not prepared "

@@ -74,15 +74,41 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
 
 
+def _number(text: str, kind: type, ok, rule: str):
+    """`text` read as `kind` (float or int) and checked by `ok`; argparse.ArgumentTypeError saying `rule` if not."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {'float' if kind is float else 'integer'} value: {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+    return value
+
+
 def positive(text: str) -> float:
     """An argparse type: a positive, finite number."""
+    return _number(text, float, lambda x: x > 0 and math.isfinite(x), "must be positive and finite")
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    return _number(text, float, lambda x: 0 < x <= 1, "must be in (0, 1]")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _number(text, int, lambda x: x >= 1, "must be a positive integer")
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type: a comma-separated list of positive integers, e.g. 1,2,4,8."""
     try:
-        value = float(text)
+        degrees = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not degrees or min(degrees) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
+    return degrees
 
 
 def _announces(e: UserError) -> bool:

@@ -2,9 +2,9 @@
 
     python launch/consolidate.py runs/X/checkpoints/step_00000100 --output model.pt [--dtype bf16]
 
-Every checkpoint written by launch/pretrain.py already holds the consolidated weights (`model.pt`, gathered
-at save time across tensor-parallel shards, pipeline stages and ZeRO-3 partitions). For a DeepSpeed
-pipeline checkpoint without one, the per-layer files are merged (parallel/pipeline.py). The directory is read by
+Every checkpoint written by launch/pretrain.py already holds the consolidated weights (`model.pt`, gathered at save
+time across tensor-parallel shards, pipeline stages and ZeRO-3 partitions). For a DeepSpeed pipeline checkpoint
+without one, the per-layer files are merged (parallel/pipeline_checkpoint.py). The directory is read by
 llm/train/checkpoint_reader.py `open_checkpoint`, and the result checked by loading it into the model described by
 the checkpoint's `config.yaml`, so what this writes is what debug mode (`checkpoint.init_from=`) and
 `Transformer.generate()` load. Exit 2 on a user mistake.
@@ -28,7 +28,7 @@ def consolidate(step_dir: Path) -> dict:
     ckpt = open_checkpoint(step_dir)
     state = None
     if ckpt.pipeline_dir is not None:
-        from parallel.pipeline import load_pipeline_checkpoint
+        from parallel.pipeline_checkpoint import load_pipeline_checkpoint
         state = load_pipeline_checkpoint(ckpt.pipeline_dir, ckpt.model)
     return ckpt.build_model(state).state_dict()
 

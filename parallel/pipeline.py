@@ -1,4 +1,5 @@
-"""llm/model.py's Transformer as a DeepSpeed `PipelineModule`, and the way back from its checkpoints.
+"""llm/model.py's Transformer as a DeepSpeed `PipelineModule` (the way back from its checkpoints is
+parallel/pipeline_checkpoint.py).
 
 The model becomes a flat list of layer specs, one nn.Module each, that DeepSpeed partitions over the
 pipeline stages and drives with its 1F1B schedule (`engine.train_batch`); we write no pipeline engine:
@@ -14,9 +15,9 @@ pipeline stages and drives with its 1F1B schedule (`engine.train_batch`); we wri
 Each stage module's keys are its full-model names minus a prefix (`layer_prefix`, parallel/names.py), so
 `init_parameters(module, cfg, seed, prefix)` gives every weight the value the single-process model gives it,
 whichever stage builds it. DeepSpeed saves spec i of tensor-parallel rank r as
-`layer_{i:02d}-model_{r:02d}-model_states.pt`; `load_pipeline_checkpoint` maps those files back to one
-llm/model.py state dict (merging tensor-parallel shards). These indices and names are a checkpoint format:
-keep them stable.
+`layer_{i:02d}-model_{r:02d}-model_states.pt`; `load_pipeline_checkpoint` (parallel/pipeline_checkpoint.py) maps
+those files back to one llm/model.py state dict (merging tensor-parallel shards). These indices and names are a
+checkpoint format: keep them stable.
 
 Activations cross stages as one contiguous (batch, seq, d_model) tensor (gloo's send refuses strided
 ones; a sequence-parallel reduce-scatter leaves its output as a strided view), which is with sequence
@@ -27,22 +28,14 @@ the TP group (its pipe_partitioned/grad_partitioned assume every TP rank holds t
 from __future__ import annotations
 
 import functools
-import glob
-import os
-import re
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from llm.config import ModelConfig, RunConfig
 from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
-from llm.train import safe_load
-from parallel.names import layer_prefix, model_param_names
-from parallel.tensor import partition_dim
 
-LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
 TIED_KEY = "embeddings"
 """TiedLayerSpec key of the embedding table shared by the first and last stage (model.tie_embeddings)."""
 
@@ -263,51 +256,3 @@ def mark_grad_norm_owners(module, topo) -> None:
             p.tensor_model_parallel = False
         elif not getattr(p, "tensor_model_parallel", False) and tp_rank == 0:
             p.model_parallel = True
-
-
-# ----------------------------------------------------------------------------------------------------------
-# DeepSpeed pipeline checkpoints → llm/model.py state dict
-
-
-def pipeline_state_dict_to_full(layer_states: dict[int, list[dict]], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Merge per-layer pipeline states into one llm/model.py state dict.
-
-    layer_states: {spec index: [state dict of tensor-parallel rank 0, rank 1, ...]} as DeepSpeed saved them.
-    Raises KeyError naming a missing layer or parameter.
-    """
-    full: dict[str, torch.Tensor] = {}
-    for index, shards in sorted(layer_states.items()):
-        prefix = layer_prefix(index, cfg.n_layers)
-        for key in shards[0]:
-            name = prefix + key
-            dim = partition_dim(name)
-            parts = [s[key] for s in shards]
-            full[name] = parts[0].clone() if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
-    if cfg.tie_embeddings and "tok_embeddings.weight" in full:
-        full["lm_head.weight"] = full["tok_embeddings.weight"]
-    names = model_param_names(cfg)
-    missing = [n for n in names if n not in full]
-    if missing:
-        raise KeyError(f"pipeline checkpoint lacks {', '.join(missing[:5])}"
-                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    return {n: full[n] for n in names}
-
-
-def load_pipeline_checkpoint(ckpt_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """llm/model.py state dict from DeepSpeed pipeline checkpoint files `layer_XX-model_YY-model_states.pt`.
-
-    ckpt_dir: the directory holding the layer files (DeepSpeed's `<save_dir>/<tag>`; our engine's tag is
-    'deepspeed'). Raises FileNotFoundError when it holds none.
-    """
-    files = sorted(glob.glob(os.path.join(ckpt_dir, "layer_*-model_states.pt")))
-    if not files:
-        raise FileNotFoundError(f"no layer_XX-model_YY-model_states.pt files in {ckpt_dir}")
-    layers: dict[int, dict[int, dict]] = {}
-    for f in files:
-        match = LAYER_FILE.search(Path(f).name)
-        if match is None:
-            continue
-        layer, tp_rank = int(match.group(1)), int(match.group(2))
-        layers.setdefault(layer, {})[tp_rank] = safe_load.load(f)
-    return pipeline_state_dict_to_full({i: [by_rank[r] for r in sorted(by_rank)] for i, by_rank in layers.items()},
-                                       cfg)

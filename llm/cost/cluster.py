@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.flops import datasheet_peak_flops, flops_per_token
 from llm.cost.layout_search import Candidate, choose_layout, rank_layouts
 from typed_yaml import ConfigError
 
@@ -68,7 +68,7 @@ def plan_cluster(cfg: ModelConfig, n_tokens: int, global_batch_size: int, gpus: 
     tokens_per_step = global_batch_size * cfg.seq_len
     steps = -(-n_tokens // tokens_per_step)
     tokens_per_s = tokens_per_step / chosen.time.total_s
-    achieved = tokens_per_s * flops_per_token(cfg, "palm") / (peak_flops(gpu, "bf16") * gpus)
+    achieved = tokens_per_s * flops_per_token(cfg, "palm") / (datasheet_peak_flops(gpu, "bf16") * gpus)
     wall_h = steps * chosen.time.total_s / 3600
     hours = wall_h * gpus
     cost = None if price_per_gpu_hour is None else hours * price_per_gpu_hour

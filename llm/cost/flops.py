@@ -44,8 +44,10 @@ ALIASES = {"h100": "h100-sxm", "a100-40gb": "a100", "a100-80gb": "a100", "v100-s
            "tpuv3": "tpu-v3", "tpuv4": "tpu-v4", "tpuv5e": "tpu-v5e", "tpuv5p": "tpu-v5p"}
 
 
-def peak_flops(accelerator: str, dtype: str = "bf16") -> float:
-    """Dense peak FLOP/s of one chip. Raises ValueError listing the known names or formats."""
+def datasheet_peak_flops(accelerator: str, dtype: str = "bf16") -> float:
+    """Dense peak FLOP/s of one chip, from its datasheet (PEAK_FLOPS), by name. Raises ConfigError listing the known
+    names or formats. llm/train/hardware.py `peak_flops` gives a torch device's peak and its source, timing it where
+    no datasheet applies."""
     key = accelerator.strip().lower().replace("_", "-").replace(" ", "-")
     key = ALIASES.get(key, key)
     if key not in PEAK_FLOPS:

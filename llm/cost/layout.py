@@ -25,8 +25,9 @@ class Layout:
     zero_stage: int
     micro_batch_size: int
     """Sequences per rank per forward pass (train.micro_batch_size)."""
-    checkpoint_interval: int = 0
-    """Activation checkpointing: 0 none, 1 every block ('full'), k ('every_k', as ParallelConfig)."""
+    recompute_every_k: int = 0
+    """Activation recomputation as one number: 0 none, 1 every block ('full'), k every k-th block ('every_k' with
+    parallel.recompute_every_k=k); ParallelConfig.checkpoint_interval gives it for a run config."""
     sequence_parallel: bool = False
     offload_optimizer: bool = False
 
@@ -36,10 +37,10 @@ class Layout:
 
     @property
     def activation_checkpointing(self) -> str:
-        return {0: "none", 1: "full"}.get(self.checkpoint_interval, "every_k")
+        return {0: "none", 1: "full"}.get(self.recompute_every_k, "every_k")
 
     def describe(self) -> str:
-        ac = self.activation_checkpointing + (f"(k={self.checkpoint_interval})" if self.checkpoint_interval > 1 else "")
+        ac = self.activation_checkpointing + (f"(k={self.recompute_every_k})" if self.recompute_every_k > 1 else "")
         return (f"tp={self.tp} pp={self.pp} dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
                 f"ckpt={ac}" + (" sp" if self.sequence_parallel else "")
                 + (" offload" if self.offload_optimizer else ""))
@@ -48,8 +49,8 @@ class Layout:
         """The `parallel` section of a run config (llm.config.ParallelConfig) for this layout."""
         out = {"tensor": self.tp, "pipeline": self.pp, "zero_stage": self.zero_stage,
                "activation_checkpointing": self.activation_checkpointing}
-        if self.checkpoint_interval > 1:
-            out["recompute_every_k"] = self.checkpoint_interval
+        if self.recompute_every_k > 1:
+            out["recompute_every_k"] = self.recompute_every_k
         if self.sequence_parallel:
             out["sequence_parallel"] = True
         if self.offload_optimizer:

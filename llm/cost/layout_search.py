@@ -37,7 +37,7 @@ class Candidate:
 
     def sort_key(self) -> tuple:
         lay = self.layout
-        return (float(f"{self.time.total_s:.4g}"), lay.checkpoint_interval != 0, -lay.checkpoint_interval,
+        return (float(f"{self.time.total_s:.4g}"), lay.recompute_every_k != 0, -lay.recompute_every_k,
                 -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, lay.sequence_parallel, lay.pp)
 
 

@@ -134,7 +134,7 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
     tokens = layout.micro_batch_size * cfg.seq_len
     full = block_bytes_per_token(cfg, t, sp, e) * tokens
     kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
-    k = layout.checkpoint_interval
+    k = layout.recompute_every_k
     n_blocks = kinds.count("block")
     if k == 0:
         per_mb, transient = n_blocks * full, 0.0

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.cost.flops import hfu_flops_per_token, peak_flops
+from llm.cost.flops import datasheet_peak_flops, hfu_flops_per_token
 from llm.cost.layout import Layout, pipeline_stages
 from llm.cost.memory import PARAM_BYTES, stage_params
 from typed_yaml import ConfigError
@@ -111,11 +111,11 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
     t, p, d = layout.tp, layout.pp, layout.dp
     m = global_batch_size // (layout.micro_batch_size * d)
     tokens_per_step = global_batch_size * cfg.seq_len
-    k = layout.checkpoint_interval
+    k = layout.recompute_every_k
     recomputed = 0 if k == 0 else (-(-cfg.n_layers // k) if p == 1 else cfg.n_layers)
     flops = hfu_flops_per_token(cfg, recomputed) * tokens_per_step / layout.world_size
     bubble = (p - 1) / (m + p - 1)
-    compute = flops / (peak_flops(gpu, "bf16") * mfu) / (1 - bubble)
+    compute = flops / (datasheet_peak_flops(gpu, "bf16") * mfu) / (1 - bubble)
 
     act_bytes = PARAM_BYTES * layout.micro_batch_size * cfg.seq_len * cfg.d_model
     blocks_per_stage = cfg.n_layers / p

@@ -4,7 +4,7 @@ Why a custom LM and not an export to a temporary HF directory scored by lm_eval'
 weights is written, every checkpoint layout we load is scored by our own forward (the one we train), and the
 export already has its own parity tests against transformers (tests/llm/hf/).
 
-No BOS, anywhere. Our pretraining documents are packed EOS-separated with no BOS (data_pipeline/tokenize.py
+No BOS, anywhere. Our pretraining documents are packed EOS-separated with no BOS (data_pipeline/encode.py
 appends EOS to each document and adds nothing in front), so in training the token before a document's first
 token is the previous document's EOS. `prefix_token_id` is therefore our EOS id: a document scored from an empty
 context (loglikelihood_rolling, or loglikelihood with context "") is conditioned on exactly what preceded it in

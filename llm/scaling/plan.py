@@ -1,8 +1,9 @@
-"""Budget → compute-optimal spec → table, JSON, or a pretraining config.
+"""Budget → compute-optimal spec.
 
 `plan(flops)` picks N and D from a scaling law (llm.scaling.laws), turns N into a concrete shape (llm.shape),
 re-derives D = C / 6N from the exact N of that shape so the budget holds, and attaches the batch size and
-learning rate of a stated rule. `config_dict(spec)` writes that as a run config in llm.config's schema.
+learning rate of a stated rule. llm/scaling/plan_output.py prints a spec as a table and writes it as a run config
+(`config_dict`, llm.config's schema).
 
 Training-hyperparameter rules (each cited; they are starting points, not tuned optima):
   * batch size and peak LR: DeepSeek LLM (DeepSeek-AI 2024, arXiv:2401.02954, §3.1, fitted on 1e17-3e20
@@ -26,13 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from llm.config import ModelConfig, config_from_dict
-from llm.cost.flops import flops_per_token, peak_flops
-from llm.cost.layout import Layout
+from llm.config import ModelConfig
+from llm.cost.flops import datasheet_peak_flops, flops_per_token
 from llm.scaling.laws import (BESIROGLU_2024, DEFAULT_APPROACH, LAWS, ParametricLaw, PowerLawFrontier,
                               compute_for_params, compute_optimal, get_law)
-from llm.shape import (MAX_TARGET_OVERSHOOT, SHAPE_RULES, STANDARD, ShapeRules, TargetTooLarge, count_params,
-                            count_params_non_embedding, design_shape)
+from llm.shape import (MAX_TARGET_OVERSHOOT, STANDARD, ShapeRules, TargetTooLarge, count_params,
+                       count_params_non_embedding, design_shape)
 from typed_yaml import ConfigError
 
 # DeepSeek LLM 2024 (arXiv:2401.02954) §3.1, eqs. for the optimal batch size (tokens) and learning rate.
@@ -185,7 +185,7 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
     if accelerator is not None:
         if mfu is None or not 0 < mfu <= 1:
             raise ConfigError(f"mfu={mfu} must be in (0, 1]")
-        peak = peak if peak is not None else peak_flops(accelerator, "bf16")
+        peak = peak if peak is not None else datasheet_peak_flops(accelerator, "bf16")
         # MFU is measured with PaLM's count (attention included), so the time must come from it too: with 6N
         # it comes out 7-9% short at these shapes.
         seconds = flops_per_token(cfg, "palm") * d / (peak * mfu)
@@ -216,7 +216,7 @@ def loss_warning(loss: float, n_params: float, n_tokens: float, flops: float, vo
         where = "" if lo <= flops <= hi else f"C = {flops:.3g} is outside the sweep's budgets [{lo:.3g}, {hi:.3g}]"
     else:
         (n_lo, n_hi), (d_lo, d_hi) = HOFFMANN_2022_FIT_RANGE
-        out = [f"{name} = {_human(x)} is outside the fitted {_human(a)}-{_human(b)}"
+        out = [f"{name} = {abbreviate(x)} is outside the fitted {abbreviate(a)}-{abbreviate(b)}"
                for name, x, a, b in (("N", n_params, n_lo, n_hi), ("D", n_tokens, d_lo, d_hi)) if not a <= x <= b]
         where = "; ".join(out) + (" (Hoffmann et al. 2022)" if out else "")
     if loss >= ln_v:
@@ -233,7 +233,7 @@ def flops_from_hours(hours: float, accelerator: str, mfu: float, dtype: str = "b
         raise ConfigError(f"gpu-hours={hours} must be positive")
     if not 0 < mfu <= 1:
         raise ConfigError(f"mfu={mfu} must be in (0, 1]")
-    return hours * 3600.0 * (peak if peak is not None else peak_flops(accelerator, dtype)) * mfu
+    return hours * 3600.0 * (peak if peak is not None else datasheet_peak_flops(accelerator, dtype)) * mfu
 
 
 def plan_for_hours(hours: float, accelerator: str, mfu: float, **kwargs) -> Spec:
@@ -251,113 +251,9 @@ def plan_for_hours(hours: float, accelerator: str, mfu: float, **kwargs) -> Spec
     return spec
 
 
-def _human(x: float) -> str:
+def abbreviate(x: float) -> str:
+    """A count in a few digits with its suffix: 1.23B, 70M, 512."""
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"
     return f"{x:.3g}"
-
-
-def _count(x: float) -> str:
-    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
-
-
-def format_seconds(seconds: float) -> str:
-    """A duration at its scale: '42 s', '3.5 min', '2.1 h', '3.2 days'."""
-    for unit, scale in (("days", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)):
-        if seconds >= scale * (2 if unit == "days" else 1) or unit == "s":
-            return f"{_count(seconds / scale)} {unit}"
-
-
-def format_table(spec: Spec) -> str:
-    m = spec.model
-    rows = [
-        ("budget C (6ND)", f"{spec.flops:.3e} FLOPs"),
-        ("law", spec.law if spec.approach == spec.law else f"{spec.law} (approach {spec.approach})"),
-        *([("law interval", spec.law_note)] if spec.law_note else []),
-        ("N_opt from the law", _human(spec.n_params_target)),
-        ("shape", f"n_layers={m.n_layers} d_model={m.d_model} n_heads={m.n_heads} n_kv_heads={m.n_kv_heads} "
-                  f"head_dim={m.head_dim} d_ff={m.d_ff} vocab_size={m.vocab_size} seq_len={m.seq_len}"
-                  + (" tied" if m.tie_embeddings else "")
-                  + ("" if spec.shape_rules == STANDARD.name else f" ({spec.shape_rules} shape rules)")),
-        ("N of the shape", f"{spec.n_params:,} total, {spec.n_params_non_embedding:,} non-embedding"),
-        ("D = C / 6N", f"{spec.n_tokens:,} tokens ({_human(spec.n_tokens)})"),
-        ("tokens per parameter", f"{spec.tokens_per_param:.1f}"),
-        ("predicted loss", f"{spec.predicted_loss:.3f} nats/token ({spec.loss_law}, "
-                           + ("the sweep's own data and tokenizer)" if spec.loss_law.startswith("sweep")
-                              else "Chinchilla's data)")),
-        ("FLOPs/token", f"6N {spec.flops_per_token_6n:.3e}; PaLM App. B {spec.flops_per_token_palm:.3e}"),
-        ("C with attention", f"{spec.flops_palm:.3e} FLOPs"),
-        ("batch", f"{spec.global_batch_size} x {m.seq_len} tokens (DeepSeek 2024 rule), micro {spec.micro_batch_size}"),
-        ("peak LR", f"{spec.lr:.3g} (DeepSeek 2024 rule), cosine to {MIN_LR_RATIO:g}x"),
-        ("steps", f"{spec.total_steps:,} ({spec.warmup_steps:,} warmup)"),
-    ]
-    if spec.loss_warning:
-        rows.insert(next(i for i, (k, _) in enumerate(rows) if k == "predicted loss") + 1,
-                    ("  WARNING", f"predicted loss {spec.loss_warning}"))
-    at = next(i for i, (k, _) in enumerate(rows) if k == "tokens per parameter") + 1
-    if spec.data_warning:
-        rows.insert(at, ("  WARNING", spec.data_warning))
-    if spec.data_tokens is not None:
-        passes = spec.n_tokens / max(spec.data_tokens, 1)
-        rows.insert(at, ("data", f"{spec.data_tokens:,} tokens in --data-path: D is {passes:.3g} passes over it"))
-    if spec.train_seconds is not None:
-        rows.append(("time", f"{format_seconds(spec.train_seconds)} on one {spec.accelerator} at {spec.mfu:.0%} MFU "
-                             f"of {spec.peak_flops / 1e12:.3g} TFLOP/s "
-                             f"({_count(spec.accelerator_hours)} device-hours)"))
-    if spec.cost is not None:
-        rows.append(("cost", f"{spec.cost:,.2f} at the price per device-hour given"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def config_dict(spec: Spec, data_paths: list[str] | None = None, out_dir: str | None = None,
-                layout: Layout | None = None, tokenizer: str | None = None, precision: str = "bf16") -> dict[str, Any]:
-    """A run config (llm.config schema) for `spec`, validated with config_from_dict. Raises ConfigError.
-    layout: the parallel layout and micro-batch size to write (default: one device, micro-batch up to 4).
-    data_paths, tokenizer: the prepared datasets and the tokenizer they were made with (default: the bundled
-    corpus's, DEFAULT_DATA_PATH and DEFAULT_TOKENIZER); the tokenizer is what export and evaluation read.
-    precision: bf16 (GPUs), or fp32 for a CPU, whose matmuls are native in fp32 only (configs/debug.yaml)."""
-    raw = {
-        "model": {k: getattr(spec.model, k) for k in SHAPE_FIELDS},
-        "data": {"paths": list(data_paths or [DEFAULT_DATA_PATH]), "tokenizer": tokenizer or DEFAULT_TOKENIZER},
-        "optim": {"lr": float(f"{spec.lr:.4g}"), "min_lr_ratio": MIN_LR_RATIO, "warmup_steps": spec.warmup_steps,
-                  "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
-        "train": {"tokens": spec.n_tokens, "global_batch_size": spec.global_batch_size,
-                  "micro_batch_size": layout.micro_batch_size if layout else spec.micro_batch_size,
-                  "eval_every": max(1, spec.total_steps // 20),
-                  "log_every": max(1, min(10, spec.total_steps // 100))},
-        "parallel": layout.parallel_dict() if layout else {"tensor": 1, "pipeline": 1, "zero_stage": 0},
-        "precision": precision,
-        "checkpoint": {"every": max(1, spec.total_steps // 10), "keep": 2},
-        "out_dir": out_dir or f"runs/pretrain_{_human(spec.n_params)}",
-    }
-    config_from_dict(raw, source="plan")
-    return raw
-
-
-def config_header(spec: Spec, predictions: list[str] | None = None) -> str:
-    """The comment block `launch/plan.py --write-config` puts above the YAML: how every number was chosen,
-    with the TP degrees the shape and the vocabulary padding were actually computed for. predictions: lines
-    describing the chosen layout and its predicted memory and time (llm/cost/cluster.py), if one was chosen."""
-    rules = SHAPE_RULES[spec.shape_rules]
-    m, (lo, hi), (flo, fhi) = spec.model, rules.aspect_band, rules.fallback_band
-    head_rule = "64 below d_model 2048, else 128" if rules.head_dim is None else f"fixed by the {rules.name} rules"
-    tp = ", ".join(str(t) for t in spec.tp_degrees)
-    pad = 64 * math.lcm(*spec.tp_degrees)
-    lines = [
-        f"Pretraining config written by launch/plan.py for a budget of C = {spec.flops:.3e} FLOPs (C = 6ND).",
-        f"Law: {spec.law}. N = {spec.n_params:,} parameters (all, embeddings included), "
-        f"D = C / 6N = {spec.n_tokens:,} tokens ({spec.tokens_per_param:.1f} per parameter).",
-        f"Shape (llm/shape.py, {rules.name} rules): d_model/n_layers = {m.d_model / m.n_layers:.0f} "
-        f"(rule: {lo} to {hi}, else {flo} to {fhi}), head_dim {m.head_dim} ({head_rule}),",
-        f"  n_heads, n_kv_heads and d_ff divisible by each TP degree in ({tp}), d_ff = 8/3 d_model rounded up to "
-        f"{math.lcm(rules.d_ff_multiple, *spec.tp_degrees)},",
-        f"  vocab_size padded to {m.vocab_size}, a multiple of 64*lcm({tp}) = {pad}.",
-        "Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) B = 0.2920 C^0.3271 tokens (power of two",
-        "  in sequences), lr = 0.3118 C^-0.1250. micro_batch_size is a starting point: set what fits.",
-        "Schedule: warmup 1% of steps (Pythia), cosine over exactly train.tokens down to 10% of the peak",
-        "  (Chinchilla 2022: a cycle longer than training hurts; decay by 10x).",
-    ]
-    lines += predictions or ["parallel.* is left at one device: choose the layout for your cluster (--gpus N)."]
-    return "".join(f"# {line}\n" for line in lines)

@@ -1,11 +1,12 @@
-"""Fit the sweep's law to its finished points and write what came of it: DIR/law.json (llm/scaling/law.py),
+"""Fit the sweep's law to its finished points and write what came of it: DIR/law.json (llm/scaling/law_fit.py),
 DIR/report.md and DIR/isoflop.png; without a law (no budget with its minimum inside its sizes), the report and the
 picture say why."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from llm.scaling.law import LawFitError, fit_law, write_law
+from llm.scaling.law import write_law
+from llm.scaling.law_fit import LawFitError, fit_law
 from llm.sweep import RunFailed
 from llm.sweep.rundir import finished
 

@@ -10,7 +10,7 @@ import yaml
 from llm.config import ConfigError, config_from_dict, load_config
 from typed_yaml.files import atomic_write_text, read_json
 from llm.scaling.law import read_law
-from llm.scaling.plan import config_dict
+from llm.scaling.plan_output import config_dict
 from llm.scaling.laws import get_law
 from llm.shape import SHAPE_RULES
 from llm.scaling.grid import SweepGrid, design_grid

@@ -5,7 +5,7 @@ Kinds:
   step      a `step_XXXXXXXX/` directory of launch/pretrain.py: config.yaml (its model section is the shape), the
             consolidated weights as model.pt, and its own copy of the tokenizer (older ones only name it in
             config.yaml's data.tokenizer). A DeepSpeed pipeline checkpoint without model.pt holds its weights as
-            `deepspeed/layer_*` files instead: `pipeline_dir` names them and parallel/pipeline.py merges them
+            `deepspeed/layer_*` files instead: `pipeline_dir` names them and parallel/pipeline_checkpoint.py merges them
             (launch/consolidate.py); the reader itself never imports parallel/.
   imported  the step_00000000/ launch/import_hf.py writes (trainer_state.json's layout.backend is "hf_import"), read
             as a step.
@@ -55,7 +55,8 @@ class Checkpoint:
     weights: Path | None
     """model.pt; None for a Hugging Face directory (safetensors) and a step of pipeline layer files only."""
     pipeline_dir: Path | None = None
-    """For a step without model.pt: the folder of its DeepSpeed pipeline layer files (parallel/pipeline.py)."""
+    """For a step without model.pt: the folder of its DeepSpeed pipeline layer files (merged by
+    parallel/pipeline_checkpoint.py)."""
     stage: dict | None = None
     """stage.json, for a stage."""
 

@@ -169,14 +169,15 @@ def accelerator_key(device_name: str) -> str | None:
 
 
 def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
-    """(peak FLOP/s of one device, where the number came from)."""
+    """(peak FLOP/s of one torch device, where the number came from): the datasheet's for a listed GPU
+    (llm/cost/flops.py `datasheet_peak_flops`), else timed on this machine."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         key = accelerator_key(name)
         if key is not None:
-            from llm.cost.flops import peak_flops as datasheet_peak
+            from llm.cost.flops import datasheet_peak_flops
             try:
-                return datasheet_peak(key, precision), f"datasheet {key} ({name})"
+                return datasheet_peak_flops(key, precision), f"datasheet {key} ({name})"
             except ValueError:
                 pass
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -185,3 +186,10 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
             dtype = torch.float32  # CPU fp16 matmul is emulated; autocast runs the heavy ops in what BLAS offers
         return cpu_peak_flops(dtype)
     return measure_matmul_flops(device, dtype), f"measured {dtype} matmul peak on {device.type}"
+
+
+def cpu_plan_peak() -> tuple[float, str]:
+    """(this CPU's fp32 matmul peak in FLOP/s, the device's name in a plan): what `llm-forge plan --gpu cpu` times
+    against, since a CPU trains in fp32 (the config it writes says so). Timed once and cached, as `peak_flops`."""
+    peak, _ = peak_flops(torch.device("cpu"), "fp32")
+    return peak, f"cpu ({torch.get_num_threads()} threads, fp32 peak measured)"

@@ -14,7 +14,9 @@ import threading
 
 from data_pipeline.config import load_data_config
 from data_pipeline.dedup.cluster import edge_units, load_removals
-from data_pipeline.pipeline import PreparedDir, _all_shards, _edits, kept_documents
+from data_pipeline.final_stages import kept_documents, substring_edits
+from data_pipeline.pipeline import _all_shards
+from data_pipeline.prepared_dir import PreparedDir
 from tests.data_pipeline.test_pipeline import ROOT, SMALL, make_inputs
 
 ARGS = [a for a in SMALL if a != "progress=false"] + ["reader.on_error=skip", "dedup.substring.enabled=true",
@@ -65,7 +67,7 @@ def test_every_stage_bar_has_its_total(tmp_path):
         assert re.search(rf"{stage}:\s+0%.*\b0/{total}\b", err), (stage, total, err)
     assert re.search(r"lookup:\s+0%.*\b0/[1-9]\d*\b", err), err  # shards holding a removed or kept document
     # The tokenize total from disk counts (kept after ingest, less dedup removals and emptied documents).
-    assert kept_documents(cfg, layout, _all_shards(cfg, layout), removed, _edits(layout)) == docs
+    assert kept_documents(cfg, layout, _all_shards(cfg, layout), removed, substring_edits(layout)) == docs
 
 
 def test_no_bar_when_stderr_is_not_a_terminal(tmp_path):

@@ -123,7 +123,7 @@ def test_pool_workers_start_clean_of_the_parents_signal_handlers(model_path, cor
     import signal
 
     from data_pipeline.config import TokenizeConfig
-    from data_pipeline.tokenize import TokenizerPool
+    from data_pipeline.encode import TokenizerPool
 
     old = signal.signal(signal.SIGTERM, _training_sigterm_flag)
     try:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from llm.config import load_config
-from llm.scaling.plan import config_dict, plan
+from llm.scaling.plan import plan
+from llm.scaling.plan_output import config_dict
 from llm.scaling.laws import compute_optimal
 from llm.shape import count_params
 
@@ -216,7 +217,8 @@ def test_nothing_fits_is_one_line():
 
 def test_law_from_a_sweep(tmp_path):
     """--law plans with a sweep's own law.json (llm/scaling/law.py) and says which law it used, with its interval."""
-    from llm.scaling.law import fit_law, write_law
+    from llm.scaling.law import write_law
+    from llm.scaling.law_fit import fit_law
     from llm.scaling.laws import BESIROGLU_2024
     rng = np.random.default_rng(0)
     runs = []
@@ -259,7 +261,7 @@ def test_small_shapes_and_the_floor_error_names_what_sets_it():
 
 def test_a_loss_at_or_above_ln_v_is_called_meaningless():
     """Issue 22: 3e13 FLOPs on small shapes predicted 12.56 nats/token, above ln 4096 = 8.32, without a word."""
-    from llm.scaling.plan import format_table
+    from llm.scaling.plan_output import format_table
     from llm.shape import SHAPE_RULES
     spec = plan(3e13, vocab_size=4096, seq_len=256, tp_degrees=(1,), shapes=SHAPE_RULES["small"])
     assert spec.predicted_loss >= np.log(spec.model.vocab_size)
@@ -300,7 +302,7 @@ def test_time_and_cost_for_a_device_not_in_the_table():
 @pytest.mark.parametrize("seconds,text", [(0.06, "0.06 s"), (42, "42 s"), (90, "1.5 min"), (7200, "2 h"),
                                           (36 * 3600, "36 h"), (3 * 86400, "3 days"), (5000 * 86400, "5,000 days")])
 def test_time_is_shown_at_its_scale(seconds, text):
-    from llm.scaling.plan import format_seconds
+    from llm.scaling.plan_output import format_seconds
     assert format_seconds(seconds) == text
 
 

@@ -1,5 +1,5 @@
-"""Pipeline parallelism (parallel/pipeline.py): stage modules, partitioning, tied weights, checkpoint
-consolidation, and real `deepspeed` runs whose losses match the single-process run.
+"""Pipeline parallelism (parallel/pipeline.py, pipeline_checkpoint.py): stage modules, partitioning, tied weights,
+checkpoint consolidation, and real `deepspeed` runs whose losses match the single-process run.
 
 Tolerance of the launcher runs: fp32, 1e-5 relative per step. Every pipeline layout computes the same
 global-batch mean gradient from the same initial weights; what differs is only the order of floating-point
@@ -111,7 +111,7 @@ def test_checkpoint_interval_follows_the_config():
 def test_consolidation_maps_layer_files_back_to_model_names(tmp_path, tied, tp):
     """Files laid out as DeepSpeed writes them (layer_XX-model_YY), TP-sharded as tensor.py shards."""
     from parallel.names import layer_prefix
-    from parallel.pipeline import load_pipeline_checkpoint
+    from parallel.pipeline_checkpoint import load_pipeline_checkpoint
     from tests.parallel.tp_state import shard_state_dict
     cfg = _cfg(tied)
     m = cfg.model
@@ -134,7 +134,7 @@ def test_consolidation_maps_layer_files_back_to_model_names(tmp_path, tied, tp):
 
 
 def test_consolidation_names_what_is_missing(tmp_path):
-    from parallel.pipeline import load_pipeline_checkpoint
+    from parallel.pipeline_checkpoint import load_pipeline_checkpoint
     with pytest.raises(FileNotFoundError):
         load_pipeline_checkpoint(tmp_path, _cfg().model)
     torch.save({"tok_embeddings.weight": torch.zeros(512, 64)}, tmp_path / "layer_00-model_00-model_states.pt")
@@ -237,7 +237,7 @@ def test_pipeline_layout_matches_single_process(launch_setup, name):
     assert max_rel_diff(reference, losses) < FP32_TOL, loss_table(reference, {name: losses})
     # The consolidated pipeline checkpoint is the single-process model after the same 5 steps.
     from llm.config import load_config
-    from parallel.pipeline import load_pipeline_checkpoint
+    from parallel.pipeline_checkpoint import load_pipeline_checkpoint
     cfg = load_config(config, [o for o in overrides if o.startswith("model.")])
     merged = load_pipeline_checkpoint(root / name / "checkpoints" / "step_00000005" / "deepspeed", cfg.model)
     single = torch.load(root / f"single-{ref_name}" / "checkpoints" / "step_00000005" / "model.pt")

@@ -3,7 +3,7 @@ import pytest
 
 from llm.config import ModelConfig
 from llm.cost.flops import (PEAK_FLOPS, attention_flops_per_token, flops_per_token, hfu, hfu_flops_per_token,
-                            layer_flops_per_token, mfu, mfu_from_flops, palm_flops_per_token, peak_flops)
+                            layer_flops_per_token, mfu, mfu_from_flops, palm_flops_per_token, datasheet_peak_flops)
 from llm.shape import count_matmul_params, count_params, layer_matmul_params
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 def test_palm_540b_worked_example():
     # PaLM (arXiv:2204.02311) App. B: 540B parameters, L=118, H=48, Q=256, T=2048, 238.3K tokens/s on 6144
     # TPU v4 chips at 275 TFLOP/s: 45.7% MFU without the attention term, 46.2% with it (printed to 0.1%).
-    peak = peak_flops("tpu-v4")
+    peak = datasheet_peak_flops("tpu-v4")
     assert peak == 275e12
     without = mfu_from_flops(238.3e3, 6 * 540e9, peak, n_devices=6144)
     with_attn = mfu_from_flops(238.3e3, palm_flops_per_token(540e9, 118, 48, 256, 2048), peak, n_devices=6144)
@@ -50,7 +50,7 @@ def test_matmul_flops_match_torch_counter():
 
 
 def test_mfu_and_hfu_kept_apart():
-    peak = peak_flops("h100")
+    peak = datasheet_peak_flops("h100")
     tps = 1e5
     assert mfu(tps, CFG, peak) == pytest.approx(tps * flops_per_token(CFG) / peak)
     assert hfu(tps, CFG, peak) == mfu(tps, CFG, peak)  # no recomputation: identical
@@ -64,15 +64,15 @@ def test_mfu_and_hfu_kept_apart():
 
 
 def test_peak_table():
-    assert peak_flops("H100") == peak_flops("h100-sxm") == 989.4e12
-    assert peak_flops("a100", "fp32") == 19.5e12
-    assert peak_flops("h200") == peak_flops("h100")
+    assert datasheet_peak_flops("H100") == datasheet_peak_flops("h100-sxm") == 989.4e12
+    assert datasheet_peak_flops("a100", "fp32") == 19.5e12
+    assert datasheet_peak_flops("h200") == datasheet_peak_flops("h100")
     for table in PEAK_FLOPS.values():
         assert all(1e12 < v < 2e15 for v in table.values())
     with pytest.raises(ValueError, match="known: .*h100"):
-        peak_flops("b9000")
+        datasheet_peak_flops("b9000")
     with pytest.raises(ValueError, match="no bf16"):
-        peak_flops("v100", "bf16")
+        datasheet_peak_flops("v100", "bf16")
 
 
 @pytest.mark.parametrize("cfg", [CFG, ModelConfig(n_layers=3, d_model=250, n_heads=4, head_dim=64, n_kv_heads=2,

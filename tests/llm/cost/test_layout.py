@@ -2,7 +2,7 @@
 import pytest
 
 from llm.config import ConfigError, ModelConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
-from llm.cost.flops import flops_per_token, peak_flops
+from llm.cost.flops import datasheet_peak_flops, flops_per_token
 from llm.cost.layout import Layout, layout_errors
 from llm.cost.layout_search import choose_layout, enumerate_layouts, evaluate, rank_layouts
 from llm.cost.step_time import NETWORKS, step_time
@@ -72,7 +72,7 @@ def test_step_time_by_hand():
     m = gbs // (1 * 2)
     flops = flops_per_token(CFG) * gbs * 256 / 8
     assert st.bubble_fraction == pytest.approx(1 / (m + 1))
-    assert st.compute_s == pytest.approx(flops / (peak_flops("h100") * mfu) * (m + 1) / m)
+    assert st.compute_s == pytest.approx(flops / (datasheet_peak_flops("h100") * mfu) * (m + 1) / m)
     net = NETWORKS["h100-sxm"]
     act = 2 * 256 * 256
     assert st.tp_comm_s == pytest.approx(4 * 4 * m * 2 * (1 / 2) * act / net.intra_node)  # 4 blocks per stage
@@ -89,4 +89,4 @@ def test_recomputation_costs_a_forward():
 def test_enumeration_covers_the_grid():
     lays = enumerate_layouts(CFG, 8, 8, 32)
     assert {(x.tp, x.pp) for x in lays} == {(t, p) for t in (1, 2, 4, 8) for p in (1, 2, 4, 8) if t * p <= 8}
-    assert {x.checkpoint_interval for x in lays} == {0, 1, 2} and {x.zero_stage for x in lays} == {0, 1, 2, 3}
+    assert {x.recompute_every_k for x in lays} == {0, 1, 2} and {x.zero_stage for x in lays} == {0, 1, 2, 3}

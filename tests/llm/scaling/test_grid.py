@@ -1,12 +1,13 @@
-"""llm/scaling/grid.py (the isoFLOP grid) and llm/scaling/law.py (fitting, law.json, the law plan() uses): pure
-Python."""
+"""llm/scaling/grid.py (the isoFLOP grid), llm/scaling/law_fit.py and law.py (fitting, law.json, the law plan()
+uses): pure Python."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from llm.scaling.law import LawFileError, SweepLaw, fit_law, read_law, write_law
+from llm.scaling.law import LawFileError, SweepLaw, read_law, write_law
+from llm.scaling.law_fit import fit_law
 from llm.scaling.plan import DEEPSEEK_2024_LR, plan
 from llm.scaling.laws import BESIROGLU_2024, ParametricLaw, compute_optimal
 from llm.shape import SMALL, count_params
@@ -134,14 +135,14 @@ def test_law_file_round_trip_is_a_law_plan_uses(tmp_path, fitted):
     assert spec.law == law.name and spec.loss_law == "sweep-parametric"
     assert spec.n_params_target == pytest.approx(law.optimal(c)[0])
     assert spec.predicted_loss == pytest.approx(law.loss_law.loss(spec.n_params, spec.n_tokens))
-    from llm.scaling.plan import format_table
+    from llm.scaling.plan_output import format_table
     assert "sweep-parametric, the sweep's own data" in format_table(spec)  # not Chinchilla's MassiveText
     assert law.shapes == "standard"  # a law.json without the sweep's shape rules (written before --shapes)
 
 
 def test_a_small_shapes_law_plans_small_shapes(tmp_path, fitted):
     """The law records the sweep's shape rules; planned under them, the shape, table and config header say so."""
-    from llm.scaling.plan import config_header, format_table
+    from llm.scaling.plan_output import config_header, format_table
     from llm.shape import SHAPE_RULES
     _, doc = fitted
     write_law(tmp_path / "law.json", {**doc, "sweep": {"shapes": "small"}})

@@ -158,7 +158,7 @@ def test_alignment_handoff_refuses_crafted_weights(tiny_data, tmp_path):
 
 def test_pipeline_layer_files_are_refused_when_crafted(tmp_path):
     from llm.config import ModelConfig
-    from parallel.pipeline import load_pipeline_checkpoint
+    from parallel.pipeline_checkpoint import load_pipeline_checkpoint
     marker = tmp_path / "ran"
     torch.save({"weight": torch.zeros(4, 4), "x": Payload(marker)}, tmp_path / "layer_00-model_00-model_states.pt")
     with pytest.raises(safe_load.CheckpointRefused, match="layer_00-model_00-model_states.pt"):

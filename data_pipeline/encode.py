@@ -1,4 +1,6 @@
-"""Tokenization into Megatron .bin/.idx shards, in parallel worker processes.
+"""The pipeline's encode stage: documents → token ids in Megatron .bin/.idx shards, in parallel worker processes.
+
+The tokenizer itself (training one, encode/decode) is data_pipeline/tokenizer.py; this module runs it over a corpus.
 
 Every document is encoded with the project's sentencepiece model and followed by the EOD (the
 model's EOS id) so that packed samples see document boundaries. Workers encode batches of
