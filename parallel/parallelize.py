@@ -45,7 +45,7 @@ def parallelize(cfg: RunConfig, topo: Topology) -> nn.Module:
     else:
         model = Transformer(cfg.model, seed=cfg.train.seed)
         apply_tensor_parallel(model, topo, sequence_parallel=p.sequence_parallel)
-        apply_activation_checkpointing(model, p.checkpoint_interval)
+        apply_activation_checkpointing(model, p.recompute_interval)
         blocks = model.layers
     if cfg.train.compile:
         compile_blocks(blocks)

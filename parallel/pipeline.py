@@ -195,7 +195,7 @@ def build_pipeline_module(cfg: RunConfig, topo):
     """The model as a `deepspeed.pipe.PipelineModule` over `topo.ds_topology` (pipe × data × model axes).
 
     Partitioned by `cfg.parallel.pipeline_partition` ('parameters', 'uniform' or 'type:<regex>', e.g.
-    'type:BlockPipe' to balance blocks only), with `cfg.parallel.checkpoint_interval` as DeepSpeed's
+    'type:BlockPipe' to balance blocks only), with `cfg.parallel.recompute_interval` as DeepSpeed's
     activation_checkpoint_interval: the length of the checkpointed segments, so with k every run of k
     consecutive blocks keeps only its input and is recomputed in the backward pass (memory ~ n_layers/k
     boundary activations), the pipeline analogue of checkpointing every k-th block. Only runs made entirely of
@@ -211,7 +211,7 @@ def build_pipeline_module(cfg: RunConfig, topo):
     # (seed_layers=True without a seed_fn would hand numpy ints to random.seed, a TypeError on Python 3.11.)
     module = cls(layers=layer_specs(cfg, topo), topology=topo.ds_topology, loss_fn=pipeline_loss_fn(topo),
                  partition_method=cfg.parallel.pipeline_partition,
-                 activation_checkpoint_interval=cfg.parallel.checkpoint_interval,
+                 activation_checkpoint_interval=cfg.parallel.recompute_interval,
                  activation_checkpoint_func=partial(torch.utils.checkpoint.checkpoint, use_reentrant=False),
                  checkpointable_layers=[BlockPipe.__name__])
     mark_grad_norm_owners(module, topo)

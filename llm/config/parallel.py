@@ -138,7 +138,7 @@ class ParallelConfig:
             raise ConfigError("; ".join(errors))
 
     @property
-    def checkpoint_interval(self) -> int:
+    def recompute_interval(self) -> int:
         """Activation checkpointing as one number: 0 none, 1 every block ('full'), k for 'every_k'. Blocks
         0, k, 2k, ... are recomputed in the backward pass (DeepSpeed's pipeline: segments of k blocks)."""
         return {"none": 0, "full": 1}.get(self.activation_checkpointing, self.recompute_every_k)

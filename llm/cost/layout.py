@@ -27,7 +27,7 @@ class Layout:
     """Sequences per rank per forward pass (train.micro_batch_size)."""
     recompute_every_k: int = 0
     """Activation recomputation as one number: 0 none, 1 every block ('full'), k every k-th block ('every_k' with
-    parallel.recompute_every_k=k); ParallelConfig.checkpoint_interval gives it for a run config."""
+    parallel.recompute_every_k=k); ParallelConfig.recompute_interval gives it for a run config."""
     sequence_parallel: bool = False
     offload_optimizer: bool = False
 

@@ -20,7 +20,7 @@ from llm.cost.memory import DEFAULT_REDUCE_BUCKET_SIZE, MemoryPerGPU, memory_per
 def run_layout(cfg: RunConfig, dp: int) -> Layout:
     """The llm.cost Layout of a run config at data-parallel degree dp."""
     p = cfg.parallel
-    return Layout(p.tensor, p.pipeline, dp, p.zero_stage, cfg.train.micro_batch_size, p.checkpoint_interval,
+    return Layout(p.tensor, p.pipeline, dp, p.zero_stage, cfg.train.micro_batch_size, p.recompute_interval,
                   p.sequence_parallel, p.offload_optimizer)
 
 

@@ -129,7 +129,7 @@ def model_flops_per_token(cfg: RunConfig) -> float:
 
 def recomputed_layers(cfg: RunConfig) -> int:
     """Blocks whose forward activation checkpointing runs twice (blocks 0, k, 2k, ... of ParallelConfig)."""
-    k = cfg.parallel.checkpoint_interval
+    k = cfg.parallel.recompute_interval
     return len(range(0, cfg.model.n_layers, k)) if k else 0
 
 

@@ -27,7 +27,7 @@ def with_parallel(**parallel):
 def test_the_old_name_loads_as_the_new_one_with_one_line(tmp_path):
     path = write(tmp_path, with_parallel(checkpoint_every_k=3))
     cfg = load_config(path)
-    assert cfg.parallel.recompute_every_k == 3 and cfg.parallel.checkpoint_interval == 3
+    assert cfg.parallel.recompute_every_k == 3 and cfg.parallel.recompute_interval == 3
     (note,) = cfg.renamed_keys
     assert "\n" not in note and str(path) in note
     assert "parallel.checkpoint_every_k was renamed parallel.recompute_every_k (2026-12-07)" in note
