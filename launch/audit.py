@@ -20,6 +20,7 @@ from pathlib import Path
 
 
 from launch.cli import OneLineParser
+from typed_yaml import log
 
 
 def main(argv=None) -> int:
@@ -55,13 +56,13 @@ def main(argv=None) -> int:
     text = json.dumps(results, indent=1)
     if args.out:
         args.out.write_text(text + "\n")
-        print(f"wrote {args.out}")
+        log.info(f"wrote {args.out}")
     else:
-        print(text)
+        log.info(text)
     if args.plot:
         from llm.audit.figure import audit_figure
         audit_figure(results, f"Memorization audit: {results['checkpoint']}").savefig(args.plot)
-        print(f"wrote {args.plot}")
+        log.info(f"wrote {args.plot}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 from llm.config import ConfigError
+from typed_yaml import log
 
 
 def consolidate(step_dir: Path) -> dict:
@@ -58,8 +59,8 @@ def main(argv=None) -> int:
     from data_pipeline.hf_tokenizer import tokenizer_file
     tok = tokenizer_file(args.checkpoint)
     # The file holds weights only; the tokenizer they were trained with stays in the step directory.
-    print(f"wrote {args.output}: {len(state)} tensors, {args.dtype}"
-          + (f"; its tokenizer is {tok}" if tok.is_file() else ""))
+    log.info(f"wrote {args.output}: {len(state)} tensors, {args.dtype}"
+             + (f"; its tokenizer is {tok}" if tok.is_file() else ""))
     return 0
 
 

@@ -18,8 +18,8 @@ import importlib
 import os
 from pathlib import Path
 
+from typed_yaml import log
 from typed_yaml.errors import ConfigError, UserError
-
 
 
 def main(argv=None) -> int:
@@ -56,10 +56,10 @@ def main(argv=None) -> int:
         raise ConfigError("--tasks names no task")
     results = evaluate(args.checkpoint, tasks, args.include_path, args.limit, args.batch_size,
                        include_defaults=args.online, device=args.device, progress_log=progress_log_path(args.out))
-    print(results_table(results))
+    log.info(results_table(results))
     if args.out:
         json_path, table_path = write_results(results, args.out)
-        print(f"wrote {json_path} and {table_path}")
+        log.info(f"wrote {json_path} and {table_path}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typed_yaml import log
 
 
 def main(argv=None) -> int:
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     with staged_output(args.out_dir, "export_hf.py", inputs, force=args.force,
                        source=str(args.checkpoint.resolve())) as tmp:
         export_hf(args.checkpoint, tmp, max_shard_size=args.max_shard_size)
-    print(f"wrote {args.out_dir}")
+    log.info(f"wrote {args.out_dir}")
     return 0
 
 

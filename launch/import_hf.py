@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typed_yaml import log
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     with staged_output(args.out_dir, "import_hf.py", inputs, force=args.force,
                        source=str(args.hf_dir.resolve())) as tmp:
         step = import_hf(args.hf_dir, args.out_dir, staging=tmp)
-    print(f"wrote {step}")
+    log.info(f"wrote {step}")
     return 0
 
 

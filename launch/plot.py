@@ -14,6 +14,7 @@ from pathlib import Path
 
 from launch.cli import OneLineParser
 from llm.train.plots import UserError, check_out, plot_chain, plot_runs
+from typed_yaml import log
 
 
 def main(argv=None) -> int:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
         fig.savefig(args.out)
     except OSError as e:
         raise UserError(f"--out {args.out}: {e.strerror or e}") from None
-    print(f"wrote {args.out}")
+    log.info(f"wrote {args.out}")
     return 0
 
 

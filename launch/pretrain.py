@@ -11,10 +11,10 @@ one line and exits 2; a diverged run exits 3; a preempted run (SIGTERM/SIGUSR1) 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from llm.config import load_config
+from typed_yaml import log
 from typed_yaml.disk import DiskFull, disk_full_message
 from typed_yaml.errors import EXIT_PREEMPTED
 
@@ -56,10 +56,10 @@ def main(argv=None) -> int:
         raise DiskFull(message) from None
     if outcome.status == "preempted":
         return EXIT_PREEMPTED
-    if outcome.status == "finished" and int(os.environ.get("RANK", "0")) == 0:
+    if outcome.status == "finished":
         fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731 (None when resumed at the last step)
-        print(f"done: {outcome.step} steps, last loss {fmt(outcome.last_loss)}, eval loss {fmt(outcome.eval_loss)}, "
-              f"checkpoint {outcome.checkpoint}")
+        log.info(f"done: {outcome.step} steps, last loss {fmt(outcome.last_loss)}, "
+                 f"eval loss {fmt(outcome.eval_loss)}, checkpoint {outcome.checkpoint}")
     return 0
 
 

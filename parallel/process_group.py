@@ -7,6 +7,7 @@ import os
 import torch
 
 from parallel.launch_env import LaunchEnv
+from typed_yaml import log
 
 JOINED = False
 """Set once init_distributed has joined the job's process group; parallel/rank_exit.py reads it."""
@@ -26,7 +27,9 @@ def local_world_size(launch: LaunchEnv) -> int:
 
 
 def init_distributed(launch: LaunchEnv) -> torch.device:
-    """NCCL on CUDA, gloo with DeepSpeed's CPU accelerator otherwise (chosen before deepspeed is imported)."""
+    """NCCL on CUDA, gloo with DeepSpeed's CPU accelerator otherwise (chosen before deepspeed is imported). Fixes
+    this process's rank for typed_yaml/log.py, so its lines are the main rank's only whoever joins the group."""
+    log.set_rank(launch.rank)
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # Ranks on one CPU node share its cores; torch's default of all cores per rank oversubscribes them
         # (configs/debug.yaml, DP2 on 2 cores: 657 tokens/s with 2 threads per rank, 4,800 with 1).
@@ -54,7 +57,6 @@ def init_distributed(launch: LaunchEnv) -> torch.device:
                           f"--master_port; srun: MASTER_PORT)") from None
     global JOINED
     JOINED = True
-    if launch.rank == 0:
-        print(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
-              + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""), flush=True)
+    log.info(f"distributed: {launch.mode}, backend {backend}, world size {launch.world_size}"
+             + (" (no CUDA: DeepSpeed CPU accelerator, gloo)" if backend == "gloo" else ""))
     return device

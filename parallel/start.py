@@ -16,6 +16,7 @@ from parallel.launch_env import LaunchEnv
 from parallel.peak import device_peak_flops
 from parallel.process_group import init_distributed, local_world_size
 from parallel.topology import Topology, check_layout
+from typed_yaml import log
 
 
 def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) -> TrainOutcome:
@@ -25,6 +26,7 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     """
     import torch.distributed as dist
 
+    log.set_rank(launch.rank)  # who prints (typed_yaml/log.py), before the first line
     tp, pp, dp = check_layout(cfg, launch.world_size)  # before init, so a layout error costs no rendezvous
     device = init_distributed(launch)
     # One writer per run: rank 0 locks out_dir, and every rank hears its verdict (llm/train/setup.py lock_run).
@@ -33,32 +35,30 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     if verdict[0]:
         raise ConfigError(verdict[0])
     topo = Topology(tp, pp, dp)
-    print(f"rank {launch.rank} on {socket.gethostname()}: local rank {launch.local_rank}, device {device}, "
-          f"{topo.coords()}", flush=True)
+    log.every_rank(f"host {socket.gethostname()}, local rank {launch.local_rank}, device {device}, {topo.coords()}")
 
     predicted = predict_run_memory(cfg, dp, device)
     watch = MemoryWatch(predicted.tensors, device)
 
     def announce(backend: DeepSpeedBackend, peak: float, source: str) -> None:
-        if launch.rank != 0:
-            return
-        (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
-        print(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
-              f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})", flush=True)
+        if backend.is_main:
+            (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
+        log.info(f"layout tp={tp} pp={pp} dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
+                 f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})")
         # On CPU the unfilled part of DeepSpeed's full-size buckets is never paged in (llm/cost/memory.py), so the
         # headline there is what the rank's resident memory will hold; a GPU's allocator reserves all of it.
         head = predicted.tensors if device.type == "cuda" else predicted.resident
-        print(f"predicted peak memory per rank {head / 1e9:.3f} GB{'' if device.type == 'cuda' else ' resident'} "
-              f"(llm/cost/memory.py: "
-              + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in predicted.as_dict().items()
-                          if k not in ("tensors", "total", "allowance", "stage") and v)
-              + f"); {_predicted_step(cfg, dp, device, launch)}", flush=True)
+        log.info(f"predicted peak memory per rank {head / 1e9:.3f} GB{'' if device.type == 'cuda' else ' resident'} "
+                 f"(llm/cost/memory.py: "
+                 + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in predicted.as_dict().items()
+                             if k not in ("tensors", "total", "allowance", "stage") and v)
+                 + f"); {_predicted_step(cfg, dp, device, launch)}")
 
     # On CPU a node's ranks share its cores, so the peak is per node (measured with all its cores).
     n_devices = launch.world_size if device.type == "cuda" else max(1, launch.world_size // local_world_size(launch))
     outcome = start.run(cfg, lambda: DeepSpeedBackend(cfg, topo, device),
                         lambda: device_peak_flops(device, cfg.precision.dtype, launch), announce,
-                        is_main=launch.rank == 0, n_devices=n_devices, log=print, eval_only=eval_only,
+                        is_main=launch.rank == 0, n_devices=n_devices, eval_only=eval_only,
                         memory=watch)
     _report_worst_peak(cfg, watch, launch.rank)
     dist.barrier()
@@ -83,17 +83,17 @@ def _predicted_step(cfg: RunConfig, dp: int, device, launch: LaunchEnv) -> str:
 
 
 def _report_worst_peak(cfg: RunConfig, watch: MemoryWatch, rank: int) -> None:
-    """Every rank's measured peak (GPU only), the worst printed by rank 0 and written to <out_dir>/memory.json."""
+    """Every rank's measured peak (GPU only), the worst printed by the main rank and written by rank 0 (the run's
+    one writer) to <out_dir>/memory.json."""
     import torch.distributed as dist
 
     peaks = [None] * dist.get_world_size()
     dist.all_gather_object(peaks, watch.peak_bytes())
-    if rank != 0:
-        return
     known = [p for p in peaks if p is not None]
     worst = max(known) if known else None
-    (Path(cfg.out_dir) / "memory.json").write_text(json.dumps(
-        {"memory_predicted_bytes": watch.predicted_bytes, "memory_peak_bytes_by_rank": peaks,
-         "memory_peak_bytes_worst_rank": worst}))
+    if rank == 0:
+        (Path(cfg.out_dir) / "memory.json").write_text(json.dumps(
+            {"memory_predicted_bytes": watch.predicted_bytes, "memory_peak_bytes_by_rank": peaks,
+             "memory_peak_bytes_worst_rank": worst}))
     measured = "not measured on CPU" if worst is None else f"worst rank's peak {worst / 1e9:.3f} GB"
-    print(f"memory: predicted {watch.predicted_bytes / 1e9:.3f} GB per rank, {measured}", flush=True)
+    log.info(f"memory: predicted {watch.predicted_bytes / 1e9:.3f} GB per rank, {measured}")

@@ -144,18 +144,19 @@ def test_a_full_disk_is_one_line_naming_the_path_and_nothing_is_marked_complete(
 
 def _train_two_checkpoints(tiny_config, keep):
     path = tiny_config(checkpoint={"every": 2, "keep": keep})
-    run_debug(load_config(path, ["train.max_steps=4"]), device=torch.device("cpu"), log=lambda *a: None)
+    run_debug(load_config(path, ["train.max_steps=4"]), device=torch.device("cpu"))
     return path, load_config(path).checkpoint.dir
 
 
-def test_resume_falls_back_past_an_unreadable_newest_checkpoint_with_a_warning(tiny_config):
+def test_resume_falls_back_past_an_unreadable_newest_checkpoint_with_a_warning(tiny_config, capsys):
     path, root = _train_two_checkpoints(tiny_config, keep=2)
     newest = ckpt.step_dir(root, 4)
     name = "model.pt"
     f = newest / name
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    lines = []
-    out = run_debug(load_config(path, ["train.max_steps=6"]), device=torch.device("cpu"), log=lines.append)
+    capsys.readouterr()  # the first run's lines
+    out = run_debug(load_config(path, ["train.max_steps=6"]), device=torch.device("cpu"))
+    lines = capsys.readouterr().out.splitlines()
     warning = next(x for x in lines if x.startswith("warning: checkpoint"))
     assert f"checkpoint {newest} cannot be resumed from: {name}" in warning
     assert f"resuming from {ckpt.step_dir(root, 2)}" in warning

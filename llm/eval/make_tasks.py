@@ -21,6 +21,7 @@ import json
 import random
 from pathlib import Path
 
+from typed_yaml import log
 from typed_yaml.files import read_jsonl
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     write_jsonl(args.out / HELDOUT_FILE, docs)
     items = next_line_items(docs, args.seed)
     write_jsonl(args.out / NEXT_LINE_FILE, items)
-    print(f"{len(docs)} held-out documents, {len(items)} next-line items -> {args.out}")
+    log.info(f"{len(docs)} held-out documents, {len(items)} next-line items -> {args.out}")
     return 0
 
 

@@ -13,7 +13,7 @@ from llm.sweep.local import run_local
 from llm.sweep.points import check_base, prepare
 from llm.sweep.rundir import collect_point, finished, point_dir
 from llm.sweep.slurm import check_slurm, run_slurm
-from typed_yaml import runlock
+from typed_yaml import log, runlock
 
 PROG = "sweep.py"
 
@@ -53,10 +53,10 @@ def sweep(args, out: Path) -> None:
     """Design (or resume) the sweep in `out`, run its unfinished points and fit; `out` is locked by the caller."""
     doc = prepare(args)
     n_done = len(finished(out, doc))
-    print(f"sweep: {len(doc['budgets'])} budgets, {len(doc['points'])} points ({n_done} finished) in {out}; "
-          f"grid centred on {doc['law']}")
+    log.info(f"sweep: {len(doc['budgets'])} budgets, {len(doc['points'])} points ({n_done} finished) in {out}; "
+             f"grid centred on {doc['law']}")
     for note in doc["notes"]:
-        print(f"sweep: note: {note}")
+        log.info(f"sweep: note: {note}")
     if args.fit_only:
         pass
     elif args.slurm:

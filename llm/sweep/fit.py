@@ -9,9 +9,10 @@ from llm.scaling.law import write_law
 from llm.scaling.law_fit import LawFitError, fit_law
 from llm.sweep import RunFailed
 from llm.sweep.rundir import finished
+from typed_yaml import log
 
 
-def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) -> dict:
+def fit_and_write(out: Path, doc: dict, resamples: int, seed: int) -> dict:
     """Fit the law to the finished runs of sweep record `doc` (bootstrap: `resamples` resamples drawn with `seed`),
     write law.json, report.md and isoflop.png into `out`, and return the law. RunFailed when nothing has finished,
     or no law can be fitted (the report and the picture are written all the same)."""
@@ -40,6 +41,6 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int, log=print) ->
     write_report(out / "report.md", doc, law)
     a, b = law["n_opt"], law["d_opt"]
     ci = lambda iv: "" if not iv else f" [{iv[0]:.3f}, {iv[1]:.3f}]"  # noqa: E731
-    log(f"sweep: N_opt ∝ C^{a['a']:.3f}{ci(a['a_interval'])}, D_opt ∝ C^{b['b']:.3f}{ci(b['b_interval'])}; "
-        f"wrote {out / 'law.json'}, {out / 'report.md'}, {out / 'isoflop.png'}")
+    log.info(f"sweep: N_opt ∝ C^{a['a']:.3f}{ci(a['a_interval'])}, D_opt ∝ C^{b['b']:.3f}{ci(b['b_interval'])}; "
+             f"wrote {out / 'law.json'}, {out / 'report.md'}, {out / 'isoflop.png'}")
     return law

@@ -13,7 +13,7 @@ from pathlib import Path
 from llm.sweep import ROOT, RunFailed, UserError
 from llm.sweep.rundir import POLL_S, collect_point, finished, metrics_file, point_dir, run_finished
 from llm.train.metrics import format_duration, last_train_row
-from typed_yaml import runlock
+from typed_yaml import log, runlock
 
 PRETRAIN = ROOT / "launch" / "pretrain.py"
 ORPHAN_WAIT_S = 300.0
@@ -22,7 +22,7 @@ its checkpoint and exit, before it gives up and names the process."""
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def watch(proc: subprocess.Popen, metrics: Path, total_steps: int, prefix: str, log, poll_s: float = POLL_S) -> int:
+def watch(proc: subprocess.Popen, metrics: Path, total_steps: int, prefix: str, poll_s: float = POLL_S) -> int:
     """Wait for a point's run and show its progress from its metrics.jsonl: on a terminal one line rewritten in
     place (step, loss, tokens/s, the point's ETA), in a log a line at each quarter of the run, looking every
     poll_s seconds. Returns its status."""
@@ -47,14 +47,14 @@ def watch(proc: subprocess.Popen, metrics: Path, total_steps: int, prefix: str, 
             print(f"\r{msg}\033[K", end="", flush=True)
             shown = True
         elif step >= quarter * total_steps / 4 and step < total_steps:
-            log(msg)
+            log.info(msg)
             quarter = int(step * 4 // total_steps) + 1
     if shown:
         print("\r\033[K", end="", flush=True)
     return rc
 
 
-def wait_for_orphan(run_dir: Path, name: str, wait_s: float = ORPHAN_WAIT_S, log=print) -> None:
+def wait_for_orphan(run_dir: Path, name: str, wait_s: float = ORPHAN_WAIT_S) -> None:
     """Wait until no process holds run directory `run_dir`'s lock: a trainer of an earlier sweep that was killed
     (sent SIGTERM when its sweep died, it is saving a checkpoint), or one started by hand. UserError naming it
     after wait_s seconds."""
@@ -62,8 +62,8 @@ def wait_for_orphan(run_dir: Path, name: str, wait_s: float = ORPHAN_WAIT_S, log
     holder = runlock.holder(lock)
     if holder is None:
         return
-    log(f"{name}: waiting for {runlock.describe(holder)} to finish writing {run_dir} (a trainer of an earlier "
-        "sweep, stopping at a checkpoint?) before running the point again")
+    log.info(f"{name}: waiting for {runlock.describe(holder)} to finish writing {run_dir} (a trainer of an earlier "
+             "sweep, stopping at a checkpoint?) before running the point again")
     deadline = time.monotonic() + wait_s
     while (holder := runlock.holder(lock)) is not None:
         if time.monotonic() > deadline:
@@ -88,14 +88,14 @@ def die_with_parent():
     return arm
 
 
-def run_local(out: Path, doc: dict, log=print) -> None:
+def run_local(out: Path, doc: dict) -> None:
     """Run every unfinished point in debug mode, one after the other, with a progress line per point: i/N and an
     ETA from the 6ND FLOPs still to run at the rate measured so far (points differ in cost, not in count)."""
     done = finished(out, doc)
     todo = [p for p in doc["points"] if p["name"] not in done]
     total = len(doc["points"])
     if done:
-        log(f"sweep: {len(done)}/{total} points already finished (done.json), skipping them")
+        log.info(f"sweep: {len(done)}/{total} points already finished (done.json), skipping them")
     flops_left = sum(6.0 * p["n_params"] * p["tokens_trained"] for p in todo)
     flops_run, t_start = 0.0, time.monotonic()
     env = dict(os.environ)
@@ -107,18 +107,18 @@ def run_local(out: Path, doc: dict, log=print) -> None:
         flops_left -= cost
         if run_finished(out, p):  # killed after its run, before its marker
             result = collect_point(out, p)
-            log(f"[{i}/{total}] {p['name']}: run had finished, collected: eval loss {result['loss']:.4f}")
+            log.info(f"[{i}/{total}] {p['name']}: run had finished, collected: eval loss {result['loss']:.4f}")
             continue
         point_lock = runlock.lock_dir(d, f"sweep point {d}")  # against a SLURM task's --collect-point
-        wait_for_orphan(d / "run", p["name"], log=log)
-        log(f"[{i}/{total}] {p['name']}: N={p['n_params']:,} D={p['n_tokens']:,} ({p['total_steps']} steps) ...")
+        wait_for_orphan(d / "run", p["name"])
+        log.info(f"[{i}/{total}] {p['name']}: N={p['n_params']:,} D={p['n_tokens']:,} ({p['total_steps']} steps) ...")
         t0 = time.monotonic()
         with open(d / "train.log", "a") as fh:
             proc = subprocess.Popen([sys.executable, str(PRETRAIN), "--config", str(d / "config.yaml")], stdout=fh,
                                     stderr=subprocess.STDOUT, env=env, cwd=ROOT, preexec_fn=die_with_parent(),
                                     start_new_session=True)  # a terminal's Ctrl-C reaches only the sweep (below)
             try:
-                rc = watch(proc, metrics_file(out, p["name"]), p["total_steps"], f"[{i}/{total}] {p['name']}", log)
+                rc = watch(proc, metrics_file(out, p["name"]), p["total_steps"], f"[{i}/{total}] {p['name']}")
             except BaseException:  # Ctrl-C or a kill of the sweep: SIGTERM makes pretrain.py save a checkpoint
                 proc.terminate()   # and exit, so the rerun resumes the point instead of restarting it
                 proc.wait()
@@ -131,4 +131,5 @@ def run_local(out: Path, doc: dict, log=print) -> None:
         point_lock.release()
         flops_run += cost
         eta = (time.monotonic() - t_start) / flops_run * flops_left
-        log(f"[{i}/{total}] {p['name']}: eval loss {result['loss']:.4f} in {wall:.0f} s; ETA {format_duration(eta)}")
+        log.info(f"[{i}/{total}] {p['name']}: eval loss {result['loss']:.4f} in {wall:.0f} s; "
+                 f"ETA {format_duration(eta)}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from llm.sweep import ROOT, RunFailed, UserError
 from llm.sweep.rundir import POLL_S, finished
 from llm.train.metrics import format_duration
+from typed_yaml import log
 
 SWEEP_SBATCH = ROOT / "launch" / "slurm" / "sweep.sbatch"
 
@@ -26,7 +27,7 @@ def check_slurm(wait: bool) -> None:
         raise UserError(f"--slurm: the job script {SWEEP_SBATCH} is missing from this checkout")
 
 
-def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool, log=print) -> None:
+def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool) -> None:
     """Submit the unfinished points as one job array (launch/slurm/sweep.sbatch: task i runs line i of
     DIR/points.txt) and, with `wait`, poll until it has left the queue, printing each point as it finishes."""
     done = finished(out, doc)
@@ -44,9 +45,9 @@ def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool, log=prin
     if proc.returncode != 0:
         raise UserError(f"sbatch failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     job = proc.stdout.strip().split(";")[0]
-    log(f"sweep: submitted job array {job} with {len(todo)} tasks (logs {out / 'slurm'}/sweep-{job}_<task>.out)")
+    log.info(f"sweep: submitted job array {job} with {len(todo)} tasks (logs {out / 'slurm'}/sweep-{job}_<task>.out)")
     if not wait:
-        log("sweep: --no-wait: rerun the same command after the job to collect and fit")
+        log.info("sweep: --no-wait: rerun the same command after the job to collect and fit")
         return
     seen, t_start, total = set(done), time.monotonic(), len(names)
     while True:
@@ -57,7 +58,7 @@ def run_slurm(out: Path, doc: dict, sbatch_args: list[str], wait: bool, log=prin
                 seen.add(name)
                 new = len(seen) - len(done)
                 eta = (time.monotonic() - t_start) / new * (total - len(seen))
-                log(f"[{len(seen)}/{total}] {name}: eval loss {now[name]['loss']:.4f}; ETA {format_duration(eta)}")
+                log.info(f"[{len(seen)}/{total}] {name}: eval loss {now[name]['loss']:.4f}; ETA {format_duration(eta)}")
         if q.returncode == 0 and not q.stdout.strip():
             break
         time.sleep(POLL_S)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from llm.train import safe_load
+from typed_yaml import log
 from typed_yaml.disk import DiskFull, disk_full_as, disk_full_message
 from typed_yaml.files import atomic_write_text
 
@@ -98,12 +99,12 @@ def unreadable(ckpt: Path) -> str | None:
     return None
 
 
-def resume_point(root: str | Path, log=None) -> Path | None:
+def resume_point(root: str | Path) -> Path | None:
     """The checkpoint a resume starts from: the newest complete one that is readable (`unreadable`), or None when
     there is none at all.
 
     A newest checkpoint that turns out unreadable (a truncated model.pt after a crash of the storage, a hand-edited
-    trainer_state.json) is skipped for the previous complete one, with a warning through `log` naming the bad one
+    trainer_state.json) is skipped for the previous complete one, with a warning (on the main rank) naming the bad one
     and why, rather than refused: checkpoint.keep >= 2 exists for exactly this, the steps since the previous one are
     retrained on the same samples (the data position is the step number), and the bad directory is left as it is
     until the save of its step replaces it. ConfigError when no complete checkpoint is readable: there is nothing
@@ -113,10 +114,10 @@ def resume_point(root: str | Path, log=None) -> Path | None:
     for p in complete_checkpoints(root):
         why = unreadable(p)
         if why is None:
-            if skipped and log is not None:
-                log("warning: " + "; ".join(f"checkpoint {b} cannot be resumed from: {w}" for b, w in skipped) +
-                    f"; resuming from {p}, the newest readable one (the bad one is left as it is, replaced when "
-                    "its step is saved again)")
+            if skipped:
+                log.warning("; ".join(f"checkpoint {b} cannot be resumed from: {w}" for b, w in skipped) +
+                            f"; resuming from {p}, the newest readable one (the bad one is left as it is, replaced "
+                            "when its step is saved again)")
             return p
         skipped.append((p, why))
     if skipped:

@@ -10,6 +10,7 @@ from llm.train import start
 from llm.train.hardware import default_device, peak_flops
 from llm.train.single_process import SingleProcessBackend
 from llm.train.loop import TrainOutcome
+from typed_yaml.log import info
 
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
@@ -39,7 +40,10 @@ def precision_warning(dtype: str, device: torch.device, fast_bf16: bool | None) 
     return None
 
 
-def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eval_only: bool = False) -> TrainOutcome:
+def run_debug(cfg: RunConfig, device: torch.device | None = None, eval_only: bool = False, log=None) -> TrainOutcome:
+    """Train (or evaluate) `cfg` in this process on `device` (default: llm/train/hardware.py's); its lines go to the
+    console through typed_yaml/log.py. log: ignored, accepted only while llm/align/base_stage.py still passes one
+    (issue 21: remove both together)."""
     p = cfg.parallel
     if p.tensor > 1 or p.pipeline > 1:
         raise ConfigError(f"parallel.tensor={p.tensor} × parallel.pipeline={p.pipeline} needs "
@@ -51,13 +55,13 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, log=print, eva
 
     slow = precision_warning(cfg.precision.dtype, device, cpu_has_fast_bf16() if device.type == "cpu" else None)
     if slow:  # before the model is built and the peak measured in bf16, which are slow already
-        log(slow)
+        info(slow)
 
     def announce(backend: SingleProcessBackend, peak: float, source: str) -> None:
         n_params = sum(p.numel() for p in backend.model.parameters())
-        log(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
-            f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s "
-            f"({source})")
+        info(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
+             f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s "
+             f"({source})")
 
     return start.run(cfg, lambda: SingleProcessBackend(cfg, device), lambda: peak_flops(device, cfg.precision.dtype),
-                     announce, log=log, eval_only=eval_only)
+                     announce, eval_only=eval_only)

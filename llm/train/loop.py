@@ -27,6 +27,7 @@ from llm.train.metrics import MetricsLogger
 from llm.train.progress import Progress
 from llm.train.resume import check_same_run
 from llm.train.schedule import lr_at
+from typed_yaml import log
 from typed_yaml.disk import disk_full_reason
 from typed_yaml.errors import TrainingDiverged  # exit 3; raised here, defined with the other user errors
 
@@ -186,7 +187,7 @@ def check_same_layout(path: Path, saved: dict, current: dict, can_reshard=None) 
                           f"checkpoint.init_from={path} (and a new checkpoint.dir)")
 
 
-def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Throughput, log=print,
+def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Throughput,
           eval_only: bool = False, memory=None) -> TrainOutcome:
     """Run (or resume) pretraining to cfg.total_steps. Returns when finished or preempted.
 
@@ -196,7 +197,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     """
     total = cfg.total_steps
     step, tokens = 0, 0
-    latest = ckpt.resume_point(cfg.checkpoint.dir, log if backend.is_main else None) if cfg.checkpoint.resume else None
+    latest = ckpt.resume_point(cfg.checkpoint.dir) if cfg.checkpoint.resume else None
     if latest is not None:
         state = ckpt.read_state(latest)
         check_same_run(latest, cfg)
@@ -205,8 +206,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
         backend.load(latest)
         ckpt.load_rng_state(latest, backend.rank)
         step, tokens = state["step"], state["tokens"]
-        if backend.is_main:
-            log(f"resumed from {latest} at step {step}")
+        log.info(f"resumed from {latest} at step {step}")
     if eval_only and latest is None and not cfg.checkpoint.init_from:
         from llm.config import ConfigError
         raise ConfigError(f"--eval-only has no weights to evaluate: no checkpoint under checkpoint.dir="
@@ -215,7 +215,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
         eval_loss = evaluate(backend, valid_set, cfg)
         if backend.is_main:
             (Path(cfg.out_dir) / "eval.json").write_text(json.dumps({"step": step, "eval_loss": eval_loss}))
-            log(f"eval loss {eval_loss:.6f} at step {step}")
+        log.info(f"eval loss {eval_loss:.6f} at step {step}")
         return TrainOutcome(step, "evaluated", None, eval_loss, latest)
     metrics = MetricsLogger(Path(cfg.out_dir) / "metrics.jsonl", enabled=backend.is_main, resume_step=step,
                             logging=cfg.logging, total_steps=total, run_config=asdict(cfg))
@@ -224,7 +224,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     # after the first step (its time holds compilation and warm-up) and every ~30 s, also in <out_dir>/progress.log.
     every = cfg.train.log_every
     first_row = min(total, (step // every + 1) * every)
-    early = Progress("pretrain", total, "step", done=step, log=log, log_file=Path(cfg.out_dir) / "progress.log",
+    early = Progress("pretrain", total, "step", done=step, log_file=Path(cfg.out_dir) / "progress.log",
                      enabled=backend.is_main)
     tokens_per_step = cfg.tokens_per_step
     last_loss = eval_loss = None
@@ -253,19 +253,18 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
                    "mfu": throughput.mfu(tps), "step_time_s": dt, **(memory.row() if memory else {})}
             if result.grad_norm is not None and math.isfinite(result.grad_norm):
                 row["grad_norm"] = result.grad_norm  # NaN (an fp16 overflow) is not valid JSON
-            if row["mfu"] > 1.0 and not mfu_warned and backend.is_main:
+            if row["mfu"] > 1.0 and not mfu_warned:
                 # On CPU the peak is timed at start-up: a machine busy then gives a low peak and MFU above 100%.
                 mfu_warned = True
-                log(f"warning: MFU {row['mfu']:.0%} at step {step} is above 100%: the peak it is measured against "
-                    f"({throughput.peak_flops / 1e12:.3g} TFLOP/s per device) is too low (on CPU, timed at start-up "
-                    "while the machine was busy?); read this run's MFU as relative")
+                log.warning(f"MFU {row['mfu']:.0%} at step {step} is above 100%: the peak it is measured against "
+                            f"({throughput.peak_flops / 1e12:.3g} TFLOP/s per device) is too low (on CPU, timed at "
+                            "start-up while the machine was busy?); read this run's MFU as relative")
             if throughput.hardware_flops_per_token != throughput.flops_per_token:
                 row["hfu"] = throughput.hfu(tps)
             warning = spikes.check(step, result.loss)
             if warning:
                 row["loss_spike"] = True
-                if backend.is_main:
-                    log(warning)
+                log.info(warning)
             if result.loss_scale is not None:
                 skipped_steps += result.skipped
                 row.update(loss_scale=result.loss_scale, skipped=result.skipped, skipped_steps=skipped_steps)
@@ -287,14 +286,12 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
             stop = backend.any_rank(stop)
             if stop:
                 saved = save_checkpoint(backend, cfg, step, tokens)
-                if backend.is_main:
-                    then = ("re-run to resume" if cfg.checkpoint.resume
-                            else "checkpoint.resume is off: a re-run starts over")
-                    log(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; {then}")
+                then = "re-run to resume" if cfg.checkpoint.resume else "checkpoint.resume is off: a re-run starts over"
+                log.info(f"{preempt.raised or 'a signal'} received: saved {saved} at step {step}; {then}")
                 return TrainOutcome(step, "preempted", last_loss, eval_loss, saved)
     finally:
         metrics.close()
-        if spikes.spikes and backend.is_main:
-            log(f"warning: {len(spikes.spikes)} loss spike(s) in this run, first at step {spikes.spikes[0]} "
-                "(rows with loss_spike in metrics.jsonl)")
+        if spikes.spikes:
+            log.warning(f"{len(spikes.spikes)} loss spike(s) in this run, first at step {spikes.spikes[0]} "
+                        "(rows with loss_spike in metrics.jsonl)")
     return TrainOutcome(step, "finished", last_loss, eval_loss, saved)

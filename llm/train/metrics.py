@@ -25,6 +25,7 @@ from llm.config import ConfigError, LoggingConfig
 from llm.train.loggers import open_sinks
 from typed_yaml.disk import disk_full_as, disk_full_reason
 from typed_yaml.files import read_jsonl
+from typed_yaml.log import is_main
 
 
 def _fmt(key: str, value) -> str:
@@ -133,7 +134,7 @@ class MetricsLogger:
             self.file.flush()
         for sink in self.sinks:
             sink.write(row)
-        if console:
+        if console and is_main():  # the console line: the main rank's (typed_yaml/log.py)
             parts = [console] + [_fmt(k, row[k]) for k in self.CONSOLE_KEYS if k in row]
             parts.append(f"{now - self.start:.0f}s")
             eta = self.eta_s(row["step"], now) if "step" in row else None

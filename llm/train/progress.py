@@ -7,9 +7,10 @@ memorization audit) reports through one `Progress`, so a run that is slow is nev
 
 A line is written after the first unit (its time alone: it holds compilation and warm-up), at the last, and in
 between whenever `every_s` seconds have passed since the previous line (every unit with every_s=0). The same
-line goes to `log` (the console) and is appended to `log_file`, so `tail -f` on a cluster shows it too. Only
-the main rank reports: pass enabled=False elsewhere. It follows tqdm's `update(n)`/`close()`, so it also serves
-where a progress-bar factory is expected (llm/audit/run.py).
+line goes to `log` (the console; by default typed_yaml/log.py's `info`, which prints on the main rank only) and is
+appended to `log_file`, so `tail -f` on a cluster shows it too. Only the rank that writes the run's files reports:
+pass enabled=False elsewhere. It follows tqdm's `update(n)`/`close()`, so it also serves where a progress-bar factory
+is expected (llm/audit/run.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm.train.metrics import format_duration
+from typed_yaml.log import info
 
 DEFAULT_EVERY_S = 30.0
 """Seconds between two progress lines; LLM_PROGRESS_EVERY_S overrides it (0: a line per unit)."""
@@ -48,13 +50,14 @@ class Progress:
     """Reports a phase of `total` units (`unit`: 'step', 'iteration', 'seq', ...) named `name`.
 
     done: units already done before this run (a resumed stage); the rate and the ETA count only this run's.
-    log: where console lines go (print; a stderr printer where stdout carries results); None: only the file.
+    log: where console lines go (typed_yaml/log.py's info: the main rank's; a stderr printer where stdout carries
+    results); None: only the file.
     log_file: a text file every line is appended to (its folder is created); None: console only.
     every_s: seconds between lines (None: LLM_PROGRESS_EVERY_S or 30); clock: seconds, monotonic (tests pass one).
     """
 
     def __init__(self, name: str, total: int | None, unit: str = "step", done: int = 0,
-                 log: Callable[[str], None] | None = print, log_file: str | Path | None = None,
+                 log: Callable[[str], None] | None = info, log_file: str | Path | None = None,
                  every_s: float | None = None, enabled: bool = True, clock: Callable[[], float] = time.monotonic):
         self.name, self.total, self.unit = name, total, unit
         self.done = self.start = done

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llm.config import ConfigError, RunConfig
 from llm.cost.flops import flops_per_token, hfu
-from typed_yaml import runlock
+from typed_yaml import log, runlock
 
 
 def _run_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
@@ -16,7 +16,7 @@ def _run_dirs(cfg: RunConfig) -> list[tuple[str, Path]]:
     return [("out_dir", out)] + ([] if ckpt == out or out in ckpt.parents else [("checkpoint.dir", ckpt)])
 
 
-def lock_run(cfg: RunConfig, log=print) -> None:
+def lock_run(cfg: RunConfig) -> None:
     """Take the run's one-writer locks (typed_yaml/runlock.py) on out_dir, and on checkpoint.dir when it lies outside
     out_dir, for the rest of this process (or until release_run). Only the main rank takes them: the other ranks of a
     launched job write under the main rank's lock. Raises LockHeld (a ConfigError) naming the process that writes
@@ -24,14 +24,14 @@ def lock_run(cfg: RunConfig, log=print) -> None:
     died (a kill -9, a crashed node)."""
     check_output_paths(cfg)
     for key, path in _run_dirs(cfg):
-        runlock.lock_dir(path, f"{key}={path}", log=log)
+        runlock.lock_dir(path, f"{key}={path}", log=log.info)
 
 
-def lock_error(cfg: RunConfig, log=print) -> str | None:
+def lock_error(cfg: RunConfig) -> str | None:
     """lock_run's verdict as a message (None: locked), for a launched job's rank 0 to hand to every rank
     (parallel/start.py), so that no rank goes on to a collective that rank 0 never reaches."""
     try:
-        lock_run(cfg, log)
+        lock_run(cfg)
     except ConfigError as e:
         return str(e)
     return None
@@ -44,14 +44,15 @@ def release_run(cfg: RunConfig) -> None:
         runlock.release(path / runlock.LOCK_FILE)
 
 
-def prepare_out_dir(cfg: RunConfig, is_main: bool, log=print) -> Path:
+def prepare_out_dir(cfg: RunConfig, is_main: bool) -> Path:
     """Lock out_dir for this run and create it with the resolved config (main rank), and print the config's warnings
-    (RunConfig.warnings) once, on the main rank, before anything slow. LockHeld when another process writes it."""
+    (RunConfig.warnings) once, on the main rank, before anything slow. LockHeld when another process writes it.
+    is_main: whether this process locks and writes out_dir (the other ranks of a launched job write under its lock)."""
     out = Path(cfg.out_dir)
     if is_main:
-        lock_run(cfg, log)
+        lock_run(cfg)
         for warning in cfg.warnings():
-            log(warning)
+            log.info(warning)
         out.mkdir(parents=True, exist_ok=True)
         # The resolved config (defaults filled, overrides applied) is what reproduces the run.
         (out / "config.yaml").write_text(cfg.to_yaml())

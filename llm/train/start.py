@@ -20,7 +20,7 @@ from llm.train.setup import (build_datasets, check_output_paths, check_tokenizer
 
 
 def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Callable[[], tuple[float, str]],
-        announce: Callable[[Backend, float, str], None], *, is_main: bool = True, n_devices: int = 1, log=print,
+        announce: Callable[[Backend, float, str], None], *, is_main: bool = True, n_devices: int = 1,
         eval_only: bool = False, memory=None) -> TrainOutcome:
     """Start a run and train (or evaluate) it to the end; see llm/train/loop.py `train`.
 
@@ -34,13 +34,13 @@ def run(cfg: RunConfig, make_backend: Callable[[], Backend], measure_peak: Calla
     check_output_paths(cfg)
     check_tokenizer(cfg)
     train_set, valid_set = build_datasets(cfg)
-    prepare_out_dir(cfg, is_main=is_main, log=log)
+    prepare_out_dir(cfg, is_main=is_main)
     torch.manual_seed(cfg.train.seed)
     backend = make_backend()
     peak, source = measure_peak()
     announce(backend, peak, source)
     throughput = Throughput(model_flops_per_token(cfg), hardware_flops_per_token(cfg), peak, n_devices)
     try:
-        return train(cfg, backend, train_set, valid_set, throughput, log=log, eval_only=eval_only, memory=memory)
+        return train(cfg, backend, train_set, valid_set, throughput, eval_only=eval_only, memory=memory)
     finally:
         release_run(cfg)  # the run's one-writer lock, taken by prepare_out_dir (llm/train/setup.py)

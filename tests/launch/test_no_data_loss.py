@@ -53,18 +53,18 @@ def _run_cfg(tmp_path: Path, **extra):
     return config_from_dict(raw, source="test")
 
 
-def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path):
+def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path, capsys):
     cfg = _run_cfg(tmp_path)
     holder = hold(tmp_path / "run" / runlock.LOCK_FILE)
     try:
         with pytest.raises(runlock.LockHeld, match=f"out_dir=.*run is in use by pid {holder.pid}"):
-            prepare_out_dir(cfg, is_main=True, log=lambda *a: None)
+            prepare_out_dir(cfg, is_main=True)
         prepare_out_dir(cfg, is_main=False)  # the other ranks of a launched job write under rank 0's lock
     finally:
         holder.kill()
         holder.wait()
-    said = []
-    prepare_out_dir(cfg, is_main=True, log=said.append)  # the killed holder's lock is taken over, and said so
+    prepare_out_dir(cfg, is_main=True)  # the killed holder's lock is taken over, and said so
+    said = capsys.readouterr().out.splitlines()
     assert any(f"lock left by pid {holder.pid}" in s for s in said), said
     release_run(cfg)
     assert not (tmp_path / "run" / runlock.LOCK_FILE).exists()
@@ -75,7 +75,7 @@ def test_a_checkpoint_dir_outside_out_dir_is_locked_too(tmp_path):
     holder = hold(tmp_path / "shared_ckpt" / runlock.LOCK_FILE)
     try:
         with pytest.raises(runlock.LockHeld, match="checkpoint.dir=.*shared_ckpt is in use"):
-            prepare_out_dir(cfg, is_main=True, log=lambda *a: None)
+            prepare_out_dir(cfg, is_main=True)
     finally:
         holder.kill()
         holder.wait()
@@ -112,20 +112,20 @@ def test_a_second_sweep_on_one_directory_is_refused(tmp_path, capsys):
     assert not (out / "sweep.json").exists()
 
 
-def test_a_rerun_waits_for_a_trainer_left_by_a_killed_sweep(tmp_path):
+def test_a_rerun_waits_for_a_trainer_left_by_a_killed_sweep(tmp_path, capsys):
     from llm.sweep import UserError
     from llm.sweep.local import wait_for_orphan
     run_dir = tmp_path / "run"
-    said = []
     holder = hold(run_dir / runlock.LOCK_FILE, seconds=1.5)  # an orphan saving its checkpoint, then exiting
     t0 = time.monotonic()
-    wait_for_orphan(run_dir, "c1_n1", wait_s=60, log=said.append)
+    wait_for_orphan(run_dir, "c1_n1", wait_s=60)
+    said = capsys.readouterr().out.splitlines()
     assert holder.wait(timeout=10) == 0 and time.monotonic() - t0 < 30
     assert len(said) == 1 and f"pid {holder.pid}" in said[0]
     holder = hold(run_dir / runlock.LOCK_FILE)
     try:
         with pytest.raises(UserError, match=f"still written by pid {holder.pid}.*kill {holder.pid}"):
-            wait_for_orphan(run_dir, "c1_n1", wait_s=0.5, log=said.append)
+            wait_for_orphan(run_dir, "c1_n1", wait_s=0.5)
     finally:
         holder.kill()
         holder.wait()

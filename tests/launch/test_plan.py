@@ -349,7 +349,7 @@ def test_written_config_trains_evaluates_and_exports_as_it_is(tiny_data, tmp_pat
     # Two steps of one micro-batch: the run as written, shortened.
     small = [f"train.global_batch_size={cfg.train.micro_batch_size}", "train.eval_batches=1", "optim.warmup_steps=1"]
     cfg = load_config(path, small + [f"train.tokens={2 * cfg.train.micro_batch_size * cfg.model.seq_len}"])
-    outcome = run_debug(cfg, device=torch.device("cpu"), log=lambda *a: None)
+    outcome = run_debug(cfg, device=torch.device("cpu"))
     assert outcome.status == "finished" and outcome.step == 2 and np.isfinite(outcome.eval_loss)
     from llm.hf.export import export_hf
     hf = export_hf(outcome.checkpoint, tmp_path / "hf")

@@ -47,7 +47,7 @@ def two_runs(tiny_data, tmp_path_factory):
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data, root / "a")))
     cfg = load_config(path)
-    run_debug(cfg, device=torch.device("cpu"), log=lambda *a: None)
+    run_debug(cfg, device=torch.device("cpu"))
     shutil.copytree(root / "a", root / "b")
     return root / "a", root / "b"
 

@@ -200,7 +200,7 @@ def test_two_node_srun_job_matches_single_node(cluster, jobs):
     assert dict(re.findall(r"slurm task (\d)/2 on (\S+),", output)) == {"0": NODES[0], "1": NODES[1]}, output
     assert "distributed: srun, backend gloo, world size 2" in output
     for rank in (0, 1):
-        assert re.search(rf"rank {rank} on \S+: local rank 0, device cpu, tp=0/1 pp=0/1 dp={rank}/2", output), output
+        assert re.search(rf"rank {rank}: host \S+, local rank 0, device cpu, tp=0/1 pp=0/1 dp={rank}/2", output), output
     _, single_output = finished(cluster, jobs["single_node"])
     assert dict(re.findall(r"slurm task (\d)/2 on (\S+),", single_output)) == {"0": NODES[0], "1": NODES[0]}
     reference = train_losses(jobs["single_node"].out_dir)

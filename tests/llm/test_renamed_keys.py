@@ -84,7 +84,7 @@ def test_every_rename_leads_to_a_field_and_no_old_name_is_one():
         assert node is None or not hasattr(node, old), r  # a field by that name would never be reached
 
 
-def test_a_run_saved_under_the_old_name_resumes(tmp_path):
+def test_a_run_saved_under_the_old_name_resumes(tmp_path, capsys):
     """A run directory written before the rename: its config.yaml (the resolved config, passed back as --config to
     resume) loads, the start-up prints the note once on the main rank, and the checkpoint's copy compares clean."""
     old_out = tmp_path / "run"
@@ -101,8 +101,8 @@ def test_a_run_saved_under_the_old_name_resumes(tmp_path):
     # Readers of single sections (resume, export, audit) see today's names too.
     parallel = read_saved_config(ckpt / "config.yaml")["parallel"]
     assert parallel["recompute_every_k"] == 2 and "checkpoint_every_k" not in parallel
-    lines = []
-    prepare_out_dir(cfg, is_main=True, log=lines.append)
-    prepare_out_dir(cfg, is_main=False, log=lines.append)  # the other ranks stay quiet
+    prepare_out_dir(cfg, is_main=True)
+    prepare_out_dir(cfg, is_main=False)  # the other ranks stay quiet
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and "parallel.recompute_every_k" in lines[0] and lines[0].startswith("warning: ")
     assert yaml.safe_load((old_out / "config.yaml").read_text())["parallel"]["recompute_every_k"] == 2

@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     data = {"prefix": str(tmp / "data" / "data"), "tokenizer": str(tmp / "data" / "tokenizer.model")}
     cfg = tiny_config_dict(data, tmp / "run", train={"max_steps": 30, "eval_every": 0}, checkpoint={"every": 0})
     (tmp / "run.yaml").write_text(yaml.safe_dump(cfg))
-    run_debug(load_config(tmp / "run.yaml"), log=lambda *a: None)
+    run_debug(load_config(tmp / "run.yaml"))
     return tmp
 
 

@@ -36,11 +36,11 @@ def _finish(out, doc, loss_of) -> None:
         marker(out, p["name"]).write_text(json.dumps({**done, "loss": loss_of(p), "wall_s": 2.0}))
 
 
-def test_the_law_of_the_runs_is_fitted_drawn_and_reported(doc, tmp_path):
+def test_the_law_of_the_runs_is_fitted_drawn_and_reported(doc, tmp_path, capsys):
     rng = np.random.default_rng(0)
     _finish(tmp_path, doc, lambda p: KNOWN.loss(p["n_params"], p["n_tokens"]) * (1 + 1e-3 * rng.standard_normal()))
-    said = []
-    law = fit_and_write(tmp_path, doc, resamples=100, seed=0, log=said.append)
+    law = fit_and_write(tmp_path, doc, resamples=100, seed=0)
+    said = capsys.readouterr().out.splitlines()
     assert law == json.loads((tmp_path / "law.json").read_text())
     assert law["n_opt"]["a"] == pytest.approx(KNOWN.a, abs=0.05) and law["sweep"]["shapes"] == "standard"
     assert law["sweep"]["dir"] == str(tmp_path.resolve()) and law["sweep"]["law_centred_on"] == doc["law"]

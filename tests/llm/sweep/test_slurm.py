@@ -50,13 +50,13 @@ def _ran(out, name: str, loss: float):
     marker(out, name).parent.mkdir(parents=True, exist_ok=True)
 
 
-def test_the_unfinished_points_are_one_array_and_are_collected(slurm):
+def test_the_unfinished_points_are_one_array_and_are_collected(slurm, capsys):
     out = slurm
     _finish(out, "p0")
     _ran(out, "p1", 3.5)
     _ran(out, "p2", 3.25)
-    said = []
-    run_slurm(out, DOC, ["--partition=cpu"], wait=True, log=said.append)
+    run_slurm(out, DOC, ["--partition=cpu"], wait=True)
+    said = capsys.readouterr().out.splitlines()
     argv = (out.parent / "sbatch.args").read_text().split()
     assert argv == ["--parsable", "--array=1,2", f"--output={out / 'slurm' / 'sweep-%A_%a.out'}", "--partition=cpu",
                     str(SWEEP_SBATCH), str(out.resolve())]
@@ -69,18 +69,19 @@ def test_points_the_array_did_not_finish_are_named(slurm):
     _ran(out, "p1", 3.5)
     with pytest.raises(RunFailed, match=r"job 4242 ended with 2 point\(s\) unfinished \(p0, p2\): see .*slurm; "
                                         "rerun to resubmit them"):
-        run_slurm(out, DOC, [], wait=True, log=lambda _: None)
+        run_slurm(out, DOC, [], wait=True)
 
 
-def test_no_wait_submits_and_returns_and_nothing_left_submits_nothing(slurm):
+def test_no_wait_submits_and_returns_and_nothing_left_submits_nothing(slurm, capsys):
     out = slurm
-    said = []
-    run_slurm(out, DOC, [], wait=False, log=said.append)
+    run_slurm(out, DOC, [], wait=False)
+    said = capsys.readouterr().out.splitlines()
     assert "--array=0,1,2" in (out.parent / "sbatch.args").read_text() and "--no-wait" in said[-1]
     (out.parent / "sbatch.args").unlink()
     for p in DOC["points"]:
         _finish(out, p["name"])
-    run_slurm(out, DOC, [], wait=True, log=said.append)
+    run_slurm(out, DOC, [], wait=True)
+    said += capsys.readouterr().out.splitlines()
     assert not (out.parent / "sbatch.args").exists()
 
 

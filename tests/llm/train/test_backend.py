@@ -106,7 +106,7 @@ def test_the_loop_drives_any_object_with_the_contract(tmp_path, hw_factor):
     backend = ContractOnly()
     throughput = Throughput(flops_per_token=1e6, hardware_flops_per_token=hw_factor * 1e6, peak_flops=1e9,
                             n_devices=2)
-    outcome = train(cfg, backend, samples, samples, throughput, log=lambda *_: None)
+    outcome = train(cfg, backend, samples, samples, throughput)
     assert (outcome.status, outcome.step, outcome.eval_loss) == ("finished", 3, 2.0)
     assert backend.calls.count("train_step") == 3 and "save" in backend.calls and "barrier" in backend.calls
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -22,7 +22,7 @@ def metrics(out_dir) -> tuple[list[dict], list[dict]]:
 
 def run(path, *overrides):
     cfg = load_config(path, list(overrides))
-    return cfg, run_debug(cfg, device=torch.device("cpu"), log=lambda *a: None)
+    return cfg, run_debug(cfg, device=torch.device("cpu"))
 
 
 def test_short_run_lowers_validation_loss_well_below_uniform(tiny_config):

@@ -18,7 +18,7 @@ from llm.train.metrics import MetricsLogger
 from llm.train.setup import build_datasets
 from tests.conftest import ROOT
 
-QUIET = dict(device=torch.device("cpu"), log=lambda *a: None)
+QUIET = dict(device=torch.device("cpu"))
 
 
 def run(path, *overrides, **kw):
@@ -35,7 +35,7 @@ def test_nonfinite_gradient_stops_at_that_step_and_saves_nothing(tiny_config):
     train_set, valid_set = build_datasets(cfg)
     with pytest.raises(TrainingDiverged, match=r"gradient norm became (inf|nan) at step 1; first non-finite: "
                                                r"gradient of layers\.\d+\.\S+; nothing was saved"):
-        train(cfg, backend, train_set, valid_set, Throughput(1.0, 1.0, 1.0), log=lambda *a: None)
+        train(cfg, backend, train_set, valid_set, Throughput(1.0, 1.0, 1.0))
     after = backend.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the non-finite update was applied"
     assert ckpt.latest_checkpoint(cfg.checkpoint.dir) is None
@@ -126,9 +126,9 @@ def test_prune_removes_stale_temporary_directories(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002", "step_00000003"]
 
 
-def test_loss_spike_warns_with_the_step(tiny_config):
-    lines = []
-    cfg, out = run(tiny_config(), "train.max_steps=8", "optim.lr=1.0", "train.log_every=1", log=lines.append)
+def test_loss_spike_warns_with_the_step(tiny_config, capsys):
+    cfg, out = run(tiny_config(), "train.max_steps=8", "optim.lr=1.0", "train.log_every=1")
+    lines = capsys.readouterr().out.splitlines()
     warnings = [line for line in lines if line.startswith("warning: loss spike at step")]
     assert warnings and "lower optim.lr" in warnings[0], lines
     rows = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -205,11 +205,11 @@ def test_rerun_after_kill_resumes_bitwise(tiny_config, tmp_path):
     assert losses(out) == losses(tmp_path / "full")
 
 
-def test_mfu_above_one_is_called_out(tiny_config):
+def test_mfu_above_one_is_called_out(tiny_config, capsys):
     """A peak timed while the machine was busy makes MFU exceed 100%: say so once instead of logging nonsense."""
     cfg = load_config(tiny_config(), ["train.max_steps=3"])
     backend = SingleProcessBackend(cfg, torch.device("cpu"))
-    lines = []
-    train(cfg, backend, *build_datasets(cfg), Throughput(1e9, 1e9, 1.0), log=lines.append)
+    train(cfg, backend, *build_datasets(cfg), Throughput(1e9, 1e9, 1.0))
+    lines = capsys.readouterr().out.splitlines()
     warnings = [line for line in lines if "is above 100%" in line]
     assert len(warnings) == 1 and "read this run's MFU as relative" in warnings[0], lines

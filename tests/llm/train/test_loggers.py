@@ -79,7 +79,7 @@ def wandb_config(run_file: Path) -> dict:
 
 def run(path, *overrides):
     cfg = load_config(path, list(overrides))
-    run_debug(cfg, device=torch.device("cpu"), log=lambda *a: None)
+    run_debug(cfg, device=torch.device("cpu"))
     return cfg
 
 

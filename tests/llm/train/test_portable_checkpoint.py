@@ -31,7 +31,7 @@ def moved_run(tiny_data, tmp_path_factory):
     (root / "run.yaml").write_text(yaml.safe_dump(raw))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        run_debug(load_config("run.yaml"), device=torch.device("cpu"), log=lambda *a: None)
+        run_debug(load_config("run.yaml"), device=torch.device("cpu"))
     (root / "data").rename(root / "data_moved")
     (root / "elsewhere").mkdir()
     return root, ckpt.step_dir(root / "run" / "checkpoints", 2), root / "data_moved" / "tokenizer.model"

@@ -52,10 +52,10 @@ def test_resumed_phase_counts_its_rate_from_the_resume_and_disabled_ranks_are_si
     assert len(printed) == 2 and not (tmp_path / "p.log").exists()
 
 
-def test_pretraining_reports_its_first_steps_before_the_first_metrics_line(tiny_config):
+def test_pretraining_reports_its_first_steps_before_the_first_metrics_line(tiny_config, capsys):
     cfg = load_config(tiny_config(), ["train.max_steps=6", "train.log_every=5", "train.eval_every=0"])
-    lines = []
-    run_debug(cfg, device=torch.device("cpu"), log=lines.append)
+    run_debug(cfg, device=torch.device("cpu"))
+    lines = capsys.readouterr().out.splitlines()
     early = [line for line in lines if line.startswith("pretrain: step")]
     # Step 1 at once (with its own time: warm-up), then nothing until step 5's metrics line (30 s not passed).
     assert len(early) == 1 and early[0].startswith("pretrain: step 1/6 (17%) | loss "), lines

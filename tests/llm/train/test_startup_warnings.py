@@ -14,11 +14,12 @@ pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
 def test_a_warmup_as_long_as_the_run_is_named_once_at_start(tiny_config, capsys):
     cfg = load_config(tiny_config(), ["optim.warmup_steps=6", "train.max_steps=6"])
-    lines = []
-    prepare_out_dir(cfg, is_main=True, log=lines.append)
+    prepare_out_dir(cfg, is_main=True)
+    lines = capsys.readouterr().out.splitlines()
     assert lines == ["warning: optim.warmup_steps=6 covers the whole run (train.max_steps=6): the LR only rises and "
                      "never decays; lower the warmup (a few percent of the run is usual) or train longer"]
-    prepare_out_dir(cfg, is_main=False, log=lines.append)  # the other ranks stay quiet
+    prepare_out_dir(cfg, is_main=False)  # the other ranks stay quiet
+    lines += capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert load_config(tiny_config(), ["optim.warmup_steps=5", "train.max_steps=6"]).warnings() == []
     by_tokens = load_config(tiny_config(), ["optim.warmup_steps=6", "train.max_steps=null", "train.tokens=1536"])
@@ -40,11 +41,11 @@ def test_cpu_bf16_flags_are_read_from_cpuinfo(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_debug_mode_warns_of_slow_bf16_exactly_when_the_cpu_lacks_it(tiny_config, tmp_path, precision):
+def test_debug_mode_warns_of_slow_bf16_exactly_when_the_cpu_lacks_it(tiny_config, tmp_path, precision, capsys):
     """The warning comes before anything slow: here the run then stops at its missing dataset, before a step."""
     cfg = load_config(tiny_config(), [f"precision={precision}", f"data.paths=[{tmp_path / 'absent'}]"])
-    lines = []
     with pytest.raises(ConfigError, match="absent.bin/.idx not found"):
-        run_debug(cfg, device=torch.device("cpu"), log=lines.append)
+        run_debug(cfg, device=torch.device("cpu"))
+    lines = capsys.readouterr().out.splitlines()
     warned = any("precision=bf16 on a CPU without bf16 instructions" in s for s in lines)
     assert warned == (precision == "bf16" and cpu_has_fast_bf16() is False)
