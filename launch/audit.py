@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 
-from launch.cli import OneLineParser
+from typed_yaml.args import OneLineParser
 from typed_yaml import log
 
 

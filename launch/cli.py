@@ -24,16 +24,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import math
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from typed_yaml.errors import EXIT_INTERRUPTED, EXIT_USER, UserError, one_line
+from typed_yaml.args import positive_int
+from typed_yaml.errors import EXIT_INTERRUPTED, UserError, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,58 +56,6 @@ ALIGN_STAGES = {"sft": "launch.sft", "rm": "launch.reward", "ppo": "launch.rlhf"
 LAUNCHED = ("pretrain", "align")
 """Commands that take --gpus N: they run as ranks of a DeepSpeed job."""
 TEST_COMMAND = ["-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "tests"]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose refusals are one line, `prog: error: ...` with exit 2 and no usage block, and which reads a
-    number-looking token as a value: argparse takes "-1e19" (exponent) or "-inf" for an option name and reports
-    "expected one argument"; no option of ours looks like a number, so the type's own message ("must be positive")
-    is what the user sees. Widening this matcher is the only hook argparse has."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
-                                                   re.IGNORECASE)
-
-    def error(self, message: str) -> None:
-        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
-
-
-def _number(text: str, kind: type, ok, rule: str):
-    """`text` read as `kind` (float or int) and checked by `ok`; argparse.ArgumentTypeError saying `rule` if not."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid {'float' if kind is float else 'integer'} value: {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
-    return value
-
-
-def positive(text: str) -> float:
-    """An argparse type: a positive, finite number."""
-    return _number(text, float, lambda x: x > 0 and math.isfinite(x), "must be positive and finite")
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in (0, 1]."""
-    return _number(text, float, lambda x: 0 < x <= 1, "must be in (0, 1]")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    return _number(text, int, lambda x: x >= 1, "must be a positive integer")
-
-
-def positive_ints(text: str) -> tuple[int, ...]:
-    """An argparse type: a comma-separated list of positive integers, e.g. 1,2,4,8."""
-    try:
-        degrees = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not degrees or min(degrees) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
-    return degrees
 
 
 def _announces(e: UserError) -> bool:
@@ -159,12 +106,9 @@ def _take(args: list[str], flag: str) -> tuple[str | None, list[str]]:
 
 def _positive_int(flag: str, value: str) -> int:
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UserError(f"{flag} {value}: must be a positive whole number")
-    return n
+        return positive_int(value)
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"{flag} {value}: {e}") from None
 
 
 def _deepspeed(module: str, gpus: int, port: str | None, args: list[str]) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.cli import OneLineParser, fraction, positive, positive_int, positive_ints
+from typed_yaml.args import OneLineParser, fraction, positive, positive_int, positive_ints
 from llm.scaling.plan import DEFAULT_DATA_PATH, DEFAULT_TOKENIZER
 from llm.scaling.plan_command import run_plan
 from llm.shape import SHAPE_RULES

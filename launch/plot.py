@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.cli import OneLineParser
+from typed_yaml.args import OneLineParser
 from llm.train.plots import UserError, check_out, plot_chain, plot_runs
 from typed_yaml import log
 

@@ -20,7 +20,7 @@ from llm.shape import SHAPE_RULES
 from llm.scaling.grid import DEFAULT_SPREAD_DEX, MIN_SIZES
 from llm.sweep import ROOT, cli
 from llm.sweep.points import EVAL_TOKENS
-from launch.cli import OneLineParser, positive
+from typed_yaml.args import OneLineParser, positive
 
 DEFAULT_BASE = ROOT / "configs" / "debug.yaml"
 
