@@ -4,7 +4,7 @@ Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode unde
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
 where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
 parallel/align_engine.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
-(llm/align/preflight.py): its data files and reward functions are checked before its models are loaded.
+(llm/align/chain.py): its data files and reward functions are checked before its models are loaded.
 Exit codes: 0 done, 2 config error (a bad parameter, data file or row, or a reward function that raised, exited,
 hung or returned no finite number), 4 hand-off error (a checkpoint that does not fit the stage, or a damaged
 stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
@@ -45,7 +45,7 @@ def main_for(name: str, doc: str, argv=None) -> int:
     strategy = make_strategy()
     if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
         from llm.align.chain import check_inputs
-        from llm.align.preflight import Preflight
+        from llm.align.chain import Preflight
         Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
         check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
     run(cfg, strategy, print)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from llm.align import losses as L
-from llm.align.batches import pair_batch
+from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.seeds import Stream, batch_indices

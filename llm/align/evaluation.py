@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from data_pipeline.tokenizer import Tokenizer
-from llm.align.batches import decode_response, encode_prompt
+from llm.align.template import decode_response, encode_prompt
 from llm.align.config import AlignConfig
 from llm.align.rollout import make_batch, sample, sequence_kl
 from llm.align.seeds import Stream, seed_for

@@ -26,7 +26,7 @@ import torch
 
 from llm.align import handoff
 from llm.align import losses as L
-from llm.align.batches import encode_prompt
+from llm.align.template import encode_prompt
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state

@@ -14,7 +14,7 @@ import random
 
 import torch
 
-from llm.align.batches import pair_batch
+from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import phase_progress
 from llm.align.losses import bradley_terry_loss
@@ -48,7 +48,7 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
     does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
-    from llm.align.batches import decode_response, encode_prompt, sft_example
+    from llm.align.template import decode_response, encode_prompt, sft_example
     from llm.align.rollout import sample
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on prompt/response pairs, the loss on response tokens only.
 
 DeepSpeed-Chat's SFT trains on the prompt tokens too; here the prompt's targets are IGNORE_INDEX
-(llm/align/batches.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
+(llm/align/template.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
 loss is the mean over the global batch's response tokens (each rank divides its sum by the global count /
 world, so data-parallel training computes debug mode's update).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from llm.align.batches import sft_batch
+from llm.align.template import sft_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval
 from llm.align.losses import IGNORE_INDEX, sft_loss

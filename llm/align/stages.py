@@ -2,7 +2,7 @@
 base trainer).
 
 A `Stage` declares its name (also its config section and its directory <out_dir>/<name>), the checkpoints and
-task data files it reads and the format it reads each in (what the chain's pre-flight, llm/align/preflight.py,
+task data files it reads and the format it reads each in (what the chain's pre-flight, llm/align/chain.py,
 checks before any stage trains), the data it writes, the metrics the chain's summary quotes, and its run function.
 `REGISTRY` holds them by name, in the order of llm/align/config.py's STAGES: what launch/ and the chain dispatch on.
 A `StageContext` is opened by each run function: it finds the checkpoint the stage starts from, opens its
@@ -163,7 +163,7 @@ class StageContext:
         the key is not configured (task.name: none)."""
         from llm.align.formats import load
         if key not in self.stage.data or kind != self.stage.data_kind(key):
-            # A bug, not a user mistake: the pre-flight (llm/align/preflight.py) checked what the stage declares.
+            # A bug, not a user mistake: the pre-flight (llm/align/chain.py) checked what the stage declares.
             raise ValueError(f"stage {self.stage.name} reads {key} as {kind!r} but declares "
                              f"{self.stage.data_kind(key) if key in self.stage.data else 'no such key'}")
         if self.cfg.source(key) is None:

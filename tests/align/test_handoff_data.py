@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llm.align import handoff
-from llm.align.batches import pair_batch, sft_batch, sft_example
+from llm.align.template import pair_batch, sft_batch, sft_example
 from llm.align.config import AlignConfig, TaskConfig, load_align_config
 from llm.align.losses import IGNORE_INDEX
 from llm.align.task import check, generate_task_data, read_jsonl, train_task_tokenizer

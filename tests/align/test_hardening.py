@@ -14,7 +14,7 @@ import pytest
 from llm.align import handoff
 from llm.align.config import load_align_config
 from llm.align.formats import DataFileError, load
-from llm.align.preflight import Preflight
+from llm.align.chain import Preflight
 from llm.align.resume import read_trainer_state
 from llm.align.reward_functions import RewardError, RewardFunctions
 from llm.align.stages import REGISTRY

@@ -1,4 +1,4 @@
-"""The chain's pre-flight (llm/align/preflight.py): every stage's data files, reward functions and checkpoints are
+"""The chain's pre-flight (llm/align/chain.py): every stage's data files, reward functions and checkpoints are
 checked before the first stage trains, a mistake named in one line by stage, key and file; and the RM samples the
 prompts of SFT's held-out conversations with their reply dropped (issue 22: alignment on your own data died after
 SFT)."""
@@ -13,7 +13,7 @@ from llm.align import handoff
 from llm.align.chain import run_chain
 from llm.align.config import load_align_config
 from llm.align.formats import DataFileError, load
-from llm.align.preflight import Preflight
+from llm.align.chain import Preflight
 from llm.align.reward_functions import RewardError
 from llm.align.stages import REGISTRY
 from llm.align.template import ChatTemplate
