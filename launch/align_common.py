@@ -1,4 +1,4 @@
-"""Shared command line of the alignment entry points (launch/{sft,reward,rlhf,dpo,chain}.py).
+"""Shared command line of the alignment entry points (launch/{chain,sft,rm,ppo,dpo,grpo_rloo}.py).
 
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
@@ -13,6 +13,8 @@ stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
 from __future__ import annotations
 
 import argparse
+
+from typed_yaml import log
 
 
 def make_strategy():
@@ -42,6 +44,8 @@ def main_for(name: str, doc: str, argv=None) -> int:
     # A config or data mistake (2), a hand-off mismatch (4) and a preemption (75) leave as UserErrors, printed by
     # launch/cli.py (typed_yaml/errors.py).
     cfg = load_align_config(args.config, args.overrides)
+    for note in cfg.renamed_keys:  # an old stage name or section (llm/align/config.py RENAMED_STAGES): one line each
+        log.warning(note)
     strategy = make_strategy()
     if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
         from llm.align.chain import check_inputs

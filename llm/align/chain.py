@@ -50,12 +50,13 @@ SCORED_ROWS = 8
 
 def scored_by(stage: str, key: str) -> str | None:
     """The reward key whose functions score `stage`'s rows of data key `key`, or None: eval.prompts by eval.reward in
-    every stage (llm/align/evaluation.py checker_eval); rl.prompts by rl.reward; the RM's policy samples of ppo.prompts
-    and sft.eval_data by eval.reward (llm/align/reward_training.py). PPO's rollouts are scored by the RM only."""
+    every stage (llm/align/evaluation.py checker_eval); grpo_rloo.prompts by grpo_rloo.reward; the RM's policy samples
+    of ppo.prompts and sft.eval_data by eval.reward (llm/align/reward_training.py). PPO's rollouts are scored by the RM
+    only."""
     if key == "eval.prompts" or (stage == "rm" and key in ("ppo.prompts", "sft.eval_data")):
         return "eval.reward"
-    if stage == "rl" and key == "rl.prompts":
-        return "rl.reward"
+    if stage == "grpo_rloo" and key == "grpo_rloo.prompts":
+        return "grpo_rloo.reward"
     return None
 
 
@@ -221,11 +222,11 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
     # Every stage that generates is scored by eval.reward; the RL stages also report how long their answers are.
     summary.update({f"{s}.eval_reward": m["eval_reward"] for s, m in report["stages"].items() if "eval_reward" in m})
     summary.update({f"{s}.response_length": report["stages"][s].get("response_length")
-                    for s in ("ppo", "rl") if s in report["stages"]})
+                    for s in ("ppo", "grpo_rloo") if s in report["stages"]})
     acc = {s: report["stages"][s].get("checker_accuracy") for s in report["stages"]}
     if acc.get("base") is not None and acc.get("sft") is not None:
         summary["sft_gain_over_base"] = acc["sft"] - acc["base"]
-    for s in ("ppo", "dpo", "rl"):
+    for s in ("ppo", "dpo", "grpo_rloo"):
         if acc.get(s) is not None and acc.get("sft") is not None:
             summary[f"{s}_gain_over_sft"] = acc[s] - acc["sft"]
     report["summary"] = summary

@@ -15,7 +15,7 @@ llm/train/safe_load.py (audited, weights-only) or as JSON: a checkpoint is data,
 
 `maybe_save` is also each stage's per-step hook for what pretraining's loop does between steps (llm/train/loop.py):
 - a progress line (llm/train/progress.py: step or iteration k/total, the row's numbers, ETA) to the console and
-  <out_dir>/logs/progress.log, after the first step, the last, and every ~30 s (every iteration for PPO and rl);
+  <out_dir>/logs/progress.log, after the first step, the last, and every ~30 s (every iteration for PPO, GRPO and RLOO);
 - preemption: after SIGTERM/SIGUSR1 (`PreemptionFlag`, installed when the stage's loop starts) every rank saves a
   checkpoint at the step just completed, due or not, and raises `StagePreempted`; the entry point prints where
   and how to resume and exits 75, as launch/pretrain.py does.
@@ -37,7 +37,7 @@ from llm.train.progress import Progress
 from typed_yaml.disk import disk_full_reason
 from typed_yaml.errors import Preempted
 
-PER_ITERATION = ("ppo", "rl")
+PER_ITERATION = ("ppo", "grpo_rloo")
 """Stages whose steps are slow RL iterations: a progress line after each one."""
 
 PROGRESS_KEYS = ("loss", "eval_loss", "train_accuracy", "eval_accuracy", "reward_margin", "reward_accuracy", "reward",

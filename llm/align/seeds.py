@@ -41,11 +41,11 @@ class Stream(Enum):
     """The mini-batch permutations of every PPO epoch (one generator for the whole stage)."""
     PPO_ROLLOUT = "ppo_rollout"
     """Sampling noise of one rollout prompt (indices: iteration, position in the rollout batch)."""
-    RL_PROMPTS = "rl_prompts"
-    """The prompts of each `rl` rollout (index: the iteration), each sampled rl.group_size times."""
-    RL_MINIBATCHES = "rl_minibatches"
-    RL_ROLLOUT = "rl_rollout"
-    """Sampling noise of one `rl` rollout sequence (indices: iteration, position in the rollout)."""
+    GRPO_RLOO_PROMPTS = "grpo_rloo_prompts"
+    """The prompts of each `grpo_rloo` rollout (index: the iteration), each sampled grpo_rloo.group_size times."""
+    GRPO_RLOO_MINIBATCHES = "grpo_rloo_minibatches"
+    GRPO_RLOO_ROLLOUT = "grpo_rloo_rollout"
+    """Sampling noise of one `grpo_rloo` rollout sequence (indices: iteration, position in the rollout)."""
     EVAL_CHECKER = "eval_checker"
     """Samples scored by the checker on the held-out prompts (every stage: the same answers for one model)."""
     EVAL_KL = "eval_kl"
@@ -62,7 +62,8 @@ _DERIVATION = {
     Stream.PPO_PROMPTS: (3, _ORDER), Stream.PPO_MINIBATCHES: (100, 0), Stream.PPO_ROLLOUT: (100, _ROLLOUT),
     Stream.EVAL_CHECKER: (12345, 0), Stream.EVAL_KL: (777, 0),
     # Streams added after the first runs: offsets of their own.
-    Stream.RL_PROMPTS: (200, _ORDER), Stream.RL_MINIBATCHES: (300, 0), Stream.RL_ROLLOUT: (400, _ROLLOUT),
+    Stream.GRPO_RLOO_PROMPTS: (200, _ORDER), Stream.GRPO_RLOO_MINIBATCHES: (300, 0), Stream.GRPO_RLOO_ROLLOUT: (400,
+                                                                                                                _ROLLOUT),
 }
 
 

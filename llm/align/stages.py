@@ -8,7 +8,7 @@ checks before any stage trains), the data it writes, the metrics the chain's sum
 A `StageContext` is opened by each run function: it finds the checkpoint the stage starts from, opens its
 tokenizer, loads models, builds trainers through the strategy, logs metrics rows (`StageLog`), resumes from and
 writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end. What is left in
-base_stage.py, sft.py, reward_training.py, ppo.py, dpo.py and rl.py is the method.
+base_stage.py, sft.py, reward_training.py, ppo.py, dpo.py and grpo_rloo.py is the method.
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ class Stage:
     """The data key without which the stage has nothing to train on: with it unset (task.name: none) the chain
     skips the stage, saying so."""
     reads: Callable[[AlignConfig, str], bool] | None = None
-    """Whether the stage reads checkpoint or data `key` under a config (e.g. rl reads the RM only when rl.reward
-    lists 'rm'); None: all of `checkpoints` and `data`."""
+    """Whether the stage reads checkpoint or data `key` under a config (e.g. grpo_rloo reads the RM only when
+    grpo_rloo.reward lists 'rm'); None: all of `checkpoints` and `data`."""
     reads_as: dict[str, str] = field(default_factory=dict)
     """{data key: kind} where the stage reads a key as another kind than the key holds (config.py DATA_KINDS)."""
 
@@ -247,7 +247,7 @@ class StageContext:
         return metrics
 
 
-_MODULES = ("base_stage", "sft", "reward_training", "ppo", "dpo", "rl")
+_MODULES = ("base_stage", "sft", "reward_training", "ppo", "dpo", "grpo_rloo")
 """The module of each stage, in the order of STAGES."""
 
 

@@ -90,19 +90,21 @@ def test_users_data_only_chain_skips_unconfigured_stages(made_inside, tmp_path):
     reward = tmp_path / "reward.py"
     reward.write_text("def exact(prompts, completions, answer, **fields):\n"
                       "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
-    overrides = [f"out_dir={tmp_path / 'out'}", "task.name=none", f"base.path={step}", "stages=[base,sft,rm,rl]",
+    overrides = [f"out_dir={tmp_path / 'out'}", "task.name=none", f"base.path={step}", "stages=[base,sft,rm,grpo_rloo]",
                  f"sft.data={sft}", "sft.steps=4", "sft.batch_size=4", "sft.optim.warmup_steps=0",
-                 f"rl.prompts={rl}", f"eval.prompts={rl}", f"rl.reward={reward}:exact", f"eval.reward={reward}:exact",
-                 "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.group_size=4", "rl.mini_batch=8"]
+                 f"grpo_rloo.prompts={rl}", f"eval.prompts={rl}", f"grpo_rloo.reward={reward}:exact",
+                 f"eval.reward={reward}:exact",
+                 "grpo_rloo.iterations=2", "grpo_rloo.prompts_per_iteration=2", "grpo_rloo.group_size=4",
+                 "grpo_rloo.mini_batch=8"]
     lines = []
     report = run_chain(load_align_config(RECIPE, overrides), log=lines.append)
     assert report["not_run"] == {"rm": "no rm.data configured (task.name: none)"}
     assert "== rm: no rm.data configured (task.name: none), skipped" in lines
     assert not (tmp_path / "out" / "data").exists()  # no bundled task data written
     assert report["stages"]["sft"]["eval_loss"] is None  # no sft.eval_data
-    for stage in ("base", "sft", "rl"):
+    for stage in ("base", "sft", "grpo_rloo"):
         assert 0.0 <= report["stages"][stage]["eval_reward"] <= 1.0, stage
-    assert report["stages"]["rl"]["last_train_row"]["step"] == 2 and "kl" in report["stages"]["rl"]
+    assert report["stages"]["grpo_rloo"]["last_train_row"]["step"] == 2 and "kl" in report["stages"]["grpo_rloo"]
     with pytest.raises(ConfigError, match="no text to pretrain a base on; set base.path"):
         load_align_config(RECIPE, ["task.name=none"])
 
@@ -111,6 +113,6 @@ def test_bundled_from_pretrain_recipe_names_a_missing_checkpoint(tmp_path):
     from llm.align.chain import run_chain
     cfg = load_align_config(ROOT / "configs" / "align" / "from_pretrain.yaml",
                             [f"out_dir={tmp_path}", f"base.path={tmp_path}/runs/debug/checkpoints/step_00000200"])
-    assert cfg.stages == ["base", "sft", "rl"] and cfg.rl.algorithm == "grpo"
+    assert cfg.stages == ["base", "sft", "grpo_rloo"] and cfg.grpo_rloo.algorithm == "grpo"
     with pytest.raises(handoff.HandoffError, match="step_00000200 is neither a stage checkpoint"):
         run_chain(cfg, log=lambda s: None)

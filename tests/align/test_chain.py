@@ -24,7 +24,7 @@ RECIPE = ROOT / "configs" / "align" / "default.yaml"
 def chain(tmp_path_factory):
     from llm.align.chain import run_chain
     out = tmp_path_factory.mktemp("align")
-    cfg = load_align_config(RECIPE, [f"out_dir={out}", "stages=[base,sft,rm,ppo,dpo,rl]"])
+    cfg = load_align_config(RECIPE, [f"out_dir={out}", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]"])
     torch.set_num_threads(1)
     report = run_chain(cfg, log=lambda s: None)
     return cfg, report
@@ -53,10 +53,10 @@ def test_grpo_gains_over_sft_without_a_critic_or_rm(chain):
     # Seed 0 measured GRPO 0.875 (KL 0.56 nats, 4.7 s) against PPO 0.71 (KL 0.96, 16.1 s plus the RM's 14.1 s).
     _, report = chain
     s = report["summary"]
-    assert s["rl.checker_accuracy"] - s["sft.checker_accuracy"] >= 0.1, s
-    assert s["rl.eval_reward"] == s["rl.checker_accuracy"]  # the checker as a 0/1 reward function
-    assert 0.0 <= s["rl.kl"] <= 5.0 and 1.0 <= s["rl.response_length"] <= 8.0, s
-    for stage in ("base", "sft", "ppo", "dpo", "rl"):
+    assert s["grpo_rloo.checker_accuracy"] - s["sft.checker_accuracy"] >= 0.1, s
+    assert s["grpo_rloo.eval_reward"] == s["grpo_rloo.checker_accuracy"]  # the checker as a 0/1 reward function
+    assert 0.0 <= s["grpo_rloo.kl"] <= 5.0 and 1.0 <= s["grpo_rloo.response_length"] <= 8.0, s
+    for stage in ("base", "sft", "ppo", "dpo", "grpo_rloo"):
         assert s[f"{stage}.eval_reward"] == report["stages"][stage]["checker_accuracy"], stage
 
 

@@ -48,7 +48,7 @@ def own_data(tmp_path):
 
 def _cfg(out, data, *overrides):
     keys = [f"{k}={v}" for k, v in data.items()]
-    return load_align_config(RECIPE, [f"out_dir={out}", "stages=[base,sft,rm,ppo,dpo,rl]", "rm.eval_data=null",
+    return load_align_config(RECIPE, [f"out_dir={out}", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]", "rm.eval_data=null",
                                       *keys, *overrides] + ([] if "rm.eval_data" in data else
                                                             [f"rm.eval_data={data['rm.data']}"]))
 
@@ -67,7 +67,7 @@ def test_rm_reads_sft_conversations_as_prompts_with_the_reply_dropped(tmp_path, 
         {"prompt": [{"role": "user", "content": "21"}], "raw": "21", "fields": {"answer": "12"}}]
     # The whole chain's inputs pass the pre-flight, none of them trained yet (tokens are checked after base).
     later = Preflight(cfg, None).check([REGISTRY[s] for s in cfg.stages])
-    assert [s.name for s in later] == ["sft", "rm", "ppo", "dpo", "rl"]
+    assert [s.name for s in later] == ["sft", "rm", "ppo", "dpo", "grpo_rloo"]
     # With policy pairs off, the RM reads neither prompt file (nor requires them to exist).
     off = _cfg(tmp_path, {**own_data, "ppo.prompts": tmp_path / "absent.jsonl"}, "rm.policy_samples=0",
                "stages=[base,sft,rm]")
@@ -101,22 +101,25 @@ def test_reward_functions_are_imported_and_tried_on_the_prompts_they_score(tmp_p
     fn = tmp_path / "my_reward.py"
     fn.write_text("def exact(prompts, completions, answer, **kw):\n"
                   "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
-    data = {**own_data, "rl.prompts": own_data["ppo.prompts"]}
+    data = {**own_data, "grpo_rloo.prompts": own_data["ppo.prompts"]}
     # The prompts lack the `answer` field the function needs: the RL stage would have died after SFT.
-    with pytest.raises(RewardError, match=f"^stage rl: rl.reward scoring rl.prompts={data['rl.prompts']}: reward "
-                                          f"'{fn}:exact' raised TypeError: .*'answer'"):
-        run_chain(_cfg(tmp_path, data, f"rl.reward=[{fn}:exact]"), log=lambda s: None)
-    with pytest.raises(RewardError, match=f"^stage rl: rl.reward scoring .*: reward '{tmp_path}/nope.py:f': no file"):
-        run_chain(_cfg(tmp_path, data, f"rl.reward=[{tmp_path}/nope.py:f]"), log=lambda s: None)
+    with pytest.raises(RewardError,
+                       match=f"^stage grpo_rloo: grpo_rloo.reward scoring "
+                             f"grpo_rloo.prompts={data['grpo_rloo.prompts']}: reward '{fn}:exact' "
+                             "raised TypeError: .*'answer'"):
+        run_chain(_cfg(tmp_path, data, f"grpo_rloo.reward=[{fn}:exact]"), log=lambda s: None)
+    with pytest.raises(RewardError,
+                       match=f"^stage grpo_rloo: grpo_rloo.reward scoring .*: reward '{tmp_path}/nope.py:f': no file"):
+        run_chain(_cfg(tmp_path, data, f"grpo_rloo.reward=[{tmp_path}/nope.py:f]"), log=lambda s: None)
     # eval.reward scores eval.prompts in every evaluating stage, and the RM's policy samples.
     with pytest.raises(RewardError, match="^stage sft: eval.reward scoring eval.prompts=.* no attribute 'missing'"):
-        run_chain(_cfg(tmp_path, {**data, "eval.prompts": data["rl.prompts"]}, f"eval.reward=[{fn}:missing]"),
+        run_chain(_cfg(tmp_path, {**data, "eval.prompts": data["grpo_rloo.prompts"]}, f"eval.reward=[{fn}:missing]"),
                   log=lambda s: None)
     with pytest.raises(RewardError, match="^stage rm: eval.reward scoring ppo.prompts="):
         run_chain(_cfg(tmp_path, data, f"eval.reward=[{fn}:missing]"), log=lambda s: None)
     answered = _jsonl(tmp_path / "answered.jsonl", [{"prompt": p, "answer": "".join(sorted(p))} for p in PROMPTS])
-    Preflight(_cfg(tmp_path, {**data, "rl.prompts": answered}, f"rl.reward=[{fn}:exact]"),
-              None).check([REGISTRY["rl"]])
+    Preflight(_cfg(tmp_path, {**data, "grpo_rloo.prompts": answered}, f"grpo_rloo.reward=[{fn}:exact]"),
+              None).check([REGISTRY["grpo_rloo"]])
     assert not (tmp_path / "base").exists()
 
 
@@ -144,9 +147,9 @@ def test_token_lengths_and_checkpoints_once_the_base_exists(base_dir, tmp_path, 
     other = _cfg(tmp_path, own_data, "template.user=please sort {content}")
     with pytest.raises(handoff.HandoffError, match=f"^stage sft: sft.init={tmp_path / 'base'}: chat template "):
         Preflight(other, None).check([REGISTRY["sft"]])
-    rl = _cfg(tmp_path, own_data, f"rl.reward_model={tmp_path / 'base'}", "rl.reward=[rm]")
-    with pytest.raises(handoff.HandoffError, match="^stage rl: rl.reward_model=.* is a lm checkpoint"):
-        Preflight(rl, None).check([REGISTRY["rl"]])
+    rl = _cfg(tmp_path, own_data, f"grpo_rloo.reward_model={tmp_path / 'base'}", "grpo_rloo.reward=[rm]")
+    with pytest.raises(handoff.HandoffError, match="^stage grpo_rloo: grpo_rloo.reward_model=.* is a lm checkpoint"):
+        Preflight(rl, None).check([REGISTRY["grpo_rloo"]])
 
 
 def test_the_rm_samples_conversation_prompts(base_dir, tmp_path, own_data):
@@ -188,17 +191,20 @@ def test_chain_entry_point_prints_the_preflight_mistake_in_one_line(tmp_path, ow
 def test_an_rl_stage_with_no_learning_signal_says_so(base_dir, tmp_path, own_data):
     """Issue 22's own-task run: a reward the policy never reaches gave GRPO 15 iterations of zero advantage with no
     word. Every group's rewards equal → frac_reward_zero_std 1, one warning, and the count in the stage metrics."""
-    from llm.align.rl import run_rl
+    from llm.align.grpo_rloo import run_grpo_rloo
     (tmp_path / "data").symlink_to(base_dir / "data")  # the bundled task's held-out prompts, for the final eval
     fn = tmp_path / "never.py"
     fn.write_text("def f(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
-    cfg = _cfg(tmp_path, own_data, f"rl.actor={base_dir / 'base'}", f"rl.prompts={own_data['ppo.prompts']}",
-               f"rl.reward=[{fn}:f]", "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.group_size=2",
-               "rl.mini_batch=4", "rl.epochs=1", "rl.max_new_tokens=2", "rl.checkpoint_every=0")
+    cfg = _cfg(tmp_path, own_data, f"grpo_rloo.actor={base_dir / 'base'}",
+               f"grpo_rloo.prompts={own_data['ppo.prompts']}",
+               f"grpo_rloo.reward=[{fn}:f]", "grpo_rloo.iterations=2", "grpo_rloo.prompts_per_iteration=2",
+               "grpo_rloo.group_size=2",
+               "grpo_rloo.mini_batch=4", "grpo_rloo.epochs=1", "grpo_rloo.max_new_tokens=2",
+               "grpo_rloo.checkpoint_every=0")
     lines = []
-    metrics = run_rl(cfg, log=lines.append)
+    metrics = run_grpo_rloo(cfg, log=lines.append)
     assert metrics["iterations_without_signal"] == 2
     assert metrics["last_train_row"]["frac_reward_zero_std"] == 1.0
-    warnings = [line for line in lines if line.startswith("rl: warning: iteration 1: every group's 2 answers")]
+    warnings = [line for line in lines if line.startswith("grpo_rloo: warning: iteration 1: every group's 2 answers")]
     assert len(warnings) == 1 and "no learning signal" in warnings[0]
-    assert "rl: 2 of 2 iterations had no learning signal (every group's rewards equal)" in lines
+    assert "grpo_rloo: 2 of 2 iterations had no learning signal (every group's rewards equal)" in lines

@@ -23,8 +23,8 @@ RECIPE = ROOT / "configs" / "align" / "default.yaml"
 SMALL = ["sft.steps=40", "sft.eval_every=20", "sft.checkpoint_every=10", "rm.steps=30", "rm.policy_samples=1",
          "rm.checkpoint_every=10", "ppo.iterations=6", "ppo.rollout_batch=16", "ppo.mini_batch=8", "ppo.ppo_epochs=2",
          "ppo.kl_target=0.5", "ppo.kl_horizon=100", "ppo.ema=0.9", "ppo.checkpoint_every=2", "dpo.steps=30",
-         "dpo.batch_size=8", "dpo.checkpoint_every=10", "rl.iterations=6", "rl.prompts_per_iteration=4",
-         "rl.mini_batch=8", "rl.checkpoint_every=2"]
+         "dpo.batch_size=8", "dpo.checkpoint_every=10", "grpo_rloo.iterations=6", "grpo_rloo.prompts_per_iteration=4",
+         "grpo_rloo.mini_batch=8", "grpo_rloo.checkpoint_every=2"]
 
 
 class Stopped(Exception):
@@ -45,7 +45,8 @@ def reference(tmp_path_factory):
     from llm.align.chain import run_chain
     out = tmp_path_factory.mktemp("align_ref")
     torch.set_num_threads(1)
-    cfg = load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20", "stages=[base,sft,rm,ppo,dpo,rl]", *SMALL])
+    cfg = load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]",
+                                     *SMALL])
     run_chain(cfg, log=lambda s: None)
     return out
 
@@ -103,8 +104,9 @@ def test_dpo_resumes_bitwise(reference, tmp_path):
 
 
 def test_grpo_resumes_bitwise(reference, tmp_path):
-    from llm.align.rl import run_rl
-    _resumed_equals_reference(reference, tmp_path, "rl", run_rl, ("data", "base", "sft"), stop_step=5, resumed_from=4)
+    from llm.align.grpo_rloo import run_grpo_rloo
+    _resumed_equals_reference(reference, tmp_path, "grpo_rloo", run_grpo_rloo, ("data", "base", "sft"), stop_step=5,
+                              resumed_from=4)
 
 
 def test_checkpoint_of_another_config_is_not_resumed(reference, tmp_path):

@@ -23,7 +23,7 @@ def test_registry_names_the_config_stages_and_reads_only_earlier_ones():
     assert {s.name: list(s.summary_keys) for s in REGISTRY.values()} == {
         "base": ["checker_accuracy"], "sft": ["checker_accuracy", "eval_loss"], "rm": ["pairwise_accuracy"],
         "ppo": ["checker_accuracy", "kl", "rm_reward", "rm_reward_correct", "rm_reward_wrong", "rm_checker_agreement"],
-        "dpo": ["checker_accuracy", "kl"], "rl": ["checker_accuracy", "eval_reward", "kl", "response_length"]}
+        "dpo": ["checker_accuracy", "kl"], "grpo_rloo": ["checker_accuracy", "eval_reward", "kl", "response_length"]}
 
 
 def test_every_stage_optimizer_is_an_optim_config_with_the_stages_defaults():
@@ -64,7 +64,7 @@ def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
     other = load_align_config(RECIPE, [f"out_dir={tmp_path}", f"ppo.reward_model={tmp_path}/elsewhere"])
     with pytest.raises(HandoffError, match=r"stage ppo reads .*/elsewhere \(ppo.reward_model\)"):
         check_inputs(other, [REGISTRY[s] for s in ("base", "sft", "rm", "ppo")])
-    # One stage run by itself (launch/rlhf.py ...): nothing earlier will write it, and the message says so.
+    # One stage run by itself (launch/ppo.py ...): nothing earlier will write it, and the message says so.
     with pytest.raises(HandoffError, match=r"\(ppo.actor\), which does not exist; run the stage that writes it "
                                            r"first, or set ppo.actor to a complete stage checkpoint"):
         check_inputs(other, [REGISTRY["ppo"]], alone=True)
