@@ -50,8 +50,8 @@ def main_for(name: str, doc: str, argv=None) -> int:
     if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
         from llm.align.chain import check_inputs
         from llm.align.chain import Preflight
-        Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
+        Preflight(cfg).check([REGISTRY[name]])
         check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
-    run(cfg, strategy, print)
+    run(cfg, strategy)
     strategy.close()
     return 0

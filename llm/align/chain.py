@@ -43,6 +43,7 @@ from llm.align.reward_functions import RewardError, RewardFunctions, function_sp
 from llm.align.stages import REGISTRY, Stage
 from llm.align.strategy import LocalStrategy, Strategy
 from llm.align.template import ChatTemplate
+from typed_yaml import log
 
 SCORED_ROWS = 8
 """Rows of each scored prompt file the reward functions are called on (a sample: a reward may be slow)."""
@@ -63,8 +64,8 @@ def scored_by(stage: str, key: str) -> str | None:
 class Preflight:
     """One pre-flight over a run's stages; files read by several stages are parsed once per (kind, tokenizer)."""
 
-    def __init__(self, cfg: AlignConfig, log=print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: AlignConfig):
+        self.cfg = cfg
         self.template = ChatTemplate.from_config(cfg)
         self.loaded: dict[tuple, Loaded] = {}
         self.tokenizers: dict[Path, object] = {}
@@ -125,8 +126,8 @@ class Preflight:
                 raise DataFileError(f"stage {stage.name}: {key}: {e}; expected {EXPECTED[kind]}") from None
             self.files.add(path)
             got = self.loaded[cached]
-            if got.skipped and tok is not None and self.log is not None:  # with lengths: the stage's own count
-                self.log(f"pre-flight: stage {stage.name}: {key}: {got.summary()} (bad_rows: skip)")
+            if got.skipped and tok is not None:  # with lengths: the stage's own count
+                log.info(f"pre-flight: stage {stage.name}: {key}: {got.summary()} (bad_rows: skip)")
         return self.loaded[cached].rows
 
     def _score(self, stage: Stage, reward_key: str, key: str, rows: list) -> None:
@@ -174,7 +175,7 @@ def check_inputs(cfg: AlignConfig, to_run: list[Stage], alone: bool = False) -> 
         written.update(stage.outputs(cfg))
 
 
-def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_chain(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """Run cfg.stages in order (skipping complete ones) and write chain_report.json; returns the report."""
     d = strategy or LocalStrategy()
     out = Path(cfg.out_dir)
@@ -186,35 +187,30 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
             stages.append(REGISTRY[s])
         else:
             report["not_run"][s] = why
-            if d.is_main:
-                log(f"== {s}: {why}, skipped")
+            log.info(f"== {s}: {why}, skipped")
     to_run = [s for s in stages if not handoff.is_complete(cfg.stage_dir(s.name))]
     check_inputs(cfg, to_run)
-    preflight = Preflight(cfg, log if d.is_main else None)
+    preflight = Preflight(cfg)
     later = preflight.check(to_run)
-    if d.is_main:
-        names = ", ".join(s.name for s in to_run) or "no stage"
-        log(f"== pre-flight: {len(preflight.files)} data file(s) read by {names} checked"
-            + (f"; {', '.join(s.name for s in later)} again once the base stage has written its tokenizer and the "
-               "task data" if later else ""))
+    names = ", ".join(s.name for s in to_run) or "no stage"
+    log.info(f"== pre-flight: {len(preflight.files)} data file(s) read by {names} checked"
+             + (f"; {', '.join(s.name for s in later)} again once the base stage has written its tokenizer and the "
+                "task data" if later else ""))
     for stage in stages:
         path = cfg.stage_dir(stage.name)
         if handoff.is_complete(path):
             report["skipped"].append(stage.name)
-            if d.is_main:
-                log(f"== {stage.name}: {path} exists, skipped")
+            log.info(f"== {stage.name}: {path} exists, skipped")
         else:
-            if d.is_main:
-                log(f"== {stage.name} → {path}")
+            log.info(f"== {stage.name} → {path}")
             t0 = time.perf_counter()
-            stage.run(cfg, d, log)
+            stage.run(cfg, d)
             d.barrier()
-            if d.is_main:
-                log(f"== {stage.name} done in {time.perf_counter() - t0:.1f} s")
+            log.info(f"== {stage.name} done in {time.perf_counter() - t0:.1f} s")
             if later:
                 later = preflight.check([s for s in later if s is not stage])
-                if d.is_main and not later:
-                    log(f"== pre-flight: {len(preflight.files)} data file(s) checked, token lengths included")
+                if not later:
+                    log.info(f"== pre-flight: {len(preflight.files)} data file(s) checked, token lengths included")
         d.barrier()
         report["stages"][stage.name] = handoff.read_info(path).metrics
     summary = {f"{s.name}.{k}": report["stages"][s.name].get(k) for s in stages for k in s.summary_keys}
@@ -233,5 +229,5 @@ def run_chain(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> 
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)  # stages: [] (or only skipped ones) writes no stage directory first
         (out / "chain_report.json").write_text(json.dumps(report, indent=1))
-        log(json.dumps(summary, indent=1))
+    log.info(json.dumps(summary, indent=1))
     return report

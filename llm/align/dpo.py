@@ -23,9 +23,9 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return L.token_logprobs(logits[:, :-1], targets).sum(1)
 
 
-def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    ctx = StageContext(cfg, STAGE, strategy, log)
+    ctx = StageContext(cfg, STAGE, strategy)
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])

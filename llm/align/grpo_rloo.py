@@ -29,6 +29,7 @@ from llm.align.rollout import gathered_logprobs, make_batch, response_logprobs, 
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy, check_split, frozen
+from typed_yaml import log
 
 
 class Rewards:
@@ -62,11 +63,11 @@ class Rewards:
         return total
 
 
-def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """GRPO or RLOO from grpo_rloo.actor (default <out_dir>/sft); writes <out_dir>/grpo_rloo. Returns the held-out
     metrics."""
     r = cfg.grpo_rloo
-    ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
+    ctx = StageContext(cfg, STAGE, strategy, log_every=5)
     d, tok, template = ctx.strategy, ctx.tokenizer, ctx.template
     check_split("grpo_rloo.mini_batch", r.mini_batch, d.world)
     actor, _ = ctx.load("lm")
@@ -126,11 +127,12 @@ def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None, log=print)
         zero_std = float((reward.view(-1, r.group_size).std(1) == 0).float().mean())
         if zero_std == 1.0:
             silent += 1
-            if silent == 1 and d.is_main:
-                ctx.log.log(f"grpo_rloo: warning: iteration {it + 1}: every group's {r.group_size} answers got the "
-                            f"same reward (mean {float(reward.mean()):.3g}): no advantage, no learning signal. The "
-                            f"policy never (or always) reaches the reward: check grpo_rloo.reward on the starting "
-                            f"model's answers, or raise grpo_rloo.group_size or grpo_rloo.temperature")
+            if silent == 1:
+                # As log.warning would word it, but with the stage first (the line tests/align/test_preflight.py reads).
+                log.info(f"grpo_rloo: warning: iteration {it + 1}: every group's {r.group_size} answers got the same "
+                         f"reward (mean {float(reward.mean()):.3g}): no advantage, no learning signal. The policy "
+                         f"never (or always) reaches the reward: check grpo_rloo.reward on the starting model's "
+                         f"answers, or raise grpo_rloo.group_size or grpo_rloo.temperature")
         row = {"step": it + 1, "reward": float(reward.mean()), "kl": float(kl_seq.mean()),
                "response_length": float(mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean()),
                "frac_reward_zero_std": zero_std}
@@ -140,9 +142,9 @@ def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None, log=print)
     # Counted over every logged row (a resumed run's restored ones too), so a resumed stage reports what an
     # uninterrupted one does.
     without = sum(x.get("frac_reward_zero_std") == 1.0 for x in ctx.log.rows)
-    if without and d.is_main:
-        ctx.log.log(f"grpo_rloo: {without} of {r.iterations} iterations had no learning signal (every group's "
-                    "rewards equal)")
+    if without:
+        log.info(f"grpo_rloo: {without} of {r.iterations} iterations had no learning signal (every group's "
+                 "rewards equal)")
     metrics: dict = {"last_train_row": row, "iterations_without_signal": without}
     if d.is_main:
         metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))

@@ -34,6 +34,7 @@ from llm.train import checkpoint as ckpt
 from llm.train import safe_load
 from llm.train.loop import PreemptionFlag
 from llm.train.progress import Progress
+from typed_yaml import log
 from typed_yaml.disk import disk_full_reason
 from typed_yaml.errors import Preempted
 
@@ -107,13 +108,13 @@ class StageResume:
     written under another config.
     """
 
-    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = "", log=print):
+    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = ""):
         self.root, self.every, self.total, self.strategy = Path(root), every, total, strategy
         self.config_sha = config_sha
         self.preempt = PreemptionFlag.install()
         stage = self.root.name  # <out_dir>/resume/<stage>
         iterations = stage in PER_ITERATION
-        self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log,
+        self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log.info,
                                  log_file=self.root.parent.parent / "logs" / "progress.log",
                                  every_s=0.0 if iterations else None, enabled=strategy.is_main)
 

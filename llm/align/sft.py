@@ -31,9 +31,9 @@ def eval_loss(model, examples, seq_len: int, batch_size: int = 64) -> float:
     return total / count
 
 
-def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_sft(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """Fine-tune the checkpoint at sft.init (default <out_dir>/base) and write <out_dir>/sft. Returns metrics."""
-    ctx = StageContext(cfg, STAGE, strategy, log)
+    ctx = StageContext(cfg, STAGE, strategy)
     d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
     model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len

@@ -26,7 +26,7 @@ def chain(tmp_path_factory):
     out = tmp_path_factory.mktemp("align")
     cfg = load_align_config(RECIPE, [f"out_dir={out}", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]"])
     torch.set_num_threads(1)
-    report = run_chain(cfg, log=lambda s: None)
+    report = run_chain(cfg)
     return cfg, report
 
 
@@ -80,7 +80,7 @@ def test_critic_gets_the_reward_models_head(chain):
 def test_chain_skips_finished_stages(chain):
     from llm.align.chain import run_chain
     cfg, report = chain
-    again = run_chain(cfg, log=lambda s: None)
+    again = run_chain(cfg)
     assert again["skipped"] == cfg.stages
     assert again["summary"]["ppo.checker_accuracy"] == report["summary"]["ppo.checker_accuracy"]
 
@@ -90,9 +90,9 @@ def test_shuffled_label_rm_gives_no_ppo_gain(chain, tmp_path):
     from llm.align.reward_training import run_rm
     cfg, report = chain
     ctrl = _control(cfg, tmp_path, ["rm.shuffle_labels=true"])
-    rm = run_rm(ctrl, log=lambda s: None)
+    rm = run_rm(ctrl)
     assert rm["pairwise_accuracy"] < 0.7, rm
-    ppo = run_ppo(ctrl, log=lambda s: None)
+    ppo = run_ppo(ctrl)
     sft_acc = report["summary"]["sft.checker_accuracy"]
     assert ppo["checker_accuracy"] - sft_acc < 0.1, (ppo, sft_acc)
 
@@ -102,7 +102,7 @@ def test_huge_beta_keeps_policy_at_sft(chain, tmp_path):
     cfg, report = chain
     (tmp_path / "rm").symlink_to(f"{cfg.out_dir}/rm")
     ctrl = _control(cfg, tmp_path, ["ppo.beta=50", "ppo.iterations=20"])
-    ppo = run_ppo(ctrl, log=lambda s: None)
+    ppo = run_ppo(ctrl)
     assert abs(ppo["checker_accuracy"] - report["summary"]["sft.checker_accuracy"]) < 0.1, ppo
     assert ppo["kl"] < 0.5, ppo
 

@@ -50,7 +50,7 @@ def test_preflight_names_the_stage_of_pairs_that_teach_nothing_before_anything_t
     same = _jsonl(tmp_path / "same.jsonl", [{"prompt": "21", "chosen": "12", "rejected": "12"}] * 4)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,dpo]", f"dpo.data={same}"])
     with pytest.raises(DataFileError, match=r"stage dpo: dpo.data: .*same.jsonl: no usable pair rows.*'chosen' equals"):
-        Preflight(cfg, log=None).check([REGISTRY["dpo"]])
+        Preflight(cfg).check([REGISTRY["dpo"]])
 
 
 # -- unreadable files ----------------------------------------------------------------------------------------------

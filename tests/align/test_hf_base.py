@@ -14,6 +14,7 @@ import torch
 from data_pipeline.hf_tokenizer import HFTokenizer
 from llm.align import handoff
 from llm.align.config import load_align_config
+from tests.align.helpers import console_lines
 from tests.conftest import ROOT
 from tests.llm.hf.helpers import LOGITS_ATOL
 
@@ -63,8 +64,9 @@ def chain_from_hf(tmp_path_factory):
                                      "dpo.steps=2",
                                      "dpo.batch_size=4", "grpo_rloo.iterations=2", "grpo_rloo.prompts_per_iteration=2",
                                      "grpo_rloo.group_size=4", "grpo_rloo.mini_batch=8"])
-    lines = []
-    return hf, tmp / "out", run_chain(cfg, log=lines.append), lines
+    with console_lines() as lines:
+        report = run_chain(cfg)
+    return hf, tmp / "out", report, lines
 
 
 def test_every_stage_carries_the_hf_tokenizer(chain_from_hf):
@@ -140,7 +142,7 @@ def test_a_step_directory_imported_from_hf_keeps_its_tokenizer(tmp_path):
     step = import_hf(hf, tmp_path / "imported")
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path / 'out'}", f"base.path={step}", "task.n_train=50",
                                      "task.n_dev=10", "task.n_eval_prompts=8"])
-    run_base(cfg, log=lambda s: None)
+    run_base(cfg)
     info = handoff.read_info(tmp_path / "out" / "base")
     assert info.tokenizer == "hf" and info.tokenizer_fingerprint == HFTokenizer(hf).fingerprint()
     assert info.metrics["imported_from"] == str(step)
@@ -153,7 +155,7 @@ def test_bundled_from_hf_recipe(tmp_path):
                             [f"out_dir={tmp_path / 'out'}", f"base.path={hf}", "task.n_train=50", "task.n_dev=10",
                              "task.n_eval_prompts=8"])
     assert cfg.stages == ["base", "sft", "grpo_rloo"] and cfg.grpo_rloo.algorithm == "grpo"
-    assert 0.0 <= run_base(cfg, log=lambda s: None)["eval_reward"] <= 1.0
+    assert 0.0 <= run_base(cfg)["eval_reward"] <= 1.0
 
 
 def _chain_cli(capsys, tmp_path, base):

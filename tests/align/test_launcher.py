@@ -44,8 +44,8 @@ def rm_dir(base_dir):
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "sft.steps=20", "sft.eval_every=0", "rm.steps=10",
                                      "rm.policy_samples=1"])
     torch.set_num_threads(1)
-    run_sft(cfg, log=lambda s: None)
-    run_rm(cfg, log=lambda s: None)
+    run_sft(cfg)
+    run_rm(cfg)
     return base_dir
 
 

@@ -113,7 +113,7 @@ def test_adaptive_kl_controller_by_hand():
     assert fixed.update(100.0, 10) == 0.3
 
 
-# GRPO / Dr. GRPO / RLOO advantages and losses (moved from tests/align/test_rl.py).
+# GRPO / Dr. GRPO / RLOO advantages and losses.
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 
 

@@ -17,6 +17,7 @@ import torch
 
 from llm.align import handoff
 from llm.align.config import load_align_config
+from tests.align.helpers import console_lines
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
@@ -31,12 +32,12 @@ class Stopped(Exception):
     pass
 
 
-def _stop_at(step: int, lines: list):
-    def log(line: str) -> None:
-        lines.append(line)
+def _stop_at(step: int):
+    """The console lines of a run that is killed when it prints step `step`'s row."""
+    def stop(line: str) -> None:
         if line.startswith(f"step {step} |"):
             raise Stopped(line)
-    return log
+    return console_lines(stop)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def reference(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]",
                                      *SMALL])
-    run_chain(cfg, log=lambda s: None)
+    run_chain(cfg)
     return out
 
 
@@ -65,13 +66,13 @@ def _resumed_equals_reference(reference, tmp_path, stage, run, links, stop_step,
     for name in links:
         (tmp_path / name).symlink_to(reference / name)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL])
-    with pytest.raises(Stopped):
-        run(cfg, log=_stop_at(stop_step, []))
+    with pytest.raises(Stopped), _stop_at(stop_step):
+        run(cfg)
     assert not handoff.is_complete(tmp_path / stage)
     ckpts = list((tmp_path / "resume" / stage).iterdir())
     assert [p.name for p in ckpts] == [f"step_{resumed_from:08d}"]
-    lines: list = []
-    run(cfg, log=lines.append)
+    with console_lines() as lines:
+        run(cfg)
     assert any(f"resumed from {ckpts[0]} (step {resumed_from})" in line for line in lines), lines
     assert _rows(tmp_path, stage) == _rows(reference, stage)
     assert _metrics(tmp_path, stage) == _metrics(reference, stage)
@@ -114,13 +115,13 @@ def test_checkpoint_of_another_config_is_not_resumed(reference, tmp_path):
     for name in ("data", "base"):
         (tmp_path / name).symlink_to(reference / name)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL])
-    with pytest.raises(Stopped):
-        run_sft(cfg, log=_stop_at(30, []))
+    with pytest.raises(Stopped), _stop_at(30):
+        run_sft(cfg)
     # A half-written checkpoint (killed mid-save) is never taken for a complete one.
     (tmp_path / "resume" / "sft" / ".tmp-step_00000030").mkdir()
     other = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL, "sft.optim.lr=1e-3"])
-    lines: list = []
-    run_sft(other, log=lines.append)
+    with console_lines() as lines:
+        run_sft(other)
     assert any("written under another config; starting at step 0" in line for line in lines), lines
     assert len(_rows(tmp_path, "sft")) == 40 and _rows(tmp_path, "sft") != _rows(reference, "sft")
 
@@ -148,6 +149,6 @@ def test_sft_killed_by_sigkill_resumes_bitwise(reference, tmp_path):
     for name in ("data", "base"):
         (uninterrupted / name).symlink_to(reference / name)
     from llm.align.sft import run_sft
-    run_sft(load_align_config(RECIPE, [*overrides, f"out_dir={uninterrupted}"]), log=lambda s: None)
+    run_sft(load_align_config(RECIPE, [*overrides, f"out_dir={uninterrupted}"]))
     assert _rows(tmp_path, "sft") == _rows(uninterrupted, "sft")
     assert _metrics(tmp_path, "sft") == _metrics(uninterrupted, "sft")

@@ -57,7 +57,7 @@ def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,rm]"])
     with pytest.raises(HandoffError,
                        match=fr"stage sft reads {tmp_path}/base \(sft.init\), which does not exist; no earlier"):
-        run_chain(cfg, log=lambda s: None)
+        run_chain(cfg)
     assert list(tmp_path.iterdir()) == []
     # Inputs written by an earlier stage of the run are fine: base writes the data and <out_dir>/base.
     check_inputs(cfg, [REGISTRY[s] for s in ("base", "sft", "rm", "ppo", "dpo")])
