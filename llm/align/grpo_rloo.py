@@ -46,8 +46,8 @@ class Rewards:
         self.rm, self.stats, self.clip = None, (0.0, 1.0), cfg.ppo.reward_clip
         if RM in r.reward:
             rm, info = ctx.load("reward", "reward_model")
-            self.stats = handoff.reward_stats(info, "grpo_rloo.reward_model", STAGE.checkpoint_path(cfg,
-                                                                                                    "reward_model"))
+            path = STAGE.checkpoint_path(cfg, "reward_model")
+            self.stats = handoff.reward_stats(info, "grpo_rloo.reward_model", path)
             self.rm = frozen(rm)
 
     @torch.no_grad()

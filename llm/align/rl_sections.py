@@ -1,7 +1,6 @@
 """The config sections of the RL stages (llm/align/config.py): PPO (`ppo`, llm/align/ppo.py) and the critic-free
-`grpo_rloo` stage (GRPO or RLOO,
-                   llm/align/grpo_rloo.py), each field documented with its unit and constraint and checked by the
-section's own `validate`. No torch here."""
+`grpo_rloo` stage (GRPO or RLOO, llm/align/grpo_rloo.py), each field documented with its unit and constraint and
+checked by the section's own `validate`. No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,7 +1,6 @@
 """The sections of the alignment config (llm/align/config.py): the bundled task, the chat template, the base, the
 held-out evaluation and the SFT, RM and DPO stages, one dataclass each, its fields documented with their unit and
-constraint and checked by its own `validate` (the sections of the RL stages,
-                                              ppo and grpo_rloo: llm/align/rl_sections.py).
+constraint and checked by its own `validate` (the RL stages' sections, ppo and grpo_rloo: llm/align/rl_sections.py).
 No torch here."""
 from __future__ import annotations
 

@@ -62,8 +62,8 @@ _DERIVATION = {
     Stream.PPO_PROMPTS: (3, _ORDER), Stream.PPO_MINIBATCHES: (100, 0), Stream.PPO_ROLLOUT: (100, _ROLLOUT),
     Stream.EVAL_CHECKER: (12345, 0), Stream.EVAL_KL: (777, 0),
     # Streams added after the first runs: offsets of their own.
-    Stream.GRPO_RLOO_PROMPTS: (200, _ORDER), Stream.GRPO_RLOO_MINIBATCHES: (300, 0), Stream.GRPO_RLOO_ROLLOUT: (400,
-                                                                                                                _ROLLOUT),
+    Stream.GRPO_RLOO_PROMPTS: (200, _ORDER), Stream.GRPO_RLOO_MINIBATCHES: (300, 0),
+    Stream.GRPO_RLOO_ROLLOUT: (400, _ROLLOUT),
 }
 
 

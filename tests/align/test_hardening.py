@@ -87,8 +87,8 @@ def test_corrupt_save_to_disk_directory_is_one_data_error(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("dpo.beta=-1", r"dpo.beta=-1 must be in \(0, inf\).*reverses"), ("dpo.beta=0", r"dpo.beta=0"),
-    ("grpo_rloo.beta=-0.1", r"grpo_rloo.beta"), ("grpo_rloo.clip_eps=1.5",
-                                                 r"grpo_rloo.clip_eps=1.5 must be in \(0, 1\)"),
+    ("grpo_rloo.beta=-0.1", r"grpo_rloo.beta"),
+    ("grpo_rloo.clip_eps=1.5", r"grpo_rloo.clip_eps=1.5 must be in \(0, 1\)"),
     ("grpo_rloo.clip_eps=0", r"grpo_rloo.clip_eps"), ("grpo_rloo.temperature=0", r"grpo_rloo.temperature=0 .*greedy"),
     ("ppo.temperature=-1", r"ppo.temperature"), ("eval.temperature=-1", r"eval.temperature=-1 must be in \[0"),
     ("grpo_rloo.mini_batch=0", r"grpo_rloo.mini_batch=0 must be in \[1"), ("ppo.mini_batch=0", r"ppo.mini_batch=0"),
@@ -126,8 +126,8 @@ def test_reward_function_that_escapes_or_misbehaves_is_a_reward_error_naming_it(
     with pytest.raises(RewardError,
                        match="stage grpo_rloo: grpo_rloo.reward: reward .*user_reward.py:reward.*" + message
                        if "importing" not in message else message):
-        RewardFunctions([_reward(tmp_path, body)], where="stage grpo_rloo: grpo_rloo.reward")(["21", "43"], ["a", "b"],
-                                                                                              [{}, {}])
+        RewardFunctions([_reward(tmp_path, body)],
+                        where="stage grpo_rloo: grpo_rloo.reward")(["21", "43"], ["a", "b"], [{}, {}])
 
 
 def test_reward_function_that_hangs_is_stopped_after_the_timeout(tmp_path):
