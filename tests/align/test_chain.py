@@ -5,6 +5,8 @@ sqrt(0.25/256) ≈ 0.031 and a difference of two ≈ 0.044. Seeded runs gave bas
 nats; PPO 0.71–0.81 over seeds 0–4), RM held-out pairwise accuracy 0.97. The asserted margins sit well inside
 those (SFT − base ≥ 0.2, PPO − SFT ≥ 0.1, RM ≥ 0.8 against chance 0.5, KL ≤ 5 nats) and well outside noise
 (0.1 is over 2σ of a difference), so a broken stage fails and a different machine's float rounding does not.
+Since the base's pretraining draws from a seed stream of its own (llm/align/seeds.py), seed 0 gives base 0.004,
+SFT 0.52, RM 0.98, PPO 0.87 (KL 0.94), GRPO 0.91 (KL 0.47): inside the same margins, none changed.
 The controls assert the absence of a gain with the same 0.1: a shuffled-label RM (chance accuracy) and a β of
 50.
 """
