@@ -10,7 +10,7 @@
 # 2. The same under the DeepSpeed launcher on one GPU, ZeRO-0 and ZeRO-2.
 # 3. The launcher runs' peak GPU memory (torch.cuda.max_memory_allocated, in metrics.jsonl) against the planner's
 #    prediction for their layout (llm/train/memory_watch.py → llm/cost/memory.py), the ratio in the table.
-# 4. The alignment chain base → SFT → RM → PPO and the critic-free `rl` stage (GRPO) under the DeepSpeed launcher on
+# 4. The alignment chain base → SFT → RM → PPO and the critic-free `grpo_rloo` stage (GRPO) under the DeepSpeed launcher on
 #    one GPU (its DeepSpeedStrategy puts the models and the rollouts on cuda), shortened; its CUDA peak is printed.
 # Checks: every run exits 0; losses finite and falling; compiled within bf16 tolerance (2e-2 relative) of eager;
 # ZeRO-2 within 2e-2 of debug mode; MFU >= 30% of the datasheet; compiled tokens/s >= 0.95 x eager (one warm-up
@@ -32,7 +32,7 @@ if [ $SMOKE = 1 ]; then
   export DS_ACCELERATOR=cpu
   MODEL="model.n_layers=2 model.d_model=64 model.n_heads=4 model.n_kv_heads=2 model.d_ff=128 model.vocab_size=4096 \
 model.seq_len=64 train.max_steps=8 train.global_batch_size=4 train.micro_batch_size=2 precision=fp32"
-  CHAIN="base.steps=20 sft.steps=20 sft.eval_every=10 rm.steps=10 ppo.iterations=2 rl.iterations=2"
+  CHAIN="base.steps=20 sft.steps=20 sft.eval_every=10 rm.steps=10 ppo.iterations=2 grpo_rloo.iterations=2"
   LIMIT=300
 else
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -41,7 +41,7 @@ else
   MODEL="model.n_layers=18 model.d_model=2048 model.n_heads=16 model.n_kv_heads=8 model.d_ff=5632 \
 model.vocab_size=32000 model.seq_len=1024 train.max_steps=30 train.global_batch_size=16 train.micro_batch_size=8 \
 precision=bf16"
-  CHAIN="base.steps=50 sft.steps=100 rm.steps=100 ppo.iterations=10 rl.iterations=10"
+  CHAIN="base.steps=50 sft.steps=100 rm.steps=100 ppo.iterations=10 grpo_rloo.iterations=10"
   LIMIT=150
 fi
 
@@ -84,7 +84,7 @@ PY
 t0=$SECONDS
 # shellcheck disable=SC2086  # CHAIN is a list of overrides
 timeout $((LIMIT + 30)) deepspeed --num_gpus 1 --master_port "$(port)" "$W/chain_probe.py" \
-  --config configs/align/default.yaml out_dir="$W/align" "stages=[base,sft,rm,ppo,rl]" $CHAIN > "$W/align.log" 2>&1
+  --config configs/align/default.yaml out_dir="$W/align" "stages=[base,sft,rm,ppo,grpo_rloo]" $CHAIN > "$W/align.log" 2>&1
 rc=$?
 echo "$rc $((SECONDS - t0))" > "$W/align.status"
 check $([ $rc = 0 ] && echo 1 || echo 0) "alignment chain exited $rc in $((SECONDS - t0)) s (log: $W/align.log)"
@@ -149,7 +149,7 @@ peaks = [int(x) for x in re.findall(r"CHAIN_CUDA_PEAK_BYTES (\d+)", log)]
 report = w / "align" / "chain_report.json"
 stages = json.loads(report.read_text()) if report.exists() else {}
 stages = stages.get("stages", stages)
-for stage in ("ppo", "rl"):
+for stage in ("ppo", "grpo_rloo"):
     check(stage in stages, f"chain report has the {stage} stage")
 if not smoke:
     check(bool(peaks) and peaks[0] > 0, f"chain allocated CUDA memory (peak {peaks[0] / 2**20 if peaks else 0:.0f} MiB)")

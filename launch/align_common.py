@@ -1,10 +1,10 @@
-"""Shared command line of the alignment entry points (launch/{sft,reward,rlhf,dpo,chain}.py).
+"""Shared command line of the alignment entry points (launch/{chain,sft,rm,ppo,dpo,grpo_rloo}.py).
 
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
 where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
 parallel/runtime.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
-(llm/align/preflight.py): its data files and reward functions are checked before its models are loaded.
+(llm/align/chain.py): its data files and reward functions are checked before its models are loaded.
 Exit codes: 0 done, 2 config error (a bad parameter, data file or row, or a reward function that raised, exited,
 hung or returned no finite number), 4 hand-off error (a checkpoint that does not fit the stage, or a damaged
 stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
@@ -13,6 +13,8 @@ stage.json, tokenizer or in-stage trainer_state.json), 75 preempted
 from __future__ import annotations
 
 import argparse
+
+from typed_yaml import log
 
 
 def make_strategy():
@@ -42,12 +44,14 @@ def main_for(name: str, doc: str, argv=None) -> int:
     # A config or data mistake (2), a hand-off mismatch (4) and a preemption (75) leave as UserErrors, printed by
     # launch/cli.py (typed_yaml/errors.py).
     cfg = load_align_config(args.config, args.overrides)
+    for note in cfg.renamed_keys:  # an old stage name or section (llm/align/config.py RENAMED_STAGES): one line each
+        log.warning(note)
     strategy = make_strategy()
     if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
         from llm.align.chain import check_inputs
-        from llm.align.preflight import Preflight
-        Preflight(cfg, print if strategy.is_main else None).check([REGISTRY[name]])
+        from llm.align.chain import Preflight
+        Preflight(cfg).check([REGISTRY[name]])
         check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
-    run(cfg, strategy, print)
+    run(cfg, strategy)
     strategy.close()
     return 0

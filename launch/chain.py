@@ -5,7 +5,7 @@
 
 Stages whose checkpoint exists are skipped; <out_dir>/chain_report.json gets every stage's metrics.
 Before the first stage trains, every data file and reward function each stage will read is checked as that stage
-reads it (llm/align/preflight.py), so a mistake in a later stage's input costs no training.
+reads it (llm/align/chain.py), so a mistake in a later stage's input costs no training.
 A config mistake prints one line and exits 2 ("config error: stage rm: rm.data: pairs.jsonl:3: missing 'chosen' ...");
 a checkpoint mismatch between stages exits 4.
 """

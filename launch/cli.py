@@ -41,7 +41,7 @@ COMMANDS = {
     "prepare-data": ("launch.prepare_data", "raw text → cleaned, deduplicated, tokenized training data"),
     "pretrain": ("launch.pretrain", "pretrain a model from a YAML config (--gpus N: N DeepSpeed ranks)"),
     "sweep": ("launch.sweep", "an isoFLOP sweep and the scaling law fitted to it"),
-    "align": ("launch.chain", "the alignment chain of a recipe, or one stage: align {sft,rm,ppo,dpo,rl} ..."),
+    "align": ("launch.chain", "the alignment chain of a recipe, or one stage: align {sft,rm,ppo,dpo,grpo_rloo} ..."),
     "eval": ("launch.evaluate", "lm-evaluation-harness tasks on any checkpoint"),
     "audit": ("launch.audit", "the canary and memorization audit of a trained model"),
     "export-hf": ("launch.export_hf", "a checkpoint → a Hugging Face model directory"),
@@ -50,9 +50,9 @@ COMMANDS = {
     "plot": ("launch.plot", "loss, learning-rate and throughput curves of a run as PNGs"),
     "test": (None, "run the test suite (the README's test command; needs a source checkout)"),
 }
-ALIGN_STAGES = {"sft": "launch.sft", "rm": "launch.reward", "ppo": "launch.rlhf", "dpo": "launch.dpo",
-                "rl": "launch.rl"}
-"""`llm-forge align STAGE`: the stage's name in a recipe → the file that runs it alone."""
+ALIGN_STAGES = {"sft": "launch.sft", "rm": "launch.rm", "ppo": "launch.ppo", "dpo": "launch.dpo",
+                "grpo_rloo": "launch.grpo_rloo"}
+"""`llm-forge align STAGE`: the stage's name in a recipe → the file that runs it alone (launch/<stage>.py)."""
 LAUNCHED = ("pretrain", "align")
 """Commands that take --gpus N: they run as ranks of a DeepSpeed job."""
 TEST_COMMAND = ["-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "tests"]
@@ -140,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator, as the README's command sets it
         return subprocess.call([sys.executable] + TEST_COMMAND + rest, cwd=ROOT)
     module = COMMANDS[name][0]
+    if name == "align" and rest and rest[0] in _renamed_stages():
+        from llm.align.config import RENAMED_STAGES
+        from typed_yaml import log
+        log.warning(f"stage {rest[0]!r} was renamed {RENAMED_STAGES[rest[0]]!r}; `llm-forge align {rest[0]}` still "
+                    f"runs it, but write `llm-forge align {RENAMED_STAGES[rest[0]]}`")
+        rest = [RENAMED_STAGES[rest[0]], *rest[1:]]
     if name == "align" and rest and rest[0] in ALIGN_STAGES:
         module, rest = ALIGN_STAGES[rest[0]], rest[1:]
     if name in LAUNCHED:
@@ -152,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     entry = importlib.import_module(module)
     sys.argv[0] = f"llm-forge {name}"  # argparse's prog, in usage lines and one-line errors
     return entry.main(rest)
+
+
+def _renamed_stages() -> tuple[str, ...]:
+    """Old alignment stage names (llm/align/config.py RENAMED_STAGES), still accepted by `llm-forge align`."""
+    from llm.align.config import RENAMED_STAGES
+    return tuple(RENAMED_STAGES)
 
 
 def _has_cuda() -> bool:

@@ -91,7 +91,7 @@ def test_the_walk_finds_the_configs_and_what_they_hold():
     assert {"RunConfig", "ParallelConfig", "TrainConfig", "ReaderConfig", "MinHashConfig", "C4Filter",
             "GopherRepetitionFilter", "TokenizeConfig", "CanaryConfig", "PrepareConfig", "Renamed"} <= names
     assert {"AlignConfig", "TaskConfig", "TemplateConfig", "BaseConfig", "SFTConfig", "RMConfig", "DPOConfig",
-            "EvalConfig", "PPOConfig", "RLConfig"} <= names
+            "EvalConfig", "PPOConfig", "GRPORLOOConfig"} <= names
 
 
 @pytest.mark.parametrize("cls", config_classes(), ids=lambda c: f"{c.__module__}.{c.__qualname__}")

@@ -4,7 +4,7 @@
 
 Setup (once, ~1 min on 2 cores): a tiny base stage (5 pretraining steps) and a second one trained on other text
 (another tokenizer), an in-stage checkpoint of a DPO run stopped after step 2, and an audit data folder.
-Every case then runs launch/{chain,sft,reward,dpo,rl,audit}.py with tiny settings and one bad input, and is
+Every case then runs launch/{chain,sft,rm,dpo,grpo_rloo,audit}.py with tiny settings and one bad input, and is
 classified:
 - clear: non-zero exit, no traceback, and the last line of stderr names what it must (the key, the file, ...);
 - traceback: a Python traceback reached the user;
@@ -125,7 +125,7 @@ class Bench:
         if not (out / "rm" / "stage.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            rc, o, e, _ = self.run("reward", self.rm(out) + [f"out_dir={out}"], timeout=600)
+            rc, o, e, _ = self.run("rm", self.rm(out) + [f"out_dir={out}"], timeout=600)
             assert rc == 0, e[-3000:]
         return out / "rm"
 
@@ -154,10 +154,11 @@ class Bench:
 
     def rl(self, d, reward=None, data=None, *extra):
         data = data or jl(d / "prompts.jsonl", prompts())
-        r = [f"rl.reward=[{reward}]"] if reward else []
-        return self.common(d) + [f"rl.actor={self.base}", f"rl.prompts={data}", "rl.iterations=1",
-                                 "rl.prompts_per_iteration=2", "rl.group_size=2", "rl.mini_batch=4", "rl.epochs=1",
-                                 "rl.max_new_tokens=4", "rl.checkpoint_every=0", *r, *extra]
+        r = [f"grpo_rloo.reward=[{reward}]"] if reward else []
+        return self.common(d) + [f"grpo_rloo.actor={self.base}", f"grpo_rloo.prompts={data}", "grpo_rloo.iterations=1",
+                                 "grpo_rloo.prompts_per_iteration=2", "grpo_rloo.group_size=2",
+                                 "grpo_rloo.mini_batch=4", "grpo_rloo.epochs=1",
+                                 "grpo_rloo.max_new_tokens=4", "grpo_rloo.checkpoint_every=0", *r, *extra]
 
     def ppo(self, d, data=None, *extra, rm=None):
         data = data or jl(d / "prompts.jsonl", prompts())
@@ -197,9 +198,9 @@ def cases(b: Bench) -> list[Case]:
     add("dpo: one pair chosen == rejected, bad_rows=refuse", "dpo",
         lambda d: b.dpo(d, jl(d / "some.jsonl", pairs() + pairs(1, same=True)), "bad_rows=refuse"),
         ["dpo.data", "some.jsonl:9", "chosen"])
-    add("rm: every pair chosen == rejected", "reward",
+    add("rm: every pair chosen == rejected", "rm",
         lambda d: b.rm(d, jl(d / "same.jsonl", pairs(same=True))), ["rm.data", "same.jsonl", "chosen"])
-    add("rm: held-out pairs chosen == rejected", "reward",
+    add("rm: held-out pairs chosen == rejected", "rm",
         lambda d: b.rm(d, None, jl(d / "same_eval.jsonl", pairs(same=True))), ["rm.eval_data", "same_eval.jsonl"])
     add("dpo: chosen == rejected as message lists", "dpo",
         lambda d: b.dpo(d, jl(d / "msgs.jsonl", [{"prompt": [{"role": "user", "content": "321"}],
@@ -221,9 +222,9 @@ def cases(b: Bench) -> list[Case]:
                   "corrupt parquet": ("bad.parquet", b"PAR1garbage", "")}
     for key, entry, builder, kinds in (
             ("dpo.data", "dpo", lambda d, f: b.dpo(d, f), list(unreadable)),
-            ("rm.data", "reward", lambda d, f: b.rm(d, f), ["non-UTF-8 JSONL"]),
+            ("rm.data", "rm", lambda d, f: b.rm(d, f), ["non-UTF-8 JSONL"]),
             ("sft.data", "sft", lambda d, f: b.sft(d, f), ["binary file"]),
-            ("rl.prompts", "rl", lambda d, f: b.rl(d, None, f), ["corrupt parquet"]),
+            ("grpo_rloo.prompts", "grpo_rloo", lambda d, f: b.rl(d, None, f), ["corrupt parquet"]),
             ("eval.prompts", "dpo", lambda d, f: b.dpo(d, None, f"eval.prompts={f}"), ["non-UTF-8 JSONL"])):
         for kind in kinds:
             fname, data, word = unreadable[kind]
@@ -288,12 +289,16 @@ def cases(b: Bench) -> list[Case]:
         ("dpo", ["dpo.beta=.nan"], "dpo.beta"),
         ("dpo", ["dpo.optim.lr=-1"], "dpo.optim.lr"),
 
-        ("rl", ["rl.beta=-0.1"], "rl.beta"), ("rl", ["rl.clip_eps=0"], "rl.clip_eps"),
-        ("rl", ["rl.clip_eps=1.5"], "rl.clip_eps"), ("rl", ["rl.group_size=1"], "group_size"),
-        ("rl", ["rl.temperature=0"], "rl.temperature"), ("rl", ["rl.temperature=-1"], "rl.temperature"),
-        ("rl", ["rl.mini_batch=0"], "rl.mini_batch"), ("rl", ["rl.max_new_tokens=0"], "rl.max_new_tokens"),
-        ("rl", ["rl.optim.lr=0"], "rl.optim.lr"), ("rl", ["rl.reward_weights=[.nan]"], "rl.reward_weights"),
-
+        ("grpo_rloo", ["grpo_rloo.beta=-0.1"], "grpo_rloo.beta"),
+        ("grpo_rloo", ["grpo_rloo.clip_eps=0"], "grpo_rloo.clip_eps"),
+        ("grpo_rloo", ["grpo_rloo.clip_eps=1.5"], "grpo_rloo.clip_eps"),
+        ("grpo_rloo", ["grpo_rloo.group_size=1"], "group_size"),
+        ("grpo_rloo", ["grpo_rloo.temperature=0"], "grpo_rloo.temperature"),
+        ("grpo_rloo", ["grpo_rloo.temperature=-1"], "grpo_rloo.temperature"),
+        ("grpo_rloo", ["grpo_rloo.mini_batch=0"], "grpo_rloo.mini_batch"),
+        ("grpo_rloo", ["grpo_rloo.max_new_tokens=0"], "grpo_rloo.max_new_tokens"),
+        ("grpo_rloo", ["grpo_rloo.optim.lr=0"], "grpo_rloo.optim.lr"),
+        ("grpo_rloo", ["grpo_rloo.reward_weights=[.nan]"], "grpo_rloo.reward_weights"),
 
         ("dpo", ["ppo.temperature=0"], "ppo.temperature"), ("dpo", ["eval.temperature=-1"], "eval.temperature"),
         ("dpo", ["ppo.mini_batch=0"], "ppo.mini_batch"),
@@ -328,8 +333,8 @@ def cases(b: Bench) -> list[Case]:
         ("reward wrong length on real answers", "def reward(p, c, **k):\n" + on_answers + "    return [1.0]\n", True),
     ]
     for name, body, late in user:
-        add(f"rl.reward: {name}", "rl", lambda d, body=body: b.rl(d, reward_file(body)(d)),
-            ["rl.reward", "user_reward.py"], expect_trained_first=late, timeout_s=60,
+        add(f"grpo_rloo.reward: {name}", "grpo_rloo", lambda d, body=body: b.rl(d, reward_file(body)(d)),
+            ["grpo_rloo.reward", "user_reward.py"], expect_trained_first=late, timeout_s=60,
             extra_after=["reward_timeout_s=5"])
     bodies = {n: body for n, body, _ in user}
     exits, hang_on_answers = bodies["reward calls sys.exit(0)"], bodies["reward hangs on real answers"]
@@ -413,23 +418,23 @@ def cases(b: Bench) -> list[Case]:
     add("audit: --eval binary file", "audit",
         lambda d: ["--checkpoint", str(b.base), "--data", str(s / "audit_data"), "--docs-per-bucket", "4",
                    "--eval", str(write_bytes("eval.jsonl", binary)(d))], ["eval.jsonl"])
-    # -- launch/rlhf.py (the PPO stage alone) ----------------------------------------------------------------------
-    add("rlhf: reward_model is a language model, not an RM", "rlhf", lambda d: b.ppo(d, None, rm=str(b.base)),
+    # -- launch/ppo.py (the PPO stage alone) ----------------------------------------------------------------------
+    add("ppo: reward_model is a language model, not an RM", "ppo", lambda d: b.ppo(d, None, rm=str(b.base)),
         ["ppo.reward_model", "not a reward model"])
-    add("rlhf: reward_model missing", "rlhf", lambda d: b.ppo(d, None, rm=str(d / "no_rm")), ["ppo.reward_model",
+    add("ppo: reward_model missing", "ppo", lambda d: b.ppo(d, None, rm=str(d / "no_rm")), ["ppo.reward_model",
                                                                                                 "no_rm"])
-    add("rlhf: actor missing", "rlhf", lambda d: b.ppo(d, None, f"ppo.actor={d / 'no_actor'}"),
+    add("ppo: actor missing", "ppo", lambda d: b.ppo(d, None, f"ppo.actor={d / 'no_actor'}"),
         ["ppo.actor", "no_actor"])
-    add("rlhf: prompts file missing", "rlhf", lambda d: b.ppo(d, d / "none.jsonl"), ["ppo.prompts", "none.jsonl"])
-    add("rlhf: prompts are binary", "rlhf", lambda d: b.ppo(d, write_bytes("bin.jsonl", binary)(d)),
+    add("ppo: prompts file missing", "ppo", lambda d: b.ppo(d, d / "none.jsonl"), ["ppo.prompts", "none.jsonl"])
+    add("ppo: prompts are binary", "ppo", lambda d: b.ppo(d, write_bytes("bin.jsonl", binary)(d)),
         ["ppo.prompts", "bin.jsonl"])
-    add("rlhf: prompts are preference pairs", "rlhf", lambda d: b.ppo(d, jl(d / "pairs.jsonl", [{"chosen": "1"}] * 4)),
+    add("ppo: prompts are preference pairs", "ppo", lambda d: b.ppo(d, jl(d / "pairs.jsonl", [{"chosen": "1"}] * 4)),
         ["ppo.prompts", "pairs.jsonl"])
     for key, value in (("clip_eps", "-0.1"), ("gamma", "1.5"), ("lam", "-1"), ("beta", "-1"), ("temperature", "0"),
                        ("iterations", "0"), ("reward_clip", "0"), ("ppo_epochs", "0"), ("kl_estimator", "k9"),
                        ("mini_batch", "3"), ("rollout_batch", "0"), ("value_clip", "-1"), ("ema", "1.5"),
                        ("max_new_tokens", "0"), ("kl_target", "-5")):
-        add(f"rlhf: ppo.{key}={value}", "rlhf", (lambda k, v: lambda d: b.ppo(d, None, f"ppo.{k}={v}"))(key, value),
+        add(f"ppo: ppo.{key}={value}", "ppo", (lambda k, v: lambda d: b.ppo(d, None, f"ppo.{k}={v}"))(key, value),
             [f"ppo.{key}"])
     return C
 

@@ -37,6 +37,7 @@ from llm.align.template import ChatTemplate
 from llm.config import ConfigError, ModelConfig
 from llm.train import safe_load
 from llm.train.loop import PreemptionFlag
+from typed_yaml import log
 
 
 def prepare_data(cfg: AlignConfig) -> dict[str, str]:
@@ -111,7 +112,7 @@ def load_pretrained(src: str | Path):
     return model, tok, tok_path, cfg
 
 
-def import_base(cfg: AlignConfig, log=print) -> dict:
+def import_base(cfg: AlignConfig) -> dict:
     """Write <out_dir>/base from the launch/pretrain.py step directory or Hugging Face directory at base.path;
     returns its metrics."""
     t0 = time.perf_counter()
@@ -122,20 +123,20 @@ def import_base(cfg: AlignConfig, log=print) -> dict:
     metrics = {"imported_from": str(cfg.base.path), "pretrain_model": dataclasses.asdict(model_cfg)}
     metrics.update(checker_eval(cfg, model, tok, template))
     metrics["wall_s"] = time.perf_counter() - t0
-    log(f"base: imported {cfg.base.path} ({sum(p.numel() for p in model.parameters()):,} parameters, tokenizer "
-        f"{tok_path})")
+    log.info(f"base: imported {cfg.base.path} ({sum(p.numel() for p in model.parameters()):,} parameters, tokenizer "
+             f"{tok_path})")
     handoff.save_stage(cfg.stage_dir("base"), "base", model, tok_path, cfg.to_yaml(), metrics,
                        template=template.to_dict())
     return metrics
 
 
-def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_base(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics (on the main rank;
     the others return {} at once: a few seconds of single-process pretraining, not worth a process group)."""
     if strategy is not None and not strategy.is_main:
         return {}
     if cfg.base.path is not None:
-        return import_base(cfg, log)
+        return import_base(cfg)
     from data_pipeline.indexed import IndexedDatasetBuilder, dtype_for_vocab
     from data_pipeline.tokenizer import Tokenizer
     from llm.config import RunConfig, DataConfig, OptimConfig, TrainConfig, CheckpointConfig
@@ -166,7 +167,7 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> d
     # The bundled base is tiny (seconds of training) and is pretrained on the CPU under every launcher and device:
     # every rank of a data-parallel chain then starts from bitwise the same base, and the chain's measured
     # thresholds do not move with the GPU's kernels. The stages after it run on the strategy's device.
-    outcome = run_debug(run, device=torch.device("cpu"), log=log)
+    outcome = run_debug(run, device=torch.device("cpu"), log=log.info)
     if outcome.status == "preempted":  # a signal: the chain stops here instead of saving a half-trained base
         from llm.align.resume import StagePreempted
         raise StagePreempted("base", outcome.step, None, PreemptionFlag.install().raised or "a signal")

@@ -11,37 +11,50 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 import typed_yaml
-from llm.align.rl_sections import PPOConfig, RLConfig
+from typed_yaml import Renamed
+from llm.align.rl_sections import PPOConfig, GRPORLOOConfig
 from llm.align.sections import (NON_NEGATIVE, BaseConfig, DPOConfig, EvalConfig, RMConfig, SFTConfig, TaskConfig,
                                 TemplateConfig, check_range)
 from llm.config import ConfigError
 
-STAGES = ("base", "sft", "rm", "ppo", "dpo", "rl")
+STAGES = ("base", "sft", "rm", "ppo", "dpo", "grpo_rloo")
 """The stages' names, sections and directories; llm/align/stages.py registers what each one does."""
 OPTIM_SECTIONS = (("sft", "optim"), ("rm", "optim"), ("ppo", "actor_optim"), ("ppo", "critic_optim"), ("dpo", "optim"),
-                  ("rl", "optim"))
+                  ("grpo_rloo", "optim"))
 ZERO_STAGES = (("sft", "zero_stage"), ("rm", "zero_stage"), ("ppo", "actor_zero_stage"), ("ppo", "critic_zero_stage"),
-               ("dpo", "zero_stage"), ("rl", "zero_stage"))
+               ("dpo", "zero_stage"), ("grpo_rloo", "zero_stage"))
 """Where each trained model's optimizer and ZeRO stage are set, in the same order."""
 
 
 DATA_SOURCES = {"sft.data": "sft_train", "sft.eval_data": "sft_eval", "rm.data": "pairs_train",
                 "rm.eval_data": "pairs_eval", "dpo.data": "pairs_train", "ppo.prompts": "sft_train",
-                "rl.prompts": "sft_train", "eval.prompts": "prompts_eval"}
+                "grpo_rloo.prompts": "sft_train", "eval.prompts": "prompts_eval"}
 """Each data key of the config and the bundled task file (<out_dir>/data/<name>.jsonl) it reads when null."""
 DATA_KINDS = {"sft.data": "conversation", "sft.eval_data": "conversation", "rm.data": "pair", "rm.eval_data": "pair",
-              "dpo.data": "pair", "ppo.prompts": "prompt", "rl.prompts": "prompt", "eval.prompts": "prompt"}
+              "dpo.data": "pair", "ppo.prompts": "prompt", "grpo_rloo.prompts": "prompt", "eval.prompts": "prompt"}
 """The format each data key holds (llm/align/formats.py PARSERS); a stage may read a key as another kind
 (llm/align/stages.py `Stage.reads_as`), e.g. the RM samples the prompts of sft.eval_data's conversations."""
 
 
+RENAMED_STAGES = {"rl": "grpo_rloo"}
+"""Stages that were renamed: {old name: new name}. An old name in `stages:` still runs the stage, with a one-line
+note; its config section moved with it (AlignConfig.RENAMED)."""
+RENAMED_SINCE = "2026-12-07"
+
+
 @dataclass
 class AlignConfig:
+    RENAMED: ClassVar[tuple[Renamed, ...]] = tuple(Renamed(old, new, since=RENAMED_SINCE)
+                                                   for old, new in RENAMED_STAGES.items())
+    """Renamed sections and keys (typed_yaml's `Renamed`): `rl:` loads as `grpo_rloo:`, with a one-line note."""
+    renamed_keys: ClassVar[tuple[str, ...]] = ()
+    """One line per renamed key or stage name the loaded config used (set on the instance when loading); the entry
+    points print each as a warning (launch/align_common.py)."""
     out_dir: str = "runs/align/default"
     """Root directory of the chain: the bundled task data under <out_dir>/data, each stage's checkpoint under
     <out_dir>/<stage>/ (how a stage finds the previous one's), progress logs under <out_dir>/logs. A run that finds
@@ -65,8 +78,8 @@ class AlignConfig:
     """A data row that cannot be used (a missing field, no assistant turn, longer than seq_len): 'skip' (named
     by file:line, counted in the log and the stage's metrics) or 'refuse' (the stage stops, naming it)."""
     reward_timeout_s: float = 60.0
-    """Seconds one call of a reward function (rl.reward, eval.reward; on a batch of completions) may take before the
-    stage stops, naming it (llm/align/reward_functions.py); 0: no limit. Must be >= 0."""
+    """Seconds one call of a reward function (grpo_rloo.reward, eval.reward; on a batch of completions) may take
+    before the stage stops, naming it (llm/align/reward_functions.py); 0: no limit. Must be >= 0."""
     base: BaseConfig = field(default_factory=BaseConfig)
     """Stage `base`: the tiny pretrained base model, or an existing model to start from (BaseConfig)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -77,8 +90,9 @@ class AlignConfig:
     """Stage `ppo`: PPO of the SFT policy against the reward model (llm/align/rl_sections.py PPOConfig)."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Stage `dpo`: direct preference optimisation of the SFT policy, the alternative to rm + ppo (DPOConfig)."""
-    rl: RLConfig = field(default_factory=RLConfig)
-    """Stage `rl`: critic-free RL (GRPO or RLOO) of the SFT policy (llm/align/rl_sections.py RLConfig)."""
+    grpo_rloo: GRPORLOOConfig = field(default_factory=GRPORLOOConfig)
+    """Stage `grpo_rloo`: critic-free policy optimisation of the SFT policy with a group baseline, GRPO or RLOO
+    (grpo_rloo.algorithm; llm/align/rl_sections.py GRPORLOOConfig). Formerly `rl` (RENAMED)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """The held-out evaluation every stage reports: prompts, reward functions, sampling (EvalConfig)."""
 
@@ -93,7 +107,7 @@ class AlignConfig:
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
             raise ConfigError(f"stages: unknown stage(s) {bad}; valid: {list(STAGES)}")
-        for name in ("sft", "rm", "ppo", "dpo", "rl", "eval"):
+        for name in ("sft", "rm", "ppo", "dpo", "grpo_rloo", "eval"):
             getattr(self, name).validate()
         if self.task.name == "none":
             if "base" in self.stages and self.base.path is None:
@@ -150,8 +164,26 @@ def _complete_optim_sections(raw: dict, source: str) -> dict:
     return out
 
 
+def _rename_stages(raw: dict, source: str) -> tuple[dict, list[str]]:
+    """A copy of `raw` whose `stages:` list names each renamed stage (RENAMED_STAGES) by its new name, and one line
+    per old name used."""
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not any(isinstance(s, str) and s in RENAMED_STAGES for s in stages):
+        return raw, []
+    notes = [f"{source}: stage {s!r} was renamed {RENAMED_STAGES[s]!r} ({RENAMED_SINCE}); it still runs under the old "
+             f"name, but write stages: [..., {RENAMED_STAGES[s]}]" for s in dict.fromkeys(stages) if s in
+             RENAMED_STAGES]
+    return {**raw, "stages": [RENAMED_STAGES.get(s, s) if isinstance(s, str) else s for s in stages]}, notes
+
+
 def align_config_from_dict(raw: dict, source: str = "<dict>") -> AlignConfig:
-    return typed_yaml.build_validated(AlignConfig, _complete_optim_sections(raw, source), source)
+    """Build and validate an AlignConfig from a recipe's mapping. Old stage names and sections (RENAMED_STAGES) load
+    as the new ones; `renamed_keys` then holds one line per old name used."""
+    raw, notes = _rename_stages(raw, source)
+    raw, section_notes = typed_yaml.rename_keys(raw, AlignConfig.RENAMED, source)
+    cfg = typed_yaml.build_validated(AlignConfig, _complete_optim_sections(raw, source), source)
+    object.__setattr__(cfg, "renamed_keys", tuple(section_notes + notes))
+    return cfg
 
 
 def load_align_config(path: str | Path | None, overrides: list[str] = ()) -> AlignConfig:

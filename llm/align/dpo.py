@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from llm.align import losses as L
-from llm.align.batches import pair_batch
+from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.seeds import Stream, batch_indices
@@ -23,9 +23,9 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return L.token_logprobs(logits[:, :-1], targets).sum(1)
 
 
-def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    ctx = StageContext(cfg, STAGE, strategy, log)
+    ctx = StageContext(cfg, STAGE, strategy)
     d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])

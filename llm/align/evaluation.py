@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from data_pipeline.tokenizer import Tokenizer
-from llm.align.batches import decode_response, encode_prompt
+from llm.align.template import decode_response, encode_prompt
 from llm.align.config import AlignConfig
 from llm.align.rollout import make_batch, sample, sequence_kl
 from llm.align.seeds import Stream, seed_for
 from llm.model import Transformer
+from typed_yaml import log
 
 if TYPE_CHECKING:
     from llm.align.stages import StageContext
@@ -74,13 +75,13 @@ def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model
 
 def phase_progress(cfg: AlignConfig, name: str, total: int, unit: str = "prompt", is_main: bool | None = None):
     """A progress line (llm/train/progress.py) for a sampling phase outside a stage's training loop (the held-out
-    checker evaluation, the RM's policy samples): minutes on a CPU, silent before. Written to the console and
-    <out_dir>/logs/progress.log by the main rank (RANK 0 under a launcher when `is_main` is not given)."""
-    import os
-
+    checker evaluation, the RM's policy samples): minutes on a CPU, silent before. Written to the console
+    (typed_yaml/log.py `info`) and <out_dir>/logs/progress.log by the main rank (typed_yaml/log.py's, when `is_main`
+    is not given)."""
     from llm.train.progress import Progress
-    main = os.environ.get("RANK", "0") == "0" if is_main is None else is_main
-    return Progress(name, total, unit, log_file=Path(cfg.out_dir) / "logs" / "progress.log", enabled=main)
+    main = log.is_main() if is_main is None else is_main
+    return Progress(name, total, unit, log=log.info, log_file=Path(cfg.out_dir) / "logs" / "progress.log",
+                    enabled=main)
 
 
 def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) -> dict:

@@ -26,7 +26,7 @@ import torch
 
 from llm.align import handoff
 from llm.align import losses as L
-from llm.align.batches import encode_prompt
+from llm.align.template import encode_prompt
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
@@ -100,11 +100,11 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
             "adv": adv, "returns": returns}
 
 
-def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
     <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
     p = cfg.ppo
-    ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
+    ctx = StageContext(cfg, STAGE, strategy, log_every=5)
     d, tok = ctx.strategy, ctx.tokenizer
     check_split("ppo.mini_batch", p.mini_batch, d.world)
     m = build_models(cfg, d.device)

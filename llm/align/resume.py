@@ -15,7 +15,7 @@ llm/train/safe_load.py (audited, weights-only) or as JSON: a checkpoint is data,
 
 `maybe_save` is also each stage's per-step hook for what pretraining's loop does between steps (llm/train/loop.py):
 - a progress line (llm/train/progress.py: step or iteration k/total, the row's numbers, ETA) to the console and
-  <out_dir>/logs/progress.log, after the first step, the last, and every ~30 s (every iteration for PPO and rl);
+  <out_dir>/logs/progress.log, after the first step, the last, and every ~30 s (every iteration for PPO, GRPO and RLOO);
 - preemption: after SIGTERM/SIGUSR1 (`PreemptionFlag`, installed when the stage's loop starts) every rank saves a
   checkpoint at the step just completed, due or not, and raises `StagePreempted`; the entry point prints where
   and how to resume and exits 75, as launch/pretrain.py does.
@@ -34,10 +34,11 @@ from llm.train import checkpoint as ckpt
 from llm.train import safe_load
 from llm.train.loop import PreemptionFlag
 from llm.train.progress import Progress
+from typed_yaml import log
 from typed_yaml.disk import disk_full_reason
 from typed_yaml.errors import Preempted
 
-PER_ITERATION = ("ppo", "rl")
+PER_ITERATION = ("ppo", "grpo_rloo")
 """Stages whose steps are slow RL iterations: a progress line after each one."""
 
 PROGRESS_KEYS = ("loss", "eval_loss", "train_accuracy", "eval_accuracy", "reward_margin", "reward_accuracy", "reward",
@@ -107,13 +108,13 @@ class StageResume:
     written under another config.
     """
 
-    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = "", log=print):
+    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = ""):
         self.root, self.every, self.total, self.strategy = Path(root), every, total, strategy
         self.config_sha = config_sha
         self.preempt = PreemptionFlag.install()
         stage = self.root.name  # <out_dir>/resume/<stage>
         iterations = stage in PER_ITERATION
-        self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log,
+        self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log.info,
                                  log_file=self.root.parent.parent / "logs" / "progress.log",
                                  every_s=0.0 if iterations else None, enabled=strategy.is_main)
 

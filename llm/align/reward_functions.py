@@ -1,4 +1,4 @@
-"""Reward functions: `rl.reward` and `eval.reward` name Python functions (TRL's convention) or the trained RM.
+"""Reward functions: `grpo_rloo.reward` and `eval.reward` name Python functions (TRL's convention) or the trained RM.
 
 A function is given as `path/to/file.py:fn` or `package.module:fn` and called as
 `fn(prompts, completions, **fields) -> list[float]`: `prompts` as the data gives them (a string, or a list of
@@ -25,7 +25,7 @@ from typing import Callable
 from llm.config import ConfigError
 
 RM = "rm"
-"""The entry of `rl.reward` that means the trained reward model (its normalised score)."""
+"""The entry of `grpo_rloo.reward` that means the trained reward model (its normalised score)."""
 
 
 class RewardError(ConfigError):
@@ -96,7 +96,8 @@ class RewardFunctions:
     """The weighted sum of reward functions (no 'rm' entry: the RM is scored by the stage, on tokens).
 
     timeout_s: seconds one call of one function (on a whole batch of completions) may take; 0: no limit.
-    where: prefixed to every error of a call (e.g. "stage rl: rl.reward"), so the line names the stage and key."""
+    where: prefixed to every error of a call (e.g. "stage grpo_rloo: grpo_rloo.reward"), so the line names the stage
+    and key."""
 
     def __init__(self, specs: list[str], weights: list[float] | None = None, timeout_s: float = 0.0,
                  where: str = ""):

@@ -49,8 +49,8 @@ class RewardModel(nn.Module):
 
 
 def normalised_score(raw: torch.Tensor, stats: tuple[float, float], clip: float, ended: torch.Tensor) -> torch.Tensor:
-    """The reward PPO and the rl stage take from the RM: its raw score normalised by the (mean, std) it recorded on
-    held-out responses (llm/align/handoff.py `reward_stats`; InstructGPT normalises its RM so that demonstrations
+    """The reward PPO and the grpo_rloo stage take from the RM: its raw score normalised by the (mean, std) it recorded
+    on held-out responses (llm/align/handoff.py `reward_stats`; InstructGPT normalises its RM so that demonstrations
     score 0), clipped to ±clip. The RM only ever scored EOS-terminated answers; an unfinished one (`ended` False)
     gets the lowest score, -clip, instead of the RM's extrapolation (which PPO otherwise learns to exploit; TRL's
     `missing_eos_penalty` does the same)."""

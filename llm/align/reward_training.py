@@ -14,7 +14,7 @@ import random
 
 import torch
 
-from llm.align.batches import pair_batch
+from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import phase_progress
 from llm.align.losses import bradley_terry_loss
@@ -23,6 +23,7 @@ from llm.align.reward_model import RewardModel
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy
+from typed_yaml import log
 
 
 @torch.no_grad()
@@ -48,7 +49,7 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     """Pairs of the model's own samples labelled by the eval reward: for each prompt row (llm/align/formats.py
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
     does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
-    from llm.align.batches import decode_response, encode_prompt, sft_example
+    from llm.align.template import decode_response, encode_prompt, sft_example
     from llm.align.rollout import sample
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -73,9 +74,9 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     return rows
 
 
-def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_rm(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """Train the reward model from rm.init (default <out_dir>/sft); writes <out_dir>/rm. Returns metrics."""
-    ctx = StageContext(cfg, STAGE, strategy, log)
+    ctx = StageContext(cfg, STAGE, strategy)
     d, s, tok = ctx.strategy, cfg.rm, ctx.tokenizer
     rm, _ = ctx.load("reward")
     seq_len = rm.cfg.seq_len
@@ -84,9 +85,8 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     valid_policy: list[dict] = []
     sources = POLICY_SOURCES
     if s.policy_samples and any(cfg.source(k) is None for k in sources):
-        if d.is_main:
-            ctx.log.log(f"rm: no policy pairs (rm.policy_samples={s.policy_samples} samples the prompts of "
-                        f"{' and '.join(sources)}, not both configured)")
+        log.info(f"rm: no policy pairs (rm.policy_samples={s.policy_samples} samples the prompts of "
+                 f"{' and '.join(sources)}, not both configured)")
     elif s.policy_samples:
         # Sampled on every rank with the same seed, so every rank holds the same pairs.
         policy, _ = ctx.load("lm")
@@ -100,7 +100,6 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
                    for k in sources}
         phase = phase_progress(cfg, "rm: policy samples", s.policy_samples * sum(map(len, prompts.values())),
                                "sample", d.is_main)
-        phase.log = ctx.log.log
         train = train + policy_pairs(policy, tok, ctx.template, [r for _, r in prompts["ppo.prompts"]], reward,
                                      cfg.eval.correct_reward, s.policy_samples, n,
                                      seed_for(cfg.seed, Stream.RM_POLICY_TRAIN), progress=phase)
@@ -134,8 +133,7 @@ def run_rm(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         metrics["pairwise_accuracy_policy_pairs"] = evaluate_pairs(trainer.module, tok, ctx.template,
                                                                    valid_policy)["pairwise_accuracy"]
     metrics.update(n_train_pairs=len(train), n_eval_pairs=len(valid) + len(valid_policy))
-    if d.is_main:
-        ctx.log.log(f"rm: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f}")
+    log.info(f"rm: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f}")
     return ctx.save(trainer.module, metrics, {"init": str(ctx.init), "reward_mean": metrics["reward_mean"],
                                               "reward_std": metrics["reward_std"], "shuffle_labels": s.shuffle_labels})
 

@@ -1,6 +1,6 @@
 """The config sections of the RL stages (llm/align/config.py): PPO (`ppo`, llm/align/ppo.py) and the critic-free
-`rl` stage (GRPO or RLOO, llm/align/rl.py), each field documented with its unit and constraint and checked by the
-section's own `validate`. No torch here."""
+`grpo_rloo` stage (GRPO or RLOO, llm/align/grpo_rloo.py), each field documented with its unit and constraint and
+checked by the section's own `validate`. No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -107,9 +107,9 @@ class PPOConfig:
 
 
 @dataclass
-class RLConfig:
-    """The critic-free RL stage `rl` (llm/align/rl.py): GRPO or RLOO from the SFT policy, rewarded by functions
-    and/or the RM."""
+class GRPORLOOConfig:
+    """The critic-free RL stage `grpo_rloo` (llm/align/grpo_rloo.py): GRPO or RLOO from the SFT policy, rewarded by
+    functions and/or the RM."""
 
     algorithm: str = "grpo"
     """'grpo' (Shao et al. 2024) or 'rloo' (Ahmadian et al. 2024). PPO (critic, GAE) is the `ppo` stage."""
@@ -131,7 +131,7 @@ class RLConfig:
     """RL iterations (>= 1): each samples prompts_per_iteration × group_size answers, scores them and makes `epochs`
     passes over them. checkpoint_every counts them."""
     prompts_per_iteration: int = 16
-    """Distinct prompts per rollout, drawn in per-epoch shuffled order from rl.prompts, each answered group_size
+    """Distinct prompts per rollout, drawn in per-epoch shuffled order from grpo_rloo.prompts, each answered group_size
     times. >= 1."""
     group_size: int = 4
     """Samples per prompt (GRPO's G, RLOO's k >= 2): a rollout is prompts_per_iteration × group_size sequences."""
@@ -159,7 +159,7 @@ class RLConfig:
     checkpoint_every: int = 10
     """As sft.checkpoint_every, in iterations."""
 
-    def validate(self, where: str = "rl") -> None:
+    def validate(self, where: str = "grpo_rloo") -> None:
         check_trained(self, where)
         for key in ("iterations", "prompts_per_iteration"):
             check_range(f"{where}.{key}", getattr(self, key), *ONE_OR_MORE)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from data_pipeline.tokenizer import PAD_ID
-from llm.align.batches import group_by_length
+from llm.align.template import group_by_length
 from llm.align.losses import token_logprobs
 from llm.align.reward_model import normalised_score
 from llm.model import Transformer

@@ -1,6 +1,6 @@
 """The sections of the alignment config (llm/align/config.py): the bundled task, the chat template, the base, the
 held-out evaluation and the SFT, RM and DPO stages, one dataclass each, its fields documented with their unit and
-constraint and checked by its own `validate` (the sections of the RL stages, ppo and rl: llm/align/rl_sections.py).
+constraint and checked by its own `validate` (the RL stages' sections, ppo and grpo_rloo: llm/align/rl_sections.py).
 No torch here."""
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class TaskConfig:
     four; without 'insert' the RM never sees an over-long answer, the first thing PPO then exploits."""
     n_train: int = 3000
     """Distinct training prompts (>= 1): sft_train.jsonl's demonstrations (and so the default ppo.prompts and
-    rl.prompts), pairs_train.jsonl's pairs (a prompt whose two candidates the checker ties gives none) and, with
+    grpo_rloo.prompts), pairs_train.jsonl's pairs (a prompt whose two candidates the checker ties gives none) and, with
     n_dev's, the base's pretraining text."""
     n_dev: int = 300
     """Distinct held-out prompts (>= 1), disjoint from the training and evaluation ones: sft_eval.jsonl (SFT's
@@ -276,7 +276,7 @@ class EvalConfig:
     prompts: str | None = None
     """Held-out prompts every stage is evaluated on, as ppo.prompts; null: the bundled prompts_eval.jsonl."""
     reward: list[str] = field(default_factory=lambda: ["llm.align.task:sort_reward"])
-    """Reward functions scoring the held-out answers (eval_reward, their mean), as rl.reward without 'rm'."""
+    """Reward functions scoring the held-out answers (eval_reward, their mean), as grpo_rloo.reward without 'rm'."""
     reward_weights: list[float] | None = None
     """One finite weight per eval.reward entry, the eval reward being their weighted sum; null: all 1."""
     correct_reward: float = 1.0

@@ -4,11 +4,9 @@ name of its stream and, for per-item draws, indices (an epoch, a PPO iteration a
 A draw never picks a number of its own, so two draws cannot share a stream by accident, and a reader finds every
 source of randomness in `Stream`. The offsets and index multipliers in `_DERIVATION` are the numbers the stages
 used before the streams had names (the accuracy margins in tests/align/test_chain.py were measured with them),
-except where two streams drawing from the same kind of generator shared a seed: SFT_ORDER and RM_ORDER drew the
-same permutations, TORCH and TOKENIZER the recipe's seed as the task data; each now has an offset of its own. One
-pair still shares the recipe's seed: TASK_DATA (python's `random`) and BASE_PRETRAIN (torch, through llm/train):
-an offset for the base moved seed 0's measured PPO gain over SFT below test_chain's margin (0.09 < 0.1), so it waits
-for those margins to be measured again over seeds.
+except where two streams shared a seed: SFT_ORDER and RM_ORDER drew the same permutations, TORCH, TOKENIZER and
+BASE_PRETRAIN took the recipe's seed as the task data does; each now has an offset of its own, so every stream of
+the table is distinct (tests/align/test_seeds.py).
 
 `batch_indices` is the sample order every stage draws its batches in, from an *_ORDER or *_PROMPTS stream.
 """
@@ -43,11 +41,11 @@ class Stream(Enum):
     """The mini-batch permutations of every PPO epoch (one generator for the whole stage)."""
     PPO_ROLLOUT = "ppo_rollout"
     """Sampling noise of one rollout prompt (indices: iteration, position in the rollout batch)."""
-    RL_PROMPTS = "rl_prompts"
-    """The prompts of each `rl` rollout (index: the iteration), each sampled rl.group_size times."""
-    RL_MINIBATCHES = "rl_minibatches"
-    RL_ROLLOUT = "rl_rollout"
-    """Sampling noise of one `rl` rollout sequence (indices: iteration, position in the rollout)."""
+    GRPO_RLOO_PROMPTS = "grpo_rloo_prompts"
+    """The prompts of each `grpo_rloo` rollout (index: the iteration), each sampled grpo_rloo.group_size times."""
+    GRPO_RLOO_MINIBATCHES = "grpo_rloo_minibatches"
+    GRPO_RLOO_ROLLOUT = "grpo_rloo_rollout"
+    """Sampling noise of one `grpo_rloo` rollout sequence (indices: iteration, position in the rollout)."""
     EVAL_CHECKER = "eval_checker"
     """Samples scored by the checker on the held-out prompts (every stage: the same answers for one model)."""
     EVAL_KL = "eval_kl"
@@ -58,13 +56,14 @@ _ORDER = 7919
 _ROLLOUT = 1_000_003
 # stream: (offset added to the recipe's seed, multiplier folding in each index); see the module docstring.
 _DERIVATION = {
-    Stream.TASK_DATA: (0, 0), Stream.TOKENIZER: (2, 0), Stream.BASE_PRETRAIN: (0, 0), Stream.TORCH: (7, 0),
+    Stream.TASK_DATA: (0, 0), Stream.TOKENIZER: (2, 0), Stream.BASE_PRETRAIN: (11, 0), Stream.TORCH: (7, 0),
     Stream.SFT_ORDER: (0, _ORDER), Stream.RM_ORDER: (2, _ORDER), Stream.RM_SHUFFLED_LABELS: (1, 0),
     Stream.RM_POLICY_TRAIN: (5, 0), Stream.RM_POLICY_EVAL: (6, 0), Stream.DPO_ORDER: (9, _ORDER),
     Stream.PPO_PROMPTS: (3, _ORDER), Stream.PPO_MINIBATCHES: (100, 0), Stream.PPO_ROLLOUT: (100, _ROLLOUT),
     Stream.EVAL_CHECKER: (12345, 0), Stream.EVAL_KL: (777, 0),
     # Streams added after the first runs: offsets of their own.
-    Stream.RL_PROMPTS: (200, _ORDER), Stream.RL_MINIBATCHES: (300, 0), Stream.RL_ROLLOUT: (400, _ROLLOUT),
+    Stream.GRPO_RLOO_PROMPTS: (200, _ORDER), Stream.GRPO_RLOO_MINIBATCHES: (300, 0),
+    Stream.GRPO_RLOO_ROLLOUT: (400, _ROLLOUT),
 }
 
 

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on prompt/response pairs, the loss on response tokens only.
 
 DeepSpeed-Chat's SFT trains on the prompt tokens too; here the prompt's targets are IGNORE_INDEX
-(llm/align/batches.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
+(llm/align/template.py), so the model is fitted to the demonstrations' answers, not to the prompts. The
 loss is the mean over the global batch's response tokens (each rank divides its sum by the global count /
 world, so data-parallel training computes debug mode's update).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from llm.align.batches import sft_batch
+from llm.align.template import sft_batch
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval
 from llm.align.losses import IGNORE_INDEX, sft_loss
@@ -31,9 +31,9 @@ def eval_loss(model, examples, seq_len: int, batch_size: int = 64) -> float:
     return total / count
 
 
-def run_sft(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
+def run_sft(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     """Fine-tune the checkpoint at sft.init (default <out_dir>/base) and write <out_dir>/sft. Returns metrics."""
-    ctx = StageContext(cfg, STAGE, strategy, log)
+    ctx = StageContext(cfg, STAGE, strategy)
     d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
     model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len

@@ -2,13 +2,13 @@
 base trainer).
 
 A `Stage` declares its name (also its config section and its directory <out_dir>/<name>), the checkpoints and
-task data files it reads and the format it reads each in (what the chain's pre-flight, llm/align/preflight.py,
+task data files it reads and the format it reads each in (what the chain's pre-flight, llm/align/chain.py,
 checks before any stage trains), the data it writes, the metrics the chain's summary quotes, and its run function.
 `REGISTRY` holds them by name, in the order of llm/align/config.py's STAGES: what launch/ and the chain dispatch on.
 A `StageContext` is opened by each run function: it finds the checkpoint the stage starts from, opens its
 tokenizer, loads models, builds trainers through the strategy, logs metrics rows (`StageLog`), resumes from and
 writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end. What is left in
-base_stage.py, sft.py, reward_training.py, ppo.py, dpo.py and rl.py is the method.
+base_stage.py, sft.py, reward_training.py, ppo.py, dpo.py and grpo_rloo.py is the method.
 """
 from __future__ import annotations
 
@@ -28,15 +28,17 @@ from llm.align.seeds import Stream, seed_for
 from llm.align.strategy import LocalStrategy, Strategy, Trainer
 from llm.align.template import ChatTemplate
 from llm.config import OptimConfig
+from typed_yaml import log
 
-RunFn = Callable[[AlignConfig, Strategy | None, Callable[[str], None]], dict]
+RunFn = Callable[[AlignConfig, Strategy | None], dict]
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     run: RunFn
-    """run(cfg, strategy, log) → the stage's metrics (also recorded in its stage.json)."""
+    """run(cfg, strategy) → the stage's metrics (also recorded in its stage.json); its console lines go through
+    typed_yaml/log.py (the main rank's)."""
     checkpoints: dict[str, str] = field(default_factory=dict)
     """{field of the stage's config section: the stage whose directory it defaults to}; the first is the model
     the stage starts from, whose tokenizer it keeps (e.g. sft: {"init": "base"})."""
@@ -49,8 +51,8 @@ class Stage:
     """The data key without which the stage has nothing to train on: with it unset (task.name: none) the chain
     skips the stage, saying so."""
     reads: Callable[[AlignConfig, str], bool] | None = None
-    """Whether the stage reads checkpoint or data `key` under a config (e.g. rl reads the RM only when rl.reward
-    lists 'rm'); None: all of `checkpoints` and `data`."""
+    """Whether the stage reads checkpoint or data `key` under a config (e.g. grpo_rloo reads the RM only when
+    grpo_rloo.reward lists 'rm'); None: all of `checkpoints` and `data`."""
     reads_as: dict[str, str] = field(default_factory=dict)
     """{data key: kind} where the stage reads a key as another kind than the key holds (config.py DATA_KINDS)."""
 
@@ -100,11 +102,11 @@ def stage_log_path(cfg: AlignConfig, stage: str) -> Path:
 
 
 class StageLog:
-    """<stage dir>.metrics.jsonl rows plus a console line every `every` steps (main rank only). `rows` holds
-    every row written, for the in-stage checkpoint (llm/align/resume.py)."""
+    """<stage dir>.metrics.jsonl rows (written when `enabled`: the main rank) plus a console line every `every` steps
+    (typed_yaml/log.py `info`). `rows` holds every row written, for the in-stage checkpoint (llm/align/resume.py)."""
 
-    def __init__(self, path: Path, enabled: bool = True, log=print, every: int = 10):
-        self.enabled, self.log, self.every = enabled, log, every
+    def __init__(self, path: Path, enabled: bool = True, every: int = 10):
+        self.enabled, self.every = enabled, every
         self.t0 = time.perf_counter()
         self.rows: list[dict] = []
         if enabled:
@@ -128,7 +130,7 @@ class StageLog:
         self.file.flush()
         if not quiet and (force or row.get("step", 0) % self.every == 0):
             cells = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-            self.log(f"{cells} | {time.perf_counter() - self.t0:.0f}s")
+            log.info(f"{cells} | {time.perf_counter() - self.t0:.0f}s")
 
     def close(self) -> None:
         if self.enabled:
@@ -141,8 +143,7 @@ class StageContext:
     Raises handoff.HandoffError when the checkpoint it starts from is not a complete stage directory.
     """
 
-    def __init__(self, cfg: AlignConfig, stage: Stage, strategy: Strategy | None = None, log=print,
-                 log_every: int = 10):
+    def __init__(self, cfg: AlignConfig, stage: Stage, strategy: Strategy | None = None, log_every: int = 10):
         self.cfg, self.stage = cfg, stage
         self.strategy = strategy or LocalStrategy()
         self.t0 = time.perf_counter()
@@ -152,7 +153,7 @@ class StageContext:
         handoff.check_template(info, self.init, self.template.to_dict())
         self.tokenizer = handoff.checkpoint_tokenizer(self.init)
         self.skipped_rows: dict[str, int] = {}
-        self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log, log_every)
+        self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log_every)
         self.resumer: StageResume | None = None
         self.trainers: dict[str, Trainer] = {}
         self.modules: dict[str, torch.nn.Module] = {}
@@ -163,7 +164,7 @@ class StageContext:
         the key is not configured (task.name: none)."""
         from llm.align.formats import load
         if key not in self.stage.data or kind != self.stage.data_kind(key):
-            # A bug, not a user mistake: the pre-flight (llm/align/preflight.py) checked what the stage declares.
+            # A bug, not a user mistake: the pre-flight (llm/align/chain.py) checked what the stage declares.
             raise ValueError(f"stage {self.stage.name} reads {key} as {kind!r} but declares "
                              f"{self.stage.data_kind(key) if key in self.stage.data else 'no such key'}")
         if self.cfg.source(key) is None:
@@ -171,8 +172,7 @@ class StageContext:
         loaded = load(self.cfg.source(key), kind, self.template, self.tokenizer, seq_len, self.cfg.bad_rows)
         if loaded.skipped:
             self.skipped_rows[key] = len(loaded.skipped)
-            if self.strategy.is_main:
-                self.log.log(f"{self.stage.name}: {loaded.summary()}")
+            log.info(f"{self.stage.name}: {loaded.summary()}")
         return loaded.rows
 
     def load(self, kind: str, key: str | None = None):
@@ -202,7 +202,7 @@ class StageContext:
         when starting afresh. A checkpoint written under another config is discarded, with a line saying so."""
         every = getattr(self.cfg, self.stage.name).checkpoint_every
         self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.strategy,
-                                   self._config_sha(), log=self.log.log)
+                                   self._config_sha())
         self.trainers, self.modules = trainers, modules or {}
         latest = self.resumer.latest()
         if latest is None:
@@ -210,16 +210,14 @@ class StageContext:
         from llm.align.resume import read_trainer_state
         # Checked before anything is compared or restored: a damaged trainer_state.json is named, never guessed at.
         if read_trainer_state(latest, list(trainers)).get("config_sha") != self._config_sha():
-            if self.strategy.is_main:
-                self.log.log(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
+            log.info(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
             self.strategy.barrier()
             self.resumer.clear()
             self.strategy.barrier()
             return 0, {}
         state = self.resumer.load(trainers, self.modules)
         self.log.restore(state["rows"])
-        if self.strategy.is_main:
-            self.log.log(f"{self.stage.name}: resumed from {latest} (step {state['step']})")
+        log.info(f"{self.stage.name}: resumed from {latest} (step {state['step']})")
         return state["step"], state["loop"]
 
     def checkpoint(self, step: int, loop: dict | None = None) -> None:
@@ -247,7 +245,7 @@ class StageContext:
         return metrics
 
 
-_MODULES = ("base_stage", "sft", "reward_training", "ppo", "dpo", "rl")
+_MODULES = ("base_stage", "sft", "reward_training", "ppo", "dpo", "grpo_rloo")
 """The module of each stage, in the order of STAGES."""
 
 

@@ -114,10 +114,12 @@ def read_chain(out_dir: Path) -> dict:
 
 
 # The chain figure's panels: title, y label, and per bar (stage, metric key, bar label). Keys are those the
-# stages record (llm/align/{base_stage,sft,reward_training,ppo,dpo,rl}.py, names in llm/align/config.py STAGES);
-# a bar whose stage or key is absent is left out.
-TUNED = ("ppo", "dpo", "rl")  # the stages that tune the SFT policy further
-SAMPLED = ("ppo", "rl")  # ...by sampling answers and scoring them (the RM's score, where an RM rewards them)
+# stages record (llm/align/{base_stage,sft,reward_training,ppo,dpo,grpo_rloo}.py, names in llm/align/config.py
+# STAGES); a bar whose stage or key is absent is left out. "rl" is grpo_rloo's old name (RENAMED_STAGES there), kept so
+# that reports written before the rename still plot.
+TUNED = ("ppo", "dpo", "grpo_rloo", "rl")  # the stages that tune the SFT policy further
+SAMPLED = ("ppo", "grpo_rloo", "rl")  # ...by sampling answers and scoring them (the RM's score, where an RM rewards
+# them)
 CHAIN_PANELS = [
     ("Checker accuracy (held-out prompts)", "fraction correct",
      [(s, "checker_accuracy", s) for s in ("base", "sft", *TUNED)]),

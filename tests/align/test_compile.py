@@ -24,7 +24,7 @@ def base_dir(tmp_path_factory):
     from llm.align.base_stage import run_base
     out = tmp_path_factory.mktemp("compile_base")
     torch.set_num_threads(1)
-    run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=10"]), log=lambda s: None)
+    run_base(load_align_config(RECIPE, [f"out_dir={out}", "base.steps=10"]))
     return out
 
 
@@ -42,7 +42,7 @@ def test_sft_losses_under_compile_equal_eager(base_dir, tmp_path):
         shutil.copytree(base_dir, out)
         cfg = load_align_config(RECIPE, [f"out_dir={out}", f"compile={mode == 'compiled'}", "sft.steps=4",
                                          "sft.optim.warmup_steps=0", "sft.eval_every=0", "task.n_eval_prompts=8"])
-        run_sft(cfg, log=lambda s: None)
+        run_sft(cfg)
         rows[mode] = [r["loss"] for r in _rows(out, "sft") if "loss" in r]
         graphs[mode] = counters["stats"]["unique_graphs"]
     assert graphs["eager"] == 0 and graphs["compiled"] > 0, graphs  # the compiled run did go through dynamo
@@ -58,7 +58,7 @@ def test_a_reward_models_body_blocks_are_compiled(base_dir):
     from llm.align.reward_model import RewardModel
     from llm.align.stages import REGISTRY, StageContext
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "compile=true", "rm.init=" + str(base_dir / "base")])
-    ctx = StageContext(cfg, REGISTRY["rm"], log=lambda s: None)
+    ctx = StageContext(cfg, REGISTRY["rm"])
     model = ctx.load("reward")[0]
     assert not any("forward" in vars(b) for b in model.body.layers)
     trainer = ctx.trainer(model, cfg.rm.optim, 0, 1)

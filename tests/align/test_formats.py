@@ -143,17 +143,17 @@ def base_dir(tmp_path_factory):
     return make_base(tmp_path_factory.mktemp("fmt_base"))
 
 
-def test_sft_on_user_data_counts_skipped_rows_and_records_the_template(base_dir, tmp_path):
+def test_sft_on_user_data_counts_skipped_rows_and_records_the_template(base_dir, tmp_path, capsys):
     from llm.align.sft import run_sft
     (tmp_path / "base").symlink_to(base_dir / "base")
     (tmp_path / "data").symlink_to(base_dir / "data")
     rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "".join(sorted(p))}]}
             for p in ("5183", "209", "7461", "35")] * 4 + [{"messages": [{"role": "user", "content": "1"}]}]
     f = _jsonl(tmp_path / "mine.jsonl", rows)
-    lines = []
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "sft.steps=3", "sft.batch_size=4",
                                      "sft.optim.warmup_steps=0", f"sft.data={f}", f"sft.eval_data={f}"])
-    metrics = run_sft(cfg, log=lines.append)
+    metrics = run_sft(cfg)
+    lines = capsys.readouterr().out.splitlines()
     assert metrics["skipped_rows"] == {"sft.data": 1, "sft.eval_data": 1}
     assert any(f"{f}: 16 rows used, 1 skipped ({f}:17: a conversation with no assistant turn" in s for s in lines)
     info = handoff.read_info(tmp_path / "sft")
@@ -161,7 +161,7 @@ def test_sft_on_user_data_counts_skipped_rows_and_records_the_template(base_dir,
     # A stage whose template differs from its checkpoint's is refused, naming the role.
     other = load_align_config(RECIPE, [f"out_dir={tmp_path}", "template.user=please sort {content}"])
     with pytest.raises(handoff.HandoffError, match="chat template mismatch: .*'user': \\('please sort"):
-        run_sft(other, log=lambda s: None)
+        run_sft(other)
 
 
 def test_refused_row_is_a_named_error_not_a_traceback(base_dir, tmp_path):

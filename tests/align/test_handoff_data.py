@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llm.align import handoff
-from llm.align.batches import pair_batch, sft_batch, sft_example
+from llm.align.template import pair_batch, sft_batch, sft_example
 from llm.align.config import AlignConfig, TaskConfig, load_align_config
 from llm.align.losses import IGNORE_INDEX
 from llm.align.task import check, generate_task_data, read_jsonl, train_task_tokenizer
@@ -89,10 +89,10 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 def test_reward_stats_refuse_a_checkpoint_that_is_not_a_reward_model():
-    # The one check PPO, the rl stage and the pre-flight make of an RM key (once three copies).
+    # The one check PPO, the grpo_rloo stage and the pre-flight make of an RM key (once three copies).
     sft = handoff.StageInfo("sft", "lm", {}, "f", 10)
     with pytest.raises(handoff.HandoffError,
                        match=r"^ppo.reward_model=/x is a lm checkpoint \(sft\), not a reward model$"):
         handoff.reward_stats(sft, "ppo.reward_model", "/x")
     rm = handoff.StageInfo("rm", "reward", {}, "f", 10, extra={"reward_mean": 0.5, "reward_std": 2.0})
-    assert handoff.reward_stats(rm, "rl.reward_model", "/y") == (0.5, 2.0)
+    assert handoff.reward_stats(rm, "grpo_rloo.reward_model", "/y") == (0.5, 2.0)

@@ -14,7 +14,7 @@ import pytest
 from llm.align import handoff
 from llm.align.config import load_align_config
 from llm.align.formats import DataFileError, load
-from llm.align.preflight import Preflight
+from llm.align.chain import Preflight
 from llm.align.resume import read_trainer_state
 from llm.align.reward_functions import RewardError, RewardFunctions
 from llm.align.stages import REGISTRY
@@ -50,7 +50,7 @@ def test_preflight_names_the_stage_of_pairs_that_teach_nothing_before_anything_t
     same = _jsonl(tmp_path / "same.jsonl", [{"prompt": "21", "chosen": "12", "rejected": "12"}] * 4)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "stages=[sft,dpo]", f"dpo.data={same}"])
     with pytest.raises(DataFileError, match=r"stage dpo: dpo.data: .*same.jsonl: no usable pair rows.*'chosen' equals"):
-        Preflight(cfg, log=None).check([REGISTRY["dpo"]])
+        Preflight(cfg).check([REGISTRY["dpo"]])
 
 
 # -- unreadable files ----------------------------------------------------------------------------------------------
@@ -87,17 +87,18 @@ def test_corrupt_save_to_disk_directory_is_one_data_error(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("dpo.beta=-1", r"dpo.beta=-1 must be in \(0, inf\).*reverses"), ("dpo.beta=0", r"dpo.beta=0"),
-    ("rl.beta=-0.1", r"rl.beta"), ("rl.clip_eps=1.5", r"rl.clip_eps=1.5 must be in \(0, 1\)"),
-    ("rl.clip_eps=0", r"rl.clip_eps"), ("rl.temperature=0", r"rl.temperature=0 .*greedy"),
+    ("grpo_rloo.beta=-0.1", r"grpo_rloo.beta"),
+    ("grpo_rloo.clip_eps=1.5", r"grpo_rloo.clip_eps=1.5 must be in \(0, 1\)"),
+    ("grpo_rloo.clip_eps=0", r"grpo_rloo.clip_eps"), ("grpo_rloo.temperature=0", r"grpo_rloo.temperature=0 .*greedy"),
     ("ppo.temperature=-1", r"ppo.temperature"), ("eval.temperature=-1", r"eval.temperature=-1 must be in \[0"),
-    ("rl.mini_batch=0", r"rl.mini_batch=0 must be in \[1"), ("ppo.mini_batch=0", r"ppo.mini_batch=0"),
+    ("grpo_rloo.mini_batch=0", r"grpo_rloo.mini_batch=0 must be in \[1"), ("ppo.mini_batch=0", r"ppo.mini_batch=0"),
     ("ppo.kl_target=-1", r"ppo.kl_target"), ("ppo.kl_horizon=0", r"ppo.kl_horizon"),
     ("ppo.ppo_epochs=0", r"ppo.ppo_epochs"), ("ppo.value_clip=-1", r"ppo.value_clip"),
-    ("ppo.reward_clip=0", r"ppo.reward_clip"), ("rl.max_new_tokens=0", r"rl.max_new_tokens"),
+    ("ppo.reward_clip=0", r"ppo.reward_clip"), ("grpo_rloo.max_new_tokens=0", r"grpo_rloo.max_new_tokens"),
     ("eval.max_new_tokens=0", r"eval.max_new_tokens"), ("rm.margin=-1", r"rm.margin"),
     ("rm.policy_samples=-1", r"rm.policy_samples"), ("sft.eval_every=-1", r"sft.eval_every"),
     ("base.lr=-1", r"base.lr"), ("task.n_train=0", r"task.n_train"), ("reward_timeout_s=-1", r"reward_timeout_s"),
-    ("rl.group_size=1", r"rl.group_size=1 must be in \[2"),
+    ("grpo_rloo.group_size=1", r"grpo_rloo.group_size=1 must be in \[2"),
 ])
 def test_meaningless_parameter_is_refused_naming_key_and_range(override, message):
     with pytest.raises(ValueError, match=message):
@@ -122,9 +123,11 @@ def _reward(tmp_path, body):
     ("sys.exit(0)\ndef reward(p, c, **k):\n    return [0.0] * len(c)\n", r"importing .* called sys.exit\(0\)"),
 ])
 def test_reward_function_that_escapes_or_misbehaves_is_a_reward_error_naming_it(tmp_path, body, message):
-    with pytest.raises(RewardError, match="stage rl: rl.reward: reward .*user_reward.py:reward.*" + message
+    with pytest.raises(RewardError,
+                       match="stage grpo_rloo: grpo_rloo.reward: reward .*user_reward.py:reward.*" + message
                        if "importing" not in message else message):
-        RewardFunctions([_reward(tmp_path, body)], where="stage rl: rl.reward")(["21", "43"], ["a", "b"], [{}, {}])
+        RewardFunctions([_reward(tmp_path, body)],
+                        where="stage grpo_rloo: grpo_rloo.reward")(["21", "43"], ["a", "b"], [{}, {}])
 
 
 def test_reward_function_that_hangs_is_stopped_after_the_timeout(tmp_path):
@@ -141,14 +144,15 @@ def test_reward_that_calls_sys_exit_0_ends_a_stage_entry_point_with_one_line_and
     """Before the fix the process ended with status 0 and no stage record: SystemExit escaped `except Exception`."""
     prompts = _jsonl(tmp_path / "prompts.jsonl", [{"prompt": "321"}, {"prompt": "54"}])
     spec = _reward(tmp_path, "def reward(p, c, **k):\n    sys.exit(0)\n")
-    p = subprocess.run([sys.executable, str(ROOT / "launch" / "rl.py"), "--config", str(RECIPE),
-                        f"out_dir={tmp_path / 'out'}", f"rl.prompts={prompts}", f"rl.reward=[{spec}]"],
+    p = subprocess.run([sys.executable, str(ROOT / "launch" / "grpo_rloo.py"), "--config", str(RECIPE),
+                        f"out_dir={tmp_path / 'out'}", f"grpo_rloo.prompts={prompts}", f"grpo_rloo.reward=[{spec}]"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 2, p.stderr[-2000:]
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    assert lines[0].startswith("config error: stage rl: rl.reward scoring rl.prompts=") and "sys.exit(0)" in lines[0]
-    assert not (tmp_path / "out" / "rl").exists()
+    assert lines[0].startswith("config error: stage grpo_rloo: grpo_rloo.reward scoring grpo_rloo.prompts=")
+    assert "sys.exit(0)" in lines[0]
+    assert not (tmp_path / "out" / "grpo_rloo").exists()
 
 
 # -- corrupt checkpoint records ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from data_pipeline.hf_tokenizer import HFTokenizer
 from llm.align import handoff
 from llm.align.config import load_align_config
+from tests.align.helpers import console_lines
 from tests.conftest import ROOT
 from tests.llm.hf.helpers import LOGITS_ATOL
 
@@ -57,14 +58,15 @@ def chain_from_hf(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hf_base")
     hf = make_hf_base(tmp / "hf")
     torch.set_num_threads(1)
-    cfg = load_align_config(RECIPE, [f"out_dir={tmp / 'out'}", f"base.path={hf}", "stages=[base,sft,dpo,rl]",
+    cfg = load_align_config(RECIPE, [f"out_dir={tmp / 'out'}", f"base.path={hf}", "stages=[base,sft,dpo,grpo_rloo]",
                                      "task.n_train=200", "task.n_dev=20", "task.n_eval_prompts=16",
                                      "sft.steps=4", "sft.batch_size=8", "sft.eval_every=0", "sft.optim.warmup_steps=0",
                                      "dpo.steps=2",
-                                     "dpo.batch_size=4", "rl.iterations=2", "rl.prompts_per_iteration=2",
-                                     "rl.group_size=4", "rl.mini_batch=8"])
-    lines = []
-    return hf, tmp / "out", run_chain(cfg, log=lines.append), lines
+                                     "dpo.batch_size=4", "grpo_rloo.iterations=2", "grpo_rloo.prompts_per_iteration=2",
+                                     "grpo_rloo.group_size=4", "grpo_rloo.mini_batch=8"])
+    with console_lines() as lines:
+        report = run_chain(cfg)
+    return hf, tmp / "out", report, lines
 
 
 def test_every_stage_carries_the_hf_tokenizer(chain_from_hf):
@@ -74,7 +76,7 @@ def test_every_stage_carries_the_hf_tokenizer(chain_from_hf):
     assert report["stages"]["base"]["imported_from"] == str(hf) and any("base: imported" in s for s in lines)
     original = HFTokenizer(hf)
     reference = AutoTokenizer.from_pretrained(str(hf))
-    for stage in ("base", "sft", "dpo", "rl"):
+    for stage in ("base", "sft", "dpo", "grpo_rloo"):
         info = handoff.read_info(out / stage)
         assert info.tokenizer == "hf" and not (out / stage / "tokenizer.model").exists(), stage
         assert info.tokenizer_fingerprint == original.fingerprint() and info.vocab_size == original.vocab_size
@@ -88,9 +90,9 @@ def test_every_stage_carries_the_hf_tokenizer(chain_from_hf):
         assert again.encode(TEXT, add_special_tokens=False) == ids and again.eos_token == reference.eos_token
         model, _ = handoff.load_stage(out / stage, "lm", tokenizer_fingerprint=original.fingerprint())
         assert model.cfg.vocab_size == 320
-    for stage in ("base", "sft", "dpo", "rl"):
+    for stage in ("base", "sft", "dpo", "grpo_rloo"):
         assert 0.0 <= report["stages"][stage]["eval_reward"] <= 1.0, stage
-    assert report["stages"]["rl"]["last_train_row"]["step"] == 2
+    assert report["stages"]["grpo_rloo"]["last_train_row"]["step"] == 2
 
 
 def test_the_imported_base_holds_the_hf_weights(chain_from_hf):
@@ -140,7 +142,7 @@ def test_a_step_directory_imported_from_hf_keeps_its_tokenizer(tmp_path):
     step = import_hf(hf, tmp_path / "imported")
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path / 'out'}", f"base.path={step}", "task.n_train=50",
                                      "task.n_dev=10", "task.n_eval_prompts=8"])
-    run_base(cfg, log=lambda s: None)
+    run_base(cfg)
     info = handoff.read_info(tmp_path / "out" / "base")
     assert info.tokenizer == "hf" and info.tokenizer_fingerprint == HFTokenizer(hf).fingerprint()
     assert info.metrics["imported_from"] == str(step)
@@ -152,8 +154,8 @@ def test_bundled_from_hf_recipe(tmp_path):
     cfg = load_align_config(ROOT / "configs" / "align" / "from_hf.yaml",
                             [f"out_dir={tmp_path / 'out'}", f"base.path={hf}", "task.n_train=50", "task.n_dev=10",
                              "task.n_eval_prompts=8"])
-    assert cfg.stages == ["base", "sft", "rl"] and cfg.rl.algorithm == "grpo"
-    assert 0.0 <= run_base(cfg, log=lambda s: None)["eval_reward"] <= 1.0
+    assert cfg.stages == ["base", "sft", "grpo_rloo"] and cfg.grpo_rloo.algorithm == "grpo"
+    assert 0.0 <= run_base(cfg)["eval_reward"] <= 1.0
 
 
 def _chain_cli(capsys, tmp_path, base):

@@ -44,8 +44,8 @@ def rm_dir(base_dir):
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "sft.steps=20", "sft.eval_every=0", "rm.steps=10",
                                      "rm.policy_samples=1"])
     torch.set_num_threads(1)
-    run_sft(cfg, log=lambda s: None)
-    run_rm(cfg, log=lambda s: None)
+    run_sft(cfg)
+    run_rm(cfg)
     return base_dir
 
 
@@ -94,7 +94,7 @@ def test_sft_data_parallel_matches_debug_mode(base_dir, tmp_path, zero):
 
 def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
     # The adaptive KL controller is on (kl_target) so β, fed the global KL, is compared too.
-    single, ds = _single_and_ds("rlhf.py", "ppo", rm_dir, tmp_path, ("data", "sft", "rm"),
+    single, ds = _single_and_ds("ppo.py", "ppo", rm_dir, tmp_path, ("data", "sft", "rm"),
                                 ["ppo.iterations=3", "ppo.rollout_batch=16", "ppo.mini_batch=8", "ppo.ppo_epochs=2",
                                  "ppo.kl_target=0.5", "ppo.kl_horizon=100", "ppo.actor_zero_stage=1",
                                  "ppo.critic_zero_stage=2"])
@@ -107,9 +107,11 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
                                               ("rloo", "[rm,llm.align.task:sort_reward]")])
 def test_rl_data_parallel_matches_debug_mode(rm_dir, tmp_path, algorithm, reward):
     # GRPO rewarded by the checker function; RLOO by the RM (sharded forwards) plus the checker.
-    single, ds = _single_and_ds("rl.py", "rl", rm_dir, tmp_path, ("data", "sft", "rm"),
-                                [f"rl.algorithm={algorithm}", f"rl.reward={reward}", "rl.iterations=3",
-                                 "rl.prompts_per_iteration=4", "rl.group_size=4", "rl.mini_batch=8", "rl.zero_stage=1"])
+    single, ds = _single_and_ds("grpo_rloo.py", "grpo_rloo", rm_dir, tmp_path, ("data", "sft", "rm"),
+                                [f"grpo_rloo.algorithm={algorithm}", f"grpo_rloo.reward={reward}",
+                                 "grpo_rloo.iterations=3",
+                                 "grpo_rloo.prompts_per_iteration=4", "grpo_rloo.group_size=4",
+                                 "grpo_rloo.mini_batch=8", "grpo_rloo.zero_stage=1"])
     assert len(single) == 3
     _assert_close(single, ds, ["reward", "kl", "loss", "clip_frac"], exact=["response_length", "eos_rate"])
 

@@ -1,4 +1,5 @@
-"""Losses, GAE and the KL controller against small cases computed by hand."""
+"""Losses, GAE, the KL controller and the GRPO / Dr. GRPO / RLOO advantages and losses (llm/align/losses.py) against
+small cases computed by hand."""
 import math
 
 import pytest
@@ -110,3 +111,61 @@ def test_adaptive_kl_controller_by_hand():
     assert c.update(6.0 * 0.95, 10) == pytest.approx(0.1 * 1.02 * (1 - 0.05 * 0.1))
     fixed = L.AdaptiveKLController(0.3)
     assert fixed.update(100.0, 10) == 0.3
+
+
+# GRPO / Dr. GRPO / RLOO advantages and losses.
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+
+
+def test_group_advantages_grpo_and_dr_grpo():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    std = math.sqrt(4 * 0.25 / 3)  # unbiased std of {1, 0, 0, 1}
+    a = 0.5 / (std + L.STD_EPS)
+    assert torch.allclose(L.group_advantages(r), torch.tensor([a, -a, -a, a, 0, 0, 0, 0]))
+    assert torch.equal(L.group_advantages(r, scale=False), torch.tensor([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0]))
+
+
+def test_rloo_leave_one_out_baseline():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [3.0, 1.0, 5.0, 7.0]])
+    # 1 − (0+0+1)/3, 0 − (1+0+1)/3; 3 − 13/3, 1 − 15/3, 5 − 11/3, 7 − 9/3
+    want = torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3, 3 - 13 / 3, 1 - 5, 5 - 11 / 3, 7 - 3])
+    assert torch.allclose(L.rloo_advantages(r), want)
+    with pytest.raises(ValueError, match="at least 2"):
+        L.rloo_advantages(torch.ones(3, 1))
+
+
+def test_grpo_loss_hand_computed():
+    logp = torch.full((2, 3), -1.0, requires_grad=True)
+    adv = torch.tensor([1.0, 0.5])
+    # Ratio 1: each token's term is −A; GRPO averages per sequence, then over the 2 sequences.
+    loss, clip = L.grpo_loss(logp, logp.detach(), logp.detach(), adv, MASK, 0.2, 0.0, n_sequences=2)
+    assert math.isclose(float(loss.detach()), (-1.0 - 0.5) / 2, rel_tol=1e-6) and float(clip) == 0.0
+    loss.backward()
+    want = torch.tensor([[-1 / 2 / 2, -1 / 2 / 2, 0.0], [-0.5 / 3 / 2] * 3])
+    assert torch.allclose(logp.grad, want)
+    # Dr. GRPO: token sums over sequences × max_new_tokens: (−2·1 − 3·0.5) / (2·3).
+    loss, _ = L.grpo_loss(logp, logp.detach(), logp.detach(), adv, MASK, 0.2, 0.0, 2, dr_grpo=True,
+                           max_new_tokens=3)
+    assert math.isclose(float(loss.detach()), -3.5 / 6, rel_tol=1e-6)
+    # The KL term, k3 = π_ref/π − log(π_ref/π) − 1 per token, here log π − log π_ref = 0.1 everywhere and A = 0.
+    ref = logp.detach() - 0.1
+    loss, _ = L.grpo_loss(logp, logp.detach(), ref, torch.zeros(2), MASK, 0.2, 0.5, 2)
+    assert math.isclose(float(loss.detach()), 0.5 * (math.exp(-0.1) - 1 + 0.1), rel_tol=1e-5)
+
+
+def test_clipped_terms_are_pessimistic():
+    old = torch.zeros(2, 1)
+    logp = torch.full((2, 1), 0.5)  # ratio e^0.5 ≈ 1.649, outside 1 ± 0.2
+    terms, clipped = L.clipped_token_terms(logp, old, torch.tensor([1.0, -1.0]), 0.2)
+    assert torch.allclose(terms, torch.tensor([[-1.2], [math.exp(0.5)]]))  # min(ρA, clip(ρ)A), negated
+    assert torch.equal(clipped, torch.ones(2, 1))
+
+
+def test_rloo_loss_is_reinforce_on_the_sequence():
+    logp = torch.full((2, 3), -1.0, requires_grad=True)
+    adv = torch.tensor([1.0, 0.5])
+    loss, _ = L.rloo_loss(logp, logp.detach(), adv, MASK, 0.2, n_sequences=2)
+    assert math.isclose(float(loss.detach()), -(2 * 1.0 + 3 * 0.5) / 2, rel_tol=1e-6)
+    loss.backward()
+    # REINFORCE: ∂/∂ log π(o_i,t) = −A_i / n on every response token.
+    assert torch.allclose(logp.grad, -adv[:, None] / 2 * MASK)

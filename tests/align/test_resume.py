@@ -17,26 +17,27 @@ import torch
 
 from llm.align import handoff
 from llm.align.config import load_align_config
+from tests.align.helpers import console_lines
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "configs" / "align" / "default.yaml"
 SMALL = ["sft.steps=40", "sft.eval_every=20", "sft.checkpoint_every=10", "rm.steps=30", "rm.policy_samples=1",
          "rm.checkpoint_every=10", "ppo.iterations=6", "ppo.rollout_batch=16", "ppo.mini_batch=8", "ppo.ppo_epochs=2",
          "ppo.kl_target=0.5", "ppo.kl_horizon=100", "ppo.ema=0.9", "ppo.checkpoint_every=2", "dpo.steps=30",
-         "dpo.batch_size=8", "dpo.checkpoint_every=10", "rl.iterations=6", "rl.prompts_per_iteration=4",
-         "rl.mini_batch=8", "rl.checkpoint_every=2"]
+         "dpo.batch_size=8", "dpo.checkpoint_every=10", "grpo_rloo.iterations=6", "grpo_rloo.prompts_per_iteration=4",
+         "grpo_rloo.mini_batch=8", "grpo_rloo.checkpoint_every=2"]
 
 
 class Stopped(Exception):
     pass
 
 
-def _stop_at(step: int, lines: list):
-    def log(line: str) -> None:
-        lines.append(line)
+def _stop_at(step: int):
+    """The console lines of a run that is killed when it prints step `step`'s row."""
+    def stop(line: str) -> None:
         if line.startswith(f"step {step} |"):
             raise Stopped(line)
-    return log
+    return console_lines(stop)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,9 @@ def reference(tmp_path_factory):
     from llm.align.chain import run_chain
     out = tmp_path_factory.mktemp("align_ref")
     torch.set_num_threads(1)
-    cfg = load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20", "stages=[base,sft,rm,ppo,dpo,rl]", *SMALL])
-    run_chain(cfg, log=lambda s: None)
+    cfg = load_align_config(RECIPE, [f"out_dir={out}", "base.steps=20", "stages=[base,sft,rm,ppo,dpo,grpo_rloo]",
+                                     *SMALL])
+    run_chain(cfg)
     return out
 
 
@@ -64,13 +66,13 @@ def _resumed_equals_reference(reference, tmp_path, stage, run, links, stop_step,
     for name in links:
         (tmp_path / name).symlink_to(reference / name)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL])
-    with pytest.raises(Stopped):
-        run(cfg, log=_stop_at(stop_step, []))
+    with pytest.raises(Stopped), _stop_at(stop_step):
+        run(cfg)
     assert not handoff.is_complete(tmp_path / stage)
     ckpts = list((tmp_path / "resume" / stage).iterdir())
     assert [p.name for p in ckpts] == [f"step_{resumed_from:08d}"]
-    lines: list = []
-    run(cfg, log=lines.append)
+    with console_lines() as lines:
+        run(cfg)
     assert any(f"resumed from {ckpts[0]} (step {resumed_from})" in line for line in lines), lines
     assert _rows(tmp_path, stage) == _rows(reference, stage)
     assert _metrics(tmp_path, stage) == _metrics(reference, stage)
@@ -103,8 +105,9 @@ def test_dpo_resumes_bitwise(reference, tmp_path):
 
 
 def test_grpo_resumes_bitwise(reference, tmp_path):
-    from llm.align.rl import run_rl
-    _resumed_equals_reference(reference, tmp_path, "rl", run_rl, ("data", "base", "sft"), stop_step=5, resumed_from=4)
+    from llm.align.grpo_rloo import run_grpo_rloo
+    _resumed_equals_reference(reference, tmp_path, "grpo_rloo", run_grpo_rloo, ("data", "base", "sft"), stop_step=5,
+                              resumed_from=4)
 
 
 def test_checkpoint_of_another_config_is_not_resumed(reference, tmp_path):
@@ -112,13 +115,13 @@ def test_checkpoint_of_another_config_is_not_resumed(reference, tmp_path):
     for name in ("data", "base"):
         (tmp_path / name).symlink_to(reference / name)
     cfg = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL])
-    with pytest.raises(Stopped):
-        run_sft(cfg, log=_stop_at(30, []))
+    with pytest.raises(Stopped), _stop_at(30):
+        run_sft(cfg)
     # A half-written checkpoint (killed mid-save) is never taken for a complete one.
     (tmp_path / "resume" / "sft" / ".tmp-step_00000030").mkdir()
     other = load_align_config(RECIPE, [f"out_dir={tmp_path}", "base.steps=20", *SMALL, "sft.optim.lr=1e-3"])
-    lines: list = []
-    run_sft(other, log=lines.append)
+    with console_lines() as lines:
+        run_sft(other)
     assert any("written under another config; starting at step 0" in line for line in lines), lines
     assert len(_rows(tmp_path, "sft")) == 40 and _rows(tmp_path, "sft") != _rows(reference, "sft")
 
@@ -146,6 +149,6 @@ def test_sft_killed_by_sigkill_resumes_bitwise(reference, tmp_path):
     for name in ("data", "base"):
         (uninterrupted / name).symlink_to(reference / name)
     from llm.align.sft import run_sft
-    run_sft(load_align_config(RECIPE, [*overrides, f"out_dir={uninterrupted}"]), log=lambda s: None)
+    run_sft(load_align_config(RECIPE, [*overrides, f"out_dir={uninterrupted}"]))
     assert _rows(tmp_path, "sft") == _rows(uninterrupted, "sft")
     assert _metrics(tmp_path, "sft") == _metrics(uninterrupted, "sft")

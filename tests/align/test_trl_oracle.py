@@ -136,8 +136,8 @@ def test_rloo_gradient_equals_trls_on_policy(models):
     """TRL's RLOO clips the sequence's ratio exp(Σ log π − Σ log π_old); ours clips each token's ratio and sums
     the terms (llm/align/losses.py). The two are REINFORCE on the sequence log-probability at the first update
     (π = π_old): equal gradients, while the loss values differ by each sequence's length (TRL: −A, ours: −A·|o|).
-    Past the first update (rl.epochs > 1) they are different objectives, which is why only the gradient at π = π_old
-    is compared."""
+    Past the first update (grpo_rloo.epochs > 1) they are different objectives, which is why only the gradient at
+    π = π_old is compared."""
     from trl import RLOOConfig, RLOOTrainer
     from llm.hf.convert import to_hf_name
     hf, ours = models

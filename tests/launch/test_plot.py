@@ -151,19 +151,20 @@ def _bar_labels(fig):
     return {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes}
 
 
-def test_chain_plots_the_rl_stage(tmp_path):
-    """Issue 22: --chain left the rl stage (llm/align/rl.py) out of every panel."""
+@pytest.mark.parametrize("name", ["grpo_rloo", "rl"])  # "rl": its name before the rename, in older reports
+def test_chain_plots_the_grpo_rloo_stage(tmp_path, name):
+    """Issue 22: --chain left the rl stage (now grpo_rloo, llm/align/grpo_rloo.py) out of every panel."""
     rl = {"checker_accuracy": 0.62, "kl": 0.8, "rm_reward": 0.3, "rm_reward_correct": 0.7, "rm_reward_wrong": -0.2,
           "rm_checker_agreement": 0.79, "wall_s": 11.0}
-    report = {**CHAIN_REPORT, "stages": {**CHAIN_REPORT["stages"], "rl": rl}}
+    report = {**CHAIN_REPORT, "stages": {**CHAIN_REPORT["stages"], name: rl}}
     (tmp_path / "chain_report.json").write_text(json.dumps(report))
     labels = _bar_labels(plot_cli.plot_chain(tmp_path))
-    assert labels["Checker accuracy (held-out prompts)"][-1] == "rl"
-    assert labels["KL to the reference"] == ["ppo", "dpo", "rl"]
-    assert labels["Wall time"][-1] == "rl"
-    assert "RM=checker\n(rl)" in labels["Reward model"]
+    assert labels["Checker accuracy (held-out prompts)"][-1] == name
+    assert labels["KL to the reference"] == ["ppo", "dpo", name]
+    assert labels["Wall time"][-1] == name
+    assert f"RM=checker\n({name})" in labels["Reward model"]
     assert labels["RM score of the sampled policies' answers"] == [
-        f"{s} {k}" for s in ("ppo", "rl") for k in ("correct", "wrong", "all")]
+        f"{s} {k}" for s in ("ppo", name) for k in ("correct", "wrong", "all")]
 
 
 def test_mfu_above_100_percent_is_not_plotted(two_runs, tmp_path):

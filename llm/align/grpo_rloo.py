@@ -1,6 +1,7 @@
-"""The critic-free RL stage `rl`: GRPO (Shao et al. 2024) or RLOO (Ahmadian et al. 2024) from the SFT policy.
+"""The critic-free RL stage `grpo_rloo`: GRPO (Shao et al. 2024) or RLOO (Ahmadian et al. 2024) from the SFT policy.
 
-Two models: the actor, trained, and a frozen copy of it, the reference; a reward model only when `rl.reward` lists
+Two models: the actor, trained, and a frozen copy of it, the reference; a reward model only when `grpo_rloo.reward`
+lists
 'rm'. No critic, no GAE: each iteration samples `group_size` answers to each of `prompts_per_iteration` prompts,
 scores them with the reward functions (llm/align/reward_functions.py; the bundled task's checker by default) and/or
 the RM, and turns each group's rewards into one advantage per answer (llm/align/losses.py): GRPO's group-normalised
@@ -19,7 +20,7 @@ import torch
 
 from llm.align import handoff
 from llm.align import losses as L
-from llm.align.batches import decode_response, encode_prompt
+from llm.align.template import decode_response, encode_prompt
 from llm.align.config import AlignConfig
 from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
@@ -28,23 +29,25 @@ from llm.align.rollout import gathered_logprobs, make_batch, response_logprobs, 
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
 from llm.align.strategy import Strategy, check_split, frozen
+from typed_yaml import log
 
 
 class Rewards:
-    """rl.reward: the weighted reward functions plus, with 'rm', the weighted normalised RM score (an answer that
+    """grpo_rloo.reward: the weighted reward functions plus, with 'rm', the weighted normalised RM score (an answer that
     did not end with EOS gets -ppo.reward_clip from the RM, as in PPO)."""
 
     def __init__(self, cfg: AlignConfig, ctx: StageContext):
-        r = cfg.rl
+        r = cfg.grpo_rloo
         weights = r.reward_weights or [1.0] * len(r.reward)
         fns = [(s, w) for s, w in zip(r.reward, weights) if s != RM]
         self.functions = RewardFunctions([s for s, _ in fns], [w for _, w in fns], cfg.reward_timeout_s,
-                                         "stage rl: rl.reward") if fns else None
+                                         "stage grpo_rloo: grpo_rloo.reward") if fns else None
         self.rm_weight = sum(w for s, w in zip(r.reward, weights) if s == RM)
         self.rm, self.stats, self.clip = None, (0.0, 1.0), cfg.ppo.reward_clip
         if RM in r.reward:
             rm, info = ctx.load("reward", "reward_model")
-            self.stats = handoff.reward_stats(info, "rl.reward_model", STAGE.checkpoint_path(cfg, "reward_model"))
+            path = STAGE.checkpoint_path(cfg, "reward_model")
+            self.stats = handoff.reward_stats(info, "grpo_rloo.reward_model", path)
             self.rm = frozen(rm)
 
     @torch.no_grad()
@@ -60,17 +63,18 @@ class Rewards:
         return total
 
 
-def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dict:
-    """GRPO or RLOO from rl.actor (default <out_dir>/sft); writes <out_dir>/rl. Returns the held-out metrics."""
-    r = cfg.rl
-    ctx = StageContext(cfg, STAGE, strategy, log, log_every=5)
+def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+    """GRPO or RLOO from grpo_rloo.actor (default <out_dir>/sft); writes <out_dir>/grpo_rloo. Returns the held-out
+    metrics."""
+    r = cfg.grpo_rloo
+    ctx = StageContext(cfg, STAGE, strategy, log_every=5)
     d, tok, template = ctx.strategy, ctx.tokenizer, ctx.template
-    check_split("rl.mini_batch", r.mini_batch, d.world)
+    check_split("grpo_rloo.mini_batch", r.mini_batch, d.world)
     actor, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])
     rewards = Rewards(cfg, ctx)
     eos = tok.eos_id
-    prompts = ctx.data("rl.prompts", "prompt", actor.cfg.seq_len)
+    prompts = ctx.data("grpo_rloo.prompts", "prompt", actor.cfg.seq_len)
     prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
     n_rollout = r.prompts_per_iteration * r.group_size
     n_minibatches = n_rollout // r.mini_batch
@@ -78,7 +82,7 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     actor = trainer.module
     device = next(actor.parameters()).device
     # The mini-batch order stays a host generator (its state is resumed; every device draws the same order).
-    shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.RL_MINIBATCHES))
+    shuffle = torch.Generator().manual_seed(seed_for(cfg.seed, Stream.GRPO_RLOO_MINIBATCHES))
     start, loop = ctx.resume(r.iterations, {"actor": trainer})
     if start:
         set_generator_state(loop["shuffle"], shuffle)
@@ -86,10 +90,10 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     silent = 0  # iterations of this run in which every group's rewards were equal: no advantage, nothing learned
     for it in range(start, r.iterations):
         # Group-major: answer j to prompt i sits at i * group_size + j.
-        chosen = batch_indices(len(prompts), it, r.prompts_per_iteration, cfg.seed, Stream.RL_PROMPTS)
+        chosen = batch_indices(len(prompts), it, r.prompts_per_iteration, cfg.seed, Stream.GRPO_RLOO_PROMPTS)
         rows = [prompts[i] for i in chosen for _ in range(r.group_size)]
         ids = [prompt_ids[i] for i in chosen for _ in range(r.group_size)]
-        seeds = [seed_for(cfg.seed, Stream.RL_ROLLOUT, it, j) for j in range(n_rollout)]
+        seeds = [seed_for(cfg.seed, Stream.GRPO_RLOO_ROLLOUT, it, j) for j in range(n_rollout)]
         responses = d.gather(sample_seeded(actor, ids[mine], r.max_new_tokens, r.temperature, eos, seeds[mine]))
         b = make_batch(ids, responses, eos, device)
         mask = b.action_mask
@@ -123,11 +127,12 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
         zero_std = float((reward.view(-1, r.group_size).std(1) == 0).float().mean())
         if zero_std == 1.0:
             silent += 1
-            if silent == 1 and d.is_main:
-                ctx.log.log(f"rl: warning: iteration {it + 1}: every group's {r.group_size} answers got the same "
-                            f"reward (mean {float(reward.mean()):.3g}): no advantage, no learning signal. The policy "
-                            f"never (or always) reaches the reward: check rl.reward on the starting model's answers, "
-                            f"or raise rl.group_size or rl.temperature")
+            if silent == 1:
+                # As log.warning would word it, but with the stage first (the line tests/align/test_preflight.py reads).
+                log.info(f"grpo_rloo: warning: iteration {it + 1}: every group's {r.group_size} answers got the same "
+                         f"reward (mean {float(reward.mean()):.3g}): no advantage, no learning signal. The policy "
+                         f"never (or always) reaches the reward: check grpo_rloo.reward on the starting model's "
+                         f"answers, or raise grpo_rloo.group_size or grpo_rloo.temperature")
         row = {"step": it + 1, "reward": float(reward.mean()), "kl": float(kl_seq.mean()),
                "response_length": float(mask.sum(1).mean()), "eos_rate": float(b.ended.float().mean()),
                "frac_reward_zero_std": zero_std}
@@ -137,8 +142,9 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     # Counted over every logged row (a resumed run's restored ones too), so a resumed stage reports what an
     # uninterrupted one does.
     without = sum(x.get("frac_reward_zero_std") == 1.0 for x in ctx.log.rows)
-    if without and d.is_main:
-        ctx.log.log(f"rl: {without} of {r.iterations} iterations had no learning signal (every group's rewards equal)")
+    if without:
+        log.info(f"grpo_rloo: {without} of {r.iterations} iterations had no learning signal (every group's "
+                 "rewards equal)")
     metrics: dict = {"last_train_row": row, "iterations_without_signal": without}
     if d.is_main:
         metrics.update(checker_eval(cfg, actor, tok, template, rewards.rm, rewards.stats))
@@ -146,7 +152,8 @@ def run_rl(cfg: AlignConfig, strategy: Strategy | None = None, log=print) -> dic
     return ctx.save(actor, metrics, {"actor": str(ctx.init), "algorithm": r.algorithm})
 
 
-STAGE = Stage("rl", run_rl, checkpoints={"actor": "sft", "reward_model": "rm"}, data=("rl.prompts", "eval.prompts"),
-              requires="rl.prompts",
+STAGE = Stage("grpo_rloo", run_grpo_rloo, checkpoints={"actor": "sft", "reward_model": "rm"},
+              data=("grpo_rloo.prompts", "eval.prompts"),
+              requires="grpo_rloo.prompts",
               summary_keys=("checker_accuracy", "eval_reward", "kl", "response_length"),
-              reads=lambda cfg, key: key != "reward_model" or RM in cfg.rl.reward)
+              reads=lambda cfg, key: key != "reward_model" or RM in cfg.grpo_rloo.reward)
