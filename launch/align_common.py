@@ -2,8 +2,8 @@
 
 Each takes `--config RECIPE.yaml` plus dotted overrides, runs in debug mode under plain `python` and
 data-parallel under the `deepspeed` launcher (detected from the environment, parallel/launch_env.py): this is
-where the strategy the stages train through is chosen (llm/align/strategy.py's local one, or
-parallel/runtime.py's DeepSpeed one). A stage run alone first passes the pre-flight the chain runs
+where the runtime the stages train through is chosen (llm/train/runtime.py's SingleProcess, or
+parallel/runtime.py's DistributedRuntime). A stage run alone first passes the pre-flight the chain runs
 (llm/align/chain.py): its data files and reward functions are checked before its models are loaded.
 Exit codes: 0 done, 2 config error (a bad parameter, data file or row, or a reward function that raised, exited,
 hung or returned no finite number), 4 hand-off error (a checkpoint that does not fit the stage, or a damaged
@@ -17,13 +17,13 @@ import argparse
 from typed_yaml import log
 
 
-def make_strategy():
+def make_runtime():
     """Debug mode under plain `python`; under a launcher, a rank of the job's process group."""
     from parallel.launch_env import detect_launch
     launch = detect_launch()
     if launch.mode == "python":
-        from llm.align.strategy import LocalStrategy
-        return LocalStrategy()
+        from llm.train.runtime import SingleProcess
+        return SingleProcess()
     from parallel.runtime import DistributedRuntime
     return DistributedRuntime.join(launch)
 
@@ -46,12 +46,12 @@ def main_for(name: str, doc: str, argv=None) -> int:
     cfg = load_align_config(args.config, args.overrides)
     for note in cfg.renamed_keys:  # an old stage name or section (llm/align/config.py RENAMED_STAGES): one line each
         log.warning(note)
-    strategy = make_strategy()
+    runtime = make_runtime()
     if name != "chain":  # the chain runs its own pre-flight; a stage alone checks its inputs before training too
         from llm.align.chain import check_inputs
         from llm.align.chain import Preflight
         Preflight(cfg).check([REGISTRY[name]])
         check_inputs(cfg, [REGISTRY[name]], alone=True)  # what the pre-flight left for an earlier stage to write
-    run(cfg, strategy)
-    strategy.close()
+    run(cfg, runtime)
+    runtime.close()
     return 0

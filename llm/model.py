@@ -2,7 +2,10 @@
 
 RMSNorm (Zhang & Sennrich 2019), rotary position embeddings (Su et al. 2021), SwiGLU MLP (Shazeer 2020),
 grouped-query attention (Ainslie et al. 2023) through `F.scaled_dot_product_attention`, optional tied
-embeddings, and a KV-cached `generate()`.
+embeddings, and a KV-cached `generate()`. `RewardModel` is the same Transformer with a scalar value head (the
+alignment stages' reward model and PPO critic, InstructGPT's): its reward for a sequence is the value at its last
+token (the EOS that closes the response), the critic uses the values at every response position; the body's
+`lm_head` is kept (the state dict stays the LM's, so a language-model checkpoint loads into it by name) but frozen.
 
 This file knows nothing of parallelism: no process groups, no DeepSpeed. The parallel layer wraps it by
 swapping submodules (by their names here) and slicing these weights, so keep the module names stable:
@@ -253,3 +256,34 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def hidden_states(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) → (batch, seq, d_model): Transformer.forward without the LM head."""
+    x = model.tok_embeddings(tokens)
+    for layer in model.layers:
+        x = layer(x)
+    return model.norm(x)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.body = Transformer(cfg, seed=seed)
+        self.body.lm_head.weight.requires_grad_(False)
+        self.v_head = nn.Linear(cfg.d_model, 1, bias=True)
+        # A small init keeps the initial rewards near 0 (the RM starts from an indifferent scorer).
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+        with torch.no_grad():
+            self.v_head.weight.copy_(torch.randn(self.v_head.weight.shape, generator=gen) / (cfg.d_model + 1) ** 0.5)
+            self.v_head.bias.zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-position values (batch, seq) in fp32."""
+        return self.v_head(hidden_states(self.body, tokens)).squeeze(-1).float()
+
+    def score(self, tokens: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        """Reward of each right-padded sequence: the value at `last_index` (its EOS position), shape (batch,)."""
+        values = self(tokens)
+        return values.gather(1, last_index[:, None]).squeeze(1)

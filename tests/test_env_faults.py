@@ -233,8 +233,8 @@ ALIGN_FULL_DISK_CHILD = textwrap.dedent("""
     from pathlib import Path
     from llm.align import handoff
     from llm.align.resume import StageResume
-    from llm.align.strategy import LocalStrategy
-    from llm.align.strategy import Trainer
+    from llm.train.runtime import SingleProcess
+    from llm.train.runtime import Trainer
     from llm.config import ModelConfig
     from llm.config.training import OptimConfig
     from llm.model import Transformer
@@ -242,9 +242,9 @@ ALIGN_FULL_DISK_CHILD = textwrap.dedent("""
     out, tokenizer = Path(sys.argv[1]), sys.argv[2]
     model = Transformer(ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=512,
                                     seq_len=64), seed=1)
-    strategy = LocalStrategy()
-    trainer = Trainer(strategy.prepare(model, OptimConfig(), 0), OptimConfig(), 10)
-    resume = StageResume(out / "resume" / "sft", every=1, total=10, strategy=strategy)
+    runtime = SingleProcess()
+    trainer = Trainer(runtime.prepare(model, OptimConfig(), 0), OptimConfig(), 10)
+    resume = StageResume(out / "resume" / "sft", every=1, total=10, runtime=runtime)
     resume.progress.log = None  # its progress lines to the file only: stdout holds the two lines the test reads
     resume.maybe_save(1, {"policy": trainer}, {}, {}, [])  # fits: the limit is set below, from its size
     size = (out / "resume" / "sft" / "step_00000001" / "policy.pt").stat().st_size

@@ -28,10 +28,10 @@ import torch
 
 from llm.align import handoff
 from llm.align.config import DATA_SOURCES, AlignConfig
-from llm.align.evaluation import checker_eval
+from llm.align.rollout import checker_eval
 from llm.align.seeds import Stream, seed_for
 from llm.align.stages import Stage
-from llm.align.strategy import Strategy
+from llm.train.runtime import Runtime
 from llm.align.task import DATA_FILES, generate_task_data, read_jsonl, train_task_tokenizer
 from llm.align.template import ChatTemplate
 from llm.config import ConfigError, ModelConfig
@@ -130,10 +130,10 @@ def import_base(cfg: AlignConfig) -> dict:
     return metrics
 
 
-def run_base(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_base(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """Train the tokenizer and pretrain the base model; writes <out_dir>/base. Returns metrics (on the main rank;
     the others return {} at once: a few seconds of single-process pretraining, not worth a process group)."""
-    if strategy is not None and not strategy.is_main:
+    if runtime is not None and not runtime.is_main:
         return {}
     if cfg.base.path is not None:
         return import_base(cfg)
@@ -166,7 +166,7 @@ def run_base(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
     run.validate()
     # The bundled base is tiny (seconds of training) and is pretrained on the CPU under every launcher and device:
     # every rank of a data-parallel chain then starts from bitwise the same base, and the chain's measured
-    # thresholds do not move with the GPU's kernels. The stages after it run on the strategy's device.
+    # thresholds do not move with the GPU's kernels. The stages after it run on the runtime's device.
     outcome = run_debug(run, device=torch.device("cpu"), log=log.info)
     if outcome.status == "preempted":  # a signal: the chain stops here instead of saving a half-trained base
         from llm.align.resume import StagePreempted

@@ -41,7 +41,7 @@ from llm.align.config import AlignConfig
 from llm.align.formats import EXPECTED, DataFileError, Loaded, load
 from llm.align.reward_functions import RewardError, RewardFunctions, function_specs
 from llm.align.stages import REGISTRY, Stage
-from llm.align.strategy import LocalStrategy, Strategy
+from llm.train.runtime import Runtime, SingleProcess
 from llm.align.template import ChatTemplate
 from typed_yaml import log
 
@@ -51,7 +51,7 @@ SCORED_ROWS = 8
 
 def scored_by(stage: str, key: str) -> str | None:
     """The reward key whose functions score `stage`'s rows of data key `key`, or None: eval.prompts by eval.reward in
-    every stage (llm/align/evaluation.py checker_eval); grpo_rloo.prompts by grpo_rloo.reward; the RM's policy samples
+    every stage (llm/align/rollout.py checker_eval); grpo_rloo.prompts by grpo_rloo.reward; the RM's policy samples
     of ppo.prompts and sft.eval_data by eval.reward (llm/align/reward_training.py). PPO's rollouts are scored by the RM
     only."""
     if key == "eval.prompts" or (stage == "rm" and key in ("ppo.prompts", "sft.eval_data")):
@@ -175,9 +175,9 @@ def check_inputs(cfg: AlignConfig, to_run: list[Stage], alone: bool = False) -> 
         written.update(stage.outputs(cfg))
 
 
-def run_chain(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_chain(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """Run cfg.stages in order (skipping complete ones) and write chain_report.json; returns the report."""
-    d = strategy or LocalStrategy()
+    d = runtime or SingleProcess()
     out = Path(cfg.out_dir)
     report: dict = {"stages": {}, "skipped": [], "not_run": {}}
     stages = []

@@ -12,10 +12,10 @@ import torch
 from llm.align import losses as L
 from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
-from llm.align.evaluation import checker_eval, held_out_kl
+from llm.align.rollout import checker_eval, held_out_kl
 from llm.align.seeds import Stream, batch_indices
 from llm.align.stages import Stage, StageContext
-from llm.align.strategy import Strategy, frozen
+from llm.train.runtime import Runtime, frozen
 
 
 def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -23,10 +23,10 @@ def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return L.token_logprobs(logits[:, :-1], targets).sum(1)
 
 
-def run_dpo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_dpo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """DPO from dpo.init (default <out_dir>/sft); writes <out_dir>/dpo. Returns held-out metrics."""
-    ctx = StageContext(cfg, STAGE, strategy)
-    d, s, tok = ctx.strategy, cfg.dpo, ctx.tokenizer
+    ctx = StageContext(cfg, STAGE, runtime)
+    d, s, tok = ctx.runtime, cfg.dpo, ctx.tokenizer
     policy, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])
     train = ctx.data("dpo.data", "pair", policy.cfg.seq_len)

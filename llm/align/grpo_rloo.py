@@ -22,13 +22,13 @@ from llm.align import handoff
 from llm.align import losses as L
 from llm.align.template import decode_response, encode_prompt
 from llm.align.config import AlignConfig
-from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
 from llm.align.reward_functions import RM, RewardFunctions
-from llm.align.rollout import gathered_logprobs, make_batch, response_logprobs, reward_model_scores, sample_seeded
+from llm.align.rollout import (checker_eval, gathered_logprobs, held_out_kl, make_batch, response_logprobs,
+                               reward_model_scores, sample_seeded)
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
-from llm.align.strategy import Strategy, check_split, frozen
+from llm.train.runtime import Runtime, check_split, frozen
 from typed_yaml import log
 
 
@@ -63,12 +63,12 @@ class Rewards:
         return total
 
 
-def run_grpo_rloo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_grpo_rloo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """GRPO or RLOO from grpo_rloo.actor (default <out_dir>/sft); writes <out_dir>/grpo_rloo. Returns the held-out
     metrics."""
     r = cfg.grpo_rloo
-    ctx = StageContext(cfg, STAGE, strategy, log_every=5)
-    d, tok, template = ctx.strategy, ctx.tokenizer, ctx.template
+    ctx = StageContext(cfg, STAGE, runtime, log_every=5)
+    d, tok, template = ctx.runtime, ctx.tokenizer, ctx.template
     check_split("grpo_rloo.mini_batch", r.mini_batch, d.world)
     actor, _ = ctx.load("lm")
     reference = frozen(ctx.load("lm")[0])

@@ -103,7 +103,7 @@ def save_stage(path: str | Path, stage: str, model: torch.nn.Module, tokenizer_p
 
 def _write_stage(path, tmp, stage, model, tokenizer_path, config_yaml, metrics, extra, template) -> Path:
     from data_pipeline.hf_tokenizer import copy_tokenizer, is_hf_tokenizer, load_tokenizer
-    from llm.align.reward_model import RewardModel
+    from llm.model import RewardModel
     tmp.mkdir(parents=True)
     kind = "reward" if isinstance(model, RewardModel) else "lm"
     with open(tmp / "model.pt", "wb") as f:  # a file object: a full disk keeps its errno
@@ -174,7 +174,7 @@ def load_stage(path: str | Path, kind: str, tokenizer_fingerprint: str | None = 
     a different model shape than `model_cfg`, or any missing/unexpected/mis-shaped tensor.
     Returns (model, StageInfo).
     """
-    from llm.align.reward_model import RewardModel
+    from llm.model import RewardModel
     from llm.model import Transformer
 
     path = Path(path)

@@ -127,7 +127,7 @@ def aggregate(terms: torch.Tensor, mask: torch.Tensor, loss_type: str, n: float 
               max_new_tokens: int = 0) -> torch.Tensor:
     """The loss from per-token terms. n: the normaliser's count, of tokens for 'token_mean' (default: here, see
     `masked_mean`), of sequences otherwise (a data-parallel caller passes the global mini-batch's count / world,
-    llm/align/strategy.py).
+    llm/train/runtime.py).
 
     'token_mean' (PPO): Σ terms·mask / n_tokens; 'seq_mean' (GRPO): Σ_i (Σ_t terms·mask / |o_i|) / n_sequences;
     'seq_sum' (RLOO: REINFORCE on the sequence): Σ_i Σ_t terms·mask / n_sequences; 'constant' (Dr. GRPO):

@@ -28,16 +28,14 @@ from llm.align import handoff
 from llm.align import losses as L
 from llm.align.template import encode_prompt
 from llm.align.config import AlignConfig
-from llm.align.evaluation import checker_eval, held_out_kl
 from llm.align.resume import generator_state, set_generator_state
-from llm.align.reward_model import RewardModel
-from llm.align.rollout import (RolloutBatch, gathered_logprobs, make_batch, response_logprobs, reward_model_scores,
-                               sample_seeded)
+from llm.align.rollout import (RolloutBatch, checker_eval, gathered_logprobs, held_out_kl, make_batch,
+                               response_logprobs, reward_model_scores, sample_seeded)
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
-from llm.align.strategy import LocalStrategy, Strategy, check_split, frozen
+from llm.train.runtime import Runtime, SingleProcess, check_split, frozen
 from llm.align.template import ChatTemplate
-from llm.model import Transformer
+from llm.model import RewardModel, Transformer
 
 
 @dataclass
@@ -72,14 +70,14 @@ def build_models(cfg: AlignConfig, device: torch.device | str = "cpu") -> PPOMod
 
 @torch.no_grad()
 def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
-                  strategy: Strategy | None = None) -> dict:
+                  runtime: Runtime | None = None) -> dict:
     """Old/reference log-probs, values, normalised clipped scores, per-token rewards, advantages, returns.
 
     `b` is the global rollout batch. Each rank runs the four forwards on its contiguous share of the rows and
     the results are gathered, so GAE and the whitening statistics are computed over the whole batch, the same
     on every rank and as in debug mode.
     """
-    d = strategy or LocalStrategy()
+    d = runtime or SingleProcess()
     p = cfg.ppo
     mask = b.action_mask
     tokens = b.tokens[d.shard(len(b.tokens))]
@@ -100,12 +98,12 @@ def score_rollout(m: PPOModels, b: RolloutBatch, beta: float, cfg: AlignConfig,
             "adv": adv, "returns": returns}
 
 
-def run_ppo(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_ppo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """PPO from ppo.actor (default <out_dir>/sft) against ppo.reward_model (default <out_dir>/rm); writes
     <out_dir>/ppo. Returns the held-out metrics (checker accuracy, KL to the reference, RM gap)."""
     p = cfg.ppo
-    ctx = StageContext(cfg, STAGE, strategy, log_every=5)
-    d, tok = ctx.strategy, ctx.tokenizer
+    ctx = StageContext(cfg, STAGE, runtime, log_every=5)
+    d, tok = ctx.runtime, ctx.tokenizer
     check_split("ppo.mini_batch", p.mini_batch, d.world)
     m = build_models(cfg, d.device)
     eos = tok.eos_id

@@ -108,21 +108,21 @@ class StageResume:
     written under another config.
     """
 
-    def __init__(self, root: Path, every: int, total: int, strategy, config_sha: str = ""):
-        self.root, self.every, self.total, self.strategy = Path(root), every, total, strategy
+    def __init__(self, root: Path, every: int, total: int, runtime, config_sha: str = ""):
+        self.root, self.every, self.total, self.runtime = Path(root), every, total, runtime
         self.config_sha = config_sha
         self.preempt = PreemptionFlag.install()
         stage = self.root.name  # <out_dir>/resume/<stage>
         iterations = stage in PER_ITERATION
         self.progress = Progress(stage, total, "iteration" if iterations else "step", log=log.info,
                                  log_file=self.root.parent.parent / "logs" / "progress.log",
-                                 every_s=0.0 if iterations else None, enabled=strategy.is_main)
+                                 every_s=0.0 if iterations else None, enabled=runtime.is_main)
 
     def latest(self) -> Path | None:
         return ckpt.latest_checkpoint(self.root)
 
     def load(self, trainers: dict, modules: dict[str, torch.nn.Module]) -> dict | None:
-        """Restore the latest checkpoint into `trainers` (name → llm/align/strategy.py Trainer), `modules` and the
+        """Restore the latest checkpoint into `trainers` (name → llm/train/runtime.py Trainer), `modules` and the
         global RNGs; returns its trainer_state.json ({step, loop, rows, ...}), or None when there is none."""
         path = self.latest()
         if path is None:
@@ -149,7 +149,7 @@ class StageResume:
                    rows: list[dict]) -> None:
         """After step `step` (1-based) completed: report progress; write the checkpoint when due or when a signal
         asked the job to stop, then keep only it. Raises StagePreempted after a save a signal asked for."""
-        d = self.strategy
+        d = self.runtime
         self.report(step, rows)
         # Every rank must agree before the collective save, whichever rank caught the signal (a sum over ranks).
         stop = d.sum(float(self.preempt.raised is not None and step < self.total)) > 0
@@ -192,7 +192,7 @@ class StageResume:
 
     def clear(self) -> None:
         """Remove the stage's checkpoints (main rank), once its stage directory is complete."""
-        if self.strategy.is_main:
+        if self.runtime.is_main:
             shutil.rmtree(self.root, ignore_errors=True)
 
 

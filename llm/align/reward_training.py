@@ -1,5 +1,5 @@
 """The `rm` stage, reward-model training: the SFT transformer with a scalar head on the last (EOS) token
-(llm/align/reward_model.py), trained on checker-labelled pairs with the Bradley–Terry loss
+(llm/model.py), trained on checker-labelled pairs with the Bradley–Terry loss
 −log σ(r_chosen − r_rejected − margin) (InstructGPT §3.5).
 
 The checkpoint records the mean and std of the RM's scores on held-out responses, so PPO can normalise
@@ -16,13 +16,13 @@ import torch
 
 from llm.align.template import pair_batch
 from llm.align.config import AlignConfig
-from llm.align.evaluation import phase_progress
+from llm.align.rollout import phase_progress, sample
 from llm.align.losses import bradley_terry_loss
 from llm.align.reward_functions import RewardFunctions
-from llm.align.reward_model import RewardModel
+from llm.model import RewardModel
 from llm.align.seeds import Stream, batch_indices, seed_for
 from llm.align.stages import Stage, StageContext
-from llm.align.strategy import Strategy
+from llm.train.runtime import Runtime
 from typed_yaml import log
 
 
@@ -50,7 +50,6 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     `prompt`), `n_samples` answers at temperature 1; the first reaching `correct_reward` paired with the first that
     does not (prompts with no such pair, or whose pair is longer than the model's seq_len, are dropped)."""
     from llm.align.template import decode_response, encode_prompt, sft_example
-    from llm.align.rollout import sample
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = [encode_prompt(tok, template, q["prompt"]) for q in prompts]
@@ -74,10 +73,10 @@ def policy_pairs(model, tok, template, prompts: list[dict], reward, correct_rewa
     return rows
 
 
-def run_rm(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_rm(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """Train the reward model from rm.init (default <out_dir>/sft); writes <out_dir>/rm. Returns metrics."""
-    ctx = StageContext(cfg, STAGE, strategy)
-    d, s, tok = ctx.strategy, cfg.rm, ctx.tokenizer
+    ctx = StageContext(cfg, STAGE, runtime)
+    d, s, tok = ctx.runtime, cfg.rm, ctx.tokenizer
     rm, _ = ctx.load("reward")
     seq_len = rm.cfg.seq_len
     train = ctx.data("rm.data", "pair", seq_len)

@@ -1,7 +1,10 @@
-"""What every RL method does with a rollout, written once below the methods (none imports another): sampling
+"""What every method does with a rollout, written once below the methods (none imports another): sampling
 responses with the model's KV-cached `generate()`, padding them into batches, their log-probabilities and KL to
-the reference, the reward model's normalised scores. The check that a checkpoint is a reward model is
-llm/align/handoff.py `reward_stats`, the mini-batch check llm/align/strategy.py `check_split`.
+the reference, the reward model's normalised scores; and the held-out evaluation every stage reports, built from
+them (eval reward and checker accuracy on the held-out prompts; with a reward model, its normalised score and its
+agreement with the eval reward: the gap that exposes reward hacking; a policy's KL to its reference). The check
+that a checkpoint is a reward model is llm/align/handoff.py `reward_stats`, the mini-batch check
+llm/train/runtime.py `check_split`.
 
 A response is the generated tokens up to and including the first EOS (or all max_new_tokens if none came).
 Every tensor is made on the model's device (the sampling noise and generators too): the one host round trip of a
@@ -10,14 +13,21 @@ rollout is the sampled ids, which the reward functions read as text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from data_pipeline.tokenizer import PAD_ID
-from llm.align.template import group_by_length
+from data_pipeline.tokenizer import PAD_ID, Tokenizer
+from llm.align.config import AlignConfig
 from llm.align.losses import token_logprobs
-from llm.align.reward_model import normalised_score
+from llm.align.seeds import Stream, seed_for
+from llm.align.template import decode_response, encode_prompt, group_by_length
 from llm.model import Transformer
+from typed_yaml import log
+
+if TYPE_CHECKING:
+    from llm.align.stages import StageContext
 
 
 @torch.no_grad()
@@ -120,19 +130,110 @@ def sequence_kl(actor: Transformer, reference: Transformer, b: RolloutBatch) -> 
 
 
 @torch.no_grad()
-def gathered_logprobs(model: Transformer, b: RolloutBatch, strategy) -> torch.Tensor:
+def gathered_logprobs(model: Transformer, b: RolloutBatch, runtime) -> torch.Tensor:
     """(batch, width − 1) log-probs of the global rollout `b`'s response tokens under `model` (0 elsewhere): each
     rank scores its contiguous share of the rows and the shares are gathered, so every rank holds them all."""
-    rows = strategy.shard(len(b.tokens))
+    rows = runtime.shard(len(b.tokens))
     tokens = b.tokens[rows]
-    return strategy.gather_rows(response_logprobs(model(tokens), tokens)) * b.action_mask
+    return runtime.gather_rows(response_logprobs(model(tokens), tokens)) * b.action_mask
 
 
 @torch.no_grad()
-def reward_model_scores(reward_model, stats: tuple[float, float], clip: float, b: RolloutBatch, strategy
+def reward_model_scores(reward_model, stats: tuple[float, float], clip: float, b: RolloutBatch, runtime
                         ) -> torch.Tensor:
-    """(batch,) normalised, clipped RM scores of the global rollout `b` (llm/align/reward_model.py
+    """(batch,) normalised, clipped RM scores of the global rollout `b` (llm/model.py
     `normalised_score`), each rank scoring its share as `gathered_logprobs`."""
-    rows = strategy.shard(len(b.tokens))
-    raw = strategy.gather_rows(reward_model.score(b.tokens[rows], b.last_index[rows]))
+    rows = runtime.shard(len(b.tokens))
+    raw = runtime.gather_rows(reward_model.score(b.tokens[rows], b.last_index[rows]))
     return normalised_score(raw, stats, clip, b.ended)
+
+
+def normalised_score(raw: torch.Tensor, stats: tuple[float, float], clip: float, ended: torch.Tensor) -> torch.Tensor:
+    """The reward PPO and the grpo_rloo stage take from the RM: its raw score normalised by the (mean, std) it recorded
+    on held-out responses (llm/align/handoff.py `reward_stats`; InstructGPT normalises its RM so that demonstrations
+    score 0), clipped to ±clip. The RM only ever scored EOS-terminated answers; an unfinished one (`ended` False)
+    gets the lowest score, -clip, instead of the RM's extrapolation (which PPO otherwise learns to exploit; TRL's
+    `missing_eos_penalty` does the same)."""
+    mean, std = stats
+    score = ((raw - mean) / std).clamp(-clip, clip)
+    return torch.where(ended, score, torch.full_like(score, -clip))
+
+
+# The held-out evaluation.
+
+@torch.no_grad()
+def evaluate_checker(model: Transformer, tok: Tokenizer, template, prompts: list[dict], reward, correct_reward: float,
+                     max_new_tokens: int, temperature: float, seed: int, reward_model=None,
+                     reward_stats: tuple[float, float] = (0.0, 1.0), batch_size: int = 128, progress=None) -> dict:
+    """The eval reward of `model` on held-out prompt rows (llm/align/formats.py `prompt`; samples at `temperature`,
+    a fixed seed): its mean (eval_reward) and the share of answers reaching `correct_reward` (checker_accuracy), the
+    mean response length, and with a reward model the normalised RM score overall, on correct and on wrong
+    answers, and the RM/eval-reward agreement (RM score > 0 ⇔ correct): the gap that exposes reward hacking.
+    reward: llm/align/reward_functions.py RewardFunctions. progress: a llm/train/progress.py Progress fed per batch
+    sampled."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    prompt_ids = [encode_prompt(tok, template, p["prompt"]) for p in prompts]
+    responses: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        responses += sample(model, prompt_ids[s:s + batch_size], max_new_tokens, temperature, tok.eos_id, gen)
+        if progress is not None:
+            progress.update(len(prompt_ids[s:s + batch_size]))
+    rewards = reward([p["raw"] for p in prompts], [decode_response(tok, r, template) for r in responses],
+                     [p["fields"] for p in prompts])
+    correct = [r >= correct_reward for r in rewards]
+    out = {"checker_accuracy": sum(correct) / len(correct), "eval_reward": sum(rewards) / len(rewards),
+           "response_length": sum(len(r) for r in responses) / len(responses)}
+    if reward_model is not None:
+        b = make_batch(prompt_ids, responses, tok.eos_id, next(reward_model.parameters()).device)
+        mean, std = reward_stats
+        scores = (reward_model.score(b.tokens, b.last_index) - mean) / std
+        scores = torch.where(b.ended, scores, torch.full_like(scores, float("-inf"))).clamp(min=-5.0).tolist()
+        good = [s for s, c in zip(scores, correct) if c]
+        bad = [s for s, c in zip(scores, correct) if not c]
+        out.update(rm_reward=sum(scores) / len(scores),
+                   rm_reward_correct=sum(good) / len(good) if good else None,
+                   rm_reward_wrong=sum(bad) / len(bad) if bad else None,
+                   rm_checker_agreement=sum((s > 0) == c for s, c in zip(scores, correct)) / len(scores))
+    return out
+
+
+def checker_eval(cfg: AlignConfig, model, tok: Tokenizer, template, reward_model=None, reward_stats=(0.0, 1.0)
+                 ) -> dict:
+    """Eval reward, checker accuracy (and RM gap) of `model` on the held-out prompts (eval.prompts, scored by
+    eval.reward), as every stage reports it; {} when there are none (task.name: none, eval.prompts null)."""
+    from llm.align.formats import load
+    from llm.align.reward_functions import RewardFunctions
+    if cfg.source("eval.prompts") is None:
+        return {}
+    prompts = load(cfg.source("eval.prompts"), "prompt", template, tok, model.cfg.seq_len, cfg.bad_rows).rows
+    reward = RewardFunctions(cfg.eval.reward, cfg.eval.reward_weights, cfg.reward_timeout_s, "eval.reward")
+    return evaluate_checker(model, tok, template, prompts, reward, cfg.eval.correct_reward, cfg.eval.max_new_tokens,
+                            cfg.eval.temperature,
+                            seed=seed_for(cfg.seed, Stream.EVAL_CHECKER), reward_model=reward_model,
+                            reward_stats=reward_stats, progress=phase_progress(cfg, "eval checker", len(prompts)))
+
+
+def phase_progress(cfg: AlignConfig, name: str, total: int, unit: str = "prompt", is_main: bool | None = None):
+    """A progress line (llm/train/progress.py) for a sampling phase outside a stage's training loop (the held-out
+    checker evaluation, the RM's policy samples): minutes on a CPU, silent before. Written to the console
+    (typed_yaml/log.py `info`) and <out_dir>/logs/progress.log by the main rank (typed_yaml/log.py's, when `is_main`
+    is not given)."""
+    from llm.train.progress import Progress
+    main = log.is_main() if is_main is None else is_main
+    return Progress(name, total, unit, log=log.info, log_file=Path(cfg.out_dir) / "logs" / "progress.log",
+                    enabled=main)
+
+
+def held_out_kl(ctx: StageContext, policy: Transformer, reference: Transformer) -> dict:
+    """{"kl": KL(π ‖ π_ref)} on samples of the held-out prompts (the same seed for every stage), or {} without
+    held-out prompts."""
+    cfg, tok = ctx.cfg, ctx.tokenizer
+    rows = ctx.data("eval.prompts", "prompt", policy.cfg.seq_len)
+    if rows is None:
+        return {}
+    ids = [encode_prompt(tok, ctx.template, r["prompt"]) for r in rows]
+    device = next(policy.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed_for(cfg.seed, Stream.EVAL_KL))
+    b = make_batch(ids, sample(policy, ids, cfg.eval.max_new_tokens, cfg.eval.temperature, tok.eos_id, gen),
+                   tok.eos_id, device)
+    return {"kl": sequence_kl(policy, reference, b)}

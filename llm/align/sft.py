@@ -11,11 +11,11 @@ import torch
 
 from llm.align.template import sft_batch
 from llm.align.config import AlignConfig
-from llm.align.evaluation import checker_eval
+from llm.align.rollout import checker_eval
 from llm.align.losses import IGNORE_INDEX, sft_loss
 from llm.align.seeds import Stream, batch_indices
 from llm.align.stages import Stage, StageContext
-from llm.align.strategy import Strategy
+from llm.train.runtime import Runtime
 
 
 @torch.no_grad()
@@ -31,10 +31,10 @@ def eval_loss(model, examples, seq_len: int, batch_size: int = 64) -> float:
     return total / count
 
 
-def run_sft(cfg: AlignConfig, strategy: Strategy | None = None) -> dict:
+def run_sft(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     """Fine-tune the checkpoint at sft.init (default <out_dir>/base) and write <out_dir>/sft. Returns metrics."""
-    ctx = StageContext(cfg, STAGE, strategy)
-    d, s, tok = ctx.strategy, cfg.sft, ctx.tokenizer
+    ctx = StageContext(cfg, STAGE, runtime)
+    d, s, tok = ctx.runtime, cfg.sft, ctx.tokenizer
     model, info = ctx.load("lm")
     seq_len = info.model_config.seq_len
     train = ctx.data("sft.data", "conversation", seq_len)

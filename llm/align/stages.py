@@ -6,7 +6,7 @@ task data files it reads and the format it reads each in (what the chain's pre-f
 checks before any stage trains), the data it writes, the metrics the chain's summary quotes, and its run function.
 `REGISTRY` holds them by name, in the order of llm/align/config.py's STAGES: what launch/ and the chain dispatch on.
 A `StageContext` is opened by each run function: it finds the checkpoint the stage starts from, opens its
-tokenizer, loads models, builds trainers through the strategy, logs metrics rows (`StageLog`), resumes from and
+tokenizer, loads models, builds trainers through the runtime, logs metrics rows (`StageLog`), resumes from and
 writes the in-stage checkpoints (llm/align/resume.py), and saves the stage checkpoint at the end. What is left in
 base_stage.py, sft.py, reward_training.py, ppo.py, dpo.py and grpo_rloo.py is the method.
 """
@@ -25,19 +25,19 @@ from llm.align import handoff
 from llm.align.config import DATA_KINDS, AlignConfig
 from llm.align.resume import StageResume, stage_resume_dir
 from llm.align.seeds import Stream, seed_for
-from llm.align.strategy import LocalStrategy, Strategy, Trainer
+from llm.train.runtime import Runtime, SingleProcess, Trainer
 from llm.align.template import ChatTemplate
 from llm.config import OptimConfig
 from typed_yaml import log
 
-RunFn = Callable[[AlignConfig, Strategy | None], dict]
+RunFn = Callable[[AlignConfig, Runtime | None], dict]
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     run: RunFn
-    """run(cfg, strategy) → the stage's metrics (also recorded in its stage.json); its console lines go through
+    """run(cfg, runtime) → the stage's metrics (also recorded in its stage.json); its console lines go through
     typed_yaml/log.py (the main rank's)."""
     checkpoints: dict[str, str] = field(default_factory=dict)
     """{field of the stage's config section: the stage whose directory it defaults to}; the first is the model
@@ -143,9 +143,9 @@ class StageContext:
     Raises handoff.HandoffError when the checkpoint it starts from is not a complete stage directory.
     """
 
-    def __init__(self, cfg: AlignConfig, stage: Stage, strategy: Strategy | None = None, log_every: int = 10):
+    def __init__(self, cfg: AlignConfig, stage: Stage, runtime: Runtime | None = None, log_every: int = 10):
         self.cfg, self.stage = cfg, stage
-        self.strategy = strategy or LocalStrategy()
+        self.runtime = runtime or SingleProcess()
         self.t0 = time.perf_counter()
         self.init = stage.checkpoint_path(cfg, next(iter(stage.checkpoints)))
         info = handoff.read_info(self.init)  # a missing or partial checkpoint is named before its tokenizer is opened
@@ -153,7 +153,7 @@ class StageContext:
         handoff.check_template(info, self.init, self.template.to_dict())
         self.tokenizer = handoff.checkpoint_tokenizer(self.init)
         self.skipped_rows: dict[str, int] = {}
-        self.log = StageLog(stage_log_path(cfg, stage.name), self.strategy.is_main, log_every)
+        self.log = StageLog(stage_log_path(cfg, stage.name), self.runtime.is_main, log_every)
         self.resumer: StageResume | None = None
         self.trainers: dict[str, Trainer] = {}
         self.modules: dict[str, torch.nn.Module] = {}
@@ -177,22 +177,22 @@ class StageContext:
 
     def load(self, kind: str, key: str | None = None):
         """(model, StageInfo) of the checkpoint read as `key` (default: the one the stage starts from), loaded as
-        `kind` ('lm' or 'reward') onto the strategy's device (a frozen reference or RM is never moved by an engine)
+        `kind` ('lm' or 'reward') onto the runtime's device (a frozen reference or RM is never moved by an engine)
         and refused unless it was trained with this stage's tokenizer and template."""
         path = self.init if key is None else self.stage.checkpoint_path(self.cfg, key)
         model, info = handoff.load_stage(path, kind, tokenizer_fingerprint=self.tokenizer.fingerprint())
         handoff.check_template(info, path, self.template.to_dict())
-        return model.to(self.strategy.device), info
+        return model.to(self.runtime.device), info
 
     def trainer(self, module: torch.nn.Module, optim: OptimConfig, zero_stage: int, total_steps: int) -> Trainer:
-        """The Trainer of `module` (a Transformer or a RewardModel) through the strategy; its blocks compiled first
+        """The Trainer of `module` (a Transformer or a RewardModel) through the runtime; its blocks compiled first
         when cfg.compile (before the engine wraps the module, as llm/train does)."""
         if self.cfg.compile:
             from llm.train.compile import compile_blocks
             compile_blocks((module.body if hasattr(module, "body") else module).layers)
         # Seeded here, after loading (which draws from torch's generator) and before training (dropout draws).
         torch.manual_seed(seed_for(self.cfg.seed, Stream.TORCH))
-        return Trainer(self.strategy.prepare(module, optim, zero_stage), optim, total_steps)
+        return Trainer(self.runtime.prepare(module, optim, zero_stage), optim, total_steps)
 
     def resume(self, total_steps: int, trainers: dict[str, Trainer], modules: dict[str, torch.nn.Module] | None = None
                ) -> tuple[int, dict]:
@@ -201,7 +201,7 @@ class StageContext:
         `checkpoint` calls save the same objects. Returns (steps already done, the loop state it saved), (0, {})
         when starting afresh. A checkpoint written under another config is discarded, with a line saying so."""
         every = getattr(self.cfg, self.stage.name).checkpoint_every
-        self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.strategy,
+        self.resumer = StageResume(stage_resume_dir(self.cfg, self.stage.name), every, total_steps, self.runtime,
                                    self._config_sha())
         self.trainers, self.modules = trainers, modules or {}
         latest = self.resumer.latest()
@@ -211,9 +211,9 @@ class StageContext:
         # Checked before anything is compared or restored: a damaged trainer_state.json is named, never guessed at.
         if read_trainer_state(latest, list(trainers)).get("config_sha") != self._config_sha():
             log.info(f"{self.stage.name}: {latest} was written under another config; starting at step 0")
-            self.strategy.barrier()
+            self.runtime.barrier()
             self.resumer.clear()
-            self.strategy.barrier()
+            self.runtime.barrier()
             return 0, {}
         state = self.resumer.load(trainers, self.modules)
         self.log.restore(state["rows"])
@@ -234,12 +234,12 @@ class StageContext:
         self.log.close()
         if self.skipped_rows:
             metrics["skipped_rows"] = dict(self.skipped_rows)
-        if self.strategy.is_main:
+        if self.runtime.is_main:
             metrics["wall_s"] = time.perf_counter() - self.t0
             handoff.save_stage(self.cfg.stage_dir(self.stage.name), self.stage.name, model,
                                handoff.tokenizer_path(self.init), self.cfg.to_yaml(), metrics, extra,
                                self.template.to_dict())
-        self.strategy.barrier()
+        self.runtime.barrier()
         if self.resumer is not None:
             self.resumer.clear()  # the stage directory is complete: a re-run skips the stage
         return metrics

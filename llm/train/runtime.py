@@ -1,19 +1,19 @@
-"""The one training abstraction that pretraining and alignment share: a `Runtime` (where this process sits in the
-job, the collectives over its ranks, and `prepare`, which turns a module into an `Engine` that trains it) and the
-one optimizer step of a single process, with its non-finite diagnosis.
+"""The one training abstraction that pretraining and alignment share: a `Runtime` (this process's place in the job,
+the collectives over its ranks, and `prepare`: a module → an `Engine` that trains it), the one single-process
+optimizer step with its non-finite diagnosis, and the `Trainer` that steps an engine at the scheduled learning rate.
 
-Two runtimes implement it: `SingleProcess` here (debug mode: rank 0 of a world of one, every collective the
-identity, plain torch AdamW) and parallel/runtime.py's `DistributedRuntime` (a rank of a launched job:
-torch.distributed collectives, one DeepSpeed engine per prepared module). The pretraining backends are runtimes
-that also drive the training loop's steps (llm/train/backend.py: `SingleProcessBackend` here in
-llm/train/single_process.py, `DeepSpeedBackend` in parallel/engine.py); the alignment stages take a runtime and
-prepare each model they train through it (llm/align/stages.py). So no module of llm/ imports torch.distributed or
-DeepSpeed, and "single process" has one name in the code: debug mode is what the user runs, `SingleProcess` what
-the code calls it, and a checkpoint's layout records it as backend "local" (the format, kept for old checkpoints).
+`SingleProcess` (here) is debug mode: rank 0 of a world of one, identity collectives, plain torch AdamW; it is the
+only name the code gives a single process (a checkpoint's layout still records it as backend "local", for old
+checkpoints). parallel/runtime.py's `DistributedRuntime` is a rank of a launched job: torch.distributed collectives,
+one DeepSpeed engine per prepared module. The pretraining backends are these runtimes with the loop's steps on top
+(llm/train/backend.py); an alignment stage is handed one by its entry point and trains each model through a
+`Trainer`, keeping the models it only evaluates `frozen`. So no module of llm/ imports torch.distributed or
+DeepSpeed.
 
-Data parallelism of a collective is over the data-parallel ranks (`dp_rank` of `dp_size`): the ranks that hold the
-same model shard and take different samples. Under tensor or pipeline parallelism that is a subgroup; alignment is
-data-parallel only, so there it is every rank.
+Collectives are over the data-parallel ranks (`dp_rank` of `dp_size`, a subgroup under tensor or pipeline
+parallelism; every rank in alignment). Each rank takes its contiguous share of a global batch (`shard`) and
+normalises its loss by the global count over dp_size, so the engine's gradient average is the global mean and every
+layout computes debug mode's update.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import torch
 from llm.config import ConfigError, OptimConfig
 from llm.train import safe_load
 from llm.train.optim import make_optimizer
+from llm.train.schedule import lr_at
+from typed_yaml.errors import TrainingDiverged
 
 
 @dataclass
@@ -120,6 +122,13 @@ def shard(n: int, rank: int, world: int) -> slice:
         raise ConfigError(f"batch of {n} does not split over {world} data-parallel ranks")
     per = n // world
     return slice(rank * per, (rank + 1) * per)
+
+
+def check_split(key: str, n: int, world: int) -> None:
+    """Raise ConfigError unless the `world` data-parallel ranks split the config value `key`=n (a stage's
+    mini-batch)."""
+    if n % world:
+        raise ConfigError(f"{key}={n} does not split over {world} data-parallel ranks")
 
 
 def first_nonfinite(model: torch.nn.Module) -> str | None:
@@ -248,3 +257,49 @@ class SingleProcess:
 
     def close(self) -> None:
         pass
+
+
+class Trainer:
+    """`trainer(x)` runs the forward through the engine, `trainer.step(loss)` backpropagates, clips and steps at
+    the LR of llm/train/schedule.py (warmup, cosine to optim.min_lr_ratio over total_steps). `module` is the plain
+    nn.Module, for generate(), state dicts and evaluation."""
+
+    def __init__(self, engine: Engine, optim: OptimConfig, total_steps: int):
+        self.engine, self.optim, self.total_steps = engine, optim, total_steps
+        self.module = engine.module
+        self.steps = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.train(mode)
+
+    def current_lr(self) -> float:
+        o = self.optim
+        return lr_at(self.steps, o.lr, o.warmup_steps, self.total_steps, o.min_lr_ratio)
+
+    def step(self, loss: torch.Tensor) -> float:
+        """One optimizer step at the scheduled LR; returns the gradient norm before clipping (nan where the engine
+        does not report it). A non-finite gradient raises TrainingDiverged naming the first non-finite tensor
+        (llm/train/runtime.py `optimizer_step`; the norm is global, so every rank raises together)."""
+        lr = self.current_lr()
+        for g in self.engine.optimizer.param_groups:
+            g["lr"] = lr
+        self.steps += 1
+        result = self.engine.backward_step(loss)
+        norm = float("nan") if result.grad_norm is None else result.grad_norm
+        if result.nonfinite is not None or not math.isfinite(norm) and result.grad_norm is not None:
+            raise TrainingDiverged(f"non-finite loss or gradient at optimizer step {self.steps} (loss "
+                                   f"{result.loss}, gradient norm {norm}); first non-finite: "
+                                   f"{result.nonfinite or 'none (only the loss is)'}; lower optim.lr or check the "
+                                   f"data, then rerun: the stage resumes from its last checkpoint")
+        return norm
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """A model that is only evaluated (reference policy, reward model): eval mode, no gradients."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

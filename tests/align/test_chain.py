@@ -75,7 +75,7 @@ def test_critic_gets_the_reward_models_head(chain):
     for k, v in m.critic.state_dict().items():
         assert torch.equal(v, rm_state[k]), k
     # Not merely a fresh head that happens to look alike: the RM's trained head differs from an initialised one.
-    from llm.align.reward_model import RewardModel
+    from llm.model import RewardModel
     assert not torch.equal(RewardModel(m.critic.cfg).v_head.weight, m.critic.v_head.weight)
 
 

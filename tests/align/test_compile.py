@@ -55,7 +55,7 @@ def test_sft_losses_under_compile_equal_eager(base_dir, tmp_path):
 def test_a_reward_models_body_blocks_are_compiled(base_dir):
     """The RM and the PPO critic are RewardModels: their `.body` blocks are what compile_blocks replaces (the
     training run itself is test_sft_losses_under_compile_equal_eager's, on the Transformer's blocks)."""
-    from llm.align.reward_model import RewardModel
+    from llm.model import RewardModel
     from llm.align.stages import REGISTRY, StageContext
     cfg = load_align_config(RECIPE, [f"out_dir={base_dir}", "compile=true", "rm.init=" + str(base_dir / "base")])
     ctx = StageContext(cfg, REGISTRY["rm"])

@@ -44,7 +44,7 @@ def test_greedy_matches_generate_and_responses_end_at_the_first_eos():
 
 
 def test_reward_model_score_is_normalised_clipped_and_lowest_for_an_unfinished_answer():
-    from llm.align.reward_model import normalised_score
+    from llm.align.rollout import normalised_score
     raw = torch.tensor([1.0, 3.0, 100.0, 3.0])
     ended = torch.tensor([True, True, True, False])
     assert torch.equal(normalised_score(raw, (1.0, 2.0), 5.0, ended), torch.tensor([0.0, 1.0, 5.0, -5.0]))

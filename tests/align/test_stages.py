@@ -1,5 +1,5 @@
 """The seams of the alignment chain: the stage registry, the optimizer sections, the input
-check of the chain, and the strategies (llm/align/strategy.py, parallel/runtime.py)."""
+check of the chain, and the runtimes (llm/train/runtime.py, parallel/runtime.py)."""
 import pytest
 import torch
 
@@ -70,14 +70,14 @@ def test_chain_refuses_a_missing_input_before_running_anything(tmp_path):
         check_inputs(other, [REGISTRY["ppo"]], alone=True)
 
 
-def test_local_strategy_trains_with_the_configured_adamw():
-    from llm.align.strategy import LocalStrategy, Trainer
+def test_single_process_trains_with_the_configured_adamw():
+    from llm.train.runtime import SingleProcess, Trainer
 
     mcfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=24, seq_len=8)
     optim = OptimConfig(lr=1e-2, warmup_steps=0, weight_decay=0.1, min_lr_ratio=1.0, beta1=0.8, beta2=0.5, eps=1e-6,
                         grad_clip=0.0)
     model, ref = Transformer(mcfg, seed=1), Transformer(mcfg, seed=1)
-    trainer = Trainer(LocalStrategy().prepare(model, optim, zero_stage=2), optim, total_steps=3)
+    trainer = Trainer(SingleProcess().prepare(model, optim, zero_stage=2), optim, total_steps=3)
     decay = [p for p in ref.parameters() if p.ndim >= 2]
     rest = [p for p in ref.parameters() if p.ndim < 2]
     adam = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
@@ -93,12 +93,12 @@ def test_local_strategy_trains_with_the_configured_adamw():
     assert trainer.module is model
 
 
-def test_strategy_choice_and_deepspeed_json():
-    from launch.align_common import make_strategy
-    from llm.align.strategy import LocalStrategy
+def test_runtime_choice_and_deepspeed_json():
+    from launch.align_common import make_runtime
+    from llm.train.runtime import SingleProcess
     from parallel.runtime import model_ds_config
 
-    assert isinstance(make_strategy(), LocalStrategy)  # plain python: debug mode, no process group
+    assert isinstance(make_runtime(), SingleProcess)  # plain python: debug mode, no process group
     ds = model_ds_config(OptimConfig(lr=5e-4, beta2=0.99, grad_clip=0.5), zero_stage=2, world=4)
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["optimizer"]["params"]["betas"] == [0.9, 0.99] and ds["gradient_clipping"] == 0.5

@@ -68,7 +68,7 @@ def test_a_nonfinite_gradient_is_named_and_the_weights_are_left_as_they_were():
 
 
 def test_an_alignment_trainer_diverges_loudly_on_a_nan_loss():
-    from llm.align.strategy import Trainer
+    from llm.train.runtime import Trainer
     optim = OptimConfig(lr=1e-2)
     model = _model()
     trainer = Trainer(SingleProcess().prepare(model, optim, zero_stage=0), optim, total_steps=3)
