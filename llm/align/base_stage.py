@@ -167,7 +167,7 @@ def run_base(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
     # The bundled base is tiny (seconds of training) and is pretrained on the CPU under every launcher and device:
     # every rank of a data-parallel chain then starts from bitwise the same base, and the chain's measured
     # thresholds do not move with the GPU's kernels. The stages after it run on the runtime's device.
-    outcome = run_debug(run, device=torch.device("cpu"), log=log.info)
+    outcome = run_debug(run, device=torch.device("cpu"))
     if outcome.status == "preempted":  # a signal: the chain stops here instead of saving a half-trained base
         from llm.align.resume import StagePreempted
         raise StagePreempted("base", outcome.step, None, PreemptionFlag.install().raised or "a signal")

@@ -40,10 +40,9 @@ def precision_warning(dtype: str, device: torch.device, fast_bf16: bool | None) 
     return None
 
 
-def run_debug(cfg: RunConfig, device: torch.device | None = None, eval_only: bool = False, log=None) -> TrainOutcome:
+def run_debug(cfg: RunConfig, device: torch.device | None = None, eval_only: bool = False) -> TrainOutcome:
     """Train (or evaluate) `cfg` in this process on `device` (default: llm/train/hardware.py's); its lines go to the
-    console through typed_yaml/log.py. log: ignored, accepted only while llm/align/base_stage.py still passes one
-    (issue 21: remove both together)."""
+    console through typed_yaml/log.py."""
     p = cfg.parallel
     if p.tensor > 1 or p.pipeline > 1:
         raise ConfigError(f"parallel.tensor={p.tensor} × parallel.pipeline={p.pipeline} needs "

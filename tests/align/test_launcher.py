@@ -105,7 +105,7 @@ def test_ppo_data_parallel_matches_debug_mode(rm_dir, tmp_path):
 
 @pytest.mark.parametrize("algorithm,reward", [("grpo", "llm.align.task:sort_reward"),
                                               ("rloo", "[rm,llm.align.task:sort_reward]")])
-def test_rl_data_parallel_matches_debug_mode(rm_dir, tmp_path, algorithm, reward):
+def test_grpo_rloo_data_parallel_matches_debug_mode(rm_dir, tmp_path, algorithm, reward):
     # GRPO rewarded by the checker function; RLOO by the RM (sharded forwards) plus the checker.
     single, ds = _single_and_ds("grpo_rloo.py", "grpo_rloo", rm_dir, tmp_path, ("data", "sft", "rm"),
                                 [f"grpo_rloo.algorithm={algorithm}", f"grpo_rloo.reward={reward}",
