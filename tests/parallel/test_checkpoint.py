@@ -11,15 +11,15 @@ import shutil
 import pytest
 import torch
 
-from tests.parallel.launcher_utils import (LaunchError, eval_losses, launcher_config_dict, prepare_tiny_data,
-                                           run_deepspeed, run_single, train_losses, write_config)
+from tests.parallel.launcher_utils import (LaunchError, eval_losses, launcher_config_dict, run_deepspeed, run_single,
+                                           train_losses, write_config)
 
 
 @pytest.fixture(scope="module")
-def zero3_run(tmp_path_factory):
+def zero3_run(tmp_path_factory, tiny_data):
     """DP2 ZeRO-3, 5 steps, checkpoints at steps 3 and 5, dropout on (so resume must restore the RNG too)."""
     root = tmp_path_factory.mktemp("ckpt")
-    data = prepare_tiny_data(root / "data")
+    data = tiny_data
     cfg = launcher_config_dict(data, root / "unused", model={"dropout": 0.1},
                                checkpoint={"every": 3, "keep": 3})
     config = write_config(root / "cfg.yaml", cfg)

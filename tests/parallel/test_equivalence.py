@@ -12,8 +12,8 @@ its 1/dp scaling doubles the update). Pipeline layouts are in test_pipeline.py.
 """
 import pytest
 
-from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, prepare_tiny_data,
-                                           run_deepspeed, run_single, train_losses, write_config)
+from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, run_deepspeed, run_single,
+                                           train_losses, write_config)
 
 FP32_TOL = 1e-5
 BF16_TOL = 2e-2
@@ -37,9 +37,9 @@ BF16_LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("equivalence")
-    data = prepare_tiny_data(root / "data")
+    data = tiny_data
     config = write_config(root / "cfg.yaml", launcher_config_dict(data, root / "unused"))
     return root, config
 

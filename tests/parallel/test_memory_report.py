@@ -4,13 +4,13 @@ import json
 
 from llm.config import load_config
 from llm.train.memory_watch import predict_run_memory
-from tests.parallel.launcher_utils import (launcher_config_dict, prepare_tiny_data, read_metrics, run_deepspeed,
+from tests.parallel.launcher_utils import (launcher_config_dict, read_metrics, run_deepspeed,
                                            write_config)
 
 
-def test_launched_run_reports_predicted_memory(tmp_path):
+def test_launched_run_reports_predicted_memory(tiny_data, tmp_path):
     import torch
-    data = prepare_tiny_data(tmp_path / "data")
+    data = tiny_data
     cfg = launcher_config_dict(data, tmp_path / "unused", train={"max_steps": 2, "log_every": 1},
                                precision="bf16")
     config = write_config(tmp_path / "cfg.yaml", cfg)

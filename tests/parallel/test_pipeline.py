@@ -19,7 +19,7 @@ import torch
 from llm.config import ModelConfig, RunConfig, TrainConfig, ParallelConfig
 from llm.model import Transformer
 from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff,
-                                           prepare_tiny_data, run_deepspeed, run_single, train_losses,
+                                           run_deepspeed, run_single, train_losses,
                                            write_config)
 
 FP32_TOL = 1e-5
@@ -218,9 +218,9 @@ LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def launch_setup(tmp_path_factory):
+def launch_setup(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("pipeline")
-    data = prepare_tiny_data(root / "data")
+    data = tiny_data
     config = write_config(root / "cfg.yaml", launcher_config_dict(data, root / "unused"))
     run_single(config, root / "single-untied")
     run_single(config, root / "single-tied", ["model.tie_embeddings=true"])

@@ -4,15 +4,15 @@ import shutil
 
 import pytest
 
-from tests.parallel.launcher_utils import (LaunchError, launcher_config_dict, prepare_tiny_data, run_deepspeed,
+from tests.parallel.launcher_utils import (LaunchError, launcher_config_dict, run_deepspeed,
                                            write_config)
 from tests.safety_utils import plant
 
 
 @pytest.fixture(scope="module")
-def zero1_run(tmp_path_factory):
+def zero1_run(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("safe_ds")
-    data = prepare_tiny_data(root / "data")
+    data = tiny_data
     config = write_config(root / "cfg.yaml", launcher_config_dict(data, root / "unused", train={"max_steps": 2}))
     run_deepspeed(config, root / "z1", 2, ["parallel.zero_stage=1"])
     return root, config

@@ -21,8 +21,8 @@ import pytest
 from llm.config import ConfigError
 from llm.train.loop import check_same_layout
 from parallel.universal import UNIVERSAL_TAG, can_reshard
-from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, prepare_tiny_data,
-                                           run_deepspeed, train_losses, write_config)
+from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, run_deepspeed, train_losses,
+                                           write_config)
 
 FP32_TOL = 1e-5
 STEP2 = "step_00000002"
@@ -63,10 +63,10 @@ def test_refusal_keeps_the_way_out(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(tmp_path_factory, tiny_data):
     """The uninterrupted DP2 ZeRO-1 run: (root, config, {step: loss})."""
     root = tmp_path_factory.mktemp("universal")
-    data = prepare_tiny_data(root / "data")
+    data = tiny_data
     cfg = launcher_config_dict(data, root / "unused", train={"max_steps": 4}, checkpoint={"every": 2, "keep": 2})
     config = write_config(root / "cfg.yaml", cfg)
     run_deepspeed(config, root / "dp2", 2, ["parallel.zero_stage=1"])

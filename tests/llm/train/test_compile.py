@@ -15,8 +15,8 @@ from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 from llm.model import cross_entropy_loss
 from llm.train.single_process import SingleProcessBackend
-from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, prepare_tiny_data,
-                                           run_deepspeed, run_single, train_losses, write_config)
+from tests.parallel.launcher_utils import (launcher_config_dict, loss_table, max_rel_diff, run_deepspeed, run_single,
+                                           train_losses, write_config)
 
 FP32_TOL = 1e-5
 MODEL = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=512, seq_len=32)
@@ -82,8 +82,8 @@ def test_compiled_eval_loss_matches_eager(backends):
     assert abs(b - a) / a < FP32_TOL, (a, b)
 
 
-def test_launcher_zero1_compiled_matches_debug_mode_eager(tmp_path):
-    data = prepare_tiny_data(tmp_path / "data")
+def test_launcher_zero1_compiled_matches_debug_mode_eager(tiny_data, tmp_path):
+    data = tiny_data
     config = write_config(tmp_path / "cfg.yaml", launcher_config_dict(data, tmp_path / "unused"))
     run_single(config, tmp_path / "eager")
     run_deepspeed(config, tmp_path / "zero1-compiled", 2, ["parallel.zero_stage=1", "train.compile=true"],
