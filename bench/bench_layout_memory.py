@@ -59,7 +59,7 @@ def worst_ranks(rows: list[dict]) -> list[dict]:
             by_layout[r["layout"]] = r
     out = []
     for r in by_layout.values():
-        layout = Layout(r["tp"], r["pp"], r["dp"], r["zero_stage"], MICRO_BATCH, r["checkpoint_interval"])
+        layout = Layout(r["tp"], r["pp"], r["dp"], r["zero_stage"], MICRO_BATCH, r["recompute_interval"])
         p = memory_per_gpu(ModelConfig(**PROBE_MODELS[r["size"]]), layout, MICRO_BATCH * MICRO_STEPS * r["dp"],
                            reduce_bucket_size=BUCKET, framework_bytes=0, fragmentation=0.0,
                            foreach_adam=False).as_dict()  # the probe runs on CPU
@@ -82,7 +82,7 @@ def format_rows(rows: list[dict]) -> str:
                                                                "gathered_params", "activations", "logits_and_loss",
                                                                "optimizer_step"))
         lines.append(f"{r['layout']:<18} {r['tp']:>2} {r['pp']:>2} {r['dp']:>2} {r['zero_stage']:>4} "
-                     f"{r['checkpoint_interval']:>4} | {r['measured_peak'] / 1e6:11.2f}"
+                     f"{r['recompute_interval']:>4} | {r['measured_peak'] / 1e6:11.2f}"
                      f" {r['predicted_peak'] / 1e6:12.2f}"
                      f" {r['error']:+7.1%} {r['peak_at']:>14} | {items}")
     return "\n".join(lines)

@@ -3,7 +3,7 @@ prediction (llm/cost/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
-LAYOUT is "size:tp:pp:zero:checkpoint_interval", size 'small', 'large' or 'long' (PROBE_MODELS). For each, on every
+LAYOUT is "size:tp:pp:zero:recompute_interval", size 'small', 'large' or 'long' (PROBE_MODELS). For each, on every
 rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
 BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
 then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
@@ -91,7 +91,7 @@ def measure(spec: str, launch, device) -> dict:
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
-           "checkpoint_interval": interval, "rank": launch.rank, "stage": topo.pp_rank,
+           "recompute_interval": interval, "rank": launch.rank, "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
     del backend
     gc.collect()

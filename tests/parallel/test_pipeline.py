@@ -101,10 +101,10 @@ def test_sequence_parallel_refuses_partitioned_transfers():
         check_pipeline_transfers(_cfg(tensor=2, pipeline=2, sequence_parallel=True, deepspeed=on), topo)
 
 
-def test_checkpoint_interval_follows_the_config():
-    assert _cfg(activation_checkpointing="none").parallel.checkpoint_interval == 0
-    assert _cfg(activation_checkpointing="full").parallel.checkpoint_interval == 1
-    assert _cfg(activation_checkpointing="every_k", recompute_every_k=3).parallel.checkpoint_interval == 3
+def test_recompute_interval_follows_the_config():
+    assert _cfg(activation_checkpointing="none").parallel.recompute_interval == 0
+    assert _cfg(activation_checkpointing="full").parallel.recompute_interval == 1
+    assert _cfg(activation_checkpointing="every_k", recompute_every_k=3).parallel.recompute_interval == 3
 
 
 @pytest.mark.parametrize("tied,tp", [(False, 1), (True, 1), (False, 2), (True, 2)])
