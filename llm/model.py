@@ -258,14 +258,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def hidden_states(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
-    """(batch, seq) → (batch, seq, d_model): Transformer.forward without the LM head."""
-    x = model.tok_embeddings(tokens)
-    for layer in model.layers:
-        x = layer(x)
-    return model.norm(x)
-
-
 class RewardModel(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
@@ -281,7 +273,7 @@ class RewardModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-position values (batch, seq) in fp32."""
-        return self.v_head(hidden_states(self.body, tokens)).squeeze(-1).float()
+        return self.v_head(self.body.hidden(tokens)).squeeze(-1).float()
 
     def score(self, tokens: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         """Reward of each right-padded sequence: the value at `last_index` (its EOS position), shape (batch,)."""

@@ -27,7 +27,6 @@ from llm.train.runtime import StepResult, first_nonfinite, shard
 from parallel.ds_config import engine_config
 from parallel.launch_env import LaunchEnv
 from parallel.process_group import init_distributed
-from typed_yaml import log
 
 
 def initialize_engine(model: torch.nn.Module, ds_config: dict, mpu=None):
@@ -118,7 +117,6 @@ class DistributedRuntime:
         self.dp_group = dp_group
         self.dp_rank = self.rank if dp_rank is None else dp_rank
         self.dp_size = self.world if dp_size is None else dp_size
-        log.set_rank(self.rank)
 
     @classmethod
     def join(cls, launch: LaunchEnv) -> DistributedRuntime:

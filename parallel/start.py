@@ -26,7 +26,6 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     """
     import torch.distributed as dist
 
-    log.set_rank(launch.rank)  # who prints (typed_yaml/log.py), before the first line
     tp, pp, dp = check_layout(cfg, launch.world_size)  # before init, so a layout error costs no rendezvous
     device = init_distributed(launch)
     # One writer per run: rank 0 locks out_dir, and every rank hears its verdict (llm/train/setup.py lock_run).

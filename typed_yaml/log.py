@@ -6,8 +6,8 @@ and are printed by each, with the rank in front. `info` and `warning` are the fi
 Nothing else in the tree compares a rank with 0 to decide whether to print (the ranks that write shared files still
 ask their backend's `is_main`: that is about files, not the console).
 
-The rank is the one `set_rank` was given (parallel/start.py and the alignment runtime call it once the launch
-environment is read), else the launcher's RANK variable (`deepspeed`, `torchrun`, and `srun` through
+The rank is the one `set_rank` was given (parallel/process_group.py's `init_distributed`, through which every
+launched rank joins the job, calls it), else the launcher's RANK variable (`deepspeed`, `torchrun`, and `srun` through
 parallel/launch_env.py, which exports it), else 0: a plain `python` process is the main rank of a job of one.
 
 Lines go to standard output through print, flushed at once, so a launcher's or srun's merged pipes keep each line

@@ -289,7 +289,7 @@ class Trainer:
         self.steps += 1
         result = self.engine.backward_step(loss)
         norm = float("nan") if result.grad_norm is None else result.grad_norm
-        if result.nonfinite is not None or not math.isfinite(norm) and result.grad_norm is not None:
+        if result.nonfinite is not None or result.grad_norm is not None and not math.isfinite(result.grad_norm):
             raise TrainingDiverged(f"non-finite loss or gradient at optimizer step {self.steps} (loss "
                                    f"{result.loss}, gradient norm {norm}); first non-finite: "
                                    f"{result.nonfinite or 'none (only the loss is)'}; lower optim.lr or check the "
