@@ -10,7 +10,7 @@ token (the EOS that closes the response), the critic uses the values at every re
 This file knows nothing of parallelism: no process groups, no DeepSpeed. The parallel layer wraps it by
 swapping submodules (by their names here) and slicing these weights, so keep the module names stable:
 `tok_embeddings`, `layers[i].{attn_norm, attn.{wq,wk,wv,wo}, mlp_norm, mlp.{w_gate,w_up,w_down}}`, `norm`,
-`lm_head`. Attention reads its head counts from attributes, so a tensor-parallel wrapper that gives a rank
+`lm_head`; an MoE block's `mlp` is llm/moe.py's `MoE` (`router`, `experts`, `shared`). Attention reads its head counts from attributes, so a tensor-parallel wrapper that gives a rank
 a slice of the heads only has to change `n_heads`/`n_kv_heads` on the module.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import nn
 
 from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig
+from llm.moe import MoE, RouterRecord
 
 
 class RMSNorm(nn.Module):
@@ -103,11 +104,11 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.w_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.w_up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.w_down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.w_gate = nn.Linear(d_model, d_ff, bias=False)
+        self.w_up = nn.Linear(d_model, d_ff, bias=False)
+        self.w_down = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
@@ -116,12 +117,16 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block. Self-contained (owns its rotary tables) so a pipeline stage can hold any run of them."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, index: int = 0):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        if cfg.is_moe_layer(index):
+            m = cfg.moe
+            self.mlp = MoE(cfg.d_model, m.experts, m.top_k, m.expert_d_ff, m.shared_experts * m.expert_d_ff, SwiGLU)
+        else:
+            self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
@@ -148,7 +153,7 @@ def init_parameters(module: nn.Module, cfg: ModelConfig, seed: int, prefix: str 
         if full == "lm_head.weight" and cfg.tie_embeddings:
             full = "tok_embeddings.weight"  # tied: the one tensor must get the embedding's values wherever it lives
         gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(full.encode()))
-        scale = out_std if full.endswith(("wo.weight", "w_down.weight")) else std
+        scale = out_std if full.endswith(("wo.weight", "w_down.weight", "experts.w_down")) else std
         p.copy_(torch.randn(p.shape, generator=gen) * scale)
 
 
@@ -162,7 +167,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -171,6 +176,10 @@ class Transformer(nn.Module):
         self.loss_fn = cross_entropy_loss
         # One chunk of the fused head + loss; train.compile swaps in a compiled twin (llm/train/compile.py).
         self.loss_chunk_step = chunk_loss_and_grads
+        # The modules whose outputs are the MoE layers' router logits; the parallel layer points it at DeepSpeed's
+        # router when AutoEP has replaced the MoE blocks (parallel/experts.py).
+        self.router_modules = lambda: [layer.mlp.router for layer in self.layers if isinstance(layer.mlp, MoE)]
+        self.routing = RouterRecord()
         self.init_weights(seed)
 
     def init_weights(self, seed: int) -> None:
@@ -182,18 +191,28 @@ class Transformer(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
         """tokens: (batch, seq) int64 → the final-norm activations (batch, seq, d_model) the LM head reads."""
-        x = self.tok_embeddings(tokens)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, None if caches is None else caches[i], start_pos)
+        with self.routing.recording(self.router_modules() if self.cfg.moe is not None else []):
+            x = self.tok_embeddings(tokens)
+            for i, layer in enumerate(self.layers):
+                x = layer(x, None if caches is None else caches[i], start_pos)
         return self.norm(x)
+
+    def moe_loss(self) -> torch.Tensor | float:
+        """The MoE auxiliary losses of the last forward pass (load balancing, router z-loss), weighted; 0 for a dense
+        model. Adds the pass's routing to `self.routing`'s statistics."""
+        if self.cfg.moe is None:
+            return 0.0
+        return self.routing.loss(self.cfg.moe)
 
     def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of `self.loss_fn`. With the plain loss and a plain lm_head, the head and
         the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
         swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before."""
         if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
-            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
-        return self.loss_fn(self(tokens), targets)
+            loss = linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
+        else:
+            loss = self.loss_fn(self(tokens), targets)
+        return loss + self.moe_loss() if self.cfg.moe is not None else loss
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         p = self.lm_head.weight

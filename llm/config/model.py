@@ -11,6 +11,52 @@ def _round_up(x: int, multiple: int) -> int:
 
 
 @dataclass
+class MoEConfig:
+    """A mixture-of-experts feed-forward (llm/moe.py): token-choice top-k routing over fine-grained routed experts,
+    plus optional always-on shared experts. Dropless: every token reaches all of its top_k experts (no capacity, so
+    no token is ever dropped and the result does not depend on how tokens are spread over ranks)."""
+
+    experts: int = 8
+    """Routed experts per MoE layer (E); divisible by parallel.expert, which splits them over ranks."""
+    top_k: int = 2
+    """Routed experts each token uses (Mixtral's 2 of 8); their softmax weights are renormalised to sum to 1."""
+    expert_d_ff: int | None = None
+    """Hidden width of one expert's SwiGLU. Defaults to model.d_ff (granularity 1). Fine-grained experts (Krajewski et
+    al. 2024, arXiv:2402.07871) divide it by the granularity G and multiply experts and top_k by G, keeping the
+    active parameters per token."""
+    shared_experts: int = 0
+    """Experts every token always passes through (DeepSeek-MoE, arXiv:2401.06066), as one SwiGLU of width
+    shared_experts·expert_d_ff added to the routed output. 0: none (Mixtral)."""
+    every_k_layers: int = 1
+    """Which blocks get the MoE feed-forward: block i does when (i + 1) is a multiple of this (1: every block, as
+    Mixtral; 2: every other block, as GShard and Switch); the others keep the dense SwiGLU of width model.d_ff."""
+    aux_loss_coef: float = 0.01
+    """Weight of the load-balancing loss E·Σᵢ fᵢ·Pᵢ (Switch Transformer, Fedus et al. 2022, eq. 4: fᵢ the share of
+    routed slots that went to expert i, Pᵢ its mean router probability; 1 when balanced). 0.01 is Switch's α."""
+    z_loss_coef: float = 0.0
+    """Weight of the router z-loss mean(logsumexp(logits)²) (ST-MoE, Zoph et al. 2022, eq. 5; they use 1e-3), which
+    keeps router logits small; 0 turns it off."""
+
+    def validate(self, where: str, d_ff: int, n_layers: int) -> None:
+        if self.experts < 1:
+            raise ConfigError(f"{where}.experts={self.experts} must be >= 1")
+        if not 1 <= self.top_k <= self.experts:
+            raise ConfigError(f"{where}.top_k={self.top_k} must be between 1 and {where}.experts={self.experts} "
+                              "(a token cannot use more experts than exist)")
+        width = self.expert_d_ff if self.expert_d_ff is not None else d_ff
+        if width < 1:
+            raise ConfigError(f"{where}.expert_d_ff={width} must be positive")
+        if self.shared_experts < 0:
+            raise ConfigError(f"{where}.shared_experts={self.shared_experts} must be >= 0")
+        if not 1 <= self.every_k_layers <= n_layers:
+            raise ConfigError(f"{where}.every_k_layers={self.every_k_layers} must be between 1 and model.n_layers="
+                              f"{n_layers} (otherwise no block would get experts)")
+        for name in ("aux_loss_coef", "z_loss_coef"):
+            if not getattr(self, name) >= 0:  # `not >=` also refuses nan
+                raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 0")
+
+
+@dataclass
 class ModelConfig:
     """Shape of a Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention)."""
 
@@ -47,6 +93,8 @@ class ModelConfig:
     dropout: float = 0.0
     """Dropout probability on the attention weights and on each block's two residual branches, in [0, 1). 0 as in
     Llama and most single-epoch pretraining, which sees too little repeated data to overfit."""
+    moe: MoEConfig | None = None
+    """Mixture-of-experts feed-forward (e.g. `moe: {experts: 8, top_k: 2}`); absent: a dense model."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -57,6 +105,16 @@ class ModelConfig:
             self.head_dim = self.d_model // self.n_heads
         if self.d_ff is None:
             self.d_ff = _round_up(int(8 * self.d_model / 3), 64)
+        if self.moe is not None and self.moe.expert_d_ff is None:
+            self.moe.expert_d_ff = self.d_ff
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether block i has the MoE feed-forward (MoEConfig.every_k_layers)."""
+        return self.moe is not None and (i + 1) % self.moe.every_k_layers == 0
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.n_layers))
 
     def validate(self, where: str = "model") -> None:
         for name in ("n_layers", "d_model", "n_heads"):
@@ -80,3 +138,5 @@ class ModelConfig:
             raise ConfigError(f"{where}.head_dim={self.head_dim} must be even for rotary embeddings")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{where}.dropout={self.dropout} must be in [0, 1)")
+        if self.moe is not None:
+            self.moe.validate(f"{where}.moe", self.d_ff, self.n_layers)

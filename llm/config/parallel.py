@@ -88,6 +88,11 @@ class ParallelConfig:
     pipeline: int = 1
     """Pipeline-parallel degree: the blocks are split into this many stages (pipeline_partition), fed micro-batch
     by micro-batch. At most n_layers; ZeRO stage 0 or 1 only."""
+    expert: int = 1
+    """Expert-parallel degree (needs model.moe): each MoE layer's routed experts are split over this many of the
+    data-parallel ranks by DeepSpeed's AutoEP, which exchange the routed tokens all-to-all (dispatch and combine, in
+    the forward and again in the backward pass). Must divide model.moe.experts and the data-parallel degree; the
+    rest of the model stays replicated over the data-parallel ranks."""
     zero_stage: int = 0
     """ZeRO stage over the data-parallel ranks (Rajbhandari et al. 2020): 0 replicates everything, 1 shards the
     optimizer states, 2 also the gradients, 3 also the parameters."""
@@ -112,8 +117,8 @@ class ParallelConfig:
     """Extra DeepSpeed config keys merged last into the generated JSON (for the rare knob we do not model)."""
 
     def validate(self, where: str = "parallel") -> None:
-        if self.tensor < 1 or self.pipeline < 1:
-            raise ConfigError(f"{where}.tensor and {where}.pipeline must be >= 1")
+        if self.tensor < 1 or self.pipeline < 1 or self.expert < 1:
+            raise ConfigError(f"{where}.tensor, {where}.pipeline and {where}.expert must be >= 1")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"{where}.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
         if self.zero_stage >= 2 and self.pipeline > 1:
