@@ -204,14 +204,17 @@ class Transformer(nn.Module):
             return 0.0
         return self.routing.loss(self.cfg.moe)
 
-    def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def lm_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of `self.loss_fn`. With the plain loss and a plain lm_head, the head and
         the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
         swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before."""
         if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
-            loss = linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
-        else:
-            loss = self.loss_fn(self(tokens), targets)
+            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
+        return self.loss_fn(self(tokens), targets)
+
+    def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training objective: `lm_loss` plus, for an MoE model, its auxiliary losses (`moe_loss`)."""
+        loss = self.lm_loss(tokens, targets)
         return loss + self.moe_loss() if self.cfg.moe is not None else loss
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:

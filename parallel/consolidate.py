@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from llm.config import ConfigError, ModelConfig
+from parallel import experts
 from parallel.names import local_full_names, model_param_names
 from parallel.tensor import partition_dim
 from parallel.tp_mappings import all_gather
@@ -34,11 +35,13 @@ def gather_full_state_dict(module: nn.Module, cfg: ModelConfig, topo, pipelined:
     local: dict[str, torch.Tensor] = {}
     with _zero3_gathered(module, zero_stage):
         for name, p in module.named_parameters():
-            full_name = names[name]
+            full_name = experts.full_name(names[name])
             t = p.detach()
             dim = partition_dim(full_name)
             if topo.tp > 1 and dim is not None:
                 t = all_gather(t.contiguous(), dim, topo.tp_group)
+            if experts.is_expert_param(name):
+                t = experts.gather_experts(experts.layer_of(module, name), t)
             if topo.tp_rank == 0 and topo.dp_rank == 0:
                 local[full_name] = t.float().cpu().clone()
     if topo.pp > 1:

@@ -42,8 +42,13 @@ def gradient_accumulation_steps(cfg: RunConfig, dp: int) -> int:
 
 def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
     """DeepSpeed config for a pretraining layout whose data-parallel degree is `dp`."""
-    return engine_config(cfg.optim, cfg.parallel, cfg.precision, cfg.train.global_batch_size,
-                         cfg.train.micro_batch_size, gradient_accumulation_steps(cfg, dp))
+    ds = engine_config(cfg.optim, cfg.parallel, cfg.precision, cfg.train.global_batch_size,
+                       cfg.train.micro_batch_size, gradient_accumulation_steps(cfg, dp))
+    from parallel.experts import expert_parallel_config
+    section = expert_parallel_config(cfg)
+    if section is not None:
+        ds["expert_parallel"] = section
+    return ds
 
 
 def engine_config(o: OptimConfig, p: ParallelConfig, prec: PrecisionConfig, global_batch: int, micro_batch: int,

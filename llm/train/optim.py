@@ -14,7 +14,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         seen.add(id(p))
         (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Named: DeepSpeed splits each group into expert and non-expert groups for an MoE model, keyed by the name.
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
 def make_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.AdamW:

@@ -33,6 +33,7 @@ class SingleProcessBackend(SingleProcess):
             from llm.train.checkpoint import load_model_weights
             load_model_weights(self.model, cfg.checkpoint.init_from)
         self.model.to(device)
+        self.routing = self.model.routing if cfg.model.moe is not None else None
         if cfg.train.compile:
             compile_model(self.model)
         self.optimizer = make_optimizer(self.model, cfg.optim)
@@ -47,8 +48,9 @@ class SingleProcessBackend(SingleProcess):
         for batch in micro_batches:
             batch = batch.to(self.device, non_blocking=True)
             with prec.autocast(self.cfg.precision, self.device):
-                loss = self.model.compute_loss(batch[:, :-1], batch[:, 1:])
-            scaled = loss / n
+                loss = self.model.lm_loss(batch[:, :-1], batch[:, 1:])
+                objective = loss + self.model.moe_loss()  # the MoE auxiliary losses train, not logged as the loss
+            scaled = objective / n
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
         return optimizer_step(self.model, self.optimizer, self.cfg.optim.grad_clip, total / n, self.scaler)
@@ -60,7 +62,7 @@ class SingleProcessBackend(SingleProcess):
         for batch in micro_batches:
             batch = batch.to(self.device)
             with prec.autocast(self.cfg.precision, self.device):
-                losses.append(self.model.compute_loss(batch[:, :-1], batch[:, 1:]).item())
+                losses.append(self.model.lm_loss(batch[:, :-1], batch[:, 1:]).item())
         return sum(losses) / len(losses)
 
     def diagnose_nonfinite(self) -> str | None:

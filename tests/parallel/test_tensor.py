@@ -175,7 +175,7 @@ class _NoNorms(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.attn, self.mlp = Attention(cfg), SwiGLU(cfg)
+        self.attn, self.mlp = Attention(cfg), SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(self, x):
         return self.mlp(self.attn(x))
