@@ -30,13 +30,16 @@ A mixture-of-experts block (llm/moe.py) keeps the same norms, matmul inputs (the
 the one normalised input) and attention; its MLP term becomes, with k = top_k, f_e = expert_d_ff, f_s the shared
 width and E the experts, per token:
 
-    routed slots     k·(2·e·h + 4·e·f_e + e)   per slot: the gathered input row the expert multiplies, the SwiGLU's
-                     4·e·f_e as above, the expert's output and its routing weight (both kept by their product)
-    routing          (4 + e)·E + 20·k   the fp32 softmax output, the logits the router record keeps for the
-                     auxiliary losses, the int64 top-k indices and sort order (8 + 8 per slot) and the fp32 weights
+    routed slots     k·(3·e·h + 4·e·f_e + e + 36)   per slot: the gathered input row the expert multiplies, the
+                     expert's output and its weighted output (kept by the product and by index_add), the SwiGLU's
+                     4·e·f_e as above, the routing weight in e and in fp32 (4), the top-k index and three int64 copies
+                     of the sort order (the gather, the weights' gather, index_add: 8 each)
+    routing          (4 + e)·E + 4   the fp32 softmax output, the router logits the model's router record keeps for
+                     the auxiliary losses until the loss (e·E), and the fp32 sum the top-k weights are divided by
     shared experts   4·e·f_s
-Each token's hidden state goes through top_k experts, so the routed term is top_k times one expert's. This is our
-count by the same method, not yet checked against autograd as the dense block is.
+Each token's hidden state goes through top_k experts, so the routed term is top_k times one expert's.
+tests/llm/cost/test_activations_moe.py checks it against what autograd saves (the record aside, which lives in the
+model, not the block).
 
 Under tensor parallelism without sequence parallelism the norms and matmul inputs are replicated on every
 rank and the rest is split t ways, as in eq. 2. With sequence parallelism the norms are split too, but our
@@ -77,8 +80,8 @@ def moe_mlp_bytes_per_token(cfg: ModelConfig, element_bytes: int = 2) -> float:
     """Bytes an MoE block's feed-forward keeps for backward per token (module docstring: routed slots, routing,
     shared experts)."""
     m, h, e = cfg.moe, cfg.d_model, element_bytes
-    routed = m.top_k * (2 * e * h + 4 * e * m.expert_d_ff + e)
-    routing = (FP32_BYTES + e) * m.experts + 20 * m.top_k
+    routed = m.top_k * (3 * e * h + 4 * e * m.expert_d_ff + e + FP32_BYTES + 4 * TOKEN_ID_BYTES)
+    routing = (FP32_BYTES + e) * m.experts + FP32_BYTES
     return routed + routing + 4 * e * m.shared_experts * m.expert_d_ff
 
 
