@@ -8,6 +8,7 @@
     python launch/plan.py --law runs/sweep/law.json --flops 1e15      # your own law, from launch/sweep.py
     python launch/plan.py --flops 3e15 --gpu cpu --mfu 0.3              # this machine: its peak timed here
     python launch/plan.py --flops 1e19 --gpu l40s --peak-tflops 362 --mfu 0.35   # a device not in the table
+    python launch/plan.py --flops 1e21 --moe --gpus 64 --gpu h100   # a mixture of experts, the dense plan beside
 
 This file only parses the arguments; llm/scaling/plan_command.py plans (its docstring says how the time, the
 written config and the layout are found). Any user error prints one line and exits with status 2.
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tp-degrees", type=positive_ints, default=(1, 2, 4, 8),
                    help="tensor-parallel degrees the shape must divide, e.g. 1,2,4,8")
     p.add_argument("--tie-embeddings", action="store_true")
+    p.add_argument("--moe", action="store_true", help="plan a mixture-of-experts model from Krajewski et al. 2024's "
+                   "fine-grained MoE law (llm/scaling/moe_plan.py), with the dense plan beside it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--write-config", metavar="PATH", help="write a pretraining YAML config for this spec")
     p.add_argument("--data-path", action="append", help=f"dataset prefix (repeatable; default {DEFAULT_DATA_PATH})")

@@ -11,6 +11,11 @@ The model counted is `llm.model.Transformer` (Llama-style, no biases anywhere):
              w_down                  d_ff · d_model
   final RMSNorm                      d_model
   lm_head                            vocab_size · d_model  (absent when tie_embeddings)
+A mixture-of-experts block (model.moe, llm/moe.py; `ModelConfig.is_moe_layer`) swaps the SwiGLU for
+             router                  d_model · E
+             experts                 E · 3 · d_model · expert_d_ff
+             shared (if any)         3 · d_model · shared_experts·expert_d_ff
+of which a token uses the router, top_k experts and the shared SwiGLU: the *active* parameters.
 
 Counting conventions: Chinchilla's N (used by llm.scaling.laws) is the *total*, embeddings included; Kaplan et al.
 2020's N is the *non-embedding* count (everything but the token embedding and an untied lm_head).
@@ -29,19 +34,55 @@ def _round_up(x: float, multiple: int) -> int:
     return int(math.ceil(x / multiple)) * multiple
 
 
-def layer_matmul_params(cfg: ModelConfig) -> int:
-    """Weights of one transformer block that take part in a matrix multiply: wq, wk, wv, wo and the three
-    SwiGLU matrices. The one count of a block's linears; params, matmul params and FLOPs all build on it.
-    Attention projects d_model → n_heads·head_dim and back, so head_dim need not be d_model / n_heads."""
+def attention_matmul_params(cfg: ModelConfig) -> int:
+    """wq, wk, wv, wo of one block. Attention projects d_model → n_heads·head_dim and back, so head_dim need not be
+    d_model / n_heads."""
     d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    attention = d * q + 2 * d * kv + q * d
-    mlp = 3 * d * cfg.d_ff
-    return attention + mlp
+    return d * q + 2 * d * kv + q * d
+
+
+def layer_matmul_params(cfg: ModelConfig) -> int:
+    """Weights of one *dense* transformer block that take part in a matrix multiply: wq, wk, wv, wo and the three
+    SwiGLU matrices. The one count of a dense block's linears; params, matmul params and FLOPs all build on it (an
+    MoE block's are `block_matmul_params`)."""
+    return attention_matmul_params(cfg) + 3 * cfg.d_model * cfg.d_ff
 
 
 def layer_params(cfg: ModelConfig) -> int:
-    """Parameters of one transformer block: its matmul weights plus the two RMSNorm gains."""
+    """Parameters of one dense transformer block: its matmul weights plus the two RMSNorm gains."""
     return 2 * cfg.d_model + layer_matmul_params(cfg)
+
+
+def expert_params(cfg: ModelConfig) -> int:
+    """One routed expert's SwiGLU (w_gate, w_up, w_down): 3 · d_model · expert_d_ff. 0 for a dense model."""
+    return 3 * cfg.d_model * cfg.moe.expert_d_ff if cfg.moe is not None else 0
+
+
+def shared_expert_params(cfg: ModelConfig) -> int:
+    """The always-on shared SwiGLU of an MoE block, width shared_experts·expert_d_ff (0 without one)."""
+    return cfg.moe.shared_experts * expert_params(cfg) if cfg.moe is not None else 0
+
+
+def router_params(cfg: ModelConfig) -> int:
+    """The router of one MoE block: d_model → E, no bias."""
+    return cfg.d_model * cfg.moe.experts if cfg.moe is not None else 0
+
+
+def block_matmul_params(cfg: ModelConfig, i: int, active: bool = False) -> int:
+    """Matmul weights of block i: a dense block's `layer_matmul_params`, or attention + router + experts + shared
+    for an MoE block, where active=True counts the top_k experts a token goes through instead of all E."""
+    if not cfg.is_moe_layer(i):
+        return layer_matmul_params(cfg)
+    experts = cfg.moe.top_k if active else cfg.moe.experts
+    return attention_matmul_params(cfg) + router_params(cfg) + experts * expert_params(cfg) \
+        + shared_expert_params(cfg)
+
+
+def _blocks(cfg: ModelConfig, active: bool) -> int:
+    """Parameters of all blocks (norm gains included)."""
+    if cfg.moe is None:  # the dense count as it always was, bit for bit
+        return cfg.n_layers * layer_params(cfg)
+    return sum(2 * cfg.d_model + block_matmul_params(cfg, i, active) for i in range(cfg.n_layers))
 
 
 def embedding_params(cfg: ModelConfig) -> int:
@@ -50,12 +91,12 @@ def embedding_params(cfg: ModelConfig) -> int:
 
 
 def count_params(cfg: ModelConfig, include_embeddings: bool = True) -> int:
-    """Exact parameter count of `llm.model.Transformer(cfg)`.
+    """Exact parameter count of `llm.model.Transformer(cfg)` (for an MoE model all E experts of every MoE block).
 
     include_embeddings=True gives the total (Chinchilla's convention, equal to sum(p.numel())); False gives
     the non-embedding count (Kaplan's convention): layers and the final norm only.
     """
-    non_embedding = cfg.n_layers * layer_params(cfg) + cfg.d_model
+    non_embedding = _blocks(cfg, active=False) + cfg.d_model
     return non_embedding + (embedding_params(cfg) if include_embeddings else 0)
 
 
@@ -63,11 +104,21 @@ def count_params_non_embedding(cfg: ModelConfig) -> int:
     return count_params(cfg, include_embeddings=False)
 
 
+def count_active_params(cfg: ModelConfig, include_embeddings: bool = True) -> int:
+    """Parameters one token uses: `count_params` with each MoE block's E routed experts replaced by its top_k (the
+    router and shared experts included). Equal to count_params for a dense model."""
+    non_embedding = _blocks(cfg, active=True) + cfg.d_model
+    return non_embedding + (embedding_params(cfg) if include_embeddings else 0)
+
+
 def count_matmul_params(cfg: ModelConfig) -> int:
-    """Weights that take part in a matrix multiply per token: every linear in the blocks plus the output
-    projection (tied or not). The input embedding is a lookup and the norms are elementwise, so neither
-    costs matmul FLOPs; this is the N of PaLM App. B's 6N (see llm.cost.flops)."""
-    return cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
+    """Weights that take part in a matrix multiply per token: every linear a token goes through in the blocks (for an
+    MoE block the router, its top_k experts and the shared experts: the active ones) plus the output projection
+    (tied or not). The input embedding is a lookup and the norms are elementwise, so neither costs matmul FLOPs;
+    this is the N of PaLM App. B's 6N (see llm.cost.flops)."""
+    if cfg.moe is None:
+        return cfg.n_layers * layer_matmul_params(cfg) + cfg.vocab_size * cfg.d_model
+    return sum(block_matmul_params(cfg, i, active=True) for i in range(cfg.n_layers)) + cfg.vocab_size * cfg.d_model
 
 
 # ---------------------------------------------------------------------------------------------------------

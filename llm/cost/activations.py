@@ -26,6 +26,21 @@ q = n_heads·head_dim, kv = n_kv_heads·head_dim, f = d_ff, per token:
                      projections' outputs are not needed for a gradient with respect to q).
     MLP              4·e·f       w_gate's output (silu), silu's output and w_up's (their product), the product (w_down)
 
+A mixture-of-experts block (llm/moe.py) keeps the same norms, matmul inputs (the router and the shared experts read
+the one normalised input) and attention; its MLP term becomes, with k = top_k, f_e = expert_d_ff, f_s the shared
+width and E the experts, per token:
+
+    routed slots     k·(3·e·h + 4·e·f_e + e + 36)   per slot: the gathered input row the expert multiplies, the
+                     expert's output and its weighted output (kept by the product and by index_add), the SwiGLU's
+                     4·e·f_e as above, the routing weight in e and in fp32 (4), the top-k index and three int64 copies
+                     of the sort order (the gather, the weights' gather, index_add: 8 each)
+    routing          (4 + e)·E + 4   the fp32 softmax output, the router logits the model's router record keeps for
+                     the auxiliary losses until the loss (e·E), and the fp32 sum the top-k weights are divided by
+    shared experts   4·e·f_s
+Each token's hidden state goes through top_k experts, so the routed term is top_k times one expert's.
+tests/llm/cost/test_activations_moe.py checks it against what autograd saves (the record aside, which lives in the
+model, not the block).
+
 Under tensor parallelism without sequence parallelism the norms and matmul inputs are replicated on every
 rank and the rest is split t ways, as in eq. 2. With sequence parallelism the norms are split too, but our
 column-parallel layers keep the all-gathered input they multiplied (they do not re-gather it in backward, as
@@ -61,15 +76,25 @@ def korthikanti_layer_bytes(s: int, b: int, h: int, a: int, t: int = 1, sequence
     return sbh * (10 + 24 / t + attention_core / t)
 
 
+def moe_mlp_bytes_per_token(cfg: ModelConfig, element_bytes: int = 2) -> float:
+    """Bytes an MoE block's feed-forward keeps for backward per token (module docstring: routed slots, routing,
+    shared experts)."""
+    m, h, e = cfg.moe, cfg.d_model, element_bytes
+    routed = m.top_k * (3 * e * h + 4 * e * m.expert_d_ff + e + FP32_BYTES + 4 * TOKEN_ID_BYTES)
+    routing = (FP32_BYTES + e) * m.experts + FP32_BYTES
+    return routed + routing + 4 * e * m.shared_experts * m.expert_d_ff
+
+
 def block_bytes_per_token(cfg: ModelConfig, tp: int = 1, sequence_parallel: bool = False,
-                          element_bytes: int = 2) -> float:
+                          element_bytes: int = 2, layer: int | None = None) -> float:
     """Bytes one of our blocks keeps for backward per token of the micro-batch (module docstring), on one of
-    `tp` tensor-parallel ranks."""
+    `tp` tensor-parallel ranks. layer: the block's index, for a model with MoE blocks (None: a dense block)."""
     h, e, a = cfg.d_model, element_bytes, cfg.n_heads
     q, kv, f = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.d_ff
     norms = 2 * ((FP32_BYTES + e) * h + FP32_BYTES)
     matmul_inputs = 2 * e * h
-    split = 3 * e * q + 2 * e * kv + FP32_BYTES * a + 4 * e * f
+    mlp = moe_mlp_bytes_per_token(cfg, e) if layer is not None and cfg.is_moe_layer(layer) else 4 * e * f
+    split = 3 * e * q + 2 * e * kv + FP32_BYTES * a + mlp
     return (norms / (tp if sequence_parallel else 1)) + matmul_inputs + split / tp
 
 

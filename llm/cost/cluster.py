@@ -83,12 +83,15 @@ def format_cluster(plan: ClusterPlan, explain: bool = False, top: int = 10) -> s
         ("cluster", f"{plan.gpus} x {plan.gpu}"),
         ("layout", c.layout.describe()),
         ("memory per GPU", f"{m.total / gb:.1f} GB = params {m.params / gb:.1f} + grads {m.grads / gb:.1f} + "
-                           f"optimizer {m.optimizer / gb:.1f} + buckets {m.buckets / gb:.1f} "
+                           f"optimizer {m.optimizer / gb:.1f} + "
+                           + (f"experts {m.experts / gb:.1f} (weights, grads, optimizer) + " if m.experts else "")
+                           + f"buckets {m.buckets / gb:.1f} "
                            f"({m.buckets_filled / gb:.1f} filled) + activations "
                            f"{m.activations / gb:.1f} + logits {m.logits_and_loss / gb:.1f} + allowance "
                            f"{m.allowance / gb:.1f} (stage {m.stage})"),
         ("step time", f"{t.total_s:.3g} s = compute {t.compute_s:.3g} (bubble {t.bubble_fraction:.1%}) + TP "
-                      f"{t.tp_comm_s:.3g} + PP {t.pp_comm_s:.3g} + DP {t.dp_comm_s:.3g} + offload {t.offload_s:.3g}"),
+                      f"{t.tp_comm_s:.3g} + PP {t.pp_comm_s:.3g} + DP {t.dp_comm_s:.3g} + offload {t.offload_s:.3g}"
+                      + (f" + EP all-to-all {t.ep_comm_s:.3g}" if t.ep_comm_s else "")),
         ("throughput", f"{plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%} (PaLM App. B FLOPs)"),
         ("wall clock", f"{plan.wall_clock_h:,.1f} h ({plan.wall_clock_h / 24:.2f} days), {plan.total_steps:,} steps"),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}" + ("" if plan.cost is None else f", cost {plan.cost:,.0f}")),

@@ -9,6 +9,14 @@ Two counts of training FLOPs per token (forward + backward = 3× forward, each m
            PaLM ties its embeddings, so its worked example plugs in the total 540B. For our untied models we
            use `count_matmul_params` (blocks + output projection, no input embedding lookup, no norms).
 
+Mixture-of-experts models (model.moe) count *active* FLOPs: what one token's forward and backward passes multiply.
+N is then `count_matmul_params` with each MoE block's router (d_model·E: every token scores every expert), its top_k
+routed experts and its shared experts, so "palm" is 6·N_active + 12·L·H·Q·T, PaLM App. B extended with the router
+matmul; "6N" is 6 × `count_active_params`. The dispatch and combine (sorting the token copies by expert, gathering
+them, scattering the weighted outputs back; the all-to-all under expert parallelism) are permutations and one
+multiply-add per element of the combine: memory traffic, not matmul FLOPs, so neither counts (llm/cost/step_time.py
+times the all-to-all). The softmax and top-k over E are elementwise, as the attention softmax that PaLM leaves out.
+
 MFU counts only the model's FLOPs (recomputation excluded), so it is comparable across implementations;
 HFU adds the forward passes recomputed by activation checkpointing (Korthikanti et al. 2022,
 arXiv:2205.05198; PaLM App. B). No torch here.
@@ -16,7 +24,7 @@ arXiv:2205.05198; PaLM App. B). No torch here.
 from __future__ import annotations
 
 from llm.config import ModelConfig
-from llm.shape import count_matmul_params, count_params, layer_matmul_params
+from llm.shape import block_matmul_params, count_active_params, count_matmul_params, layer_matmul_params
 from typed_yaml import ConfigError
 
 # Dense (no structured sparsity) peak FLOP/s per chip, by numeric format. Vendor datasheets quote the
@@ -75,10 +83,19 @@ def layer_flops_per_token(cfg: ModelConfig) -> float:
     return palm_flops_per_token(layer_matmul_params(cfg), 1, cfg.n_heads, cfg.head_dim, cfg.seq_len)
 
 
+def block_flops_per_token(cfg: ModelConfig, i: int) -> float:
+    """Training FLOPs per token of block i: `layer_flops_per_token`, or for an MoE block 6 × its active matmul
+    weights (router, top_k experts, shared) + 12·H·Q·T."""
+    if not cfg.is_moe_layer(i):
+        return layer_flops_per_token(cfg)
+    return palm_flops_per_token(block_matmul_params(cfg, i, active=True), 1, cfg.n_heads, cfg.head_dim, cfg.seq_len)
+
+
 def flops_per_token(cfg: ModelConfig, method: str = "palm") -> float:
-    """Training FLOPs per token: '6N' (total parameters, Chinchilla) or 'palm' (PaLM App. B, see module doc)."""
+    """Training FLOPs per token: '6N' (total parameters, Chinchilla; the active ones for an MoE model) or 'palm'
+    (PaLM App. B, active for an MoE model; see module doc)."""
     if method == "6N":
-        return 6.0 * count_params(cfg)
+        return 6.0 * count_active_params(cfg)
     if method == "palm":
         return palm_flops_per_token(count_matmul_params(cfg), cfg.n_layers, cfg.n_heads, cfg.head_dim,
                                     cfg.seq_len)
@@ -98,7 +115,11 @@ def hfu_flops_per_token(cfg: ModelConfig, recomputed_layers: int = 0) -> float:
     if not 0 <= recomputed_layers <= cfg.n_layers:
         raise ConfigError(f"recomputed_layers={recomputed_layers} must be in [0, n_layers={cfg.n_layers}]")
     # One forward of a block is a third of its training FLOPs (backward is twice the forward).
-    return flops_per_token(cfg, "palm") + recomputed_layers * layer_flops_per_token(cfg) / 3.0
+    if cfg.moe is None:
+        return flops_per_token(cfg, "palm") + recomputed_layers * layer_flops_per_token(cfg) / 3.0
+    # MoE: blocks differ; the recomputed ones are taken at the mean block's cost (exact for every_k_layers=1).
+    mean_block = sum(block_flops_per_token(cfg, i) for i in range(cfg.n_layers)) / cfg.n_layers
+    return flops_per_token(cfg, "palm") + recomputed_layers * mean_block / 3.0
 
 
 def hfu(tokens_per_s: float, cfg: ModelConfig, peak_flops: float, n_devices: int = 1,

@@ -30,6 +30,8 @@ class Layout:
     parallel.recompute_every_k=k); ParallelConfig.recompute_interval gives it for a run config."""
     sequence_parallel: bool = False
     offload_optimizer: bool = False
+    ep: int = 1
+    """Expert-parallel degree (parallel.expert): each MoE layer's routed experts split over ep of the dp ranks."""
 
     @property
     def world_size(self) -> int:
@@ -43,7 +45,7 @@ class Layout:
         ac = self.activation_checkpointing + (f"(k={self.recompute_every_k})" if self.recompute_every_k > 1 else "")
         return (f"tp={self.tp} pp={self.pp} dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
                 f"ckpt={ac}" + (" sp" if self.sequence_parallel else "")
-                + (" offload" if self.offload_optimizer else ""))
+                + (" offload" if self.offload_optimizer else "") + (f" ep={self.ep}" if self.ep > 1 else ""))
 
     def parallel_dict(self) -> dict:
         """The `parallel` section of a run config (llm.config.ParallelConfig) for this layout."""
@@ -55,10 +57,15 @@ class Layout:
             out["sequence_parallel"] = True
         if self.offload_optimizer:
             out["offload_optimizer"] = True
+        if self.ep > 1:
+            out["expert"] = self.ep
         return out
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "activation_checkpointing": self.activation_checkpointing}
+        out = {**asdict(self), "activation_checkpointing": self.activation_checkpointing}
+        if self.ep == 1:  # a dense plan's JSON as it was
+            del out["ep"]
+        return out
 
 
 def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> list[str]:
@@ -77,9 +84,26 @@ def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> l
                       "ZeRO stage 0 or 1 only")
     if layout.offload_optimizer and layout.zero_stage == 0:
         errors.append("offload_optimizer needs zero_stage >= 1")
+    errors += _expert_errors(cfg, layout)
     if global_batch_size % (layout.micro_batch_size * layout.dp):
         errors.append(f"train.global_batch_size={global_batch_size} is not a multiple of "
                       f"train.micro_batch_size={layout.micro_batch_size} × data-parallel degree {layout.dp}")
+    return errors
+
+
+def _expert_errors(cfg: ModelConfig, layout: Layout) -> list[str]:
+    """parallel/topology.py `expert_parallel_errors`, restated: AutoEP takes no tensor or pipeline parallelism."""
+    ep, errors = layout.ep, []
+    if cfg.moe is None:
+        return [f"parallel.expert={ep} needs a mixture-of-experts model: set model.moe"] if ep > 1 else []
+    if cfg.moe.experts % ep:
+        errors.append(f"parallel.expert={ep} does not divide model.moe.experts={cfg.moe.experts}")
+    if layout.dp % ep:
+        errors.append(f"parallel.expert={ep} does not divide the data-parallel degree {layout.dp}")
+    if layout.tp > 1:
+        errors.append(f"model.moe cannot be combined with parallel.tensor={layout.tp}")
+    if layout.pp > 1:
+        errors.append(f"model.moe cannot be combined with parallel.pipeline={layout.pp}")
     return errors
 
 

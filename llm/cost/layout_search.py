@@ -10,7 +10,9 @@ Enumerated (each rule is a reason a candidate is rejected, reported by `--explai
   * ZeRO 0-3, pipeline with 0-1 only (DeepSpeed's pipeline engine);
   * micro-batch sizes dividing the per-rank batch global_batch_size / dp;
   * activation checkpointing none, every 2nd block, every block;
-  * optimizer offload (ZeRO >= 1) only when nothing fits without it.
+  * optimizer offload (ZeRO >= 1) only when nothing fits without it;
+  * for a mixture-of-experts model, expert-parallel degrees ep dividing both dp and the experts (AutoEP refuses
+    tensor and pipeline parallelism, so those layouts are rejected by rule).
 Ties in step time go to less recomputation, a larger micro-batch (better kernels than this model knows of),
 less ZeRO, less TP and less PP, in that order. No torch here.
 """
@@ -38,7 +40,8 @@ class Candidate:
     def sort_key(self) -> tuple:
         lay = self.layout
         return (float(f"{self.time.total_s:.4g}"), lay.recompute_every_k != 0, -lay.recompute_every_k,
-                -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, lay.sequence_parallel, lay.pp)
+                -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, lay.sequence_parallel, lay.pp,
+                lay.ep)
 
 
 def _divisors(n: int) -> list[int]:
@@ -54,12 +57,13 @@ def enumerate_layouts(cfg: ModelConfig, world_size: int, gpus_per_node: int, glo
             continue
         for pp in _divisors(world_size // tp):
             dp = world_size // (tp * pp)
+            eps = [e for e in _divisors(dp) if cfg.moe.experts % e == 0] if cfg.moe is not None else [1]
             micros = _divisors(global_batch_size // dp) if global_batch_size % dp == 0 else [1]
             for zero in (1, 2, 3) if offload else (0, 1, 2, 3):
                 for sp in (False, True) if tp > 1 else (False,):
                     for micro in micros:
                         for k in CHECKPOINT_INTERVALS:
-                            out.append(Layout(tp, pp, dp, zero, micro, k, sp, offload))
+                            out += [Layout(tp, pp, dp, zero, micro, k, sp, offload, ep) for ep in eps]
     return out
 
 

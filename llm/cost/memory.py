@@ -34,6 +34,12 @@ accumulation (so the gradients of the earlier micro-batches are held):
     not attributed). A pipeline without ZeRO (BF16_Optimizer) was measured at 7 bytes per element besides
     AdamW's (its fp32 gradient copy, 4, attributed). The rank's peak is the larger of the two peaks;
     `MemoryPerGPU.optimizer_step` reports the second, over the model states as listed.
+  * experts (model.moe): each rank holds E/ep of every MoE layer's routed experts (parallel.expert = ep; AutoEP,
+    which refuses tensor and pipeline parallelism, so a MoE layout has tp = pp = 1). Their weights, gradients and
+    optimizer states follow the same ZeRO table, sharded over the dp/ep ranks that hold the same experts
+    (DeepSpeed's expert-data-parallel group), the rest of the model over all dp ranks; they are their own item,
+    `experts`, and `params`, `grads` and `optimizer` count the rest (router and shared experts included). Their
+    activations are llm/cost/activations.py's MoE block (top_k expert passes per token, the router's logits).
   * allowance: what the tensor count misses on a GPU: the CUDA context, NCCL's communicator buffers and
     cuBLAS workspaces (FRAMEWORK_BYTES), and the caching allocator's fragmentation (FRAGMENTATION of the
     tensors). Set both to 0 to compare with a tensor count (the CPU calibration does).
@@ -47,7 +53,7 @@ from llm.config import ModelConfig
 from llm.cost.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
                                   head_bytes_per_token)
 from llm.cost.layout import Layout, pipeline_stages
-from llm.shape import layer_matmul_params
+from llm.shape import block_matmul_params, expert_params, layer_matmul_params
 from llm.cost.zero import paper_zero_bytes
 
 DEFAULT_REDUCE_BUCKET_SIZE = 500_000_000
@@ -90,12 +96,15 @@ class MemoryPerGPU:
     """Transient bytes of the optimizer step (the second peak, without activations)."""
     buckets_filled: int = 0
     """The part of `buckets` this rank's gradients write (module docstring): at most 2 bytes per parameter."""
+    experts: int = 0
+    """Model states (weights, gradients, optimizer) of this rank's E/ep routed experts of each MoE layer, ZeRO-sharded
+    over the dp/ep ranks of its expert-data-parallel group (module docstring); 0 for a dense model."""
 
     @property
     def tensors(self) -> int:
         """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show: the
         model states and buckets plus the larger of the forward-pass and the optimizer-step peaks."""
-        return self.params + self.grads + self.optimizer + self.buckets + max(
+        return self.params + self.grads + self.optimizer + self.experts + self.buckets + max(
             self.gathered_params + self.activations + self.logits_and_loss, self.optimizer_step)
 
     @property
@@ -109,7 +118,8 @@ class MemoryPerGPU:
         return self.tensors - (self.buckets - self.buckets_filled)
 
     def as_dict(self) -> dict:
-        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "buckets": self.buckets,
+        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer,
+                **({"experts": self.experts} if self.experts else {}), "buckets": self.buckets,
                 "gathered_params": self.gathered_params, "activations": self.activations,
                 "logits_and_loss": self.logits_and_loss,
                 "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
@@ -118,12 +128,28 @@ class MemoryPerGPU:
 
 
 def stage_params(cfg: ModelConfig, kinds: tuple[str, ...], tp: int) -> int:
-    """Parameters one tensor-parallel rank of a stage made of `kinds` holds."""
+    """Parameters one tensor-parallel rank of a stage made of `kinds` holds; for an MoE model (tp = pp = 1) all but
+    the routed experts (`expert_params_per_rank`)."""
     per_kind = {"embedding": cfg.vocab_size * cfg.d_model // tp, "head": cfg.vocab_size * cfg.d_model // tp,
                 "block": layer_matmul_params(cfg) // tp + 2 * cfg.d_model, "norm": cfg.d_model}
+    total = sum(per_kind[k] for k in kinds if k != "block")
+    if cfg.moe is None:
+        total += kinds.count("block") * per_kind["block"]
+    else:  # blocks differ; the layout rules keep an MoE model in one stage, so this is every block
+        routed = cfg.moe.experts * expert_params(cfg)
+        total += kinds.count("block") * 2 * cfg.d_model + sum(
+            block_matmul_params(cfg, i) - (routed if cfg.is_moe_layer(i) else 0) for i in range(cfg.n_layers)) \
+            * kinds.count("block") // cfg.n_layers
     if cfg.tie_embeddings and len(kinds) == cfg.n_layers + 3:  # one stage holds both ends: one tied matrix
-        return sum(per_kind[k] for k in kinds) - per_kind["head"]
-    return sum(per_kind[k] for k in kinds)
+        return total - per_kind["head"]
+    return total
+
+
+def expert_params_per_rank(cfg: ModelConfig, ep: int) -> int:
+    """Routed-expert parameters one rank holds: E/ep experts of each MoE layer (0 for a dense model)."""
+    if cfg.moe is None:
+        return 0
+    return cfg.moe_layers * (cfg.moe.experts // ep) * expert_params(cfg)
 
 
 def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
@@ -136,7 +162,12 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
     kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
     k = layout.recompute_every_k
     n_blocks = kinds.count("block")
-    if k == 0:
+    if cfg.moe is not None:  # one stage (layout rules), blocks of two kinds: dense and MoE
+        per_block = [block_bytes_per_token(cfg, t, sp, e, layer=i) * tokens for i in range(n_blocks)]
+        recomputed = [k > 0 and i % k == 0 for i in range(n_blocks)]
+        per_mb = sum(kept if r else b for b, r in zip(per_block, recomputed))
+        transient = max((b for b, r in zip(per_block, recomputed) if r), default=0.0)
+    elif k == 0:
         per_mb, transient = n_blocks * full, 0.0
     elif layout.pp == 1:  # parallel/parallelize.py recomputes blocks 0, k, 2k, ... one at a time
         n_ck = -(-n_blocks // k)
@@ -188,8 +219,11 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         psi = stage_params(cfg, kinds, layout.tp)
         states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
         optimizer = 0 if layout.offload_optimizer else states.optimizer
+        psi_e, dp_e = expert_params_per_rank(cfg, layout.ep), layout.dp // layout.ep
+        expert_states = paper_zero_bytes(psi_e, dp_e, layout.zero_stage)
+        experts = expert_states.total - (expert_states.optimizer if layout.offload_optimizer else 0)
         buckets = PARAM_BYTES * reduce_bucket_size if layout.zero_stage >= 1 else 0
-        filled = min(buckets, PARAM_BYTES * psi)  # the stage's gradients, all of them through the bucket
+        filled = min(buckets, PARAM_BYTES * (psi + psi_e))  # the stage's gradients, all of them through the bucket
         gathered = 0
         if layout.zero_stage == 3:
             largest = max(stage_params(cfg, (k,), layout.tp) for k in set(kinds))
@@ -201,13 +235,17 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         transient = max(0.0, transient - logits)  # recomputation follows the loss's backward (module docstring)
         activations = held + transient
         step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
+        if psi_e and not layout.offload_optimizer:  # the experts' fp32 gradients and AdamW's temporaries, per shard
+            step += (FP32_GRAD_BYTES + ADAM_TEMP_BYTES[foreach_adam]) * psi_e / (dp_e if layout.zero_stage else 1)
         if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
             step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
-        tensors = states.params + states.grads + optimizer + buckets + max(gathered + activations + logits, step)
+            step -= expert_states.grads - paper_zero_bytes(psi_e, dp_e, 2).grads
+        tensors = states.params + states.grads + optimizer + experts + buckets + max(gathered + activations + logits,
+                                                                                     step)
         mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
                            gathered_params=gathered, activations=round(activations), logits_and_loss=round(logits),
                            allowance=round(framework_bytes + fragmentation * tensors), stage=i,
-                           optimizer_step=round(step), buckets_filled=int(filled))
+                           optimizer_step=round(step), buckets_filled=int(filled), experts=experts)
         if worst is None or mem.total > worst.total:
             worst = mem
     return worst

@@ -20,6 +20,13 @@ bandwidths, and the pipeline bubble.
     ZeRO-2 reduce-scatters every micro-batch; ZeRO-3 also all-gathers the weights in every forward and
     backward. DeepSpeed 0.19.8 overlaps this with computation only at ZeRO-3 (zero_optimization.overlap_comm
     defaults to true there, false otherwise), where at most the backward's compute hides it.
+  * expert parallel (model.moe, parallel.expert = ep > 1): every MoE layer sends each token's top_k copies of its
+    hidden state to the ranks holding their experts and back, in the forward (dispatch, combine) and again in the
+    backward (their gradients): 4 all-to-alls per MoE layer per micro-batch, 2 more per recomputed one, each
+    b·s·top_k·h elements of which the (ep − 1)/ep bound for other ranks cross the link (tokens routed uniformly, the
+    balance the load-balancing loss aims at), over the intra-node bandwidth when ep ranks fit in a node (we assume
+    DeepSpeed groups neighbouring ranks), else the inter-node; not overlapped (the experts wait for their tokens).
+    The experts' gradients are reduced over their dp/ep expert-data-parallel ranks as the rest's over dp.
   * optimizer offload: the gradients go to the CPU and the weights come back over PCIe (PCIE_BYTES_PER_S), and
     the CPU Adam step runs at CPU_ADAM_PARAMS_PER_S (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840, §6).
 No torch here.
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 from llm.config import ModelConfig
 from llm.cost.flops import datasheet_peak_flops, hfu_flops_per_token
 from llm.cost.layout import Layout, pipeline_stages
-from llm.cost.memory import PARAM_BYTES, stage_params
+from llm.cost.memory import PARAM_BYTES, expert_params_per_rank, stage_params
 from typed_yaml import ConfigError
 
 ACHIEVABLE_MFU = {
@@ -86,15 +93,29 @@ class StepTime:
     dp_comm_s: float
     """Exposed data-parallel / ZeRO traffic (after overlap)."""
     offload_s: float
+    ep_comm_s: float = 0.0
+    """Expert-parallel all-to-alls (dispatch and combine, forward and backward); 0 without parallel.expert."""
 
     @property
     def total_s(self) -> float:
-        return self.compute_s + self.tp_comm_s + self.pp_comm_s + self.dp_comm_s + self.offload_s
+        return self.compute_s + self.tp_comm_s + self.pp_comm_s + self.dp_comm_s + self.offload_s + self.ep_comm_s
 
     def as_dict(self) -> dict:
         return {"compute_s": self.compute_s, "bubble_fraction": self.bubble_fraction, "tp_comm_s": self.tp_comm_s,
                 "pp_comm_s": self.pp_comm_s, "dp_comm_s": self.dp_comm_s, "offload_s": self.offload_s,
-                "total_s": self.total_s}
+                **({"ep_comm_s": self.ep_comm_s} if self.ep_comm_s else {}), "total_s": self.total_s}
+
+
+def all_to_all_bytes_per_step(cfg: ModelConfig, layout: Layout, global_batch_size: int, recomputed: int = 0) -> float:
+    """Bytes one rank sends to other ranks in the expert-parallel all-to-alls of one step (module docstring): per MoE
+    layer and micro-batch 4 all-to-alls (2 more when the layer is recomputed) of b·s·top_k·h elements, (ep − 1)/ep
+    of them leaving the rank. recomputed: blocks activation checkpointing recomputes (at the MoE layers' share)."""
+    if cfg.moe is None or layout.ep == 1:
+        return 0.0
+    m = global_batch_size // (layout.micro_batch_size * layout.dp)
+    per_call = PARAM_BYTES * layout.micro_batch_size * cfg.seq_len * cfg.moe.top_k * cfg.d_model
+    calls = (4 + 2 * recomputed / cfg.n_layers) * cfg.moe_layers * m
+    return calls * per_call * (layout.ep - 1) / layout.ep
 
 
 def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str, gpus_per_node: int = 8,
@@ -133,9 +154,17 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
     dp_bw = net.intra_node if t * d <= gpus_per_node else net.inter_node
     ring = (d - 1) / d / dp_bw * shard  # one reduce-scatter or all-gather of the shard
     dp_comm = {0: 2 * ring, 1: 2 * ring, 2: m * ring + ring, 3: 3 * m * ring}[layout.zero_stage] if d > 1 else 0.0
+    psi_e, d_e = expert_params_per_rank(cfg, layout.ep), d // layout.ep
+    if psi_e and d_e > 1:  # the experts' gradients over their expert-data-parallel group (module docstring)
+        ring_e = (d_e - 1) / d_e / dp_bw * PARAM_BYTES * psi_e
+        dp_comm += {0: 2 * ring_e, 1: 2 * ring_e, 2: m * ring_e + ring_e, 3: 3 * m * ring_e}[layout.zero_stage]
     if layout.zero_stage == 3:
         dp_comm = max(0.0, dp_comm - compute * 2 / 3)  # overlapped with the backward (2/3 of the compute)
     offload = 0.0
     if layout.offload_optimizer:
         offload = 2 * shard / d / PCIE_BYTES_PER_S + psi / d / CPU_ADAM_PARAMS_PER_S
-    return StepTime(compute, bubble, tp_comm, pp_comm, dp_comm, offload)
+        if psi_e:  # the experts' shard too
+            offload += 2 * PARAM_BYTES * psi_e / d_e / PCIE_BYTES_PER_S + psi_e / d_e / CPU_ADAM_PARAMS_PER_S
+    ep_bw = net.intra_node if layout.ep <= gpus_per_node else net.inter_node
+    ep_comm = all_to_all_bytes_per_step(cfg, layout, global_batch_size, recomputed) / ep_bw
+    return StepTime(compute, bubble, tp_comm, pp_comm, dp_comm, offload, ep_comm)

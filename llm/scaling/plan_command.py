@@ -9,6 +9,9 @@ flagged with the reason.
 from --data-path and --tokenizer (default: the bundled corpus that launch/prepare_data.py writes to
 runs/data/python_docs/); a --data-path without --tokenizer takes the tokenizer prepare_data.py left beside it.
 
+--moe plans a mixture of experts instead (llm/scaling/moe_plan.py): the law's granularity, experts and size, and the
+dense plan for the same budget beside it; with --gpus its layout, expert parallelism included.
+
 With --gpus the planner also chooses the parallel layout (llm/cost/layout_search.py) and predicts memory per
 GPU, step time, wall-clock time, GPU-hours and cost (llm/cost/cluster.py); --write-config then writes that
 layout with the predictions as comments.
@@ -31,6 +34,7 @@ from llm.cost.cluster import format_cluster, plan_cluster
 from llm.cost.flops import ALIASES, PEAK_FLOPS
 from llm.cost.step_time import ACHIEVABLE_MFU, canonical_gpu
 from llm.scaling.law import read_law
+from llm.scaling.moe_plan import format_moe_table, plan_moe, plan_moe_for_hours
 from llm.scaling.plan import DEFAULT_TOKENIZER, plan, plan_for_hours, repetition_warning
 from llm.scaling.plan_output import config_dict, config_header, format_table, prediction_lines
 from llm.shape import SHAPE_RULES
@@ -97,6 +101,32 @@ def device_peak(args: argparse.Namespace) -> tuple[float | None, str]:
     return None, args.gpu
 
 
+def run_moe_plan(args: argparse.Namespace, mfu: float) -> int:
+    """`plan --moe`: the MoE spec, the dense one beside it and, with --gpus, the MoE model's layout."""
+    for flag, given in (("--config", args.config), ("--law", args.law), ("--approach", args.approach),
+                        ("--write-config", args.write_config), ("--data-path", args.data_path)):
+        if given:
+            raise ConfigError(f"--moe does not combine with {flag} yet: it plans from Krajewski et al. 2024's law and "
+                              "prints the spec (write the config's model.moe by hand from it)")
+    kwargs = dict(vocab_size=args.vocab_size, seq_len=args.seq_len, tp_degrees=args.tp_degrees,
+                  tie_embeddings=args.tie_embeddings, shapes=SHAPE_RULES[args.shapes or "standard"])
+    if args.flops is not None:
+        spec = plan_moe(args.flops, **kwargs)
+    else:
+        peak, device = device_peak(args)
+        spec = plan_moe_for_hours(args.gpu_hours, device, mfu, peak=peak, **kwargs)
+    cluster = None
+    if args.gpus is not None:
+        cluster = plan_cluster(spec.model, spec.n_tokens, spec.global_batch_size, args.gpus, args.gpu,
+                               args.gpus_per_node, args.gpu_memory, args.price_per_gpu_hour, args.mfu)
+    if args.json:
+        log.info(json.dumps({**spec.to_json(), **(cluster.to_json() if cluster else {})}))
+    else:
+        tables = (format_moe_table(spec), cluster and format_cluster(cluster, args.explain))
+        log.info("\n\n".join(x for x in tables if x))
+    return 0
+
+
 def run_plan(args: argparse.Namespace) -> int:
     """Plan what launch/plan.py's parsed `args` ask for; print the table or JSON, write the config. Returns 0;
     raises ConfigError (one line) on a user error."""
@@ -113,6 +143,8 @@ def run_plan(args: argparse.Namespace) -> int:
                           "--peak-tflops or cpu")
     if args.write_config and args.config is None:  # before the CPU's peak is timed
         tokenizer = config_tokenizer(args.data_path, args.tokenizer, args.vocab_size)
+    if getattr(args, "moe", False):
+        return run_moe_plan(args, mfu)
     peak, device = device_peak(args)
     if args.config is not None and args.gpus is None:
         raise ConfigError("--config plans only the layout of a fixed run: give --gpus N")
