@@ -12,6 +12,7 @@ from llm.align import handoff
 from llm.align.config import load_align_config
 from llm.train import safe_load
 from tests.align.test_hf_base import RECIPE, _bpe_tokenizer
+from tests.llm.hf.helpers import LOGITS_ATOL
 
 pytestmark = pytest.mark.unit  # no subprocess, no launcher: `pytest -m unit`
 
@@ -61,4 +62,12 @@ def test_sft_from_an_moe_base_trains_the_router(tmp_path, monkeypatch):
         assert not torch.equal(base[name], sft[name]), name
     model, _ = handoff.load_stage(tmp_path / "out" / "sft", "lm")
     assert type(model.layers[0].mlp).__name__ == "MoE"
+    # The fine-tuned MoE stage exports back to a Mixtral equal to it.
+    from transformers import AutoModelForCausalLM
+    from llm.hf.export import export_hf
+    export_hf(tmp_path / "out" / "sft", tmp_path / "exported")
+    tokens = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()(input_ids=tokens).logits
+        assert (model.eval()(tokens) - theirs).abs().max() < LOGITS_ATOL
 
