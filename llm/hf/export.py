@@ -54,7 +54,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False, 
     (unless force, which replaces it).
 
     The HF model is built on the meta device (accelerate's init_empty_weights) and its parameters are the
-    memory-mapped tensors of model.pt (load_state_dict(assign=True)): no second copy of the weights exists.
+    memory-mapped tensors of model.pt (load_state_dict(assign=True)): no second copy of the weights exists, but for
+    an MoE model's fused gate_up_proj (the expert gate and up weights, concatenated).
     """
     from accelerate import init_empty_weights
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM

@@ -161,3 +161,16 @@ def test_missing_and_extra_experts_are_named(change, named, tiny_data, tmp_path,
     assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
     err = capsys.readouterr().err.strip()
     assert named in err and len(err.splitlines()) == 1, err
+
+
+def test_aux_loss_coefficient_is_copied_though_transformers_loss_is_top_k_times_ours():
+    """What the router_aux_loss_coef ↔ aux_loss_coef copy means: transformers' load-balancing loss of the same router
+    logits is about top_k times ours (its fᵢ sum to top_k over the slots; it pools the layers)."""
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    from llm.moe import balance_loss
+    gen = torch.Generator().manual_seed(0)
+    layers = [torch.randn(64, 8, generator=gen) * 2 for _ in range(2)]
+    theirs = load_balancing_loss_func(tuple(layers), 8, 2).item()
+    ours = sum(balance_loss(g, 2).item() for g in layers) / 2
+    assert 1.9 < theirs / ours < 2.0
