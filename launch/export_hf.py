@@ -3,7 +3,8 @@
     python launch/export_hf.py runs/X/checkpoints/step_00000100 OUT_DIR [--force] [--max-shard-size 5GB]
 
 OUT_DIR then loads with `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `AutoTokenizer.from_pretrained(OUT_DIR)`,
-no custom code (llm/hf/export.py). Exit 2, with one line, on a user mistake.
+no custom code (llm/hf/export.py): a LlamaForCausalLM, or a MixtralForCausalLM for an MoE model (one with shared
+experts or experts in only some blocks is refused, naming the field). Exit 2, with one line, on a user mistake.
 
 OUT_DIR may not be, contain or lie inside the checkpoint or its tokenizer. It is written beside itself
 (.OUT_DIR.partial) and moved into place when complete, so a failed or killed export leaves an earlier OUT_DIR as it

@@ -1,4 +1,4 @@
-"""Import a Llama-family Hugging Face model directory as one of our checkpoints.
+"""Import a Llama-family (Llama, Mistral, Mixtral) Hugging Face model directory as one of our checkpoints.
 
     python launch/import_hf.py HF_DIR OUT_DIR [--force]
 

@@ -297,6 +297,10 @@ class RewardModel(nn.Module):
         """Per-position values (batch, seq) in fp32."""
         return self.v_head(self.body.hidden(tokens)).squeeze(-1).float()
 
+    def moe_loss(self) -> torch.Tensor | float:
+        """The body's MoE auxiliary losses of the last forward pass (Transformer.moe_loss); 0 for a dense body."""
+        return self.body.moe_loss()
+
     def score(self, tokens: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         """Reward of each right-padded sequence: the value at `last_index` (its EOS position), shape (batch,)."""
         values = self(tokens)

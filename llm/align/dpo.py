@@ -43,7 +43,7 @@ def run_dpo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
         n = b.n_pairs
         loss, margin = L.dpo_loss(lp[:n], lp[n:], ref[:n], ref[n:], s.beta)
         lr = trainer.current_lr()
-        grad_norm = trainer.step(loss)
+        grad_norm = trainer.step(loss + trainer.module.moe_loss())  # + the MoE aux loss (0 when dense), as in SFT
         ctx.log.row({"step": step + 1, "loss": d.sum(float(loss.detach())) / d.world,
                      "reward_margin": d.sum(float(margin.mean())) / d.world,
                      "reward_accuracy": d.sum(float((margin > 0).float().sum())) / s.batch_size,

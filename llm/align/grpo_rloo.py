@@ -119,7 +119,7 @@ def run_grpo_rloo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
                 else:
                     loss, cf = L.grpo_loss(logp, old_logp[j], ref_logp[j], adv[j], mask[j], r.clip_eps, r.beta,
                                             n_seq, r.loss_type == "dr_grpo", r.max_new_tokens)
-                trainer.step(loss)
+                trainer.step(loss + trainer.module.moe_loss())  # + the MoE aux loss (0 when dense), as in SFT
                 stats["loss"] += float(loss.detach())
                 stats["clip_frac"] += float(cf)
         # TRL's frac_reward_zero_std: a group whose answers all score the same has zero advantage under GRPO and

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from llm.config import ModelConfig
+from llm.config.model import MoEConfig
 from llm.train import safe_load
 from typed_yaml.disk import disk_full_as
 from typed_yaml.errors import HandoffError  # exit 4; raised here, defined with the other user errors
@@ -49,7 +50,8 @@ class StageInfo:
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.model)
+        moe = self.model.get("moe")  # asdict wrote MoEConfig as a nested dict
+        return ModelConfig(**{**self.model, "moe": None if moe is None else MoEConfig(**moe)})
 
 
 def is_complete(path: str | Path) -> bool:

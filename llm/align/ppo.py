@@ -151,11 +151,11 @@ def run_ppo(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
                 logits = actor_tr(tokens)
                 logp = response_logprobs(logits, tokens)
                 pl, cf = L.ppo_policy_loss(logp, r["old_logp"][j], r["adv"][j], mask, p.clip_eps, n_tokens)
-                actor_tr.step(pl)
+                actor_tr.step(pl + actor_tr.module.moe_loss())  # + the MoE aux losses (0 when dense), as in SFT
                 critic_tr.train()
                 v = critic_tr(tokens)[:, :-1]
                 vl = L.ppo_value_loss(v, r["values"][j], r["returns"][j], mask, p.value_clip, n_tokens)
-                critic_tr.step(vl)
+                critic_tr.step(vl + critic_tr.module.moe_loss())
                 stats["policy_loss"] += float(pl.detach())
                 stats["value_loss"] += float(vl.detach())
                 stats["clip_frac"] += float(cf)

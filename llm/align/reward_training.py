@@ -119,7 +119,7 @@ def run_rm(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
         rc, rr = r[:b.n_pairs], r[b.n_pairs:]
         loss = bradley_terry_loss(rc, rr, s.margin)
         lr = trainer.current_lr()
-        grad_norm = trainer.step(loss)
+        grad_norm = trainer.step(loss + trainer.module.moe_loss())  # + the MoE aux loss (0 when dense), as in SFT
         acc = d.sum(float((rc > rr).float().sum())) / s.batch_size
         ctx.log.row({"step": step + 1, "loss": d.sum(float(loss.detach())) / d.world, "train_accuracy": acc,
                      "lr": lr, "grad_norm": grad_norm})

@@ -49,7 +49,9 @@ def run_sft(cfg: AlignConfig, runtime: Runtime | None = None) -> dict:
         trainer.train()
         loss_t = sft_loss(trainer(inputs.to(d.device)), targets.to(d.device), n_global / d.world)
         lr = trainer.current_lr()
-        grad_norm = trainer.step(loss_t)
+        # An MoE policy keeps its load-balancing loss while fine-tuned, as Mixtral's HF training adds
+        # router_aux_loss_coef·aux_loss; 0 for a dense model. The logged loss stays the cross-entropy.
+        grad_norm = trainer.step(loss_t + trainer.module.moe_loss())
         loss = d.sum(float(loss_t.detach())) / d.world
         row = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if valid is not None and ((s.eval_every and (step + 1) % s.eval_every == 0) or step + 1 == s.steps):

@@ -1,15 +1,27 @@
-"""The one-to-one map between our Transformer and transformers' LlamaForCausalLM: parameter names and config.
+"""The one-to-one map between our Transformer and transformers' LlamaForCausalLM (dense) or MixtralForCausalLM (MoE):
+parameter names and config.
 
 The architectures are the same function (llm/model.py): pre-norm RMSNorm blocks, SwiGLU, grouped-query attention
 and RoPE rotating the pairs (i, i + head_dim/2) ("rotate half"), which is also what HF's Llama does, so q/k
 weights move over unpermuted (Meta's original checkpoints, which rotate adjacent pairs, are the ones HF permutes
 on conversion). What our model does not implement is refused by `model_config_from_hf`, naming the field.
+
+An MoE model (llm/moe.py) is Mixtral's function exactly when every block is an MoE block and there are no shared
+experts: both route by softmax over all experts in fp32, take the top_k and renormalise their weights. Mixtral's
+files (what transformers' save_pretrained writes, and the Hub's checkpoints) hold each expert apart:
+  model.layers.i.block_sparse_moe.gate.weight          (E, d)  = our layers.i.mlp.router.weight
+  model.layers.i.block_sparse_moe.experts.e.w1.weight  (F, d)  = our layers.i.mlp.experts.w_gate[e]
+  model.layers.i.block_sparse_moe.experts.e.w3.weight  (F, d)  = our layers.i.mlp.experts.w_up[e]
+  model.layers.i.block_sparse_moe.experts.e.w2.weight  (d, F)  = our layers.i.mlp.experts.w_down[e]
+while transformers >= 5 holds them fused in memory (MixtralExperts): gate_up_proj (E, 2F, d) = cat(w_gate, w_up,
+dim=1), gate first (its forward splits with .chunk(2, dim=-1) into gate, up), and down_proj (E, d, F) = w_down.
 """
 from __future__ import annotations
 
 import re
 
 from llm.config import ConfigError, ModelConfig
+from llm.config.model import MoEConfig
 
 # ours → HF, per layer and outside the layers.
 _LAYER_NAMES = {
@@ -23,6 +35,12 @@ _LAYER_NAMES = {
     "mlp.w_up.weight": "mlp.up_proj.weight",
     "mlp.w_down.weight": "mlp.down_proj.weight",
 }
+# The MoE block's tensors: ours → Mixtral's name in files (an expert's, with its index as {e}).
+_MOE_ROUTER = ("mlp.router.weight", "block_sparse_moe.gate.weight")
+_MOE_EXPERTS = {"mlp.experts.w_gate": "w1", "mlp.experts.w_up": "w3", "mlp.experts.w_down": "w2"}
+_MOE_FROM_FILE = {v: k for k, v in _MOE_EXPERTS.items()}
+_HF_EXPERT = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+_HF_ROUTER = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight$")
 _TOP_NAMES = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
               "lm_head.weight": "lm_head.weight"}
 _FROM_LAYER = {v: k for k, v in _LAYER_NAMES.items()}
@@ -32,26 +50,51 @@ _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # Old HF checkpoints saved RoPE's inverse frequencies; they derive from the config, as our tables do.
 _HF_DERIVED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral")
+_DENSE_MLP = ("mlp.w_gate.weight", "mlp.w_up.weight", "mlp.w_down.weight")
 
 
 def parameter_names(cfg: ModelConfig) -> set[str]:
     """Every tensor name of our Transformer's state dict for `cfg` (lm_head.weight included when tied)."""
-    return set(_TOP_NAMES) | {f"layers.{i}.{n}" for i in range(cfg.n_layers) for n in _LAYER_NAMES}
+    attn = [n for n in _LAYER_NAMES if n not in _DENSE_MLP]
+    moe = [_MOE_ROUTER[0], *_MOE_EXPERTS]
+    if cfg.moe is not None and cfg.moe.shared_experts:  # no HF counterpart: such a model is not exported
+        moe += [f"mlp.shared.{n}" for n in _DENSE_MLP]
+    return set(_TOP_NAMES) | {f"layers.{i}.{n}" for i in range(cfg.n_layers)
+                              for n in attn + (moe if cfg.is_moe_layer(i) else list(_DENSE_MLP))}
 
 
 def to_hf_name(name: str) -> str:
+    """HF's name for our parameter `name`; an MoE expert tensor gets the file name pattern of its experts
+    (`...experts.*.w1.weight`), for messages."""
     m = _OURS_LAYER.match(name)
     if m and m.group(2) in _LAYER_NAMES:
         return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+    if m and m.group(2) == _MOE_ROUTER[0]:
+        return f"model.layers.{m.group(1)}.{_MOE_ROUTER[1]}"
+    if m and m.group(2) in _MOE_EXPERTS:
+        return f"model.layers.{m.group(1)}.block_sparse_moe.experts.*.{_MOE_EXPERTS[m.group(2)]}.weight"
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]
-    raise ConfigError(f"parameter {name} has no counterpart in LlamaForCausalLM")
+    raise ConfigError(f"parameter {name} has no counterpart in LlamaForCausalLM or MixtralForCausalLM")
+
+
+def expert_part(name: str) -> tuple[str, int] | None:
+    """(our stacked parameter, expert index) for a Mixtral file's expert tensor `name`
+    (model.layers.i.block_sparse_moe.experts.e.w1.weight → ("layers.i.mlp.experts.w_gate", e)); None otherwise."""
+    m = _HF_EXPERT.match(name)
+    if m is None:
+        return None
+    return f"layers.{m.group(1)}.{_MOE_FROM_FILE[m.group(3)]}", int(m.group(2))
 
 
 def from_hf_name(name: str) -> str | None:
     """Our name for HF tensor `name`; None for a tensor derived from the config; ConfigError for one we lack
-    (a bias, an expert, a norm we do not have): loading the rest would be a different model."""
+    (a bias, a norm we do not have): loading the rest would be a different model. One expert's tensor of a
+    Mixtral file is `expert_part`'s, not this function's."""
+    m = _HF_ROUTER.match(name)
+    if m:
+        return f"layers.{m.group(1)}.{_MOE_ROUTER[0]}"
     m = _HF_LAYER.match(name)
     if m and m.group(2) in _FROM_LAYER:
         return f"layers.{m.group(1)}.{_FROM_LAYER[m.group(2)]}"
@@ -63,9 +106,29 @@ def from_hf_name(name: str) -> str | None:
                       "supported")
 
 
+def check_mixtral(cfg: ModelConfig, where: str = "model") -> None:
+    """ConfigError naming the first field of an MoE `cfg` that MixtralForCausalLM cannot express."""
+    m = cfg.moe
+    if m.shared_experts:
+        raise ConfigError(f"{where}.moe.shared_experts={m.shared_experts}: MixtralForCausalLM has no shared experts, "
+                          "so this MoE model cannot be exported to Hugging Face (only shared_experts: 0 can)")
+    if m.every_k_layers != 1:
+        raise ConfigError(f"{where}.moe.every_k_layers={m.every_k_layers}: MixtralForCausalLM has experts in every "
+                          "block, so this MoE model cannot be exported to Hugging Face (only every_k_layers: 1 can)")
+
+
+def hf_model_type(cfg: ModelConfig) -> str:
+    """"mixtral" for an MoE model (after `check_mixtral`), else "llama": the transformers family `cfg` exports to."""
+    if cfg.moe is None:
+        return "llama"
+    check_mixtral(cfg)
+    return "mixtral"
+
+
 def hf_config_dict(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtype: str) -> dict:
-    """LlamaConfig keyword arguments for `cfg`; the special ids are the tokenizer's (-1: none)."""
-    return dict(
+    """LlamaConfig (dense) or MixtralConfig (MoE, `hf_model_type`) keyword arguments for `cfg`; the special ids are
+    the tokenizer's (-1: none). ConfigError when an MoE `cfg` is not a Mixtral (`check_mixtral`)."""
+    out = dict(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
         head_dim=cfg.head_dim, hidden_act="silu", max_position_embeddings=cfg.seq_len,
@@ -74,6 +137,17 @@ def hf_config_dict(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtyp
         attention_bias=False, mlp_bias=False, attention_dropout=0.0,
         bos_token_id=_id(bos_id), eos_token_id=_id(eos_id), pad_token_id=_id(pad_id), dtype=dtype,
     )
+    if hf_model_type(cfg) == "mixtral":
+        m = cfg.moe
+        del out["attention_bias"], out["mlp_bias"]  # Mixtral has neither field (nor biases)
+        # The coefficient is copied as it is, but the two losses differ: transformers' load_balancing_loss_func
+        # counts fᵢ over the top_k slots (Σfᵢ = top_k, ours 1) and pools all layers' tokens before the product, so
+        # its loss is ≈ top_k × ours (1.96× at top_k=2, tests/llm/hf/test_mixtral.py). Mixtral has no z-loss
+        # (z_loss_coef is a training setting only: the exported function is the same without it).
+        out.update(intermediate_size=m.expert_d_ff, num_local_experts=m.experts, num_experts_per_tok=m.top_k,
+                   router_aux_loss_coef=m.aux_loss_coef, output_router_logits=False, router_jitter_noise=0.0,
+                   sliding_window=None)
+    return out
 
 
 def _id(i: int) -> int | None:
@@ -120,9 +194,13 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
         "hidden_act": lambda v: v not in (None, "silu"),
         "attention_bias": bool, "mlp_bias": bool,
         "sliding_window": lambda v: v is not None,
-        "num_local_experts": bool, "num_experts": bool,
         "attention_dropout": bool,
     }
+    if model_type == "mixtral":
+        # Multiplicative noise on the router input while training (Switch); our router has none.
+        refuse["router_jitter_noise"] = bool
+    else:
+        refuse.update(num_local_experts=bool, num_experts=bool)
     for key, bad in refuse.items():
         if key in raw and bad(raw[key]):
             raise ConfigError(f"{where}: {key}={raw[key]!r} is not implemented by our model (llm/model.py)")
@@ -137,10 +215,11 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
         # Llama 3.1's "llama3" rescaling of the frequencies (and linear/dynamic/yarn) is refused, not approximated.
         field = "rope_scaling" if scaling else "rope_parameters"
         raise ConfigError(f"{where}: {field}.rope_type={rope_type!r} is not implemented (our RoPE is unscaled)")
+    default_theta = 1e6 if model_type == "mixtral" else 10000.0  # transformers' MixtralConfig.default_theta
     if "rope_theta" in raw:
-        theta = _field(raw, "rope_theta", float, where, 10000.0)
+        theta = _field(raw, "rope_theta", float, where, default_theta)
     else:
-        theta = _field(rope, "rope_theta", float, f"{where} rope_parameters", 10000.0)
+        theta = _field(rope, "rope_theta", float, f"{where} rope_parameters", default_theta)
     n_layers = _field(raw, "num_hidden_layers", int, where)
     d_model = _field(raw, "hidden_size", int, where)
     n_heads = _field(raw, "num_attention_heads", int, where)
@@ -164,11 +243,28 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
     norm_eps = _field(raw, "rms_norm_eps", float, where, 1e-6)
     init_std = _field(raw, "initializer_range", float, where, 0.02)
     _positive(where, rope_theta=theta, rms_norm_eps=norm_eps, initializer_range=init_std)
+    moe = _mixtral_moe(raw, where, d_ff) if model_type == "mixtral" else None
     cfg = ModelConfig(
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, d_ff=d_ff,
         vocab_size=vocab_size, seq_len=seq_len,
         tie_embeddings=_field(raw, "tie_word_embeddings", bool, where, False), rope_theta=theta,
-        norm_eps=norm_eps, init_std=init_std,
+        norm_eps=norm_eps, init_std=init_std, moe=moe,
     )
     cfg.validate(where)
     return cfg
+
+
+def _mixtral_moe(raw: dict, where: str, d_ff: int) -> MoEConfig:
+    """Our MoEConfig for a Mixtral config.json: every block an MoE block of intermediate_size-wide experts (d_ff is
+    then unused), no shared experts, the aux loss at router_aux_loss_coef (transformers' default 0.001; copied as
+    it is although transformers' loss is ≈ top_k × ours, see `hf_config_dict`), no z-loss."""
+    experts = _field(raw, "num_local_experts", int, where)
+    top_k = _field(raw, "num_experts_per_tok", int, where)
+    aux = _field(raw, "router_aux_loss_coef", float, where, 0.001)
+    _positive(where, num_local_experts=experts, num_experts_per_tok=top_k)
+    if top_k > experts:
+        raise ConfigError(f"{where}: num_experts_per_tok={top_k} must be <= num_local_experts={experts}")
+    if not aux >= 0:
+        raise ConfigError(f"{where}: router_aux_loss_coef={aux} must be >= 0")
+    return MoEConfig(experts=experts, top_k=top_k, expert_d_ff=d_ff, shared_experts=0, every_k_layers=1,
+                     aux_loss_coef=aux, z_loss_coef=0.0)

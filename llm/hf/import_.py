@@ -1,4 +1,4 @@
-"""Import a Llama-family Hugging Face model directory as one of our checkpoints.
+"""Import a Llama-family (Llama, Mistral, Mixtral) Hugging Face model directory as one of our checkpoints.
 
 `OUT_DIR/step_00000000/` gets what a training run writes (llm/train/checkpoint.py): model.pt (llm/model.py names,
 the stored dtype), config.yaml (a run config whose model section comes from config.json, whose data.tokenizer is

@@ -1,4 +1,4 @@
-"""Read a Llama-family Hugging Face model directory (config.json + safetensors) as our config and weights.
+"""Read a Llama-family (or Mixtral) Hugging Face model directory (config.json + safetensors) as our config and weights.
 
 Every file is checked before the weights are trusted (llm/hf/validate.py): config.json's fields by type and value,
 the index's shard names confined to the directory, each safetensors header against its file and against the
@@ -15,7 +15,7 @@ import torch
 from llm.config import ConfigError, ModelConfig
 from llm.files import TensorEntry, read_safetensors, safetensors_header
 from typed_yaml.files import read_json
-from llm.hf.convert import from_hf_name, model_config_from_hf
+from llm.hf.convert import expert_part, from_hf_name, model_config_from_hf
 from llm.hf.validate import check_headers, check_tied, check_values
 
 CONFIG_FILE = "config.json"
@@ -116,16 +116,23 @@ def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
     config.json (llm/hf/validate.py): names, shapes, dtypes before any tensor is read, finiteness as each is read.
 
     With tied embeddings, lm_head.weight is the embedding tensor itself, as in our model's state dict (a stored
-    lm_head must equal it). Raises ConfigError naming the file and tensor at fault.
+    lm_head must equal it). A Mixtral file's per-expert tensors are stacked into our (experts, out, in) parameters:
+    those are the one copy made, of the expert weights only. Raises ConfigError naming the file and tensor at fault.
     """
     cfg, entries = check_hf_dir(path)
     state: dict[str, torch.Tensor] = {}
+    experts: dict[str, dict[int, torch.Tensor]] = {}
     stored_lm_head = None
     by_file: dict[Path, list[str]] = {}
     for name, (f, _) in entries.items():
         by_file.setdefault(f, []).append(name)
     for f, names in by_file.items():
         for hf_name, tensor in read_safetensors(f, sorted(names)):
+            part = expert_part(hf_name)
+            if part is not None:
+                check_values(tensor, hf_name, f)
+                experts.setdefault(part[0], {})[part[1]] = tensor
+                continue
             ours = from_hf_name(hf_name)
             if ours is None:
                 continue
@@ -134,6 +141,8 @@ def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 stored_lm_head = tensor
             else:
                 state[ours] = tensor
+    for ours, parts in experts.items():  # check_hf_dir saw every index 0..E-1 of each
+        state[ours] = torch.stack([parts[e] for e in range(len(parts))])
     if cfg.tie_embeddings:
         check_tied(state, stored_lm_head, Path(path) / CONFIG_FILE)
         state["lm_head.weight"] = state["tok_embeddings.weight"]

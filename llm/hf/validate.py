@@ -23,7 +23,7 @@ import torch
 
 from llm.config import ConfigError, ModelConfig
 from llm.files import FLOAT_DTYPES, TensorEntry
-from llm.hf.convert import from_hf_name, parameter_names, to_hf_name
+from llm.hf.convert import expert_part, from_hf_name, parameter_names, to_hf_name
 
 FLOAT_TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -43,16 +43,34 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         "mlp.w_up.weight": ((ff, d), "intermediate_size × hidden_size"),
         "mlp.w_down.weight": ((d, ff), "hidden_size × intermediate_size"),
     }
+    moe_layer = {k: v for k, v in per_layer.items() if not k.startswith("mlp.")}
+    if cfg.moe is not None:
+        e, f = cfg.moe.experts, cfg.moe.expert_d_ff
+        # Mixtral's config.json names an expert's width intermediate_size (our moe.expert_d_ff).
+        moe_layer.update({
+            "mlp.router.weight": ((e, d), "num_local_experts × hidden_size"),
+            "mlp.experts.w_gate": ((e, f, d), "num_local_experts × intermediate_size × hidden_size"),
+            "mlp.experts.w_up": ((e, f, d), "num_local_experts × intermediate_size × hidden_size"),
+            "mlp.experts.w_down": ((e, d, f), "num_local_experts × hidden_size × intermediate_size"),
+        })
+        if cfg.moe.shared_experts:  # model.pt only: Mixtral has none (llm/hf/convert.py `check_mixtral`)
+            s, why = cfg.moe.shared_experts * f, "moe.shared_experts·moe.expert_d_ff"
+            moe_layer.update({"mlp.shared.w_gate.weight": ((s, d), f"{why} × d_model"),
+                              "mlp.shared.w_up.weight": ((s, d), f"{why} × d_model"),
+                              "mlp.shared.w_down.weight": ((d, s), f"d_model × {why}")})
     out = {"tok_embeddings.weight": ((cfg.vocab_size, d), "vocab_size × hidden_size"),
            "lm_head.weight": ((cfg.vocab_size, d), "vocab_size × hidden_size"),
            "norm.weight": ((d,), "hidden_size")}
     for i in range(cfg.n_layers):
-        out.update({f"layers.{i}.{k}": v for k, v in per_layer.items()})
+        out.update({f"layers.{i}.{k}": v for k, v in (moe_layer if cfg.is_moe_layer(i) else per_layer).items()})
     return out
 
 
-def _shape_problem(shape: tuple[int, ...], ours: str, cfg: ModelConfig) -> str | None:
+def _shape_problem(shape: tuple[int, ...], ours: str, cfg: ModelConfig, one_expert: bool = False) -> str | None:
+    """What is wrong with `shape` for our parameter `ours` (one_expert: for one expert's slice of it); None if right."""
     want, fields = expected_shapes(cfg)[ours]
+    if one_expert:
+        want, fields = want[1:], fields.split(" × ", 1)[1]
     if tuple(shape) == want:
         return None
     hint = " (transposed?)" if len(want) == 2 and tuple(shape) == want[::-1] else ""
@@ -65,6 +83,8 @@ _OUR_FIELDS = {"hidden_size": "d_model", "intermediate_size": "d_ff", "num_atten
 
 
 def _our_field_names(text: str) -> str:
+    if "num_local_experts" in text:  # an expert's intermediate_size is our moe.expert_d_ff, not d_ff
+        text = text.replace("intermediate_size", "moe.expert_d_ff").replace("num_local_experts", "moe.experts")
     for hf, ours in _OUR_FIELDS.items():
         text = text.replace(hf, ours)
     return text
@@ -76,22 +96,38 @@ def check_headers(entries: dict[str, tuple[Path, TensorEntry]], cfg: ModelConfig
     a wrong shape, a non-float dtype, or a tensor the config needs that no file holds."""
     expected = parameter_names(cfg)
     present = set()
+    experts: dict[str, set[int]] = {}  # our stacked expert parameter → the expert indices found for it
     for name in sorted(entries):
         f, entry = entries[name]
+        part = expert_part(name)
         try:
-            ours = from_hf_name(name)
+            ours = part[0] if part else from_hf_name(name)
         except ConfigError as e:
             raise ConfigError(f"{f}: {e}") from None
         if ours is None:
             continue
         if ours not in expected:
+            if int(ours.split(".")[1]) < cfg.n_layers:
+                raise ConfigError(f"{f}: tensor {name} has no place in the model config.json describes (model_type "
+                                  f"{'mixtral' if cfg.moe else 'llama'}: {'experts' if cfg.moe else 'no experts'})")
             raise ConfigError(f"{f}: tensor {name} is beyond config.json's num_hidden_layers={cfg.n_layers}")
+        if part and part[1] >= cfg.moe.experts:
+            raise ConfigError(f"{f}: tensor {name} is beyond config.json's num_local_experts={cfg.moe.experts}")
         if entry.dtype not in FLOAT_DTYPES:
             raise ConfigError(f"{f}: tensor {name} is {entry.dtype}; weights must be floating point "
                               f"({', '.join(FLOAT_DTYPES)})")
-        problem = _shape_problem(entry.shape, ours, cfg)
+        problem = _shape_problem(entry.shape, ours, cfg, one_expert=part is not None)
         if problem:
             raise ConfigError(f"{f}: tensor {name} {problem}")
+        if part:
+            experts.setdefault(ours, set()).add(part[1])
+        else:
+            present.add(ours)
+    for ours, found in sorted(experts.items()):
+        lacking = sorted(set(range(cfg.moe.experts)) - found)
+        if lacking:
+            raise ConfigError(f"{directory}: no tensor {to_hf_name(ours).replace('*', str(lacking[0]))} in any "
+                              f"weight file (config.json num_local_experts={cfg.moe.experts})")
         present.add(ours)
     if cfg.tie_embeddings:
         present.add("lm_head.weight")  # the embedding itself (checked to equal a stored lm_head by check_tied)

@@ -83,7 +83,7 @@ def test_bf16_round_trip_is_bitwise(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("attention_bias", True), ("mlp_bias", True), ("hidden_act", "gelu"), ("model_type", "mixtral"),
+    ("attention_bias", True), ("mlp_bias", True), ("hidden_act", "gelu"), ("model_type", "qwen2_moe"),
     ("sliding_window", 4096), ("num_local_experts", 8),
     ("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}),
 ])

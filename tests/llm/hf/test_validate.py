@@ -77,11 +77,17 @@ def _one_error_line(capsys) -> str:
 
 
 def test_expected_shapes_are_the_models():
-    """The shapes the checks demand are exactly llm/model.py's, for GQA, wide heads and tied embeddings."""
+    """The shapes the checks demand are exactly llm/model.py's, for GQA, wide heads, tied embeddings and MoE (every
+    block; every other block, with shared experts)."""
     from llm.config import ModelConfig
+    from llm.config.model import MoEConfig
     for cfg in (ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab_size=512, seq_len=32),
                 ModelConfig(n_layers=1, d_model=48, n_heads=4, head_dim=16, d_ff=80, vocab_size=300, seq_len=16,
-                            tie_embeddings=True)):
+                            tie_embeddings=True),
+                ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_ff=64, vocab_size=128, seq_len=16,
+                            moe=MoEConfig(experts=4, top_k=2, expert_d_ff=24)),
+                ModelConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, vocab_size=128, seq_len=16,
+                            moe=MoEConfig(experts=4, top_k=1, every_k_layers=2, shared_experts=2))):
         model = {k: tuple(v.shape) for k, v in Transformer(cfg).state_dict().items()}
         assert model == {k: shape for k, (shape, _) in expected_shapes(cfg).items()}
 
