@@ -10,8 +10,9 @@ token (the EOS that closes the response), the critic uses the values at every re
 This file knows nothing of parallelism: no process groups, no DeepSpeed. The parallel layer wraps it by
 swapping submodules (by their names here) and slicing these weights, so keep the module names stable:
 `tok_embeddings`, `layers[i].{attn_norm, attn.{wq,wk,wv,wo}, mlp_norm, mlp.{w_gate,w_up,w_down}}`, `norm`,
-`lm_head`; an MoE block's `mlp` is llm/moe.py's `MoE` (`router`, `experts`, `shared`). Attention reads its head counts from attributes, so a tensor-parallel wrapper that gives a rank
-a slice of the heads only has to change `n_heads`/`n_kv_heads` on the module.
+`lm_head`; an MoE block's `mlp` is llm/moe.py's `MoE` (`router`, `experts`, `shared`), which DeepSpeed's AutoEP
+finds by these names (parallel/experts.py). Attention reads its head counts from attributes, so a tensor-parallel
+wrapper that gives a rank a slice of the heads only has to change `n_heads`/`n_kv_heads` on the module.
 """
 from __future__ import annotations
 

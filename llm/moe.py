@@ -160,7 +160,7 @@ class RouterRecord:
 
     def loss(self, cfg) -> torch.Tensor:
         """cfg: MoEConfig. The weighted auxiliary losses of the recorded logits, averaged over the MoE layers (so the
-        coefficients mean the same at any depth, as Mixtral's Hugging Face loss); adds their routing to the totals."""
+        coefficients mean the same at any depth); adds their routing to the totals."""
         logits, self.logits = self.logits, []
         if not logits:
             raise RuntimeError("no router logits were recorded: call the model's forward before moe_loss()")

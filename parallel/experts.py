@@ -44,7 +44,8 @@ def expert_parallel_config(cfg: RunConfig) -> dict | None:
         # Mixtral's routing, as llm/moe.py: softmax over all experts, top_k weights renormalised, applied to the
         # experts' outputs.
         "score_func": "softmax", "score_apply": "post", "route_norm": True,
-        "has_shared_experts": moe.shared_experts > 0, "shared_experts_pattern": "shared" if moe.shared_experts else None,
+        "has_shared_experts": moe.shared_experts > 0,
+        "shared_experts_pattern": "shared" if moe.shared_experts else None,
         # Per-expert matmuls: the grouped-matmul kernels are CUDA-only; the looped form is the same arithmetic.
         "use_grouped_mm": torch.cuda.is_available(),
     }

@@ -140,12 +140,13 @@ def hf_config_dict(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtyp
     if hf_model_type(cfg) == "mixtral":
         m = cfg.moe
         del out["attention_bias"], out["mlp_bias"]  # Mixtral has neither field (nor biases)
-        # The coefficient is copied as it is, but the two losses differ: transformers' load_balancing_loss_func
-        # counts fᵢ over the top_k slots (Σfᵢ = top_k, ours 1) and pools all layers' tokens before the product, so
-        # its loss is ≈ top_k × ours (1.96× at top_k=2, tests/llm/hf/test_mixtral.py). Mixtral has no z-loss
-        # (z_loss_coef is a training setting only: the exported function is the same without it).
+        # transformers' load_balancing_loss_func counts fᵢ over the top_k slots (Σfᵢ = top_k, ours 1) and pools all
+        # layers' tokens before the product, so its loss is ≈ top_k × ours (1.96× at top_k=2,
+        # tests/llm/hf/test_mixtral.py): the coefficient is divided by top_k so that training on in transformers
+        # balances about as hard as here. Mixtral has no z-loss (z_loss_coef is a training setting only: the
+        # exported function is the same without it).
         out.update(intermediate_size=m.expert_d_ff, num_local_experts=m.experts, num_experts_per_tok=m.top_k,
-                   router_aux_loss_coef=m.aux_loss_coef, output_router_logits=False, router_jitter_noise=0.0,
+                   router_aux_loss_coef=m.aux_loss_coef / m.top_k, output_router_logits=False, router_jitter_noise=0.0,
                    sliding_window=None)
     return out
 
@@ -256,8 +257,8 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
 
 def _mixtral_moe(raw: dict, where: str, d_ff: int) -> MoEConfig:
     """Our MoEConfig for a Mixtral config.json: every block an MoE block of intermediate_size-wide experts (d_ff is
-    then unused), no shared experts, the aux loss at router_aux_loss_coef (transformers' default 0.001; copied as
-    it is although transformers' loss is ≈ top_k × ours, see `hf_config_dict`), no z-loss."""
+    then unused), no shared experts, the aux loss at top_k × router_aux_loss_coef (transformers' default 0.001;
+    its loss is ≈ top_k × ours, see `hf_config_dict`), no z-loss."""
     experts = _field(raw, "num_local_experts", int, where)
     top_k = _field(raw, "num_experts_per_tok", int, where)
     aux = _field(raw, "router_aux_loss_coef", float, where, 0.001)
@@ -267,4 +268,4 @@ def _mixtral_moe(raw: dict, where: str, d_ff: int) -> MoEConfig:
     if not aux >= 0:
         raise ConfigError(f"{where}: router_aux_loss_coef={aux} must be >= 0")
     return MoEConfig(experts=experts, top_k=top_k, expert_d_ff=d_ff, shared_experts=0, every_k_layers=1,
-                     aux_loss_coef=aux, z_loss_coef=0.0)
+                     aux_loss_coef=aux * top_k, z_loss_coef=0.0)

@@ -132,7 +132,7 @@ def test_moe_configs_mixtral_cannot_express_are_refused_in_one_line(field, value
 def test_config_mapping():
     cfg = ModelConfig(**MODEL, moe=MoEConfig(experts=8, top_k=2, expert_d_ff=40, aux_loss_coef=0.02))
     raw = {**hf_config_dict(cfg, 2, 3, 0, "float32"), "model_type": "mixtral"}
-    assert raw["router_aux_loss_coef"] == 0.02 and raw["intermediate_size"] == 40
+    assert raw["router_aux_loss_coef"] == 0.01 and raw["intermediate_size"] == 40  # ours / top_k
     back = model_config_from_hf(raw)
     assert back.moe == MoEConfig(experts=8, top_k=2, expert_d_ff=40, aux_loss_coef=0.02, z_loss_coef=0.0)
     with pytest.raises(ConfigError, match="router_jitter_noise=0.1 is not implemented"):
@@ -163,8 +163,8 @@ def test_missing_and_extra_experts_are_named(change, named, tiny_data, tmp_path,
     assert named in err and len(err.splitlines()) == 1, err
 
 
-def test_aux_loss_coefficient_is_copied_though_transformers_loss_is_top_k_times_ours():
-    """What the router_aux_loss_coef ↔ aux_loss_coef copy means: transformers' load-balancing loss of the same router
+def test_aux_loss_coefficient_is_divided_by_top_k_as_transformers_loss_is_top_k_times_ours():
+    """Why router_aux_loss_coef = aux_loss_coef / top_k: transformers' load-balancing loss of the same router
     logits is about top_k times ours (its fᵢ sum to top_k over the slots; it pools the layers)."""
     from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
