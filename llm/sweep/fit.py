@@ -83,6 +83,8 @@ def _fit_one(out: Path, doc: dict, resamples: int, seed: int, dest: Path) -> dic
     law["sweep"] = {"dir": str(out.resolve()), "law_centred_on": doc["law"], "spread_dex": doc["spread_dex"],
                     "shapes": doc["args"].get("shapes", "standard"), "seeds": doc["args"].get("seeds", 1),
                     "notes": doc["notes"], "data": doc.get("data")}
+    if any(p.get("shape", {}).get("moe") for p in doc["points"]):
+        law["counting"]["N"] = "active parameters: the N of C = 6ND, from the model's FLOPs per token (families.py)"
     write_law(dest / "law.json", law)
     plot_isoflop(law, dest / "isoflop.png")
     write_report(dest / "report.md", doc, law)

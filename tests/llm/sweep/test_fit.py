@@ -88,7 +88,7 @@ def test_families_are_fitted_apart_and_compared(tmp_path, capsys):
     for name in ("dense", "moe4"):
         fam_law = json.loads((tmp_path / "families" / name / "law.json").read_text())
         assert {p["name"] for p in fam_law["points"]} == {p["name"] for p in doc["points"] if p["family"] == name}
-        assert (tmp_path / "families" / name / "report.md").is_file()
+        assert (tmp_path / "families" / name / "report.md").read_text().count(f"Family `{name}` (") == 1
     assert not (tmp_path / "law.json").exists()
     assert cmp == json.loads((tmp_path / "compare.json").read_text()) and cmp["reference"] == "dense"
     assert all(row["multiplier"] > 1 for row in cmp["comparisons"][0]["at"])
