@@ -163,11 +163,9 @@ def reference_family(families: list[dict]) -> str:
 
 
 def write_compare(out: Path, doc: dict) -> None:
-    """DIR/compare.json, compare.md and compare.png of compare_families' `doc`."""
-    from llm.sweep.plot import plot_compare  # matplotlib: only when there is something to draw
+    """DIR/compare.json and compare.md of compare_families' `doc` (plot.py `plot_compare` draws compare.png)."""
     atomic_write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
     (out / "compare.md").write_text(compare_markdown(doc))
-    plot_compare(doc, out / "compare.png")
 
 
 def compare_markdown(doc: dict) -> str:

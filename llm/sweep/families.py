@@ -1,5 +1,5 @@
 """Model families of a sweep: each isoFLOP point trained once per family, the family's model.moe applied on top of
-the point's shape (launch/sweep.py --family NAME [KEY=VALUE ...]).
+the point's shape (launch/sweep.py --family NAME [KEY=VALUE ...]; points.py `family_runs` lists the runs).
 
     --family dense --family moe8 experts=8 top_k=2
 
@@ -26,7 +26,7 @@ import typed_yaml
 from llm.config import ModelConfig
 from llm.config.model import MoEConfig
 from llm.cost.flops import flops_per_token
-from llm.scaling.grid import MIN_STEPS, SweepGrid, SweepPoint
+from llm.scaling.grid import MIN_STEPS, SweepPoint
 from llm.scaling.plan import spec_for_shape
 from llm.sweep import UserError
 from typed_yaml import ConfigError
@@ -102,18 +102,3 @@ def family_point(point: SweepPoint, family: Family, law) -> SweepPoint:
 def active_params(cfg: ModelConfig) -> int:
     """The N of C = 6ND for `cfg`: its 6N FLOPs per token / 6 (llm/cost/flops.py), the parameters a token uses."""
     return round(flops_per_token(cfg, "6N") / 6.0)
-
-
-def family_runs(grid: SweepGrid, families: list[Family], seeds: int, first_seed: int,
-                law=None) -> list[tuple]:
-    """(point, seed, run name, family name) for every run: each family's version of each grid point, `seeds`
-    times (`law`: the grid's, see family_point). Without families (a sweep without --family) the runs and names
-    are points.seeded_runs's, family None."""
-    from llm.sweep.points import seeded_runs
-    if not families:
-        return [(p, seed, name, None) for p, seed, name in seeded_runs(grid, seeds, first_seed)]
-    runs = []
-    for f in families:
-        fam_grid = dataclasses.replace(grid, points=[family_point(p, f, law) for p in grid.points])
-        runs += [(p, seed, f"{f.name}_{name}", f.name) for p, seed, name in seeded_runs(fam_grid, seeds, first_seed)]
-    return runs

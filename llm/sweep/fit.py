@@ -48,7 +48,9 @@ def fit_and_write(out: Path, doc: dict, resamples: int, seed: int) -> dict:
     except ConfigError as e:  # after a family without a law, its reason is already said once
         failures.append("so no comparison of the families" if failures else f"no comparison: {e}")
     if result is not None:
+        from llm.sweep.plot import plot_compare  # matplotlib: only when there is something to draw
         write_compare(out, result)
+        plot_compare(result, out / "compare.png")
         for cmp in result["comparisons"]:
             mid = cmp["at"][len(cmp["at"]) // 2]
             iv = mid["interval"]

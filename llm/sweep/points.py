@@ -16,7 +16,7 @@ from llm.scaling.laws import get_law
 from llm.shape import SHAPE_RULES
 from llm.scaling.grid import SweepGrid, design_grid
 from llm.sweep import UserError
-from llm.sweep.families import active_params, family_runs, parse_families
+from llm.sweep.families import Family, active_params, family_point, parse_families
 from llm.sweep.rundir import point_dir
 from typed_yaml import runlock
 
@@ -85,6 +85,20 @@ def seeded_runs(grid: SweepGrid, seeds: int, first_seed: int) -> list[tuple]:
     With one seed a run is named after its point, as in sweeps made before --seeds."""
     return [(p, first_seed + i, p.name if seeds == 1 else f"{p.name}_s{first_seed + i}")
             for p in grid.points for i in range(seeds)]
+
+
+def family_runs(grid: SweepGrid, families: list[Family], seeds: int, first_seed: int,
+                law=None) -> list[tuple]:
+    """(point, seed, run name, family name) for every run: each family's version of each grid point, `seeds`
+    times (`law`: the grid's, see family_point). Without families (a sweep without --family) the runs and names
+    are seeded_runs's, family None."""
+    if not families:
+        return [(p, seed, name, None) for p, seed, name in seeded_runs(grid, seeds, first_seed)]
+    runs = []
+    for f in families:
+        fam_grid = dataclasses.replace(grid, points=[family_point(p, f, law) for p in grid.points])
+        runs += [(p, seed, f"{f.name}_{name}", f.name) for p, seed, name in seeded_runs(fam_grid, seeds, first_seed)]
+    return runs
 
 
 def grid_json(grid: SweepGrid, args_record: dict, runs: list[tuple]) -> dict:

@@ -11,6 +11,7 @@ import pytest
 
 from llm.scaling.laws import ParametricLaw
 from llm.sweep.compare import compare_families, compute_for_loss, fit_frontier, reference_family, write_compare
+from llm.sweep.plot import plot_compare
 
 pytestmark = pytest.mark.unit
 
@@ -79,6 +80,7 @@ def test_the_comparison_is_written_and_drawn(tmp_path):
     doc = compare_families({"dense": _runs(1.0, 0.004, rng), "moe8": _runs(2.0, 0.004, rng)}, "dense",
                            resamples=100, seed=0)
     write_compare(tmp_path, doc)
+    plot_compare(doc, tmp_path / "compare.png")
     assert json.loads((tmp_path / "compare.json").read_text()) == doc
     md = (tmp_path / "compare.md").read_text()
     assert "| moe8 | dense |" in md and "5–95% interval" in md

@@ -73,7 +73,8 @@ def test_nothing_finished_is_nothing_to_fit(doc, tmp_path):
 def test_families_are_fitted_apart_and_compared(tmp_path, capsys):
     """--family: each family's law in DIR/families/NAME/, and the comparison: the MoE family's losses are the dense
     law's with twice the compute (N and D each √2 larger), so it must come out cheaper at equal loss."""
-    from llm.sweep.families import family_runs, parse_families
+    from llm.sweep.families import parse_families
+    from llm.sweep.points import family_runs
     law = get_law("besiroglu")
     grid = design_grid([3e10, 6e10], 3, law, 512, 32, spread_dex=0.25)
     families = parse_families([["dense"], ["moe4", "experts=4", "top_k=2"]])
