@@ -201,12 +201,11 @@ def compare_markdown(doc: dict) -> str:
             lines.append(f"| {cmp['family']} | {cmp['reference']} | {row['loss']:.4f} | {row['flops_reference']:.3g} "
                          f"| {row['flops_family']:.3g} | {row['multiplier']:.3f} | "
                          + (f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "–") + " |")
-        if cmp["extrapolated"]:
-            lines.append(f"\n{cmp['family']} and {cmp['reference']} reach no common loss within their budgets: the "
-                         "multiplier is at the middle of the gap, an extrapolation of both frontiers; add budgets "
-                         "so that their losses overlap.")
+    lines += [f"\n{cmp['family']} and {cmp['reference']} reach no common loss within their budgets: the multiplier "
+              "is at the middle of the gap, an extrapolation of both frontiers; add budgets so that their losses "
+              "overlap." for cmp in doc["comparisons"] if cmp["extrapolated"]]
     lines += ["", "## Caveats", "",
-              "Two or three budgets determine each frontier: its slope has few residuals to be judged by, and where "
+              "A few budgets determine each frontier: its slope has few residuals to be judged by, and where "
               "the two slopes differ the multiplier changes with the loss (read it only at the losses listed). The "
               "multiplier holds for this data, tokenizer, these sizes and the batch and LR rule the sweep used for "
               "every family (tuned for dense models, DeepSeek LLM 2024); MoE routing settings (aux_loss_coef, top_k, "

@@ -130,9 +130,14 @@ def plot_compare(doc: dict, out: Path) -> None:
         for row in cmp["at"]:
             left.annotate("", xy=(row["flops_family"], row["loss"]), xytext=(row["flops_reference"], row["loss"]),
                           arrowprops={"arrowstyle": "->", "color": colors[cmp["family"]], "lw": 1})
-            left.text(np.sqrt(row["flops_family"] * row["flops_reference"]), row["loss"], f"{row['multiplier']:.2f}×",
+            left.text(np.sqrt(row["flops_family"] * row["flops_reference"]), row["loss"], f"{row['multiplier']:.3g}×",
                       ha="center", va="bottom", fontsize=8, color=colors[cmp["family"]])
+    arrows = [x for cmp in doc["comparisons"] for row in cmp["at"] for x in (row["flops_family"],
+                                                                              row["flops_reference"])]
     left.set_xscale("log")
+    if arrows:  # an extrapolated comparison's arrow may reach past the budgets: keep it in view
+        lo, hi = left.get_xlim()
+        left.set_xlim(min(lo, min(arrows) / 2), max(hi, max(arrows) * 2))
     left.set_yscale("log")
     left.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # losses as 3.0, not 3×10^0
     left.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
@@ -164,6 +169,11 @@ def plot_compare(doc: dict, out: Path) -> None:
         else:
             right.scatter(losses, mult, color=color, zorder=3)
     right.axhline(1.0, color="grey", ls="--", lw=1, label="1×: no saving")
+    right.set_yscale("log")  # a ratio: 2× and 0.5× equally far from 1×
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g×"))
+    lo, hi = right.get_ylim()  # label the minor ticks only within a decade or so, where there are few of them
+    right.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g×") if hi / lo < 20
+                                    else matplotlib.ticker.NullFormatter())
     right.invert_xaxis()  # lower loss, more compute: to the right, as on the left panel
     right.set_xlabel("loss L (nats/token)")
     right.set_ylabel("compute multiplier C_reference(L) / C_family(L)")
