@@ -2,14 +2,16 @@
 
     python launch/sweep.py --budgets 1e12 3e12 1e13 [--sizes-per-budget 5] [--config BASE.yaml] --out DIR
     python launch/sweep.py --budgets ... --out DIR --slurm [--sbatch-arg=--cpus-per-task=4 ...]
+    python launch/sweep.py --budgets ... --out DIR --family dense --family moe8 experts=8 top_k=2
     python launch/plan.py --law DIR/law.json --flops 1e15
 
 Each point is one pretraining config, DIR/points/NAME/config.yaml, the base config (--config, default
 configs/debug.yaml) supplying data, tokenizer, precision and evaluation; the points run here one after the other
 (debug mode), or with --slurm as one job array through launch/slurm/sweep.sbatch. Rerunning the same command resumes.
-Out: DIR/law.json, DIR/report.md, DIR/isoflop.png. A user error prints one line and exits 2; a failed run exits 1
-and names its log. This file parses the arguments; the sweep is llm/sweep/ (its docstring: the grid, the files,
-resuming, one writer).
+Out: DIR/law.json, DIR/report.md, DIR/isoflop.png; with --family, each family's under DIR/families/NAME/ and
+their comparison at equal loss in DIR/compare.md, compare.json and compare.png (llm/sweep/families.py, compare.py).
+A user error prints one line and exits 2; a failed run exits 1 and names its log. This file parses the arguments; the
+sweep is llm/sweep/ (its docstring: the grid, the files, resuming, one writer).
 """
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1,
                    help="training runs per grid point, seeds from the base config's train.seed up (default 1); "
                         "the fit takes every run")
+    p.add_argument("--family", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
+                   help="a model family: every point is trained once per family, with model.moe's KEY=VALUE settings "
+                        "applied to its shape (none: dense), e.g. --family dense --family moe8 experts=8 top_k=2; "
+                        "two or more, compared at equal loss (repeatable)")
     p.add_argument("--law", default="besiroglu",
                    help=f"law whose N_opt centres the grid: {', '.join(LAWS)}, or a previous sweep's law.json")
     p.add_argument("--out", required=True, help="sweep directory (rerun with the same one to resume)")

@@ -50,7 +50,9 @@ def _vertex(rows: np.ndarray) -> tuple[float, float]:
     return float(c2), float(-c1 / (2 * c2)) if c2 else math.inf
 
 
-def _resample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def resample_budget(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One budget's (N, D, loss) rows drawn with replacement, keeping at least three distinct sizes (else the
+    parabola is undetermined; after 100 tries the rows themselves)."""
     for _ in range(100):
         pick = rows[rng.integers(0, len(rows), len(rows))]
         if len(np.unique(pick[:, 0])) >= 3:
@@ -98,7 +100,7 @@ def fit_law(points: list[dict], resamples: int = DEFAULT_RESAMPLES, seed: int = 
     a_s, b_s, samples, n_opts, failed = [], [], [], [[] for _ in kept], 0
     for _ in range(resamples):
         try:
-            f = fit_isoflop(np.concatenate([_resample(r, rng) for r in kept.values()]))
+            f = fit_isoflop(np.concatenate([resample_budget(r, rng) for r in kept.values()]))
         except ValueError:  # a resample whose parabola opens downwards
             failed += 1
             continue

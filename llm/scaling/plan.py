@@ -172,7 +172,9 @@ def spec_for_shape(flops: float, cfg: ModelConfig, law: ParametricLaw | PowerLaw
     in llm/cost/flops.py), else the datasheet bf16 peak of `accelerator`. price_per_hour: per device-hour, for
     the cost. Raises ValueError when the budget buys less than one sequence."""
     n, seq_len = count_params(cfg), cfg.seq_len
-    d = int(flops // (6 * n))
+    # D from the FLOPs a token costs (6N, llm/cost/flops.py), not from N: for a mixture of experts a token uses only
+    # the experts it is routed to, so the two differ (the sweep's MoE families, llm/sweep/families.py).
+    d = int(flops // flops_per_token(cfg, "6N"))
     if d < seq_len:
         raise ConfigError(f"budget C={flops:.3g} buys only {d} tokens for a {n:,}-parameter model: less than one "
                          f"sequence of {seq_len}; raise the budget")

@@ -8,8 +8,11 @@ modules named for what they hold:
 - `rundir`: the run directory's state: a point's done.json (its final eval loss), written atomically after its run;
 - `local`: the points one after the other on this machine (debug mode), with their progress; `slurm`: as one job
   array through launch/slurm/sweep.sbatch, one task per point;
+- `families`: --family, each point trained once per model family (model.moe on top of its shape, D from the
+  family's own FLOPs per token);
 - `fit`: the law (llm/scaling/law.py) fitted to the finished points, DIR/law.json; `report`: DIR/report.md;
-  `plot`: DIR/isoflop.png;
+  `plot`: DIR/isoflop.png; with families, one law per family and `compare`: their compute multiplier at equal
+  loss with its bootstrap interval, DIR/compare.md and compare.png;
 - `cli`: a whole sweep as launch/sweep.py runs it, its errors as exit codes.
 
 Resumable: rerunning the same sweep skips finished points, runs the others (a killed run resumes from its

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from typed_yaml.files import read_json
 from llm.sweep import UserError
+from llm.sweep.families import parse_families
 from llm.sweep.fit import fit_and_write
 from llm.sweep.local import run_local
 from llm.sweep.points import check_base, prepare
@@ -47,6 +48,7 @@ def check_args(args) -> None:
         raise UserError(f"--seeds {args.seeds} must be at least 1 run per point")
     if args.bootstrap < 1:
         raise UserError(f"--bootstrap {args.bootstrap} must be a positive number of resamples")
+    parse_families(getattr(args, "family", None))
 
 
 def sweep(args, out: Path) -> None:

@@ -96,14 +96,14 @@ def run_local(out: Path, doc: dict) -> None:
     total = len(doc["points"])
     if done:
         log.info(f"sweep: {len(done)}/{total} points already finished (done.json), skipping them")
-    flops_left = sum(6.0 * p["n_params"] * p["tokens_trained"] for p in todo)
+    flops_left = sum(6.0 * p.get("n_params_active", p["n_params"]) * p["tokens_trained"] for p in todo)
     flops_run, t_start = 0.0, time.monotonic()
     env = dict(os.environ)
     env.setdefault("DS_ACCELERATOR", "cpu")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     for i, p in enumerate(todo, len(done) + 1):
         d = point_dir(out, p["name"])
-        cost = 6.0 * p["n_params"] * p["tokens_trained"]
+        cost = 6.0 * p.get("n_params_active", p["n_params"]) * p["tokens_trained"]
         flops_left -= cost
         if run_finished(out, p):  # killed after its run, before its marker
             result = collect_point(out, p)

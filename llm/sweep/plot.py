@@ -4,6 +4,9 @@ Left: final loss against N per budget, log N axis, each budget's runs, its fitte
 parabola's minimum (a star; hollow when the vertex lies outside the sizes sampled). Right: N_opt and D_opt
 against C, log-log, the sweep's vertices with their bootstrap intervals, the fitted power laws, and the
 Chinchilla Approach 2 (Hoffmann et al. 2022, Table 2) and Besiroglu et al. 2024 frontiers for comparison.
+
+compare.png of a sweep's compare.json (`plot_compare`, launch/sweep.py --family): each family's loss frontier and the
+compute multiplier at equal loss.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # after choosing the backend
+import matplotlib.ticker
 import numpy as np
 
 from llm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022_APPROACH2
@@ -100,6 +104,82 @@ def plot_isoflop(law: dict, out: Path) -> None:
     right.grid(True, which="both", alpha=0.3)
     # Outside the axes: inside, it hides the smallest budget's points whatever the corner.
     right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def plot_compare(doc: dict, out: Path) -> None:
+    """Draw compare.json (llm/sweep/compare.py) into `out` (PNG). Left: each family's compute-optimal loss per
+    budget and its fitted frontier, log-log, with the compute each family needs at the compared losses joined by
+    an arrow. Right: the multiplier over the reference against the loss, its bootstrap intervals as bars."""
+    from llm.sweep.compare import compute_for_loss
+    fig, (left, right) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
+    names = list(doc["families"])
+    colors = dict(zip(names, plt.get_cmap("tab10")(np.arange(len(names)))))
+    for name, f in doc["families"].items():
+        c = np.array([o["flops"] for o in f["optima"]])
+        loss = np.array([o["loss_opt"] for o in f["optima"]])
+        fr = f["frontier"]
+        span = np.logspace(np.log10(c.min()) - 0.3, np.log10(c.max()) + 0.3, 50)
+        left.scatter(c, loss, color=colors[name], s=45, zorder=3, label=f"{name}: L*(C), parabola minima")
+        floor = f" + {fr['floor']:g}" if fr["floor"] else ""
+        left.plot(span, fr["k"] * span ** -fr["slope"] + fr["floor"], color=colors[name], lw=1.5,
+                  label=f"{name}: L* = {fr['k']:.3g}·C^-{fr['slope']:.3f}{floor}")
+    for cmp in doc["comparisons"]:
+        for row in cmp["at"]:
+            left.annotate("", xy=(row["flops_family"], row["loss"]), xytext=(row["flops_reference"], row["loss"]),
+                          arrowprops={"arrowstyle": "->", "color": colors[cmp["family"]], "lw": 1})
+            left.text(np.sqrt(row["flops_family"] * row["flops_reference"]), row["loss"], f"{row['multiplier']:.3g}×",
+                      ha="center", va="bottom", fontsize=8, color=colors[cmp["family"]])
+    arrows = [x for cmp in doc["comparisons"] for row in cmp["at"] for x in (row["flops_family"],
+                                                                              row["flops_reference"])]
+    left.set_xscale("log")
+    if arrows:  # an extrapolated comparison's arrow may reach past the budgets: keep it in view
+        lo, hi = left.get_xlim()
+        left.set_xlim(min(lo, min(arrows) / 2), max(hi, max(arrows) * 2))
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # losses as 3.0, not 3×10^0
+    left.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+    left.set_xlabel("budget C (6ND FLOPs, N active parameters)")
+    left.set_ylabel("compute-optimal final eval loss L* (nats/token)")
+    left.set_title(f"Frontiers; arrows: compute to the same loss, {doc['reference']} → family")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+
+    ref = doc["families"][doc["reference"]]["frontier"]
+    conf = doc["bootstrap"]["confidence"]
+    for cmp in doc["comparisons"]:
+        fam = doc["families"][cmp["family"]]["frontier"]
+        color = colors[cmp["family"]]
+        losses = np.array([row["loss"] for row in cmp["at"]])
+        mult = np.array([row["multiplier"] for row in cmp["at"]])
+        lo, hi = losses.min(), losses.max()
+        grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 50) if hi > lo else losses
+        right.plot(grid, compute_for_loss(ref, grid) / compute_for_loss(fam, grid), color=color, lw=1.5,
+                   label=f"{cmp['family']} over {cmp['reference']}: frontiers' ratio")
+        ivs = [row["interval"] for row in cmp["at"]]
+        if all(ivs):
+            err = np.clip(np.array([[m - iv[0] for m, iv in zip(mult, ivs)], [iv[1] - m for m, iv in zip(mult, ivs)]]),
+                          0, None)
+            right.errorbar(losses, mult, yerr=err, fmt="o", color=color, capsize=4, zorder=3,
+                           label=f"at the compared losses, {100 * (1 - conf) / 2:.0f}–{100 * (1 + conf) / 2:.0f}% "
+                                 "bootstrap interval"
+                           + (" (extrapolated: no common loss)" if cmp["extrapolated"] else ""))
+        else:
+            right.scatter(losses, mult, color=color, zorder=3)
+    right.axhline(1.0, color="grey", ls="--", lw=1, label="1×: no saving")
+    right.set_yscale("log")  # a ratio: 2× and 0.5× equally far from 1×
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g×"))
+    lo, hi = right.get_ylim()  # label the minor ticks only within a decade or so, where there are few of them
+    right.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g×") if hi / lo < 20
+                                    else matplotlib.ticker.NullFormatter())
+    right.invert_xaxis()  # lower loss, more compute: to the right, as on the left panel
+    right.set_xlabel("loss L (nats/token)")
+    right.set_ylabel("compute multiplier C_reference(L) / C_family(L)")
+    right.set_title("Compute multiplier at equal loss")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

@@ -2,6 +2,7 @@
 whole sweep (DIR/sweep.json: its arguments, the grid, one entry per run) that a rerun checks it resumes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from llm.scaling.laws import get_law
 from llm.shape import SHAPE_RULES
 from llm.scaling.grid import SweepGrid, design_grid
 from llm.sweep import UserError
+from llm.sweep.families import Family, active_params, family_point, parse_families
 from llm.sweep.rundir import point_dir
 from typed_yaml import runlock
 
@@ -59,6 +61,8 @@ def point_config(point, base_raw: dict, base_cfg, run_dir: Path, base: Path, val
     restarts."""
     spec = point.spec
     raw = config_dict(spec, out_dir=str(run_dir))
+    if point.model.moe is not None:  # a family's experts (llm/sweep/families.py); config_dict writes the shape only
+        raw["model"]["moe"] = dataclasses.asdict(point.model.moe)
     raw["data"] = resolve_data(base_raw, base)
     raw["precision"] = base_raw.get("precision", "fp32")
     # eval_batches counts global batches (llm/train/loop.py); the floor keeps every evaluated sample distinct.
@@ -83,30 +87,49 @@ def seeded_runs(grid: SweepGrid, seeds: int, first_seed: int) -> list[tuple]:
             for p in grid.points for i in range(seeds)]
 
 
+def family_runs(grid: SweepGrid, families: list[Family], seeds: int, first_seed: int,
+                law=None) -> list[tuple]:
+    """(point, seed, run name, family name) for every run: each family's version of each grid point, `seeds`
+    times (`law`: the grid's, see family_point). Without families (a sweep without --family) the runs and names
+    are seeded_runs's, family None."""
+    if not families:
+        return [(p, seed, name, None) for p, seed, name in seeded_runs(grid, seeds, first_seed)]
+    runs = []
+    for f in families:
+        fam_grid = dataclasses.replace(grid, points=[family_point(p, f, law) for p in grid.points])
+        runs += [(p, seed, f"{f.name}_{name}", f.name) for p, seed, name in seeded_runs(fam_grid, seeds, first_seed)]
+    return runs
+
+
 def grid_json(grid: SweepGrid, args_record: dict, runs: list[tuple]) -> dict:
-    """DIR/sweep.json: the arguments, the grid, and one entry per run (`runs` from seeded_runs; "size" names its
-    grid point, which every seed of it shares)."""
+    """DIR/sweep.json: the arguments, the grid, and one entry per run (`runs` from seeded_runs, or family_runs
+    whose fourth item names the run's family, recorded as "family"; "size" names its grid point, which every seed
+    and family of it shares). "n_params_active" is the N of C = 6ND (llm/sweep/families.py): n_params for a dense
+    model, the parameters a token uses for a mixture of experts."""
     return {"args": args_record, "law": grid.law, "spread_dex": grid.spread_dex, "budgets": grid.budgets,
             "notes": grid.notes,
             "points": [{"name": name, "size": p.name, "seed": seed, "flops": p.flops,
-                        "n_params_target": p.n_params_target,
+                        **({"family": fam[0]} if fam and fam[0] else {}),
+                        "n_params_target": p.n_params_target, "n_params_active": active_params(p.model),
                         "n_params": p.n_params, "n_params_non_embedding": p.spec.n_params_non_embedding,
                         "n_tokens": p.n_tokens, "flops_palm": p.spec.flops_palm,
                         "global_batch_size": p.spec.global_batch_size, "lr": p.spec.lr,
                         "total_steps": p.spec.total_steps, "warmup_steps": p.spec.warmup_steps,
                         "tokens_trained": p.spec.total_steps * p.spec.global_batch_size * p.model.seq_len,
                         "shape": {k: getattr(p.model, k) for k in ("n_layers", "d_model", "n_heads", "n_kv_heads",
-                                                                  "head_dim", "d_ff", "vocab_size", "seq_len")}}
-                       for p, seed, name in runs]}
+                                                                  "head_dim", "d_ff", "vocab_size", "seq_len")}
+                        | ({"moe": dataclasses.asdict(p.model.moe)} if p.model.moe is not None else {})}
+                       for p, seed, name, *fam in runs]}
 
 
 def prepare(args) -> dict:
     """Design the grid and write DIR/sweep.json and every point's config; on a rerun, check DIR holds this sweep.
     `args`: launch/sweep.py's arguments (config, law, budgets, sizes_per_budget, spread, shapes, eval_tokens, seeds,
-    out). Returns the sweep record."""
+    family, out). Returns the sweep record."""
     base = Path(args.config)
     if not base.is_file():
         raise UserError(f"--config {base}: no such file")
+    families = parse_families(getattr(args, "family", None))
     base_cfg = load_config(base)
     base_raw = yaml.safe_load(base.read_text())
     law = read_law(args.law) if args.law.endswith(".json") or Path(args.law).is_dir() else get_law(args.law)
@@ -116,7 +139,9 @@ def prepare(args) -> dict:
     record = {"budgets": grid.budgets, "sizes_per_budget": args.sizes_per_budget, "spread": args.spread,
               "law": args.law, "config": str(base.resolve()), "shapes": args.shapes, "eval_tokens": args.eval_tokens,
               "seeds": args.seeds}
-    runs = seeded_runs(grid, args.seeds, base_cfg.train.seed)
+    if families:  # only then: the record of a sweep made before --family must still equal its rerun's
+        record["families"] = [f.to_json() for f in families]
+    runs = family_runs(grid, families, args.seeds, base_cfg.train.seed, law)
     doc = grid_json(grid, record, runs)
     out = Path(args.out)
     existing = out / "sweep.json"
@@ -130,20 +155,25 @@ def prepare(args) -> dict:
     doc["data"] = {"paths": data["paths"], "tokenizer": data.get("tokenizer"),
                    "valid_fraction": base_cfg.data.valid_fraction, "train_tokens": _train_tokens(base_cfg, data),
                    "valid_samples": valid_samples}
-    for (p, seed, name), entry in zip(runs, doc["points"]):
+    for (p, seed, name, family), entry in zip(runs, doc["points"]):
         d = point_dir(out, name)
         d.mkdir(parents=True, exist_ok=True)
         raw = point_config(p, base_raw, base_cfg, d / "run", base, valid_samples, args.eval_tokens, seed)
         entry["eval_samples"] = raw["train"]["eval_batches"] * p.spec.global_batch_size
-        header = (f"# isoFLOP sweep point {name} (launch/sweep.py): C = {p.flops:.3g} FLOPs (6ND), "
-                  f"N = {p.n_params:,}, D = C / 6N = {p.n_tokens:,} tokens, seed {seed}.\n"
+        if family and p.model.moe is not None:
+            size = (f"family {family}: model.moe {dataclasses.asdict(p.model.moe)}, N = {p.n_params:,}, "
+                    f"N active = {entry['n_params_active']:,}, D = C / 6N_active")
+        else:
+            size = (f"family {family}, " if family else "") + f"N = {p.n_params:,}, D = C / 6N"
+        header = (f"# isoFLOP sweep point {name} (launch/sweep.py): C = {p.flops:.3g} FLOPs (6ND), {size} = "
+                  f"{p.n_tokens:,} tokens, seed {seed}.\n"
                   "# Batch and peak LR: DeepSeek LLM 2024 (arXiv:2401.02954) at C, as plan.py; cosine over exactly "
                   "train.tokens to 10% (Chinchilla).\n")
         cfg_path = d / "config.yaml"
         text = header + yaml.safe_dump(raw, sort_keys=False)
         if not cfg_path.is_file() or cfg_path.read_text() != text:
             atomic_write_text(cfg_path, text)
-    (out / "points.txt").write_text("".join(f"{name}\n" for _, _, name in runs))  # sweep.sbatch: task i = line i
+    (out / "points.txt").write_text("".join(f"{name}\n" for _, _, name, _ in runs))  # sweep.sbatch: task i = line i
     atomic_write_text(existing, json.dumps(doc, indent=1) + "\n")
     return doc
 

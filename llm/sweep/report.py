@@ -37,6 +37,17 @@ def _seed_noise(grid: dict, done: dict, seeds: int) -> str:
                    f"{spread[worst]:.4f} at {worst}.")
 
 
+def _family_line(grid: dict) -> list[str]:
+    """The report's first lines for one family of a sweep with --family (llm/sweep/families.py); [] without."""
+    family = next((p.get("family") for p in grid["points"] if p.get("family")), None)
+    if family is None:
+        return []
+    moe = next((p["shape"].get("moe") for p in grid["points"]), None)
+    what = (f"model.moe {moe}; N below is all parameters, the fit's N the active ones (C = 6ND with this model's "
+            "FLOPs per token)" if moe else "dense")
+    return [f"Family `{family}` ({what}); the families compared: DIR/compare.md.", ""]
+
+
 def write_report(path: Path, grid: dict, law: dict) -> None:
     """Write the report of sweep `grid` (DIR/sweep.json) and its fitted `law` (DIR/law.json) to `path`."""
     data = grid.get("data") or {}
@@ -54,6 +65,7 @@ def write_report(path: Path, grid: dict, law: dict) -> None:
     evals = [p["eval_samples"] for p in grid["points"] if p.get("eval_samples")]
     lines = [
         "# IsoFLOP sweep report", "",
+        *_family_line(grid),
         f"Budgets (C = 6ND FLOPs): {', '.join(f'{c:.3g}' for c in grid['budgets'])}; "
         f"{len(grid['points'])} points planned, {len(done)} finished. Grid centred on the N_opt of "
         f"`{grid['law']}`, sizes spread ±{grid['spread_dex']} dex in log10 N (llm/scaling/grid.py); shapes from the "

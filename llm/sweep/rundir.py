@@ -6,6 +6,8 @@
     DIR/points/NAME/run/           its run directory (metrics.jsonl, checkpoints)
     DIR/points/NAME/train.log      its trainer's output (local runs)
     DIR/points/NAME/done.json      its final eval loss, written atomically after its run ends
+    DIR/families/FAMILY/           with --family: each family's law.json, report.md and isoflop.png (fit.py)
+    DIR/compare.json, compare.md, compare.png   with --family: the families compared (compare.py)
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def collect_point(out: Path, point: dict, wall_s: float | None = None) -> dict:
         raise RunFailed(f"point {point['name']}: no final eval loss at step {point['total_steps']} in "
                         f"{metrics} (see {point_dir(out, point['name']) / 'train.log'})")
     done = {"name": point["name"], "seed": point.get("seed"), "flops": point["flops"], "n_params": point["n_params"],
+            "n_params_active": point.get("n_params_active", point["n_params"]), "family": point.get("family"),
             "n_tokens": point["n_tokens"], "tokens_trained": point["tokens_trained"],
             "total_steps": point["total_steps"], "loss": loss, "wall_s": wall_s,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

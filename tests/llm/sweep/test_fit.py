@@ -68,3 +68,30 @@ def test_nothing_finished_is_nothing_to_fit(doc, tmp_path):
     with pytest.raises(RunFailed, match="has finished yet"):
         fit_and_write(tmp_path, doc, resamples=10, seed=0)
     assert not (tmp_path / "report.md").exists()
+
+
+def test_families_are_fitted_apart_and_compared(tmp_path, capsys):
+    """--family: each family's law in DIR/families/NAME/, and the comparison: the MoE family's losses are the dense
+    law's with twice the compute (N and D each √2 larger), so it must come out cheaper at equal loss."""
+    from llm.sweep.families import parse_families
+    from llm.sweep.points import family_runs
+    law = get_law("besiroglu")
+    grid = design_grid([3e10, 6e10], 3, law, 512, 32, spread_dex=0.25)
+    families = parse_families([["dense"], ["moe4", "experts=4", "top_k=2"]])
+    record = {"budgets": grid.budgets, "sizes_per_budget": 3, "spread": 0.25, "law": "besiroglu",
+              "config": "base.yaml", "shapes": "standard", "eval_tokens": 8192, "seeds": 1,
+              "families": [f.to_json() for f in families]}
+    doc = grid_json(grid, record, family_runs(grid, families, 1, 0, law))
+    s = np.sqrt(2.0)
+    _finish(tmp_path, doc, lambda p: KNOWN.loss(p["n_params"] * (s if p["family"] == "moe4" else 1),
+                                                p["n_tokens"] * (s if p["family"] == "moe4" else 1)))
+    cmp = fit_and_write(tmp_path, doc, resamples=50, seed=0)
+    for name in ("dense", "moe4"):
+        fam_law = json.loads((tmp_path / "families" / name / "law.json").read_text())
+        assert {p["name"] for p in fam_law["points"]} == {p["name"] for p in doc["points"] if p["family"] == name}
+        assert (tmp_path / "families" / name / "report.md").read_text().count(f"Family `{name}` (") == 1
+    assert not (tmp_path / "law.json").exists()
+    assert cmp == json.loads((tmp_path / "compare.json").read_text()) and cmp["reference"] == "dense"
+    assert all(row["multiplier"] > 1 for row in cmp["comparisons"][0]["at"])
+    assert "| moe4 | dense |" in (tmp_path / "compare.md").read_text() and (tmp_path / "compare.png").is_file()
+    assert "sweep: moe4 reaches loss" in capsys.readouterr().out

@@ -81,3 +81,61 @@ def test_another_sweeps_arguments_are_another_sweep(base, tmp_path):
 def test_a_base_config_without_data_is_refused(tmp_path):
     with pytest.raises(UserError, match="data.paths is empty"):
         resolve_data({"data": {"paths": []}}, tmp_path / "base.yaml")
+
+
+FAMILIES = [["dense"], ["moe4", "experts=4", "top_k=2"]]
+
+
+def test_each_family_trains_every_point_with_its_model_moe(base, tmp_path):
+    """--family: each grid point once per family, on the same shape, with the family's model.moe in its config, and
+    D from the family's own FLOPs per token (llm/cost/flops.py, whatever it counts for experts: no count here)."""
+    from llm.cost.flops import flops_per_token
+    out = tmp_path / "s"
+    doc = prepare(_args(base, out, family=FAMILIES))
+    assert doc["args"]["families"] == [{"name": "dense", "moe": None}, {"name": "moe4", "moe": {"experts": 4,
+                                                                                               "top_k": 2}}]
+    by_family = {f: [p for p in doc["points"] if p["family"] == f] for f in ("dense", "moe4")}
+    assert len(by_family["dense"]) == len(by_family["moe4"]) == 6 and len(doc["points"]) == 12
+    for dense, moe in zip(by_family["dense"], by_family["moe4"]):
+        assert moe["name"] == f"moe4_{moe['size']}" and dense["name"] == f"dense_{dense['size']}"
+        assert moe["size"] == dense["size"] and moe["flops"] == dense["flops"]
+        assert {k: v for k, v in moe["shape"].items() if k != "moe"} == dense["shape"]
+        assert "moe" not in dense["shape"] and moe["shape"]["moe"]["experts"] == 4
+    for p in doc["points"]:
+        cfg = load_config(out / "points" / p["name"] / "config.yaml")
+        if p["family"] == "dense":
+            assert cfg.model.moe is None
+        else:
+            assert (cfg.model.moe.experts, cfg.model.moe.top_k) == (4, 2)
+            assert cfg.model.moe.expert_d_ff == cfg.model.d_ff  # MoEConfig's default: the shape's own width
+        per_token = flops_per_token(cfg.model, "6N")
+        assert cfg.train.tokens == p["n_tokens"] == int(p["flops"] // per_token)
+        assert p["n_params_active"] == round(per_token / 6)
+    assert (out / "points.txt").read_text().split() == [p["name"] for p in doc["points"]]
+    assert prepare(_args(base, out, family=FAMILIES)) == doc  # a rerun resumes it
+    with pytest.raises(UserError, match="holds another sweep"):
+        prepare(_args(base, out, family=[["dense"], ["moe4", "experts=8"]]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("llm.shape").shape, "count_active_params"),
+                    reason="llm.shape.count_active_params comes with the MoE parameter counts (branch moespec)")
+def test_a_moe_point_spends_its_budget_on_its_active_parameters(base, tmp_path):
+    """Once llm/shape.py counts experts: a MoE point's N is its active parameters, so its D is C / 6N_active."""
+    from llm.shape import count_active_params
+    out = tmp_path / "s"
+    doc = prepare(_args(base, out, family=FAMILIES))
+    for p in doc["points"]:
+        cfg = load_config(out / "points" / p["name"] / "config.yaml")
+        assert p["n_params_active"] == count_active_params(cfg.model)
+
+
+@pytest.mark.parametrize("families, message", [
+    ([["moe4", "experts=4"]], "alone: give two or more families"),
+    ([["dense"], ["dense", "experts=4"]], "--family dense is given twice"),
+    ([["dense"], ["moe", "experts"]], "write model.moe's settings as KEY=VALUE"),
+    ([["dense"], ["m/e"]], "a name of letters, digits"),
+    ([["dense"], ["moe", "expert=4"]], r"unknown key 'model.moe.expert'; did you mean 'model.moe.experts'"),
+    ([["dense"], ["moe", "experts=4", "top_k=5"]], "--family moe: model.moe.top_k=5 must be between 1 and")])
+def test_a_wrong_family_is_named(base, tmp_path, families, message):
+    with pytest.raises(UserError, match=message):
+        prepare(_args(base, tmp_path / "s", family=families))
