@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch.distributed as dist
 
 from llm.config import ConfigError, ModelConfig, ParallelConfig, TrainConfig
+from llm.config.parallel import expert_layout_errors
 from parallel.ds_config import batch_error, override_errors
 
 
@@ -79,39 +80,12 @@ def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
     if model.n_layers < pp:
         errors.append(f"model.n_layers={model.n_layers} is fewer than parallel.pipeline={pp} stages "
                       "(every stage needs at least one layer)")
-    errors += expert_parallel_errors(model, parallel, world_size // (tp * pp) if tp >= 1 and pp >= 1 else 0)
+    errors += expert_layout_errors(model.moe, parallel.expert, world_size // (tp * pp) if tp >= 1 and pp >= 1 else 0,
+                                   tp, pp, parallel.zero_stage)
     errors += override_errors(parallel.deepspeed)
     if errors:
         raise ConfigError("; ".join(errors))
     return tp, pp, world_size // (tp * pp)
-
-
-def expert_parallel_errors(model: ModelConfig, parallel: ParallelConfig, dp: int) -> list[str]:
-    """Every way the MoE model and parallel.expert do not fit the layout (empty when they do). Refused combinations
-    name DeepSpeed's reason: AutoEP (0.19) does not compose with a model's own tensor parallelism, and the
-    load-balancing loss of every MoE layer must reach the loss, which a pipeline's last stage cannot see."""
-    ep, errors = parallel.expert, []
-    if model.moe is None:
-        if ep > 1:
-            errors.append(f"parallel.expert={ep} needs a mixture-of-experts model: set model.moe (e.g. "
-                          "model.moe.experts=8)")
-        return errors
-    if ep > 1 and parallel.zero_stage == 0:
-        errors.append(f"parallel.expert={ep} needs parallel.zero_stage >= 1: DeepSpeed's ZeRO-0 clips with the mean "
-                      "of the ranks' gradient norms, which differ when ranks hold different experts (measured 1e-3 "
-                      "relative off the true norm); ZeRO-1 clips with the global norm")
-    if model.moe.experts % ep:
-        errors.append(f"parallel.expert={ep} does not divide model.moe.experts={model.moe.experts}")
-    if dp and dp % ep:
-        errors.append(f"parallel.expert={ep} does not divide the data-parallel degree {dp} (the experts are split "
-                      "over data-parallel ranks)")
-    if parallel.tensor > 1:
-        errors.append(f"model.moe cannot be combined with parallel.tensor={parallel.tensor}: DeepSpeed's AutoEP "
-                      "(0.19) refuses a model's own tensor parallelism; use parallel.expert with data parallelism")
-    if parallel.pipeline > 1:
-        errors.append(f"model.moe cannot be combined with parallel.pipeline={parallel.pipeline}: every MoE "
-                      "layer's load-balancing loss joins the loss, which only the last pipeline stage computes")
-    return errors
 
 
 class Topology:

@@ -29,7 +29,8 @@ SAME_WORKER = {"tests/launch/test_slurm.py": "slurm", "tests/launch/test_sweep.p
 # order. test_equivalence.py's offload case JIT-builds DeepSpeed's CPU Adam op on a fresh machine (1.5-4
 # minutes of compiling), counted in.
 FILE_SECONDS = {
-    "tests/parallel/test_equivalence.py": 370, "slurm": 245, "tests/align/test_launcher.py": 195,
+    "tests/parallel/test_equivalence.py": 370, "tests/parallel/test_moe.py": 250, "slurm": 245,
+    "tests/align/test_launcher.py": 195,
     "tests/parallel/test_pipeline.py": 180, "tests/align/test_chain.py": 135,
     "tests/parallel/test_layout_memory.py": 100, "tests/parallel/test_checkpoint.py": 80,
     "tests/parallel/test_zero_memory.py": 60, "tests/launch/test_plan.py": 57, "tests/parallel/test_universal.py": 56,

@@ -174,3 +174,33 @@ class PrecisionConfig:
             raise ConfigError(f"{where}.dtype={self.dtype!r} must be 'fp32', 'bf16' or 'fp16'")
         if self.initial_loss_scale <= 0 or self.loss_scale_window < 1 or self.min_loss_scale <= 0:
             raise ConfigError(f"{where}: loss-scale settings must be positive")
+
+
+def expert_layout_errors(moe, ep: int, dp: int, tp: int, pp: int, zero_stage: int) -> list[str]:
+    """Every way an MoE model (`moe`: model.moe, None for a dense model) and parallel.expert=ep do not fit a
+    tp × pp × dp layout (empty when they do); the launcher (parallel/topology.py) and the planner (llm/cost) both
+    ask here. The refused combinations name DeepSpeed's reason: AutoEP (0.19) does not compose with a model's own
+    tensor parallelism, the load-balancing loss of every MoE layer must reach the loss, which a pipeline's last
+    stage cannot see, and ZeRO-0 clips expert-parallel gradients with a wrong norm."""
+    errors = []
+    if moe is None:
+        if ep > 1:
+            errors.append(f"parallel.expert={ep} needs a mixture-of-experts model: set model.moe (e.g. "
+                          "model.moe.experts=8)")
+        return errors
+    if ep > 1 and zero_stage == 0:
+        errors.append(f"parallel.expert={ep} needs parallel.zero_stage >= 1: DeepSpeed's ZeRO-0 clips with the mean "
+                      "of the ranks' gradient norms, which differ when ranks hold different experts (measured 1e-3 "
+                      "relative off the true norm); ZeRO-1 clips with the global norm")
+    if moe.experts % ep:
+        errors.append(f"parallel.expert={ep} does not divide model.moe.experts={moe.experts}")
+    if dp and dp % ep:
+        errors.append(f"parallel.expert={ep} does not divide the data-parallel degree {dp} (the experts are split "
+                      "over data-parallel ranks)")
+    if tp > 1:
+        errors.append(f"model.moe cannot be combined with parallel.tensor={tp}: DeepSpeed's AutoEP (0.19) refuses a "
+                      "model's own tensor parallelism; use parallel.expert with data parallelism")
+    if pp > 1:
+        errors.append(f"model.moe cannot be combined with parallel.pipeline={pp}: every MoE layer's load-balancing "
+                      "loss joins the loss, which only the last pipeline stage computes")
+    return errors

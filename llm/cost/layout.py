@@ -12,6 +12,7 @@ import functools
 from dataclasses import asdict, dataclass
 
 from llm.config import ModelConfig
+from llm.config.parallel import expert_layout_errors
 from llm.shape import layer_params
 
 
@@ -92,19 +93,7 @@ def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> l
 
 
 def _expert_errors(cfg: ModelConfig, layout: Layout) -> list[str]:
-    """parallel/topology.py `expert_parallel_errors`, restated: AutoEP takes no tensor or pipeline parallelism."""
-    ep, errors = layout.ep, []
-    if cfg.moe is None:
-        return [f"parallel.expert={ep} needs a mixture-of-experts model: set model.moe"] if ep > 1 else []
-    if cfg.moe.experts % ep:
-        errors.append(f"parallel.expert={ep} does not divide model.moe.experts={cfg.moe.experts}")
-    if layout.dp % ep:
-        errors.append(f"parallel.expert={ep} does not divide the data-parallel degree {layout.dp}")
-    if layout.tp > 1:
-        errors.append(f"model.moe cannot be combined with parallel.tensor={layout.tp}")
-    if layout.pp > 1:
-        errors.append(f"model.moe cannot be combined with parallel.pipeline={layout.pp}")
-    return errors
+    return expert_layout_errors(cfg.moe, layout.ep, layout.dp, layout.tp, layout.pp, layout.zero_stage)
 
 
 def partition_balanced(weights: list[int], num_parts: int) -> list[int]:

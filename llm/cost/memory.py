@@ -236,7 +236,11 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
         activations = held + transient
         step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
         if psi_e and not layout.offload_optimizer:  # the experts' fp32 gradients and AdamW's temporaries, per shard
-            step += (FP32_GRAD_BYTES + ADAM_TEMP_BYTES[foreach_adam]) * psi_e / (dp_e if layout.zero_stage else 1)
+            expert_step = (FP32_GRAD_BYTES + ADAM_TEMP_BYTES[foreach_adam]) * psi_e / (dp_e if layout.zero_stage else 1)
+            # DeepSpeed's ZeRO optimizers step one parameter group at a time (its fp32 gradient partition, AdamW,
+            # freed before the next), and the experts are a group of their own (deepspeed/moe/utils.py): the larger
+            # of the two counts, not their sum (measured: the sum over-predicts the MoE probe layouts by 16%).
+            step = max(step, expert_step) if layout.zero_stage else step + expert_step
         if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
             step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
             step -= expert_states.grads - paper_zero_bytes(psi_e, dp_e, 2).grads

@@ -3,7 +3,8 @@ prediction (llm/cost/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
-LAYOUT is "size:tp:pp:zero:recompute_interval", size 'small', 'large' or 'long' (PROBE_MODELS). For each, on every
+LAYOUT is "size:tp:pp:zero:recompute_interval[:ep]", size 'small', 'large', 'long' or 'moe' (PROBE_MODELS), ep the
+expert-parallel degree of the MoE model (default 1). For each, on every
 rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
 BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
 then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
@@ -29,12 +30,19 @@ PROBE_MODELS = {
     "large": dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=2048, seq_len=64),
     # 'small' at 16× the sequence length: activations and logits outweigh the model states and the step.
     "long": dict(n_layers=2, d_model=128, n_heads=4, d_ff=384, vocab_size=1024, seq_len=512),
+    # 'large' as a mixture of experts at the same active width: 8 experts of 352, top-2 (4× the MLP weights).
+    "moe": dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=2048, seq_len=64,
+                moe=dict(experts=8, top_k=2, expert_d_ff=352)),
 }
 
 
-def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
+def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int, ep: int = 1):
     from llm.config import ModelConfig, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
-    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero,
+    from llm.config.model import MoEConfig
+    shape = dict(PROBE_MODELS[size])
+    if "moe" in shape:
+        shape["moe"] = MoEConfig(**shape["moe"])
+    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero, expert=ep,
                               activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
                               recompute_every_k=max(1, interval),
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
@@ -42,7 +50,7 @@ def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int):
     train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
     # The per-parameter AdamW the memory model's CPU terms were calibrated with (llm/cost/memory.py
     # ADAM_TEMP_BYTES); the fused kernel (optim.fused, the default) allocates less, so those runs are over-predicted.
-    return RunConfig(model=ModelConfig(**PROBE_MODELS[size]), train=train, parallel=parallel,
+    return RunConfig(model=ModelConfig(**shape), train=train, parallel=parallel,
                      optim=OptimConfig(fused=False), precision=PrecisionConfig(dtype="bf16"),
                      out_dir="runs/layout_memory_probe")
 
@@ -69,10 +77,10 @@ def measure(spec: str, launch, device) -> dict:
     from parallel.memory import measure_zero_bytes
     from parallel.topology import Topology
 
-    size, tp, pp, zero, interval = spec.split(":")
-    tp, pp, zero, interval = int(tp), int(pp), int(zero), int(interval)
+    size, tp, pp, zero, interval, *ep = spec.split(":")
+    tp, pp, zero, interval, ep = int(tp), int(pp), int(zero), int(interval), int(ep[0]) if ep else 1
     dp = launch.world_size // (tp * pp)
-    cfg = run_config(size, tp, pp, zero, interval, dp)
+    cfg = run_config(size, tp, pp, zero, interval, dp, ep)
     topo = Topology(tp, pp, dp)
     backend = DeepSpeedBackend(cfg, topo, device)
     gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
@@ -87,11 +95,11 @@ def measure(spec: str, launch, device) -> dict:
     step_batches = batches()
     # A partial, not a lambda: no closure over `backend`, which is deleted below to free the engine.
     peak = held + allocator_peak(functools.partial(backend.train_step, step_batches, lr=cfg.optim.lr))
-    layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval)
+    layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval, ep=ep)
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
-           "recompute_interval": interval, "rank": launch.rank, "stage": topo.pp_rank,
+           "recompute_interval": interval, "ep": ep, "rank": launch.rank, "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
     del backend
     gc.collect()

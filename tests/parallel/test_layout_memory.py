@@ -12,7 +12,8 @@ from tests.parallel.launcher_utils import ROOT, free_port, launch_env
 
 PROBE = ROOT / "tests" / "parallel" / "layout_memory_probe.py"
 TOLERANCE = 0.10
-SUBSET = {2: ["small:1:1:0:0", "large:1:1:3:1", "long:1:1:0:1", "long:2:1:0:0", "long:1:2:1:0"],
+SUBSET = {2: ["small:1:1:0:0", "large:1:1:3:1", "long:1:1:0:1", "long:2:1:0:0", "long:1:2:1:0",
+            "moe:1:1:1:0:2", "moe:1:1:3:0:2"],
           4: ["long:2:2:1:1"]}
 
 
