@@ -32,7 +32,8 @@ def doc() -> dict:
 def _finish(out, doc, loss_of) -> None:
     for p in doc["points"]:
         marker(out, p["name"]).parent.mkdir(parents=True, exist_ok=True)
-        done = {k: p[k] for k in ("name", "seed", "flops", "n_params", "n_tokens", "tokens_trained", "total_steps")}
+        done = {k: p[k] for k in ("name", "seed", "flops", "n_params", "n_params_active", "n_tokens", "tokens_trained",
+                                  "total_steps") if k in p}
         marker(out, p["name"]).write_text(json.dumps({**done, "loss": loss_of(p), "wall_s": 2.0}))
 
 
@@ -77,7 +78,7 @@ def test_families_are_fitted_apart_and_compared(tmp_path, capsys):
     from llm.sweep.points import family_runs
     law = get_law("besiroglu")
     grid = design_grid([3e10, 6e10], 3, law, 512, 32, spread_dex=0.25)
-    families = parse_families([["dense"], ["moe4", "experts=4", "top_k=2"]])
+    families = parse_families([["dense"], ["moe4", "experts=4", "top_k=1"]])
     record = {"budgets": grid.budgets, "sizes_per_budget": 3, "spread": 0.25, "law": "besiroglu",
               "config": "base.yaml", "shapes": "standard", "eval_tokens": 8192, "seeds": 1,
               "families": [f.to_json() for f in families]}

@@ -83,7 +83,7 @@ def test_a_base_config_without_data_is_refused(tmp_path):
         resolve_data({"data": {"paths": []}}, tmp_path / "base.yaml")
 
 
-FAMILIES = [["dense"], ["moe4", "experts=4", "top_k=2"]]
+FAMILIES = [["dense"], ["moe4", "experts=4", "top_k=1"]]
 
 
 def test_each_family_trains_every_point_with_its_model_moe(base, tmp_path):
@@ -91,9 +91,9 @@ def test_each_family_trains_every_point_with_its_model_moe(base, tmp_path):
     D from the family's own FLOPs per token (llm/cost/flops.py, whatever it counts for experts: no count here)."""
     from llm.cost.flops import flops_per_token
     out = tmp_path / "s"
-    doc = prepare(_args(base, out, family=FAMILIES))
+    doc = prepare(_args(base, out, family=FAMILIES, budgets=[6e10, 1.2e11]))
     assert doc["args"]["families"] == [{"name": "dense", "moe": None}, {"name": "moe4", "moe": {"experts": 4,
-                                                                                               "top_k": 2}}]
+                                                                                               "top_k": 1}}]
     by_family = {f: [p for p in doc["points"] if p["family"] == f] for f in ("dense", "moe4")}
     assert len(by_family["dense"]) == len(by_family["moe4"]) == 6 and len(doc["points"]) == 12
     for dense, moe in zip(by_family["dense"], by_family["moe4"]):
@@ -106,15 +106,15 @@ def test_each_family_trains_every_point_with_its_model_moe(base, tmp_path):
         if p["family"] == "dense":
             assert cfg.model.moe is None
         else:
-            assert (cfg.model.moe.experts, cfg.model.moe.top_k) == (4, 2)
+            assert (cfg.model.moe.experts, cfg.model.moe.top_k) == (4, 1)
             assert cfg.model.moe.expert_d_ff == cfg.model.d_ff  # MoEConfig's default: the shape's own width
         per_token = flops_per_token(cfg.model, "6N")
         assert cfg.train.tokens == p["n_tokens"] == int(p["flops"] // per_token)
         assert p["n_params_active"] == round(per_token / 6)
     assert (out / "points.txt").read_text().split() == [p["name"] for p in doc["points"]]
-    assert prepare(_args(base, out, family=FAMILIES)) == doc  # a rerun resumes it
+    assert prepare(_args(base, out, family=FAMILIES, budgets=[6e10, 1.2e11])) == doc  # a rerun resumes it
     with pytest.raises(UserError, match="holds another sweep"):
-        prepare(_args(base, out, family=[["dense"], ["moe4", "experts=8"]]))
+        prepare(_args(base, out, family=[["dense"], ["moe4", "experts=8"]], budgets=[6e10, 1.2e11]))
 
 
 @pytest.mark.skipif(not hasattr(__import__("llm.shape").shape, "count_active_params"),
@@ -123,7 +123,7 @@ def test_a_moe_point_spends_its_budget_on_its_active_parameters(base, tmp_path):
     """Once llm/shape.py counts experts: a MoE point's N is its active parameters, so its D is C / 6N_active."""
     from llm.shape import count_active_params
     out = tmp_path / "s"
-    doc = prepare(_args(base, out, family=FAMILIES))
+    doc = prepare(_args(base, out, family=FAMILIES, budgets=[6e10, 1.2e11]))
     for p in doc["points"]:
         cfg = load_config(out / "points" / p["name"] / "config.yaml")
         assert p["n_params_active"] == count_active_params(cfg.model)
