@@ -5,6 +5,7 @@ from llm.config import ModelConfig
 from llm.config.model import MoEConfig
 from llm.cost.flops import block_flops_per_token, flops_per_token, hfu_flops_per_token, layer_flops_per_token, mfu
 from llm.shape import count_active_params, count_matmul_params
+from tests.llm.cost.test_flops import measured_matmul_flops
 
 pytestmark = pytest.mark.unit
 
@@ -19,20 +20,9 @@ def _moe(**moe) -> ModelConfig:
 def test_active_matmul_flops_match_torch_counter(moe):
     # 6·N_active per token against torch's count: the experts' matmuls see tokens·top_k rows in all, the router all
     # tokens; the dispatch (argsort, gather) and combine (index_add) are no matmuls.
-    torch = pytest.importorskip("torch")
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from llm.model import Transformer
-
+    pytest.importorskip("torch")
     cfg = _moe(**moe)
-    torch.manual_seed(0)
-    model = Transformer(cfg)
-    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
-    with FlopCounterMode(display=False) as counter:
-        model(tokens).float().sum().backward()
-    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
-    matmul = sum(n for op, n in counts.items() if op in ("aten.mm", "aten.addmm", "aten.bmm"))
-    assert matmul == 6 * count_matmul_params(cfg) * tokens.numel()
+    assert measured_matmul_flops(cfg) == 6 * count_matmul_params(cfg) * 2 * cfg.seq_len
 
 
 def test_moe_flops_are_active_not_total():
