@@ -45,8 +45,10 @@ class DeepSpeedBackend(DistributedRuntime):
         self.model = parallelize(cfg, topo)
         # The pipeline engine builds its grid from the module's topology; a plain engine takes ours as its mpu.
         self.engine = initialize_engine(self.model, self.ds_config, None if self.pipelined else topo)
-        experts.attach(self.engine.module)
-        self.routing = self.engine.module.routing if cfg.model.moe is not None and not self.pipelined else None
+        self.routing = None
+        if cfg.model.moe is not None:  # never pipelined (parallel/topology.py refuses it)
+            experts.attach(self.engine.module)
+            self.routing = self.engine.module.routing
 
     def can_reshard(self, saved: dict, current: dict) -> tuple[bool, str]:
         return universal.can_reshard(saved, current)

@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 
 from llm.cost.flops import mfu_from_flops
+from llm.moe import RouterRecord
 from llm.train.runtime import Runtime, StepResult
 
 
@@ -25,6 +26,8 @@ class Backend(Runtime, Protocol):
 
     layout: dict
     """What a checkpoint must be resumed with (backend and degrees); saved in trainer_state.json."""
+    routing: RouterRecord | None
+    """An MoE model's router record (llm/moe.py), whose routing the loop logs (llm/train/routing.py); None if dense."""
 
     def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
         """One optimizer step over this rank's micro-batches of (batch, seq_len + 1) token ids at learning rate lr."""

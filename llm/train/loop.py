@@ -233,7 +233,7 @@ def train(cfg: RunConfig, backend: Backend, train_set, valid_set, throughput: Th
     skipped_steps = 0
     spikes = SpikeWatch(cfg.model.vocab_size)
     mfu_warned = False
-    routing = RoutingLog(getattr(backend, "routing", None), cfg.model.moe.experts if cfg.model.moe else 0)
+    routing = RoutingLog(backend.routing, cfg.model.moe.experts if cfg.model.moe else 0)
     try:
         while step < total:
             lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio)

@@ -51,7 +51,8 @@ def test_sft_from_an_moe_base_trains_the_router(tmp_path, monkeypatch):
     run_chain(cfg)
     assert len(aux_losses) == 2 and all(a.requires_grad and math.isfinite(a.item()) and a > 0 for a in aux_losses)
     info = handoff.read_info(tmp_path / "out" / "sft")
-    assert info.model_config.moe is not None and info.model_config.moe.aux_loss_coef == 0.02
+    # top_k × the Mixtral coefficient (llm/hf/convert.py)
+    assert info.model_config.moe is not None and info.model_config.moe.aux_loss_coef == 0.02 * 2
     rows = [json.loads(s) for s in (tmp_path / "out" / "logs" / "sft.metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses), rows

@@ -28,7 +28,7 @@ def test_the_contract_is_the_runtime_and_the_loops_steps():
     assert METHODS == ["any_rank", "barrier", "can_reshard", "close", "diagnose_nonfinite", "eval_loss",
                        "first_rank_with", "gather", "gather_rows", "load", "prepare", "save", "shard", "sum",
                        "train_step"]
-    assert ATTRIBUTES == ["device", "dp_rank", "dp_size", "is_main", "layout", "rank", "world"]
+    assert ATTRIBUTES == ["device", "dp_rank", "dp_size", "is_main", "layout", "rank", "routing", "world"]
 
 
 def test_both_backends_implement_the_whole_contract():
@@ -52,7 +52,7 @@ class ContractOnly:
     """A backend with just the members the loop uses (no prepare, no gathers): anything else the loop asked for would
     raise here (AssertionError, which getattr(..., default) does not swallow)."""
 
-    rank, dp_rank, dp_size, is_main, layout = 0, 0, 1, True, {"backend": "contract"}
+    rank, dp_rank, dp_size, is_main, layout, routing = 0, 0, 1, True, {"backend": "contract"}, None
 
     def __init__(self):
         self.calls = []
