@@ -46,8 +46,9 @@ def expert_parallel_config(cfg: RunConfig) -> dict | None:
         "score_func": "softmax", "score_apply": "post", "route_norm": True,
         "has_shared_experts": moe.shared_experts > 0,
         "shared_experts_pattern": "shared" if moe.shared_experts else None,
-        # Per-expert matmuls: the grouped-matmul kernels are CUDA-only; the looped form is the same arithmetic.
-        "use_grouped_mm": torch.cuda.is_available(),
+        # Grouped matmuls (torch._grouped_mm, Triton) on CUDA in bf16, the dtype those kernels are built for;
+        # elsewhere one matmul per expert, the same arithmetic.
+        "use_grouped_mm": torch.cuda.is_available() and cfg.precision.dtype == "bf16",
     }
 
 
