@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from llm.config import ConfigError, RunConfig
+from llm.shape import count_active_params
 from llm.train import start
 from llm.train.hardware import default_device, peak_flops
 from llm.train.single_process import SingleProcessBackend
@@ -58,7 +59,8 @@ def run_debug(cfg: RunConfig, device: torch.device | None = None, eval_only: boo
 
     def announce(backend: SingleProcessBackend, peak: float, source: str) -> None:
         n_params = sum(p.numel() for p in backend.model.parameters())
-        info(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters, {cfg.total_steps} steps of "
+        active = f" ({count_active_params(cfg.model) / 1e6:.2f}M active per token)" if cfg.model.moe else ""
+        info(f"debug mode on {device}: {n_params / 1e6:.2f}M parameters{active}, {cfg.total_steps} steps of "
              f"{cfg.tokens_per_step} tokens, precision {cfg.precision.dtype}; MFU against {peak / 1e12:.2f} TFLOP/s "
              f"({source})")
 
