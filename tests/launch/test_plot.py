@@ -182,3 +182,19 @@ def test_mfu_above_100_percent_is_not_plotted(two_runs, tmp_path):
     assert max(line.get_ydata()) == 50.0 and len(line.get_ydata()) == len(steps) - len(steps) // 2
     (note,) = mfu_ax.texts
     assert "above 100%" in note.get_text() and f"n/a at {len(steps) // 2} of {len(steps)} steps" in note.get_text()
+
+
+def test_routing_of_an_moe_run(two_runs, tmp_path, capsys):
+    """--routing: per-layer expert-share heatmaps over the steps and the balance/entropy curves of an MoE run's
+    metrics (rows as llm/train/routing.py writes them); a dense run is refused in one line."""
+    run = tmp_path / "moe"
+    run.mkdir()
+    rows = [{"step": s, "loss": 5.0, "moe_load": [[0.7 - 0.05 * s, 0.1, 0.1, 0.1 + 0.05 * s]] * 3,
+             "moe_load_max": 4 * (0.7 - 0.05 * s), "moe_router_entropy": 1.0 + 0.05 * s, "moe_dropped_tokens": 0}
+            for s in range(1, 7)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "routing.png"
+    assert cli.call(plot_cli.main, [str(run), "--routing", "--out", str(out)]) == 0
+    assert imread(out).shape[0] > 400
+    assert cli.call(plot_cli.main, [str(two_runs[0]), "--routing", "--out", str(tmp_path / "no.png")]) == 2
+    assert "has no moe_load columns" in capsys.readouterr().err
