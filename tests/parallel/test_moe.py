@@ -10,6 +10,8 @@ A tiny MoE (4 experts, top-2, one shared expert, 2 blocks) trained for 4 steps:
     DeepSpeed's universal checkpoint; at ep=1 the launcher still runs AutoEP's layer) within the same 1e-5;
   * the routing columns (per-layer expert load, router entropy) equal debug mode's.
 """
+import shutil
+
 import pytest
 import torch
 
@@ -71,10 +73,12 @@ def test_consolidated_weights_have_model_names(setup):
 def test_resume_same_layout_is_bitwise_and_ep2_resumes_at_ep1(setup, tmp_path):
     root, config = setup
     full = train_losses(root / "ep2-zero1")
+    first = tmp_path / "first-half"
+    run_deepspeed(config, first, 2, ["parallel.expert=2", "parallel.zero_stage=1", "train.max_steps=2"])
     for name, overrides in (("resume-ep2", ["parallel.expert=2"]),
                             ("reshard-ep1", ["parallel.expert=1", "checkpoint.reshard=true"])):
         out = tmp_path / name
-        run_deepspeed(config, out, 2, ["parallel.expert=2", "parallel.zero_stage=1", "train.max_steps=2"])
+        shutil.copytree(first, out)  # the same step-2 checkpoint for both (it records its own out_dir nowhere)
         run_deepspeed(config, out, 2, ["parallel.zero_stage=1", *overrides])
         losses = train_losses(out)
         if name == "resume-ep2":
