@@ -46,9 +46,11 @@ def expert_parallel_config(cfg: RunConfig) -> dict | None:
         "score_func": "softmax", "score_apply": "post", "route_norm": True,
         "has_shared_experts": moe.shared_experts > 0,
         "shared_experts_pattern": "shared" if moe.shared_experts else None,
-        # Grouped matmuls (torch._grouped_mm, Triton) on CUDA in bf16, the dtype those kernels are built for;
-        # elsewhere one matmul per expert, the same arithmetic.
-        "use_grouped_mm": torch.cuda.is_available() and cfg.precision.dtype == "bf16",
+        # Grouped matmuls (torch._grouped_mm, Triton) on CUDA in bf16, the dtype those kernels are built for, and
+        # for widths whose rows they can address (16-byte aligned: multiples of 8 bf16 elements); elsewhere one
+        # matmul per expert, the same arithmetic.
+        "use_grouped_mm": torch.cuda.is_available() and cfg.precision.dtype == "bf16"
+        and moe.expert_d_ff % 8 == 0 and cfg.model.d_model % 8 == 0,
     }
 
 
