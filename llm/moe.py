@@ -22,7 +22,6 @@ No parallelism here.
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -78,15 +77,22 @@ class MoE(nn.Module):
         return out.reshape(b, t, d)
 
 
-def balance_loss(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+def route(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(router probabilities in fp32 (tokens, E), routed slots per expert (E,)) of one layer's logits (tokens, E):
+    the one softmax and top-k that the balance loss and the logged statistics share."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    chosen = probs.detach().topk(top_k, dim=-1).indices
+    return probs, torch.bincount(chosen.reshape(-1), minlength=probs.shape[-1])
+
+
+def balance_loss(logits: torch.Tensor, top_k: int, routed: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
     """Switch's load-balancing loss E·Σᵢ fᵢ·Pᵢ of one layer's router logits (tokens, E): fᵢ the share of the
     tokens' top_k slots that went to expert i (no gradient), Pᵢ the mean router probability of expert i. 1 when the
-    load is uniform; its gradient pushes probability away from over-used experts."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    n_experts = probs.shape[-1]
-    chosen = probs.topk(top_k, dim=-1).indices
-    share = torch.bincount(chosen.reshape(-1), minlength=n_experts).float() / chosen.numel()
-    return n_experts * (share * probs.mean(0)).sum()
+    load is uniform; its gradient pushes probability away from over-used experts. `routed`: `route(logits, top_k)`
+    when the caller has it already."""
+    probs, counts = routed or route(logits, top_k)
+    return probs.shape[-1] * (counts.float() / counts.sum() * probs.mean(0)).sum()
 
 
 def z_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -118,20 +124,6 @@ class RouterStats:
             if load[busiest] > factor / len(load):
                 out.append((i, busiest, load[busiest]))
         return out
-
-
-def routing_counts(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(slots per expert (E,), summed router entropy over the tokens) of one layer's logits (tokens, E)."""
-    with torch.no_grad():
-        probs = torch.softmax(logits.float(), dim=-1)
-        chosen = probs.topk(top_k, dim=-1).indices
-        counts = torch.bincount(chosen.reshape(-1), minlength=probs.shape[-1])
-        entropy = -(probs * torch.log(probs.clamp(min=1e-30))).sum()
-    return counts, entropy
-
-
-def uniform_entropy(n_experts: int) -> float:
-    return math.log(n_experts)
 
 
 class RouterRecord:
@@ -168,13 +160,14 @@ class RouterRecord:
         counts, entropy = [], []
         for layer in logits:
             layer = layer.reshape(-1, layer.shape[-1])
+            routed = route(layer, cfg.top_k)
             if cfg.aux_loss_coef:
-                total = total + cfg.aux_loss_coef * balance_loss(layer, cfg.top_k)
+                total = total + cfg.aux_loss_coef * balance_loss(layer, cfg.top_k, routed)
             if cfg.z_loss_coef:
                 total = total + cfg.z_loss_coef * z_loss(layer)
-            c, e = routing_counts(layer, cfg.top_k)
-            counts.append(c)
-            entropy.append(e)
+            probs = routed[0].detach()
+            counts.append(routed[1])
+            entropy.append(-(probs * torch.log(probs.clamp(min=1e-30))).sum())
         counts, entropy = torch.stack(counts).cpu(), torch.stack(entropy).cpu().double()
         self.counts = counts if self.counts is None else self.counts + counts
         self.entropy = entropy if self.entropy is None else self.entropy + entropy

@@ -117,8 +117,6 @@ def test_each_family_trains_every_point_with_its_model_moe(base, tmp_path):
         prepare(_args(base, out, family=[["dense"], ["moe4", "experts=8"]], budgets=[6e10, 1.2e11]))
 
 
-@pytest.mark.skipif(not hasattr(__import__("llm.shape").shape, "count_active_params"),
-                    reason="llm.shape.count_active_params comes with the MoE parameter counts (branch moespec)")
 def test_a_moe_point_spends_its_budget_on_its_active_parameters(base, tmp_path):
     """Once llm/shape.py counts experts: a MoE point's N is its active parameters, so its D is C / 6N_active."""
     from llm.shape import count_active_params
