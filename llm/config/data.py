@@ -15,6 +15,11 @@ class DataConfig:
     tokenizer: str | None = None
     """A SentencePiece .model (or a tokenizer.json); its vocab must fit model.vocab_size. Every checkpoint carries a
     copy (llm/train/checkpoint.py `save_tokenizer`), so the path matters only while the run trains."""
+    document_mask: bool = False
+    """Keep attention within each packed document (as Llama 3's long-context training): a token attends only to the
+    earlier tokens of its own document, and its rotary position counts from the document's start. Documents are
+    told apart by the EOS token that closes each one (data_pipeline's encoder appends it): the EOS opens the next
+    segment, acting as its BOS. Off: a sample attends across the documents packed into it (GPT-2/3's packing)."""
     valid_fraction: float = 0.05
     """Tail fraction of each dataset's token stream held out for evaluation."""
 

@@ -94,6 +94,13 @@ class ParallelConfig:
     data-parallel ranks by DeepSpeed's AutoEP, which exchange the routed tokens all-to-all (dispatch and combine, in
     the forward and again in the backward pass). Must divide model.moe.experts and the data-parallel degree; the
     rest of the model stays replicated over the data-parallel ranks."""
+    context: int = 1
+    """Context-parallel degree (DeepSpeed Ulysses, Jacobs et al. 2023, arXiv:2309.14509): each sample's sequence is
+    split into this many contiguous slices, one per rank; attention exchanges them all-to-all so that each rank
+    attends over the whole sequence for 1/context of the heads, and everything else (embeddings, MLPs, the loss)
+    works on the rank's slice only, cutting activation memory by this factor. Must divide model.seq_len and the
+    key/value heads per tensor-parallel rank; taken from the ranks left after tensor × pipeline, so the
+    data-parallel degree is world / (tensor × pipeline × context)."""
     zero_stage: int = 0
     """ZeRO stage over the data-parallel ranks (Rajbhandari et al. 2020): 0 replicates everything, 1 shards the
     optimizer states, 2 also the gradients, 3 also the parameters."""
