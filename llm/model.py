@@ -52,13 +52,17 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
-        """x: (batch, heads, seq, head_dim)."""
-        seq = x.shape[-2]
-        if start_pos + seq > self.cos.shape[0]:
-            raise ValueError(f"position {start_pos + seq} exceeds the model's seq_len {self.cos.shape[0]}")
-        cos = self.cos[start_pos:start_pos + seq].to(x.dtype)
-        sin = self.sin[start_pos:start_pos + seq].to(x.dtype)
+    def forward(self, x: torch.Tensor, start_pos: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, seq, heads, head_dim), at positions start_pos.. or at `positions` (batch, seq) when given (a
+        document's tokens counted from its start, a context-parallel rank's slice counted from the sample's)."""
+        seq = x.shape[1]
+        if positions is None:
+            if start_pos + seq > self.cos.shape[0]:
+                raise ValueError(f"position {start_pos + seq} exceeds the model's seq_len {self.cos.shape[0]}")
+            cos, sin = self.cos[start_pos:start_pos + seq, None], self.sin[start_pos:start_pos + seq, None]
+        else:
+            cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -71,37 +75,67 @@ class KVCache:
     v: torch.Tensor
 
 
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, seq, seq) boolean attention mask: query i sees key j when j <= i and both lie in one document."""
+    same = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return (same & torch.ones_like(same[0], dtype=torch.bool).tril())[:, None]
+
+
+class CausalAttention(nn.Module):
+    """softmax(q·kᵀ/√d)·v over (batch, seq, heads, head_dim) queries, keys and values: causal, or causal within each
+    document when `doc_ids` (batch, seq) is given. A module of its own (without parameters) so that the parallel layer
+    can wrap it: under context parallelism DeepSpeed's Ulysses attention hands it the whole sequence for a slice of
+    the heads (parallel/context.py).
+
+    Kernel: `F.scaled_dot_product_attention`. Plain causal attention takes its `is_causal` path (flash attention on
+    CUDA); document masking passes a boolean (seq × seq) mask, which SDPA runs with its memory-efficient kernel on
+    CUDA and its math kernel on CPU, the mask costing seq² bytes per sample row."""
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = dropout
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        mask = None if doc_ids is None else document_mask(doc_ids)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+            is_causal=mask is None and q.shape[1] > 1, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=k.shape[2] != q.shape[2])
+        return y.transpose(1, 2)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.dropout = cfg.dropout
         self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
         self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.rotary = Rotary(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
+        self.core = CausalAttention(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0,
+                positions: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = self.rotary(q, start_pos), self.rotary(k, start_pos)
-        mask, causal = None, True
-        if cache is not None:
-            cache.k[:b, :, start_pos:start_pos + t] = k
-            cache.v[:b, :, start_pos:start_pos + t] = v
-            k, v = cache.k[:b, :, :start_pos + t], cache.v[:b, :, :start_pos + t]
-            if start_pos > 0:
-                # Query i sits at absolute position start_pos + i and may see keys 0..start_pos + i.
-                causal = False
-                mask = torch.ones(t, start_pos + t, dtype=torch.bool, device=x.device).tril(start_pos)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and t > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        q = self.rotary(self.wq(x).view(b, t, self.n_heads, self.head_dim), start_pos, positions)
+        k = self.rotary(self.wk(x).view(b, t, self.n_kv_heads, self.head_dim), start_pos, positions)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim)
+        y = self.core(q, k, v, doc_ids) if cache is None else self._cached(q, k, v, cache, start_pos)
+        return self.wo(y.reshape(b, t, self.n_heads * self.head_dim))
+
+    def _cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, start_pos: int):
+        """Generation: this step's keys and values join the cache; its queries attend over everything cached."""
+        b, t = q.shape[:2]
+        cache.k[:b, :, start_pos:start_pos + t] = k.transpose(1, 2)
+        cache.v[:b, :, start_pos:start_pos + t] = v.transpose(1, 2)
+        k, v = cache.k[:b, :, :start_pos + t], cache.v[:b, :, :start_pos + t]
+        # Query i sits at absolute position start_pos + i and may see keys 0..start_pos + i.
+        mask = torch.ones(t, start_pos + t, dtype=torch.bool, device=q.device).tril(start_pos) if start_pos else None
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None and t > 1,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        return y.transpose(1, 2)
 
 
 class SwiGLU(nn.Module):
@@ -130,8 +164,9 @@ class Block(nn.Module):
             self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), cache, start_pos))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0,
+                positions: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), cache, start_pos, positions, doc_ids))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -186,16 +221,24 @@ class Transformer(nn.Module):
     def init_weights(self, seed: int) -> None:
         init_parameters(self, self.cfg, seed)
 
-    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
-        """tokens: (batch, seq) int64 → logits (batch, seq, vocab)."""
-        return self.lm_head(self.hidden(tokens, caches, start_pos))
+    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0, *,
+                targets: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: (batch, seq) int64 → logits (batch, seq, vocab); with `targets`, their `lm_loss` instead (never the
+        full logits: what a wrapping engine calls to train, as a Hugging Face model's `labels=`)."""
+        if targets is not None:
+            return self.lm_loss(tokens, targets, positions=positions, doc_ids=doc_ids)
+        return self.lm_head(self.hidden(tokens, caches, start_pos, positions, doc_ids))
 
-    def hidden(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
-        """tokens: (batch, seq) int64 → the final-norm activations (batch, seq, d_model) the LM head reads."""
+    def hidden(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0,
+               positions: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: (batch, seq) int64 → the final-norm activations (batch, seq, d_model) the LM head reads.
+        positions: (batch, seq) rotary positions instead of start_pos.. (llm/documents.py); doc_ids: (batch, seq)
+        document of each token, attention then stays within documents."""
         with self.routing.recording(self.router_modules() if self.cfg.moe is not None else []):
             x = self.tok_embeddings(tokens)
             for i, layer in enumerate(self.layers):
-                x = layer(x, None if caches is None else caches[i], start_pos)
+                x = layer(x, None if caches is None else caches[i], start_pos, positions, doc_ids)
         return self.norm(x)
 
     def moe_loss(self) -> torch.Tensor | float:
@@ -205,17 +248,21 @@ class Transformer(nn.Module):
             return 0.0
         return self.routing.loss(self.cfg.moe)
 
-    def lm_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def lm_loss(self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy of `self.loss_fn`. With the plain loss and a plain lm_head, the head and
         the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
-        swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before."""
+        swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before.
+        positions, doc_ids: as `hidden`."""
+        h = self.hidden(tokens, positions=positions, doc_ids=doc_ids)
         if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
-            return linear_cross_entropy(self.hidden(tokens), self.lm_head.weight, targets, step=self.loss_chunk_step)
-        return self.loss_fn(self(tokens), targets)
+            return linear_cross_entropy(h, self.lm_head.weight, targets, step=self.loss_chunk_step)
+        return self.loss_fn(self.lm_head(h), targets)
 
-    def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
+                     doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The training objective: `lm_loss` plus, for an MoE model, its auxiliary losses (`moe_loss`)."""
-        loss = self.lm_loss(tokens, targets)
+        loss = self.lm_loss(tokens, targets, positions, doc_ids)
         return loss + self.moe_loss() if self.cfg.moe is not None else loss
 
     def new_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:

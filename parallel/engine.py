@@ -12,7 +12,8 @@ import torch
 
 from llm.config import RunConfig
 from llm.train.runtime import StepResult, first_nonfinite, first_nonfinite_state
-from parallel import experts, universal
+from llm.train.inputs import document_eos, split_batch
+from parallel import context, experts, universal
 from parallel.consolidate import gather_full_state_dict
 from parallel.ds_config import deepspeed_config
 from parallel.names import stage_param_names
@@ -34,6 +35,9 @@ class DeepSpeedBackend(DistributedRuntime):
         self.pipelined = topo.pp > 1
         self.layout = {"backend": "deepspeed", "tp": topo.tp, "pp": topo.pp, "dp": topo.dp,
                        "zero_stage": cfg.parallel.zero_stage}
+        if topo.cp > 1:
+            self.layout["cp"] = topo.cp
+        self.eos_id = document_eos(cfg)
         if cfg.model.moe is not None:
             self.layout["ep"] = cfg.parallel.expert
         self.ds_config = deepspeed_config(cfg, topo.dp)
@@ -81,6 +85,24 @@ class DeepSpeedBackend(DistributedRuntime):
         opt = self.engine.optimizer
         return float(getattr(opt, "cur_scale", getattr(opt, "loss_scale", 0.0)))
 
+    def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """The LM loss of one micro-batch through the engine's forward (never the full logits: llm/model.py
+        `Transformer.forward(targets=...)`); under context parallelism this rank's weighted share of it."""
+        inputs, targets, kw = split_batch(batch.to(self.device), self.eos_id)
+        if self.topo.cp == 1:
+            return self.engine(inputs, targets=targets, **kw)
+        inputs, targets, kw, weight = context.shard(inputs, targets, kw, self.topo.cp, self.topo.cp_rank,
+                                                    self.topo.cp_group)
+        return context.context_loss(self.engine, inputs, targets, kw, weight)
+
+    def _context_sum(self, loss: torch.Tensor) -> torch.Tensor:
+        """The whole samples' mean loss from the context ranks' weighted shares (unchanged without context
+        parallelism)."""
+        if self.topo.cp > 1:
+            loss = loss.detach().clone()
+            self.dist.all_reduce(loss, group=self.topo.cp_group)
+        return loss
+
     def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
         self._set_lr(lr)
         skipped_before = self.engine.skipped_steps
@@ -92,10 +114,9 @@ class DeepSpeedBackend(DistributedRuntime):
         else:
             total, own_norm = 0.0, None
             for i, b in enumerate(micro_batches):
-                b = b.to(self.device)
-                lm_loss = self.engine.module.loss_fn(self.engine(b[:, :-1]), b[:, 1:])
+                lm_loss = self._lm_loss(b)
                 self.engine.backward(lm_loss + self.engine.module.moe_loss())
-                loss_t = lm_loss.detach()
+                loss_t = self._context_sum(lm_loss.detach())
                 if i == len(micro_batches) - 1 and self._engine_keeps_no_norm:
                     own_norm = self._grad_norm()  # gradients are DP-averaged by now, not yet clipped
                 self.engine.step()  # DeepSpeed steps only at the accumulation boundary
@@ -115,8 +136,7 @@ class DeepSpeedBackend(DistributedRuntime):
             it = iter([(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in micro_batches])
             # One schedule for all micro-batches (one fill and drain); the mean is already over DP.
             return float(self.engine.eval_batch(data_iter=it, num_micro_batches=len(micro_batches)))
-        losses = [self.engine.module.loss_fn(self.engine(b[:, :-1].to(self.device)), b[:, 1:].to(self.device)).item()
-                  for b in micro_batches]
+        losses = [self._context_sum(self._lm_loss(b)).item() for b in micro_batches]
         return self._dp_mean(sum(losses) / len(losses))
 
     def diagnose_nonfinite(self) -> str | None:

@@ -13,6 +13,7 @@ from llm.config import RunConfig
 from llm.model import Block, Transformer
 from llm.train.compile import compile_blocks
 from parallel.consolidate import load_full_state_dict
+from parallel.context import apply_context_parallel
 from parallel.pipeline import build_pipeline_module
 from parallel.tensor import apply_tensor_parallel
 from parallel.universal import universal_checkpoint_info
@@ -25,6 +26,7 @@ def parallelize(cfg: RunConfig, topo: Topology) -> nn.Module:
     1. Tensor parallelism: the single-process Transformer, built identically on every rank, becomes this rank's
        shard (its layers swapped for their parallel twins, slicing the full weights), so a TP run starts from
        exactly the weights of TP=1.
+    1b. Context parallelism: every attention core wrapped in DeepSpeed's Ulysses all-to-all (parallel/context.py).
     2. Pipeline split: with topo.pp > 1 a DeepSpeed PipelineModule builds only this stage's layers instead, each
        made tensor-parallel as it is built, with the checkpoint interval of step 3 (parallel/pipeline.py).
     3. Activation checkpointing, after tensor parallelism so that the recomputed forward is the sharded one.
@@ -45,8 +47,15 @@ def parallelize(cfg: RunConfig, topo: Topology) -> nn.Module:
     else:
         model = Transformer(cfg.model, seed=cfg.train.seed)
         apply_tensor_parallel(model, topo, sequence_parallel=p.sequence_parallel)
+        if topo.cp > 1:
+            apply_context_parallel(model, topo.cp_group)
         apply_activation_checkpointing(model, p.recompute_interval)
         blocks = model.layers
+    if cfg.parallel.zero_stage == 3 and topo.pp == 1:
+        # The chunked loss reads lm_head's weight without calling lm_head (llm/model.py `lm_loss`), so ZeRO-3 must
+        # gather it with the model's own forward rather than lm_head's.
+        import deepspeed
+        deepspeed.zero.register_external_parameter(model, model.lm_head.weight)
     if cfg.train.compile:
         compile_blocks(blocks)
     if cfg.checkpoint.init_from:
@@ -73,9 +82,9 @@ def apply_activation_checkpointing(model: Transformer, interval: int) -> None:
             continue
         plain = block.forward
 
-        def forward(x, cache=None, start_pos=0, _plain=plain):
+        def forward(x, cache=None, start_pos=0, positions=None, doc_ids=None, _plain=plain):
             if cache is None and torch.is_grad_enabled():
-                return checkpoint(_plain, x, use_reentrant=False)
-            return _plain(x, cache, start_pos)
+                return checkpoint(_plain, x, None, 0, positions, doc_ids, use_reentrant=False)
+            return _plain(x, cache, start_pos, positions, doc_ids)
 
         block.forward = forward

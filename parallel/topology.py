@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch.distributed as dist
 
 from llm.config import ConfigError, ModelConfig, ParallelConfig, TrainConfig
-from llm.config.parallel import expert_layout_errors
+from llm.config.parallel import context_layout_errors, expert_layout_errors
 from parallel.ds_config import batch_error, override_errors
 
 
@@ -66,26 +66,28 @@ def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
     micro-batch × data-parallel degree, and the parallel.deepspeed keys (parallel/ds_config.py).
     """
     model, parallel, train = _split_config(cfg)
-    tp, pp = parallel.tensor, parallel.pipeline
+    tp, pp, cp = parallel.tensor, parallel.pipeline, parallel.context
     errors = []
-    if tp < 1 or pp < 1:
-        errors.append(f"parallel.tensor={tp} and parallel.pipeline={pp} must be >= 1")
-    elif world_size % (tp * pp) != 0:
+    if tp < 1 or pp < 1 or cp < 1:
+        errors.append(f"parallel.tensor={tp}, parallel.pipeline={pp} and parallel.context={cp} must be >= 1")
+    elif world_size % (tp * pp * cp) != 0:
         errors.append(f"world size {world_size} is not divisible by parallel.tensor={tp} × "
-                      f"parallel.pipeline={pp} = {tp * pp}")
-    elif train is not None and (batch := batch_error(train, world_size // (tp * pp))):
+                      f"parallel.pipeline={pp}" + (f" × parallel.context={cp}" if cp > 1 else "")
+                      + f" = {tp * pp * cp}")
+    elif train is not None and (batch := batch_error(train, world_size // (tp * pp * cp))):
         errors.append(batch)
     if tp >= 1:
         errors += tensor_parallel_errors(model, tp, parallel.sequence_parallel)
     if model.n_layers < pp:
         errors.append(f"model.n_layers={model.n_layers} is fewer than parallel.pipeline={pp} stages "
                       "(every stage needs at least one layer)")
-    errors += expert_layout_errors(model.moe, parallel.expert, world_size // (tp * pp) if tp >= 1 and pp >= 1 else 0,
-                                   tp, pp, parallel.zero_stage)
+    dp = world_size // (tp * pp * cp) if min(tp, pp, cp) >= 1 else 0
+    errors += expert_layout_errors(model.moe, parallel.expert, dp, tp, pp, parallel.zero_stage)
+    errors += context_layout_errors(model, cp, tp, pp, model.moe, parallel.zero_stage)
     errors += override_errors(parallel.deepspeed)
     if errors:
         raise ConfigError("; ".join(errors))
-    return tp, pp, world_size // (tp * pp)
+    return tp, pp, dp
 
 
 class Topology:
@@ -97,8 +99,9 @@ class Topology:
     (its PipelineParallelGrid).
     """
 
-    def __init__(self, tp: int = 1, pp: int = 1, dp: int | None = None):
-        """tp, pp: tensor and pipeline degrees; dp (optional, checked) is what is left of the world."""
+    def __init__(self, tp: int = 1, pp: int = 1, dp: int | None = None, cp: int = 1):
+        """tp, pp: tensor and pipeline degrees; cp: context-parallel degree (parallel.context); dp (optional,
+        checked) is what is left of the world."""
         if not dist.is_initialized():
             raise RuntimeError("Topology needs torch.distributed to be initialised first")
         # Imported here so that check_layout stays cheap for launchers (importing deepspeed takes seconds).
@@ -106,30 +109,61 @@ class Topology:
         from deepspeed.runtime.pipe.topology import PipelineParallelGrid, PipeModelDataParallelTopology
 
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        if tp < 1 or pp < 1 or self.world_size % (tp * pp) != 0:
+        if tp < 1 or pp < 1 or cp < 1 or self.world_size % (tp * pp * cp) != 0:
             raise ConfigError(f"world size {self.world_size} is not divisible by parallel.tensor={tp} × "
-                              f"parallel.pipeline={pp} = {tp * pp}")
-        self.tp, self.pp, self.dp = tp, pp, self.world_size // (tp * pp)
+                              f"parallel.pipeline={pp} × parallel.context={cp} = {tp * pp * cp}")
+        self.tp, self.pp, self.cp = tp, pp, cp
+        self.dp = self.world_size // (tp * pp * cp)
         if dp is not None and dp != self.dp:
             raise ConfigError(f"data-parallel degree {dp} does not match world size {self.world_size} / "
-                              f"(parallel.tensor={tp} × parallel.pipeline={pp}) = {self.dp}")
+                              f"(parallel.tensor={tp} × parallel.pipeline={pp} × parallel.context={cp}) = {self.dp}")
         if not ds_comm.is_initialized():
             if dist.get_backend() == "gloo":
                 from parallel.ds_cpu import skip_shm_allreduce
                 skip_shm_allreduce()
             # DeepSpeed's communication layer wraps the process group torch already has; the grid needs it.
             ds_comm.init_distributed(dist_backend=dist.get_backend(), verbose=False)
-        self.ds_topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=self.dp)
+        # The grid's "data" axis holds data × context ranks (DeepSpeed's sequence-data-parallel group, over which
+        # ZeRO partitions and gradients reduce); context ranks are adjacent within it, after tensor ranks.
+        self.ds_topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=self.dp * cp)
         self.grid = PipelineParallelGrid(topology=self.ds_topology)
         coord = self.ds_topology.get_coord(self.rank)
-        self.tp_rank, self.pp_rank, self.dp_rank = coord.model, coord.pipe, coord.data
+        self.tp_rank, self.pp_rank = coord.model, coord.pipe
+        self.dp_rank, self.cp_rank = divmod(coord.data, cp)
         self.tp_group = self.grid.get_slice_parallel_group()
         self.pp_group = self.grid.get_pipe_parallel_group()
-        self.dp_group = self.grid.get_data_parallel_group()
+        self.seq_dp_group = self.grid.get_data_parallel_group()
+        self.dp_group, self.cp_group = self.seq_dp_group, None
+        if cp > 1:
+            self._split_context_groups()
+
+    def _split_context_groups(self) -> None:
+        """Split each grid data group (dp·cp ranks) into its context groups (cp adjacent ranks) and its data groups
+        (every cp-th rank), and give DeepSpeed the sequence-parallel half of the mpu interface. Collective: every
+        rank creates every group, in the same order."""
+        self.dp_ranks = None
+        for ranks in self.ds_topology.get_axis_comm_lists("data"):
+            for i in range(self.dp):
+                group = dist.new_group(ranks[i * self.cp:(i + 1) * self.cp])
+                if self.rank in ranks[i * self.cp:(i + 1) * self.cp]:
+                    self.cp_group = group
+            for j in range(self.cp):
+                group = dist.new_group(ranks[j::self.cp])
+                if self.rank in ranks[j::self.cp]:
+                    self.dp_group, self.dp_ranks = group, ranks[j::self.cp]
+        # Only under context parallelism: DeepSpeed reads their presence as Ulysses sequence parallelism (ZeRO then
+        # partitions over data × context and sums gradients over context while averaging over data).
+        self.get_sequence_parallel_group = lambda: self.cp_group
+        self.get_sequence_parallel_world_size = lambda: self.cp
+        self.get_sequence_parallel_rank = lambda: self.cp_rank
+        self.get_sequence_data_parallel_group = lambda: self.seq_dp_group
+        self.get_sequence_data_parallel_world_size = lambda: self.dp * self.cp
+        self.get_sequence_data_parallel_rank = lambda: self.dp_rank * self.cp + self.cp_rank
 
     def coords(self) -> str:
         """This rank's place in the layout for log lines, e.g. 'tp=0/2 pp=1/2 dp=0/2'."""
-        return f"tp={self.tp_rank}/{self.tp} pp={self.pp_rank}/{self.pp} dp={self.dp_rank}/{self.dp}"
+        cp = f" cp={self.cp_rank}/{self.cp}" if self.cp > 1 else ""
+        return f"tp={self.tp_rank}/{self.tp} pp={self.pp_rank}/{self.pp}{cp} dp={self.dp_rank}/{self.dp}"
 
     def __repr__(self) -> str:
         return f"Topology(rank={self.rank}/{self.world_size} {self.coords()})"
@@ -143,9 +177,9 @@ class Topology:
         return self.pp_rank == self.pp - 1
 
     # --- DeepSpeed mpu interface ------------------------------------------------------------------------
-    # Deliberately absent: get_sequence_parallel_* and initialize_sequence_parallel. DeepSpeed reads those
-    # as Ulysses sequence parallelism (it divides the data-parallel world by them and, given the latter,
-    # ignores this mpu entirely); our sequence parallelism lives inside the tensor-parallel group.
+    # get_sequence_parallel_* and get_sequence_data_parallel_* exist only under context parallelism (set by
+    # _split_context_groups): DeepSpeed reads them as Ulysses sequence parallelism. initialize_sequence_parallel
+    # stays absent: given it, DeepSpeed ignores this mpu entirely.
 
     def get_global_rank(self) -> int:
         return self.rank
@@ -160,6 +194,8 @@ class Topology:
         return self.dp_group
 
     def get_data_parallel_group_ranks(self) -> list[int]:
+        if self.cp > 1:
+            return list(self.dp_ranks)
         return list(self.grid.get_data_parallel_group_ranks())
 
     def get_tensor_model_parallel_rank(self) -> int:
@@ -173,7 +209,7 @@ class Topology:
 
     def get_tensor_model_parallel_src_rank(self) -> int:
         """Global rank of tensor-parallel rank 0 of this rank's group."""
-        return self.ds_topology.get_rank(pipe=self.pp_rank, data=self.dp_rank, model=0)
+        return self.ds_topology.get_rank(pipe=self.pp_rank, data=self.dp_rank * self.cp + self.cp_rank, model=0)
 
     # DeepSpeed's pipeline grid calls the tensor-parallel group the "slice" group.
     get_slice_parallel_rank = get_tensor_model_parallel_rank

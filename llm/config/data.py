@@ -32,5 +32,8 @@ class DataConfig:
                               f"{len(self.paths)}")
         if self.weights is not None and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
             raise ConfigError(f"{where}.weights must be non-negative with a positive sum")
+        if self.document_mask and not self.tokenizer:
+            raise ConfigError(f"{where}.document_mask needs {where}.tokenizer: documents are told apart by its EOS "
+                              "token")
         if not 0.0 < self.valid_fraction < 1.0:
             raise ConfigError(f"{where}.valid_fraction={self.valid_fraction} must be in (0, 1)")

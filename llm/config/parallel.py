@@ -211,3 +211,36 @@ def expert_layout_errors(moe, ep: int, dp: int, tp: int, pp: int, zero_stage: in
         errors.append(f"model.moe cannot be combined with parallel.pipeline={pp}: every MoE layer's load-balancing "
                       "loss joins the loss, which only the last pipeline stage computes")
     return errors
+
+
+def context_layout_errors(model, cp: int, tp: int, pp: int, moe=None, zero_stage: int = 0) -> list[str]:
+    """Every way parallel.context=cp does not fit the model and a tp × pp layout (empty when it does); the launcher
+    (parallel/topology.py) and the planner (llm/cost) both ask here. Ulysses gives each context rank whole heads of
+    the whole sequence, so cp must divide the query and key/value heads each tensor-parallel rank holds, and the
+    sequence it slices."""
+    errors = []
+    if cp < 1:
+        return [f"parallel.context={cp} must be >= 1"]
+    if cp == 1:
+        return errors
+    if model.seq_len % cp:
+        errors.append(f"parallel.context={cp} does not divide model.seq_len={model.seq_len} (each rank takes an "
+                      "equal slice of every sample)")
+    for key in ("n_heads", "n_kv_heads"):
+        heads = getattr(model, key)
+        if tp >= 1 and heads % tp == 0 and (heads // tp) % cp:
+            errors.append(f"parallel.context={cp} does not divide the {heads // tp} {key.removeprefix('n_')} per "
+                          f"tensor-parallel rank (model.{key}={heads} / parallel.tensor={tp}): Ulysses hands each "
+                          "context rank whole heads")
+    if pp > 1:
+        errors.append(f"parallel.context={cp} cannot be combined with parallel.pipeline={pp}: DeepSpeed's pipeline "
+                      "engine has no sequence-parallel group; use data, tensor and context parallelism")
+    if zero_stage == 3:
+        errors.append(f"parallel.context={cp} cannot be combined with parallel.zero_stage=3: DeepSpeed 0.19.8's ZeRO-3 "
+                      "reduces the context ranks' gradients wrongly (measured 1e-3 off the single-process loss at the "
+                      "second step); use zero_stage 0-2")
+    if moe is not None:
+        errors.append(f"parallel.context={cp} cannot be combined with model.moe: DeepSpeed 0.19's AutoEP does not "
+                      "support sequence parallelism")
+    return errors
+

@@ -37,9 +37,9 @@ def compile_blocks(blocks: Iterable[nn.Module]) -> int:
         plain = block.forward
         compiled = torch.compile(plain)
 
-        def forward(x, cache=None, start_pos=0, _plain=plain, _compiled=compiled):
+        def forward(x, cache=None, start_pos=0, positions=None, doc_ids=None, _plain=plain, _compiled=compiled):
             if cache is None:
-                return _compiled(x)
+                return _compiled(x, None, 0, positions, doc_ids)
             return _plain(x, cache, start_pos)
 
         block.forward = forward

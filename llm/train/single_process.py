@@ -16,6 +16,7 @@ from llm.model import Transformer
 from llm.train import precision as prec
 from llm.train import safe_load
 from llm.train.compile import compile_model
+from llm.train.inputs import document_eos, split_batch
 from llm.train.optim import make_optimizer
 from llm.train.runtime import SingleProcess, StepResult, first_nonfinite, first_nonfinite_state, optimizer_step
 
@@ -38,6 +39,7 @@ class SingleProcessBackend(SingleProcess):
             compile_model(self.model)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scaler = prec.make_scaler(cfg.precision, device)
+        self.eos_id = document_eos(cfg)
 
     def train_step(self, micro_batches: list[torch.Tensor], lr: float) -> StepResult:
         for g in self.optimizer.param_groups:
@@ -46,9 +48,9 @@ class SingleProcessBackend(SingleProcess):
         total = 0.0
         n = len(micro_batches)
         for batch in micro_batches:
-            batch = batch.to(self.device, non_blocking=True)
+            inputs, targets, kw = split_batch(batch.to(self.device, non_blocking=True), self.eos_id)
             with prec.autocast(self.cfg.precision, self.device):
-                loss = self.model.lm_loss(batch[:, :-1], batch[:, 1:])
+                loss = self.model.lm_loss(inputs, targets, **kw)
                 objective = loss + self.model.moe_loss()  # the MoE auxiliary losses train, not logged as the loss
             scaled = objective / n
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
@@ -60,9 +62,9 @@ class SingleProcessBackend(SingleProcess):
         self.model.eval()
         losses = []
         for batch in micro_batches:
-            batch = batch.to(self.device)
+            inputs, targets, kw = split_batch(batch.to(self.device), self.eos_id)
             with prec.autocast(self.cfg.precision, self.device):
-                losses.append(self.model.lm_loss(batch[:, :-1], batch[:, 1:]).item())
+                losses.append(self.model.lm_loss(inputs, targets, **kw).item())
         return sum(losses) / len(losses)
 
     def diagnose_nonfinite(self) -> str | None:
