@@ -9,6 +9,7 @@
     python launch/plan.py --flops 3e15 --gpu cpu --mfu 0.3              # this machine: its peak timed here
     python launch/plan.py --flops 1e19 --gpu l40s --peak-tflops 362 --mfu 0.35   # a device not in the table
     python launch/plan.py --flops 1e21 --moe --gpus 64 --gpu h100   # a mixture of experts, the dense plan beside
+    python launch/plan.py --config configs/debug.yaml --gpus 8 --gpu h100 --longest-seq   # longest seq_len per layout
 
 This file only parses the arguments; llm/scaling/plan_command.py plans (its docstring says how the time, the
 written config and the layout are found). Any user error prints one line and exits with status 2.
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory", type=positive, metavar="GB", help="memory per GPU (default: the datasheet's)")
     p.add_argument("--price-per-gpu-hour", type=positive, metavar="X", help="per device-hour, for the cost estimate")
     p.add_argument("--explain", action="store_true", help="with --gpus: the ranked candidates and why rejected")
+    p.add_argument("--context", type=positive_ints, metavar="DEGREES",
+                   help="with --gpus: the context-parallel (Ulysses) degrees to consider, e.g. 1,2,4,8 (default: "
+                        "every one the rules allow)")
+    p.add_argument("--longest-seq", action="store_true",
+                   help="with --gpus: the longest seq_len each layout (tp, pp, context, dp, ZeRO, recompute) fits in "
+                        "the GPU's memory (llm/cost/longest_seq.py), instead of choosing one layout")
+    p.add_argument("--document-mask", action="store_true",
+                   help="with --longest-seq: count data.document_mask's seq x seq attention mask (--config: its own "
+                        "data.document_mask)")
     p.add_argument("--approach", choices=["1", "2", "3", "3-rounded", "besiroglu"],
                    help="scaling law: Chinchilla approach 1/2/3 or the Besiroglu et al. 2024 refit (default)")
     p.add_argument("--law", metavar="LAW_JSON", help="plan with the law an isoFLOP sweep fitted (launch/sweep.py "

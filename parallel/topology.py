@@ -83,7 +83,7 @@ def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
                       "(every stage needs at least one layer)")
     dp = world_size // (tp * pp * cp) if min(tp, pp, cp) >= 1 else 0
     errors += expert_layout_errors(model.moe, parallel.expert, dp, tp, pp, parallel.zero_stage)
-    errors += context_layout_errors(model, cp, tp, pp, model.moe, parallel.zero_stage)
+    errors += context_layout_errors(model, cp, tp, pp, parallel.zero_stage)
     errors += override_errors(parallel.deepspeed)
     if errors:
         raise ConfigError("; ".join(errors))

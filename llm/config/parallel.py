@@ -125,8 +125,8 @@ class ParallelConfig:
     """Extra DeepSpeed config keys merged last into the generated JSON (for the rare knob we do not model)."""
 
     def validate(self, where: str = "parallel") -> None:
-        if self.tensor < 1 or self.pipeline < 1 or self.expert < 1:
-            raise ConfigError(f"{where}.tensor, {where}.pipeline and {where}.expert must be >= 1")
+        if self.tensor < 1 or self.pipeline < 1 or self.expert < 1 or self.context < 1:
+            raise ConfigError(f"{where}.tensor, {where}.pipeline, {where}.expert and {where}.context must be >= 1")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"{where}.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
         if self.zero_stage >= 2 and self.pipeline > 1:
@@ -213,34 +213,34 @@ def expert_layout_errors(moe, ep: int, dp: int, tp: int, pp: int, zero_stage: in
     return errors
 
 
-def context_layout_errors(model, cp: int, tp: int, pp: int, moe=None, zero_stage: int = 0) -> list[str]:
-    """Every way parallel.context=cp does not fit the model and a tp × pp layout (empty when it does); the launcher
-    (parallel/topology.py) and the planner (llm/cost) both ask here. Ulysses gives each context rank whole heads of
-    the whole sequence, so cp must divide the query and key/value heads each tensor-parallel rank holds, and the
-    sequence it slices."""
+def context_layout_errors(model, context: int, tp: int, pp: int, zero_stage: int = 0) -> list[str]:
+    """Every way parallel.context=context (DeepSpeed Ulysses) does not fit `model` (a ModelConfig: its seq_len,
+    heads and moe) under tensor degree tp and pipeline degree pp (empty when it does); the launcher
+    (parallel/topology.py) and the planner (llm/cost) both ask here. Ulysses cuts each sequence into `context`
+    equal slices and, around attention, trades them all-to-all for whole heads, so it must divide the sequence and
+    the query and key/value heads of each tensor-parallel rank."""
+    if context < 1:
+        return [f"parallel.context={context} must be >= 1"]
+    if context == 1:
+        return []
     errors = []
-    if cp < 1:
-        return [f"parallel.context={cp} must be >= 1"]
-    if cp == 1:
-        return errors
-    if model.seq_len % cp:
-        errors.append(f"parallel.context={cp} does not divide model.seq_len={model.seq_len} (each rank takes an "
-                      "equal slice of every sample)")
-    for key in ("n_heads", "n_kv_heads"):
+    if model.seq_len % context:
+        errors.append(f"parallel.context={context} does not divide model.seq_len={model.seq_len} (each rank takes "
+                      "an equal slice of every sequence)")
+    for key in ("n_kv_heads", "n_heads"):  # the key/value heads divide the query heads: one error says it
         heads = getattr(model, key)
-        if tp >= 1 and heads % tp == 0 and (heads // tp) % cp:
-            errors.append(f"parallel.context={cp} does not divide the {heads // tp} {key.removeprefix('n_')} per "
-                          f"tensor-parallel rank (model.{key}={heads} / parallel.tensor={tp}): Ulysses hands each "
-                          "context rank whole heads")
+        if heads % tp == 0 and (heads // tp) % context:
+            errors.append(f"parallel.context={context} does not divide the {heads // tp} heads per tensor-parallel "
+                          f"rank (model.{key}={heads} / parallel.tensor={tp}): Ulysses gives each rank whole heads")
+            break
     if pp > 1:
-        errors.append(f"parallel.context={cp} cannot be combined with parallel.pipeline={pp}: DeepSpeed's pipeline "
-                      "engine has no sequence-parallel group; use data, tensor and context parallelism")
+        errors.append(f"parallel.context={context} cannot be combined with parallel.pipeline={pp}: DeepSpeed's "
+                      "pipeline engine does not pass the sequence-parallel group to its stages; use pipeline=1")
     if zero_stage == 3:
-        errors.append(f"parallel.context={cp} cannot be combined with parallel.zero_stage=3: DeepSpeed 0.19.8's ZeRO-3 "
-                      "reduces the context ranks' gradients wrongly (measured 1e-3 off the single-process loss at the "
-                      "second step); use zero_stage 0-2")
-    if moe is not None:
-        errors.append(f"parallel.context={cp} cannot be combined with model.moe: DeepSpeed 0.19's AutoEP does not "
-                      "support sequence parallelism")
+        errors.append(f"parallel.context={context} cannot be combined with parallel.zero_stage=3: DeepSpeed 0.19.8's "
+                      "ZeRO-3 reduces the context ranks' gradients wrongly (measured 1e-3 off the single-process loss "
+                      "at the second step); use zero_stage 0-2")
+    if model.moe is not None:
+        errors.append(f"parallel.context={context} cannot be combined with model.moe: DeepSpeed 0.19.8 refuses AutoEP "
+                      "with sequence parallelism under ZeRO-3; train long contexts with a dense model")
     return errors
-

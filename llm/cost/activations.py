@@ -45,7 +45,16 @@ Under tensor parallelism without sequence parallelism the norms and matmul input
 rank and the rest is split t ways, as in eq. 2. With sequence parallelism the norms are split too, but our
 column-parallel layers keep the all-gathered input they multiplied (they do not re-gather it in backward, as
 Megatron does), so the matmul inputs stay whole. tests/llm/cost/test_activations.py checks these counts against the
-tensors torch's autograd actually saves. No torch here.
+tensors torch's autograd actually saves.
+
+Under context parallelism (DeepSpeed Ulysses, Jacobs et al. 2023, arXiv:2309.14509, §3.1) of degree C a rank holds
+seq/C tokens of each sample outside attention; around the attention core q, k, v and the output are exchanged
+all-to-all so that the core sees the whole sequence for n_heads/C heads (n_kv_heads/C key/value heads). That is the
+same number of elements, and the all-to-all keeps nothing for its backward (it is linear), so every term above,
+the core's included, counts per token of the rank's slice: a block keeps block_bytes_per_token × b·seq/C.
+
+The LM head and the loss never build the full logits: llm/chunked_loss.py walks the rows in chunks (`loss_bytes`).
+No torch here.
 """
 from __future__ import annotations
 
@@ -56,6 +65,9 @@ KORTHIKANTI_2022 = "Korthikanti et al. 2022, arXiv:2205.05198"
 FP32_BYTES = 4
 TOKEN_ID_BYTES = 8
 """int64 token ids, kept by the embedding lookup for its backward."""
+CHUNK_ROWS = 1024
+"""Rows per chunk of the fused LM head + loss: llm/chunked_loss.py CHUNK_ROWS (that module imports torch; a test
+checks the two agree)."""
 
 
 def korthikanti_layer_bytes(s: int, b: int, h: int, a: int, t: int = 1, sequence_parallel: bool = False,
@@ -104,14 +116,36 @@ def checkpointed_block_bytes_per_token(cfg: ModelConfig, tp: int = 1, sequence_p
     return element_bytes * cfg.d_model / (tp if sequence_parallel else 1)
 
 
-def head_bytes_per_token(cfg: ModelConfig, tp: int = 1, element_bytes: int = 2) -> float:
-    """Bytes per token of the last stage's peak around the loss: the final RMSNorm ((4 + e)·h), lm_head's input
-    (e·h), and the logits. The loss is taken in fp32 (llm/model.py `cross_entropy_loss`). In the forward the
-    e-byte logits, their fp32 copy and the fp32 log-softmax cross-entropy keeps are live together, (e + 8)·V;
-    in the backward log-softmax's gradient holds its saved output, the incoming gradient and its result,
-    12·V: the larger is the peak, split over tp by the vocab-parallel head."""
-    h, e = cfg.d_model, element_bytes
-    return (FP32_BYTES + e) * h + e * h + max(e + 2 * FP32_BYTES, 3 * FP32_BYTES) * cfg.vocab_size / tp
+def loss_bytes(cfg: ModelConfig, tokens: int, tp: int = 1, element_bytes: int = 2) -> float:
+    """Peak bytes of the last stage around the fused LM head + loss (llm/chunked_loss.py) over `tokens` rows, on one
+    of `tp` ranks, each holding V' = vocab/tp columns of a chunk, with e = element_bytes:
+
+      * per token: the final RMSNorm keeps (4 + e)·h, the head's input is e·h, and the loss keeps the input's
+        gradient, e·h, for the whole pass; it also keeps the weight's gradient in fp32, 4·V'·h;
+      * one chunk of r = min(CHUNK_ROWS, tokens) rows peaks at the larger of two moments: the log-sum-exp (the
+        e-byte logits, their fp32 copy and torch's fp32 temporary of the shifted logits: (e + 8)·r·V') and the
+        weight gradient (the logits, their fp32 copy, softmax − one-hot in e bytes: (2e + 4)·r·V'; the input
+        gradient's chunk e·r·h; the chunk's weight gradient in e bytes and in fp32: (e + 4)·V'·h). In fp32 the
+        copies are the logits themselves: 8·r·V' and 4·r·V' + 4·r·h + 4·V'·h;
+      * the loss's backward holds the saved gradients and their scaled copies, 2e·h per token + 2e·V'·h; the larger
+        of the forward and the backward counts.
+    tests/llm/cost/test_activations.py checks the forward's peak against torch's allocator."""
+    h, e, v = cfg.d_model, element_bytes, cfg.vocab_size / tp
+    r = min(CHUNK_ROWS, tokens)
+    copies = e < FP32_BYTES  # bf16/fp16: the fp32 logits and the e-byte gradient are tensors of their own
+    logits = e * r * v + copies * FP32_BYTES * r * v
+    lse = logits + FP32_BYTES * r * v
+    grads = logits + copies * e * r * v + e * r * h + (copies * e + FP32_BYTES) * v * h
+    forward = e * h * tokens + FP32_BYTES * v * h + max(lse, grads)
+    backward = 2 * e * h * tokens + 2 * e * v * h
+    return ((FP32_BYTES + e) * h + e * h) * tokens + max(forward, backward)
+
+
+def document_mask_bytes(cfg: ModelConfig, micro_batch_size: int) -> int:
+    """data.document_mask: the (seq × seq) boolean mask of each micro-batch row, 1 byte per element, built once per
+    forward pass and held by every layer's attention until the backward. Whole on every rank: under context
+    parallelism each rank attends over the whole sequence (for its heads)."""
+    return micro_batch_size * cfg.seq_len ** 2
 
 
 def embedding_bytes_per_token() -> float:

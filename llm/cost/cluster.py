@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from llm.config import ModelConfig
 from llm.cost.flops import datasheet_peak_flops, flops_per_token
 from llm.cost.layout_search import Candidate, choose_layout, rank_layouts
+from llm.cost.longest_seq import check_contexts
 from typed_yaml import ConfigError
 
 GPU_MEMORY_GB = {
@@ -57,13 +58,17 @@ class ClusterPlan:
 
 def plan_cluster(cfg: ModelConfig, n_tokens: int, global_batch_size: int, gpus: int, gpu: str,
                  gpus_per_node: int = 8, gpu_memory_gb: float | None = None, price_per_gpu_hour: float | None = None,
-                 mfu: float | None = None) -> ClusterPlan:
+                 mfu: float | None = None, contexts: tuple[int, ...] | None = None) -> ClusterPlan:
     """Choose the layout for training `cfg` on `n_tokens` tokens in steps of `global_batch_size` sequences on
-    `gpus` GPUs of kind `gpu`, and predict its time and cost. Raises ValueError when nothing fits."""
+    `gpus` GPUs of kind `gpu`, and predict its time and cost. contexts: the context-parallel degrees to consider
+    (default: every one the rules allow). Raises ConfigError (one line) when nothing fits or a degree in contexts
+    breaks a rule."""
     memory = gpu_memory_bytes(gpu, gpu_memory_gb)
-    ranked = rank_layouts(cfg, gpus, global_batch_size, gpu, memory, gpus_per_node, mfu)
+    if contexts:
+        check_contexts(cfg, contexts, gpus)
+    ranked = rank_layouts(cfg, gpus, global_batch_size, gpu, memory, gpus_per_node, mfu, contexts)
     if not ranked or ranked[0].rejected is not None:
-        choose_layout(cfg, gpus, global_batch_size, gpu, memory, gpus_per_node, mfu)  # raises, saying why
+        choose_layout(cfg, gpus, global_batch_size, gpu, memory, gpus_per_node, mfu, contexts)  # raises, saying why
     chosen = ranked[0]
     tokens_per_step = global_batch_size * cfg.seq_len
     steps = -(-n_tokens // tokens_per_step)
@@ -87,11 +92,14 @@ def format_cluster(plan: ClusterPlan, explain: bool = False, top: int = 10) -> s
                            + (f"experts {m.experts / gb:.1f} (weights, grads, optimizer) + " if m.experts else "")
                            + f"buckets {m.buckets / gb:.1f} "
                            f"({m.buckets_filled / gb:.1f} filled) + activations "
-                           f"{m.activations / gb:.1f} + logits {m.logits_and_loss / gb:.1f} + allowance "
+                           f"{m.activations / gb:.1f} + logits {m.logits_and_loss / gb:.1f} + "
+                           + (f"document mask {m.document_mask / gb:.1f} + " if m.document_mask else "")
+                           + "allowance "
                            f"{m.allowance / gb:.1f} (stage {m.stage})"),
         ("step time", f"{t.total_s:.3g} s = compute {t.compute_s:.3g} (bubble {t.bubble_fraction:.1%}) + TP "
                       f"{t.tp_comm_s:.3g} + PP {t.pp_comm_s:.3g} + DP {t.dp_comm_s:.3g} + offload {t.offload_s:.3g}"
-                      + (f" + EP all-to-all {t.ep_comm_s:.3g}" if t.ep_comm_s else "")),
+                      + (f" + EP all-to-all {t.ep_comm_s:.3g}" if t.ep_comm_s else "")
+                      + (f" + CP all-to-all {t.cp_comm_s:.3g}" if t.cp_comm_s else "")),
         ("throughput", f"{plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%} (PaLM App. B FLOPs)"),
         ("wall clock", f"{plan.wall_clock_h:,.1f} h ({plan.wall_clock_h / 24:.2f} days), {plan.total_steps:,} steps"),
         ("GPU-hours", f"{plan.gpu_hours:,.0f}" + ("" if plan.cost is None else f", cost {plan.cost:,.0f}")),

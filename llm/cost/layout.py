@@ -12,7 +12,7 @@ import functools
 from dataclasses import asdict, dataclass
 
 from llm.config import ModelConfig
-from llm.config.parallel import expert_layout_errors
+from llm.config.parallel import context_layout_errors, expert_layout_errors
 from llm.shape import layer_params
 
 
@@ -33,10 +33,19 @@ class Layout:
     offload_optimizer: bool = False
     ep: int = 1
     """Expert-parallel degree (parallel.expert): each MoE layer's routed experts split over ep of the dp ranks."""
+    context: int = 1
+    """Context-parallel degree (parallel.context, DeepSpeed Ulysses): each sequence split over this many ranks. The
+    world is tp × pp × context × dp; dp counts only the ranks that take different samples."""
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.context * self.dp
+
+    @property
+    def zero_dp(self) -> int:
+        """Ranks ZeRO partitions over: the data × context ranks (DeepSpeed's seq_data_parallel group), which hold
+        the same parameters."""
+        return self.dp * self.context
 
     @property
     def activation_checkpointing(self) -> str:
@@ -44,7 +53,8 @@ class Layout:
 
     def describe(self) -> str:
         ac = self.activation_checkpointing + (f"(k={self.recompute_every_k})" if self.recompute_every_k > 1 else "")
-        return (f"tp={self.tp} pp={self.pp} dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
+        return (f"tp={self.tp} pp={self.pp} " + (f"cp={self.context} " if self.context > 1 else "")
+                + f"dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
                 f"ckpt={ac}" + (" sp" if self.sequence_parallel else "")
                 + (" offload" if self.offload_optimizer else "") + (f" ep={self.ep}" if self.ep > 1 else ""))
 
@@ -60,12 +70,15 @@ class Layout:
             out["offload_optimizer"] = True
         if self.ep > 1:
             out["expert"] = self.ep
+        if self.context > 1:
+            out["context"] = self.context
         return out
 
     def as_dict(self) -> dict:
         out = {**asdict(self), "activation_checkpointing": self.activation_checkpointing}
-        if self.ep == 1:  # a dense plan's JSON as it was
-            del out["ep"]
+        for key in ("ep", "context"):  # a plan without them: its JSON as it was
+            if out[key] == 1:
+                del out[key]
         return out
 
 
@@ -76,8 +89,10 @@ def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> l
     for key in ("n_heads", "n_kv_heads", "vocab_size", "d_ff"):  # heads split whole; vocab and d_ff evenly
         if getattr(cfg, key) % t:
             errors.append(f"parallel.tensor={t} does not divide model.{key}={getattr(cfg, key)}")
-    if layout.sequence_parallel and cfg.seq_len % t:
-        errors.append(f"parallel.tensor={t} does not divide model.seq_len={cfg.seq_len}")
+    local, c = cfg.seq_len // layout.context, layout.context  # SP splits a rank's slice of the sequence
+    if layout.sequence_parallel and local % t:
+        errors.append(f"parallel.tensor={t} does not divide model.seq_len={cfg.seq_len}"
+                      + (f" / parallel.context={c} = {local}" if c > 1 else ""))
     if cfg.n_layers < p:
         errors.append(f"model.n_layers={cfg.n_layers} is fewer than parallel.pipeline={p} stages")
     if layout.zero_stage >= 2 and p > 1:
@@ -86,6 +101,7 @@ def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> l
     if layout.offload_optimizer and layout.zero_stage == 0:
         errors.append("offload_optimizer needs zero_stage >= 1")
     errors += _expert_errors(cfg, layout)
+    errors += context_layout_errors(cfg, layout.context, t, p, layout.zero_stage)
     if global_batch_size % (layout.micro_batch_size * layout.dp):
         errors.append(f"train.global_batch_size={global_batch_size} is not a multiple of "
                       f"train.micro_batch_size={layout.micro_batch_size} × data-parallel degree {layout.dp}")

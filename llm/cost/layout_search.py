@@ -12,15 +12,19 @@ Enumerated (each rule is a reason a candidate is rejected, reported by `--explai
   * activation checkpointing none, every 2nd block, every block;
   * optimizer offload (ZeRO >= 1) only when nothing fits without it;
   * for a mixture-of-experts model, expert-parallel degrees ep dividing both dp and the experts (AutoEP refuses
-    tensor and pipeline parallelism, so those layouts are rejected by rule).
+    tensor and pipeline parallelism, so those layouts are rejected by rule);
+  * context-parallel degrees C (DeepSpeed Ulysses) dividing world / (tp·pp) that llm.config.parallel
+    `context_layout_errors` allows (C divides seq_len and the heads per TP rank; no pipeline, no MoE); dp is then
+    world / (tp·pp·C). Rule-breaking degrees are not enumerated: they would only crowd --explain.
 Ties in step time go to less recomputation, a larger micro-batch (better kernels than this model knows of),
-less ZeRO, less TP and less PP, in that order. No torch here.
+less ZeRO, less TP, less PP and less context parallelism, in that order. No torch here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
+from llm.config.parallel import context_layout_errors
 from llm.cost.layout import Layout, layout_errors
 from llm.cost.memory import FRAGMENTATION, FRAMEWORK_BYTES, MemoryPerGPU, memory_per_gpu
 from llm.cost.step_time import StepTime, step_time
@@ -41,29 +45,37 @@ class Candidate:
         lay = self.layout
         return (float(f"{self.time.total_s:.4g}"), lay.recompute_every_k != 0, -lay.recompute_every_k,
                 -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, lay.sequence_parallel, lay.pp,
-                lay.ep)
+                lay.context, lay.ep)
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def context_degrees(cfg: ModelConfig, ranks: int, tp: int, pp: int) -> list[int]:
+    """Context-parallel degrees the rules allow (`context_layout_errors`) among the divisors of `ranks`."""
+    return [c for c in _divisors(ranks) if not context_layout_errors(cfg, c, tp, pp)]
+
+
 def enumerate_layouts(cfg: ModelConfig, world_size: int, gpus_per_node: int, global_batch_size: int,
-                      offload: bool = False) -> list[Layout]:
-    """Every layout of the module docstring's grid for `world_size` GPUs (rule-breaking ones included)."""
+                      offload: bool = False, contexts: tuple[int, ...] | None = None) -> list[Layout]:
+    """Every layout of the module docstring's grid for `world_size` GPUs (rule-breaking ones included, but for the
+    context degrees); contexts: the context-parallel degrees to consider (default all)."""
     out = []
     for tp in _divisors(min(gpus_per_node, world_size)):
         if world_size % tp:
             continue
         for pp in _divisors(world_size // tp):
-            dp = world_size // (tp * pp)
-            eps = [e for e in _divisors(dp) if cfg.moe.experts % e == 0] if cfg.moe is not None else [1]
-            micros = _divisors(global_batch_size // dp) if global_batch_size % dp == 0 else [1]
-            for zero in (1, 2, 3) if offload else (0, 1, 2, 3):
-                for sp in (False, True) if tp > 1 else (False,):
-                    for micro in micros:
-                        for k in CHECKPOINT_INTERVALS:
-                            out += [Layout(tp, pp, dp, zero, micro, k, sp, offload, ep) for ep in eps]
+            for cp in (c for c in context_degrees(cfg, world_size // (tp * pp), tp, pp)
+                       if not contexts or c in contexts):
+                dp = world_size // (tp * pp * cp)
+                eps = [e for e in _divisors(dp) if cfg.moe.experts % e == 0] if cfg.moe is not None else [1]
+                micros = _divisors(global_batch_size // dp) if global_batch_size % dp == 0 else [1]
+                for zero in (1, 2, 3) if offload else (0, 1, 2, 3):
+                    for sp in (False, True) if tp > 1 else (False,):
+                        for micro in micros:
+                            for k in CHECKPOINT_INTERVALS:
+                                out += [Layout(tp, pp, dp, zero, micro, k, sp, offload, ep, cp) for ep in eps]
     return out
 
 
@@ -88,12 +100,13 @@ def evaluate(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str,
 
 
 def rank_layouts(cfg: ModelConfig, world_size: int, global_batch_size: int, gpu: str, gpu_memory_bytes: float,
-                 gpus_per_node: int = 8, mfu: float | None = None) -> list[Candidate]:
+                 gpus_per_node: int = 8, mfu: float | None = None,
+                 contexts: tuple[int, ...] | None = None) -> list[Candidate]:
     """Every candidate, those that fit first (fastest first), then the rejected ones. Optimizer offload is tried
     only when nothing fits without it."""
     def run(offload: bool) -> list[Candidate]:
         return [evaluate(cfg, lay, global_batch_size, gpu, gpu_memory_bytes, gpus_per_node, mfu)
-                for lay in enumerate_layouts(cfg, world_size, gpus_per_node, global_batch_size, offload)]
+                for lay in enumerate_layouts(cfg, world_size, gpus_per_node, global_batch_size, offload, contexts)]
 
     cands = run(False)
     if not any(c.rejected is None for c in cands):
@@ -106,9 +119,10 @@ def rank_layouts(cfg: ModelConfig, world_size: int, global_batch_size: int, gpu:
 
 
 def choose_layout(cfg: ModelConfig, world_size: int, global_batch_size: int, gpu: str, gpu_memory_bytes: float,
-                  gpus_per_node: int = 8, mfu: float | None = None) -> Candidate:
+                  gpus_per_node: int = 8, mfu: float | None = None,
+                  contexts: tuple[int, ...] | None = None) -> Candidate:
     """The fastest layout that fits. Raises ValueError naming the smallest memory need when none fits."""
-    ranked = rank_layouts(cfg, world_size, global_batch_size, gpu, gpu_memory_bytes, gpus_per_node, mfu)
+    ranked = rank_layouts(cfg, world_size, global_batch_size, gpu, gpu_memory_bytes, gpus_per_node, mfu, contexts)
     if ranked and ranked[0].rejected is None:
         return ranked[0]
     smallest = next((c for c in ranked if c.memory is not None), None)

@@ -19,11 +19,23 @@ accumulation (so the gradients of the earlier micro-batches are held):
   * activations: llm/cost/activations.py per block, per micro-batch in flight. Without a pipeline one micro-
     batch; 1F1B (Narayanan et al. 2021, arXiv:2104.04473 §2.2) keeps min(pp − i, m) on stage i, so the first
     stage holds up to pp. Each in-flight micro-batch also keeps the stage's received input and sent output
-    (DeepSpeed's pipe buffers; on the last stage the output kept is the logits, e·V per token). Checkpointed
+    (DeepSpeed's pipe buffers, e·h per token each; the last stage's output is the final hidden state). Checkpointed
     blocks keep their input only, and the backward pass recomputes one checkpointed unit at a time (a block
     without a pipeline; a segment of k blocks in DeepSpeed's pipeline). That recomputation comes after the
-    loss's backward has freed the logits' buffers, so the larger of the two transients counts, not their sum.
-  * logits and loss: llm/cost/activations.py `head_bytes_per_token`, on the last stage, for one micro-batch.
+    loss's backward has freed its buffers, so the larger of the two transients counts, not their sum.
+  * logits and loss: the fused LM head + loss of llm/chunked_loss.py (llm/cost/activations.py `loss_bytes`: one
+    chunk of CHUNK_ROWS rows' logits, fp32, never the whole micro-batch's), on the last stage, for one micro-batch.
+    Every training path is predicted chunked, the vocab-parallel head under TP (vocab/tp columns of the chunk) and
+    the pipeline's last stage (which then sends on the final hidden state, not logits) included.
+  * context parallelism (parallel.context = C, DeepSpeed Ulysses): a rank holds seq/C tokens of each of its
+    micro-batch's samples, so every activation term (llm/cost/activations.py), the pipe buffers and the loss's
+    rows count b·seq/C tokens. The C ranks of a sample hold the same parameters, and ZeRO partitions over the
+    data × context ranks (DeepSpeed's seq_data_parallel group, `Layout.zero_dp`), so the model states, the
+    gradient partition and the optimizer step divide by dp·C.
+  * document mask (data.document_mask, `document_mask=True`): the (seq × seq) boolean attention mask of each
+    micro-batch row (llm/cost/activations.py `document_mask_bytes`), once per micro-batch in flight, whole on
+    every context rank; its own item, `document_mask`. The planner's layout search has no data config and leaves
+    it out (launch/plan.py --longest-seq takes it from --config).
   * the optimizer step: a second peak, once the activations are freed, over the model states (with the
     gradients as held at the boundary: ZeRO-1 holds only its partition by then). ZeRO 1-3 convert the
     rank's gradient partition p to fp32 (4 bytes per element); torch's AdamW then allocates sqrt(v) for the
@@ -50,8 +62,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm.config import ModelConfig
-from llm.cost.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, embedding_bytes_per_token,
-                                  head_bytes_per_token)
+from llm.cost.activations import (block_bytes_per_token, checkpointed_block_bytes_per_token, document_mask_bytes,
+                                  embedding_bytes_per_token, loss_bytes)
 from llm.cost.layout import Layout, pipeline_stages
 from llm.shape import block_matmul_params, expert_params, layer_matmul_params
 from llm.cost.zero import paper_zero_bytes
@@ -99,13 +111,15 @@ class MemoryPerGPU:
     experts: int = 0
     """Model states (weights, gradients, optimizer) of this rank's E/ep routed experts of each MoE layer, ZeRO-sharded
     over the dp/ep ranks of its expert-data-parallel group (module docstring); 0 for a dense model."""
+    document_mask: int = 0
+    """data.document_mask's (seq × seq) boolean masks of the micro-batches in flight; 0 without it."""
 
     @property
     def tensors(self) -> int:
         """What a tensor count (torch.cuda.max_memory_allocated, or the CPU probe's accounting) would show: the
         model states and buckets plus the larger of the forward-pass and the optimizer-step peaks."""
         return self.params + self.grads + self.optimizer + self.experts + self.buckets + max(
-            self.gathered_params + self.activations + self.logits_and_loss, self.optimizer_step)
+            self.gathered_params + self.activations + self.logits_and_loss + self.document_mask, self.optimizer_step)
 
     @property
     def total(self) -> int:
@@ -122,6 +136,7 @@ class MemoryPerGPU:
                 **({"experts": self.experts} if self.experts else {}), "buckets": self.buckets,
                 "gathered_params": self.gathered_params, "activations": self.activations,
                 "logits_and_loss": self.logits_and_loss,
+                **({"document_mask": self.document_mask} if self.document_mask else {}),
                 "optimizer_step": self.optimizer_step, "allowance": self.allowance, "tensors": self.tensors,
                 "total": self.total, "stage": self.stage, "buckets_filled": self.buckets_filled,
                 "resident": self.resident}
@@ -157,7 +172,7 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
     """Activation bytes of one stage at its peak (module docstring): (held by the micro-batches in flight,
     the recomputed unit's transient)."""
     t, sp, e = layout.tp, layout.sequence_parallel, PARAM_BYTES
-    tokens = layout.micro_batch_size * cfg.seq_len
+    tokens = layout.micro_batch_size * cfg.seq_len // layout.context
     full = block_bytes_per_token(cfg, t, sp, e) * tokens
     kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
     k = layout.recompute_every_k
@@ -183,9 +198,8 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
                 per_mb += segment.count("block") * full
     if "embedding" in kinds:
         per_mb += embedding_bytes_per_token() * tokens
-    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on (the last: logits)
-        per_mb += e * cfg.d_model * tokens / (t if sp else 1)
-        per_mb += e * tokens * (cfg.vocab_size / t if "head" in kinds else cfg.d_model / (t if sp else 1))
+    if layout.pp > 1:  # the pipe buffers: the received input and the output sent on (the last: the final hidden
+        per_mb += 2 * e * cfg.d_model * tokens / (t if sp else 1)  # state the fused head + loss reads)
     return in_flight * per_mb, transient
 
 
@@ -195,7 +209,7 @@ def _step_bytes(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], psi: i
         return 0.0
     adam = ADAM_TEMP_BYTES[foreach_adam]
     if layout.zero_stage >= 1:
-        return (FP32_GRAD_BYTES + adam) * psi / layout.dp
+        return (FP32_GRAD_BYTES + adam) * psi / layout.zero_dp
     if layout.pp > 1:
         return (BF16_OPTIMIZER_STEP_BYTES + adam) * psi
     if foreach_adam:
@@ -208,16 +222,18 @@ def _step_bytes(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...], psi: i
 
 def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
                    reduce_bucket_size: int = DEFAULT_REDUCE_BUCKET_SIZE, framework_bytes: int = FRAMEWORK_BYTES,
-                   fragmentation: float = FRAGMENTATION, foreach_adam: bool = True) -> MemoryPerGPU:
+                   fragmentation: float = FRAGMENTATION, foreach_adam: bool = True,
+                   document_mask: bool = False) -> MemoryPerGPU:
     """Predicted peak bytes per GPU of `cfg` trained in bf16 with AdamW under `layout` (module docstring): the
     worst pipeline stage's. global_batch_size (sequences per step) sets the micro-batches per step m.
-    foreach_adam: torch's AdamW runs its foreach kernels (its default on GPUs; False on CPUs)."""
+    foreach_adam: torch's AdamW runs its foreach kernels (its default on GPUs; False on CPUs).
+    document_mask: the run's data.document_mask (each micro-batch row's seq × seq boolean mask)."""
     m = max(1, global_batch_size // (layout.micro_batch_size * layout.dp))
     stages = pipeline_stages(cfg, layout.pp)
     worst = None
     for i, kinds in enumerate(stages):
         psi = stage_params(cfg, kinds, layout.tp)
-        states = paper_zero_bytes(psi, layout.dp, layout.zero_stage)
+        states = paper_zero_bytes(psi, layout.zero_dp, layout.zero_stage)
         optimizer = 0 if layout.offload_optimizer else states.optimizer
         psi_e, dp_e = expert_params_per_rank(cfg, layout.ep), layout.dp // layout.ep
         expert_states = paper_zero_bytes(psi_e, dp_e, layout.zero_stage)
@@ -230,8 +246,9 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
             gathered = PARAM_BYTES * min(psi, largest + ZERO3_PREFETCH_BUCKET_SIZE)
         in_flight = min(layout.pp - i, m) if layout.pp > 1 else 1
         held, transient = _stage_activations(cfg, layout, kinds, in_flight)
-        logits = head_bytes_per_token(cfg, layout.tp, PARAM_BYTES) * layout.micro_batch_size * cfg.seq_len \
-            if "head" in kinds else 0.0
+        tokens = layout.micro_batch_size * cfg.seq_len // layout.context
+        logits = loss_bytes(cfg, tokens, layout.tp, PARAM_BYTES) if "head" in kinds else 0.0
+        mask = in_flight * document_mask_bytes(cfg, layout.micro_batch_size) if document_mask else 0
         transient = max(0.0, transient - logits)  # recomputation follows the loss's backward (module docstring)
         activations = held + transient
         step = _step_bytes(cfg, layout, kinds, psi, foreach_adam)
@@ -242,14 +259,15 @@ def memory_per_gpu(cfg: ModelConfig, layout: Layout, global_batch_size: int,
             # of the two counts, not their sum (measured: the sum over-predicts the MoE probe layouts by 16%).
             step = max(step, expert_step) if layout.zero_stage else step + expert_step
         if layout.zero_stage == 1:  # the boundary reduce-scatter has replaced the full gradients by a partition
-            step -= states.grads - paper_zero_bytes(psi, layout.dp, 2).grads
+            step -= states.grads - paper_zero_bytes(psi, layout.zero_dp, 2).grads
             step -= expert_states.grads - paper_zero_bytes(psi_e, dp_e, 2).grads
-        tensors = states.params + states.grads + optimizer + experts + buckets + max(gathered + activations + logits,
-                                                                                     step)
+        tensors = states.params + states.grads + optimizer + experts + buckets + max(
+            gathered + activations + logits + mask, step)
         mem = MemoryPerGPU(params=states.params, grads=states.grads, optimizer=optimizer, buckets=int(buckets),
                            gathered_params=gathered, activations=round(activations), logits_and_loss=round(logits),
                            allowance=round(framework_bytes + fragmentation * tensors), stage=i,
-                           optimizer_step=round(step), buckets_filled=int(filled), experts=experts)
+                           optimizer_step=round(step), buckets_filled=int(filled), experts=experts,
+                           document_mask=mask)
         if worst is None or mem.total > worst.total:
             worst = mem
     return worst

@@ -27,6 +27,14 @@ bandwidths, and the pipeline bubble.
     balance the load-balancing loss aims at), over the intra-node bandwidth when ep ranks fit in a node (we assume
     DeepSpeed groups neighbouring ranks), else the inter-node; not overlapped (the experts wait for their tokens).
     The experts' gradients are reduced over their dp/ep expert-data-parallel ranks as the rest's over dp.
+  * context parallel (parallel.context = C > 1, DeepSpeed Ulysses; Jacobs et al. 2023, arXiv:2309.14509, §3.1):
+    around every layer's attention, q, k and v are sent all-to-all (sequence slices for head groups) and the output
+    back: 4 all-to-alls in the forward, 4 in the backward (their gradients), 4 more per recomputed layer, each of the
+    rank's b·(s/C) tokens × its heads' width (q and the output n_heads·head_dim/tp, k and v n_kv_heads·head_dim/tp),
+    (C − 1)/C of it leaving the rank; over the intra-node bandwidth when tp·C ranks fit in a node (DeepSpeed puts the
+    tensor ranks innermost, the context ranks next), else the inter-node; not overlapped (attention waits for its
+    heads). Everything else works on b·s/C tokens, so the TP collectives and pipe messages shrink by C, and ZeRO's
+    collectives run over the dp·C ranks that hold the same parameters (`Layout.zero_dp`).
   * optimizer offload: the gradients go to the CPU and the weights come back over PCIe (PCIE_BYTES_PER_S), and
     the CPU Adam step runs at CPU_ADAM_PARAMS_PER_S (ZeRO-Offload, Ren et al. 2021, arXiv:2101.06840, §6).
 No torch here.
@@ -95,15 +103,19 @@ class StepTime:
     offload_s: float
     ep_comm_s: float = 0.0
     """Expert-parallel all-to-alls (dispatch and combine, forward and backward); 0 without parallel.expert."""
+    cp_comm_s: float = 0.0
+    """Context-parallel (Ulysses) all-to-alls of q, k, v and the attention output; 0 without parallel.context."""
 
     @property
     def total_s(self) -> float:
-        return self.compute_s + self.tp_comm_s + self.pp_comm_s + self.dp_comm_s + self.offload_s + self.ep_comm_s
+        return (self.compute_s + self.tp_comm_s + self.pp_comm_s + self.dp_comm_s + self.offload_s + self.ep_comm_s
+                + self.cp_comm_s)
 
     def as_dict(self) -> dict:
         return {"compute_s": self.compute_s, "bubble_fraction": self.bubble_fraction, "tp_comm_s": self.tp_comm_s,
                 "pp_comm_s": self.pp_comm_s, "dp_comm_s": self.dp_comm_s, "offload_s": self.offload_s,
-                **({"ep_comm_s": self.ep_comm_s} if self.ep_comm_s else {}), "total_s": self.total_s}
+                **({"ep_comm_s": self.ep_comm_s} if self.ep_comm_s else {}),
+                **({"cp_comm_s": self.cp_comm_s} if self.cp_comm_s else {}), "total_s": self.total_s}
 
 
 def all_to_all_bytes_per_step(cfg: ModelConfig, layout: Layout, global_batch_size: int, recomputed: int = 0) -> float:
@@ -118,6 +130,21 @@ def all_to_all_bytes_per_step(cfg: ModelConfig, layout: Layout, global_batch_siz
     return calls * per_call * (layout.ep - 1) / layout.ep
 
 
+def ulysses_bytes_per_step(cfg: ModelConfig, layout: Layout, global_batch_size: int, recomputed: int = 0) -> float:
+    """Bytes one rank sends to other ranks in the context-parallel all-to-alls of one step (module docstring): per
+    layer and micro-batch, q, k, v and the output in the forward and their gradients in the backward (all four again
+    when the layer is recomputed), each b·(s/C) tokens of this rank's heads, (C − 1)/C of them leaving the rank.
+    recomputed: blocks activation checkpointing recomputes."""
+    c = layout.context
+    if c == 1:
+        return 0.0
+    m = global_batch_size // (layout.micro_batch_size * layout.dp)
+    width = 2 * (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / layout.tp  # q, k, v and the output
+    per_layer = PARAM_BYTES * layout.micro_batch_size * cfg.seq_len / c * width
+    passes = 2 * cfg.n_layers + recomputed  # forward and backward of every layer, forward of the recomputed ones
+    return passes * m * per_layer * (c - 1) / c
+
+
 def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str, gpus_per_node: int = 8,
               mfu: float | None = None, network: Network | None = None) -> StepTime:
     """Predicted step time (module docstring). mfu: achievable MFU (default ACHIEVABLE_MFU[gpu]; ValueError
@@ -129,8 +156,8 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
                              "pass one (--mfu)")
         mfu = ACHIEVABLE_MFU[key]
     net = network or NETWORKS.get(key, DEFAULT_NETWORK)
-    t, p, d = layout.tp, layout.pp, layout.dp
-    m = global_batch_size // (layout.micro_batch_size * d)
+    t, p, d, c = layout.tp, layout.pp, layout.zero_dp, layout.context  # d: the ranks ZeRO reduces over
+    m = global_batch_size // (layout.micro_batch_size * layout.dp)
     tokens_per_step = global_batch_size * cfg.seq_len
     k = layout.recompute_every_k
     recomputed = 0 if k == 0 else (-(-cfg.n_layers // k) if p == 1 else cfg.n_layers)
@@ -138,7 +165,7 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
     bubble = (p - 1) / (m + p - 1)
     compute = flops / (datasheet_peak_flops(gpu, "bf16") * mfu) / (1 - bubble)
 
-    act_bytes = PARAM_BYTES * layout.micro_batch_size * cfg.seq_len * cfg.d_model
+    act_bytes = PARAM_BYTES * layout.micro_batch_size * cfg.seq_len / c * cfg.d_model
     blocks_per_stage = cfg.n_layers / p
     tp_comm = 0.0
     if t > 1:
@@ -151,10 +178,10 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
 
     psi = max(stage_params(cfg, kinds, t) for kinds in pipeline_stages(cfg, p))
     shard = PARAM_BYTES * psi
-    dp_bw = net.intra_node if t * d <= gpus_per_node else net.inter_node
+    dp_bw = net.intra_node if t * d <= gpus_per_node else net.inter_node  # d = dp·C, the whole world when pp = 1
     ring = (d - 1) / d / dp_bw * shard  # one reduce-scatter or all-gather of the shard
     dp_comm = {0: 2 * ring, 1: 2 * ring, 2: m * ring + ring, 3: 3 * m * ring}[layout.zero_stage] if d > 1 else 0.0
-    psi_e, d_e = expert_params_per_rank(cfg, layout.ep), d // layout.ep
+    psi_e, d_e = expert_params_per_rank(cfg, layout.ep), layout.dp // layout.ep  # no MoE with context > 1
     if psi_e and d_e > 1:  # the experts' gradients over their expert-data-parallel group (module docstring)
         ring_e = (d_e - 1) / d_e / dp_bw * PARAM_BYTES * psi_e
         dp_comm += {0: 2 * ring_e, 1: 2 * ring_e, 2: m * ring_e + ring_e, 3: 3 * m * ring_e}[layout.zero_stage]
@@ -167,4 +194,6 @@ def step_time(cfg: ModelConfig, layout: Layout, global_batch_size: int, gpu: str
             offload += 2 * PARAM_BYTES * psi_e / d_e / PCIE_BYTES_PER_S + psi_e / d_e / CPU_ADAM_PARAMS_PER_S
     ep_bw = net.intra_node if layout.ep <= gpus_per_node else net.inter_node
     ep_comm = all_to_all_bytes_per_step(cfg, layout, global_batch_size, recomputed) / ep_bw
-    return StepTime(compute, bubble, tp_comm, pp_comm, dp_comm, offload, ep_comm)
+    cp_bw = net.intra_node if t * c <= gpus_per_node else net.inter_node
+    cp_comm = ulysses_bytes_per_step(cfg, layout, global_batch_size, recomputed) / cp_bw
+    return StepTime(compute, bubble, tp_comm, pp_comm, dp_comm, offload, ep_comm, cp_comm)

@@ -14,7 +14,9 @@ dense plan for the same budget beside it; with --gpus its layout, expert paralle
 
 With --gpus the planner also chooses the parallel layout (llm/cost/layout_search.py) and predicts memory per
 GPU, step time, wall-clock time, GPU-hours and cost (llm/cost/cluster.py); --write-config then writes that
-layout with the predictions as comments.
+layout with the predictions as comments. --context limits the context-parallel degrees it considers, each
+refused in one line when it breaks a rule. --longest-seq instead lists, per layout, the longest seq_len that fits
+(llm/cost/longest_seq.py), for the planned model or --config's (whose data.document_mask it counts).
 
 This module sits above the rest of llm/scaling (docs/architecture.md): it reads prepared data (data_pipeline) and
 times a CPU (llm.train.hardware). Every user error is a ConfigError, one line.
@@ -30,8 +32,9 @@ from pathlib import Path
 import yaml
 
 from llm.config import ConfigError, load_config
-from llm.cost.cluster import format_cluster, plan_cluster
+from llm.cost.cluster import format_cluster, gpu_memory_bytes, plan_cluster
 from llm.cost.flops import ALIASES, PEAK_FLOPS
+from llm.cost.longest_seq import format_longest_seq, longest_seq_table
 from llm.cost.step_time import ACHIEVABLE_MFU, canonical_gpu
 from llm.scaling.law import read_law
 from llm.scaling.moe_plan import format_moe_table, plan_moe, plan_moe_for_hours
@@ -118,12 +121,28 @@ def run_moe_plan(args: argparse.Namespace, mfu: float) -> int:
     cluster = None
     if args.gpus is not None:
         cluster = plan_cluster(spec.model, spec.n_tokens, spec.global_batch_size, args.gpus, args.gpu,
-                               args.gpus_per_node, args.gpu_memory, args.price_per_gpu_hour, args.mfu)
+                               args.gpus_per_node, args.gpu_memory, args.price_per_gpu_hour, args.mfu, args.context)
     if args.json:
         log.info(json.dumps({**spec.to_json(), **(cluster.to_json() if cluster else {})}))
     else:
         tables = (format_moe_table(spec), cluster and format_cluster(cluster, args.explain))
         log.info("\n\n".join(x for x in tables if x))
+    return 0
+
+
+def print_longest_seq(args: argparse.Namespace, model, spec) -> int:
+    """`plan --longest-seq`: the longest seq_len per layout of `model` on the --gpus cluster (after the spec's table,
+    when one was planned)."""
+    memory = gpu_memory_bytes(args.gpu, args.gpu_memory)
+    rows = longest_seq_table(model, args.gpus, memory, args.gpus_per_node, args.context, args.document_mask)
+    if args.json:
+        log.info(json.dumps({**(spec.to_json() if spec else {}), "gpus": args.gpus, "gpu": args.gpu,
+                             "gpu_memory_bytes": memory, "document_mask": args.document_mask,
+                             "longest_seq": [r.as_dict() for r in rows]}))
+    else:
+        table = format_longest_seq(rows, f"{args.gpus} x {args.gpu}", memory, args.document_mask,
+                                   None if args.explain else 12)
+        log.info("\n\n".join(x for x in (spec and format_table(spec), table) if x))
     return 0
 
 
@@ -143,6 +162,11 @@ def run_plan(args: argparse.Namespace) -> int:
                           "--peak-tflops or cpu")
     if args.write_config and args.config is None:  # before the CPU's peak is timed
         tokenizer = config_tokenizer(args.data_path, args.tokenizer, args.vocab_size)
+    if args.longest_seq and (args.gpus is None or args.write_config or getattr(args, "moe", False)):
+        raise ConfigError("--longest-seq lists the longest seq_len per layout of a dense model on a cluster: give "
+                          "--gpus N, and neither --write-config nor --moe")
+    if args.document_mask and not args.longest_seq:
+        raise ConfigError("--document-mask counts the attention mask in --longest-seq's search: give --longest-seq")
     if getattr(args, "moe", False):
         return run_moe_plan(args, mfu)
     peak, device = device_peak(args)
@@ -157,6 +181,7 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"warning: {note}", file=sys.stderr)
         model, tokens, gbs = run_cfg.model, run_cfg.total_steps * run_cfg.tokens_per_step, \
             run_cfg.train.global_batch_size
+        args.document_mask = args.document_mask or run_cfg.data.document_mask
     else:
         law = read_law(args.law) if args.law else (args.approach or "besiroglu")
         shapes = args.shapes or (law.shapes if args.law else "standard")
@@ -175,9 +200,11 @@ def run_plan(args: argparse.Namespace) -> int:
                 spec.data_warning = (f"--data-path {args.data_path[0]} is not prepared yet (no .bin/.idx): D is "
                                      "not checked against the data's size")
         model, tokens, gbs = spec.model, spec.n_tokens, spec.global_batch_size
+    if args.longest_seq:
+        return print_longest_seq(args, model, spec)
     if args.gpus is not None:
         cluster = plan_cluster(model, tokens, gbs, args.gpus, args.gpu, args.gpus_per_node, args.gpu_memory,
-                               args.price_per_gpu_hour, args.mfu)
+                               args.price_per_gpu_hour, args.mfu, args.context)
         if spec is not None:  # the spec's one-device micro-batch is a default; the chosen layout's replaces it
             spec = dataclasses.replace(spec, micro_batch_size=cluster.chosen.layout.micro_batch_size)
     if args.write_config:

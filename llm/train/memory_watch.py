@@ -18,10 +18,10 @@ from llm.cost.memory import DEFAULT_REDUCE_BUCKET_SIZE, MemoryPerGPU, memory_per
 
 
 def run_layout(cfg: RunConfig, dp: int) -> Layout:
-    """The llm.cost Layout of a run config at data-parallel degree dp."""
+    """The llm.cost Layout of a run config at data-parallel degree dp (world / (tensor × pipeline × context))."""
     p = cfg.parallel
     return Layout(p.tensor, p.pipeline, dp, p.zero_stage, cfg.train.micro_batch_size, p.recompute_interval,
-                  p.sequence_parallel, p.offload_optimizer, p.expert)
+                  p.sequence_parallel, p.offload_optimizer, p.expert, p.context)
 
 
 def predict_run_memory(cfg: RunConfig, dp: int, device: torch.device) -> MemoryPerGPU:
@@ -30,7 +30,7 @@ def predict_run_memory(cfg: RunConfig, dp: int, device: torch.device) -> MemoryP
                                                                      DEFAULT_REDUCE_BUCKET_SIZE)
     return memory_per_gpu(cfg.model, run_layout(cfg, dp), cfg.train.global_batch_size,
                           reduce_bucket_size=int(bucket), framework_bytes=0, fragmentation=0.0,
-                          foreach_adam=device.type == "cuda")
+                          foreach_adam=device.type == "cuda", document_mask=cfg.data.document_mask)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """launch/plan.py end to end, as a subprocess: table, --json, --write-config, one-line errors."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_cluster_json_has_the_predictions():
     for key in ("layout", "memory_per_gpu", "step_time_s", "tokens_per_s", "mfu", "wall_clock_h", "gpu_hours", "cost"):
         assert key in got
     lay, mem = got["layout"], got["memory_per_gpu"]
-    assert lay["tp"] * lay["pp"] * lay["dp"] == 16
+    assert lay["tp"] * lay["pp"] * lay.get("context", 1) * lay["dp"] == 16
     assert {"params", "grads", "optimizer", "buckets", "activations", "logits_and_loss", "allowance"} <= set(mem)
     assert mem["total"] <= 80e9
     assert (got["gpu_hours"] == pytest.approx(got["wall_clock_h"] * 16)
@@ -192,7 +193,8 @@ def test_fixed_config_gets_a_layout():
     out = run("--config", "configs/debug.yaml", "--gpus", "4", "--gpu", "h100", "--json")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
-    assert got["layout"]["tp"] * got["layout"]["pp"] * got["layout"]["dp"] == 4 and "n_params" not in got
+    lay = got["layout"]
+    assert lay["tp"] * lay["pp"] * lay.get("context", 1) * lay["dp"] == 4 and "n_params" not in got
     assert run("--config", "configs/debug.yaml").returncode == 2
 
 
@@ -384,3 +386,51 @@ def test_d_beyond_four_passes_over_the_data_is_warned(tiny_data):
     assert "passes over it" in table and "WARNING             D is" in table
     missing = json.loads(run("--flops", "1e15", *base[:-3], "--data-path", "/nonexistent/data", "--json").stdout)
     assert missing["data_tokens"] is None and "is not prepared yet" in missing["data_warning"]
+
+
+def test_longest_seq_per_layout(tmp_path):
+    """--longest-seq: per layout (tp, pp, context, dp, ZeRO, recompute) the longest seq_len that fits; the table and
+    the JSON agree, and every length is one its layout accepts."""
+    out = run("--config", "configs/debug.yaml", "--gpus", "8", "--gpu", "h100", "--gpu-memory", "40", "--longest-seq")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "longest seq_len per layout on 8 x h100 (40 GB per GPU; micro-batch 1):"
+    assert lines[1].split() == ["tp", "pp", "cp", "dp", "zero", "recompute", "seq_len", "GB/GPU", "activations", "loss"]
+    got = json.loads(run("--config", "configs/debug.yaml", "--gpus", "8", "--gpu", "h100", "--gpu-memory", "40",
+                         "--longest-seq", "--json").stdout)
+    rows = got["longest_seq"]
+    assert rows[0]["seq_len"] == int(lines[2].split()[6].replace(",", "").lstrip(">="))
+    for r in rows:
+        lay = r["layout"]
+        assert lay["tp"] * lay["pp"] * lay.get("context", 1) * lay["dp"] == 8
+        assert r["seq_len"] % math.lcm(128, lay.get("context", 1)) == 0 and r["memory_per_gpu"]["total"] <= 40e9
+    assert {r["layout"].get("context", 1) for r in rows} == {1, 2, 4}  # debug.yaml: 4 key/value heads
+    # The document mask (seq x seq per row) shortens every layout's reach; --context limits the degrees.
+    masked = json.loads(run("--config", "configs/debug.yaml", "--gpus", "8", "--gpu", "h100", "--gpu-memory", "40",
+                            "--longest-seq", "--document-mask", "--context", "4", "--json").stdout)
+    assert {r["layout"]["context"] for r in masked["longest_seq"]} == {4} and masked["document_mask"]
+    best = max(r["seq_len"] for r in rows if r["layout"].get("context", 1) == 4)
+    assert max(r["seq_len"] for r in masked["longest_seq"]) < best
+
+
+def test_longest_seq_of_a_planned_model_follows_its_table():
+    out = run("--flops", "1e21", "--gpus", "16", "--gpu", "h100", "--longest-seq")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.index("N_opt from the law") < out.stdout.index("longest seq_len")  # the spec first
+    assert "longest seq_len per layout on 16 x h100" in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--context", "3"], "--context 3 does not divide the 8 GPUs (--gpus)"),
+    (["--context", "8"], "--context 8: parallel.context=8 does not divide the 4 heads per tensor-parallel rank"),
+    (["--context", "8", "--longest-seq"], "--context 8: parallel.context=8 does not divide the 4 heads"),
+    (["--document-mask"], "--document-mask counts the attention mask in --longest-seq's search"),
+])
+def test_context_refusals_are_one_line(args, message):
+    out = run("--config", "configs/debug.yaml", "--gpus", "8", "--gpu", "h100", *args)
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_longest_seq_needs_a_cluster():
+    out = run("--flops", "1e19", "--longest-seq")
+    assert out.returncode == 2 and "give --gpus N" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -2,7 +2,9 @@
 import pytest
 
 from llm.config import ModelConfig
-from llm.cost.activations import block_bytes_per_token, head_bytes_per_token
+import dataclasses
+
+from llm.cost.activations import block_bytes_per_token, loss_bytes
 from llm.cost.layout import Layout, partition_balanced, pipeline_stages
 from llm.cost.memory import memory_per_gpu, stage_params
 from llm.shape import count_params, layer_matmul_params
@@ -65,13 +67,13 @@ def test_optimizer_step_peak():
 def test_activations_one_micro_batch_without_pipeline():
     m = predict(Layout(1, 1, 2, 0, 2))
     assert m.activations == round(4 * block_bytes_per_token(CFG) * TOKENS + 8 * TOKENS)  # + int64 token ids
-    assert m.logits_and_loss == head_bytes_per_token(CFG) * TOKENS
+    assert m.logits_and_loss == loss_bytes(CFG, TOKENS)
 
 
 def test_full_and_every_k_checkpointing():
     full, kept = block_bytes_per_token(CFG) * TOKENS, 2 * 128 * TOKENS
     ids = 8 * TOKENS
-    logits = head_bytes_per_token(CFG) * TOKENS
+    logits = loss_bytes(CFG, TOKENS)
     # Every block keeps its input; one block is recomputed at a time, after the loss's buffers are freed: the
     # larger of the two transients counts.
     assert predict(Layout(1, 1, 2, 0, 2, 1)).activations == round(4 * kept + max(0, full - logits) + ids)
@@ -85,9 +87,10 @@ def test_pipeline_first_stage_holds_pp_micro_batches():
     assert stages[0].count("block") == 4 and stages[0][0] == "embedding" and stages[1][-1] == "head"
     m = memory_per_gpu(cfg, Layout(1, 2, 1, 0, 2), 8, framework_bytes=0, fragmentation=0.0)  # m = 4 micro-batches
     blocks = 4 * block_bytes_per_token(cfg) * TOKENS
-    # The pipe buffers: the received input and the output sent on; the last stage's output is the logits.
+    # The pipe buffers: the received input and the output sent on; the last stage's output is the final hidden
+    # state the fused head + loss reads.
     stage0 = 2 * (blocks + 2 * 2 * 128 * TOKENS + 8 * TOKENS)  # two in flight on the first of two stages, + ids
-    stage1 = blocks + (2 * 128 + 2 * 128) * TOKENS + head_bytes_per_token(cfg) * TOKENS
+    stage1 = blocks + (2 * 128 + 2 * 128) * TOKENS + loss_bytes(cfg, TOKENS)
     assert m.activations + m.logits_and_loss == pytest.approx({0: stage0, 1: stage1}[m.stage], abs=2)
     assert stage0 > stage1  # in activations the first stage holds the most: pp micro-batches in flight
 
@@ -102,3 +105,43 @@ def test_partition_balanced_is_deepspeeds():
     for weights, parts in (([5, 1, 1, 1, 1, 1, 1, 5], 2), ([100] + [30] * 8 + [1, 100], 4), ([3, 3], 4),
                            ([7] * 9, 3)):
         assert partition_balanced(weights, parts) == [int(x) for x in ds_partition(weights, parts)]
+
+
+LONG = ModelConfig(n_layers=4, d_model=128, n_heads=8, n_kv_heads=4, d_ff=384, vocab_size=1024, seq_len=8192)
+
+
+def test_context_parallel_divides_activations_and_loss_rows():
+    """Ulysses: a rank holds seq/C tokens of each sample, the attention core's included (whole sequence, 1/C of the
+    heads), so every activation term is the C = 1 count at seq/C; so are the loss's rows."""
+    for c in (2, 4):
+        m = memory_per_gpu(LONG, Layout(1, 1, 1, 0, 1, context=c), 1, framework_bytes=0, fragmentation=0.0)
+        short = dataclasses.replace(LONG, seq_len=LONG.seq_len // c)
+        ref = memory_per_gpu(short, Layout(1, 1, 1, 0, 1), 1, framework_bytes=0, fragmentation=0.0)
+        assert m.activations == ref.activations == round(4 * block_bytes_per_token(LONG) * 8192 / c + 8 * 8192 / c)
+        assert m.logits_and_loss == round(loss_bytes(LONG, 8192 // c))
+    # Full recompute keeps each block's input, seq/C × d_model per layer (+ one block recomputed at a time).
+    ck = memory_per_gpu(LONG, Layout(1, 1, 1, 0, 1, 1, context=4), 1, framework_bytes=0, fragmentation=0.0)
+    tokens = 8192 // 4
+    assert ck.activations == round(4 * 2 * 128 * tokens + max(0, block_bytes_per_token(LONG) * tokens
+                                                               - loss_bytes(LONG, tokens)) + 8 * tokens)
+
+
+def test_zero_shards_over_data_and_context_ranks():
+    """ZeRO partitions over DeepSpeed's seq_data_parallel group: dp·C ranks hold the same parameters."""
+    psi = count_params(LONG)
+    for stage, (p, g, o) in {1: (2, 2, 12 / 8), 2: (2, 2 / 8, 12 / 8), 3: (2 / 8, 2 / 8, 12 / 8)}.items():
+        m = memory_per_gpu(LONG, Layout(1, 1, 2, stage, 1, context=4), 2, framework_bytes=0, fragmentation=0.0)
+        assert (m.params, m.grads, m.optimizer) == (round(p * psi), round(g * psi), round(o * psi))
+        same = memory_per_gpu(LONG, Layout(1, 1, 8, stage, 1), 8, framework_bytes=0, fragmentation=0.0)
+        assert (m.params, m.grads, m.optimizer, m.optimizer_step) == (same.params, same.grads, same.optimizer,
+                                                                      same.optimizer_step)
+    assert Layout(2, 1, 2, 1, 1, context=4).world_size == 16 and Layout(2, 1, 2, 1, 1, context=4).zero_dp == 8
+
+
+def test_document_mask_is_its_own_item():
+    lay = Layout(1, 1, 1, 0, 2, context=4)
+    plain = memory_per_gpu(LONG, lay, 2, framework_bytes=0, fragmentation=0.0)
+    masked = memory_per_gpu(LONG, lay, 2, framework_bytes=0, fragmentation=0.0, document_mask=True)
+    assert masked.document_mask == 2 * 8192 ** 2  # whole on every context rank: each attends over the sequence
+    assert masked.tensors - plain.tensors == masked.document_mask and masked.as_dict()["document_mask"] > 0
+    assert "document_mask" not in plain.as_dict()
