@@ -8,9 +8,10 @@ path (the three matmuls of a linear layer's forward and backward). The price: gr
 forward pass even if backward is never called, so the no-grad path (evaluation) computes only the loss.
 
 Measured (peak RSS growth of one loss forward + backward in a fresh process, fp32, d_model 256, vocab 32768):
-2048 rows 780 MiB plain vs 433 MiB chunked; 8192 rows (8 × 1024 tokens) 3084 MiB vs 440 MiB. Applies where
-the model's loss is the plain one (llm/model.py `compute_loss`); tensor parallelism's vocab-parallel loss and the
-pipeline's last stage still take full (vocabulary-sharded) logits.
+2048 rows 780 MiB plain vs 433 MiB chunked; 8192 rows (8 × 1024 tokens) 3084 MiB vs 440 MiB. Every training
+loss goes through it: llm/model.py's `lm_loss` (`Transformer.head_loss`), the pipeline's last stage
+(parallel/pipeline.py), and, with the vocabulary-parallel chunk step of parallel/vocab_parallel_loss.py, tensor
+parallelism. Only `forward()` (evaluation of logits, generation) still forms logits.
 """
 from __future__ import annotations
 
@@ -45,7 +46,17 @@ def chunk_loss_and_grads(h: torch.Tensor, weight: torch.Tensor, t: torch.Tensor,
     return loss_sum, (g @ weight.to(z.dtype)).to(h.dtype), (g.T @ h.to(z.dtype)).float()
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
+def matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear(hidden, weight) computes in: the ambient autocast's, else the weight's."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """apply(hidden (rows, d), weight, targets (rows,), ignore_index, chunk_rows, step) → mean loss: `step` runs
+    over the row chunks in the forward pass, and the backward pass only scales the gradients it returned. The
+    plain step is `chunk_loss_and_grads`; tensor parallelism's is parallel/vocab_parallel_loss.py's."""
+
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows, step):
         n_valid = (targets != ignore_index).sum()
@@ -75,17 +86,16 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     hidden: (..., d_model); weight: (vocab, d_model); targets: hidden's leading shape, int64. Equals
     `cross_entropy_loss(F.linear(hidden, weight), targets)` and its gradients to fp32 rounding (the sums run
     chunk by chunk) without ever holding more than chunk_rows rows of logits. NaN when no target is valid, as
-    F.cross_entropy's mean. Under fp16 autocast it is the plain (unchunked) computation. `step` computes one
-    chunk: `chunk_loss_and_grads` or a compiled twin of it.
+    F.cross_entropy's mean. In fp16 (autocast, or fp16 weights as under DeepSpeed's fp16) it is the plain
+    (unchunked) computation. `step` computes one chunk: `chunk_loss_and_grads` or a compiled twin of it.
     """
     hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-    device = hidden.device.type
-    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16:
+    if matmul_dtype(hidden, weight) == torch.float16:
         # fp16 needs the loss scale applied before the gradient is rounded to fp16 (small entries of
         # softmax − one-hot would underflow); the chunked path forms it in the forward pass, before the scale.
         return F.cross_entropy(F.linear(hidden, weight).float(), targets, ignore_index=ignore_index)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk_rows, step)
+        return LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk_rows, step)
     total = sum(F.cross_entropy(F.linear(hidden[s:s + chunk_rows], weight).float(), targets[s:s + chunk_rows],
                                 ignore_index=ignore_index, reduction="sum")
                 for s in range(0, hidden.shape[0], chunk_rows))

@@ -208,7 +208,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight
-        # Swappable so a tensor-parallel wrapper can install a vocab-parallel loss without touching forward.
+        # The loss of logits, loss_fn(logits, targets), for callers that hold them; swappable like `head_loss`
+        # (training's loss, which never forms the logits), so tensor parallelism installs vocab-parallel ones.
         self.loss_fn = cross_entropy_loss
         # One chunk of the fused head + loss; train.compile swaps in a compiled twin (llm/train/compile.py).
         self.loss_chunk_step = chunk_loss_and_grads
@@ -250,14 +251,16 @@ class Transformer(nn.Module):
 
     def lm_loss(self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean next-token cross-entropy of `self.loss_fn`. With the plain loss and a plain lm_head, the head and
-        the loss run fused over row chunks (llm/chunked_loss.py), so the full logits are never materialised; a
-        swapped loss (the vocab-parallel one of tensor parallelism) or head gets the logits as before.
-        positions, doc_ids: as `hidden`."""
-        h = self.hidden(tokens, positions=positions, doc_ids=doc_ids)
-        if self.loss_fn is cross_entropy_loss and type(self.lm_head) is nn.Linear:
-            return linear_cross_entropy(h, self.lm_head.weight, targets, step=self.loss_chunk_step)
-        return self.loss_fn(self.lm_head(h), targets)
+        """Mean next-token cross-entropy: `self.head_loss` of the final-norm activations, so the full logits are
+        never materialised. positions, doc_ids: as `hidden`."""
+        return self.head_loss(self.hidden(tokens, positions=positions, doc_ids=doc_ids), targets)
+
+    def head_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """hidden (batch, seq, d_model), targets (batch, seq) → the mean cross-entropy of lm_head's logits, formed
+        one row chunk at a time (llm/chunked_loss.py). Swappable: an instance attribute `head_loss(hidden, targets)`
+        replaces it, so tensor parallelism installs its vocab-parallel twin (parallel/tensor.py) and the model stays
+        ignorant of parallelism. (A method, not a bound method stored in __init__: no reference cycle.)"""
+        return linear_cross_entropy(hidden, self.lm_head.weight, targets, step=self.loss_chunk_step)
 
     def compute_loss(self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
                      doc_ids: torch.Tensor | None = None) -> torch.Tensor:

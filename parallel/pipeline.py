@@ -12,6 +12,16 @@ pipeline stages and drives with its 1F1B schedule (`engine.train_batch`); we wri
                  (tied: the stage-0 EmbeddingPipe again, through `TiedLayerSpec`; its weight is saved once,
                  in layer 0's file, and is lm_head.weight as well)
 
+The last layer forms no logits: it hands the loss_fn the final-norm activations and its head weight, and the
+loss_fn (`pipeline_loss_fn`) applies the head and the cross-entropy fused over row chunks (llm/chunked_loss.py;
+vocab-parallel under TP, parallel/vocab_parallel_loss.py), so the last stage never holds the full
+(micro-batch, seq, vocab) logits. The weight stays a parameter of the last stage (of its copy of the tied
+embedding), so its gradient, and DeepSpeed's all-reduce of the tied one, are as before. Measured (peak RSS
+growth of the last stage's head + loss forward and backward, fresh process, fp32, 8 × 1024 tokens, d_model 256,
+vocab 32768; bench/bench_head_loss_memory.py): 3016 MiB with the logits (LMHeadPipe's, then the cross-entropy)
+vs 276 MiB chunked. Under TP the last stage's loss is the vocab-parallel one, measured in
+parallel/vocab_parallel_loss.py.
+
 Each stage module's keys are its full-model names minus a prefix (`layer_prefix`, parallel/names.py), so
 `init_parameters(module, cfg, seed, prefix)` gives every weight the value the single-process model gives it,
 whichever stage builds it. DeepSpeed saves spec i of tensor-parallel rank r as
@@ -34,7 +44,8 @@ import torch
 from torch import nn
 
 from llm.config import ModelConfig, RunConfig
-from llm.model import Block, RMSNorm, cross_entropy_loss, init_parameters
+from llm.chunked_loss import linear_cross_entropy
+from llm.model import Block, RMSNorm, init_parameters
 
 TIED_KEY = "embeddings"
 """TiedLayerSpec key of the embedding table shared by the first and last stage (model.tie_embeddings)."""
@@ -74,7 +85,6 @@ class EmbeddingPipe(nn.Module):
     def __init__(self, cfg: ModelConfig, seed: int = 0, tp: TensorParallelPlan | None = None):
         super().__init__()
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.tp = tp
         _setup(self, cfg, seed, "", tp)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -104,29 +114,22 @@ class FinalNormPipe(nn.Module):
 
 
 class LMHeadPipe(nn.Module):
-    """activations → logits (batch, seq, vocab), or this rank's vocabulary slice of them under TP; untied only."""
+    """activations → (activations, lm_head.weight) for `pipeline_loss_fn`, which applies the head (this rank's
+    vocabulary slice of it under TP); untied only."""
 
     def __init__(self, cfg: ModelConfig, seed: int = 0, tp: TensorParallelPlan | None = None):
         super().__init__()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         _setup(self, cfg, seed, "", tp)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, nn.Parameter]:
+        return x, self.lm_head.weight
 
 
-def tied_head_forward(embedding: EmbeddingPipe, x: torch.Tensor) -> torch.Tensor:
-    """The LM head of tied embeddings: logits = x · Eᵀ with the last stage's copy of the embedding table.
-
-    Under TP the table is this rank's vocabulary slice, so these are its slice of the logits; the activation
-    first enters the TP region, as a ColumnParallelLinear lm_head's would (all-reduce of its gradient, or the
-    all-gather of the sequence with sequence parallelism).
-    """
-    tp = embedding.tp
-    if tp is not None and tp.topo.tp > 1:
-        from parallel.tp_mappings import enter_tensor_parallel_region
-        x = enter_tensor_parallel_region(x, tp.group, tp.sequence_parallel)
-    return torch.nn.functional.linear(x, embedding.tok_embeddings.weight)
+def tied_head_forward(embedding: EmbeddingPipe, x: torch.Tensor) -> tuple[torch.Tensor, nn.Parameter]:
+    """The LM head of tied embeddings: (x, E) for `pipeline_loss_fn`, E the last stage's copy of the embedding
+    table (under TP this rank's vocabulary slice of it), so logits = x · Eᵀ."""
+    return x, embedding.tok_embeddings.weight
 
 
 def layer_specs(cfg: RunConfig, topo=None) -> list:
@@ -149,12 +152,25 @@ def layer_specs(cfg: RunConfig, topo=None) -> list:
     return [first, *blocks, LayerSpec(FinalNormPipe, m, seed, tp=tp), last]
 
 
-def pipeline_loss_fn(topo=None):
-    """loss_fn(logits, targets) of the last stage: the model's cross-entropy, vocab-parallel when tp > 1."""
+def pipeline_loss_fn(topo=None, sequence_parallel: bool = False):
+    """loss_fn((activations, head weight), targets) of the last stage: the mean cross-entropy of the head's logits,
+    fused over row chunks (llm/chunked_loss.py), vocab-parallel when tp > 1 (activations sequence-split under
+    sequence_parallel, as a ColumnParallelLinear head takes them)."""
     if topo is None or topo.tp == 1:
-        return cross_entropy_loss
-    from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy
-    return partial(vocab_parallel_cross_entropy, group=topo.tp_group)
+        return _head_loss
+    return partial(_vocab_parallel_head_loss, group=topo.tp_group, sequence_parallel=sequence_parallel)
+
+
+def _head_loss(outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    hidden, weight = outputs
+    return linear_cross_entropy(hidden, weight, targets)
+
+
+def _vocab_parallel_head_loss(outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor, group,
+                              sequence_parallel: bool) -> torch.Tensor:
+    from parallel.vocab_parallel_loss import vocab_parallel_linear_cross_entropy
+    hidden, weight = outputs
+    return vocab_parallel_linear_cross_entropy(hidden, weight, targets, group, sequence_parallel)
 
 
 def layer_param_counts(specs) -> list[int]:
@@ -201,15 +217,16 @@ def build_pipeline_module(cfg: RunConfig, topo):
     boundary activations), the pipeline analogue of checkpointing every k-th block. Only runs made entirely of
     blocks are recomputed (torch's non-reentrant checkpoint), as in single-process mode; a segment that also
     holds the embedding, norm or head runs plainly. With `topo.tp > 1` every stage is tensor-parallel and the
-    loss is the vocab-parallel cross-entropy. Weights equal the single-process model's (per-name seeded init);
-    tied embeddings are one `TiedLayerSpec` whose gradients DeepSpeed all-reduces between the first and last
-    stage.
+    loss is the vocab-parallel cross-entropy; either way the last stage's loss never forms the full logits.
+    Weights equal the single-process model's (per-name seeded init); tied embeddings are one `TiedLayerSpec`
+    whose gradients DeepSpeed all-reduces between the first and last stage.
     """
     check_pipeline_transfers(cfg, topo)
     cls = _pipeline_module_class()
     # No seed_layers: init is seeded per parameter name already, and dropout draws from the torch RNG.
     # (seed_layers=True without a seed_fn would hand numpy ints to random.seed, a TypeError on Python 3.11.)
-    module = cls(layers=layer_specs(cfg, topo), topology=topo.ds_topology, loss_fn=pipeline_loss_fn(topo),
+    loss_fn = pipeline_loss_fn(topo, cfg.parallel.sequence_parallel)
+    module = cls(layers=layer_specs(cfg, topo), topology=topo.ds_topology, loss_fn=loss_fn,
                  partition_method=cfg.parallel.pipeline_partition,
                  activation_checkpoint_interval=cfg.parallel.recompute_interval,
                  activation_checkpoint_func=partial(torch.utils.checkpoint.checkpoint, use_reentrant=False),

@@ -15,7 +15,9 @@ exactly the weights of TP=1:
 
 Each rank keeps n_heads/tp query heads and n_kv_heads/tp kv heads, both contiguous, so rank r's query heads
 use exactly rank r's kv heads (a GQA group never straddles ranks). The logits stay split over the vocabulary and
-`vocab_parallel_cross_entropy` reduces three (batch·seq)-sized vectors instead of gathering them.
+the loss reduces (batch·seq)-sized vectors instead of gathering them: `model.head_loss` (what `lm_loss` trains with)
+becomes `vocab_parallel_linear_cross_entropy`, the head and that loss fused over row chunks, and `model.loss_fn`
+(for callers holding logits) `vocab_parallel_cross_entropy` (both parallel/vocab_parallel_loss.py).
 
 Communication per block is Megatron's: the input of each Attention and SwiGLU enters the TP region once (a forward
 pre-hook; the three q/k/v projections, and gate/up, then share one backward all-reduce), and wo and w_down each
@@ -38,7 +40,7 @@ from parallel.topology import check_tensor_parallel
 from parallel.tp_mappings import (all_reduce, enter_tensor_parallel_region,
                                   exit_tensor_parallel_region, gather_from_tensor_parallel_region, group_rank,
                                   group_size, scatter_to_tensor_parallel_region)
-from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy
+from parallel.vocab_parallel_loss import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
 # How each module of llm/model.py is split, by the module-name suffixes that file promises to keep.
 TP_PLAN = {
@@ -222,8 +224,9 @@ def apply_tensor_parallel(model: Transformer, topo, sequence_parallel: bool = Fa
 
     topo: a Topology (uses tp, tp_group). Swaps the layers of TP_PLAN for their parallel twins holding slices of the
     current weights (parallelize_modules), keeps tied embeddings tied (the embedding and lm_head share one vocabulary
-    shard), and installs the vocab-parallel loss as model.loss_fn. `model(tokens)` then returns this rank's
-    vocabulary slice of the logits. With sequence_parallel, the sequence length must be a multiple of tp.
+    shard), and installs the vocab-parallel losses: model.head_loss (chunked, what `lm_loss` trains with) and
+    model.loss_fn (of logits). `model(tokens)` then returns this rank's vocabulary slice of the logits. With
+    sequence_parallel, the sequence length must be a multiple of tp.
     A no-op when topo.tp == 1. Raises ConfigError if the model's shape does not split over tp.
 
     Dropout: without sequence parallelism the residual stream is replicated, so every TP rank must draw the same
@@ -236,8 +239,15 @@ def apply_tensor_parallel(model: Transformer, topo, sequence_parallel: bool = Fa
     parallelize_modules(model, topo.tp_group, sequence_parallel)
     if tied:
         model.lm_head.weight = model.tok_embeddings.weight
+    model.head_loss = partial(_head_loss, model.lm_head)
     model.loss_fn = partial(vocab_parallel_cross_entropy, group=topo.tp_group)
     return model
+
+
+def _head_loss(head: ColumnParallelLinear, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Transformer.head_loss under TP: the vocab-parallel loss of `head`'s logits, chunked; `head` is looked up
+    once (a swapped lm_head would need a new head_loss), its weight at each call."""
+    return vocab_parallel_linear_cross_entropy(hidden, head.weight, targets, head.group, head.sequence_parallel)
 
 
 def parallelize_modules(module: nn.Module, group, sequence_parallel: bool = False) -> nn.Module:

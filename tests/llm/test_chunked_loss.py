@@ -103,10 +103,12 @@ def test_full_logits_never_allocated():
 
 
 def test_fp16_autocast_takes_the_plain_path():
-    """Under fp16 the gradient must be formed after the loss scale (backward), so no chunked Function is used."""
+    """Under fp16 the gradient must be formed after the loss scale (backward), so no chunked Function is used:
+    fp16 autocast, or fp16 weights (DeepSpeed's fp16, e.g. a pipeline's last stage)."""
     h, w, t = _inputs()
     with torch.autocast("cpu", dtype=torch.float16):
         loss = linear_cross_entropy(h, w, t, chunk_rows=16)
     assert "LinearCrossEntropy" not in type(loss.grad_fn).__name__
+    assert "LinearCrossEntropy" not in type(linear_cross_entropy(h.half(), w.half(), t, chunk_rows=16).grad_fn).__name__
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert "LinearCrossEntropy" in type(linear_cross_entropy(h, w, t, chunk_rows=16).grad_fn).__name__

@@ -63,12 +63,39 @@ def test_tied_specs_share_one_key_and_the_embedding_weight():
     assert first.key == last.key == TIED_KEY and first.typename is last.typename is EmbeddingPipe
     assert first.tied_weight_attr == last.tied_weight_attr == ["tok_embeddings.weight"]
     assert first.forward_fn is None and last.forward_fn is tied_head_forward
-    # The tied head is the single-process model's logits.
+    # The tied head hands the loss the activations and the embedding table, the single-process model's lm_head.
     cfg = _cfg(tied=True)
     model = Transformer(cfg.model, seed=cfg.train.seed)
     x = torch.randn(2, 5, cfg.model.d_model)
     emb = first.build()
-    torch.testing.assert_close(tied_head_forward(emb, x), model.lm_head(x), rtol=0, atol=0)
+    out, weight = tied_head_forward(emb, x)
+    assert out is x and weight is emb.tok_embeddings.weight
+    torch.testing.assert_close(weight, model.lm_head.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_last_stage_loss_is_the_models_chunked_loss(tied):
+    """The last layer's (activations, head weight) through pipeline_loss_fn: the single-process model's
+    `head_loss` and its gradients, bit for bit (the same chunked computation), never the full logits."""
+    from torch.profiler import ProfilerActivity, profile
+    from parallel.pipeline import layer_specs, pipeline_loss_fn, tied_head_forward
+    cfg = _cfg(tied=tied)
+    model = Transformer(cfg.model, seed=cfg.train.seed)
+    head = layer_specs(cfg)[-1].build()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 512, cfg.model.d_model, generator=gen)  # 4 chunks of llm/chunked_loss.py's 1024 rows
+    targets = torch.randint(0, cfg.model.vocab_size, (8, 512), generator=gen)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    outputs = tied_head_forward(head, x1) if tied else head(x1)  # tied: the spec builds the EmbeddingPipe
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loss = pipeline_loss_fn()(outputs, targets)
+        loss.backward()
+    ref = model.head_loss(x2, targets)
+    ref.backward()
+    assert torch.equal(loss, ref) and torch.equal(x1.grad, x2.grad)
+    assert torch.equal(outputs[1].grad, model.lm_head.weight.grad)
+    logits_bytes = x.shape[0] * x.shape[1] * cfg.model.vocab_size * 4
+    assert max(e.cpu_memory_usage for e in prof.events()) <= logits_bytes // 4
 
 
 def test_layer_counts_on_meta_equal_real_counts_and_partition_blocks_evenly():
