@@ -3,8 +3,9 @@ prediction (llm/cost/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
-LAYOUT is "size:tp:pp:zero:recompute_interval[:ep]", size 'small', 'large', 'long' or 'moe' (PROBE_MODELS), ep the
-expert-parallel degree of the MoE model (default 1). For each, on every
+LAYOUT is "size:tp:pp:zero:recompute_interval[:ep[:cp]]", size one of PROBE_MODELS, ep the expert-parallel degree of
+the MoE model (default 1), cp the context-parallel degree (default 1; the 'ctx*' sizes take one sample per
+micro-batch). For each, on every
 rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
 BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
 then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
@@ -33,21 +34,29 @@ PROBE_MODELS = {
     # 'large' as a mixture of experts at the same active width: 8 experts of 352, top-2 (4× the MLP weights).
     "moe": dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=2048, seq_len=64,
                 moe=dict(experts=8, top_k=2, expert_d_ff=352)),
+    # Long sequences (context parallelism): activations and the attention core dominate.
+    **{f"ctx{k}k": dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=192, vocab_size=4096, seq_len=k * 1024)
+       for k in (8, 16, 32)},
 }
 
 
-def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int, ep: int = 1):
+def micro_batch(size: str) -> int:
+    return 1 if size.startswith("ctx") else MICRO_BATCH
+
+
+def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int, ep: int = 1, cp: int = 1):
     from llm.config import ModelConfig, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
     from llm.config.model import MoEConfig
     shape = dict(PROBE_MODELS[size])
     if "moe" in shape:
         shape["moe"] = MoEConfig(**shape["moe"])
-    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero, expert=ep,
+    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero, expert=ep, context=cp,
                               activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
                               recompute_every_k=max(1, interval),
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
                                                                "allgather_bucket_size": BUCKET}})
-    train = TrainConfig(max_steps=2, global_batch_size=MICRO_BATCH * MICRO_STEPS * dp, micro_batch_size=MICRO_BATCH)
+    mb = micro_batch(size)
+    train = TrainConfig(max_steps=2, global_batch_size=mb * MICRO_STEPS * dp, micro_batch_size=mb)
     # The per-parameter AdamW the memory model's CPU terms were calibrated with (llm/cost/memory.py
     # ADAM_TEMP_BYTES); the fused kernel (optim.fused, the default) allocates less, so those runs are over-predicted.
     return RunConfig(model=ModelConfig(**shape), train=train, parallel=parallel,
@@ -77,16 +86,17 @@ def measure(spec: str, launch, device) -> dict:
     from parallel.memory import measure_zero_bytes
     from parallel.topology import Topology
 
-    size, tp, pp, zero, interval, *ep = spec.split(":")
-    tp, pp, zero, interval, ep = int(tp), int(pp), int(zero), int(interval), int(ep[0]) if ep else 1
-    dp = launch.world_size // (tp * pp)
-    cfg = run_config(size, tp, pp, zero, interval, dp, ep)
-    topo = Topology(tp, pp, dp)
+    size, tp, pp, zero, interval, *rest = spec.split(":")
+    tp, pp, zero, interval = int(tp), int(pp), int(zero), int(interval)
+    ep, cp = (int(rest[0]) if rest else 1), (int(rest[1]) if len(rest) > 1 else 1)
+    dp = launch.world_size // (tp * pp * cp)
+    cfg = run_config(size, tp, pp, zero, interval, dp, ep, cp)
+    topo = Topology(tp, pp, dp, cp=cp)
     backend = DeepSpeedBackend(cfg, topo, device)
     gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
 
     def batches():
-        return [torch.randint(0, cfg.model.vocab_size, (MICRO_BATCH, cfg.model.seq_len + 1), generator=gen)
+        return [torch.randint(0, cfg.model.vocab_size, (micro_batch(size), cfg.model.seq_len + 1), generator=gen)
                 for _ in range(MICRO_STEPS)]
 
     backend.train_step(batches(), lr=cfg.optim.lr)
@@ -95,11 +105,11 @@ def measure(spec: str, launch, device) -> dict:
     step_batches = batches()
     # A partial, not a lambda: no closure over `backend`, which is deleted below to free the engine.
     peak = held + allocator_peak(functools.partial(backend.train_step, step_batches, lr=cfg.optim.lr))
-    layout = Layout(tp, pp, dp, zero, MICRO_BATCH, interval, ep=ep)
+    layout = Layout(tp, pp, dp, zero, micro_batch(size), interval, ep=ep, context=cp)
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
-           "recompute_interval": interval, "ep": ep, "rank": launch.rank, "stage": topo.pp_rank,
+           "recompute_interval": interval, "ep": ep, "cp": cp, "rank": launch.rank, "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
     del backend
     gc.collect()
