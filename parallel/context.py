@@ -9,8 +9,11 @@ output back. Rotary positions are applied before the exchange, so a rank's slice
 sample (`shard`). Document masking gathers the slices' document ids (integers, a few KB) for the full-sequence core.
 
 The loss: a rank's mean over its slice is weighted by its share of the group's valid targets (`shard` gives both),
-so that the group's sum is the mean over the whole sample. DeepSpeed, told of the context group through the mpu
-(parallel/topology.py), sums gradients over it and averages them over the data-parallel ranks.
+so that the group's sum is the mean over the whole sample. DeepSpeed sees the data × context ranks as its
+data-parallel group (parallel/topology.py) and averages gradients over all of them, so the rank backpropagates its
+share × C (`CONTEXT_SCALE`): the average is then the sum over context ranks of the data-parallel mean. DeepSpeed's own
+Ulysses bookkeeping (an mpu with get_sequence_parallel_*) is not used: its ZeRO-3 reduce-scatter averages where
+stages 0-2 sum (deepspeed 0.19.8), and no single loss scale is right for both.
 """
 from __future__ import annotations
 
@@ -68,8 +71,9 @@ def shard(inputs: torch.Tensor, targets: torch.Tensor, kwargs: dict, cp: int, cp
 
 
 def context_loss(forward, inputs, targets, kwargs, weight) -> torch.Tensor:
-    """This rank's weighted share of the group's mean loss; `forward`: the engine (or model) whose forward takes
-    `targets=` (llm/model.py `Transformer.forward`)."""
+    """This rank's weighted share of the group's mean loss (what the group sums to the sample's mean); `forward`: the
+    engine (or model) whose forward takes `targets=` (llm/model.py `Transformer.forward`). Backpropagate it times the
+    context degree (module docstring)."""
     if float(weight) == 0.0:
         # Every target of the slice ignored: its mean would be NaN (0/0); a zero keeps the graph, and every rank's
         # collectives inside the forward pass, as the other ranks run them.

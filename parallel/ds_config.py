@@ -40,9 +40,13 @@ def gradient_accumulation_steps(cfg: RunConfig, dp: int) -> int:
     return cfg.train.global_batch_size // (cfg.train.micro_batch_size * dp)
 
 
-def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
-    """DeepSpeed config for a pretraining layout whose data-parallel degree is `dp`."""
-    ds = engine_config(cfg.optim, cfg.parallel, cfg.precision, cfg.train.global_batch_size,
+def deepspeed_config(cfg: RunConfig, dp: int, cp: int = 1) -> dict:
+    """DeepSpeed config for a pretraining layout whose data-parallel degree is `dp` and context degree `cp`.
+
+    DeepSpeed counts the context ranks as data-parallel ones (parallel/topology.py), each seeing a whole batch of
+    slices, so its train_batch_size (micro × accumulation × its data-parallel world) is the global batch × cp: a
+    bookkeeping number, as the loop hands every rank its micro-batches."""
+    ds = engine_config(cfg.optim, cfg.parallel, cfg.precision, cfg.train.global_batch_size * cp,
                        cfg.train.micro_batch_size, gradient_accumulation_steps(cfg, dp))
     from parallel.experts import expert_parallel_config
     section = expert_parallel_config(cfg)

@@ -40,7 +40,7 @@ class DeepSpeedBackend(DistributedRuntime):
         self.eos_id = document_eos(cfg)
         if cfg.model.moe is not None:
             self.layout["ep"] = cfg.parallel.expert
-        self.ds_config = deepspeed_config(cfg, topo.dp)
+        self.ds_config = deepspeed_config(cfg, topo.dp, topo.cp)
         # checkpoint.reshard: a checkpoint of another layout is resumed through DeepSpeed's universal format,
         # which deepspeed.initialize must be told about (parallel/universal.py).
         self.reshard_from = universal.reshard_source(cfg, self.layout)
@@ -115,7 +115,8 @@ class DeepSpeedBackend(DistributedRuntime):
             total, own_norm = 0.0, None
             for i, b in enumerate(micro_batches):
                 lm_loss = self._lm_loss(b)
-                self.engine.backward(lm_loss + self.engine.module.moe_loss())
+                # DeepSpeed averages over data × context ranks; the context ranks' shares must add (parallel/context.py).
+                self.engine.backward(lm_loss * self.topo.cp + self.engine.module.moe_loss())
                 loss_t = self._context_sum(lm_loss.detach())
                 if i == len(micro_batches) - 1 and self._engine_keeps_no_norm:
                     own_norm = self._grad_norm()  # gradients are DP-averaged by now, not yet clipped

@@ -83,7 +83,7 @@ def check_layout(cfg, world_size: int) -> tuple[int, int, int]:
                       "(every stage needs at least one layer)")
     dp = world_size // (tp * pp * cp) if min(tp, pp, cp) >= 1 else 0
     errors += expert_layout_errors(model.moe, parallel.expert, dp, tp, pp, parallel.zero_stage)
-    errors += context_layout_errors(model, cp, tp, pp, parallel.zero_stage)
+    errors += context_layout_errors(model, cp, tp, pp)
     errors += override_errors(parallel.deepspeed)
     if errors:
         raise ConfigError("; ".join(errors))
@@ -139,9 +139,7 @@ class Topology:
 
     def _split_context_groups(self) -> None:
         """Split each grid data group (dp·cp ranks) into its context groups (cp adjacent ranks) and its data groups
-        (every cp-th rank), and give DeepSpeed the sequence-parallel half of the mpu interface. Collective: every
-        rank creates every group, in the same order."""
-        self.dp_ranks = None
+        (every cp-th rank). Collective: every rank creates every group, in the same order."""
         for ranks in self.ds_topology.get_axis_comm_lists("data"):
             for i in range(self.dp):
                 group = dist.new_group(ranks[i * self.cp:(i + 1) * self.cp])
@@ -150,15 +148,7 @@ class Topology:
             for j in range(self.cp):
                 group = dist.new_group(ranks[j::self.cp])
                 if self.rank in ranks[j::self.cp]:
-                    self.dp_group, self.dp_ranks = group, ranks[j::self.cp]
-        # Only under context parallelism: DeepSpeed reads their presence as Ulysses sequence parallelism (ZeRO then
-        # partitions over data × context and sums gradients over context while averaging over data).
-        self.get_sequence_parallel_group = lambda: self.cp_group
-        self.get_sequence_parallel_world_size = lambda: self.cp
-        self.get_sequence_parallel_rank = lambda: self.cp_rank
-        self.get_sequence_data_parallel_group = lambda: self.seq_dp_group
-        self.get_sequence_data_parallel_world_size = lambda: self.dp * self.cp
-        self.get_sequence_data_parallel_rank = lambda: self.dp_rank * self.cp + self.cp_rank
+                    self.dp_group = group
 
     def coords(self) -> str:
         """This rank's place in the layout for log lines, e.g. 'tp=0/2 pp=1/2 dp=0/2'."""
@@ -177,25 +167,26 @@ class Topology:
         return self.pp_rank == self.pp - 1
 
     # --- DeepSpeed mpu interface ------------------------------------------------------------------------
-    # get_sequence_parallel_* and get_sequence_data_parallel_* exist only under context parallelism (set by
-    # _split_context_groups): DeepSpeed reads them as Ulysses sequence parallelism. initialize_sequence_parallel
-    # stays absent: given it, DeepSpeed ignores this mpu entirely.
+    # Deliberately absent: get_sequence_parallel_* and initialize_sequence_parallel. DeepSpeed reads those as Ulysses
+    # sequence parallelism, and its ZeRO stages then reduce gradients inconsistently (0-2 sum over the sequence
+    # ranks, ZeRO-3's reduce-scatter averages; measured 1e-3 off the single-process loss at ZeRO-3's second step).
+    # Under context parallelism DeepSpeed's "data parallel" group is instead the data × context ranks (the grid's
+    # data axis: they hold the same parameters, so ZeRO partitions over all of them) and parallel/context.py scales
+    # each rank's loss so that DeepSpeed's average over them is the sum over context ranks of the data mean.
 
     def get_global_rank(self) -> int:
         return self.rank
 
     def get_data_parallel_rank(self) -> int:
-        return self.dp_rank
+        return self.dp_rank * self.cp + self.cp_rank
 
     def get_data_parallel_world_size(self) -> int:
-        return self.dp
+        return self.dp * self.cp
 
     def get_data_parallel_group(self):
-        return self.dp_group
+        return self.seq_dp_group
 
     def get_data_parallel_group_ranks(self) -> list[int]:
-        if self.cp > 1:
-            return list(self.dp_ranks)
         return list(self.grid.get_data_parallel_group_ranks())
 
     def get_tensor_model_parallel_rank(self) -> int:

@@ -30,6 +30,7 @@ SAME_WORKER = {"tests/launch/test_slurm.py": "slurm", "tests/launch/test_sweep.p
 # minutes of compiling), counted in.
 FILE_SECONDS = {
     "tests/parallel/test_equivalence.py": 370, "tests/parallel/test_moe.py": 250, "slurm": 245,
+    "tests/parallel/test_context.py": 230,
     "tests/align/test_launcher.py": 195,
     "tests/parallel/test_pipeline.py": 180, "tests/align/test_chain.py": 135,
     "tests/parallel/test_layout_memory.py": 100, "tests/parallel/test_checkpoint.py": 80,

@@ -119,6 +119,12 @@ class ParallelConfig:
     activations in the backward pass (under pipeline parallelism DeepSpeed recomputes segments of k blocks).
     >= 1; ignored by the other modes. Trades memory for about one extra forward of those blocks, which HFU counts
     and MFU does not. Formerly checkpoint_every_k (llm.config.RENAMED_KEYS)."""
+    tiled_mlp: int = 0
+    """Run each dense block's SwiGLU over this many slices of the sequence (DeepSpeed's TiledMLP, from ALST: Bekman et
+    al. 2025, arXiv:2506.13996): the forward keeps none of the MLP's activations and the backward recomputes them one
+    slice at a time, so the MLP's 4·d_ff values per token (its largest activations at long sequences) live for one
+    slice only, for one extra MLP forward. 0: off. Needs pipeline=1 and, with tensor > 1, no sequence_parallel; MoE
+    blocks are not tiled."""
     pipeline_partition: str = "parameters"
     """DeepSpeed PipelineModule partition method: 'parameters', 'uniform' or 'type:...'."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +149,13 @@ class ParallelConfig:
         if self.activation_checkpointing not in ("none", "full", "every_k"):
             raise ConfigError(f"{where}.activation_checkpointing={self.activation_checkpointing!r} must be "
                               "'none', 'full' or 'every_k'")
+        if self.tiled_mlp < 0:
+            raise ConfigError(f"{where}.tiled_mlp={self.tiled_mlp} must be >= 0 (0: off)")
+        if self.tiled_mlp and self.pipeline > 1:
+            raise ConfigError(f"{where}.tiled_mlp needs {where}.pipeline=1 (the pipeline builds its own blocks)")
+        if self.tiled_mlp and self.tensor > 1 and self.sequence_parallel:
+            raise ConfigError(f"{where}.tiled_mlp cannot be combined with {where}.sequence_parallel: its slices of the "
+                              "sequence would each be gathered and scattered over the tensor-parallel ranks")
         if self.recompute_every_k < 1:
             raise ConfigError(f"{where}.recompute_every_k={self.recompute_every_k} must be >= 1")
         # In every mode: debug mode ignores the block, and a typo accepted there would fail only once launched.
@@ -213,7 +226,7 @@ def expert_layout_errors(moe, ep: int, dp: int, tp: int, pp: int, zero_stage: in
     return errors
 
 
-def context_layout_errors(model, context: int, tp: int, pp: int, zero_stage: int = 0) -> list[str]:
+def context_layout_errors(model, context: int, tp: int, pp: int) -> list[str]:
     """Every way parallel.context=context (DeepSpeed Ulysses) does not fit `model` (a ModelConfig: its seq_len,
     heads and moe) under tensor degree tp and pipeline degree pp (empty when it does); the launcher
     (parallel/topology.py) and the planner (llm/cost) both ask here. Ulysses cuts each sequence into `context`
@@ -236,11 +249,8 @@ def context_layout_errors(model, context: int, tp: int, pp: int, zero_stage: int
     if pp > 1:
         errors.append(f"parallel.context={context} cannot be combined with parallel.pipeline={pp}: DeepSpeed's "
                       "pipeline engine does not pass the sequence-parallel group to its stages; use pipeline=1")
-    if zero_stage == 3:
-        errors.append(f"parallel.context={context} cannot be combined with parallel.zero_stage=3: DeepSpeed 0.19.8's "
-                      "ZeRO-3 reduces the context ranks' gradients wrongly (measured 1e-3 off the single-process loss "
-                      "at the second step); use zero_stage 0-2")
     if model.moe is not None:
-        errors.append(f"parallel.context={context} cannot be combined with model.moe: DeepSpeed 0.19.8 refuses AutoEP "
-                      "with sequence parallelism under ZeRO-3; train long contexts with a dense model")
+        errors.append(f"parallel.context={context} cannot be combined with model.moe: the experts' all-to-all over "
+                      "data-parallel ranks that hold slices of one sample is not supported; train long contexts with a "
+                      "dense model")
     return errors

@@ -20,10 +20,12 @@ q = n_heads·head_dim, kv = n_kv_heads·head_dim, f = d_ff, per token:
     each RMSNorm     (4 + e)·h + 4   its fp32 input copy (kept by pow), its normalised output (kept by ·weight)
                                  and the fp32 reciprocal RMS
     matmul inputs    2·e·h       the normalised inputs of wq/wk/wv and of w_gate/w_up (one tensor each)
-    attention        3·e·q + 2·e·kv + 4·a
-                     the rotated q, the attention output and the contiguous copy wo multiplies; the rotated
-                     k and v; the log-sum-exp (fp32). The rotary multiply keeps only its cos/sin tables (the
-                     projections' outputs are not needed for a gradient with respect to q).
+    attention        2·e·q + 2·e·kv + 4·a
+                     the rotated q and the attention output, which wo multiplies as it is (q, k and v are rotated
+                     in (batch, seq, heads, dim) order and handed to SDPA transposed, so its output comes back in that
+                     order and the reshape before wo copies nothing); the rotated k and v; the log-sum-exp (fp32). The
+                     rotary multiply keeps only its cos/sin tables (the projections' outputs are not needed for a
+                     gradient with respect to q).
     MLP              4·e·f       w_gate's output (silu), silu's output and w_up's (their product), the product (w_down)
 
 A mixture-of-experts block (llm/moe.py) keeps the same norms, matmul inputs (the router and the shared experts read
@@ -106,7 +108,7 @@ def block_bytes_per_token(cfg: ModelConfig, tp: int = 1, sequence_parallel: bool
     norms = 2 * ((FP32_BYTES + e) * h + FP32_BYTES)
     matmul_inputs = 2 * e * h
     mlp = moe_mlp_bytes_per_token(cfg, e) if layer is not None and cfg.is_moe_layer(layer) else 4 * e * f
-    split = 3 * e * q + 2 * e * kv + FP32_BYTES * a + mlp
+    split = 2 * e * q + 2 * e * kv + FP32_BYTES * a + mlp
     return (norms / (tp if sequence_parallel else 1)) + matmul_inputs + split / tp
 
 

@@ -36,6 +36,8 @@ class Layout:
     context: int = 1
     """Context-parallel degree (parallel.context, DeepSpeed Ulysses): each sequence split over this many ranks. The
     world is tp × pp × context × dp; dp counts only the ranks that take different samples."""
+    tiled_mlp: int = 0
+    """parallel.tiled_mlp: dense MLPs run over this many sequence slices, keeping none of their activations (0: off)."""
 
     @property
     def world_size(self) -> int:
@@ -56,7 +58,8 @@ class Layout:
         return (f"tp={self.tp} pp={self.pp} " + (f"cp={self.context} " if self.context > 1 else "")
                 + f"dp={self.dp} zero={self.zero_stage} micro={self.micro_batch_size} "
                 f"ckpt={ac}" + (" sp" if self.sequence_parallel else "")
-                + (" offload" if self.offload_optimizer else "") + (f" ep={self.ep}" if self.ep > 1 else ""))
+                + (" offload" if self.offload_optimizer else "") + (f" ep={self.ep}" if self.ep > 1 else "")
+                + (f" tiled_mlp={self.tiled_mlp}" if self.tiled_mlp else ""))
 
     def parallel_dict(self) -> dict:
         """The `parallel` section of a run config (llm.config.ParallelConfig) for this layout."""
@@ -70,6 +73,8 @@ class Layout:
             out["offload_optimizer"] = True
         if self.ep > 1:
             out["expert"] = self.ep
+        if self.tiled_mlp:
+            out["tiled_mlp"] = self.tiled_mlp
         if self.context > 1:
             out["context"] = self.context
         return out
@@ -101,7 +106,7 @@ def layout_errors(cfg: ModelConfig, layout: Layout, global_batch_size: int) -> l
     if layout.offload_optimizer and layout.zero_stage == 0:
         errors.append("offload_optimizer needs zero_stage >= 1")
     errors += _expert_errors(cfg, layout)
-    errors += context_layout_errors(cfg, layout.context, t, p, layout.zero_stage)
+    errors += context_layout_errors(cfg, layout.context, t, p)
     if global_batch_size % (layout.micro_batch_size * layout.dp):
         errors.append(f"train.global_batch_size={global_batch_size} is not a multiple of "
                       f"train.micro_batch_size={layout.micro_batch_size} × data-parallel degree {layout.dp}")

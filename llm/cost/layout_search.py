@@ -43,9 +43,10 @@ class Candidate:
 
     def sort_key(self) -> tuple:
         lay = self.layout
+        # At equal time, sequence parallelism (same communication volume as plain TP, less memory) goes first.
         return (float(f"{self.time.total_s:.4g}"), lay.recompute_every_k != 0, -lay.recompute_every_k,
-                -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, lay.sequence_parallel, lay.pp,
-                lay.context, lay.ep)
+                -lay.micro_batch_size, lay.zero_stage, lay.offload_optimizer, lay.tp, not lay.sequence_parallel,
+                lay.pp, lay.context, lay.ep)
 
 
 def _divisors(n: int) -> list[int]:

@@ -175,6 +175,10 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
     tokens = layout.micro_batch_size * cfg.seq_len // layout.context
     full = block_bytes_per_token(cfg, t, sp, e) * tokens
     kept = checkpointed_block_bytes_per_token(cfg, t, sp, e) * tokens
+    tiled = 0.0
+    if layout.tiled_mlp and cfg.moe is None:  # DeepSpeed's TiledMLP keeps no MLP activation; the backward holds one
+        mlp = 4 * e * cfg.d_ff / t * tokens      # slice's at a time (activations.py's MLP term)
+        full, tiled = full - mlp, mlp / layout.tiled_mlp
     k = layout.recompute_every_k
     n_blocks = kinds.count("block")
     if cfg.moe is not None:  # one stage (layout rules), blocks of two kinds: dense and MoE
@@ -196,6 +200,7 @@ def _stage_activations(cfg: ModelConfig, layout: Layout, kinds: tuple[str, ...],
                 transient = max(transient, len(segment) * full)
             else:
                 per_mb += segment.count("block") * full
+    transient += tiled
     if "embedding" in kinds:
         per_mb += embedding_bytes_per_token() * tokens
     if layout.pp > 1:  # the pipe buffers: the received input and the output sent on (the last: the final hidden

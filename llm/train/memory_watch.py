@@ -21,7 +21,7 @@ def run_layout(cfg: RunConfig, dp: int) -> Layout:
     """The llm.cost Layout of a run config at data-parallel degree dp (world / (tensor × pipeline × context))."""
     p = cfg.parallel
     return Layout(p.tensor, p.pipeline, dp, p.zero_stage, cfg.train.micro_batch_size, p.recompute_interval,
-                  p.sequence_parallel, p.offload_optimizer, p.expert, p.context)
+                  p.sequence_parallel, p.offload_optimizer, p.expert, p.context, p.tiled_mlp)
 
 
 def predict_run_memory(cfg: RunConfig, dp: int, device: torch.device) -> MemoryPerGPU:

@@ -3,9 +3,9 @@ prediction (llm/cost/memory.py).
 
     deepspeed --num_gpus W tests/parallel/layout_memory_probe.py OUT.json LAYOUT [LAYOUT ...]
 
-LAYOUT is "size:tp:pp:zero:recompute_interval[:ep[:cp]]", size one of PROBE_MODELS, ep the expert-parallel degree of
-the MoE model (default 1), cp the context-parallel degree (default 1; the 'ctx*' sizes take one sample per
-micro-batch). For each, on every
+LAYOUT is "size:tp:pp:zero:recompute_interval[:ep[:cp[:tiled]]]", size one of PROBE_MODELS, ep the expert-parallel
+degree of the MoE model (default 1), cp the context-parallel degree (default 1; the 'ctx*' sizes take one sample per
+micro-batch), tiled parallel.tiled_mlp (default 0). For each, on every
 rank: build the engine through `DeepSpeedBackend` in bf16 (two micro-batches of 2 per step, reduction buckets of
 BUCKET elements so the fixed 1 GB default does not hide the model), take one step (Adam's moments exist from
 then on), then measure the next: the model-state bytes the engine holds before it (parallel/memory.py
@@ -44,13 +44,14 @@ def micro_batch(size: str) -> int:
     return 1 if size.startswith("ctx") else MICRO_BATCH
 
 
-def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int, ep: int = 1, cp: int = 1):
+def run_config(size: str, tp: int, pp: int, zero: int, interval: int, dp: int, ep: int = 1, cp: int = 1,
+               tiled: int = 0):
     from llm.config import ModelConfig, OptimConfig, ParallelConfig, PrecisionConfig, RunConfig, TrainConfig
     from llm.config.model import MoEConfig
     shape = dict(PROBE_MODELS[size])
     if "moe" in shape:
         shape["moe"] = MoEConfig(**shape["moe"])
-    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero, expert=ep, context=cp,
+    parallel = ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero, expert=ep, context=cp, tiled_mlp=tiled,
                               activation_checkpointing={0: "none", 1: "full"}.get(interval, "every_k"),
                               recompute_every_k=max(1, interval),
                               deepspeed={"zero_optimization": {"reduce_bucket_size": BUCKET,
@@ -88,9 +89,9 @@ def measure(spec: str, launch, device) -> dict:
 
     size, tp, pp, zero, interval, *rest = spec.split(":")
     tp, pp, zero, interval = int(tp), int(pp), int(zero), int(interval)
-    ep, cp = (int(rest[0]) if rest else 1), (int(rest[1]) if len(rest) > 1 else 1)
+    ep, cp, tiled = [int(rest[i]) if len(rest) > i else default for i, default in enumerate((1, 1, 0))]
     dp = launch.world_size // (tp * pp * cp)
-    cfg = run_config(size, tp, pp, zero, interval, dp, ep, cp)
+    cfg = run_config(size, tp, pp, zero, interval, dp, ep, cp, tiled)
     topo = Topology(tp, pp, dp, cp=cp)
     backend = DeepSpeedBackend(cfg, topo, device)
     gen = torch.Generator().manual_seed(1000 + topo.dp_rank)
@@ -105,11 +106,11 @@ def measure(spec: str, launch, device) -> dict:
     step_batches = batches()
     # A partial, not a lambda: no closure over `backend`, which is deleted below to free the engine.
     peak = held + allocator_peak(functools.partial(backend.train_step, step_batches, lr=cfg.optim.lr))
-    layout = Layout(tp, pp, dp, zero, micro_batch(size), interval, ep=ep, context=cp)
+    layout = Layout(tp, pp, dp, zero, micro_batch(size), interval, ep=ep, context=cp, tiled_mlp=tiled)
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
-           "recompute_interval": interval, "ep": ep, "cp": cp, "rank": launch.rank, "stage": topo.pp_rank,
+           "recompute_interval": interval, "ep": ep, "cp": cp, "tiled_mlp": tiled, "rank": launch.rank, "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
     del backend
     gc.collect()

@@ -30,10 +30,10 @@ def test_korthikanti_equations():
 
 def test_block_count_by_hand():
     cfg = ModelConfig(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, d_ff=384, vocab_size=1024, seq_len=32)
-    # bf16: norms 2·(6·128 + 4), matmul inputs 4·128, attention 6·128 + 4·64 + 4·4, MLP 8·384.
-    assert block_bytes_per_token(cfg) == 2 * (6 * 128 + 4) + 4 * 128 + 6 * 128 + 4 * 64 + 16 + 8 * 384
+    # bf16: norms 2·(6·128 + 4), matmul inputs 4·128, attention 4·128 + 4·64 + 4·4, MLP 8·384.
+    assert block_bytes_per_token(cfg) == 2 * (6 * 128 + 4) + 4 * 128 + 4 * 128 + 4 * 64 + 16 + 8 * 384
     # TP2: everything but the norms and the matmul inputs halves; SP halves the norms too.
-    split = 6 * 128 + 4 * 64 + 16 + 8 * 384
+    split = 4 * 128 + 4 * 64 + 16 + 8 * 384
     assert block_bytes_per_token(cfg, tp=2) == 2 * (6 * 128 + 4) + 4 * 128 + split / 2
     assert block_bytes_per_token(cfg, tp=2, sequence_parallel=True) == (6 * 128 + 4) + 4 * 128 + split / 2
     assert checkpointed_block_bytes_per_token(cfg) == 256

@@ -122,7 +122,7 @@ def test_context_rules_are_one_line_each():
     assert "parallel.pipeline=2" in pipe and "sequence-parallel group" in pipe
     moe = dataclasses.replace(long, moe=MoEConfig(experts=8, top_k=2, expert_d_ff=352))
     (refused,) = context_layout_errors(moe, 2, 1, 1)
-    assert "model.moe" in refused and "AutoEP" in refused
+    assert "model.moe" in refused and "dense model" in refused
     for errors in (seq, *heads, pipe, refused):
         assert "\n" not in errors
     assert layout_errors(long, Layout(2, 1, 1, 0, 1, context=4), 1) == heads  # the planner asks the same function

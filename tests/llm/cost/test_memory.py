@@ -145,3 +145,12 @@ def test_document_mask_is_its_own_item():
     assert masked.document_mask == 2 * 8192 ** 2  # whole on every context rank: each attends over the sequence
     assert masked.tensors - plain.tensors == masked.document_mask and masked.as_dict()["document_mask"] > 0
     assert "document_mask" not in plain.as_dict()
+
+
+def test_tiled_mlp_keeps_no_mlp_activation():
+    """parallel.tiled_mlp: each dense block drops its MLP's 4·e·d_ff per token; the backward holds one slice's."""
+    plain = memory_per_gpu(LONG, Layout(1, 1, 1, 0, 1), 1, framework_bytes=0, fragmentation=0.0)
+    tiled = memory_per_gpu(LONG, Layout(1, 1, 1, 0, 1, tiled_mlp=8), 1, framework_bytes=0, fragmentation=0.0)
+    mlp = 4 * 2 * 384 * 8192  # bf16, one block
+    assert plain.activations - 4 * mlp <= tiled.activations <= plain.activations - 4 * mlp + mlp / 8
+    assert Layout(1, 1, 1, 0, 1, tiled_mlp=8).parallel_dict()["tiled_mlp"] == 8
