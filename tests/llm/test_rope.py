@@ -106,7 +106,8 @@ def test_unscaled_tables_are_unchanged():
 
 
 @pytest.mark.parametrize("scaling, rule", [
-    ({"type": "dynamic", "factor": 2}, r"model.rope_scaling.type='dynamic' is not supported \(only linear, llama3, yarn\)"),
+    ({"type": "dynamic", "factor": 2},
+     r"model.rope_scaling.type='dynamic' is not supported \(only linear, llama3, yarn\)"),
     ({"type": "yarn"}, "model.rope_scaling.original_seq_len is not set: yarn needs the seq_len"),
     ({"type": "linear"}, "model.rope_scaling.factor is not set"),
     ({"type": "linear", "factor": 0.5}, "model.rope_scaling.factor=0.5 must be >= 1"),
