@@ -116,7 +116,8 @@ def passkey(args) -> int:
                           args.batch_size, args.device, args.extrapolate, args.rope_scaling)
     for n, acc in results["accuracy_by_length"].items():
         log.info(f"passkey length {n}: accuracy {acc:.1%} over {len(depths)} depths × {args.trials} keys")
-    log.info(f"passkey accuracy {results['accuracy']:.1%} ({results['model_note']}); wrote "
+    log.info(f"passkey accuracy {results['accuracy']:.1%}, answer tokens {results['token_accuracy']:.1%} "
+             f"({results['model_note']}); wrote "
              f"{args.out_dir / 'passkey.json'} and {args.out_dir / 'passkey.png'}")
     return 0
 

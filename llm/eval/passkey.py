@@ -12,7 +12,8 @@ A prompt of `length` tokens (the answer's included) is, as in the paper's templa
 with the needle after `depth` (0 to 1) of the filler tokens. It starts with EOS, what precedes a document in our
 training (llm/eval/lm.py). A trial is correct when the argmax at each answer position is the answer's token: the
 same verdict as greedy decoding of the answer's length (greedy decoding emits the key exactly when every argmax,
-given the key's earlier tokens, is the key's next token), from one teacher-forced forward per batch.
+given the key's earlier tokens, is the key's next token), from one teacher-forced forward per batch. The share of
+answer tokens right is reported too (token_accuracy), a graded signal for a model still far from whole keys.
 
 `passkey_documents` writes the same text as training documents (JSONL for launch/prepare_data.py, through
 launch/passkey_data.py), with the answer and a final period, for a model too small to pick retrieval up from its
@@ -94,9 +95,9 @@ class PasskeyBuilder:
 
 
 @torch.no_grad()
-def score_batch(model, prompts: list[PasskeyPrompt]) -> list[bool]:
-    """Whether `model` (our Transformer) retrieves each key: the argmax at every answer position is its token.
-    Prompts of one batch must have one total length."""
+def score_batch(model, prompts: list[PasskeyPrompt]) -> list[int]:
+    """How many of each answer's tokens `model` (our Transformer) predicts by argmax, teacher-forced; the key is
+    retrieved when all are. Prompts of one batch must have one total length."""
     device = next(model.parameters()).device
     rows = [p.tokens + p.answer[:-1] for p in prompts]
     logits = model(torch.tensor(rows, device=device))
@@ -104,7 +105,7 @@ def score_batch(model, prompts: list[PasskeyPrompt]) -> list[bool]:
     for row, p in enumerate(prompts):
         first = len(p.tokens) - 1  # the position that predicts the answer's first token
         guess = logits[row, first:first + len(p.answer)].argmax(-1).tolist()
-        out.append(guess == p.answer)
+        out.append(sum(g == a for g, a in zip(guess, p.answer)))
     return out
 
 
@@ -154,15 +155,19 @@ def evaluate_passkey(model, tok, lengths: list[int], depths: list[float], trials
     for length in lengths:
         for depth in depths:
             prompts = [builder.build(length, depth, k) for k in keys]
-            correct = []
+            hits = []
             for i in range(0, len(prompts), batch_size):
-                correct += score_batch(model, prompts[i:i + batch_size])
+                hits += score_batch(model, prompts[i:i + batch_size])
                 if progress is not None:
                     progress.update(len(prompts[i:i + batch_size]))
-            cells.append({"length": length, "depth": depth, "accuracy": sum(correct) / trials,
-                          "correct": sum(correct), "trials": trials})
+            correct = sum(h == len(p.answer) for h, p in zip(hits, prompts))
+            # The share of answer tokens right: a graded signal for models still far from retrieving whole keys.
+            tokens = sum(hits) / sum(len(p.answer) for p in prompts)
+            cells.append({"length": length, "depth": depth, "accuracy": correct / trials, "correct": correct,
+                          "trials": trials, "token_accuracy": tokens})
     return {"lengths": lengths, "depths": depths, "trials": trials, "seed": seed, "digits": digits, "cells": cells,
             "accuracy": sum(c["correct"] for c in cells) / (trials * len(cells)),
+            "token_accuracy": sum(c["token_accuracy"] for c in cells) / len(cells),
             "accuracy_by_length": {str(n): sum(c["accuracy"] for c in cells if c["length"] == n) / len(depths)
                                    for n in lengths}}
 
@@ -218,5 +223,5 @@ def run_passkey(checkpoint: str | Path, out_dir: str | Path, lengths: list[int],
                                                                  and cfg.seq_len > trained else "")
                    + (" (applied at evaluation, untrained)" if rope_scaling else ""))
     (out / "passkey.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_passkey_figure(results, out / "passkey.png", f"passkey retrieval: {Path(checkpoint).name}")
+    write_passkey_figure(results, out / "passkey.png", f"passkey retrieval: {checkpoint}")
     return results

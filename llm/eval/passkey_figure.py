@@ -15,7 +15,8 @@ def passkey_figure(results: dict, title: str):
     lengths, depths = results["lengths"], results["depths"]
     acc = {(c["length"], c["depth"]): c["accuracy"] for c in results["cells"]}
     grid = [[acc[(n, d)] for n in lengths] for d in depths]
-    fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 3, 0.6 * len(depths) + 2), dpi=DPI, layout="constrained")
+    size = (max(6.0, 1.2 * len(lengths) + 3), max(3.5, 0.6 * len(depths) + 2))  # inches; room for the titles
+    fig, ax = plt.subplots(figsize=size, dpi=DPI, layout="constrained")
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
@@ -23,7 +24,7 @@ def passkey_figure(results: dict, title: str):
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("needle depth (fraction of the filler)")
+    ax.set_ylabel("needle depth (0: start, 1: end)")
     fig.colorbar(image, ax=ax, label="retrieval accuracy")
     note = results.get("model_note")
     ax.set_title(f"{title}\n{note}" if note else title, fontsize=10)

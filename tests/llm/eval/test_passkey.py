@@ -73,8 +73,9 @@ def test_scoring_reads_the_answer_positions(tok):
     b = PasskeyBuilder(tok)
     keys = ["11111", "23456", "90817"]
     prompts = [b.build(200, 0.5, k) for k in keys]
-    assert score_batch(Oracle(prompts), prompts) == [True, True, True]
-    assert score_batch(Oracle(prompts, wrong={"23456"}), prompts) == [True, False, True]
+    n = len(prompts[0].answer)
+    assert score_batch(Oracle(prompts), prompts) == [n, n, n]
+    assert score_batch(Oracle(prompts, wrong={"23456"}), prompts) == [n, n - 1, n]
 
 
 def test_grid_accuracy_over_lengths_and_depths(tok, monkeypatch):
@@ -85,6 +86,8 @@ def test_grid_accuracy_over_lengths_and_depths(tok, monkeypatch):
     res = evaluate_passkey(Oracle(prompts, wrong={keys[0]}), tok, [170, 200], [0.0, 1.0], trials=4, batch_size=3)
     assert [c["accuracy"] for c in res["cells"]] == [0.75] * 4 and res["accuracy"] == 0.75
     assert res["accuracy_by_length"] == {"170": 0.75, "200": 0.75}
+    n = len(prompts[0].answer)
+    assert res["token_accuracy"] == pytest.approx(1 - 1 / (4 * n))  # one token wrong of one key in four
     with pytest.raises(ConfigError, match="shorter than the passkey template"):
         evaluate_passkey(Oracle(prompts), tok, [20], [0.0], trials=1)
 
