@@ -26,7 +26,9 @@ from torch import nn
 
 from llm.chunked_loss import chunk_loss_and_grads, linear_cross_entropy
 from llm.config import ModelConfig
+from llm.config.model import RopeScalingConfig
 from llm.moe import MoE, RouterRecord
+from llm.rope import rope_tables
 
 
 class RMSNorm(nn.Module):
@@ -44,13 +46,12 @@ class RMSNorm(nn.Module):
 class Rotary(nn.Module):
     """Rotary embedding tables for positions [0, max_len); rotates pairs (i, i + head_dim/2) as Llama's HF port."""
 
-    def __init__(self, head_dim: int, max_len: int, theta: float):
+    def __init__(self, head_dim: int, max_len: int, theta: float, scaling: RopeScalingConfig | None = None):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+        cos, sin = rope_tables(head_dim, max_len, theta, scaling)  # llm/rope.py: plain, linear, llama3 or yarn
         # Non-persistent: derived from the config, so checkpoints stay free of them.
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor, start_pos: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x: (batch, seq, heads, head_dim), at positions start_pos.. or at `positions` (batch, seq) when given (a
@@ -113,7 +114,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
-        self.rotary = Rotary(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
+        self.rotary = Rotary(cfg.head_dim, cfg.seq_len, cfg.rope_theta, cfg.rope_scaling)
         self.core = CausalAttention(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0,

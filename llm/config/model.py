@@ -55,6 +55,71 @@ class MoEConfig:
             if not getattr(self, name) >= 0:  # `not >=` also refuses nan
                 raise ConfigError(f"{where}.{name}={getattr(self, name)} must be >= 0")
 
+ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
+"""The RoPE scalings llm/rope.py implements, by transformers' `rope_type` names (llm/hf/convert.py maps them)."""
+
+
+@dataclass
+class RopeScalingConfig:
+    """Rescaled rotary frequencies for a context longer than the one the model was trained at (llm/rope.py), e.g.
+    `rope_scaling: {type: yarn, original_seq_len: 256}` with `seq_len: 1024`. The tables equal transformers' for the
+    same `rope_type` (tests/llm/test_rope.py), so an exported model computes the same function."""
+
+    type: str = "yarn"
+    """The scheme: `linear` (position interpolation, Chen et al. 2023, arXiv:2306.15595: every frequency / factor),
+    `llama3` (Llama 3.1's: low frequencies / factor, high ones kept, a smooth ramp between; Dubey et al. 2024,
+    arXiv:2407.21783) or `yarn` (NTK-by-parts interpolation plus an attention temperature; Peng et al. 2023,
+    arXiv:2309.00071)."""
+    factor: float | None = None
+    """How much longer the context gets (s in the papers), >= 1. Defaults to model.seq_len / original_seq_len (Llama
+    3.1 sets 8 for 8k → 128k, a 16× longer seq_len: the two may differ)."""
+    original_seq_len: int | None = None
+    """The seq_len the model was trained at before extension (transformers' original_max_position_embeddings);
+    required by llama3 and yarn, whose frequency bands are defined by it, optional for linear."""
+    low_freq_factor: float = 1.0
+    """llama3: wavelengths longer than original_seq_len / low_freq_factor are fully interpolated (Llama 3.1's 1)."""
+    high_freq_factor: float = 4.0
+    """llama3: wavelengths shorter than original_seq_len / high_freq_factor are kept (Llama 3.1's 4); >
+    low_freq_factor."""
+    beta_fast: float = 32.0
+    """yarn: dimensions that turn more than beta_fast times over original_seq_len are extrapolated (kept); 32 is the
+    paper's β for Llama (Peng et al. 2023, arXiv:2309.00071, "NTK-by-parts" interpolation, α=1 β=32)."""
+    beta_slow: float = 1.0
+    """yarn: dimensions that turn fewer than beta_slow times are fully interpolated (the paper's α=1); < beta_fast."""
+    attention_factor: float | None = None
+    """yarn: the factor on cos/sin, so on q and on k, squared on their dot product (the paper's √(1/t)); defaults to
+    the paper's recommended √(1/t) = 0.1·ln(factor) + 1 (Peng et al. 2023, arXiv:2309.00071). Must be positive."""
+    truncate: bool = True
+    """yarn: round the ramp's ends to whole dimensions (floor/ceil), as the paper's code and transformers do."""
+
+    def resolved_factor(self, seq_len: int) -> float:
+        """`factor`, or seq_len / original_seq_len when it is unset."""
+        if self.factor is not None:
+            return self.factor
+        return seq_len / self.original_seq_len if self.original_seq_len else 1.0
+
+    def validate(self, where: str, seq_len: int) -> None:
+        if self.type not in ROPE_SCALING_TYPES:
+            raise ConfigError(f"{where}.type={self.type!r} is not supported (only {', '.join(ROPE_SCALING_TYPES)})")
+        if self.original_seq_len is None and self.type != "linear":
+            raise ConfigError(f"{where}.original_seq_len is not set: {self.type} needs the seq_len the model was "
+                              f"trained at before extension (e.g. {where}.original_seq_len={seq_len // 4})")
+        if self.original_seq_len is not None and self.original_seq_len <= 0:
+            raise ConfigError(f"{where}.original_seq_len={self.original_seq_len} must be positive")
+        if self.factor is None and self.original_seq_len is None:
+            raise ConfigError(f"{where}.factor is not set (nor original_seq_len, from which it would follow)")
+        factor = self.resolved_factor(seq_len)
+        if not factor >= 1:  # `not >=` also refuses nan
+            raise ConfigError(f"{where}.factor={factor:g} must be >= 1 (model.seq_len / original_seq_len when unset): "
+                              "rope scaling lengthens the context")
+        if self.type == "llama3" and not 0 < self.low_freq_factor < self.high_freq_factor:
+            raise ConfigError(f"{where}: need 0 < low_freq_factor < high_freq_factor, got {self.low_freq_factor} "
+                              f"and {self.high_freq_factor}")
+        if self.type == "yarn" and not 0 < self.beta_slow < self.beta_fast:
+            raise ConfigError(f"{where}: need 0 < beta_slow < beta_fast, got {self.beta_slow} and {self.beta_fast}")
+        if self.attention_factor is not None and not self.attention_factor > 0:
+            raise ConfigError(f"{where}.attention_factor={self.attention_factor} must be positive")
+
 
 @dataclass
 class ModelConfig:
@@ -79,13 +144,17 @@ class ModelConfig:
     """Rows of the embedding and of the LM head: at least the tokenizer's vocabulary (data.tokenizer), and
     divisible by parallel.tensor. The default is the size data_pipeline trains its tokenizer to."""
     seq_len: int = 256
-    """Tokens per training sample (the context length); the rotary tables are built for this length."""
+    """Tokens per training sample (the context length); the rotary tables are built for this length. After a context
+    extension it is the extended length (and rope_scaling.original_seq_len the length trained at first)."""
     tie_embeddings: bool = False
     """Share one matrix between the input embedding and the LM head (GPT-2); off as in Llama 2/3, whose 7B+
     models untie them. Saves vocab_size·d_model parameters."""
     rope_theta: float = 10000.0
     """Base of the rotary position frequencies (RoFormer's 10,000, as in Llama 2; Llama 3 uses 500,000 for
     long contexts)."""
+    rope_scaling: RopeScalingConfig | None = None
+    """Rescaled rotary frequencies for a context extended past the trained one (RopeScalingConfig: linear, llama3,
+    yarn); absent: plain RoPE."""
     norm_eps: float = 1e-5
     """Added to the mean square inside every RMSNorm, keeping the division finite (Llama's 1e-5)."""
     init_std: float = 0.02
@@ -140,3 +209,5 @@ class ModelConfig:
             raise ConfigError(f"{where}.dropout={self.dropout} must be in [0, 1)")
         if self.moe is not None:
             self.moe.validate(f"{where}.moe", self.d_ff, self.n_layers)
+        if self.rope_scaling is not None:
+            self.rope_scaling.validate(f"{where}.rope_scaling", self.seq_len)

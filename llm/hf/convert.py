@@ -18,10 +18,11 @@ dim=1), gate first (its forward splits with .chunk(2, dim=-1) into gate, up), an
 """
 from __future__ import annotations
 
+import math
 import re
 
 from llm.config import ConfigError, ModelConfig
-from llm.config.model import MoEConfig
+from llm.config.model import ROPE_SCALING_TYPES, MoEConfig, RopeScalingConfig
 
 # ours → HF, per layer and outside the layers.
 _LAYER_NAMES = {
@@ -133,7 +134,7 @@ def hf_config_dict(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtyp
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
         head_dim=cfg.head_dim, hidden_act="silu", max_position_embeddings=cfg.seq_len,
         initializer_range=cfg.init_std, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        rope_parameters=hf_rope_parameters(cfg),
         attention_bias=False, mlp_bias=False, attention_dropout=0.0,
         bos_token_id=_id(bos_id), eos_token_id=_id(eos_id), pad_token_id=_id(pad_id), dtype=dtype,
     )
@@ -205,17 +206,12 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
     for key, bad in refuse.items():
         if key in raw and bad(raw[key]):
             raise ConfigError(f"{where}: {key}={raw[key]!r} is not implemented by our model (llm/model.py)")
-    # transformers >= 5 writes rope_parameters {rope_type, rope_theta}; earlier ones rope_theta and rope_scaling.
+    # transformers >= 5 writes rope_parameters {rope_type, rope_theta, factor, ...}; earlier ones rope_theta and
+    # rope_scaling {type or rope_type, factor, ...}.
     for key in ("rope_parameters", "rope_scaling"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise ConfigError(f"{where}: {key}={raw[key]!r} must be an object ({{\"rope_type\": ...}}) or null")
     rope = dict(raw.get("rope_parameters") or {})
-    scaling = raw.get("rope_scaling") or {}
-    rope_type = scaling.get("rope_type", scaling.get("type", rope.get("rope_type", "default")))
-    if rope_type != "default":
-        # Llama 3.1's "llama3" rescaling of the frequencies (and linear/dynamic/yarn) is refused, not approximated.
-        field = "rope_scaling" if scaling else "rope_parameters"
-        raise ConfigError(f"{where}: {field}.rope_type={rope_type!r} is not implemented (our RoPE is unscaled)")
     default_theta = 1e6 if model_type == "mixtral" else 10000.0  # transformers' MixtralConfig.default_theta
     if "rope_theta" in raw:
         theta = _field(raw, "rope_theta", float, where, default_theta)
@@ -245,11 +241,12 @@ def model_config_from_hf(raw: dict, where: str = "config.json") -> ModelConfig:
     init_std = _field(raw, "initializer_range", float, where, 0.02)
     _positive(where, rope_theta=theta, rms_norm_eps=norm_eps, initializer_range=init_std)
     moe = _mixtral_moe(raw, where, d_ff) if model_type == "mixtral" else None
+    rope_scaling = rope_scaling_from_hf(raw, where, seq_len)
     cfg = ModelConfig(
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, d_ff=d_ff,
         vocab_size=vocab_size, seq_len=seq_len,
         tie_embeddings=_field(raw, "tie_word_embeddings", bool, where, False), rope_theta=theta,
-        norm_eps=norm_eps, init_std=init_std, moe=moe,
+        norm_eps=norm_eps, init_std=init_std, moe=moe, rope_scaling=rope_scaling,
     )
     cfg.validate(where)
     return cfg
@@ -269,3 +266,64 @@ def _mixtral_moe(raw: dict, where: str, d_ff: int) -> MoEConfig:
         raise ConfigError(f"{where}: router_aux_loss_coef={aux} must be >= 0")
     return MoEConfig(experts=experts, top_k=top_k, expert_d_ff=d_ff, shared_experts=0, every_k_layers=1,
                      aux_loss_coef=aux * top_k, z_loss_coef=0.0)
+
+
+def hf_rope_parameters(cfg: ModelConfig) -> dict:
+    """transformers' `rope_parameters` for `cfg`: {rope_type: default, rope_theta} unscaled, else the scheme's keys
+    as transformers' ROPE_INIT_FUNCTIONS read them (the factor resolved, YaRN's attention_factor only when set)."""
+    out = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    s = cfg.rope_scaling
+    if s is None:
+        return out
+    out.update(rope_type=s.type, factor=s.resolved_factor(cfg.seq_len))
+    if s.type == "linear":
+        return out  # transformers' linear scaling has no original length
+    out["original_max_position_embeddings"] = s.original_seq_len
+    if s.type == "llama3":
+        out.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor)
+    else:
+        out.update(beta_fast=s.beta_fast, beta_slow=s.beta_slow, truncate=s.truncate)
+        if s.attention_factor is not None:
+            out["attention_factor"] = s.attention_factor
+    return out
+
+
+def rope_scaling_from_hf(raw: dict, where: str, seq_len: int) -> RopeScalingConfig | None:
+    """Our rope_scaling for a config.json's rope_parameters (transformers >= 5) or rope_scaling (earlier; it wins
+    where both set a key), None when unscaled. ConfigError, naming the field, for a scheme we do not implement
+    (dynamic, longrope, ...), a missing or mistyped parameter, or a partial rotary dimension."""
+    scaling = raw.get("rope_scaling") or {}
+    field = "rope_scaling" if scaling else "rope_parameters"
+    params = {**(raw.get("rope_parameters") or {}), **scaling}
+    at = f"{where} {field}"
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    partial = _field(params, "partial_rotary_factor", float, at, 1.0)
+    if partial != 1.0:
+        raise ConfigError(f"{where}: {field}.partial_rotary_factor={partial} is not implemented (our RoPE rotates the "
+                          "whole head)")
+    if rope_type == "default":
+        return None
+    if rope_type not in ROPE_SCALING_TYPES:
+        raise ConfigError(f"{where}: {field}.rope_type={rope_type!r} is not implemented (only default, "
+                          f"{', '.join(ROPE_SCALING_TYPES)})")
+    # transformers fills original_max_position_embeddings from max_position_embeddings when absent (llama3, yarn).
+    original = _field(params, "original_max_position_embeddings", int, at, None if rope_type == "linear" else seq_len)
+    factor = _field(params, "factor", float, at, None if rope_type == "yarn" else _REQUIRED)  # yarn: derived
+    out = RopeScalingConfig(type=rope_type, factor=factor, original_seq_len=original)
+    if rope_type == "llama3":
+        out.low_freq_factor = _field(params, "low_freq_factor", float, at)
+        out.high_freq_factor = _field(params, "high_freq_factor", float, at)
+    elif rope_type == "yarn":
+        # transformers: `beta_fast or 32` (a null or 0 is the default), truncate defaults to true.
+        out.beta_fast = _field(params, "beta_fast", float, at, 0.0) or 32.0
+        out.beta_slow = _field(params, "beta_slow", float, at, 0.0) or 1.0
+        out.truncate = _field(params, "truncate", bool, at, True)
+        out.attention_factor = _field(params, "attention_factor", float, at, None)
+        mscale = _field(params, "mscale", float, at, 0.0)
+        mscale_all_dim = _field(params, "mscale_all_dim", float, at, 0.0)
+        if out.attention_factor is None and mscale and mscale_all_dim:
+            # DeepSeek's form of the temperature, as transformers resolves it: a ratio of two YaRN mscales.
+            f = out.resolved_factor(seq_len)
+            out.attention_factor = (0.1 * mscale * math.log(f) + 1) / (0.1 * mscale_all_dim * math.log(f) + 1)
+    out.validate(at, seq_len)
+    return out

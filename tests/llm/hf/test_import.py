@@ -26,12 +26,14 @@ SHAPES = {
 }
 
 
-def make_hf_model(path, tokenizer, dtype=torch.float32, **shape):
-    """A random-init LlamaForCausalLM saved with our tokenizer's files (vocab 512, seq_len 32)."""
+def make_hf_model(path, tokenizer, dtype=torch.float32, rope=None, **shape):
+    """A random-init LlamaForCausalLM saved with our tokenizer's files (vocab 512, seq_len 32); `rope`: the
+    rope_parameters of a scaled RoPE (rope_type, factor, ...)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     theta = shape.pop("rope_theta")
     config = LlamaConfig(vocab_size=512, intermediate_size=96, num_hidden_layers=2, max_position_embeddings=32,
-                         rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": theta},
+                         rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", **(rope or {}), "rope_theta": theta},
                          bos_token_id=2, eos_token_id=3, pad_token_id=0, **shape)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(dtype)
@@ -73,6 +75,40 @@ def test_imported_model_equals_hf_and_exports_back_bitwise(shape, tiny_data, tmp
     assert sorted(original) == sorted(back) and all(original[k] == back[k] for k in original)
 
 
+SCALED = {
+    "llama3": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8, "beta_fast": 32.0,
+             "beta_slow": 1.0, "truncate": True},
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(SCALED))
+def test_scaled_rope_imports_and_exports_back(scheme, tiny_data, tmp_path):
+    """A Llama with llama3 or YaRN scaling (8 → 32 positions): imported, the same logits as transformers'; exported
+    back, the same rope_parameters and again the same logits. The older rope_scaling form imports too."""
+    from transformers import AutoModelForCausalLM
+    hf = make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], rope=SCALED[scheme], **dict(SHAPES["gqa"]))
+    assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    cfg = read_hf_config(tmp_path / "hf")
+    assert (cfg.rope_scaling.type, cfg.rope_scaling.original_seq_len, cfg.seq_len) == (scheme, 8, 32)
+    ours = Transformer(cfg)
+    load_model_weights(ours, tmp_path / "ours" / "step_00000000")
+    diff = compare_with_hf(ours, hf, cfg.vocab_size, cfg.seq_len)
+    assert diff["logits"] < LOGITS_ATOL and diff["loss"] < 1e-5 and diff["generate_equal"], diff
+    assert cli.call(export_main, [str(tmp_path / "ours" / "step_00000000"), str(tmp_path / "back")]) == 0
+    back = json.loads((tmp_path / "back" / "config.json").read_text())["rope_parameters"]
+    assert back == {**SCALED[scheme], "rope_theta": 10000.0}
+    diff = compare_with_hf(ours, AutoModelForCausalLM.from_pretrained(tmp_path / "back"), cfg.vocab_size, cfg.seq_len)
+    assert diff["logits"] < LOGITS_ATOL and diff["generate_equal"], diff
+    # transformers < 5 wrote rope_theta at the top and the scaling as rope_scaling {type, ...}.
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    old = {k: v for k, v in SCALED[scheme].items() if k != "rope_type"}
+    config.update(rope_parameters=None, rope_theta=10000.0, rope_scaling={"type": scheme, **old})
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert read_hf_config(tmp_path / "hf") == cfg
+
+
 def test_bf16_round_trip_is_bitwise(tiny_data, tmp_path):
     make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], dtype=torch.bfloat16, **dict(SHAPES["gqa"]))
     assert cli.call(import_main, [str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
@@ -85,7 +121,9 @@ def test_bf16_round_trip_is_bitwise(tiny_data, tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("attention_bias", True), ("mlp_bias", True), ("hidden_act", "gelu"), ("model_type", "qwen2_moe"),
     ("sliding_window", 4096), ("num_local_experts", 8),
-    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}),
+    ("rope_scaling", {"rope_type": "dynamic", "factor": 2.0}),
+    ("rope_parameters", {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0], "long_factor": [2.0]}),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}),  # no low/high
 ])
 def test_unsupported_architectures_are_refused_naming_the_field(field, value, tiny_data, tmp_path, capsys):
     make_hf_model(tmp_path / "hf", tiny_data["tokenizer"], **dict(SHAPES["gqa"]))
