@@ -115,7 +115,7 @@ class DeepSpeedBackend(DistributedRuntime):
             total, own_norm = 0.0, None
             for i, b in enumerate(micro_batches):
                 lm_loss = self._lm_loss(b)
-                # DeepSpeed averages over data × context ranks; the context ranks' shares must add (parallel/context.py).
+                # DeepSpeed averages over data × context ranks; the context shares must add (parallel/context.py).
                 self.engine.backward(lm_loss * self.topo.cp + self.engine.module.moe_loss())
                 loss_t = self._context_sum(lm_loss.detach())
                 if i == len(micro_batches) - 1 and self._engine_keeps_no_norm:

@@ -42,7 +42,8 @@ def run_distributed(cfg: RunConfig, launch: LaunchEnv, eval_only: bool = False) 
     def announce(backend: DeepSpeedBackend, peak: float, source: str) -> None:
         if backend.is_main:
             (Path(cfg.out_dir) / "deepspeed_config.json").write_text(json.dumps(backend.ds_config, indent=1))
-        log.info(f"layout tp={tp} pp={pp} {f'cp={topo.cp} ' if topo.cp > 1 else ''}dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
+        cp = f"cp={topo.cp} " if topo.cp > 1 else ""
+        log.info(f"layout tp={tp} pp={pp} {cp}dp={dp} zero={cfg.parallel.zero_stage} precision={cfg.precision.dtype}; "
                  f"{cfg.total_steps} steps; MFU against {peak / 1e12:.2f} TFLOP/s per device ({source})")
         # On CPU the unfilled part of DeepSpeed's full-size buckets is never paged in (llm/cost/memory.py), so the
         # headline there is what the rank's resident memory will hold; a GPU's allocator reserves all of it.

@@ -110,7 +110,8 @@ def measure(spec: str, launch, device) -> dict:
     predicted = memory_per_gpu(cfg.model, layout, cfg.train.global_batch_size, reduce_bucket_size=BUCKET,
                                framework_bytes=0, fragmentation=0.0, foreach_adam=device.type == "cuda")
     row = {"layout": spec, "size": size, "tp": tp, "pp": pp, "dp": dp, "zero_stage": zero,
-           "recompute_interval": interval, "ep": ep, "cp": cp, "tiled_mlp": tiled, "rank": launch.rank, "stage": topo.pp_rank,
+           "recompute_interval": interval, "ep": ep, "cp": cp, "tiled_mlp": tiled, "rank": launch.rank,
+           "stage": topo.pp_rank,
            "measured_states": held, "measured_peak": peak, "predicted": predicted.as_dict()}
     del backend
     gc.collect()
