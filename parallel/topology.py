@@ -1,4 +1,4 @@
-"""The tensor × pipeline × data layout of a run and its process groups.
+"""The tensor × pipeline × context × data layout of a run and its process groups.
 
 `check_layout` validates a layout against the world size, the model shape, the batch sizes and the DeepSpeed
 pass-through keys without touching any process group, so launchers can fail before spawning anything.
@@ -123,8 +123,9 @@ class Topology:
                 skip_shm_allreduce()
             # DeepSpeed's communication layer wraps the process group torch already has; the grid needs it.
             ds_comm.init_distributed(dist_backend=dist.get_backend(), verbose=False)
-        # The grid's "data" axis holds data × context ranks (DeepSpeed's sequence-data-parallel group, over which
-        # ZeRO partitions and gradients reduce); context ranks are adjacent within it, after tensor ranks.
+        # The grid's "data" axis holds data × context ranks: what DeepSpeed sees as its data-parallel group (ZeRO
+        # partitions and gradients average over it; see the mpu section below). Context ranks are adjacent within it,
+        # after the tensor ranks.
         self.ds_topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=self.dp * cp)
         self.grid = PipelineParallelGrid(topology=self.ds_topology)
         coord = self.ds_topology.get_coord(self.rank)
