@@ -11,9 +11,9 @@ sample (`shard`). Document masking gathers the slices' document ids (integers, a
 The loss: a rank's mean over its slice is weighted by its share of the group's valid targets (`shard` gives both),
 so that the group's sum is the mean over the whole sample. DeepSpeed sees the data × context ranks as its
 data-parallel group (parallel/topology.py) and averages gradients over all of them, so the rank backpropagates its
-share × C (parallel/engine.py `train_step`): the average is then the sum over context ranks of the data-parallel mean. DeepSpeed's own
-Ulysses bookkeeping (an mpu with get_sequence_parallel_*) is not used: its ZeRO-3 reduce-scatter averages where
-stages 0-2 sum (deepspeed 0.19.8), and no single loss scale is right for both.
+share × C (parallel/engine.py `train_step`): the average is then the sum over context ranks of the data-parallel
+mean. DeepSpeed's own Ulysses bookkeeping (an mpu with get_sequence_parallel_*) is not used: its ZeRO-3 reduce-scatter
+averages where stages 0-2 sum (deepspeed 0.19.8), and no single loss scale is right for both.
 """
 from __future__ import annotations
 

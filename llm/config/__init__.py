@@ -74,6 +74,9 @@ class RunConfig:
                 value.validate(f.name)
         # After train: the warmup is checked against the run's length, which train defines.
         self.optim.validate("optim", total_steps=self.total_steps)
+        if self.data.document_mask and self.parallel.pipeline > 1:
+            raise ConfigError(f"data.document_mask cannot be combined with parallel.pipeline={self.parallel.pipeline}: "
+                              "the pipeline's stages pass only activations on, not the documents' ids and positions")
 
     def warnings(self) -> list[str]:
         """One line per setting that validates but is probably not what was meant; the run prints them at start-up

@@ -47,9 +47,14 @@ def test_explicit_positions_equal_the_default():
     assert torch.equal(model(tokens, positions=torch.arange(16).expand(2, 16)), plain)
 
 
-def test_document_mask_needs_a_tokenizer():
+def test_document_mask_needs_a_tokenizer_and_no_pipeline():
     with pytest.raises(ConfigError, match="document_mask needs data.tokenizer"):
         DataConfig(paths=["x"], document_mask=True).validate()
+    from llm.config import config_from_dict
+    raw = {"data": {"paths": ["x"], "tokenizer": "t.model", "document_mask": True},
+           "parallel": {"pipeline": 2, "zero_stage": 1}}
+    with pytest.raises(ConfigError, match="document_mask cannot be combined with parallel.pipeline=2"):
+        config_from_dict(raw).validate()
 
 
 @pytest.mark.parametrize("model,parallel,world,message", [
