@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 from pathlib import Path
 
 from typed_yaml import log
@@ -88,11 +89,12 @@ def main(argv=None) -> int:
 
 
 def _numbers(text: str, kind: type, flag: str) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r} must be comma-separated {'integers' if kind is int else 'numbers'}") \
-            from None
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    # Checked by pattern rather than by catching the conversion's ValueError (tests/test_errors.py).
+    pattern = r"\d+" if kind is int else r"\d+(\.\d*)?|\.\d+"
+    if any(re.fullmatch(pattern, v) is None for v in parts):
+        raise ConfigError(f"{flag} {text!r} must be comma-separated {'integers' if kind is int else 'numbers'}")
+    values = [kind(v) for v in parts]
     if not values:
         raise ConfigError(f"{flag} names nothing")
     return values
